@@ -1,0 +1,611 @@
+//! The co-op document: profile, policy, members with their devices, relays.
+//!
+//! Layout (all maps unless noted):
+//!
+//! ```text
+//! type="coop" schema=1 id creator created_at       written by the genesis only
+//! name description                                   strings
+//! policy/default_credit_limit                        int
+//! policy/units/<unit>/{name, scale}                  str, int
+//! members/<did>/{role, status, joined_at, display_name, credit_limit}
+//! members/<did>/devices/<device key>/{label, added_at, revoked}
+//! relays/<node did>/{addr, added_at}
+//! ```
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::Transactable;
+use automerge::{ObjId, ReadDoc};
+
+use crate::did::Did;
+use crate::document::{
+    DocKind, GenesisField, Reader, SchemaError, Shape, check_ident, ensure_map, existing_map,
+    parse_device_key, parse_did_key, write_genesis,
+};
+
+/// A member's role in a co-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May change profile, policy, members, roles and relays.
+    Admin,
+    /// May write its own entries.
+    Member,
+    /// May read only.
+    Observer,
+}
+
+impl Role {
+    const NAMES: &'static [&'static str] = &["admin", "member", "observer"];
+
+    /// The role's name in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Observer => "observer",
+        }
+    }
+
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            "observer" => Some(Role::Observer),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a member may act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    /// May act within its role.
+    Active,
+    /// Temporarily may not act.
+    Suspended,
+    /// Left or was removed; may not act.
+    Removed,
+}
+
+impl MemberStatus {
+    const NAMES: &'static [&'static str] = &["active", "suspended", "removed"];
+
+    /// The status's name in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Active => "active",
+            MemberStatus::Suspended => "suspended",
+            MemberStatus::Removed => "removed",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(s: &str) -> Option<MemberStatus> {
+        match s {
+            "active" => Some(MemberStatus::Active),
+            "suspended" => Some(MemberStatus::Suspended),
+            "removed" => Some(MemberStatus::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// Every field of the co-op schema, as found at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CoopField {
+    /// A genesis field at the root.
+    Genesis(GenesisField),
+    /// `name`.
+    Name,
+    /// `description`.
+    Description,
+    /// `policy`.
+    Policy,
+    /// `policy/default_credit_limit`.
+    DefaultCreditLimit,
+    /// `policy/units`.
+    Units,
+    /// `policy/units/<unit>` and its fields.
+    Unit(String),
+    /// `members`.
+    Members,
+    /// `members/<did>`.
+    Member(Did),
+    /// `members/<did>/role`.
+    MemberRole(Did),
+    /// `members/<did>/status`.
+    MemberStatus(Did),
+    /// `members/<did>/joined_at`.
+    MemberJoinedAt(Did),
+    /// `members/<did>/credit_limit`.
+    MemberCreditLimit(Did),
+    /// `members/<did>/display_name`.
+    MemberDisplayName(Did),
+    /// `members/<did>/devices` and everything below it.
+    MemberDevices(Did),
+    /// `relays` and everything below it.
+    Relays,
+}
+
+/// Maps a path to its field and the shape it must hold.
+pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
+    use CoopField as F;
+    let unknown = || SchemaError::UnknownPath(path.join("/"));
+    let did = |s: &str| parse_did_key("member DID", s);
+    Ok(match path {
+        [key] => match *key {
+            "name" => (F::Name, Shape::Str(200)),
+            "description" => (F::Description, Shape::Str(4000)),
+            "policy" => (F::Policy, Shape::Map),
+            "members" => (F::Members, Shape::Map),
+            "relays" => (F::Relays, Shape::Map),
+            other => match GenesisField::classify(other) {
+                Some((field, shape)) => (F::Genesis(field), shape),
+                None => return Err(unknown()),
+            },
+        },
+        ["policy", "default_credit_limit"] => (F::DefaultCreditLimit, Shape::NonNegative),
+        ["policy", "units"] => (F::Units, Shape::Map),
+        ["policy", "units", unit, rest @ ..] => {
+            check_ident("unit", unit)?;
+            let shape = match rest {
+                [] => Shape::Map,
+                ["name"] => Shape::Str(64),
+                ["scale"] => Shape::NonNegative,
+                _ => return Err(unknown()),
+            };
+            (F::Unit((*unit).to_owned()), shape)
+        }
+        ["members", member, rest @ ..] => {
+            let member = did(member)?;
+            match rest {
+                [] => (F::Member(member), Shape::Map),
+                ["role"] => (F::MemberRole(member), Shape::OneOf(Role::NAMES)),
+                ["status"] => (F::MemberStatus(member), Shape::OneOf(MemberStatus::NAMES)),
+                ["joined_at"] => (F::MemberJoinedAt(member), Shape::NonNegative),
+                ["credit_limit"] => (F::MemberCreditLimit(member), Shape::NonNegative),
+                ["display_name"] => (F::MemberDisplayName(member), Shape::Str(200)),
+                ["devices"] => (F::MemberDevices(member), Shape::Map),
+                ["devices", key, rest @ ..] => {
+                    parse_device_key(key)?;
+                    let shape = match rest {
+                        [] => Shape::Map,
+                        ["label"] => Shape::Str(200),
+                        ["added_at"] => Shape::NonNegative,
+                        ["revoked"] => Shape::Bool,
+                        _ => return Err(unknown()),
+                    };
+                    (F::MemberDevices(member), shape)
+                }
+                _ => return Err(unknown()),
+            }
+        }
+        ["relays", relay, rest @ ..] => {
+            parse_did_key("relay DID", relay)?;
+            let shape = match rest {
+                [] => Shape::Map,
+                ["addr"] => Shape::Str(200),
+                ["added_at"] => Shape::NonNegative,
+                _ => return Err(unknown()),
+            };
+            (F::Relays, shape)
+        }
+        _ => return Err(unknown()),
+    })
+}
+
+/// Whether an operation may delete the value at this path. Only relays can be
+/// removed outright; members and devices change status instead, so the record
+/// of who could act when is never lost.
+pub fn deletable(field: &CoopField, path: &[&str]) -> bool {
+    matches!(field, CoopField::Relays) && path.len() == 2
+}
+
+/// A device of a member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Device {
+    /// A name the member chose.
+    pub label: Option<String>,
+    /// Unix seconds.
+    pub added_at: Option<i64>,
+    /// Whether the device was revoked. A revoked device never acts again.
+    pub revoked: bool,
+}
+
+/// A member of a co-op.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Member {
+    /// The member's DID.
+    pub did: Did,
+    /// Role.
+    pub role: Role,
+    /// Status.
+    pub status: MemberStatus,
+    /// Unix seconds.
+    pub joined_at: Option<i64>,
+    /// A name to show.
+    pub display_name: Option<String>,
+    /// Override of the co-op's default credit limit.
+    pub credit_limit: Option<i64>,
+    /// Devices by base58 key.
+    pub devices: BTreeMap<String, Device>,
+}
+
+impl Member {
+    /// Whether the member may act at all.
+    pub fn is_active(&self) -> bool {
+        self.status == MemberStatus::Active
+    }
+
+    /// Whether `key` is a live (present, not revoked) device of this member.
+    pub fn has_live_device(&self, key: &Did) -> bool {
+        self.devices
+            .get(&key.key_string())
+            .is_some_and(|d| !d.revoked)
+    }
+
+    /// Reads one member; `None` when absent or malformed.
+    pub fn read(r: Reader<'_>, did: &Did) -> Option<Member> {
+        let obj = r.map_path(&["members", &did.to_string()])?;
+        Self::read_at(r, &obj, *did)
+    }
+
+    fn read_at(r: Reader<'_>, obj: &ObjId, did: Did) -> Option<Member> {
+        let mut devices = BTreeMap::new();
+        if let Some(devs) = r.map(obj, "devices") {
+            for key in r.keys(&devs) {
+                if let Some(dev) = r.map(&devs, &key) {
+                    devices.insert(
+                        key,
+                        Device {
+                            label: r.str(&dev, "label"),
+                            added_at: r.int(&dev, "added_at"),
+                            revoked: r.bool(&dev, "revoked").unwrap_or(false),
+                        },
+                    );
+                }
+            }
+        }
+        Some(Member {
+            did,
+            role: Role::parse(&r.str(obj, "role")?)?,
+            status: MemberStatus::parse(&r.str(obj, "status")?)?,
+            joined_at: r.int(obj, "joined_at"),
+            display_name: r.str(obj, "display_name"),
+            credit_limit: r.int(obj, "credit_limit"),
+            devices,
+        })
+    }
+}
+
+/// Finds the member one of whose devices is `device`. A member's own DID key
+/// is looked at first, so the common case costs one lookup.
+pub fn device_owner(r: Reader<'_>, device: &Did) -> Option<Member> {
+    if let Some(member) = Member::read(r, device)
+        && member.devices.contains_key(&device.key_string())
+    {
+        return Some(member);
+    }
+    let members = r.map_path(&["members"])?;
+    let key = device.key_string();
+    r.did_keys(&members).into_iter().find_map(|did| {
+        let obj = r.map(&members, &did.to_string())?;
+        let devices = r.map(&obj, "devices")?;
+        r.map(&devices, &key)?;
+        Member::read_at(r, &obj, did)
+    })
+}
+
+/// A unit of account.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unit {
+    /// A name to show, e.g. "hours".
+    pub name: Option<String>,
+    /// Decimal places of the smallest step.
+    pub scale: i64,
+}
+
+/// The co-op's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Policy {
+    /// Credit limit of a member without an override.
+    pub default_credit_limit: i64,
+    /// Units of account by id.
+    pub units: BTreeMap<String, Unit>,
+}
+
+/// A relay registered with the co-op.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Relay {
+    /// Where to dial it, `ip:port`.
+    pub addr: Option<String>,
+}
+
+/// The whole co-op, as typed data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Coop {
+    /// Slug, e.g. "food-coop".
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Creator's DID.
+    pub creator: Did,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Policy.
+    pub policy: Policy,
+    /// Members by DID.
+    pub members: BTreeMap<Did, Member>,
+    /// Relays by node DID.
+    pub relays: BTreeMap<Did, Relay>,
+}
+
+impl Coop {
+    /// Reads the co-op document.
+    pub fn read(r: Reader<'_>) -> Result<Coop, SchemaError> {
+        let genesis = crate::document::Genesis::read(r)
+            .filter(|g| g.kind == DocKind::Coop)
+            .ok_or_else(|| SchemaError::Missing("co-op genesis".into()))?;
+        let root = ObjId::Root;
+        let mut policy = Policy::default();
+        if let Some(p) = r.map(&root, "policy") {
+            policy.default_credit_limit = r.int(&p, "default_credit_limit").unwrap_or(0);
+            if let Some(units) = r.map(&p, "units") {
+                for unit in r.keys(&units) {
+                    if let Some(u) = r.map(&units, &unit) {
+                        let scale = r.int(&u, "scale").unwrap_or(0);
+                        let name = r.str(&u, "name");
+                        policy.units.insert(unit, Unit { name, scale });
+                    }
+                }
+            }
+        }
+        let mut members = BTreeMap::new();
+        if let Some(m) = r.map(&root, "members") {
+            for did in r.did_keys(&m) {
+                if let Some(obj) = r.map(&m, &did.to_string())
+                    && let Some(member) = Member::read_at(r, &obj, did)
+                {
+                    members.insert(did, member);
+                }
+            }
+        }
+        let mut relays = BTreeMap::new();
+        if let Some(rs) = r.map(&root, "relays") {
+            for did in r.did_keys(&rs) {
+                if let Some(obj) = r.map(&rs, &did.to_string()) {
+                    relays.insert(did, Relay { addr: r.str(&obj, "addr") });
+                }
+            }
+        }
+        Ok(Coop {
+            id: genesis.slug,
+            name: r.str(&root, "name").unwrap_or_default(),
+            description: r.str(&root, "description").unwrap_or_default(),
+            creator: genesis.creator,
+            created_at: genesis.created_at,
+            policy,
+            members,
+            relays,
+        })
+    }
+}
+
+/// What a new co-op starts with.
+#[derive(Debug, Clone)]
+pub struct NewCoop {
+    /// Slug, e.g. "food-coop".
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The creator, who becomes the first admin.
+    pub creator: Did,
+    /// The device key that writes the genesis (often the creator's DID key).
+    pub device: Did,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Policy default credit limit.
+    pub default_credit_limit: i64,
+    /// Units of account: id → scale.
+    pub units: Vec<(String, i64)>,
+}
+
+/// Writes the genesis of a co-op: its fields and its creator as first admin,
+/// with the creator's DID key and the writing device as live devices.
+pub fn create(tx: &mut (impl Transactable + ReadDoc), new: &NewCoop) -> Result<(), SchemaError> {
+    write_genesis(tx, DocKind::Coop, &new.id, &new.creator, new.created_at)?;
+    let root = ObjId::Root;
+    tx.put(&root, "name", new.name.as_str())?;
+    tx.put(&root, "description", new.description.as_str())?;
+    let policy = ensure_map(tx, &root, "policy")?;
+    tx.put(&policy, "default_credit_limit", non_negative("default_credit_limit", new.default_credit_limit)?)?;
+    let units = ensure_map(tx, &policy, "units")?;
+    for (unit, scale) in &new.units {
+        check_ident("unit", unit)?;
+        let u = ensure_map(tx, &units, unit)?;
+        tx.put(&u, "scale", non_negative("scale", *scale)?)?;
+    }
+    ensure_map(tx, &root, "members")?;
+    ensure_map(tx, &root, "relays")?;
+    add_member(tx, &new.creator, Role::Admin, new.created_at)?;
+    if new.device != new.creator {
+        add_device(tx, &new.creator, &new.device, None, new.created_at)?;
+    }
+    Ok(())
+}
+
+fn non_negative(field: &'static str, value: i64) -> Result<i64, SchemaError> {
+    if value < 0 {
+        return Err(SchemaError::InvalidValue {
+            field,
+            reason: "must not be negative".into(),
+        });
+    }
+    Ok(value)
+}
+
+fn member_obj(tx: &impl ReadDoc, did: &Did) -> Result<ObjId, SchemaError> {
+    existing_map(tx, &["members", &did.to_string()], &format!("member {did}"))
+}
+
+/// Adds a member with `role`, active, whose DID key is its first device.
+/// Re-adding a removed member makes it active again with the new role.
+pub fn add_member(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    role: Role,
+    joined_at: i64,
+) -> Result<(), SchemaError> {
+    let members = existing_map(tx, &["members"], "members")?;
+    let m = ensure_map(tx, &members, &did.to_string())?;
+    tx.put(&m, "role", role.as_str())?;
+    tx.put(&m, "status", MemberStatus::Active.as_str())?;
+    tx.put(&m, "joined_at", non_negative("joined_at", joined_at)?)?;
+    add_device(tx, did, did, None, joined_at)
+}
+
+/// Changes a member's role.
+pub fn set_role(tx: &mut (impl Transactable + ReadDoc), did: &Did, role: Role) -> Result<(), SchemaError> {
+    let m = member_obj(tx, did)?;
+    tx.put(&m, "role", role.as_str())?;
+    Ok(())
+}
+
+/// Changes a member's status (suspend, remove, reinstate).
+pub fn set_status(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    status: MemberStatus,
+) -> Result<(), SchemaError> {
+    let m = member_obj(tx, did)?;
+    tx.put(&m, "status", status.as_str())?;
+    Ok(())
+}
+
+/// Sets the name a member shows.
+pub fn set_display_name(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    name: &str,
+) -> Result<(), SchemaError> {
+    let m = member_obj(tx, did)?;
+    tx.put(&m, "display_name", name)?;
+    Ok(())
+}
+
+/// Overrides a member's credit limit.
+pub fn set_credit_limit(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    limit: i64,
+) -> Result<(), SchemaError> {
+    let m = member_obj(tx, did)?;
+    tx.put(&m, "credit_limit", non_negative("credit_limit", limit)?)?;
+    Ok(())
+}
+
+/// Adds a device key to a member.
+pub fn add_device(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    device: &Did,
+    label: Option<&str>,
+    added_at: i64,
+) -> Result<(), SchemaError> {
+    let m = member_obj(tx, did)?;
+    let devices = ensure_map(tx, &m, "devices")?;
+    let d = ensure_map(tx, &devices, &device.key_string())?;
+    tx.put(&d, "added_at", non_negative("added_at", added_at)?)?;
+    tx.put(&d, "revoked", false)?;
+    if let Some(label) = label {
+        tx.put(&d, "label", label)?;
+    }
+    Ok(())
+}
+
+/// Revokes a device: it never acts for the member again.
+pub fn revoke_device(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    device: &Did,
+) -> Result<(), SchemaError> {
+    let d = existing_map(
+        tx,
+        &["members", &did.to_string(), "devices", &device.key_string()],
+        "device",
+    )?;
+    tx.put(&d, "revoked", true)?;
+    Ok(())
+}
+
+/// Changes the co-op's name and description.
+pub fn set_profile(
+    tx: &mut (impl Transactable + ReadDoc),
+    name: Option<&str>,
+    description: Option<&str>,
+) -> Result<(), SchemaError> {
+    if let Some(name) = name {
+        tx.put(ObjId::Root, "name", name)?;
+    }
+    if let Some(description) = description {
+        tx.put(ObjId::Root, "description", description)?;
+    }
+    Ok(())
+}
+
+/// Sets the default credit limit.
+pub fn set_default_credit_limit(
+    tx: &mut (impl Transactable + ReadDoc),
+    limit: i64,
+) -> Result<(), SchemaError> {
+    let policy = ensure_map(tx, &ObjId::Root, "policy")?;
+    tx.put(&policy, "default_credit_limit", non_negative("default_credit_limit", limit)?)?;
+    Ok(())
+}
+
+/// Adds or updates a unit of account.
+pub fn put_unit(
+    tx: &mut (impl Transactable + ReadDoc),
+    unit: &str,
+    name: Option<&str>,
+    scale: i64,
+) -> Result<(), SchemaError> {
+    check_ident("unit", unit)?;
+    let policy = ensure_map(tx, &ObjId::Root, "policy")?;
+    let units = ensure_map(tx, &policy, "units")?;
+    let u = ensure_map(tx, &units, unit)?;
+    tx.put(&u, "scale", non_negative("scale", scale)?)?;
+    if let Some(name) = name {
+        tx.put(&u, "name", name)?;
+    }
+    Ok(())
+}
+
+/// Registers a relay node.
+pub fn add_relay(
+    tx: &mut (impl Transactable + ReadDoc),
+    node: &Did,
+    addr: &str,
+    added_at: i64,
+) -> Result<(), SchemaError> {
+    let relays = ensure_map(tx, &ObjId::Root, "relays")?;
+    let r = ensure_map(tx, &relays, &node.to_string())?;
+    tx.put(&r, "addr", addr)?;
+    tx.put(&r, "added_at", non_negative("added_at", added_at)?)?;
+    Ok(())
+}
+
+/// Removes a relay.
+pub fn remove_relay(tx: &mut (impl Transactable + ReadDoc), node: &Did) -> Result<(), SchemaError> {
+    let relays = existing_map(tx, &["relays"], "relays")?;
+    tx.delete(&relays, node.to_string())?;
+    Ok(())
+}

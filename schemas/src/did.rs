@@ -1,0 +1,177 @@
+//! Decentralised identifiers: `did:icn:<base58btc(ed25519 public key)>`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use ed25519_dalek::VerifyingKey;
+
+/// The prefix every ICN DID starts with.
+pub const DID_PREFIX: &str = "did:icn:";
+
+/// An ICN DID: an Ed25519 public key, printed as `did:icn:<base58btc(key)>`.
+///
+/// A `Did` always holds a key that is a valid, non-weak curve point, so a
+/// signature check against it never has to re-validate the key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Did(VerifyingKey);
+
+/// Why a string or byte string is not a DID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DidError {
+    /// The string does not start with `did:icn:`.
+    #[error("a DID starts with \"did:icn:\", got {0:?}")]
+    MissingPrefix(String),
+    /// Nothing follows the prefix.
+    #[error("the DID has no key after \"did:icn:\"")]
+    EmptyKey,
+    /// The key part is not base58btc.
+    #[error("the DID key is not base58btc: {0}")]
+    NotBase58(String),
+    /// The key does not have 32 bytes.
+    #[error("a DID key has 32 bytes, this one has {0}")]
+    WrongLength(usize),
+    /// The 32 bytes are not a usable Ed25519 public key.
+    #[error("the DID key is not a valid Ed25519 public key")]
+    InvalidKey,
+}
+
+impl Did {
+    /// The DID of a verifying key. Weak (small-order) keys are refused: anyone
+    /// could forge signatures for them.
+    pub fn from_key(key: VerifyingKey) -> Result<Self, DidError> {
+        if key.is_weak() {
+            return Err(DidError::InvalidKey);
+        }
+        Ok(Self(key))
+    }
+
+    /// The DID of a 32-byte public key.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DidError> {
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| DidError::WrongLength(bytes.len()))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| DidError::InvalidKey)?;
+        Self::from_key(key)
+    }
+
+    /// Parses the base58btc key part alone (no `did:icn:` prefix), as used for
+    /// device keys inside documents.
+    pub fn from_key_string(s: &str) -> Result<Self, DidError> {
+        if s.is_empty() {
+            return Err(DidError::EmptyKey);
+        }
+        // 32 bytes never need more than 44 base58 characters; refuse long input
+        // before decoding it.
+        if s.len() > 44 {
+            return Err(DidError::WrongLength(s.len() * 3 / 4));
+        }
+        let bytes = bs58::decode(s)
+            .into_vec()
+            .map_err(|e| DidError::NotBase58(e.to_string()))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// The public key.
+    pub fn key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
+    /// The 32 bytes of the public key.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
+    /// The base58btc key part alone, without `did:icn:`.
+    pub fn key_string(&self) -> String {
+        bs58::encode(self.0.as_bytes()).into_string()
+    }
+}
+
+impl FromStr for Did {
+    type Err = DidError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key = s
+            .strip_prefix(DID_PREFIX)
+            .ok_or_else(|| DidError::MissingPrefix(s.chars().take(64).collect()))?;
+        Self::from_key_string(key)
+    }
+}
+
+impl fmt::Display for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{DID_PREFIX}{}", self.key_string())
+    }
+}
+
+impl fmt::Debug for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Did({self})")
+    }
+}
+
+impl PartialOrd for Did {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Did {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl serde::Serialize for Did {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Did {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The base point of Ed25519, a valid public key.
+    const BASEPOINT: [u8; 32] = [
+        0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+        0x66, 0x66,
+    ];
+
+    #[test]
+    fn roundtrip() {
+        let did = Did::from_bytes(&BASEPOINT).expect("basepoint is a valid key");
+        let printed = did.to_string();
+        assert!(printed.starts_with("did:icn:"));
+        assert_eq!(printed.parse::<Did>(), Ok(did));
+    }
+
+    #[test]
+    fn every_malformed_did_has_its_own_error() {
+        let good = Did::from_bytes(&BASEPOINT).expect("valid").key_string();
+        assert!(matches!("did:key:abc".parse::<Did>(), Err(DidError::MissingPrefix(_))));
+        assert_eq!("did:icn:".parse::<Did>(), Err(DidError::EmptyKey));
+        assert!(matches!("did:icn:0OIl".parse::<Did>(), Err(DidError::NotBase58(_))));
+        assert_eq!(
+            format!("did:icn:{}", &good[..10]).parse::<Did>(),
+            Err(DidError::WrongLength(7))
+        );
+        assert!(matches!(
+            format!("did:icn:{good}{good}").parse::<Did>(),
+            Err(DidError::WrongLength(_))
+        ));
+        // The identity point is a small-order (weak) key.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(Did::from_bytes(&identity), Err(DidError::InvalidKey));
+    }
+}

@@ -1,0 +1,440 @@
+//! What every ICN document shares: its id, its kind, the genesis fields, and a
+//! reader that can look at the document now or as it stood at given heads.
+
+use std::fmt;
+use std::str::FromStr;
+
+use automerge::{Automerge, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value};
+
+use crate::did::Did;
+
+/// Version of the document schema written into every genesis change.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A document's id: the hash of its genesis change.
+///
+/// Binding the id to the genesis means nobody can write a second, competing
+/// genesis for the same document: every valid change of the document has the
+/// genesis in its causal past, and the only change without dependencies is the
+/// one whose hash is the id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DocId(pub [u8; 32]);
+
+impl DocId {
+    /// The id of the document whose genesis change has this hash.
+    pub fn from_genesis(hash: ChangeHash) -> Self {
+        DocId(hash.0)
+    }
+
+    /// The genesis change hash.
+    pub fn genesis(&self) -> ChangeHash {
+        ChangeHash(self.0)
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&bs58::encode(self.0).into_string())
+    }
+}
+
+impl fmt::Debug for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DocId({self})")
+    }
+}
+
+/// Why a string is not a document id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a document id is 32 bytes in base58btc")]
+pub struct DocIdError;
+
+impl FromStr for DocId {
+    type Err = DocIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() > 44 {
+            return Err(DocIdError);
+        }
+        let bytes = bs58::decode(s).into_vec().map_err(|_| DocIdError)?;
+        Ok(DocId(bytes.try_into().map_err(|_| DocIdError)?))
+    }
+}
+
+/// The kinds of document, written at the root as `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocKind {
+    /// A co-op: profile, policy, members, devices, relays.
+    Coop,
+    /// A governance domain: rules, members, proposals, votes.
+    Domain,
+}
+
+impl DocKind {
+    /// The value of the root `type` key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Coop => "coop",
+            DocKind::Domain => "domain",
+        }
+    }
+
+    /// Reads the kind of a document.
+    pub fn of(r: Reader<'_>) -> Option<DocKind> {
+        match r.str(&ObjId::Root, "type")?.as_str() {
+            "coop" => Some(DocKind::Coop),
+            "domain" => Some(DocKind::Domain),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a document as it stands, or as it stood at some heads (its state in
+/// the causal past of those heads).
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    doc: &'a Automerge,
+    heads: Option<&'a [ChangeHash]>,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads the document as it stands.
+    pub fn now(doc: &'a Automerge) -> Self {
+        Reader { doc, heads: None }
+    }
+
+    /// Reads the document as it stood at `heads`, which must all be in it.
+    pub fn at(doc: &'a Automerge, heads: &'a [ChangeHash]) -> Self {
+        Reader {
+            doc,
+            heads: Some(heads),
+        }
+    }
+
+    /// The document read.
+    pub fn doc(&self) -> &'a Automerge {
+        self.doc
+    }
+
+    fn get(&self, obj: &ObjId, key: &str) -> Option<(Value<'a>, ObjId)> {
+        let got = match self.heads {
+            None => self.doc.get(obj, key),
+            Some(heads) => self.doc.get_at(obj, key, heads),
+        };
+        got.ok().flatten()
+    }
+
+    /// The map stored at `obj[key]`, if it is one.
+    pub fn map(&self, obj: &ObjId, key: &str) -> Option<ObjId> {
+        match self.get(obj, key)? {
+            (Value::Object(ObjType::Map), id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Follows a path of map keys from the root.
+    pub fn map_path(&self, path: &[&str]) -> Option<ObjId> {
+        path.iter()
+            .try_fold(ObjId::Root, |obj, key| self.map(&obj, key))
+    }
+
+    fn scalar(&self, obj: &ObjId, key: &str) -> Option<ScalarValue> {
+        match self.get(obj, key)? {
+            (Value::Scalar(s), _) => Some(s.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The string at `obj[key]`.
+    pub fn str(&self, obj: &ObjId, key: &str) -> Option<String> {
+        match self.scalar(obj, key)? {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The integer at `obj[key]`.
+    pub fn int(&self, obj: &ObjId, key: &str) -> Option<i64> {
+        match self.scalar(obj, key)? {
+            ScalarValue::Int(i) => Some(i),
+            ScalarValue::Uint(u) => i64::try_from(u).ok(),
+            _ => None,
+        }
+    }
+
+    /// The boolean at `obj[key]`.
+    pub fn bool(&self, obj: &ObjId, key: &str) -> Option<bool> {
+        match self.scalar(obj, key)? {
+            ScalarValue::Boolean(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The keys of the map `obj`, sorted.
+    pub fn keys(&self, obj: &ObjId) -> Vec<String> {
+        match self.heads {
+            None => self.doc.keys(obj).collect(),
+            Some(heads) => self.doc.keys_at(obj, heads).collect(),
+        }
+    }
+
+    /// The DID-keyed entries of the map `obj`, skipping keys that are not DIDs.
+    pub fn did_keys(&self, obj: &ObjId) -> Vec<Did> {
+        self.keys(obj)
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .collect()
+    }
+}
+
+/// The type a path holds, checked against every operation that writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A map object.
+    Map,
+    /// A string of at most the given number of bytes.
+    Str(usize),
+    /// A signed integer (Automerge `int`).
+    Int,
+    /// A non-negative integer (Automerge `int` or `uint`).
+    NonNegative,
+    /// A boolean.
+    Bool,
+    /// One of a fixed set of strings.
+    OneOf(&'static [&'static str]),
+    /// A DID string.
+    Did,
+}
+
+/// A path that the schema refuses, or a value of the wrong shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// No field of the schema lives at this path.
+    #[error("no field at {0}")]
+    UnknownPath(String),
+    /// An operation writes a value of the wrong type.
+    #[error("{path} holds {expected}, not what the change writes")]
+    WrongShape {
+        /// The path written.
+        path: String,
+        /// What the schema wants there.
+        expected: String,
+    },
+    /// Lists, text objects, counters and marks have no place in the schema.
+    #[error("{0}: lists, text, counters and marks are not part of the schema")]
+    UnsupportedOp(String),
+    /// A key that must be an identifier is malformed.
+    #[error("{kind} {value:?} is not valid: {reason}")]
+    BadKey {
+        /// What kind of key.
+        kind: &'static str,
+        /// The key.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A required field is missing or malformed when reading a typed view.
+    #[error("the document has no valid {0}")]
+    Missing(String),
+    /// Something other than the schema went wrong inside Automerge.
+    #[error("automerge: {0}")]
+    Automerge(String),
+    /// A value given to a typed operation is invalid.
+    #[error("invalid {field}: {reason}")]
+    InvalidValue {
+        /// Which field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<automerge::AutomergeError> for SchemaError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        SchemaError::Automerge(e.to_string())
+    }
+}
+
+/// Checks that a put of `value` (or the creation of a map, when `value` is
+/// `None`) matches `shape`.
+pub fn check_shape(path: &str, shape: Shape, value: Option<&ScalarValue>) -> Result<(), SchemaError> {
+    let ok = match (shape, value) {
+        (Shape::Map, None) => true,
+        (_, None) | (Shape::Map, Some(_)) => false,
+        (Shape::Str(max), Some(ScalarValue::Str(s))) => s.len() <= max,
+        (Shape::Int, Some(ScalarValue::Int(_))) => true,
+        (Shape::NonNegative, Some(ScalarValue::Int(i))) => *i >= 0,
+        (Shape::NonNegative, Some(ScalarValue::Uint(u))) => i64::try_from(*u).is_ok(),
+        (Shape::Bool, Some(ScalarValue::Boolean(_))) => true,
+        (Shape::OneOf(options), Some(ScalarValue::Str(s))) => options.contains(&s.as_str()),
+        (Shape::Did, Some(ScalarValue::Str(s))) => s.parse::<Did>().is_ok(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(SchemaError::WrongShape {
+            path: path.to_owned(),
+            expected: describe(shape),
+        })
+    }
+}
+
+fn describe(shape: Shape) -> String {
+    match shape {
+        Shape::Map => "a map".into(),
+        Shape::Str(max) => format!("a string of at most {max} bytes"),
+        Shape::Int => "an integer".into(),
+        Shape::NonNegative => "a non-negative integer".into(),
+        Shape::Bool => "a boolean".into(),
+        Shape::OneOf(options) => format!("one of {}", options.join(", ")),
+        Shape::Did => "a DID".into(),
+    }
+}
+
+/// Checks a slug-like identifier (co-op ids, domain ids, proposal ids, units):
+/// 1 to 64 bytes of `a-z 0-9 - _ . :`, starting with a letter or digit.
+pub fn check_ident(kind: &'static str, value: &str) -> Result<(), SchemaError> {
+    let bad = |reason: &str| SchemaError::BadKey {
+        kind,
+        value: value.chars().take(80).collect(),
+        reason: reason.into(),
+    };
+    if value.is_empty() || value.len() > 64 {
+        return Err(bad("it must have 1 to 64 bytes"));
+    }
+    let first_ok = value
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let rest_ok = value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.:".contains(&b));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(bad("use a-z, 0-9, '-', '_', '.', ':', starting with a letter or digit"))
+    }
+}
+
+pub(crate) fn parse_did_key(kind: &'static str, value: &str) -> Result<Did, SchemaError> {
+    value.parse().map_err(|e: crate::did::DidError| SchemaError::BadKey {
+        kind,
+        value: value.chars().take(80).collect(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn parse_device_key(value: &str) -> Result<Did, SchemaError> {
+    Did::from_key_string(value).map_err(|e| SchemaError::BadKey {
+        kind: "device key",
+        value: value.chars().take(80).collect(),
+        reason: e.to_string(),
+    })
+}
+
+/// The fields every document's genesis writes at its root, and nothing later
+/// may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenesisField {
+    /// `type`: the [`DocKind`].
+    Type,
+    /// `schema`: [`SCHEMA_VERSION`].
+    Schema,
+    /// `id`: the human-readable slug.
+    Id,
+    /// `creator`: the creator's DID.
+    Creator,
+    /// `created_at`: unix seconds.
+    CreatedAt,
+}
+
+impl GenesisField {
+    pub(crate) fn classify(key: &str) -> Option<(GenesisField, Shape)> {
+        Some(match key {
+            "type" => (GenesisField::Type, Shape::OneOf(&["coop", "domain"])),
+            "schema" => (GenesisField::Schema, Shape::Int),
+            "id" => (GenesisField::Id, Shape::Str(64)),
+            "creator" => (GenesisField::Creator, Shape::Did),
+            "created_at" => (GenesisField::CreatedAt, Shape::NonNegative),
+            _ => return None,
+        })
+    }
+}
+
+/// The genesis facts of a document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Genesis {
+    /// The kind.
+    pub kind: DocKind,
+    /// The human-readable slug.
+    pub slug: String,
+    /// Who created it.
+    pub creator: Did,
+    /// When, unix seconds.
+    pub created_at: i64,
+}
+
+impl Genesis {
+    /// Reads the genesis fields; `None` when any is missing or malformed.
+    pub fn read(r: Reader<'_>) -> Option<Genesis> {
+        let root = ObjId::Root;
+        if r.int(&root, "schema")? != SCHEMA_VERSION {
+            return None;
+        }
+        Some(Genesis {
+            kind: DocKind::of(r)?,
+            slug: r.str(&root, "id")?,
+            creator: r.str(&root, "creator")?.parse().ok()?,
+            created_at: r.int(&root, "created_at")?,
+        })
+    }
+}
+
+/// Writes the genesis fields at the root.
+pub(crate) fn write_genesis(
+    tx: &mut impl automerge::transaction::Transactable,
+    kind: DocKind,
+    slug: &str,
+    creator: &Did,
+    created_at: i64,
+) -> Result<(), SchemaError> {
+    check_ident("document id", slug)?;
+    let root = ObjId::Root;
+    tx.put(&root, "type", kind.as_str())?;
+    tx.put(&root, "schema", SCHEMA_VERSION)?;
+    tx.put(&root, "id", slug)?;
+    tx.put(&root, "creator", creator.to_string())?;
+    tx.put(&root, "created_at", created_at)?;
+    Ok(())
+}
+
+/// Returns the map at `parent[key]`, creating it when absent.
+pub(crate) fn ensure_map(
+    tx: &mut (impl automerge::transaction::Transactable + ReadDoc),
+    parent: &ObjId,
+    key: &str,
+) -> Result<ObjId, SchemaError> {
+    match tx.get(parent, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Ok(tx.put_object(parent, key, ObjType::Map)?),
+    }
+}
+
+/// Returns the existing map at `path` or an error naming what is missing.
+pub(crate) fn existing_map(
+    tx: &impl ReadDoc,
+    path: &[&str],
+    what: &str,
+) -> Result<ObjId, SchemaError> {
+    let mut obj = ObjId::Root;
+    for key in path {
+        obj = match tx.get(&obj, *key)? {
+            Some((Value::Object(ObjType::Map), id)) => id,
+            _ => return Err(SchemaError::Missing(what.to_owned())),
+        };
+    }
+    Ok(obj)
+}

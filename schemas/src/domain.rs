@@ -1,0 +1,838 @@
+//! The governance domain document: rules, members with weights, proposals,
+//! votes.
+//!
+//! Layout (all maps unless noted):
+//!
+//! ```text
+//! type="domain" schema=1 id creator created_at coop_id   written by the genesis only
+//! name profile                                              strings
+//! rules/{quorum_percent, approval_percent, voting_period_seconds, allow_veto}
+//! rules/method/{kind, threshold, max_blocks, module}
+//! members/<did>/{role, weight, status}
+//! proposals/<id>/{title, description, author, created_at, payload/…}   set once, at creation
+//! proposals/<id>/{state, opened_at, closes_at}
+//! proposals/<id>/votes/<voter did>/{choice, comment, at}
+//! ```
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::Transactable;
+use automerge::{ObjId, ReadDoc};
+
+use crate::did::Did;
+use crate::document::{
+    DocKind, GenesisField, Reader, SchemaError, Shape, check_ident, ensure_map, existing_map,
+    parse_did_key, write_genesis,
+};
+
+/// A member's role in a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DomainRole {
+    /// May change rules and members, and veto where the domain allows it.
+    Admin,
+    /// May propose and vote.
+    Member,
+}
+
+impl DomainRole {
+    const NAMES: &'static [&'static str] = &["admin", "member"];
+
+    /// The role's name in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainRole::Admin => "admin",
+            DomainRole::Member => "member",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(DomainRole::Admin),
+            "member" => Some(DomainRole::Member),
+            _ => None,
+        }
+    }
+}
+
+/// The lifecycle state of a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProposalState {
+    /// Written, not yet open for votes.
+    Draft,
+    /// Open for votes.
+    Open,
+    /// Closed, approved.
+    Accepted,
+    /// Closed, not approved.
+    Rejected,
+    /// Closed without enough participation.
+    NoQuorum,
+    /// Withdrawn by its author.
+    Cancelled,
+    /// Stopped by an admin.
+    Vetoed,
+}
+
+impl ProposalState {
+    const NAMES: &'static [&'static str] = &[
+        "draft", "open", "accepted", "rejected", "no_quorum", "cancelled", "vetoed",
+    ];
+
+    /// The state's name in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalState::Draft => "draft",
+            ProposalState::Open => "open",
+            ProposalState::Accepted => "accepted",
+            ProposalState::Rejected => "rejected",
+            ProposalState::NoQuorum => "no_quorum",
+            ProposalState::Cancelled => "cancelled",
+            ProposalState::Vetoed => "vetoed",
+        }
+    }
+
+    /// Parses a state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "draft" => ProposalState::Draft,
+            "open" => ProposalState::Open,
+            "accepted" => ProposalState::Accepted,
+            "rejected" => ProposalState::Rejected,
+            "no_quorum" => ProposalState::NoQuorum,
+            "cancelled" => ProposalState::Cancelled,
+            "vetoed" => ProposalState::Vetoed,
+            _ => return None,
+        })
+    }
+}
+
+/// A vote's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Choice {
+    /// In favour.
+    For,
+    /// Against.
+    Against,
+    /// Counted for quorum, not for approval.
+    Abstain,
+    /// A block (consent method).
+    Block,
+}
+
+impl Choice {
+    const NAMES: &'static [&'static str] = &["for", "against", "abstain", "block"];
+
+    /// The choice's name in the document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::For => "for",
+            Choice::Against => "against",
+            Choice::Abstain => "abstain",
+            Choice::Block => "block",
+        }
+    }
+
+    /// Parses a choice name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "for" => Choice::For,
+            "against" => Choice::Against,
+            "abstain" => Choice::Abstain,
+            "block" => Choice::Block,
+            _ => return None,
+        })
+    }
+}
+
+/// Every field of the domain schema, as found at a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DomainField {
+    /// A genesis field at the root (including `coop_id`).
+    Genesis(GenesisField),
+    /// `coop_id`: the co-op the domain belongs to, if any.
+    CoopId,
+    /// `name` or `profile`.
+    Profile,
+    /// `rules` and everything below it.
+    Rules,
+    /// `members`.
+    Members,
+    /// `members/<did>` and its fields.
+    Member(Did),
+    /// `proposals`.
+    Proposals,
+    /// `proposals/<id>` itself, and the fields set once when it is created:
+    /// title, description, author, created_at, payload.
+    ProposalContent(String),
+    /// `proposals/<id>/author`.
+    ProposalAuthor(String),
+    /// `proposals/<id>/state`.
+    ProposalState(String),
+    /// `proposals/<id>/{opened_at, closes_at}`.
+    ProposalSchedule(String),
+    /// `proposals/<id>/votes`.
+    Votes(String),
+    /// `proposals/<id>/votes/<voter>` and its fields.
+    Vote(String, Did),
+}
+
+const PAYLOAD_TYPES: &[&str] = &[
+    "text",
+    "budget",
+    "membership",
+    "config_change",
+    "freeze",
+    "unfreeze",
+];
+
+/// Maps a path to its field and the shape it must hold.
+pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
+    use DomainField as F;
+    let unknown = || SchemaError::UnknownPath(path.join("/"));
+    let pct = Shape::NonNegative;
+    Ok(match path {
+        [key] => match *key {
+            "coop_id" => (F::CoopId, Shape::Str(64)),
+            "name" => (F::Profile, Shape::Str(200)),
+            "profile" => (F::Profile, Shape::Str(64)),
+            "rules" => (F::Rules, Shape::Map),
+            "members" => (F::Members, Shape::Map),
+            "proposals" => (F::Proposals, Shape::Map),
+            other => match GenesisField::classify(other) {
+                Some((field, shape)) => (F::Genesis(field), shape),
+                None => return Err(unknown()),
+            },
+        },
+        ["rules", rest @ ..] => {
+            let shape = match rest {
+                ["quorum_percent"] | ["approval_percent"] => pct,
+                ["voting_period_seconds"] => Shape::NonNegative,
+                ["allow_veto"] => Shape::Bool,
+                ["method"] => Shape::Map,
+                ["method", "kind"] => Shape::OneOf(Method::KINDS),
+                ["method", "threshold"] | ["method", "max_blocks"] => Shape::NonNegative,
+                ["method", "module"] => Shape::Str(64),
+                _ => return Err(unknown()),
+            };
+            (F::Rules, shape)
+        }
+        ["members", member, rest @ ..] => {
+            let did = parse_did_key("member DID", member)?;
+            let shape = match rest {
+                [] => Shape::Map,
+                ["role"] => Shape::OneOf(DomainRole::NAMES),
+                ["weight"] => Shape::NonNegative,
+                ["status"] => Shape::OneOf(&["active", "removed"]),
+                _ => return Err(unknown()),
+            };
+            (F::Member(did), shape)
+        }
+        ["proposals", id, rest @ ..] => {
+            check_ident("proposal id", id)?;
+            let id = (*id).to_owned();
+            match rest {
+                [] => (F::ProposalContent(id), Shape::Map),
+                ["title"] => (F::ProposalContent(id), Shape::Str(200)),
+                ["description"] => (F::ProposalContent(id), Shape::Str(8000)),
+                ["created_at"] => (F::ProposalContent(id), Shape::NonNegative),
+                ["author"] => (F::ProposalAuthor(id), Shape::Did),
+                ["payload"] => (F::ProposalContent(id), Shape::Map),
+                ["payload", field] => {
+                    let shape = match *field {
+                        "type" => Shape::OneOf(PAYLOAD_TYPES),
+                        "body" | "purpose" => Shape::Str(8000),
+                        "amount" => Shape::Int,
+                        "recipient" | "did" => Shape::Did,
+                        "unit" | "role" | "key" => Shape::Str(64),
+                        "value" => Shape::Str(4000),
+                        "action" => Shape::OneOf(&["add", "remove"]),
+                        _ => return Err(unknown()),
+                    };
+                    (F::ProposalContent(id), shape)
+                }
+                ["state"] => (F::ProposalState(id), Shape::OneOf(ProposalState::NAMES)),
+                ["opened_at"] | ["closes_at"] => (F::ProposalSchedule(id), Shape::NonNegative),
+                ["votes"] => (F::Votes(id), Shape::Map),
+                ["votes", voter, rest @ ..] => {
+                    let voter = parse_did_key("voter DID", voter)?;
+                    let shape = match rest {
+                        [] => Shape::Map,
+                        ["choice"] => Shape::OneOf(Choice::NAMES),
+                        ["comment"] => Shape::Str(2000),
+                        ["at"] => Shape::NonNegative,
+                        _ => return Err(unknown()),
+                    };
+                    (F::Vote(id, voter), shape)
+                }
+                _ => return Err(unknown()),
+            }
+        }
+        _ => return Err(unknown()),
+    })
+}
+
+/// How votes are tallied.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Method {
+    /// More for than against, among those voting for or against.
+    SimpleMajority,
+    /// At least `threshold` percent for.
+    Supermajority {
+        /// Percent.
+        threshold: i64,
+    },
+    /// Accepted unless more than `max_blocks` blocks.
+    Consent {
+        /// Blocks tolerated.
+        max_blocks: i64,
+    },
+    /// Every counted vote for.
+    Unanimous,
+    /// A WASM tally module, by blake3 hash (hex).
+    Wasm {
+        /// Module hash.
+        module: String,
+    },
+}
+
+impl Method {
+    const KINDS: &'static [&'static str] =
+        &["simple_majority", "supermajority", "consent", "unanimous", "wasm"];
+}
+
+/// Voting rules.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rules {
+    /// Participation needed, percent of the weighted membership.
+    pub quorum_percent: i64,
+    /// Approval needed, percent of for + against.
+    pub approval_percent: i64,
+    /// Default voting period.
+    pub voting_period_seconds: i64,
+    /// Tally method.
+    pub method: Method,
+    /// Whether an admin may veto an open proposal.
+    pub allow_veto: bool,
+}
+
+impl Default for Rules {
+    /// The `cooperative_default` profile.
+    fn default() -> Self {
+        Rules {
+            quorum_percent: 50,
+            approval_percent: 51,
+            voting_period_seconds: 7 * 24 * 3600,
+            method: Method::SimpleMajority,
+            allow_veto: false,
+        }
+    }
+}
+
+/// A member of a domain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DomainMember {
+    /// DID.
+    pub did: Did,
+    /// Role.
+    pub role: DomainRole,
+    /// Vote weight.
+    pub weight: i64,
+    /// Whether the member is still in the domain.
+    pub active: bool,
+}
+
+impl DomainMember {
+    /// Reads one member; `None` when absent or malformed.
+    pub fn read(r: Reader<'_>, did: &Did) -> Option<DomainMember> {
+        let obj = r.map_path(&["members", &did.to_string()])?;
+        Some(DomainMember {
+            did: *did,
+            role: DomainRole::parse(&r.str(&obj, "role")?)?,
+            weight: r.int(&obj, "weight").unwrap_or(1),
+            active: r.str(&obj, "status").as_deref() != Some("removed"),
+        })
+    }
+}
+
+/// A vote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Vote {
+    /// Choice.
+    pub choice: Choice,
+    /// Free text.
+    pub comment: Option<String>,
+    /// Unix seconds.
+    pub at: Option<i64>,
+}
+
+/// What a proposal would do if accepted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Payload {
+    /// Text only.
+    Text {
+        /// Body.
+        body: String,
+    },
+    /// Move `amount` of `unit` from the treasury to `recipient`.
+    Budget {
+        /// Amount in the unit's smallest step.
+        amount: i64,
+        /// Who receives it.
+        recipient: Did,
+        /// Unit id.
+        unit: String,
+        /// Why.
+        purpose: String,
+    },
+    /// Add or remove a member.
+    Membership {
+        /// `add` or `remove`.
+        action: String,
+        /// Who.
+        did: Did,
+        /// Role when added.
+        role: Option<String>,
+    },
+    /// Change a policy key.
+    ConfigChange {
+        /// Key.
+        key: String,
+        /// New value.
+        value: String,
+    },
+    /// Freeze an account.
+    Freeze {
+        /// Whose.
+        did: Did,
+    },
+    /// Unfreeze an account.
+    Unfreeze {
+        /// Whose.
+        did: Did,
+    },
+}
+
+/// A proposal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Proposal {
+    /// Id within the domain.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Who proposed it.
+    pub author: Did,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Lifecycle state.
+    pub state: ProposalState,
+    /// When it opened.
+    pub opened_at: Option<i64>,
+    /// When voting ends.
+    pub closes_at: Option<i64>,
+    /// What it does.
+    pub payload: Option<Payload>,
+    /// Votes by voter.
+    pub votes: BTreeMap<Did, Vote>,
+}
+
+impl Proposal {
+    /// Reads one proposal; `None` when absent or malformed.
+    pub fn read(r: Reader<'_>, id: &str) -> Option<Proposal> {
+        let obj = r.map_path(&["proposals", id])?;
+        let mut votes = BTreeMap::new();
+        if let Some(vs) = r.map(&obj, "votes") {
+            for voter in r.did_keys(&vs) {
+                if let Some(v) = r.map(&vs, &voter.to_string())
+                    && let Some(choice) = r.str(&v, "choice").as_deref().and_then(Choice::parse)
+                {
+                    let vote = Vote {
+                        choice,
+                        comment: r.str(&v, "comment"),
+                        at: r.int(&v, "at"),
+                    };
+                    votes.insert(voter, vote);
+                }
+            }
+        }
+        Some(Proposal {
+            id: id.to_owned(),
+            title: r.str(&obj, "title").unwrap_or_default(),
+            description: r.str(&obj, "description").unwrap_or_default(),
+            author: r.str(&obj, "author")?.parse().ok()?,
+            created_at: r.int(&obj, "created_at").unwrap_or(0),
+            state: ProposalState::parse(&r.str(&obj, "state")?)?,
+            opened_at: r.int(&obj, "opened_at"),
+            closes_at: r.int(&obj, "closes_at"),
+            payload: r.map(&obj, "payload").and_then(|p| read_payload(r, &p)),
+            votes,
+        })
+    }
+
+    /// Reads only the state of a proposal, which authorisation needs often.
+    pub fn state(r: Reader<'_>, id: &str) -> Option<ProposalState> {
+        let obj = r.map_path(&["proposals", id])?;
+        ProposalState::parse(&r.str(&obj, "state")?)
+    }
+
+    /// Reads only the author of a proposal.
+    pub fn author(r: Reader<'_>, id: &str) -> Option<Did> {
+        let obj = r.map_path(&["proposals", id])?;
+        r.str(&obj, "author")?.parse().ok()
+    }
+}
+
+fn read_payload(r: Reader<'_>, p: &ObjId) -> Option<Payload> {
+    let did = |key| r.str(p, key).and_then(|s| s.parse::<Did>().ok());
+    Some(match r.str(p, "type")?.as_str() {
+        "text" => Payload::Text {
+            body: r.str(p, "body").unwrap_or_default(),
+        },
+        "budget" => Payload::Budget {
+            amount: r.int(p, "amount")?,
+            recipient: did("recipient")?,
+            unit: r.str(p, "unit")?,
+            purpose: r.str(p, "purpose").unwrap_or_default(),
+        },
+        "membership" => Payload::Membership {
+            action: r.str(p, "action")?,
+            did: did("did")?,
+            role: r.str(p, "role"),
+        },
+        "config_change" => Payload::ConfigChange {
+            key: r.str(p, "key")?,
+            value: r.str(p, "value")?,
+        },
+        "freeze" => Payload::Freeze { did: did("did")? },
+        "unfreeze" => Payload::Unfreeze { did: did("did")? },
+        _ => return None,
+    })
+}
+
+/// Reads the rules of a domain.
+pub fn read_rules(r: Reader<'_>) -> Rules {
+    let mut rules = Rules::default();
+    let Some(obj) = r.map_path(&["rules"]) else {
+        return rules;
+    };
+    rules.quorum_percent = r.int(&obj, "quorum_percent").unwrap_or(rules.quorum_percent);
+    rules.approval_percent = r.int(&obj, "approval_percent").unwrap_or(rules.approval_percent);
+    rules.voting_period_seconds = r
+        .int(&obj, "voting_period_seconds")
+        .unwrap_or(rules.voting_period_seconds);
+    rules.allow_veto = r.bool(&obj, "allow_veto").unwrap_or(false);
+    if let Some(m) = r.map(&obj, "method") {
+        let int = |k| r.int(&m, k).unwrap_or(0);
+        rules.method = match r.str(&m, "kind").as_deref() {
+            Some("supermajority") => Method::Supermajority {
+                threshold: int("threshold"),
+            },
+            Some("consent") => Method::Consent {
+                max_blocks: int("max_blocks"),
+            },
+            Some("unanimous") => Method::Unanimous,
+            Some("wasm") => Method::Wasm {
+                module: r.str(&m, "module").unwrap_or_default(),
+            },
+            _ => Method::SimpleMajority,
+        };
+    }
+    rules
+}
+
+/// The whole domain, as typed data.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Domain {
+    /// Slug.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Profile preset name.
+    pub profile: String,
+    /// The co-op this domain belongs to, by slug.
+    pub coop_id: Option<String>,
+    /// Creator.
+    pub creator: Did,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Voting rules.
+    pub rules: Rules,
+    /// Members by DID (including removed ones, marked inactive).
+    pub members: BTreeMap<Did, DomainMember>,
+    /// Proposals by id.
+    pub proposals: BTreeMap<String, Proposal>,
+}
+
+impl Domain {
+    /// Reads the domain document.
+    pub fn read(r: Reader<'_>) -> Result<Domain, SchemaError> {
+        let genesis = crate::document::Genesis::read(r)
+            .filter(|g| g.kind == DocKind::Domain)
+            .ok_or_else(|| SchemaError::Missing("domain genesis".into()))?;
+        let root = ObjId::Root;
+        let mut members = BTreeMap::new();
+        if let Some(m) = r.map(&root, "members") {
+            for did in r.did_keys(&m) {
+                if let Some(member) = DomainMember::read(r, &did) {
+                    members.insert(did, member);
+                }
+            }
+        }
+        let mut proposals = BTreeMap::new();
+        if let Some(ps) = r.map(&root, "proposals") {
+            for id in r.keys(&ps) {
+                if let Some(p) = Proposal::read(r, &id) {
+                    proposals.insert(id, p);
+                }
+            }
+        }
+        Ok(Domain {
+            id: genesis.slug,
+            name: r.str(&root, "name").unwrap_or_default(),
+            profile: r.str(&root, "profile").unwrap_or_default(),
+            coop_id: r.str(&root, "coop_id"),
+            creator: genesis.creator,
+            created_at: genesis.created_at,
+            rules: read_rules(r),
+            members,
+            proposals,
+        })
+    }
+}
+
+/// What a new domain starts with.
+#[derive(Debug, Clone)]
+pub struct NewDomain {
+    /// Slug.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Profile preset name.
+    pub profile: String,
+    /// Owning co-op slug, if any.
+    pub coop_id: Option<String>,
+    /// Creator, the first admin.
+    pub creator: Did,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Rules.
+    pub rules: Rules,
+}
+
+/// Writes the genesis of a domain, with its creator as first admin.
+pub fn create(tx: &mut (impl Transactable + ReadDoc), new: &NewDomain) -> Result<(), SchemaError> {
+    write_genesis(tx, DocKind::Domain, &new.id, &new.creator, new.created_at)?;
+    let root = ObjId::Root;
+    tx.put(&root, "name", new.name.as_str())?;
+    tx.put(&root, "profile", new.profile.as_str())?;
+    if let Some(coop) = &new.coop_id {
+        check_ident("co-op id", coop)?;
+        tx.put(&root, "coop_id", coop.as_str())?;
+    }
+    set_rules(tx, &new.rules)?;
+    ensure_map(tx, &root, "members")?;
+    ensure_map(tx, &root, "proposals")?;
+    add_member(tx, &new.creator, DomainRole::Admin, 1)
+}
+
+fn percent(field: &'static str, v: i64) -> Result<i64, SchemaError> {
+    if (0..=100).contains(&v) {
+        Ok(v)
+    } else {
+        Err(SchemaError::InvalidValue {
+            field,
+            reason: "must be between 0 and 100".into(),
+        })
+    }
+}
+
+/// Replaces the voting rules.
+pub fn set_rules(tx: &mut (impl Transactable + ReadDoc), rules: &Rules) -> Result<(), SchemaError> {
+    let obj = ensure_map(tx, &ObjId::Root, "rules")?;
+    tx.put(&obj, "quorum_percent", percent("quorum_percent", rules.quorum_percent)?)?;
+    tx.put(&obj, "approval_percent", percent("approval_percent", rules.approval_percent)?)?;
+    if rules.voting_period_seconds < 0 {
+        return Err(SchemaError::InvalidValue {
+            field: "voting_period_seconds",
+            reason: "must not be negative".into(),
+        });
+    }
+    tx.put(&obj, "voting_period_seconds", rules.voting_period_seconds)?;
+    tx.put(&obj, "allow_veto", rules.allow_veto)?;
+    let m = ensure_map(tx, &obj, "method")?;
+    match &rules.method {
+        Method::SimpleMajority => tx.put(&m, "kind", "simple_majority")?,
+        Method::Supermajority { threshold } => {
+            tx.put(&m, "kind", "supermajority")?;
+            tx.put(&m, "threshold", percent("threshold", *threshold)?)?;
+        }
+        Method::Consent { max_blocks } => {
+            tx.put(&m, "kind", "consent")?;
+            tx.put(&m, "max_blocks", (*max_blocks).max(0))?;
+        }
+        Method::Unanimous => tx.put(&m, "kind", "unanimous")?,
+        Method::Wasm { module } => {
+            tx.put(&m, "kind", "wasm")?;
+            tx.put(&m, "module", module.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds (or reinstates) a member with a role and a weight.
+pub fn add_member(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    role: DomainRole,
+    weight: i64,
+) -> Result<(), SchemaError> {
+    let members = existing_map(tx, &["members"], "members")?;
+    let m = ensure_map(tx, &members, &did.to_string())?;
+    tx.put(&m, "role", role.as_str())?;
+    tx.put(&m, "weight", weight.max(0))?;
+    tx.put(&m, "status", "active")?;
+    Ok(())
+}
+
+/// Removes a member (kept, marked removed).
+pub fn remove_member(tx: &mut (impl Transactable + ReadDoc), did: &Did) -> Result<(), SchemaError> {
+    let m = existing_map(tx, &["members", &did.to_string()], "domain member")?;
+    tx.put(&m, "status", "removed")?;
+    Ok(())
+}
+
+/// What a new proposal says.
+#[derive(Debug, Clone)]
+pub struct NewProposal {
+    /// Id within the domain.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Author.
+    pub author: Did,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// What it does.
+    pub payload: Payload,
+}
+
+/// Writes a new proposal in the `draft` state.
+pub fn create_proposal(
+    tx: &mut (impl Transactable + ReadDoc),
+    new: &NewProposal,
+) -> Result<(), SchemaError> {
+    check_ident("proposal id", &new.id)?;
+    let proposals = existing_map(tx, &["proposals"], "proposals")?;
+    if tx.get(&proposals, new.id.as_str())?.is_some() {
+        return Err(SchemaError::InvalidValue {
+            field: "proposal id",
+            reason: format!("{} already exists", new.id),
+        });
+    }
+    let p = tx.put_object(&proposals, new.id.as_str(), automerge::ObjType::Map)?;
+    tx.put(&p, "title", new.title.as_str())?;
+    tx.put(&p, "description", new.description.as_str())?;
+    tx.put(&p, "author", new.author.to_string())?;
+    tx.put(&p, "created_at", new.created_at.max(0))?;
+    tx.put(&p, "state", ProposalState::Draft.as_str())?;
+    let pl = tx.put_object(&p, "payload", automerge::ObjType::Map)?;
+    match &new.payload {
+        Payload::Text { body } => {
+            tx.put(&pl, "type", "text")?;
+            tx.put(&pl, "body", body.as_str())?;
+        }
+        Payload::Budget {
+            amount,
+            recipient,
+            unit,
+            purpose,
+        } => {
+            tx.put(&pl, "type", "budget")?;
+            tx.put(&pl, "amount", *amount)?;
+            tx.put(&pl, "recipient", recipient.to_string())?;
+            tx.put(&pl, "unit", unit.as_str())?;
+            tx.put(&pl, "purpose", purpose.as_str())?;
+        }
+        Payload::Membership { action, did, role } => {
+            tx.put(&pl, "type", "membership")?;
+            tx.put(&pl, "action", action.as_str())?;
+            tx.put(&pl, "did", did.to_string())?;
+            if let Some(role) = role {
+                tx.put(&pl, "role", role.as_str())?;
+            }
+        }
+        Payload::ConfigChange { key, value } => {
+            tx.put(&pl, "type", "config_change")?;
+            tx.put(&pl, "key", key.as_str())?;
+            tx.put(&pl, "value", value.as_str())?;
+        }
+        Payload::Freeze { did } => {
+            tx.put(&pl, "type", "freeze")?;
+            tx.put(&pl, "did", did.to_string())?;
+        }
+        Payload::Unfreeze { did } => {
+            tx.put(&pl, "type", "unfreeze")?;
+            tx.put(&pl, "did", did.to_string())?;
+        }
+    }
+    tx.put_object(&p, "votes", automerge::ObjType::Map)?;
+    Ok(())
+}
+
+fn proposal_obj(tx: &impl ReadDoc, id: &str) -> Result<ObjId, SchemaError> {
+    existing_map(tx, &["proposals", id], &format!("proposal {id}"))
+}
+
+/// Opens a draft proposal for voting until `closes_at`.
+pub fn open_proposal(
+    tx: &mut (impl Transactable + ReadDoc),
+    id: &str,
+    opened_at: i64,
+    closes_at: i64,
+) -> Result<(), SchemaError> {
+    let p = proposal_obj(tx, id)?;
+    tx.put(&p, "state", ProposalState::Open.as_str())?;
+    tx.put(&p, "opened_at", opened_at.max(0))?;
+    tx.put(&p, "closes_at", closes_at.max(0))?;
+    Ok(())
+}
+
+/// Moves a proposal to `state` (cancel, veto).
+pub fn set_proposal_state(
+    tx: &mut (impl Transactable + ReadDoc),
+    id: &str,
+    state: ProposalState,
+) -> Result<(), SchemaError> {
+    let p = proposal_obj(tx, id)?;
+    tx.put(&p, "state", state.as_str())?;
+    Ok(())
+}
+
+/// Casts (or changes) `voter`'s vote.
+pub fn cast_vote(
+    tx: &mut (impl Transactable + ReadDoc),
+    id: &str,
+    voter: &Did,
+    choice: Choice,
+    comment: Option<&str>,
+    at: i64,
+) -> Result<(), SchemaError> {
+    let p = proposal_obj(tx, id)?;
+    let votes = ensure_map(tx, &p, "votes")?;
+    let v = ensure_map(tx, &votes, &voter.to_string())?;
+    tx.put(&v, "choice", choice.as_str())?;
+    tx.put(&v, "at", at.max(0))?;
+    if let Some(comment) = comment {
+        tx.put(&v, "comment", comment)?;
+    }
+    Ok(())
+}
