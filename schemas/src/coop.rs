@@ -380,7 +380,12 @@ impl Coop {
         if let Some(rs) = r.map(&root, "relays") {
             for did in r.did_keys(&rs) {
                 if let Some(obj) = r.map(&rs, &did.to_string()) {
-                    relays.insert(did, Relay { addr: r.str(&obj, "addr") });
+                    relays.insert(
+                        did,
+                        Relay {
+                            addr: r.str(&obj, "addr"),
+                        },
+                    );
                 }
             }
         }
@@ -426,7 +431,11 @@ pub fn create(tx: &mut (impl Transactable + ReadDoc), new: &NewCoop) -> Result<(
     tx.put(&root, "name", new.name.as_str())?;
     tx.put(&root, "description", new.description.as_str())?;
     let policy = ensure_map(tx, &root, "policy")?;
-    tx.put(&policy, "default_credit_limit", non_negative("default_credit_limit", new.default_credit_limit)?)?;
+    tx.put(
+        &policy,
+        "default_credit_limit",
+        non_negative("default_credit_limit", new.default_credit_limit)?,
+    )?;
     let units = ensure_map(tx, &policy, "units")?;
     for (unit, scale) in &new.units {
         check_ident("unit", unit)?;
@@ -473,7 +482,11 @@ pub fn add_member(
 }
 
 /// Changes a member's role.
-pub fn set_role(tx: &mut (impl Transactable + ReadDoc), did: &Did, role: Role) -> Result<(), SchemaError> {
+pub fn set_role(
+    tx: &mut (impl Transactable + ReadDoc),
+    did: &Did,
+    role: Role,
+) -> Result<(), SchemaError> {
     let m = member_obj(tx, did)?;
     tx.put(&m, "role", role.as_str())?;
     Ok(())
@@ -567,7 +580,11 @@ pub fn set_default_credit_limit(
     limit: i64,
 ) -> Result<(), SchemaError> {
     let policy = ensure_map(tx, &ObjId::Root, "policy")?;
-    tx.put(&policy, "default_credit_limit", non_negative("default_credit_limit", limit)?)?;
+    tx.put(
+        &policy,
+        "default_credit_limit",
+        non_negative("default_credit_limit", limit)?,
+    )?;
     Ok(())
 }
 

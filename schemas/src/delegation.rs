@@ -345,29 +345,43 @@ mod tests {
     fn non_canonical_statements_are_refused() {
         let (_, delegation) = sample();
         let good = delegation.statement();
-        assert_eq!(format!("{good}\n").parse::<Delegation>(), Err(DelegationError::TrailingText));
-        assert!(good.replace("member: ", "member:").parse::<Delegation>().is_err());
         assert_eq!(
-            good.replace("coop:read coop:write", "coop:write coop:read").parse::<Delegation>(),
+            format!("{good}\n").parse::<Delegation>(),
+            Err(DelegationError::TrailingText)
+        );
+        assert!(
+            good.replace("member: ", "member:")
+                .parse::<Delegation>()
+                .is_err()
+        );
+        assert_eq!(
+            good.replace("coop:read coop:write", "coop:write coop:read")
+                .parse::<Delegation>(),
             Err(DelegationError::ScopesNotCanonical)
         );
         assert!(matches!(
-            good.replace("gov:write", "gov:everything").parse::<Delegation>(),
+            good.replace("gov:write", "gov:everything")
+                .parse::<Delegation>(),
             Err(DelegationError::UnknownScope(_))
         ));
         assert_eq!(
-            good.replace("1700003600", "01700003600").parse::<Delegation>(),
+            good.replace("1700003600", "01700003600")
+                .parse::<Delegation>(),
             Err(DelegationError::BadTime("expires"))
         );
         assert_eq!(
-            good.replace("1700003600", "1700000000").parse::<Delegation>(),
+            good.replace("1700003600", "1700000000")
+                .parse::<Delegation>(),
             Err(DelegationError::EmptyValidity)
         );
         assert_eq!(
             good.replace("aabbcc", "AABBCC").parse::<Delegation>(),
             Err(DelegationError::BadNonce)
         );
-        assert_eq!("hello".parse::<Delegation>(), Err(DelegationError::BadHeader));
+        assert_eq!(
+            "hello".parse::<Delegation>(),
+            Err(DelegationError::BadHeader)
+        );
     }
 
     #[test]

@@ -158,9 +158,15 @@ mod tests {
     #[test]
     fn every_malformed_did_has_its_own_error() {
         let good = Did::from_bytes(&BASEPOINT).expect("valid").key_string();
-        assert!(matches!("did:key:abc".parse::<Did>(), Err(DidError::MissingPrefix(_))));
+        assert!(matches!(
+            "did:key:abc".parse::<Did>(),
+            Err(DidError::MissingPrefix(_))
+        ));
         assert_eq!("did:icn:".parse::<Did>(), Err(DidError::EmptyKey));
-        assert!(matches!("did:icn:0OIl".parse::<Did>(), Err(DidError::NotBase58(_))));
+        assert!(matches!(
+            "did:icn:0OIl".parse::<Did>(),
+            Err(DidError::NotBase58(_))
+        ));
         assert_eq!(
             format!("did:icn:{}", &good[..10]).parse::<Did>(),
             Err(DidError::WrongLength(7))

@@ -259,7 +259,11 @@ impl From<automerge::AutomergeError> for SchemaError {
 
 /// Checks that a put of `value` (or the creation of a map, when `value` is
 /// `None`) matches `shape`.
-pub fn check_shape(path: &str, shape: Shape, value: Option<&ScalarValue>) -> Result<(), SchemaError> {
+pub fn check_shape(
+    path: &str,
+    shape: Shape,
+    value: Option<&ScalarValue>,
+) -> Result<(), SchemaError> {
     let ok = match (shape, value) {
         (Shape::Map, None) => true,
         (_, None) | (Shape::Map, Some(_)) => false,
@@ -315,16 +319,20 @@ pub fn check_ident(kind: &'static str, value: &str) -> Result<(), SchemaError> {
     if first_ok && rest_ok {
         Ok(())
     } else {
-        Err(bad("use a-z, 0-9, '-', '_', '.', ':', starting with a letter or digit"))
+        Err(bad(
+            "use a-z, 0-9, '-', '_', '.', ':', starting with a letter or digit",
+        ))
     }
 }
 
 pub(crate) fn parse_did_key(kind: &'static str, value: &str) -> Result<Did, SchemaError> {
-    value.parse().map_err(|e: crate::did::DidError| SchemaError::BadKey {
-        kind,
-        value: value.chars().take(80).collect(),
-        reason: e.to_string(),
-    })
+    value
+        .parse()
+        .map_err(|e: crate::did::DidError| SchemaError::BadKey {
+            kind,
+            value: value.chars().take(80).collect(),
+            reason: e.to_string(),
+        })
 }
 
 pub(crate) fn parse_device_key(value: &str) -> Result<Did, SchemaError> {

@@ -77,7 +77,13 @@ pub enum ProposalState {
 
 impl ProposalState {
     const NAMES: &'static [&'static str] = &[
-        "draft", "open", "accepted", "rejected", "no_quorum", "cancelled", "vetoed",
+        "draft",
+        "open",
+        "accepted",
+        "rejected",
+        "no_quorum",
+        "cancelled",
+        "vetoed",
     ];
 
     /// The state's name in the document.
@@ -301,8 +307,13 @@ pub enum Method {
 }
 
 impl Method {
-    const KINDS: &'static [&'static str] =
-        &["simple_majority", "supermajority", "consent", "unanimous", "wasm"];
+    const KINDS: &'static [&'static str] = &[
+        "simple_majority",
+        "supermajority",
+        "consent",
+        "unanimous",
+        "wasm",
+    ];
 }
 
 /// Voting rules.
@@ -522,8 +533,12 @@ pub fn read_rules(r: Reader<'_>) -> Rules {
     let Some(obj) = r.map_path(&["rules"]) else {
         return rules;
     };
-    rules.quorum_percent = r.int(&obj, "quorum_percent").unwrap_or(rules.quorum_percent);
-    rules.approval_percent = r.int(&obj, "approval_percent").unwrap_or(rules.approval_percent);
+    rules.quorum_percent = r
+        .int(&obj, "quorum_percent")
+        .unwrap_or(rules.quorum_percent);
+    rules.approval_percent = r
+        .int(&obj, "approval_percent")
+        .unwrap_or(rules.approval_percent);
     rules.voting_period_seconds = r
         .int(&obj, "voting_period_seconds")
         .unwrap_or(rules.voting_period_seconds);
@@ -656,8 +671,16 @@ fn percent(field: &'static str, v: i64) -> Result<i64, SchemaError> {
 /// Replaces the voting rules.
 pub fn set_rules(tx: &mut (impl Transactable + ReadDoc), rules: &Rules) -> Result<(), SchemaError> {
     let obj = ensure_map(tx, &ObjId::Root, "rules")?;
-    tx.put(&obj, "quorum_percent", percent("quorum_percent", rules.quorum_percent)?)?;
-    tx.put(&obj, "approval_percent", percent("approval_percent", rules.approval_percent)?)?;
+    tx.put(
+        &obj,
+        "quorum_percent",
+        percent("quorum_percent", rules.quorum_percent)?,
+    )?;
+    tx.put(
+        &obj,
+        "approval_percent",
+        percent("approval_percent", rules.approval_percent)?,
+    )?;
     if rules.voting_period_seconds < 0 {
         return Err(SchemaError::InvalidValue {
             field: "voting_period_seconds",

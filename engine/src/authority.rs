@@ -1,0 +1,317 @@
+//! Who may write what: the permission rules of co-op and domain documents.
+//!
+//! Every rule is a function of the author, the field written (from
+//! [`icn_schemas`]'s path classification), the value written, and the document
+//! as it stood at the change's dependencies. `docs/permissions.md` is the
+//! same table in prose; each row has a test both ways in `tests.rs`.
+
+use automerge::ScalarValue;
+use icn_schemas::coop::{self, CoopField, MemberStatus, Role};
+use icn_schemas::domain::{self, DomainField, DomainRole, ProposalState};
+use icn_schemas::{Delegation, Did, DocKind, Reader, Scope};
+
+/// The member a change counts as, and how it was written.
+#[derive(Debug, Clone)]
+pub(crate) struct Author {
+    /// The member the change counts as.
+    pub(crate) member: Did,
+    /// The delegation, when a node wrote for the member.
+    pub(crate) delegation: Option<Delegation>,
+}
+
+/// A refusal by the permission rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denied {
+    /// The actor key is not a live device of an active member.
+    #[error("{actor} is not a live device of an active member")]
+    NotALiveDevice {
+        /// The signing key.
+        actor: Did,
+    },
+    /// The member is not active (suspended or removed).
+    #[error("{0} is not an active member")]
+    InactiveMember(Did),
+    /// A delegated write outside the delegation's scopes.
+    #[error("the delegation does not grant {0}")]
+    MissingScope(Scope),
+    /// The member's role does not allow writing this path.
+    #[error("{member} may not write {path}: {reason}")]
+    Forbidden {
+        /// The author.
+        member: Did,
+        /// The path.
+        path: String,
+        /// The rule.
+        reason: &'static str,
+    },
+}
+
+/// Finds the member a non-genesis change counts as, from the document at the
+/// change's dependencies, and checks the member is active.
+pub(crate) fn resolve_author(
+    kind: DocKind,
+    r: Reader<'_>,
+    actor: Did,
+    delegation: Option<Delegation>,
+) -> Result<Author, Denied> {
+    // A delegated write counts as the member whose DID key signed the
+    // delegation; without one, the actor key itself must be a member device.
+    let signer = delegation.as_ref().map_or(actor, |d| d.member);
+    let member = match kind {
+        DocKind::Coop => {
+            let m = match &delegation {
+                Some(d) => {
+                    coop::Member::read(r, &d.member).filter(|m| m.has_live_device(&d.member))
+                }
+                None => coop::device_owner(r, &actor).filter(|m| m.has_live_device(&actor)),
+            }
+            .ok_or(Denied::NotALiveDevice { actor: signer })?;
+            if m.status != MemberStatus::Active {
+                return Err(Denied::InactiveMember(m.did));
+            }
+            m.did
+        }
+        // A domain lists members by DID; the DID key is the member's device.
+        DocKind::Domain => {
+            let m = domain::DomainMember::read(r, &signer)
+                .ok_or(Denied::NotALiveDevice { actor: signer })?;
+            if !m.active {
+                return Err(Denied::InactiveMember(m.did));
+            }
+            m.did
+        }
+    };
+    Ok(Author { member, delegation })
+}
+
+fn require_scope(author: &Author, scope: Scope) -> Result<(), Denied> {
+    match &author.delegation {
+        Some(d) if !d.allows(scope) => Err(Denied::MissingScope(scope)),
+        _ => Ok(()),
+    }
+}
+
+fn str_value(value: Option<&ScalarValue>) -> Option<&str> {
+    match value {
+        Some(ScalarValue::Str(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+/// Checks one write in a co-op document (not the genesis).
+pub(crate) fn check_coop(
+    r: Reader<'_>,
+    author: &Author,
+    field: &CoopField,
+    path: &str,
+    value: Option<&ScalarValue>,
+) -> Result<(), Denied> {
+    use CoopField as F;
+    let forbidden = |reason| Denied::Forbidden {
+        member: author.member,
+        path: path.to_owned(),
+        reason,
+    };
+    let is_admin = || coop::Member::read(r, &author.member).is_some_and(|m| m.role == Role::Admin);
+    // The role decides first; an admin writing through a delegation also
+    // needs the delegation to carry coop:admin.
+    let admin_only = |reason| {
+        if !is_admin() {
+            return Err(forbidden(reason));
+        }
+        require_scope(author, Scope::CoopAdmin)
+    };
+    match field {
+        F::Genesis(_) => Err(forbidden("genesis fields are written once, by the genesis")),
+        F::Name | F::Description => admin_only("only admins change the co-op profile"),
+        F::Policy | F::DefaultCreditLimit | F::Units | F::Unit(_) => {
+            admin_only("only admins change the policy")
+        }
+        F::Members | F::Member(_) | F::MemberRole(_) | F::MemberJoinedAt(_) => {
+            admin_only("only admins add members and set roles")
+        }
+        F::MemberCreditLimit(_) => admin_only("only admins set credit limits"),
+        F::Relays => admin_only("only admins register relays"),
+        F::MemberStatus(target) => {
+            // A member may leave on its own; anything else is an admin's call.
+            if *target == author.member && str_value(value) == Some(MemberStatus::Removed.as_str())
+            {
+                require_scope(author, Scope::CoopWrite)
+            } else {
+                admin_only("only admins suspend, remove or reinstate other members")
+            }
+        }
+        F::MemberDisplayName(target) | F::MemberDevices(target) => {
+            if *target == author.member {
+                require_scope(author, Scope::CoopWrite)
+            } else {
+                admin_only("only the member or an admin changes its name and devices")
+            }
+        }
+        _ => Err(forbidden("no rule allows this field")),
+    }
+}
+
+/// Checks one write in a domain document (not the genesis).
+pub(crate) fn check_domain(
+    r: Reader<'_>,
+    author: &Author,
+    field: &DomainField,
+    path: &str,
+    value: Option<&ScalarValue>,
+) -> Result<(), Denied> {
+    use DomainField as F;
+    require_scope(author, Scope::GovWrite)?;
+    let forbidden = |reason| Denied::Forbidden {
+        member: author.member,
+        path: path.to_owned(),
+        reason,
+    };
+    let is_admin = || {
+        domain::DomainMember::read(r, &author.member).is_some_and(|m| m.role == DomainRole::Admin)
+    };
+    let admin_only = |reason| {
+        if is_admin() {
+            Ok(())
+        } else {
+            Err(forbidden(reason))
+        }
+    };
+    let state = |id: &str| domain::Proposal::state(r, id);
+    let is_proposal_author = |id: &str| domain::Proposal::author(r, id) == Some(author.member);
+    match field {
+        F::Genesis(_) | F::CoopId => {
+            Err(forbidden("genesis fields are written once, by the genesis"))
+        }
+        F::Profile | F::Rules | F::Members => admin_only("only admins change the domain's rules"),
+        F::Member(target) => {
+            let leaving = *target == author.member
+                && path.ends_with("/status")
+                && str_value(value) == Some("removed");
+            if leaving {
+                Ok(())
+            } else {
+                admin_only("only admins add and remove domain members")
+            }
+        }
+        F::Proposals => admin_only("only admins create the proposals map"),
+        F::ProposalContent(id) => match state(id) {
+            None => Ok(()),
+            Some(_) => Err(forbidden(
+                "a proposal's content is set once, when it is created",
+            )),
+        },
+        F::ProposalAuthor(id) => {
+            if state(id).is_some() {
+                Err(forbidden(
+                    "a proposal's content is set once, when it is created",
+                ))
+            } else if str_value(value) != Some(author.member.to_string().as_str()) {
+                Err(forbidden(
+                    "the author of a proposal is the member who writes it",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        F::ProposalState(id) => {
+            let next = str_value(value).and_then(ProposalState::parse);
+            match (state(id), next) {
+                (None, Some(ProposalState::Draft)) => Ok(()),
+                (Some(ProposalState::Draft), Some(ProposalState::Open))
+                    if is_proposal_author(id) =>
+                {
+                    Ok(())
+                }
+                (
+                    Some(ProposalState::Draft | ProposalState::Open),
+                    Some(ProposalState::Cancelled),
+                ) if is_proposal_author(id) => Ok(()),
+                (Some(ProposalState::Open), Some(ProposalState::Vetoed))
+                    if domain::read_rules(r).allow_veto =>
+                {
+                    admin_only("only admins veto")
+                }
+                (Some(ProposalState::Open), Some(ProposalState::Vetoed)) => {
+                    Err(forbidden("this domain does not allow vetoes"))
+                }
+                _ => Err(forbidden(
+                    "allowed moves: new → draft; draft → open and draft/open → cancelled by the author; open → vetoed by an admin",
+                )),
+            }
+        }
+        F::ProposalSchedule(id) => {
+            if state(id) == Some(ProposalState::Draft) && is_proposal_author(id) {
+                Ok(())
+            } else {
+                Err(forbidden(
+                    "the schedule is set by the author when opening a draft",
+                ))
+            }
+        }
+        F::Votes(id) => match state(id) {
+            None | Some(ProposalState::Open) => Ok(()),
+            Some(_) => Err(forbidden("votes are cast only while the proposal is open")),
+        },
+        F::Vote(id, voter) => {
+            if *voter != author.member {
+                Err(forbidden("only the voter writes its vote"))
+            } else if state(id) != Some(ProposalState::Open) {
+                Err(forbidden("votes are cast only while the proposal is open"))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(forbidden("no rule allows this field")),
+    }
+}
+
+/// What the genesis of a document must establish, checked on the document
+/// after the genesis is applied: the fields are all there, and the creator is
+/// the author and the first admin, with the signing key as a live device.
+pub(crate) fn check_genesis(
+    r: Reader<'_>,
+    actor: Did,
+    delegation: Option<&Delegation>,
+) -> Result<(), String> {
+    let genesis = icn_schemas::document::Genesis::read(r)
+        .ok_or("the genesis must write type, schema, id, creator and created_at")?;
+    let member = delegation.map_or(actor, |d| d.member);
+    if genesis.creator != member {
+        return Err(format!(
+            "the genesis names {} as creator but is written by {member}",
+            genesis.creator
+        ));
+    }
+    if let Some(d) = delegation {
+        let scope = match genesis.kind {
+            DocKind::Coop => Scope::CoopWrite,
+            DocKind::Domain => Scope::GovWrite,
+        };
+        if !d.allows(scope) {
+            return Err(format!("the delegation does not grant {scope}"));
+        }
+    }
+    match genesis.kind {
+        DocKind::Coop => {
+            let m = coop::Member::read(r, &member).ok_or("the creator must be a member")?;
+            let device = if delegation.is_some() { member } else { actor };
+            if m.role != Role::Admin
+                || m.status != MemberStatus::Active
+                || !m.has_live_device(&device)
+            {
+                return Err(
+                    "the creator must be an active admin whose key is a live device".into(),
+                );
+            }
+        }
+        DocKind::Domain => {
+            let m = domain::DomainMember::read(r, &member).ok_or("the creator must be a member")?;
+            if m.role != DomainRole::Admin || !m.active {
+                return Err("the creator must be an active admin".into());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! The engine handle: documents in memory, backed by the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
+use icn_schemas::{DocId, DocKind, Reader, SchemaError, SignedDelegation, coop, domain};
+
+use crate::change::{SignedChange, signing_message};
+use crate::identity::Keypair;
+use crate::storage::{StorageError, Store};
+use crate::validate::{self, Refused};
+
+/// Changes stored after the last snapshot before a new snapshot is written.
+const SNAPSHOT_EVERY: u64 = 1024;
+
+/// Who signs local writes.
+#[derive(Clone, Debug)]
+pub enum Signer {
+    /// A member's own device key.
+    Device(Keypair),
+    /// A node's key, writing for the member who signed the delegation.
+    Delegated {
+        /// The node's key (the Automerge actor).
+        node: Keypair,
+        /// The member's signed delegation naming this node.
+        delegation: SignedDelegation,
+    },
+}
+
+impl Signer {
+    fn key(&self) -> &Keypair {
+        match self {
+            Signer::Device(k) => k,
+            Signer::Delegated { node, .. } => node,
+        }
+    }
+
+    fn delegation(&self) -> Option<&SignedDelegation> {
+        match self {
+            Signer::Device(_) => None,
+            Signer::Delegated { delegation, .. } => Some(delegation),
+        }
+    }
+}
+
+/// Why a local write failed. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// No such document.
+    #[error("unknown document {0}")]
+    UnknownDoc(DocId),
+    /// The typed operation refused its input.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The change would be refused by every peer, so it was not written.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// Storing failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<ApplyError> for WriteError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Refused(r) => WriteError::Refused(r),
+            ApplyError::Storage(s) => WriteError::Storage(s),
+        }
+    }
+}
+
+/// Why a remote batch was not applied. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// A change broke a rule; the whole batch is refused.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// Storing failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Why the engine could not open.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A stored document does not load.
+    #[error("stored document {doc} does not load: {reason}")]
+    Load {
+        /// Which.
+        doc: DocId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a batch changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Hashes of the changes that were new, in the order applied.
+    pub new: Vec<ChangeHash>,
+    /// The document's heads afterwards.
+    pub heads: Vec<ChangeHash>,
+}
+
+struct DocState {
+    doc: Automerge,
+    since_snapshot: u64,
+}
+
+/// The engine: every document this node holds, validated on every write.
+///
+/// Cheap to clone; clones share state. All methods are blocking: call them
+/// from a blocking thread in async code.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    docs: RwLock<HashMap<DocId, Arc<Mutex<DocState>>>>,
+    /// Serialises the creation of documents this node did not hold.
+    creating: Mutex<()>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// Opens the engine over a store, loading every stored document.
+    pub fn open(store: Store) -> Result<Engine, OpenError> {
+        let mut docs = HashMap::new();
+        for id in store.doc_ids()? {
+            let stored = store.load_doc(&id)?.unwrap_or_default();
+            let load_err = |reason: String| OpenError::Load { doc: id, reason };
+            let mut doc = match &stored.snapshot {
+                Some(bytes) => Automerge::load(bytes).map_err(|e| load_err(e.to_string()))?,
+                None => Automerge::new(),
+            };
+            let changes = stored
+                .changes
+                .iter()
+                .map(|sc| Change::from_bytes(sc.change.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| load_err(e.to_string()))?;
+            doc.apply_changes(changes)
+                .map_err(|e| load_err(e.to_string()))?;
+            let state = DocState {
+                doc,
+                since_snapshot: stored.changes_since_snapshot,
+            };
+            docs.insert(id, Arc::new(Mutex::new(state)));
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                docs: RwLock::new(docs),
+                creating: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Every document held.
+    pub fn doc_ids(&self) -> Vec<DocId> {
+        let mut ids: Vec<DocId> = self.docs_read().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    fn docs_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<DocId, Arc<Mutex<DocState>>>> {
+        self.inner.docs.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn handle(&self, id: &DocId) -> Option<Arc<Mutex<DocState>>> {
+        self.docs_read().get(id).cloned()
+    }
+
+    /// Reads a document (as it stands) through `f`.
+    pub fn read<T>(&self, id: &DocId, f: impl FnOnce(Reader<'_>) -> T) -> Option<T> {
+        let handle = self.handle(id)?;
+        let state = handle.lock().unwrap_or_else(|p| p.into_inner());
+        Some(f(Reader::now(&state.doc)))
+    }
+
+    /// The kind of a document.
+    pub fn kind(&self, id: &DocId) -> Option<DocKind> {
+        self.read(id, DocKind::of).flatten()
+    }
+
+    /// A co-op document as typed data.
+    pub fn coop(&self, id: &DocId) -> Option<Result<coop::Coop, SchemaError>> {
+        self.read(id, coop::Coop::read)
+    }
+
+    /// A domain document as typed data.
+    pub fn domain(&self, id: &DocId) -> Option<Result<domain::Domain, SchemaError>> {
+        self.read(id, domain::Domain::read)
+    }
+
+    /// A document's heads, sorted.
+    pub fn heads(&self, id: &DocId) -> Option<Vec<ChangeHash>> {
+        self.read(id, |r| r.doc().get_heads())
+    }
+
+    /// A document as `Automerge::save()` bytes, which stock Automerge loads.
+    pub fn save(&self, id: &DocId) -> Option<Vec<u8>> {
+        self.read(id, |r| r.doc().save())
+    }
+
+    /// A document as JSON.
+    pub fn to_json(&self, id: &DocId) -> Option<serde_json::Value> {
+        self.read(id, |r| {
+            serde_json::to_value(automerge::AutoSerde::from(r.doc())).unwrap_or_default()
+        })
+    }
+
+    /// The signed changes of a document that are not in the causal past of
+    /// `have`, in causal order: what a peer at `have` is missing.
+    pub fn changes_since(
+        &self,
+        id: &DocId,
+        have: &[ChangeHash],
+    ) -> Result<Vec<SignedChange>, StorageError> {
+        let Some(hashes) = self.read(id, |r| {
+            r.doc()
+                .get_changes(have)
+                .iter()
+                .map(|c| c.hash())
+                .collect::<Vec<_>>()
+        }) else {
+            return Ok(Vec::new());
+        };
+        hashes
+            .iter()
+            .map(|h| {
+                self.inner
+                    .store
+                    .signed_change(id, &h.0)?
+                    .ok_or_else(|| StorageError::Corrupt {
+                        tree: crate::storage::layout::DOC_CHANGES,
+                        reason: format!("no signature stored for change {h}"),
+                    })
+            })
+            .collect()
+    }
+
+    /// Creates a co-op document; its genesis is signed by `signer`.
+    pub fn create_coop(&self, signer: &Signer, new: &coop::NewCoop) -> Result<DocId, WriteError> {
+        self.create(signer, |tx| coop::create(tx, new))
+    }
+
+    /// Creates a governance domain document; its genesis is signed by `signer`.
+    pub fn create_domain(
+        &self,
+        signer: &Signer,
+        new: &domain::NewDomain,
+    ) -> Result<DocId, WriteError> {
+        self.create(signer, |tx| domain::create(tx, new))
+    }
+
+    fn create(
+        &self,
+        signer: &Signer,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<(), SchemaError>,
+    ) -> Result<DocId, WriteError> {
+        let mut scratch = Automerge::new().with_actor(actor_of(signer));
+        let signed = make_change(&mut scratch, signer, None, f)?
+            .ok_or_else(|| SchemaError::Missing("genesis operations".into()))?;
+        let hash = Change::from_bytes(signed.change.clone())
+            .map_err(|e| SchemaError::Automerge(e.to_string()))?
+            .hash();
+        let id = DocId::from_genesis(hash);
+        self.apply(&id, vec![signed])?;
+        Ok(id)
+    }
+
+    /// Makes one change with `f`, validates it exactly as a remote peer
+    /// would, signs it, stores it durably, and only then applies it. Returns
+    /// what `f` returned. A write that changes nothing stores nothing.
+    pub fn write<O>(
+        &self,
+        id: &DocId,
+        signer: &Signer,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<O, SchemaError>,
+    ) -> Result<O, WriteError> {
+        let handle = self.handle(id).ok_or(WriteError::UnknownDoc(*id))?;
+        let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scratch = state.doc.fork().with_actor(actor_of(signer));
+        let mut output = None;
+        let signed = make_change(&mut scratch, signer, Some(id), |tx| {
+            output = Some(f(tx)?);
+            Ok(())
+        })?;
+        let output = output.ok_or_else(|| SchemaError::Missing("write output".into()))?;
+        if let Some(signed) = signed {
+            self.commit(id, &mut state, vec![signed])
+                .map_err(WriteError::from)?;
+        }
+        Ok(output)
+    }
+
+    /// Validates a batch of signed changes from a peer and, if every change
+    /// passes, stores and merges them; otherwise refuses the whole batch and
+    /// stores nothing. Changes already held are skipped.
+    pub fn apply_remote(
+        &self,
+        id: &DocId,
+        batch: Vec<SignedChange>,
+    ) -> Result<Applied, ApplyError> {
+        self.apply(id, batch)
+    }
+
+    fn apply(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {
+        if let Some(handle) = self.handle(id) {
+            let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
+            return self.commit(id, &mut state, batch);
+        }
+        // A document new to this node: validate against an empty document
+        // under the creation lock, so two batches cannot both create it.
+        let _creating = self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(handle) = self.handle(id) {
+            let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
+            return self.commit(id, &mut state, batch);
+        }
+        let mut state = DocState {
+            doc: Automerge::new(),
+            since_snapshot: 0,
+        };
+        let applied = self.commit(id, &mut state, batch)?;
+        if !applied.new.is_empty() {
+            self.inner
+                .docs
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(*id, Arc::new(Mutex::new(state)));
+        }
+        Ok(applied)
+    }
+
+    /// The one path by which changes reach disk and memory: validate on a
+    /// fork, store durably, then swap the fork in.
+    fn commit(
+        &self,
+        id: &DocId,
+        state: &mut DocState,
+        batch: Vec<SignedChange>,
+    ) -> Result<Applied, ApplyError> {
+        let checked = validate::check_batch(id, &state.doc, batch)?;
+        if checked.accepted.is_empty() {
+            return Ok(Applied {
+                new: Vec::new(),
+                heads: state.doc.get_heads(),
+            });
+        }
+        let rows: Vec<([u8; 32], &SignedChange)> =
+            checked.accepted.iter().map(|(h, sc)| (h.0, sc)).collect();
+        self.inner.store.append_changes(id, &rows)?;
+        let new: Vec<ChangeHash> = checked.accepted.iter().map(|(h, _)| *h).collect();
+        state.doc = checked.fork;
+        state.since_snapshot += new.len() as u64;
+        if state.since_snapshot >= SNAPSHOT_EVERY {
+            // The changes are already durable; a failed snapshot only means
+            // a slower load, so it is logged, not returned.
+            match self.inner.store.write_snapshot(id, &state.doc.save()) {
+                Ok(()) => state.since_snapshot = 0,
+                Err(e) => tracing::warn!(doc = %id, error = %e, "snapshot failed"),
+            }
+        }
+        Ok(Applied {
+            new,
+            heads: state.doc.get_heads(),
+        })
+    }
+}
+
+fn actor_of(signer: &Signer) -> ActorId {
+    ActorId::from(signer.key().did().as_bytes().as_slice())
+}
+
+/// Runs `f` in a transaction on `scratch` and signs the resulting change.
+/// `None` when `f` wrote nothing. For a genesis (`doc` is `None`) the doc id
+/// is the change's own hash.
+fn make_change(
+    scratch: &mut Automerge,
+    signer: &Signer,
+    doc: Option<&DocId>,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<(), SchemaError>,
+) -> Result<Option<SignedChange>, SchemaError> {
+    let time = now_secs();
+    let hash = scratch
+        .transact_with(|_| CommitOptions::default().with_time(time), f)
+        .map_err(|failure| failure.error)?
+        .hash;
+    let Some(hash) = hash else {
+        return Ok(None);
+    };
+    let change = scratch
+        .get_change_by_hash(&hash)
+        .ok_or_else(|| SchemaError::Automerge("the committed change is missing".into()))?;
+    let doc_id = doc.copied().unwrap_or(DocId::from_genesis(hash));
+    Ok(Some(SignedChange {
+        change: change.raw_bytes().to_vec(),
+        signature: signer.key().sign(&signing_message(&doc_id, &hash)),
+        delegation: signer.delegation().cloned(),
+    }))
+}

@@ -1,0 +1,372 @@
+//! Durable storage in sled, under `<data-dir>/store`.
+//!
+//! [`layout`] owns every tree and key format. Every write acknowledged to a
+//! caller is durable first: sled 0.34's `flush()` only issues
+//! `sync_file_range`, which survives a killed process but not a power cut, so
+//! each acknowledgement also waits for an `fdatasync` of sled's files. Group
+//! commit ([`commit`]) shares one flush and one fdatasync among every writer
+//! that queued behind the previous one.
+
+mod commit;
+pub mod layout;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use icn_schemas::DocId;
+use sled::Transactional;
+
+use crate::change::SignedChange;
+use commit::GroupCommit;
+use layout::DocMeta;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// sled failed.
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    /// A file operation failed.
+    #[error("storage I/O at {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A stored value does not decode.
+    #[error("corrupt record in {tree}: {reason}")]
+    Corrupt {
+        /// The tree.
+        tree: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store was written by a version of ICN with another layout.
+    #[error("the store has layout version {found}, this build reads version {expected}")]
+    UnsupportedVersion {
+        /// On disk.
+        found: u32,
+        /// Supported.
+        expected: u32,
+    },
+}
+
+impl From<sled::transaction::TransactionError<StorageError>> for StorageError {
+    fn from(e: sled::transaction::TransactionError<StorageError>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => StorageError::Sled(e),
+        }
+    }
+}
+
+/// A document as stored: the latest snapshot, then the changes after it in
+/// the order they were stored (a causal order).
+#[derive(Debug, Default)]
+pub struct StoredDoc {
+    /// `Automerge::save()` bytes, if a snapshot was taken.
+    pub snapshot: Option<Vec<u8>>,
+    /// Changes stored after the snapshot.
+    pub changes: Vec<SignedChange>,
+    /// Number of changes stored after the snapshot.
+    pub changes_since_snapshot: u64,
+}
+
+/// The store: a sled database and the group commit that makes writes durable.
+///
+/// Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct Store {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    dir: PathBuf,
+    /// sled's main file, kept open for fdatasync.
+    db_file: File,
+    meta: sled::Tree,
+    doc_meta: sled::Tree,
+    doc_changes: sled::Tree,
+    doc_change_index: sled::Tree,
+    doc_snapshots: sled::Tree,
+    commit: GroupCommit,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn corrupt(tree: &'static str, reason: impl ToString) -> StorageError {
+    StorageError::Corrupt {
+        tree,
+        reason: reason.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `<data_dir>/store`.
+    pub fn open(data_dir: &Path) -> Result<Store, StorageError> {
+        let dir = data_dir.join("store");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let db = sled::Config::new().path(&dir).open()?;
+        let db_path = dir.join("db");
+        let db_file = File::open(&db_path).map_err(io(&db_path))?;
+        let meta = db.open_tree(layout::META)?;
+        match meta.get(layout::SCHEMA_VERSION_KEY)? {
+            None => {
+                meta.insert(
+                    layout::SCHEMA_VERSION_KEY,
+                    &layout::SCHEMA_VERSION.to_be_bytes(),
+                )?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| corrupt(layout::META, "schema version is not 4 bytes"))?;
+                if found != layout::SCHEMA_VERSION {
+                    return Err(StorageError::UnsupportedVersion {
+                        found,
+                        expected: layout::SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        // Opening the ledger trees now fixes the full layout from version 1 on.
+        db.open_tree(layout::LEDGER_ENTRIES)?;
+        db.open_tree(layout::LEDGER_INDEX)?;
+        let store = Store {
+            inner: std::sync::Arc::new(Inner {
+                doc_meta: db.open_tree(layout::DOC_META)?,
+                doc_changes: db.open_tree(layout::DOC_CHANGES)?,
+                doc_change_index: db.open_tree(layout::DOC_CHANGE_INDEX)?,
+                doc_snapshots: db.open_tree(layout::DOC_SNAPSHOTS)?,
+                meta,
+                db,
+                dir,
+                db_file,
+                commit: GroupCommit::default(),
+            }),
+        };
+        store.make_durable()?;
+        Ok(store)
+    }
+
+    /// The directory sled lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Returns once every write applied before the call is on stable storage.
+    pub fn make_durable(&self) -> Result<(), StorageError> {
+        self.inner.commit.wait_durable(|| self.inner.sync())
+    }
+
+    /// Every stored document.
+    pub fn doc_ids(&self) -> Result<Vec<DocId>, StorageError> {
+        self.inner
+            .doc_meta
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                <[u8; 32]>::try_from(k.as_ref())
+                    .map(DocId)
+                    .map_err(|_| corrupt(layout::DOC_META, "document key is not 32 bytes"))
+            })
+            .collect()
+    }
+
+    fn doc_meta(&self, doc: &DocId) -> Result<Option<DocMeta>, StorageError> {
+        self.inner
+            .doc_meta
+            .get(doc.0)?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt(layout::DOC_META, e)))
+            .transpose()
+    }
+
+    /// Loads a document's snapshot and the changes stored after it.
+    pub fn load_doc(&self, doc: &DocId) -> Result<Option<StoredDoc>, StorageError> {
+        let Some(meta) = self.doc_meta(doc)? else {
+            return Ok(None);
+        };
+        let snapshot = if meta.snapshot_chunks == 0 {
+            None
+        } else {
+            let mut bytes = Vec::new();
+            for chunk in 0..meta.snapshot_chunks {
+                let part = self
+                    .inner
+                    .doc_snapshots
+                    .get(layout::snapshot_key(doc, chunk))?
+                    .ok_or_else(|| corrupt(layout::DOC_SNAPSHOTS, "missing snapshot chunk"))?;
+                bytes.extend_from_slice(&part);
+            }
+            Some(bytes)
+        };
+        let from = layout::change_key(doc, meta.snapshot_seq);
+        let to = layout::change_key(doc, meta.next_seq);
+        let changes = self
+            .inner
+            .doc_changes
+            .range(from..to)
+            .values()
+            .map(|v| postcard::from_bytes(&v?).map_err(|e| corrupt(layout::DOC_CHANGES, e)))
+            .collect::<Result<Vec<SignedChange>, _>>()?;
+        Ok(Some(StoredDoc {
+            snapshot,
+            changes_since_snapshot: meta.next_seq - meta.snapshot_seq,
+            changes,
+        }))
+    }
+
+    /// The stored envelope of one change.
+    pub fn signed_change(
+        &self,
+        doc: &DocId,
+        hash: &[u8; 32],
+    ) -> Result<Option<SignedChange>, StorageError> {
+        let Some(seq) = self
+            .inner
+            .doc_change_index
+            .get(layout::change_index_key(doc, hash))?
+        else {
+            return Ok(None);
+        };
+        let seq = <[u8; 8]>::try_from(seq.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| corrupt(layout::DOC_CHANGE_INDEX, "seq is not 8 bytes"))?;
+        self.inner
+            .doc_changes
+            .get(layout::change_key(doc, seq))?
+            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt(layout::DOC_CHANGES, e)))
+            .transpose()
+    }
+
+    /// Appends signed changes (in causal order, with their hashes) to a
+    /// document, atomically, and returns once they are durable.
+    pub fn append_changes(
+        &self,
+        doc: &DocId,
+        changes: &[([u8; 32], &SignedChange)],
+    ) -> Result<(), StorageError> {
+        let encoded = changes
+            .iter()
+            .map(|(hash, sc)| {
+                postcard::to_stdvec(sc)
+                    .map(|bytes| (*hash, bytes))
+                    .map_err(|e| corrupt(layout::DOC_CHANGES, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let inner = &self.inner;
+        (&inner.doc_meta, &inner.doc_changes, &inner.doc_change_index).transaction(
+            |(meta_t, changes_t, index_t)| {
+                let mut meta: DocMeta = match meta_t.get(doc.0)? {
+                    Some(v) => postcard::from_bytes(&v).map_err(|e| {
+                        sled::transaction::ConflictableTransactionError::Abort(corrupt(
+                            layout::DOC_META,
+                            e,
+                        ))
+                    })?,
+                    None => DocMeta::default(),
+                };
+                for (hash, bytes) in &encoded {
+                    changes_t.insert(
+                        &layout::change_key(doc, meta.next_seq)[..],
+                        bytes.as_slice(),
+                    )?;
+                    index_t.insert(
+                        &layout::change_index_key(doc, hash)[..],
+                        &meta.next_seq.to_be_bytes(),
+                    )?;
+                    meta.next_seq += 1;
+                }
+                let meta_bytes = postcard::to_stdvec(&meta).map_err(|e| {
+                    sled::transaction::ConflictableTransactionError::Abort(corrupt(
+                        layout::DOC_META,
+                        e,
+                    ))
+                })?;
+                meta_t.insert(&doc.0, meta_bytes)?;
+                Ok(())
+            },
+        )?;
+        self.make_durable()
+    }
+
+    /// Replaces a document's snapshot with `bytes`, which must include every
+    /// change stored so far; returns once durable. Changes stay stored (their
+    /// signatures are forwarded to peers), but loading skips them.
+    pub fn write_snapshot(&self, doc: &DocId, bytes: &[u8]) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        let chunks: Vec<&[u8]> = bytes.chunks(layout::SNAPSHOT_CHUNK).collect();
+        let chunk_count = u32::try_from(chunks.len())
+            .map_err(|_| corrupt(layout::DOC_SNAPSHOTS, "snapshot too large"))?;
+        (&inner.doc_meta, &inner.doc_snapshots).transaction(|(meta_t, snap_t)| {
+            let abort = |e: postcard::Error| {
+                sled::transaction::ConflictableTransactionError::Abort(corrupt(layout::DOC_META, e))
+            };
+            let mut meta: DocMeta = match meta_t.get(doc.0)? {
+                Some(v) => postcard::from_bytes(&v).map_err(abort)?,
+                None => DocMeta::default(),
+            };
+            for chunk in chunk_count..meta.snapshot_chunks {
+                snap_t.remove(&layout::snapshot_key(doc, chunk)[..])?;
+            }
+            for (i, chunk) in chunks.iter().enumerate() {
+                snap_t.insert(&layout::snapshot_key(doc, i as u32)[..], *chunk)?;
+            }
+            meta.snapshot_chunks = chunk_count;
+            meta.snapshot_seq = meta.next_seq;
+            meta_t.insert(&doc.0, postcard::to_stdvec(&meta).map_err(abort)?)?;
+            Ok(())
+        })?;
+        self.make_durable()
+    }
+
+    /// The layout version on disk.
+    pub fn schema_version(&self) -> Result<u32, StorageError> {
+        let v = self
+            .inner
+            .meta
+            .get(layout::SCHEMA_VERSION_KEY)?
+            .ok_or_else(|| corrupt(layout::META, "no schema version"))?;
+        <[u8; 4]>::try_from(v.as_ref())
+            .map(u32::from_be_bytes)
+            .map_err(|_| corrupt(layout::META, "schema version is not 4 bytes"))
+    }
+}
+
+impl Inner {
+    /// Flushes sled's buffers, then fdatasyncs its files.
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        let db_path = self.dir.join("db");
+        self.db_file.sync_data().map_err(io(&db_path))?;
+        // Values over sled's blob threshold live in their own files, which
+        // sled never syncs. We keep values small so this directory is almost
+        // always empty, but sync what is there rather than trust that.
+        let blobs = self.dir.join("blobs");
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            let mut any = false;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .map_err(io(&path))?;
+                any = true;
+            }
+            if any {
+                File::open(&blobs)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(&blobs))?;
+            }
+        }
+        Ok(())
+    }
+}

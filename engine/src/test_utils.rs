@@ -1,0 +1,137 @@
+//! Helpers for tests in this and other crates: temporary nodes, fixed keys,
+//! delegations, and forged changes.
+
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, ReadDoc};
+use icn_schemas::{Delegation, DocId, SchemaError, Scope, SignedDelegation, coop, domain};
+
+use crate::change::{SignedChange, signing_message};
+use crate::{Engine, Keypair, Store};
+
+/// A node on a temporary data directory, removed on drop.
+pub struct TestNode {
+    /// The engine.
+    pub engine: Engine,
+    /// The data directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// A fresh, empty node.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let store = Store::open(dir.path()).expect("open the store");
+        let engine = Engine::open(store).expect("open the engine");
+        TestNode { engine, dir }
+    }
+
+    /// Drops the engine and opens the same data directory again.
+    pub fn reopen(self) -> Self {
+        let TestNode { engine, dir } = self;
+        drop(engine);
+        let store = Store::open(dir.path()).expect("reopen the store");
+        TestNode {
+            engine: Engine::open(store).expect("reopen the engine"),
+            dir,
+        }
+    }
+}
+
+impl Default for TestNode {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A key pair fixed by `seed`, so failures replay.
+pub fn keypair(seed: u64) -> Keypair {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&seed.to_le_bytes());
+    secret[8] = 0x1c;
+    Keypair::from_secret(&secret)
+}
+
+/// A co-op created by `creator` with units `hours` and `eur`.
+pub fn new_coop(creator: &Keypair) -> coop::NewCoop {
+    coop::NewCoop {
+        id: "test-coop".into(),
+        name: "Test Co-op".into(),
+        description: "A co-op for tests".into(),
+        creator: creator.did(),
+        device: creator.did(),
+        created_at: 1_700_000_000,
+        default_credit_limit: 100,
+        units: vec![("hours".into(), 0), ("eur".into(), 2)],
+    }
+}
+
+/// A standalone domain created by `creator`, vetoes allowed.
+pub fn new_domain(creator: &Keypair) -> domain::NewDomain {
+    domain::NewDomain {
+        id: "test-domain".into(),
+        name: "Test Domain".into(),
+        profile: "cooperative_default".into(),
+        coop_id: None,
+        creator: creator.did(),
+        created_at: 1_700_000_000,
+        rules: domain::Rules {
+            allow_veto: true,
+            ..domain::Rules::default()
+        },
+    }
+}
+
+/// A delegation from `member` to `node`, signed by the member.
+pub fn delegation(
+    member: &Keypair,
+    node: &Keypair,
+    scopes: &[Scope],
+    not_before: u64,
+    expires: u64,
+) -> SignedDelegation {
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let statement = Delegation {
+        member: member.did(),
+        node: node.did(),
+        scopes,
+        not_before,
+        expires,
+        nonce: "0123456789abcdef0123456789abcdef".into(),
+    }
+    .statement();
+    SignedDelegation {
+        signature: member.sign(statement.as_bytes()),
+        statement,
+    }
+}
+
+/// Makes a change by `actor` on the node's current copy of `doc`, signs it
+/// with `signing_key` (normally the actor), and returns it *without*
+/// validating it: how a peer that ignores the rules would write.
+pub fn forge(
+    engine: &Engine,
+    doc: &DocId,
+    actor: &Keypair,
+    signing_key: &Keypair,
+    delegation: Option<SignedDelegation>,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<(), SchemaError>,
+) -> SignedChange {
+    let mut fork = engine
+        .read(doc, |r| r.doc().fork())
+        .expect("the document exists")
+        .with_actor(ActorId::from(actor.did().as_bytes().as_slice()));
+    let hash = fork
+        .transact_with(|_| CommitOptions::default().with_time(1_700_000_500), f)
+        .map_err(|f| f.error)
+        .expect("the forged operations apply")
+        .hash
+        .expect("the forged change writes something");
+    let change = fork.get_change_by_hash(&hash).expect("just committed");
+    SignedChange {
+        change: change.raw_bytes().to_vec(),
+        signature: signing_key.sign(&signing_message(doc, &hash)),
+        delegation,
+    }
+}

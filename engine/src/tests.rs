@@ -1,0 +1,1014 @@
+//! The permission table of `docs/permissions.md`, every rule both ways, and
+//! the refusals of forged and malformed changes.
+
+use automerge::transaction::Transactable;
+use automerge::{ObjId, ReadDoc};
+use icn_schemas::coop::{self, MemberStatus, Role};
+use icn_schemas::domain::{self, Choice, DomainRole, Payload, ProposalState};
+use icn_schemas::{DocId, SchemaError, Scope};
+
+use crate::authority::Denied;
+use crate::test_utils::{TestNode, delegation, forge, keypair, new_coop, new_domain};
+use crate::{ApplyError, Engine, Keypair, Rule, SignedChange, Signer, WriteError};
+
+fn dev(k: &Keypair) -> Signer {
+    Signer::Device(k.clone())
+}
+
+fn rule_of(result: Result<impl std::fmt::Debug, WriteError>) -> Rule {
+    match result {
+        Err(WriteError::Refused(r)) => r.rule,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn denied(result: Result<impl std::fmt::Debug, WriteError>) -> Denied {
+    match rule_of(result) {
+        Rule::Denied(d) => d,
+        other => panic!("expected a permission refusal, got {other:?}"),
+    }
+}
+
+fn forbidden(result: Result<impl std::fmt::Debug, WriteError>) {
+    assert!(
+        matches!(denied(result), Denied::Forbidden { .. }),
+        "expected Forbidden"
+    );
+}
+
+fn remote_rule(result: Result<crate::Applied, ApplyError>) -> Rule {
+    match result {
+        Err(ApplyError::Refused(r)) => r.rule,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// A co-op with an admin (seed 1), a member (seed 2) and another member
+/// (seed 3).
+struct Coop {
+    node: TestNode,
+    id: DocId,
+    admin: Keypair,
+    alice: Keypair,
+    bob: Keypair,
+}
+
+fn coop_fixture() -> Coop {
+    let node = TestNode::new();
+    let (admin, alice, bob) = (keypair(1), keypair(2), keypair(3));
+    let id = node
+        .engine
+        .create_coop(&dev(&admin), &new_coop(&admin))
+        .expect("create");
+    for m in [&alice, &bob] {
+        node.engine
+            .write(&id, &dev(&admin), |tx| {
+                coop::add_member(tx, &m.did(), Role::Member, 1_700_000_100)
+            })
+            .expect("add member");
+    }
+    Coop {
+        node,
+        id,
+        admin,
+        alice,
+        bob,
+    }
+}
+
+impl Coop {
+    fn engine(&self) -> &Engine {
+        &self.node.engine
+    }
+
+    fn member(&self, k: &Keypair) -> coop::Member {
+        self.engine()
+            .coop(&self.id)
+            .expect("exists")
+            .expect("valid")
+            .members[&k.did()]
+            .clone()
+    }
+}
+
+#[test]
+fn genesis_makes_the_creator_admin_and_survives_reopen() {
+    let c = coop_fixture();
+    let view = c.engine().coop(&c.id).expect("exists").expect("valid");
+    assert_eq!(view.id, "test-coop");
+    assert_eq!(view.members[&c.admin.did()].role, Role::Admin);
+    assert_eq!(view.members.len(), 3);
+    let heads = c.engine().heads(&c.id);
+    let json = c.engine().to_json(&c.id);
+    let Coop { node, id, .. } = c;
+    let node = node.reopen();
+    assert_eq!(node.engine.heads(&id), heads);
+    assert_eq!(node.engine.to_json(&id), json);
+}
+
+#[test]
+fn profile_and_policy_admin_only() {
+    let c = coop_fixture();
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_profile(tx, Some("New"), Some("Desc"))
+        })
+        .expect("admin sets profile");
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_profile(tx, Some("Mine"), None)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_default_credit_limit(tx, 500)
+        })
+        .expect("admin sets policy");
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_default_credit_limit(tx, 1_000_000)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::put_unit(tx, "kwh", Some("kWh"), 3)
+        })
+        .expect("admin adds unit");
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::put_unit(tx, "gold", None, 0)
+    }));
+    let view = c.engine().coop(&c.id).expect("exists").expect("valid");
+    assert_eq!(view.name, "New");
+    assert_eq!(view.policy.default_credit_limit, 500);
+    assert!(view.policy.units.contains_key("kwh"));
+    assert!(!view.policy.units.contains_key("gold"));
+}
+
+#[test]
+fn members_roles_and_limits_admin_only() {
+    let c = coop_fixture();
+    let carol = keypair(4);
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::add_member(tx, &carol.did(), Role::Member, 1)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::add_member(tx, &carol.did(), Role::Member, 1)
+        })
+        .expect("admin adds");
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_role(tx, &c.alice.did(), Role::Admin)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_role(tx, &c.alice.did(), Role::Admin)
+        })
+        .expect("admin promotes");
+    assert_eq!(c.member(&c.alice).role, Role::Admin);
+    forbidden(c.engine().write(&c.id, &dev(&c.bob), |tx| {
+        coop::set_credit_limit(tx, &c.bob.did(), 10_000)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_credit_limit(tx, &c.bob.did(), 250)
+        })
+        .expect("admin sets limit");
+    assert_eq!(c.member(&c.bob).credit_limit, Some(250));
+}
+
+#[test]
+fn status_admin_or_the_member_leaving() {
+    let c = coop_fixture();
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_status(tx, &c.bob.did(), MemberStatus::Removed)
+    }));
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_status(tx, &c.alice.did(), MemberStatus::Suspended)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.alice), |tx| {
+            coop::set_status(tx, &c.alice.did(), MemberStatus::Removed)
+        })
+        .expect("a member may leave");
+    assert_eq!(c.member(&c.alice).status, MemberStatus::Removed);
+    // Having left, alice may not write anything, not even to come back.
+    assert_eq!(
+        denied(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+            coop::set_status(tx, &c.alice.did(), MemberStatus::Active)
+        })),
+        Denied::InactiveMember(c.alice.did())
+    );
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_status(tx, &c.bob.did(), MemberStatus::Suspended)
+        })
+        .expect("admin suspends");
+    assert_eq!(
+        denied(c.engine().write(&c.id, &dev(&c.bob), |tx| {
+            coop::set_display_name(tx, &c.bob.did(), "Bob")
+        })),
+        Denied::InactiveMember(c.bob.did())
+    );
+}
+
+#[test]
+fn display_name_and_devices_by_the_member_or_admin() {
+    let c = coop_fixture();
+    c.engine()
+        .write(&c.id, &dev(&c.alice), |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "Alice")
+        })
+        .expect("own name");
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_display_name(tx, &c.bob.did(), "Bobby")
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_display_name(tx, &c.bob.did(), "Bob")
+        })
+        .expect("admin names");
+
+    let phone = keypair(20);
+    forbidden(c.engine().write(&c.id, &dev(&c.bob), |tx| {
+        coop::add_device(tx, &c.alice.did(), &phone.did(), Some("not mine"), 1)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.alice), |tx| {
+            coop::add_device(tx, &c.alice.did(), &phone.did(), Some("phone"), 1)
+        })
+        .expect("own device");
+    // The new device now writes as alice.
+    c.engine()
+        .write(&c.id, &dev(&phone), |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "Alice (phone)")
+        })
+        .expect("a live device writes for its member");
+    assert_eq!(
+        c.member(&c.alice).display_name.as_deref(),
+        Some("Alice (phone)")
+    );
+    // Revoked, it writes nothing more.
+    c.engine()
+        .write(&c.id, &dev(&c.alice), |tx| {
+            coop::revoke_device(tx, &c.alice.did(), &phone.did())
+        })
+        .expect("revoke own device");
+    assert_eq!(
+        denied(c.engine().write(&c.id, &dev(&phone), |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "stolen phone")
+        })),
+        Denied::NotALiveDevice { actor: phone.did() }
+    );
+    // A key nobody registered writes nothing.
+    let stranger = keypair(99);
+    assert_eq!(
+        denied(c.engine().write(&c.id, &dev(&stranger), |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "hi")
+        })),
+        Denied::NotALiveDevice {
+            actor: stranger.did()
+        }
+    );
+}
+
+#[test]
+fn relays_admin_only_and_deletable() {
+    let c = coop_fixture();
+    let relay = keypair(50);
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::add_relay(tx, &relay.did(), "10.0.0.1:7777", 1)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::add_relay(tx, &relay.did(), "10.0.0.1:7777", 1)
+        })
+        .expect("admin registers relay");
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::remove_relay(tx, &relay.did())
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::remove_relay(tx, &relay.did())
+        })
+        .expect("admin removes relay");
+    assert!(
+        c.engine()
+            .coop(&c.id)
+            .expect("exists")
+            .expect("valid")
+            .relays
+            .is_empty()
+    );
+}
+
+#[test]
+fn genesis_fields_are_never_rewritten() {
+    let c = coop_fixture();
+    forbidden(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        tx.put(ObjId::Root, "id", "another-coop")?;
+        Ok(())
+    }));
+    forbidden(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        tx.put(ObjId::Root, "creator", c.alice.did().to_string())?;
+        Ok(())
+    }));
+}
+
+#[test]
+fn schema_refuses_unknown_paths_wrong_shapes_lists_and_deletes() {
+    let c = coop_fixture();
+    let schema = |r: Rule| {
+        assert!(
+            matches!(r, Rule::Schema(_)),
+            "expected schema error, got {r:?}"
+        )
+    };
+    schema(rule_of(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        tx.put(ObjId::Root, "treasure", "gold")?;
+        Ok(())
+    })));
+    schema(rule_of(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        let m = tx
+            .get(ObjId::Root, "members")?
+            .map(|(_, id)| id)
+            .ok_or(SchemaError::Missing("members".into()))?;
+        let me = tx
+            .get(&m, c.alice.did().to_string())?
+            .map(|(_, id)| id)
+            .ok_or(SchemaError::Missing("alice".into()))?;
+        tx.put(&me, "role", "king")?;
+        Ok(())
+    })));
+    schema(rule_of(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        tx.put_object(ObjId::Root, "description", automerge::ObjType::Text)?;
+        Ok(())
+    })));
+    schema(rule_of(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        let m = tx
+            .get(ObjId::Root, "members")?
+            .map(|(_, id)| id)
+            .ok_or(SchemaError::Missing("members".into()))?;
+        tx.delete(&m, c.alice.did().to_string())?;
+        Ok(())
+    })));
+    schema(rule_of(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        let m = tx
+            .get(ObjId::Root, "members")?
+            .map(|(_, id)| id)
+            .ok_or(SchemaError::Missing("members".into()))?;
+        tx.put(&m, "not-a-did", "x")?;
+        Ok(())
+    })));
+}
+
+/// A second node that holds the same co-op, for changes from "remote" peers.
+fn replica(c: &Coop) -> TestNode {
+    let other = TestNode::new();
+    other
+        .engine
+        .apply_remote(
+            &c.id,
+            c.engine().changes_since(&c.id, &[]).expect("changes"),
+        )
+        .expect("the replica accepts the history");
+    other
+}
+
+fn assert_unchanged(
+    engine: &Engine,
+    id: &DocId,
+    before: &(Option<Vec<automerge::ChangeHash>>, Option<Vec<u8>>),
+) {
+    assert_eq!(
+        &(engine.heads(id), engine.save(id)),
+        before,
+        "a refused batch changed the document"
+    );
+}
+
+#[test]
+fn forged_changes_are_refused_whole_and_change_nothing() {
+    let c = coop_fixture();
+    let other = replica(&c);
+    let before = (other.engine.heads(&c.id), other.engine.save(&c.id));
+    let good = forge(c.engine(), &c.id, &c.alice, &c.alice, None, |tx| {
+        coop::set_display_name(tx, &c.alice.did(), "Alice")
+    });
+
+    // Signed by another key.
+    let wrong_key = forge(c.engine(), &c.id, &c.alice, &c.bob, None, |tx| {
+        coop::set_display_name(tx, &c.alice.did(), "Alice")
+    });
+    let r = remote_rule(other.engine.apply_remote(&c.id, vec![wrong_key]));
+    assert_eq!(r, Rule::BadSignature(c.alice.did()));
+    assert_unchanged(&other.engine, &c.id, &before);
+
+    // A flipped byte anywhere: either the change no longer parses or its
+    // hash, and so the signed message, changes.
+    for i in [0, 10, good.change.len() / 2, good.change.len() - 1] {
+        let mut flipped = good.clone();
+        flipped.change[i] ^= 0x40;
+        let r = remote_rule(other.engine.apply_remote(&c.id, vec![flipped]));
+        assert!(
+            matches!(
+                r,
+                Rule::Malformed(_) | Rule::BadSignature(_) | Rule::BadActor
+            ),
+            "{r:?}"
+        );
+        assert_unchanged(&other.engine, &c.id, &before);
+    }
+    let mut bad_sig = good.clone();
+    bad_sig.signature[3] ^= 1;
+    assert!(matches!(
+        remote_rule(other.engine.apply_remote(&c.id, vec![bad_sig])),
+        Rule::BadSignature(_)
+    ));
+
+    // A good change batched with an unauthorised one: the batch is refused
+    // whole, the good change with it.
+    let promote = forge(c.engine(), &c.id, &c.bob, &c.bob, None, |tx| {
+        coop::set_role(tx, &c.bob.did(), Role::Admin)
+    });
+    let refused = other
+        .engine
+        .apply_remote(&c.id, vec![good.clone(), promote]);
+    match refused {
+        Err(ApplyError::Refused(r)) => {
+            assert_eq!(r.index, 1);
+            assert!(matches!(r.rule, Rule::Denied(Denied::Forbidden { .. })));
+        }
+        other => panic!("expected refusal, got {other:?}"),
+    }
+    assert_unchanged(&other.engine, &c.id, &before);
+
+    // Alone, the good change is accepted; sent again, nothing happens.
+    let applied = other
+        .engine
+        .apply_remote(&c.id, vec![good.clone()])
+        .expect("valid");
+    assert_eq!(applied.new.len(), 1);
+    let again = other
+        .engine
+        .apply_remote(&c.id, vec![good.clone(), good])
+        .expect("replay");
+    assert!(again.new.is_empty());
+}
+
+#[test]
+fn missing_dependencies_and_foreign_geneses_are_refused() {
+    let c = coop_fixture();
+    let other = replica(&c);
+    let first = forge(c.engine(), &c.id, &c.alice, &c.alice, None, |tx| {
+        coop::set_display_name(tx, &c.alice.did(), "A1")
+    });
+    c.engine()
+        .apply_remote(&c.id, vec![first.clone()])
+        .expect("valid");
+    let second = forge(c.engine(), &c.id, &c.alice, &c.alice, None, |tx| {
+        coop::set_display_name(tx, &c.alice.did(), "A2")
+    });
+    let before = (other.engine.heads(&c.id), other.engine.save(&c.id));
+    assert!(matches!(
+        remote_rule(other.engine.apply_remote(&c.id, vec![second.clone()])),
+        Rule::MissingDependency(_)
+    ));
+    assert_unchanged(&other.engine, &c.id, &before);
+    // In either order within one batch, the pair is fine.
+    other
+        .engine
+        .apply_remote(&c.id, vec![second, first])
+        .expect("ordered by deps");
+
+    // Another co-op's genesis: its signature binds it to its own id.
+    let foreign = TestNode::new();
+    let foreign_id = foreign
+        .engine
+        .create_coop(&dev(&c.alice), &new_coop(&c.alice))
+        .expect("create");
+    let mut genesis = foreign
+        .engine
+        .changes_since(&foreign_id, &[])
+        .expect("changes");
+    assert!(matches!(
+        remote_rule(other.engine.apply_remote(&c.id, genesis.clone())),
+        Rule::BadSignature(_)
+    ));
+    // Re-signed by its author for this co-op, it is a second root.
+    let hash = automerge::Change::from_bytes(genesis[0].change.clone())
+        .expect("valid change")
+        .hash();
+    genesis[0].signature = c.alice.sign(&crate::change::signing_message(&c.id, &hash));
+    assert_eq!(
+        remote_rule(other.engine.apply_remote(&c.id, genesis.clone())),
+        Rule::ForeignGenesis
+    );
+    // And for a document nobody has, a batch without its genesis.
+    let unknown = DocId([9; 32]);
+    let r = remote_rule(other.engine.apply_remote(&unknown, genesis));
+    assert!(matches!(r, Rule::BadSignature(_)), "{r:?}");
+    assert!(other.engine.heads(&unknown).is_none());
+    let second_only = c
+        .engine()
+        .changes_since(&c.id, &[])
+        .expect("changes")
+        .split_off(1);
+    assert!(matches!(
+        remote_rule(other.engine.apply_remote(&unknown, second_only)),
+        Rule::BadSignature(_) | Rule::MissingDependency(_)
+    ));
+}
+
+#[test]
+fn a_genesis_must_name_its_author_as_creator_and_admin() {
+    let node = TestNode::new();
+    let (alice, bob) = (keypair(1), keypair(2));
+    // Alice's key writes a genesis that names Bob as creator.
+    let mut new = new_coop(&alice);
+    new.creator = bob.did();
+    new.device = bob.did();
+    let r = rule_of(node.engine.create_coop(&dev(&alice), &new));
+    assert!(matches!(r, Rule::InvalidGenesis(_)), "{r:?}");
+    assert!(node.engine.doc_ids().is_empty());
+}
+
+#[test]
+fn removed_member_writing_in_its_causal_future_is_refused_concurrent_write_is_kept() {
+    let c = coop_fixture();
+    let other = replica(&c);
+    // Bob writes before he learns of anything (concurrent with the removal).
+    let concurrent = forge(c.engine(), &c.id, &c.bob, &c.bob, None, |tx| {
+        coop::set_display_name(tx, &c.bob.did(), "Bob, before")
+    });
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_status(tx, &c.bob.did(), MemberStatus::Removed)
+        })
+        .expect("admin removes bob");
+    // Written after the removal, in its causal future: refused.
+    let after = forge(c.engine(), &c.id, &c.bob, &c.bob, None, |tx| {
+        coop::set_display_name(tx, &c.bob.did(), "Bob, after")
+    });
+    assert_eq!(
+        remote_rule(c.engine().apply_remote(&c.id, vec![after])),
+        Rule::Denied(Denied::InactiveMember(c.bob.did()))
+    );
+    // The concurrent change is judged by its own causal past, where Bob was
+    // active: every replica keeps it, whichever order changes arrive in.
+    c.engine()
+        .apply_remote(&c.id, vec![concurrent.clone()])
+        .expect("concurrent kept");
+    other
+        .engine
+        .apply_remote(&c.id, vec![concurrent])
+        .expect("concurrent first");
+    other
+        .engine
+        .apply_remote(
+            &c.id,
+            c.engine().changes_since(&c.id, &[]).expect("changes"),
+        )
+        .expect("the rest");
+    assert_eq!(other.engine.heads(&c.id), c.engine().heads(&c.id));
+    assert_eq!(other.engine.to_json(&c.id), c.engine().to_json(&c.id));
+}
+
+#[test]
+fn delegated_writes_within_scope_and_validity() {
+    let c = coop_fixture();
+    let gateway = keypair(70);
+    let far = 4_000_000_000;
+    let write_scope = delegation(
+        &c.alice,
+        &gateway,
+        &[Scope::CoopRead, Scope::CoopWrite],
+        0,
+        far,
+    );
+    let as_alice = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: write_scope.clone(),
+    };
+    c.engine()
+        .write(&c.id, &as_alice, |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "via gateway")
+        })
+        .expect("delegated member write");
+    assert_eq!(
+        c.member(&c.alice).display_name.as_deref(),
+        Some("via gateway")
+    );
+    // The delegation carries alice's rights, no more.
+    forbidden(c.engine().write(&c.id, &as_alice, |tx| {
+        coop::set_display_name(tx, &c.bob.did(), "nope")
+    }));
+
+    // An admin's delegation without coop:admin does not carry admin rights.
+    let admin_no_admin_scope = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: delegation(&c.admin, &gateway, &[Scope::CoopWrite], 0, far),
+    };
+    assert_eq!(
+        denied(c.engine().write(&c.id, &admin_no_admin_scope, |tx| {
+            coop::set_role(tx, &c.bob.did(), Role::Admin)
+        })),
+        Denied::MissingScope(Scope::CoopAdmin)
+    );
+    let admin_scope = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: delegation(
+            &c.admin,
+            &gateway,
+            &[Scope::CoopAdmin, Scope::CoopWrite],
+            0,
+            far,
+        ),
+    };
+    c.engine()
+        .write(&c.id, &admin_scope, |tx| {
+            coop::set_role(tx, &c.bob.did(), Role::Admin)
+        })
+        .expect("admin scope");
+
+    // Expired (the change is written now, after expiry).
+    let expired = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: delegation(&c.alice, &gateway, &[Scope::CoopWrite], 1, 1_000),
+    };
+    assert!(matches!(
+        rule_of(c.engine().write(&c.id, &expired, |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "late")
+        })),
+        Rule::DelegationNotLive { .. }
+    ));
+
+    // A delegation to another node does not let this node write.
+    let thief = keypair(71);
+    let stolen = Signer::Delegated {
+        node: thief.clone(),
+        delegation: write_scope.clone(),
+    };
+    assert!(matches!(
+        rule_of(c.engine().write(&c.id, &stolen, |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "stolen")
+        })),
+        Rule::DelegationNotForActor { .. }
+    ));
+
+    // A delegation the member never signed.
+    let mut forged = write_scope;
+    forged.signature = gateway.sign(forged.statement.as_bytes());
+    let forged = Signer::Delegated {
+        node: gateway,
+        delegation: forged,
+    };
+    assert!(matches!(
+        rule_of(c.engine().write(&c.id, &forged, |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "forged")
+        })),
+        Rule::BadDelegation(_)
+    ));
+}
+
+#[test]
+fn a_delegation_of_a_removed_member_is_dead() {
+    let c = coop_fixture();
+    let gateway = keypair(70);
+    let as_bob = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: delegation(&c.bob, &gateway, &[Scope::CoopWrite], 0, 4_000_000_000),
+    };
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_status(tx, &c.bob.did(), MemberStatus::Removed)
+        })
+        .expect("remove");
+    assert_eq!(
+        denied(c.engine().write(&c.id, &as_bob, |tx| {
+            coop::set_display_name(tx, &c.bob.did(), "ghost")
+        })),
+        Denied::InactiveMember(c.bob.did())
+    );
+}
+
+/// A domain with an admin (seed 1) and two members (seeds 2, 3), and a
+/// draft proposal "p1" by member 2.
+struct Dom {
+    node: TestNode,
+    id: DocId,
+    admin: Keypair,
+    alice: Keypair,
+    bob: Keypair,
+}
+
+fn domain_fixture() -> Dom {
+    let node = TestNode::new();
+    let (admin, alice, bob) = (keypair(1), keypair(2), keypair(3));
+    let id = node
+        .engine
+        .create_domain(&dev(&admin), &new_domain(&admin))
+        .expect("create");
+    for m in [&alice, &bob] {
+        node.engine
+            .write(&id, &dev(&admin), |tx| {
+                domain::add_member(tx, &m.did(), DomainRole::Member, 1)
+            })
+            .expect("add member");
+    }
+    let d = Dom {
+        node,
+        id,
+        admin,
+        alice,
+        bob,
+    };
+    d.propose(&d.alice, "p1").expect("member proposes");
+    d
+}
+
+impl Dom {
+    fn engine(&self) -> &Engine {
+        &self.node.engine
+    }
+
+    fn propose(&self, who: &Keypair, id: &str) -> Result<(), WriteError> {
+        self.engine().write(&self.id, &dev(who), |tx| {
+            domain::create_proposal(
+                tx,
+                &domain::NewProposal {
+                    id: id.into(),
+                    title: "Fix the roof".into(),
+                    description: "It leaks".into(),
+                    author: who.did(),
+                    created_at: 1_700_000_200,
+                    payload: Payload::Text {
+                        body: "Fix it".into(),
+                    },
+                },
+            )
+        })
+    }
+
+    fn open(&self, who: &Keypair, id: &str) -> Result<(), WriteError> {
+        self.engine().write(&self.id, &dev(who), |tx| {
+            domain::open_proposal(tx, id, 10, 20)
+        })
+    }
+
+    fn vote(&self, who: &Keypair, voter: &Keypair, choice: Choice) -> Result<(), WriteError> {
+        self.engine().write(&self.id, &dev(who), |tx| {
+            domain::cast_vote(tx, "p1", &voter.did(), choice, Some("because"), 15)
+        })
+    }
+
+    fn proposal(&self, id: &str) -> domain::Proposal {
+        self.engine()
+            .domain(&self.id)
+            .expect("exists")
+            .expect("valid")
+            .proposals[id]
+            .clone()
+    }
+}
+
+#[test]
+fn domain_members_and_rules_admin_only() {
+    let d = domain_fixture();
+    let carol = keypair(4);
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        domain::add_member(tx, &carol.did(), DomainRole::Member, 1)
+    }));
+    d.engine()
+        .write(&d.id, &dev(&d.admin), |tx| {
+            domain::add_member(tx, &carol.did(), DomainRole::Member, 3)
+        })
+        .expect("admin adds");
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        domain::set_rules(tx, &domain::Rules::default())
+    }));
+    d.engine()
+        .write(&d.id, &dev(&d.admin), |tx| {
+            domain::set_rules(tx, &domain::Rules::default())
+        })
+        .expect("admin sets rules");
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        domain::remove_member(tx, &d.bob.did())
+    }));
+    d.engine()
+        .write(&d.id, &dev(&d.bob), |tx| {
+            domain::remove_member(tx, &d.bob.did())
+        })
+        .expect("a member may leave");
+    assert_eq!(
+        denied(d.propose(&d.bob, "p-after-leaving")),
+        Denied::InactiveMember(d.bob.did())
+    );
+    let stranger = keypair(99);
+    assert!(matches!(
+        denied(d.propose(&stranger, "p-stranger")),
+        Denied::NotALiveDevice { .. }
+    ));
+}
+
+#[test]
+fn proposal_content_is_set_once_by_its_author() {
+    let d = domain_fixture();
+    assert_eq!(d.proposal("p1").author, d.alice.did());
+    assert_eq!(d.proposal("p1").state, ProposalState::Draft);
+    // Rewriting the content of an existing proposal.
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        let p = tx
+            .get(ObjId::Root, "proposals")?
+            .and_then(|(_, ps)| tx.get(&ps, "p1").ok().flatten())
+            .map(|(_, p)| p)
+            .ok_or(SchemaError::Missing("p1".into()))?;
+        tx.put(&p, "title", "Something else")?;
+        Ok(())
+    }));
+    // Proposing in someone else's name.
+    forbidden(d.engine().write(&d.id, &dev(&d.bob), |tx| {
+        domain::create_proposal(
+            tx,
+            &domain::NewProposal {
+                id: "p2".into(),
+                title: "t".into(),
+                description: String::new(),
+                author: d.alice.did(),
+                created_at: 1,
+                payload: Payload::Text {
+                    body: String::new(),
+                },
+            },
+        )
+    }));
+}
+
+#[test]
+fn proposal_lifecycle_moves() {
+    let d = domain_fixture();
+    forbidden(d.open(&d.bob, "p1"));
+    forbidden(d.vote(&d.bob, &d.bob, Choice::For)); // still a draft
+    d.open(&d.alice, "p1").expect("author opens");
+    assert_eq!(d.proposal("p1").state, ProposalState::Open);
+    assert_eq!(d.proposal("p1").closes_at, Some(20));
+    // Re-opening with the same values writes nothing; with a new schedule it
+    // is a write to an open proposal's schedule, refused.
+    d.open(&d.alice, "p1").expect("no-op");
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        domain::open_proposal(tx, "p1", 11, 99)
+    }));
+
+    d.vote(&d.bob, &d.bob, Choice::For).expect("vote");
+    d.vote(&d.bob, &d.bob, Choice::Against)
+        .expect("change vote while open");
+    forbidden(d.vote(&d.bob, &d.alice, Choice::Against)); // for someone else
+    assert_eq!(d.proposal("p1").votes[&d.bob.did()].choice, Choice::Against);
+
+    // Veto: members no, admins yes (this domain allows vetoes).
+    forbidden(d.engine().write(&d.id, &dev(&d.bob), |tx| {
+        domain::set_proposal_state(tx, "p1", ProposalState::Vetoed)
+    }));
+    // Closing outcomes are reserved for the tally rules.
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        domain::set_proposal_state(tx, "p1", ProposalState::Accepted)
+    }));
+    d.engine()
+        .write(&d.id, &dev(&d.admin), |tx| {
+            domain::set_proposal_state(tx, "p1", ProposalState::Vetoed)
+        })
+        .expect("admin vetoes");
+    forbidden(d.vote(&d.alice, &d.alice, Choice::For)); // not open any more
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        domain::set_proposal_state(tx, "p1", ProposalState::Cancelled)
+    }));
+
+    d.propose(&d.bob, "p3").expect("propose");
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        domain::set_proposal_state(tx, "p3", ProposalState::Cancelled)
+    }));
+    d.engine()
+        .write(&d.id, &dev(&d.bob), |tx| {
+            domain::set_proposal_state(tx, "p3", ProposalState::Cancelled)
+        })
+        .expect("author cancels");
+}
+
+#[test]
+fn veto_needs_a_domain_that_allows_it() {
+    let node = TestNode::new();
+    let admin = keypair(1);
+    let mut new = new_domain(&admin);
+    new.rules.allow_veto = false;
+    let id = node
+        .engine
+        .create_domain(&dev(&admin), &new)
+        .expect("create");
+    node.engine
+        .write(&id, &dev(&admin), |tx| {
+            domain::create_proposal(
+                tx,
+                &domain::NewProposal {
+                    id: "p".into(),
+                    title: "t".into(),
+                    description: String::new(),
+                    author: admin.did(),
+                    created_at: 1,
+                    payload: Payload::Text {
+                        body: String::new(),
+                    },
+                },
+            )?;
+            Ok(())
+        })
+        .expect("propose");
+    node.engine
+        .write(&id, &dev(&admin), |tx| domain::open_proposal(tx, "p", 1, 2))
+        .expect("open");
+    forbidden(node.engine.write(&id, &dev(&admin), |tx| {
+        domain::set_proposal_state(tx, "p", ProposalState::Vetoed)
+    }));
+}
+
+#[test]
+fn delegated_domain_writes_need_gov_write() {
+    let d = domain_fixture();
+    d.open(&d.alice, "p1").expect("open");
+    let gateway = keypair(70);
+    let no_gov = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: delegation(&d.bob, &gateway, &[Scope::CoopWrite], 0, 4_000_000_000),
+    };
+    assert_eq!(
+        denied(d.engine().write(&d.id, &no_gov, |tx| {
+            domain::cast_vote(tx, "p1", &d.bob.did(), Choice::For, None, 1)
+        })),
+        Denied::MissingScope(Scope::GovWrite)
+    );
+    let gov = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: delegation(&d.bob, &gateway, &[Scope::GovWrite], 0, 4_000_000_000),
+    };
+    d.engine()
+        .write(&d.id, &gov, |tx| {
+            domain::cast_vote(tx, "p1", &d.bob.did(), Choice::For, None, 1)
+        })
+        .expect("delegated vote");
+    assert_eq!(d.proposal("p1").votes[&d.bob.did()].choice, Choice::For);
+}
+
+#[test]
+fn a_vote_concurrent_with_closing_is_judged_by_its_own_past() {
+    let d = domain_fixture();
+    d.open(&d.alice, "p1").expect("open");
+    // Bob votes on a replica that has not seen the cancellation.
+    let vote = forge(d.engine(), &d.id, &d.bob, &d.bob, None, |tx| {
+        domain::cast_vote(tx, "p1", &d.bob.did(), Choice::For, None, 1)
+    });
+    d.engine()
+        .write(&d.id, &dev(&d.alice), |tx| {
+            domain::set_proposal_state(tx, "p1", ProposalState::Cancelled)
+        })
+        .expect("cancel");
+    d.engine()
+        .apply_remote(&d.id, vec![vote])
+        .expect("concurrent vote is kept");
+    // A vote written after seeing the cancellation is refused.
+    let late = forge(d.engine(), &d.id, &d.bob, &d.bob, None, |tx| {
+        domain::cast_vote(tx, "p1", &d.bob.did(), Choice::Against, None, 2)
+    });
+    assert!(matches!(
+        remote_rule(d.engine().apply_remote(&d.id, vec![late])),
+        Rule::Denied(Denied::Forbidden { .. })
+    ));
+}
+
+#[test]
+fn refused_writes_store_nothing_across_reopen() {
+    let c = coop_fixture();
+    let heads = c.engine().heads(&c.id);
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_role(tx, &c.alice.did(), Role::Admin)
+    }));
+    let Coop { node, id, .. } = c;
+    let node = node.reopen();
+    assert_eq!(node.engine.heads(&id), heads);
+}
+
+#[test]
+fn snapshots_keep_every_change_and_signature() {
+    let c = coop_fixture();
+    // Enough writes to cross the snapshot threshold.
+    for i in 0..1100 {
+        c.engine()
+            .write(&c.id, &dev(&c.alice), |tx| {
+                coop::set_display_name(tx, &c.alice.did(), &format!("Alice {i}"))
+            })
+            .expect("write");
+    }
+    let heads = c.engine().heads(&c.id);
+    let all: Vec<SignedChange> = c.engine().changes_since(&c.id, &[]).expect("changes");
+    let Coop { node, id, .. } = c;
+    let node = node.reopen();
+    assert_eq!(node.engine.heads(&id), heads);
+    assert_eq!(node.engine.changes_since(&id, &[]).expect("changes"), all);
+    // A fresh peer validates the whole history it is sent.
+    let fresh = TestNode::new();
+    fresh.engine.apply_remote(&id, all).expect("valid history");
+    assert_eq!(fresh.engine.heads(&id), heads);
+}

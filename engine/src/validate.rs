@@ -1,0 +1,474 @@
+//! Validation before merge.
+//!
+//! [`check_batch`] takes a document and a batch of signed changes and either
+//! returns a fork of the document with every new change applied, or refuses
+//! the whole batch with the first change that breaks a rule. The document it
+//! was given is never touched. Each change must:
+//!
+//! 1. decode, and carry a valid signature by its actor key (and, if a node
+//!    wrote it for a member, a valid delegation naming that node, live at the
+//!    change's time);
+//! 2. have every dependency in the document or earlier in the batch; the only
+//!    change without dependencies is the genesis, whose hash is the doc id;
+//! 3. be authorised by the document **as it stood at its dependencies**: its
+//!    author is a live device of an active member whose role permits every
+//!    path the change writes ([`crate::authority`]);
+//! 4. keep the schema: every operation writes a known path with a value of the
+//!    right shape ([`icn_schemas::coop::classify`],
+//!    [`icn_schemas::domain::classify`]).
+//!
+//! Changes are judged by their *operations*, not by the patches they produce:
+//! a write that loses a conflict shows no patch, yet stays in the document.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Automerge, Change, ChangeHash, ObjType, Prop, ReadDoc, ScalarValue};
+use icn_schemas::{
+    Delegation, DelegationError, Did, DocId, DocKind, Reader, SchemaError, coop, domain,
+};
+
+use crate::authority::{self, Author, Denied};
+use crate::change::{MAX_CHANGE_BYTES, SignedChange, signing_message};
+use crate::identity;
+
+/// A refused batch: which change broke which rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("change #{index}{} refused: {rule}", .hash.map(|h| format!(" ({h})")).unwrap_or_default())]
+pub struct Refused {
+    /// Position of the change in the batch.
+    pub index: usize,
+    /// Its hash, when it decoded.
+    pub hash: Option<ChangeHash>,
+    /// The rule it broke.
+    pub rule: Rule,
+}
+
+/// The rules a change can break.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Over [`MAX_CHANGE_BYTES`].
+    #[error("a change has at most {MAX_CHANGE_BYTES} bytes, this one has {0}")]
+    TooLarge(usize),
+    /// Not an Automerge change, or one Automerge cannot apply.
+    #[error("malformed change: {0}")]
+    Malformed(String),
+    /// The actor id is not an Ed25519 public key.
+    #[error("the actor is not an ed25519 public key")]
+    BadActor,
+    /// The signature is not the actor's.
+    #[error("the signature is not by the actor key {0}")]
+    BadSignature(Did),
+    /// The delegation does not verify.
+    #[error("bad delegation: {0}")]
+    BadDelegation(DelegationError),
+    /// The delegation names another node.
+    #[error("the delegation is for node {named}, but {actor} wrote the change")]
+    DelegationNotForActor {
+        /// Node in the delegation.
+        named: Did,
+        /// Actor of the change.
+        actor: Did,
+    },
+    /// The change's time is outside the delegation's validity.
+    #[error("the change time {time} is outside the delegation's validity")]
+    DelegationNotLive {
+        /// Change time, unix seconds.
+        time: i64,
+    },
+    /// A dependency is neither in the document nor in the batch.
+    #[error("dependency {0} is unknown")]
+    MissingDependency(ChangeHash),
+    /// A change without dependencies that is not this document's genesis.
+    #[error("a change without dependencies that is not this document's genesis")]
+    ForeignGenesis,
+    /// A new document's batch does not start with its genesis.
+    #[error("the document is unknown and the batch does not hold its genesis")]
+    NoGenesis,
+    /// The genesis does not establish a valid document.
+    #[error("invalid genesis: {0}")]
+    InvalidGenesis(String),
+    /// An operation breaks the schema.
+    #[error("schema: {0}")]
+    Schema(#[from] SchemaError),
+    /// The author may not write what the change writes.
+    #[error("not permitted: {0}")]
+    Denied(#[from] Denied),
+}
+
+/// The outcome of a batch that passed: the fork with the new changes applied,
+/// and the new changes in the order they were applied.
+pub(crate) struct Checked {
+    pub(crate) fork: Automerge,
+    pub(crate) accepted: Vec<(ChangeHash, SignedChange)>,
+}
+
+struct Parsed {
+    index: usize,
+    change: Change,
+    actor: Did,
+    delegation: Option<Delegation>,
+    signed: SignedChange,
+}
+
+/// Checks a batch against `doc` (empty for a document this node does not hold
+/// yet). Changes the document already has are skipped, so replays and
+/// duplicates are harmless.
+pub(crate) fn check_batch(
+    doc_id: &DocId,
+    doc: &Automerge,
+    batch: Vec<SignedChange>,
+) -> Result<Checked, Refused> {
+    let is_new_doc = doc.get_heads().is_empty();
+    let mut parsed = Vec::with_capacity(batch.len());
+    let mut seen = HashSet::new();
+    for (index, signed) in batch.into_iter().enumerate() {
+        if let Some(p) = parse(doc_id, doc, index, signed, &mut seen)? {
+            parsed.push(p);
+        }
+    }
+    let ordered = topological(doc, parsed)?;
+    let mut fork = if is_new_doc {
+        Automerge::new()
+    } else {
+        doc.fork()
+    };
+    let mut kind = (!is_new_doc)
+        .then(|| DocKind::of(Reader::now(doc)))
+        .flatten();
+    let mut accepted = Vec::with_capacity(ordered.len());
+    for p in ordered {
+        let hash = p.change.hash();
+        let refuse = |rule: Rule| Refused {
+            index: p.index,
+            hash: Some(hash),
+            rule,
+        };
+        if p.change.deps().is_empty() {
+            if hash != doc_id.genesis() {
+                return Err(refuse(Rule::ForeignGenesis));
+            }
+            kind = Some(check_genesis(&mut fork, &p).map_err(refuse)?);
+        } else {
+            let kind = match kind {
+                Some(kind) => kind,
+                None if is_new_doc => return Err(refuse(Rule::NoGenesis)),
+                None => {
+                    return Err(refuse(Rule::InvalidGenesis(
+                        "the document has no type".into(),
+                    )));
+                }
+            };
+            check_change(&fork, kind, &p).map_err(refuse)?;
+            fork.apply_changes([p.change.clone()])
+                .map_err(|e| refuse(Rule::Malformed(e.to_string())))?;
+        }
+        accepted.push((hash, p.signed));
+    }
+    Ok(Checked { fork, accepted })
+}
+
+/// Decodes one change and checks its signature and delegation. `None` for a
+/// change the document (or this batch) already holds.
+fn parse(
+    doc_id: &DocId,
+    doc: &Automerge,
+    index: usize,
+    signed: SignedChange,
+    seen: &mut HashSet<ChangeHash>,
+) -> Result<Option<Parsed>, Refused> {
+    let refuse = |hash, rule| Refused { index, hash, rule };
+    if signed.change.len() > MAX_CHANGE_BYTES {
+        return Err(refuse(None, Rule::TooLarge(signed.change.len())));
+    }
+    let change = Change::from_bytes(signed.change.clone())
+        .map_err(|e| refuse(None, Rule::Malformed(e.to_string())))?;
+    let hash = change.hash();
+    if !seen.insert(hash) || doc.get_change_meta_by_hash(&hash).is_some() {
+        return Ok(None);
+    }
+    let refuse = |rule| refuse(Some(hash), rule);
+    let actor =
+        Did::from_bytes(change.actor_id().to_bytes()).map_err(|_| refuse(Rule::BadActor))?;
+    identity::verify(&actor, &signing_message(doc_id, &hash), &signed.signature)
+        .map_err(|_| refuse(Rule::BadSignature(actor)))?;
+    let delegation = match &signed.delegation {
+        None => None,
+        Some(d) => {
+            let d = d.verify().map_err(|e| refuse(Rule::BadDelegation(e)))?;
+            if d.node != actor {
+                return Err(refuse(Rule::DelegationNotForActor {
+                    named: d.node,
+                    actor,
+                }));
+            }
+            let time = change.timestamp();
+            if !u64::try_from(time).is_ok_and(|t| d.is_live_at(t)) {
+                return Err(refuse(Rule::DelegationNotLive { time }));
+            }
+            Some(d)
+        }
+    };
+    Ok(Some(Parsed {
+        index,
+        change,
+        actor,
+        delegation,
+        signed,
+    }))
+}
+
+/// Orders new changes so each comes after its dependencies (Kahn's algorithm,
+/// ties by batch position so the order is deterministic), refusing a change
+/// with a dependency that is nowhere.
+fn topological(doc: &Automerge, parsed: Vec<Parsed>) -> Result<Vec<Parsed>, Refused> {
+    let position: HashMap<ChangeHash, usize> = parsed
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.change.hash(), i))
+        .collect();
+    let mut waiting_on = vec![0usize; parsed.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); parsed.len()];
+    for (i, p) in parsed.iter().enumerate() {
+        for dep in p.change.deps() {
+            if let Some(&j) = position.get(dep) {
+                waiting_on[i] += 1;
+                dependents[j].push(i);
+            } else if doc.get_change_meta_by_hash(dep).is_none() {
+                return Err(Refused {
+                    index: p.index,
+                    hash: Some(p.change.hash()),
+                    rule: Rule::MissingDependency(*dep),
+                });
+            }
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..parsed.len()).filter(|&i| waiting_on[i] == 0).collect();
+    let mut order = Vec::with_capacity(parsed.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &j in &dependents[i] {
+            waiting_on[j] -= 1;
+            if waiting_on[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    // Hash-linked changes cannot form a cycle, so every change is ordered.
+    let mut slots: Vec<Option<Parsed>> = parsed.into_iter().map(Some).collect();
+    Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+}
+
+/// Applies the genesis to the (empty) fork and checks what it establishes.
+fn check_genesis(fork: &mut Automerge, p: &Parsed) -> Result<DocKind, Rule> {
+    // Every path the genesis writes must still be in the schema.
+    let ops = decode_ops(&p.change)?;
+    let kind = ops
+        .iter()
+        .find_map(|op| match (&op.obj, &op.key, &op.action) {
+            (ObjectId::Root, Key::Map(k), OpType::Put(ScalarValue::Str(v))) if k == "type" => {
+                match v.as_str() {
+                    "coop" => Some(DocKind::Coop),
+                    "domain" => Some(DocKind::Domain),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Rule::InvalidGenesis("the genesis must set type to coop or domain".into())
+        })?;
+    let paths = resolve_paths(fork, &p.change, &ops)?;
+    for (op, path) in ops.iter().zip(&paths) {
+        classify_op(kind, op, path)?;
+    }
+    fork.apply_changes([p.change.clone()])
+        .map_err(|e| Rule::Malformed(e.to_string()))?;
+    authority::check_genesis(Reader::now(fork), p.actor, p.delegation.as_ref())
+        .map_err(Rule::InvalidGenesis)?;
+    Ok(kind)
+}
+
+/// Checks a change against the fork, which holds all its dependencies.
+fn check_change(fork: &Automerge, kind: DocKind, p: &Parsed) -> Result<(), Rule> {
+    let mut deps = p.change.deps().to_vec();
+    deps.sort_unstable();
+    let heads = fork.get_heads();
+    // The usual live case: the change extends the current heads, so the
+    // current state is its causal past. Otherwise read as of its deps.
+    let r = if deps == heads {
+        Reader::now(fork)
+    } else {
+        Reader::at(fork, &deps)
+    };
+    let author = authority::resolve_author(kind, r, p.actor, p.delegation.clone())?;
+    let ops = decode_ops(&p.change)?;
+    let paths = resolve_paths(fork, &p.change, &ops)?;
+    for (op, path) in ops.iter().zip(&paths) {
+        let checked = classify_op(kind, op, path)?;
+        check_permission(r, &author, kind, &checked)?;
+    }
+    Ok(())
+}
+
+/// An operation matched against the schema.
+enum Classified<'a> {
+    Coop(coop::CoopField, String, Option<&'a ScalarValue>),
+    Domain(domain::DomainField, String, Option<&'a ScalarValue>),
+}
+
+fn classify_op<'a>(
+    kind: DocKind,
+    op: &'a automerge::legacy::Op,
+    path: &[String],
+) -> Result<Classified<'a>, Rule> {
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let joined = segments.join("/");
+    let unsupported = || Rule::Schema(SchemaError::UnsupportedOp(joined.clone()));
+    if op.insert {
+        return Err(unsupported());
+    }
+    // What the op writes: a map (None), a scalar (Some), or a deletion.
+    let (value, deleting) = match &op.action {
+        OpType::Make(ObjType::Map) => (None, false),
+        OpType::Put(v) => (Some(v), false),
+        OpType::Delete => (None, true),
+        _ => return Err(unsupported()),
+    };
+    let check = |shape| -> Result<(), Rule> {
+        if !deleting {
+            icn_schemas::document::check_shape(&joined, shape, value)?;
+        }
+        Ok(())
+    };
+    match kind {
+        DocKind::Coop => {
+            let (field, shape) = coop::classify(&segments)?;
+            if deleting && !coop::deletable(&field, &segments) {
+                return Err(Rule::Schema(SchemaError::WrongShape {
+                    path: joined,
+                    expected: "a value that is never deleted".into(),
+                }));
+            }
+            check(shape)?;
+            Ok(Classified::Coop(field, joined, value))
+        }
+        DocKind::Domain => {
+            let (field, shape) = domain::classify(&segments)?;
+            if deleting {
+                return Err(Rule::Schema(SchemaError::WrongShape {
+                    path: joined,
+                    expected: "a value that is never deleted".into(),
+                }));
+            }
+            check(shape)?;
+            Ok(Classified::Domain(field, joined, value))
+        }
+    }
+}
+
+fn check_permission(
+    r: Reader<'_>,
+    author: &Author,
+    _kind: DocKind,
+    op: &Classified<'_>,
+) -> Result<(), Rule> {
+    match op {
+        Classified::Coop(field, path, value) => {
+            authority::check_coop(r, author, field, path, *value)?
+        }
+        Classified::Domain(field, path, value) => {
+            authority::check_domain(r, author, field, path, *value)?
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a change's operations. Automerge's decoder panics on some inputs
+/// it accepted at parse time (unknown action codes); a panic here is a
+/// malformed change from a peer, not a bug of ours to crash on.
+fn decode_ops(change: &Change) -> Result<Vec<automerge::legacy::Op>, Rule> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| change.decode().operations))
+        .map_err(|_| Rule::Malformed("the change's operations do not decode".into()))
+}
+
+/// The map-key path of every operation (the object's path plus the key).
+/// Objects created earlier in the same change are resolved from the change's
+/// own operations; others from the document, where they already exist.
+fn resolve_paths(
+    doc: &Automerge,
+    change: &Change,
+    ops: &[automerge::legacy::Op],
+) -> Result<Vec<Vec<String>>, Rule> {
+    let actor = change.actor_id();
+    let start = change.start_op().get();
+    let mut created: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut known: HashMap<ObjectId, Vec<String>> = HashMap::new();
+    let mut paths = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let key = match &op.key {
+            Key::Map(k) => k.to_string(),
+            Key::Seq(_) => {
+                return Err(Rule::Schema(SchemaError::UnsupportedOp(
+                    "an operation on a list or text object".into(),
+                )));
+            }
+        };
+        let mut path = match &op.obj {
+            ObjectId::Root => Vec::new(),
+            ObjectId::Id(id) if id.actor() == actor && id.counter() >= start => created
+                .get(&id.counter())
+                .cloned()
+                .ok_or_else(|| Rule::Malformed("an operation on an object not yet made".into()))?,
+            obj @ ObjectId::Id(id) => match known.get(obj) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = object_path(doc, id.counter(), id.actor())?;
+                    known.insert(obj.clone(), p.clone());
+                    p
+                }
+            },
+        };
+        path.push(key);
+        if let OpType::Make(_) = op.action {
+            created.insert(start + i as u64, path.clone());
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+fn object_path(
+    doc: &Automerge,
+    counter: u64,
+    actor: &automerge::ActorId,
+) -> Result<Vec<String>, Rule> {
+    let unknown = || Rule::Malformed(format!("unknown object {counter}@{actor}"));
+    let obj = doc
+        .import_obj(&format!("{counter}@{}", actor.to_hex_string()))
+        .map_err(|_| unknown())?;
+    let parents = doc.parents(&obj).map_err(|_| unknown())?;
+    parents
+        .path()
+        .into_iter()
+        .map(|(_, prop)| match prop {
+            Prop::Map(k) => Ok(k),
+            Prop::Seq(_) => Err(Rule::Schema(SchemaError::UnsupportedOp(
+                "an object inside a list".into(),
+            ))),
+        })
+        .collect::<Result<Vec<String>, Rule>>()
+        .and_then(|mut path| {
+            // parents() gives the chain of containers; the object's own key is
+            // the last prop, already included.
+            if path.is_empty() {
+                Err(unknown())
+            } else {
+                path.shrink_to_fit();
+                Ok(path)
+            }
+        })
+}
