@@ -142,6 +142,25 @@ pub(crate) fn check_coop(
                 admin_only("only admins suspend, remove or reinstate other members")
             }
         }
+        F::DeviceProof {
+            member: target,
+            device,
+        } => {
+            let valid = str_value(value)
+                .and_then(|h| <[u8; 64]>::try_from(hex::decode(h).ok()?).ok())
+                .is_some_and(|sig| {
+                    crate::identity::verify(device, &coop::device_proof_message(target), &sig)
+                        .is_ok()
+                });
+            if !valid {
+                return Err(forbidden("a device proof must be the device's signature"));
+            }
+            if *target == author.member {
+                require_scope(author, Scope::CoopWrite)
+            } else {
+                admin_only("only the member or an admin changes its name and devices")
+            }
+        }
         F::MemberDisplayName(target) | F::MemberDevices(target) => {
             if *target == author.member {
                 require_scope(author, Scope::CoopWrite)

@@ -46,6 +46,12 @@ impl Keypair {
         self.did
     }
 
+    /// This device's consent to act for `member`, for
+    /// [`icn_schemas::coop::add_device`].
+    pub fn device_proof(&self, member: &Did) -> [u8; 64] {
+        self.sign(&icn_schemas::coop::device_proof_message(member))
+    }
+
     /// Signs a message.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;

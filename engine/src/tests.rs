@@ -225,12 +225,58 @@ fn display_name_and_devices_by_the_member_or_admin() {
         .expect("admin names");
 
     let phone = keypair(20);
+    let proof = phone.device_proof(&c.alice.did());
     forbidden(c.engine().write(&c.id, &dev(&c.bob), |tx| {
-        coop::add_device(tx, &c.alice.did(), &phone.did(), Some("not mine"), 1)
+        coop::add_device(
+            tx,
+            &c.alice.did(),
+            &phone.did(),
+            Some(&proof),
+            Some("not mine"),
+            1,
+        )
     }));
+    // Bob cannot claim alice's phone: its proof names alice, not him.
+    forbidden(c.engine().write(&c.id, &dev(&c.bob), |tx| {
+        coop::add_device(tx, &c.bob.did(), &phone.did(), Some(&proof), None, 1)
+    }));
+    // A proof not signed by the device is refused.
+    let not_the_phone = c.alice.sign(&coop::device_proof_message(&c.alice.did()));
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::add_device(
+            tx,
+            &c.alice.did(),
+            &phone.did(),
+            Some(&not_the_phone),
+            None,
+            1,
+        )
+    }));
+    // Listed without a proof, a key does not act.
+    let unproven = keypair(21);
     c.engine()
         .write(&c.id, &dev(&c.alice), |tx| {
-            coop::add_device(tx, &c.alice.did(), &phone.did(), Some("phone"), 1)
+            coop::add_device(tx, &c.alice.did(), &unproven.did(), None, None, 1)
+        })
+        .expect("listing is allowed");
+    assert_eq!(
+        denied(c.engine().write(&c.id, &dev(&unproven), |tx| {
+            coop::set_display_name(tx, &c.alice.did(), "unproven")
+        })),
+        Denied::NotALiveDevice {
+            actor: unproven.did()
+        }
+    );
+    c.engine()
+        .write(&c.id, &dev(&c.alice), |tx| {
+            coop::add_device(
+                tx,
+                &c.alice.did(),
+                &phone.did(),
+                Some(&proof),
+                Some("phone"),
+                1,
+            )
         })
         .expect("own device");
     // The new device now writes as alice.

@@ -186,6 +186,17 @@ fn parse(
     let change = Change::from_bytes(signed.change.clone())
         .map_err(|e| refuse(None, Rule::Malformed(e.to_string())))?;
     let hash = change.hash();
+    // Automerge neither checks a change chunk's checksum nor covers it by the
+    // hash, so other bytes could carry the same signed change. Only the
+    // canonical bytes are accepted, so every node stores the same bytes.
+    let canonical = change.raw_bytes() == signed.change.as_slice()
+        && signed.change.get(4..8) == Some(&hash.0[..4]);
+    if !canonical {
+        return Err(refuse(
+            Some(hash),
+            Rule::Malformed("the change bytes are not canonical (checksum or encoding)".into()),
+        ));
+    }
     if !seen.insert(hash) || doc.get_change_meta_by_hash(&hash).is_some() {
         return Ok(None);
     }

@@ -35,7 +35,12 @@ fn crash_child() {
                 let id = engine
                     .doc_ids()
                     .into_iter()
-                    .find(|id| engine.coop(id).and_then(Result::ok).is_some_and(|c| c.id == new.id))
+                    .find(|id| {
+                        engine
+                            .coop(id)
+                            .and_then(Result::ok)
+                            .is_some_and(|c| c.id == new.id)
+                    })
                     .unwrap_or_else(|| engine.create_coop(&signer, &new).expect("create"));
                 for i in 0u64.. {
                     engine
@@ -78,7 +83,10 @@ fn acknowledged_writes_survive_sigkill() {
                 .expect("utf-8 line");
             if let Some(rest) = line.strip_prefix("ack ") {
                 let (doc, hash) = rest.split_once(' ').expect("ack <doc> <hash>");
-                acked.push((doc.parse().expect("doc id"), hash.parse().expect("change hash")));
+                acked.push((
+                    doc.parse().expect("doc id"),
+                    hash.parse().expect("change hash"),
+                ));
                 this_round += 1;
             }
         }
@@ -91,13 +99,18 @@ fn acknowledged_writes_survive_sigkill() {
             let present = engine
                 .read(doc, |r| r.doc().get_change_meta_by_hash(hash).is_some())
                 .unwrap_or(false);
-            assert!(present, "round {round}: acknowledged change {hash} of {doc} was lost");
+            assert!(
+                present,
+                "round {round}: acknowledged change {hash} of {doc} was lost"
+            );
         }
         // The signatures came back too: a fresh peer accepts the history.
-        let peer = Engine::open(Store::open(&dir.path().join("peer")).expect("store")).expect("engine");
+        let peer =
+            Engine::open(Store::open(&dir.path().join("peer")).expect("store")).expect("engine");
         for doc in engine.doc_ids() {
             let history = engine.changes_since(&doc, &[]).expect("changes");
-            peer.apply_remote(&doc, history).expect("the stored history validates");
+            peer.apply_remote(&doc, history)
+                .expect("the stored history validates");
         }
     }
     assert!(acked.len() >= 750);

@@ -1,1 +1,1 @@
-//! Property tests live in tests/.
+//! Property tests live in `tests/`.

@@ -8,7 +8,7 @@
 //! policy/default_credit_limit                        int
 //! policy/units/<unit>/{name, scale}                  str, int
 //! members/<did>/{role, status, joined_at, display_name, credit_limit}
-//! members/<did>/devices/<device key>/{label, added_at, revoked}
+//! members/<did>/devices/<device key>/{label, added_at, revoked, proof}
 //! relays/<node did>/{addr, added_at}
 //! ```
 
@@ -125,8 +125,16 @@ pub enum CoopField {
     MemberCreditLimit(Did),
     /// `members/<did>/display_name`.
     MemberDisplayName(Did),
-    /// `members/<did>/devices` and everything below it.
+    /// `members/<did>/devices` and everything below it but the proof.
     MemberDevices(Did),
+    /// `members/<did>/devices/<key>/proof`: the device's signature of
+    /// [`device_proof_message`], its consent to act for the member.
+    DeviceProof {
+        /// The member.
+        member: Did,
+        /// The device key.
+        device: Did,
+    },
     /// `relays` and everything below it.
     Relays,
 }
@@ -171,12 +179,15 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
                 ["display_name"] => (F::MemberDisplayName(member), Shape::Str(200)),
                 ["devices"] => (F::MemberDevices(member), Shape::Map),
                 ["devices", key, rest @ ..] => {
-                    parse_device_key(key)?;
+                    let device = parse_device_key(key)?;
                     let shape = match rest {
                         [] => Shape::Map,
                         ["label"] => Shape::Str(200),
                         ["added_at"] => Shape::NonNegative,
                         ["revoked"] => Shape::Bool,
+                        ["proof"] => {
+                            return Ok((F::DeviceProof { member, device }, Shape::Str(128)));
+                        }
                         _ => return Err(unknown()),
                     };
                     (F::MemberDevices(member), shape)
@@ -214,6 +225,16 @@ pub struct Device {
     pub added_at: Option<i64>,
     /// Whether the device was revoked. A revoked device never acts again.
     pub revoked: bool,
+    /// Whether the device signed its consent to act for the member (see
+    /// [`device_proof_message`]). Validation checks the signature when the
+    /// proof is written, so a proof in the document is a valid one.
+    pub proven: bool,
+}
+
+/// What a device signs to consent to act for `member`: without it, anyone
+/// could list someone else's device key as their own.
+pub fn device_proof_message(member: &Did) -> Vec<u8> {
+    format!("icn-device/v1\n{member}").into_bytes()
 }
 
 /// A member of a co-op.
@@ -241,11 +262,12 @@ impl Member {
         self.status == MemberStatus::Active
     }
 
-    /// Whether `key` is a live (present, not revoked) device of this member.
+    /// Whether `key` is a live device of this member: listed, not revoked,
+    /// and either the member's own DID key or proven by the device.
     pub fn has_live_device(&self, key: &Did) -> bool {
         self.devices
             .get(&key.key_string())
-            .is_some_and(|d| !d.revoked)
+            .is_some_and(|d| !d.revoked && (d.proven || *key == self.did))
     }
 
     /// Reads one member; `None` when absent or malformed.
@@ -265,6 +287,7 @@ impl Member {
                             label: r.str(&dev, "label"),
                             added_at: r.int(&dev, "added_at"),
                             revoked: r.bool(&dev, "revoked").unwrap_or(false),
+                            proven: r.str(&dev, "proof").is_some(),
                         },
                     );
                 }
@@ -282,22 +305,26 @@ impl Member {
     }
 }
 
-/// Finds the member one of whose devices is `device`. A member's own DID key
-/// is looked at first, so the common case costs one lookup.
+/// Finds the member for whom `device` is a live device. A member's own DID
+/// key belongs to that member first, which is also the common case and costs
+/// one lookup. Another key belongs to the one member it proved itself to; a
+/// key proven to several members belongs to none.
 pub fn device_owner(r: Reader<'_>, device: &Did) -> Option<Member> {
     if let Some(member) = Member::read(r, device)
-        && member.devices.contains_key(&device.key_string())
+        && member.has_live_device(device)
     {
         return Some(member);
     }
     let members = r.map_path(&["members"])?;
     let key = device.key_string();
-    r.did_keys(&members).into_iter().find_map(|did| {
+    let mut owners = r.did_keys(&members).into_iter().filter_map(|did| {
         let obj = r.map(&members, &did.to_string())?;
         let devices = r.map(&obj, "devices")?;
         r.map(&devices, &key)?;
-        Member::read_at(r, &obj, did)
-    })
+        Member::read_at(r, &obj, did).filter(|m| m.has_live_device(device))
+    });
+    let owner = owners.next()?;
+    owners.next().is_none().then_some(owner)
 }
 
 /// A unit of account.
@@ -446,9 +473,17 @@ pub fn create(tx: &mut (impl Transactable + ReadDoc), new: &NewCoop) -> Result<(
     ensure_map(tx, &root, "relays")?;
     add_member(tx, &new.creator, Role::Admin, new.created_at)?;
     if new.device != new.creator {
-        add_device(tx, &new.creator, &new.device, None, new.created_at)?;
+        return Err(SchemaError::InvalidValue {
+            field: "device",
+            reason: "a co-op's genesis is written with the creator's DID key; add devices after"
+                .into(),
+        });
     }
     Ok(())
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn non_negative(field: &'static str, value: i64) -> Result<i64, SchemaError> {
@@ -478,7 +513,7 @@ pub fn add_member(
     tx.put(&m, "role", role.as_str())?;
     tx.put(&m, "status", MemberStatus::Active.as_str())?;
     tx.put(&m, "joined_at", non_negative("joined_at", joined_at)?)?;
-    add_device(tx, did, did, None, joined_at)
+    add_device(tx, did, did, None, None, joined_at)
 }
 
 /// Changes a member's role.
@@ -525,11 +560,13 @@ pub fn set_credit_limit(
     Ok(())
 }
 
-/// Adds a device key to a member.
+/// Adds a device key to a member. Any key but the member's own DID key needs
+/// `proof`: the device's signature of [`device_proof_message`].
 pub fn add_device(
     tx: &mut (impl Transactable + ReadDoc),
     did: &Did,
     device: &Did,
+    proof: Option<&[u8; 64]>,
     label: Option<&str>,
     added_at: i64,
 ) -> Result<(), SchemaError> {
@@ -538,6 +575,9 @@ pub fn add_device(
     let d = ensure_map(tx, &devices, &device.key_string())?;
     tx.put(&d, "added_at", non_negative("added_at", added_at)?)?;
     tx.put(&d, "revoked", false)?;
+    if let Some(proof) = proof {
+        tx.put(&d, "proof", hex_encode(proof))?;
+    }
     if let Some(label) = label {
         tx.put(&d, "label", label)?;
     }
