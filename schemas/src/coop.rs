@@ -452,7 +452,7 @@ pub struct NewCoop {
 
 /// Writes the genesis of a co-op: its fields and its creator as first admin,
 /// with the creator's DID key and the writing device as live devices.
-pub fn create(tx: &mut (impl Transactable + ReadDoc), new: &NewCoop) -> Result<(), SchemaError> {
+pub fn create(tx: &mut impl Transactable, new: &NewCoop) -> Result<(), SchemaError> {
     write_genesis(tx, DocKind::Coop, &new.id, &new.creator, new.created_at)?;
     let root = ObjId::Root;
     tx.put(&root, "name", new.name.as_str())?;
@@ -503,7 +503,7 @@ fn member_obj(tx: &impl ReadDoc, did: &Did) -> Result<ObjId, SchemaError> {
 /// Adds a member with `role`, active, whose DID key is its first device.
 /// Re-adding a removed member makes it active again with the new role.
 pub fn add_member(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     did: &Did,
     role: Role,
     joined_at: i64,
@@ -517,11 +517,7 @@ pub fn add_member(
 }
 
 /// Changes a member's role.
-pub fn set_role(
-    tx: &mut (impl Transactable + ReadDoc),
-    did: &Did,
-    role: Role,
-) -> Result<(), SchemaError> {
+pub fn set_role(tx: &mut impl Transactable, did: &Did, role: Role) -> Result<(), SchemaError> {
     let m = member_obj(tx, did)?;
     tx.put(&m, "role", role.as_str())?;
     Ok(())
@@ -529,7 +525,7 @@ pub fn set_role(
 
 /// Changes a member's status (suspend, remove, reinstate).
 pub fn set_status(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     did: &Did,
     status: MemberStatus,
 ) -> Result<(), SchemaError> {
@@ -540,7 +536,7 @@ pub fn set_status(
 
 /// Sets the name a member shows.
 pub fn set_display_name(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     did: &Did,
     name: &str,
 ) -> Result<(), SchemaError> {
@@ -551,7 +547,7 @@ pub fn set_display_name(
 
 /// Overrides a member's credit limit.
 pub fn set_credit_limit(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     did: &Did,
     limit: i64,
 ) -> Result<(), SchemaError> {
@@ -563,7 +559,7 @@ pub fn set_credit_limit(
 /// Adds a device key to a member. Any key but the member's own DID key needs
 /// `proof`: the device's signature of [`device_proof_message`].
 pub fn add_device(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     did: &Did,
     device: &Did,
     proof: Option<&[u8; 64]>,
@@ -586,7 +582,7 @@ pub fn add_device(
 
 /// Revokes a device: it never acts for the member again.
 pub fn revoke_device(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     did: &Did,
     device: &Did,
 ) -> Result<(), SchemaError> {
@@ -601,7 +597,7 @@ pub fn revoke_device(
 
 /// Changes the co-op's name and description.
 pub fn set_profile(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     name: Option<&str>,
     description: Option<&str>,
 ) -> Result<(), SchemaError> {
@@ -615,10 +611,7 @@ pub fn set_profile(
 }
 
 /// Sets the default credit limit.
-pub fn set_default_credit_limit(
-    tx: &mut (impl Transactable + ReadDoc),
-    limit: i64,
-) -> Result<(), SchemaError> {
+pub fn set_default_credit_limit(tx: &mut impl Transactable, limit: i64) -> Result<(), SchemaError> {
     let policy = ensure_map(tx, &ObjId::Root, "policy")?;
     tx.put(
         &policy,
@@ -630,7 +623,7 @@ pub fn set_default_credit_limit(
 
 /// Adds or updates a unit of account.
 pub fn put_unit(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     unit: &str,
     name: Option<&str>,
     scale: i64,
@@ -648,7 +641,7 @@ pub fn put_unit(
 
 /// Registers a relay node.
 pub fn add_relay(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     node: &Did,
     addr: &str,
     added_at: i64,
@@ -661,7 +654,7 @@ pub fn add_relay(
 }
 
 /// Removes a relay.
-pub fn remove_relay(tx: &mut (impl Transactable + ReadDoc), node: &Did) -> Result<(), SchemaError> {
+pub fn remove_relay(tx: &mut impl Transactable, node: &Did) -> Result<(), SchemaError> {
     let relays = existing_map(tx, &["relays"], "relays")?;
     tx.delete(&relays, node.to_string())?;
     Ok(())

@@ -10,10 +10,11 @@ pub const DID_PREFIX: &str = "did:icn:";
 
 /// An ICN DID: an Ed25519 public key, printed as `did:icn:<base58btc(key)>`.
 ///
-/// A `Did` always holds a key that is a valid, non-weak curve point, so a
-/// signature check against it never has to re-validate the key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Did(VerifyingKey);
+/// A `Did` always holds a key that is a valid, non-weak curve point: it is
+/// checked once, when the `Did` is made. It keeps only the 32 bytes, so DIDs
+/// are cheap to copy, hash and compare.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Did([u8; 32]);
 
 /// Why a string or byte string is not a DID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +44,7 @@ impl Did {
         if key.is_weak() {
             return Err(DidError::InvalidKey);
         }
-        Ok(Self(key))
+        Ok(Self(key.to_bytes()))
     }
 
     /// The DID of a 32-byte public key.
@@ -72,19 +73,20 @@ impl Did {
         Self::from_bytes(&bytes)
     }
 
-    /// The public key.
-    pub fn key(&self) -> &VerifyingKey {
-        &self.0
+    /// The public key, decompressed.
+    pub fn key(&self) -> VerifyingKey {
+        VerifyingKey::from_bytes(&self.0)
+            .expect("a Did holds a valid key, checked when it was made")
     }
 
     /// The 32 bytes of the public key.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// The base58btc key part alone, without `did:icn:`.
     pub fn key_string(&self) -> String {
-        bs58::encode(self.0.as_bytes()).into_string()
+        bs58::encode(&self.0).into_string()
     }
 }
 
@@ -108,18 +110,6 @@ impl fmt::Display for Did {
 impl fmt::Debug for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Did({self})")
-    }
-}
-
-impl PartialOrd for Did {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Did {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_bytes().cmp(other.as_bytes())
     }
 }
 

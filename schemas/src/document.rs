@@ -421,7 +421,7 @@ pub(crate) fn write_genesis(
 
 /// Returns the map at `parent[key]`, creating it when absent.
 pub(crate) fn ensure_map(
-    tx: &mut (impl automerge::transaction::Transactable + ReadDoc),
+    tx: &mut impl automerge::transaction::Transactable,
     parent: &ObjId,
     key: &str,
 ) -> Result<ObjId, SchemaError> {

@@ -642,7 +642,7 @@ pub struct NewDomain {
 }
 
 /// Writes the genesis of a domain, with its creator as first admin.
-pub fn create(tx: &mut (impl Transactable + ReadDoc), new: &NewDomain) -> Result<(), SchemaError> {
+pub fn create(tx: &mut impl Transactable, new: &NewDomain) -> Result<(), SchemaError> {
     write_genesis(tx, DocKind::Domain, &new.id, &new.creator, new.created_at)?;
     let root = ObjId::Root;
     tx.put(&root, "name", new.name.as_str())?;
@@ -669,7 +669,7 @@ fn percent(field: &'static str, v: i64) -> Result<i64, SchemaError> {
 }
 
 /// Replaces the voting rules.
-pub fn set_rules(tx: &mut (impl Transactable + ReadDoc), rules: &Rules) -> Result<(), SchemaError> {
+pub fn set_rules(tx: &mut impl Transactable, rules: &Rules) -> Result<(), SchemaError> {
     let obj = ensure_map(tx, &ObjId::Root, "rules")?;
     tx.put(
         &obj,
@@ -711,7 +711,7 @@ pub fn set_rules(tx: &mut (impl Transactable + ReadDoc), rules: &Rules) -> Resul
 
 /// Adds (or reinstates) a member with a role and a weight.
 pub fn add_member(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     did: &Did,
     role: DomainRole,
     weight: i64,
@@ -725,7 +725,7 @@ pub fn add_member(
 }
 
 /// Removes a member (kept, marked removed).
-pub fn remove_member(tx: &mut (impl Transactable + ReadDoc), did: &Did) -> Result<(), SchemaError> {
+pub fn remove_member(tx: &mut impl Transactable, did: &Did) -> Result<(), SchemaError> {
     let m = existing_map(tx, &["members", &did.to_string()], "domain member")?;
     tx.put(&m, "status", "removed")?;
     Ok(())
@@ -749,10 +749,7 @@ pub struct NewProposal {
 }
 
 /// Writes a new proposal in the `draft` state.
-pub fn create_proposal(
-    tx: &mut (impl Transactable + ReadDoc),
-    new: &NewProposal,
-) -> Result<(), SchemaError> {
+pub fn create_proposal(tx: &mut impl Transactable, new: &NewProposal) -> Result<(), SchemaError> {
     check_ident("proposal id", &new.id)?;
     let proposals = existing_map(tx, &["proposals"], "proposals")?;
     if tx.get(&proposals, new.id.as_str())?.is_some() {
@@ -817,7 +814,7 @@ fn proposal_obj(tx: &impl ReadDoc, id: &str) -> Result<ObjId, SchemaError> {
 
 /// Opens a draft proposal for voting until `closes_at`.
 pub fn open_proposal(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     id: &str,
     opened_at: i64,
     closes_at: i64,
@@ -831,7 +828,7 @@ pub fn open_proposal(
 
 /// Moves a proposal to `state` (cancel, veto).
 pub fn set_proposal_state(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     id: &str,
     state: ProposalState,
 ) -> Result<(), SchemaError> {
@@ -842,7 +839,7 @@ pub fn set_proposal_state(
 
 /// Casts (or changes) `voter`'s vote.
 pub fn cast_vote(
-    tx: &mut (impl Transactable + ReadDoc),
+    tx: &mut impl Transactable,
     id: &str,
     voter: &Did,
     choice: Choice,

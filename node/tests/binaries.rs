@@ -1,0 +1,126 @@
+//! `icnd` and `icnctl` as an operator runs them: real processes, a temporary
+//! data directory, a free port on loopback.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PASS: &str = "correct horse battery staple";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+fn start_icnd(dir: &std::path::Path, port: u16, pass: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_icnd"))
+        .args(["--data-dir", dir.to_str().expect("utf-8 path")])
+        .args(["--gateway-bind", &format!("127.0.0.1:{port}")])
+        .env("ICN_KEYSTORE_PASSPHRASE", pass)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn icnd")
+}
+
+fn wait_healthy(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(r) = get(port, "/v1/health") {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "icnd did not answer /v1/health");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn terminate(child: Child) -> Output {
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    child.wait_with_output().expect("icnd exits")
+}
+
+#[test]
+fn icnd_starts_on_defaults_serves_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let child = start_icnd(dir.path(), port, PASS);
+    let response = wait_healthy(port);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#"{"status":"ok"}"#), "{response}");
+    let out = terminate(child);
+    assert!(out.status.success(), "icnd exit status {:?}", out.status);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("created a new node identity"), "{log}");
+    assert!(dir.path().join("identity.age").exists());
+
+    // Restarted, it unlocks the same identity.
+    let child = start_icnd(dir.path(), port, PASS);
+    wait_healthy(port);
+    let log = String::from_utf8_lossy(&terminate(child).stdout).into_owned();
+    assert!(log.contains("unlocked the node identity"), "{log}");
+
+    // With the wrong passphrase it refuses to start, and says why.
+    let out = start_icnd(dir.path(), port, "wrong")
+        .wait_with_output()
+        .expect("exits");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrong passphrase"), "{stderr}");
+}
+
+#[test]
+fn icnctl_id_init_show_sign() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let icnctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_icnctl"))
+            .args(["--data-dir", dir.path().to_str().expect("utf-8")])
+            .args(args)
+            .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+            .output()
+            .expect("run icnctl")
+    };
+    let init = icnctl(&["id", "init"]);
+    assert!(init.status.success());
+    let did = String::from_utf8(init.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let did: icn_schemas::Did = did.parse().expect("init prints a DID");
+    let show = icnctl(&["id", "show"]);
+    assert_eq!(
+        String::from_utf8_lossy(&show.stdout).trim(),
+        did.to_string()
+    );
+    assert!(
+        !icnctl(&["id", "init"]).status.success(),
+        "init refuses to overwrite"
+    );
+
+    let sig = icnctl(&["id", "sign", "challenge-123"]);
+    let sig = hex::decode(String::from_utf8_lossy(&sig.stdout).trim()).expect("hex");
+    let sig: [u8; 64] = sig.try_into().expect("64 bytes");
+    icn_engine::identity::verify(&did, b"challenge-123", &sig).expect("a valid signature");
+    let b64 = icnctl(&["id", "sign", "challenge-123", "--base64"]);
+    assert!(!String::from_utf8_lossy(&b64.stdout).trim().ends_with('='));
+}
