@@ -1,1 +1,201 @@
-fn main() {}
+//! Engine benchmarks: validate + merge throughput of remote signed changes,
+//! durable local writes, and the raw ed25519 rates they are held against.
+//!
+//! `cargo bench -p icn-engine --bench engine`; figures go in
+//! `docs/BENCHMARKS.md`.
+
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ed25519_dalek::{Signature, Signer as _, SigningKey};
+use icn_engine::test_utils::{TestNode, keypair, new_coop};
+use icn_engine::{SignedChange, Signer};
+use icn_schemas::DocId;
+use icn_schemas::coop::{self, Role};
+
+fn raw_ed25519(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ed25519");
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let vk = key.verifying_key();
+    let msg = [42u8; 32];
+    let sig = key.sign(&msg);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("verify_strict", |b| {
+        b.iter(|| vk.verify_strict(&msg, &sig).expect("valid"))
+    });
+    let keys: Vec<SigningKey> = (0..64u8)
+        .map(|i| SigningKey::from_bytes(&[i; 32]))
+        .collect();
+    let msgs: Vec<[u8; 32]> = (0..64u8).map(|i| [i; 32]).collect();
+    let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+    let vks: Vec<_> = keys.iter().map(|k| k.verifying_key()).collect();
+    let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("verify_batch_64", |b| {
+        b.iter(|| ed25519_dalek::verify_batch(&refs, &sigs, &vks).expect("valid"))
+    });
+    g.finish();
+}
+
+/// A node holding a co-op with members 2 and 3 (and their devices on two
+/// replicas), and the base history every replica starts from.
+fn base() -> (TestNode, DocId, Vec<SignedChange>) {
+    let node = TestNode::new();
+    let admin = keypair(1);
+    let signer = Signer::Device(admin.clone());
+    let id = node
+        .engine
+        .create_coop(&signer, &new_coop(&admin))
+        .expect("create");
+    for seed in [2, 3] {
+        node.engine
+            .write(&id, &signer, |tx| {
+                coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)
+            })
+            .expect("member");
+    }
+    let history = node.engine.changes_since(&id, &[]).expect("history");
+    (node, id, history)
+}
+
+/// `n` small changes by member `seed`, written on a replica of the base.
+fn member_changes(base: &[SignedChange], id: &DocId, seed: u64, n: usize) -> Vec<SignedChange> {
+    let node = TestNode::new();
+    node.engine.apply_remote(id, base.to_vec()).expect("base");
+    let me = keypair(seed);
+    let signer = Signer::Device(me.clone());
+    for i in 0..n {
+        node.engine
+            .write(id, &signer, |tx| {
+                coop::set_display_name(tx, &me.did(), &format!("n{i}"))
+            })
+            .expect("write");
+    }
+    let heads: Vec<_> = base
+        .iter()
+        .map(|sc| {
+            automerge::Change::from_bytes(sc.change.clone())
+                .expect("valid")
+                .hash()
+        })
+        .collect();
+    node.engine.changes_since(id, &heads).expect("changes")
+}
+
+fn apply_remote(c: &mut Criterion) {
+    let (_origin, id, base) = base();
+    let linear = member_changes(&base, &id, 2, 1000);
+    let mut concurrent = member_changes(&base, &id, 2, 500);
+    concurrent.extend(member_changes(&base, &id, 3, 500));
+
+    let mut g = c.benchmark_group("apply_remote");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    for (name, batch) in [
+        ("linear_1000", &linear),
+        ("two_concurrent_500", &concurrent),
+    ] {
+        g.throughput(Throughput::Elements(batch.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let node = TestNode::new();
+                    node.engine.apply_remote(&id, base.clone()).expect("base");
+                    (node, batch.clone())
+                },
+                |(node, batch)| {
+                    let applied = node.engine.apply_remote(&id, batch).expect("valid");
+                    assert_eq!(applied.new.len(), 1000);
+                    node
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    // Live-sync shape: many small batches of 10 on one node.
+    g.throughput(Throughput::Elements(linear.len() as u64));
+    g.bench_function("linear_1000_in_batches_of_10", |b| {
+        b.iter_batched(
+            || {
+                let node = TestNode::new();
+                node.engine.apply_remote(&id, base.clone()).expect("base");
+                node
+            },
+            |node| {
+                for chunk in linear.chunks(10) {
+                    node.engine
+                        .apply_remote(&id, chunk.to_vec())
+                        .expect("valid");
+                }
+                node
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn local_writes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("local_write");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let (node, id, _) = base();
+    let me = keypair(2);
+    let signer = Signer::Device(me.clone());
+    let mut i = 0u64;
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("durable_one_writer", |b| {
+        b.iter(|| {
+            i += 1;
+            node.engine
+                .write(&id, &signer, |tx| {
+                    coop::set_display_name(tx, &me.did(), &format!("n{i}"))
+                })
+                .expect("write")
+        })
+    });
+
+    // Four writers on four co-ops of one node: their fsyncs group.
+    let writers = 4u64;
+    let coops: Vec<(DocId, icn_engine::Keypair)> = (0..writers)
+        .map(|w| {
+            let admin = keypair(10 + w);
+            let mut new = new_coop(&admin);
+            new.id = format!("bench-{w}");
+            let id = node
+                .engine
+                .create_coop(&Signer::Device(admin.clone()), &new)
+                .expect("create");
+            (id, admin)
+        })
+        .collect();
+    g.throughput(Throughput::Elements(writers));
+    g.bench_function("durable_4_writers_group_commit", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for (id, admin) in &coops {
+                    let engine = node.engine.clone();
+                    s.spawn(move || {
+                        let signer = Signer::Device(admin.clone());
+                        for i in 0..iters {
+                            engine
+                                .write(id, &signer, |tx| {
+                                    coop::set_display_name(tx, &admin.did(), &format!("n{i}"))
+                                })
+                                .expect("write");
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+// criterion's macros generate undocumented public functions.
+mod group {
+    #![allow(missing_docs)]
+    use super::*;
+    criterion_group!(benches, raw_ed25519, apply_remote, local_writes);
+}
+criterion_main!(group::benches);
