@@ -239,8 +239,15 @@ impl Engine {
         have: &[ChangeHash],
     ) -> Result<Vec<SignedChange>, StorageError> {
         let Some(hashes) = self.read(id, |r| {
+            // Heads a peer names that we do not hold say nothing about what
+            // it lacks; leave them out rather than trust Automerge with them.
+            let have: Vec<ChangeHash> = have
+                .iter()
+                .filter(|h| r.doc().get_change_meta_by_hash(h).is_some())
+                .copied()
+                .collect();
             r.doc()
-                .get_changes(have)
+                .get_changes(&have)
                 .iter()
                 .map(|c| c.hash())
                 .collect::<Vec<_>>()
@@ -287,13 +294,31 @@ impl Engine {
             .map_err(|e| SchemaError::Automerge(e.to_string()))?
             .hash();
         let id = DocId::from_genesis(hash);
-        self.apply(&id, vec![signed])?;
+        let accepted = validate::check_local(&id, &Automerge::new(), &scratch, signed)?;
+        let _creating = self
+            .inner
+            .creating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.handle(&id).is_some() {
+            return Ok(id); // The same genesis, already held.
+        }
+        let mut state = DocState {
+            doc: Automerge::new(),
+            since_snapshot: 0,
+        };
+        self.store_and_swap(&id, &mut state, scratch, vec![accepted])?;
+        self.inner
+            .docs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::new(Mutex::new(state)));
         Ok(id)
     }
 
-    /// Makes one change with `f`, validates it exactly as a remote peer
-    /// would, signs it, stores it durably, and only then applies it. Returns
-    /// what `f` returned. A write that changes nothing stores nothing.
+    /// Makes one change with `f`, validates it with the rules a remote peer
+    /// applies, signs it, stores it durably, and only then makes it visible.
+    /// Returns what `f` returned. A write that changes nothing stores nothing.
     pub fn write<O>(
         &self,
         id: &DocId,
@@ -309,10 +334,12 @@ impl Engine {
             Ok(())
         })?;
         let output = output.ok_or_else(|| SchemaError::Missing("write output".into()))?;
-        if let Some(signed) = signed {
-            self.commit(id, &mut state, vec![signed])
-                .map_err(WriteError::from)?;
-        }
+        let Some(signed) = signed else {
+            return Ok(output);
+        };
+        // The document as it stands is exactly the new change's causal past.
+        let accepted = validate::check_local(id, &state.doc, &scratch, signed)?;
+        self.store_and_swap(id, &mut state, scratch, vec![accepted])?;
         Ok(output)
     }
 
@@ -358,27 +385,42 @@ impl Engine {
         Ok(applied)
     }
 
-    /// The one path by which changes reach disk and memory: validate on a
-    /// fork, store durably, then swap the fork in.
+    /// Validates a batch on a fork and, if it passes, stores it and swaps the
+    /// fork in.
     fn commit(
         &self,
         id: &DocId,
         state: &mut DocState,
         batch: Vec<SignedChange>,
     ) -> Result<Applied, ApplyError> {
-        let checked = validate::check_batch(id, &state.doc, batch)?;
-        if checked.accepted.is_empty() {
+        let Some(checked) = validate::check_batch(id, &state.doc, batch)? else {
             return Ok(Applied {
                 new: Vec::new(),
                 heads: state.doc.get_heads(),
             });
-        }
+        };
+        let new = checked.accepted.iter().map(|(h, _)| *h).collect();
+        self.store_and_swap(id, state, checked.fork, checked.accepted)?;
+        Ok(Applied {
+            new,
+            heads: state.doc.get_heads(),
+        })
+    }
+
+    /// The one path by which validated changes reach disk and memory: store
+    /// durably, then make the document that holds them the current one.
+    fn store_and_swap(
+        &self,
+        id: &DocId,
+        state: &mut DocState,
+        doc: Automerge,
+        accepted: Vec<(ChangeHash, SignedChange)>,
+    ) -> Result<(), StorageError> {
         let rows: Vec<([u8; 32], &SignedChange)> =
-            checked.accepted.iter().map(|(h, sc)| (h.0, sc)).collect();
+            accepted.iter().map(|(h, sc)| (h.0, sc)).collect();
         self.inner.store.append_changes(id, &rows)?;
-        let new: Vec<ChangeHash> = checked.accepted.iter().map(|(h, _)| *h).collect();
-        state.doc = checked.fork;
-        state.since_snapshot += new.len() as u64;
+        state.doc = doc;
+        state.since_snapshot += accepted.len() as u64;
         if state.since_snapshot >= SNAPSHOT_EVERY {
             // The changes are already durable; a failed snapshot only means
             // a slower load, so it is logged, not returned.
@@ -387,10 +429,7 @@ impl Engine {
                 Err(e) => tracing::warn!(doc = %id, error = %e, "snapshot failed"),
             }
         }
-        Ok(Applied {
-            new,
-            heads: state.doc.get_heads(),
-        })
+        Ok(())
     }
 }
 

@@ -75,6 +75,7 @@ pub struct BadSignature(pub Did);
 /// signature.
 pub fn verify(did: &Did, message: &[u8], signature: &[u8; 64]) -> Result<(), BadSignature> {
     did.key()
+        .map_err(|_| BadSignature(*did))?
         .verify_strict(message, &Signature::from_bytes(signature))
         .map_err(|_| BadSignature(*did))
 }

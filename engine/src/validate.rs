@@ -98,8 +98,8 @@ pub enum Rule {
     Denied(#[from] Denied),
 }
 
-/// The outcome of a batch that passed: the fork with the new changes applied,
-/// and the new changes in the order they were applied.
+/// The outcome of a batch that passed: a fork of the document with the new
+/// changes applied, and the new changes in the order they were applied.
 pub(crate) struct Checked {
     pub(crate) fork: Automerge,
     pub(crate) accepted: Vec<(ChangeHash, SignedChange)>,
@@ -113,15 +113,19 @@ struct Parsed {
     signed: SignedChange,
 }
 
-/// Checks a batch against `doc` (empty for a document this node does not hold
-/// yet). Changes the document already has are skipped, so replays and
-/// duplicates are harmless.
+/// Checks a batch from a peer against `doc` (empty for a document this node
+/// does not hold yet). Changes the document already has are skipped, so
+/// replays and duplicates are harmless. `None` when nothing is new.
+///
+/// The new changes are applied to a fork in one `apply_changes` (Automerge
+/// 0.12 walks the whole op set on every apply, so one apply per change would
+/// cost O(document) each), then each is judged by the fork read as of its
+/// own dependencies.
 pub(crate) fn check_batch(
     doc_id: &DocId,
     doc: &Automerge,
     batch: Vec<SignedChange>,
-) -> Result<Checked, Refused> {
-    let is_new_doc = doc.get_heads().is_empty();
+) -> Result<Option<Checked>, Refused> {
     let mut parsed = Vec::with_capacity(batch.len());
     let mut seen = HashSet::new();
     for (index, signed) in batch.into_iter().enumerate() {
@@ -129,16 +133,71 @@ pub(crate) fn check_batch(
             parsed.push(p);
         }
     }
+    if parsed.is_empty() {
+        return Ok(None);
+    }
     let ordered = topological(doc, parsed)?;
+    let is_new_doc = doc.get_heads().is_empty();
     let mut fork = if is_new_doc {
         Automerge::new()
     } else {
         doc.fork()
     };
-    let mut kind = (!is_new_doc)
-        .then(|| DocKind::of(Reader::now(doc)))
-        .flatten();
-    let mut accepted = Vec::with_capacity(ordered.len());
+    // Dependency-free changes are refused before Automerge sees them: a second
+    // root would make a different document.
+    for p in &ordered {
+        if p.change.deps().is_empty() && p.change.hash() != doc_id.genesis() {
+            return Err(Refused {
+                index: p.index,
+                hash: Some(p.change.hash()),
+                rule: Rule::ForeignGenesis,
+            });
+        }
+    }
+    fork.apply_changes(ordered.iter().map(|p| p.change.clone()).collect::<Vec<_>>())
+        .map_err(|e| Refused {
+            index: ordered[0].index,
+            hash: Some(ordered[0].change.hash()),
+            rule: Rule::Malformed(e.to_string()),
+        })?;
+    judge(Some(doc), &fork, &ordered)?;
+    let accepted = ordered
+        .into_iter()
+        .map(|p| (p.change.hash(), p.signed))
+        .collect();
+    Ok(Some(Checked { fork, accepted }))
+}
+
+/// Checks a change this node just made: `made` is a fork of `before` in which
+/// a transaction committed it. The same rules as [`check_batch`], judged
+/// against `before`, which is exactly the change's causal past.
+pub(crate) fn check_local(
+    doc_id: &DocId,
+    before: &Automerge,
+    made: &Automerge,
+    signed: SignedChange,
+) -> Result<(ChangeHash, SignedChange), Refused> {
+    let Some(p) = parse(doc_id, before, 0, signed, &mut HashSet::new())? else {
+        return Err(Refused {
+            index: 0,
+            hash: None,
+            rule: Rule::Malformed("the document already holds this change".into()),
+        });
+    };
+    let base = (!before.get_heads().is_empty()).then_some(before);
+    let ordered = [p];
+    judge(base, made, &ordered)?;
+    let [p] = ordered;
+    Ok((p.change.hash(), p.signed))
+}
+
+/// Judges changes (in causal order) held by `applied`. A change whose
+/// dependencies are the heads of `base` (the document before the batch) is
+/// read from `base` as it stands; any other is read from `applied` as of its
+/// dependencies.
+fn judge(base: Option<&Automerge>, applied: &Automerge, ordered: &[Parsed]) -> Result<(), Refused> {
+    let base_heads = base.map(Automerge::get_heads).unwrap_or_default();
+    let mut kind = base.and_then(|b| DocKind::of(Reader::now(b)));
     for p in ordered {
         let hash = p.change.hash();
         let refuse = |rule: Rule| Refused {
@@ -147,27 +206,21 @@ pub(crate) fn check_batch(
             rule,
         };
         if p.change.deps().is_empty() {
-            if hash != doc_id.genesis() {
-                return Err(refuse(Rule::ForeignGenesis));
-            }
-            kind = Some(check_genesis(&mut fork, &p).map_err(refuse)?);
-        } else {
-            let kind = match kind {
-                Some(kind) => kind,
-                None if is_new_doc => return Err(refuse(Rule::NoGenesis)),
-                None => {
-                    return Err(refuse(Rule::InvalidGenesis(
-                        "the document has no type".into(),
-                    )));
-                }
-            };
-            check_change(&fork, kind, &p).map_err(refuse)?;
-            fork.apply_changes([p.change.clone()])
-                .map_err(|e| refuse(Rule::Malformed(e.to_string())))?;
+            kind = Some(check_genesis(applied, p).map_err(refuse)?);
+            continue;
         }
-        accepted.push((hash, p.signed));
+        let Some(kind) = kind else {
+            return Err(refuse(Rule::NoGenesis));
+        };
+        let mut deps = p.change.deps().to_vec();
+        deps.sort_unstable();
+        let r = match base {
+            Some(base) if deps == base_heads => Reader::now(base),
+            _ => Reader::at(applied, &deps),
+        };
+        check_change(applied, r, kind, p).map_err(refuse)?;
     }
-    Ok(Checked { fork, accepted })
+    Ok(())
 }
 
 /// Decodes one change and checks its signature and delegation. `None` for a
@@ -273,9 +326,9 @@ fn topological(doc: &Automerge, parsed: Vec<Parsed>) -> Result<Vec<Parsed>, Refu
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
-/// Applies the genesis to the (empty) fork and checks what it establishes.
-fn check_genesis(fork: &mut Automerge, p: &Parsed) -> Result<DocKind, Rule> {
-    // Every path the genesis writes must still be in the schema.
+/// Checks the genesis, held by `applied`: every path it writes is in the
+/// schema, and the state it makes has a creator who is its author and admin.
+fn check_genesis(applied: &Automerge, p: &Parsed) -> Result<DocKind, Rule> {
     let ops = decode_ops(&p.change)?;
     let kind = ops
         .iter()
@@ -292,35 +345,29 @@ fn check_genesis(fork: &mut Automerge, p: &Parsed) -> Result<DocKind, Rule> {
         .ok_or_else(|| {
             Rule::InvalidGenesis("the genesis must set type to coop or domain".into())
         })?;
-    let paths = resolve_paths(fork, &p.change, &ops)?;
+    let paths = resolve_paths(applied, &p.change, &ops)?;
     for (op, path) in ops.iter().zip(&paths) {
         classify_op(kind, op, path)?;
     }
-    fork.apply_changes([p.change.clone()])
-        .map_err(|e| Rule::Malformed(e.to_string()))?;
-    authority::check_genesis(Reader::now(fork), p.actor, p.delegation.as_ref())
-        .map_err(Rule::InvalidGenesis)?;
+    let at_genesis = [p.change.hash()];
+    authority::check_genesis(
+        Reader::at(applied, &at_genesis),
+        p.actor,
+        p.delegation.as_ref(),
+    )
+    .map_err(Rule::InvalidGenesis)?;
     Ok(kind)
 }
 
-/// Checks a change against the fork, which holds all its dependencies.
-fn check_change(fork: &Automerge, kind: DocKind, p: &Parsed) -> Result<(), Rule> {
-    let mut deps = p.change.deps().to_vec();
-    deps.sort_unstable();
-    let heads = fork.get_heads();
-    // The usual live case: the change extends the current heads, so the
-    // current state is its causal past. Otherwise read as of its deps.
-    let r = if deps == heads {
-        Reader::now(fork)
-    } else {
-        Reader::at(fork, &deps)
-    };
+/// Checks a change against `r`, the document as of its dependencies; paths
+/// are resolved in `applied`, which holds every object the change touches.
+fn check_change(applied: &Automerge, r: Reader<'_>, kind: DocKind, p: &Parsed) -> Result<(), Rule> {
     let author = authority::resolve_author(kind, r, p.actor, p.delegation.clone())?;
     let ops = decode_ops(&p.change)?;
-    let paths = resolve_paths(fork, &p.change, &ops)?;
+    let paths = resolve_paths(applied, &p.change, &ops)?;
     for (op, path) in ops.iter().zip(&paths) {
         let checked = classify_op(kind, op, path)?;
-        check_permission(r, &author, kind, &checked)?;
+        check_permission(r, &author, &checked)?;
     }
     Ok(())
 }
@@ -381,12 +428,7 @@ fn classify_op<'a>(
     }
 }
 
-fn check_permission(
-    r: Reader<'_>,
-    author: &Author,
-    _kind: DocKind,
-    op: &Classified<'_>,
-) -> Result<(), Rule> {
+fn check_permission(r: Reader<'_>, author: &Author, op: &Classified<'_>) -> Result<(), Rule> {
     match op {
         Classified::Coop(field, path, value) => {
             authority::check_coop(r, author, field, path, *value)?

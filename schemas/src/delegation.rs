@@ -281,6 +281,7 @@ impl SignedDelegation {
         delegation
             .member
             .key()
+            .map_err(|_| DelegationError::BadSignature)?
             .verify_strict(self.statement.as_bytes(), &signature)
             .map_err(|_| DelegationError::BadSignature)?;
         Ok(delegation)

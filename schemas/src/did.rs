@@ -10,9 +10,11 @@ pub const DID_PREFIX: &str = "did:icn:";
 
 /// An ICN DID: an Ed25519 public key, printed as `did:icn:<base58btc(key)>`.
 ///
-/// A `Did` always holds a key that is a valid, non-weak curve point: it is
-/// checked once, when the `Did` is made. It keeps only the 32 bytes, so DIDs
-/// are cheap to copy, hash and compare.
+/// Parsing checks the syntax (prefix, base58btc, 32 bytes) and is cheap, so
+/// the thousands of DIDs that key a document's maps cost little to read.
+/// Whether the 32 bytes are a usable Ed25519 key (a curve point that is not of
+/// small order) is checked when the key is used, by [`Did::key`], or up
+/// front by [`Did::parse_valid`] where a person typed the DID.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Did([u8; 32]);
 
@@ -47,13 +49,20 @@ impl Did {
         Ok(Self(key.to_bytes()))
     }
 
-    /// The DID of a 32-byte public key.
+    /// The DID of a 32-byte public key (syntax only; see [`Did::key`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DidError> {
         let bytes: [u8; 32] = bytes
             .try_into()
             .map_err(|_| DidError::WrongLength(bytes.len()))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| DidError::InvalidKey)?;
-        Self::from_key(key)
+        Ok(Did(bytes))
+    }
+
+    /// Parses a DID and checks that it is a usable Ed25519 key: every
+    /// malformed DID gets its own error.
+    pub fn parse_valid(s: &str) -> Result<Self, DidError> {
+        let did: Did = s.parse()?;
+        did.key()?;
+        Ok(did)
     }
 
     /// Parses the base58btc key part alone (no `did:icn:` prefix), as used for
@@ -73,10 +82,14 @@ impl Did {
         Self::from_bytes(&bytes)
     }
 
-    /// The public key, decompressed.
-    pub fn key(&self) -> VerifyingKey {
-        VerifyingKey::from_bytes(&self.0)
-            .expect("a Did holds a valid key, checked when it was made")
+    /// The public key, decompressed; refuses bytes that are not a curve point
+    /// and weak (small-order) keys, for which anyone could forge signatures.
+    pub fn key(&self) -> Result<VerifyingKey, DidError> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| DidError::InvalidKey)?;
+        if key.is_weak() {
+            return Err(DidError::InvalidKey);
+        }
+        Ok(key)
     }
 
     /// The 32 bytes of the public key.
@@ -165,9 +178,16 @@ mod tests {
             format!("did:icn:{good}{good}").parse::<Did>(),
             Err(DidError::WrongLength(_))
         ));
-        // The identity point is a small-order (weak) key.
+        // The identity point is a small-order (weak) key: syntactically a
+        // DID, refused as a key.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert_eq!(Did::from_bytes(&identity), Err(DidError::InvalidKey));
+        let weak = Did::from_bytes(&identity).expect("32 bytes");
+        assert_eq!(weak.key(), Err(DidError::InvalidKey));
+        assert_eq!(
+            Did::parse_valid(&weak.to_string()),
+            Err(DidError::InvalidKey)
+        );
+        assert!(Did::parse_valid(&format!("did:icn:{good}")).is_ok());
     }
 }

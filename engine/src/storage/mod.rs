@@ -370,3 +370,77 @@ impl Inner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sc(n: u8) -> SignedChange {
+        SignedChange {
+            change: vec![n; 10],
+            signature: [n; 64],
+            delegation: None,
+        }
+    }
+
+    #[test]
+    fn changes_snapshots_and_chunks_roundtrip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let doc = DocId([1; 32]);
+        {
+            let store = Store::open(dir.path()).expect("open");
+            assert!(store.load_doc(&doc).expect("load").is_none());
+            store
+                .append_changes(&doc, &[([1; 32], &sc(1)), ([2; 32], &sc(2))])
+                .expect("append");
+            // Three and a bit chunks.
+            let snapshot: Vec<u8> = (0..(3 * layout::SNAPSHOT_CHUNK + 17))
+                .map(|i| i as u8)
+                .collect();
+            store.write_snapshot(&doc, &snapshot).expect("snapshot");
+            store
+                .append_changes(&doc, &[([3; 32], &sc(3))])
+                .expect("append");
+            // A smaller snapshot drops the chunks it no longer needs.
+            store
+                .write_snapshot(&doc, &snapshot[..100])
+                .expect("snapshot");
+            store
+                .append_changes(&doc, &[([4; 32], &sc(4))])
+                .expect("append");
+        }
+        let store = Store::open(dir.path()).expect("reopen");
+        let loaded = store.load_doc(&doc).expect("load").expect("stored");
+        assert_eq!(loaded.snapshot.as_deref().map(<[u8]>::len), Some(100));
+        assert_eq!(loaded.changes, vec![sc(4)]);
+        assert_eq!(loaded.changes_since_snapshot, 1);
+        assert_eq!(
+            store.signed_change(&doc, &[2; 32]).expect("read"),
+            Some(sc(2))
+        );
+        assert_eq!(store.signed_change(&doc, &[9; 32]).expect("read"), None);
+        assert_eq!(store.doc_ids().expect("ids"), vec![doc]);
+    }
+
+    #[test]
+    fn another_layout_version_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            assert_eq!(
+                store.schema_version().expect("version"),
+                layout::SCHEMA_VERSION
+            );
+            store
+                .inner
+                .meta
+                .insert(layout::SCHEMA_VERSION_KEY, &99u32.to_be_bytes())
+                .expect("insert");
+            store.make_durable().expect("sync");
+        }
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StorageError::UnsupportedVersion { found: 99, .. })
+        ));
+    }
+}
