@@ -6,7 +6,7 @@
 //! same table in prose; each row has a test both ways in `tests.rs`.
 
 use automerge::ScalarValue;
-use icn_schemas::coop::{self, CoopField, MemberStatus, Role};
+use icn_schemas::coop::{self, CoopField, MemberStatus};
 use icn_schemas::domain::{self, DomainField, DomainRole, ProposalState};
 use icn_schemas::{Delegation, Did, DocKind, Reader, Scope};
 
@@ -61,10 +61,10 @@ pub(crate) fn resolve_author(
     let member = match kind {
         DocKind::Coop => {
             let m = match &delegation {
-                Some(d) => {
-                    coop::Member::read(r, &d.member).filter(|m| m.has_live_device(&d.member))
-                }
-                None => coop::device_owner(r, &actor).filter(|m| m.has_live_device(&actor)),
+                Some(d) => coop::is_live_device(r, &d.member, &d.member)
+                    .then(|| coop::Standing::read(r, &d.member))
+                    .flatten(),
+                None => coop::device_owner(r, &actor),
             }
             .ok_or(Denied::NotALiveDevice { actor: signer })?;
             if m.status != MemberStatus::Active {
@@ -113,7 +113,7 @@ pub(crate) fn check_coop(
         path: path.to_owned(),
         reason,
     };
-    let is_admin = || coop::Member::read(r, &author.member).is_some_and(|m| m.role == Role::Admin);
+    let is_admin = || coop::Standing::read(r, &author.member).is_some_and(|m| m.is_admin());
     // The role decides first; an admin writing through a delegation also
     // needs the delegation to carry coop:admin.
     let admin_only = |reason| {
@@ -314,12 +314,9 @@ pub(crate) fn check_genesis(
     }
     match genesis.kind {
         DocKind::Coop => {
-            let m = coop::Member::read(r, &member).ok_or("the creator must be a member")?;
+            let m = coop::Standing::read(r, &member).ok_or("the creator must be a member")?;
             let device = if delegation.is_some() { member } else { actor };
-            if m.role != Role::Admin
-                || m.status != MemberStatus::Active
-                || !m.has_live_device(&device)
-            {
+            if !m.is_admin() || !coop::is_live_device(r, &member, &device) {
                 return Err(
                     "the creator must be an active admin whose key is a live device".into(),
                 );

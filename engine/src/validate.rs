@@ -137,12 +137,7 @@ pub(crate) fn check_batch(
         return Ok(None);
     }
     let ordered = topological(doc, parsed)?;
-    let is_new_doc = doc.get_heads().is_empty();
-    let mut fork = if is_new_doc {
-        Automerge::new()
-    } else {
-        doc.fork()
-    };
+    let mut fork = doc.fork();
     // Dependency-free changes are refused before Automerge sees them: a second
     // root would make a different document.
     for p in &ordered {

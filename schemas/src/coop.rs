@@ -305,26 +305,73 @@ impl Member {
     }
 }
 
+/// What authorisation needs to know of a member, and nothing more: reading
+/// a member's other fields as of past heads costs a scan of their history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The member.
+    pub did: Did,
+    /// Role.
+    pub role: Role,
+    /// Status.
+    pub status: MemberStatus,
+}
+
+impl Standing {
+    /// Reads a member's role and status; `None` when not a member.
+    pub fn read(r: Reader<'_>, did: &Did) -> Option<Standing> {
+        let obj = r.map_path(&["members", &did.to_string()])?;
+        Some(Standing {
+            did: *did,
+            role: Role::parse(&r.str(&obj, "role")?)?,
+            status: MemberStatus::parse(&r.str(&obj, "status")?)?,
+        })
+    }
+
+    /// Whether the member may act at all.
+    pub fn is_active(&self) -> bool {
+        self.status == MemberStatus::Active
+    }
+
+    /// Whether the member is an active admin.
+    pub fn is_admin(&self) -> bool {
+        self.is_active() && self.role == Role::Admin
+    }
+}
+
+/// Whether `device` is a live device of `member`: listed, not revoked, and
+/// either the member's own DID key or proven by the device.
+pub fn is_live_device(r: Reader<'_>, member: &Did, device: &Did) -> bool {
+    let Some(d) = r.map_path(&[
+        "members",
+        &member.to_string(),
+        "devices",
+        &device.key_string(),
+    ]) else {
+        return false;
+    };
+    let revoked = r.bool(&d, "revoked").unwrap_or(false);
+    !revoked && (device == member || r.str(&d, "proof").is_some())
+}
+
 /// Finds the member for whom `device` is a live device. A member's own DID
 /// key belongs to that member first, which is also the common case and costs
 /// one lookup. Another key belongs to the one member it proved itself to; a
 /// key proven to several members belongs to none.
-pub fn device_owner(r: Reader<'_>, device: &Did) -> Option<Member> {
-    if let Some(member) = Member::read(r, device)
-        && member.has_live_device(device)
-    {
-        return Some(member);
+pub fn device_owner(r: Reader<'_>, device: &Did) -> Option<Standing> {
+    if is_live_device(r, device, device) {
+        return Standing::read(r, device);
     }
     let members = r.map_path(&["members"])?;
-    let key = device.key_string();
-    let mut owners = r.did_keys(&members).into_iter().filter_map(|did| {
-        let obj = r.map(&members, &did.to_string())?;
-        let devices = r.map(&obj, "devices")?;
-        r.map(&devices, &key)?;
-        Member::read_at(r, &obj, did).filter(|m| m.has_live_device(device))
-    });
+    let mut owners = r
+        .did_keys(&members)
+        .into_iter()
+        .filter(|did| is_live_device(r, did, device));
     let owner = owners.next()?;
-    owners.next().is_none().then_some(owner)
+    if owners.next().is_some() {
+        return None;
+    }
+    Standing::read(r, &owner)
 }
 
 /// A unit of account.
