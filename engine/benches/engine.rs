@@ -87,12 +87,15 @@ fn apply_remote(c: &mut Criterion) {
     let linear = member_changes(&base, &id, 2, 1000);
     let mut concurrent = member_changes(&base, &id, 2, 500);
     concurrent.extend(member_changes(&base, &id, 3, 500));
+    // samod-bench's scenario b: 10,000 single-put changes into an empty peer.
+    let catch_up = member_changes(&base, &id, 2, 10_000);
 
     let mut g = c.benchmark_group("apply_remote");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     for (name, batch) in [
         ("linear_1000", &linear),
         ("two_concurrent_500", &concurrent),
+        ("linear_10000", &catch_up),
     ] {
         g.throughput(Throughput::Elements(batch.len() as u64));
         g.bench_function(name, |b| {
@@ -103,8 +106,9 @@ fn apply_remote(c: &mut Criterion) {
                     (node, batch.clone())
                 },
                 |(node, batch)| {
+                    let n = batch.len();
                     let applied = node.engine.apply_remote(&id, batch).expect("valid");
-                    assert_eq!(applied.new.len(), 1000);
+                    assert_eq!(applied.new.len(), n);
                     node
                 },
                 BatchSize::PerIteration,
