@@ -328,12 +328,10 @@ fn check_genesis(applied: &Automerge, p: &Parsed) -> Result<DocKind, Rule> {
     let kind = ops
         .iter()
         .find_map(|op| match (&op.obj, &op.key, &op.action) {
-            (ObjectId::Root, Key::Map(k), OpType::Put(ScalarValue::Str(v))) if k == "type" => {
-                match v.as_str() {
-                    "coop" => Some(DocKind::Coop),
-                    "domain" => Some(DocKind::Domain),
-                    _ => None,
-                }
+            (ObjectId::Root, Key::Map(k), OpType::Put(ScalarValue::Str(v)))
+                if k == DocKind::ROOT_KEY =>
+            {
+                DocKind::parse(v)
             }
             _ => None,
         })

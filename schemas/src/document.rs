@@ -82,7 +82,15 @@ impl DocKind {
 
     /// Reads the kind of a document.
     pub fn of(r: Reader<'_>) -> Option<DocKind> {
-        match r.str(&ObjId::Root, "type")?.as_str() {
+        Self::parse(&r.str(&ObjId::Root, Self::ROOT_KEY)?)
+    }
+
+    /// The root key that holds the kind.
+    pub const ROOT_KEY: &'static str = "type";
+
+    /// Parses the value of the root `type` key.
+    pub fn parse(value: &str) -> Option<DocKind> {
+        match value {
             "coop" => Some(DocKind::Coop),
             "domain" => Some(DocKind::Domain),
             _ => None,
