@@ -1,0 +1,41 @@
+//! Writes seed inputs for `apply_batch` into `fuzz/corpus/apply_batch/`:
+//! valid batches by the fixture's member and admin, which the fuzzer mutates.
+
+use icn_engine::test_utils::{forge, keypair};
+use icn_engine::{SignedChange, encode_batch};
+use icn_fuzz::{fixture, member};
+use icn_schemas::coop;
+
+fn main() -> std::io::Result<()> {
+    let f = fixture();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/apply_batch");
+    std::fs::create_dir_all(&dir)?;
+    let m = member();
+    let name = forge(&f.node.engine, &f.coop, &m, &m, None, |tx| {
+        coop::set_display_name(tx, &m.did(), "seed")
+    });
+    let phone = keypair(30);
+    let proof = phone.device_proof(&m.did());
+    let device = forge(&f.node.engine, &f.coop, &m, &m, None, |tx| {
+        coop::add_device(tx, &m.did(), &phone.did(), Some(&proof), Some("phone"), 1)
+    });
+    let admin = keypair(1);
+    let promote = forge(&f.node.engine, &f.coop, &admin, &admin, None, |tx| {
+        coop::set_role(tx, &m.did(), coop::Role::Admin)
+    });
+    let seeds: [(&str, Vec<SignedChange>); 4] = [
+        ("member_name", vec![name.clone()]),
+        ("member_device", vec![device]),
+        ("admin_promotes", vec![promote]),
+        ("two", vec![name.clone(), name]),
+    ];
+    for (label, batch) in seeds {
+        for mode in [0u8, 1] {
+            let mut bytes = vec![mode];
+            bytes.extend(encode_batch(&batch));
+            std::fs::write(dir.join(format!("{label}_{mode}")), bytes)?;
+        }
+    }
+    println!("wrote seeds to {}", dir.display());
+    Ok(())
+}
