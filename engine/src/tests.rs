@@ -43,9 +43,9 @@ fn remote_rule(result: Result<crate::Applied, ApplyError>) -> Rule {
     }
 }
 
-/// A co-op with an admin (seed 1), a member (seed 2) and another member
-/// (seed 3).
-struct Coop {
+/// A document with an admin (seed 1) and two members, alice (seed 2) and
+/// bob (seed 3).
+struct Fixture {
     node: TestNode,
     id: DocId,
     admin: Keypair,
@@ -53,21 +53,22 @@ struct Coop {
     bob: Keypair,
 }
 
-fn coop_fixture() -> Coop {
+type Coop = Fixture;
+type Dom = Fixture;
+
+fn fixture(
+    create: impl FnOnce(&Engine, &Keypair) -> DocId,
+    add: impl Fn(&mut automerge::transaction::Transaction<'_>, &Keypair) -> Result<(), SchemaError>,
+) -> Fixture {
     let node = TestNode::new();
     let (admin, alice, bob) = (keypair(1), keypair(2), keypair(3));
-    let id = node
-        .engine
-        .create_coop(&dev(&admin), &new_coop(&admin))
-        .expect("create");
+    let id = create(&node.engine, &admin);
     for m in [&alice, &bob] {
         node.engine
-            .write(&id, &dev(&admin), |tx| {
-                coop::add_member(tx, &m.did(), Role::Member, 1_700_000_100)
-            })
+            .write(&id, &dev(&admin), |tx| add(tx, m))
             .expect("add member");
     }
-    Coop {
+    Fixture {
         node,
         id,
         admin,
@@ -76,7 +77,17 @@ fn coop_fixture() -> Coop {
     }
 }
 
-impl Coop {
+fn coop_fixture() -> Coop {
+    fixture(
+        |e, admin| {
+            e.create_coop(&dev(admin), &new_coop(admin))
+                .expect("create")
+        },
+        |tx, m| coop::add_member(tx, &m.did(), Role::Member, 1_700_000_100),
+    )
+}
+
+impl Fixture {
     fn engine(&self) -> &Engine {
         &self.node.engine
     }
@@ -733,46 +744,20 @@ fn a_delegation_of_a_removed_member_is_dead() {
     );
 }
 
-/// A domain with an admin (seed 1) and two members (seeds 2, 3), and a
-/// draft proposal "p1" by member 2.
-struct Dom {
-    node: TestNode,
-    id: DocId,
-    admin: Keypair,
-    alice: Keypair,
-    bob: Keypair,
-}
-
+/// A domain fixture with a draft proposal "p1" by alice.
 fn domain_fixture() -> Dom {
-    let node = TestNode::new();
-    let (admin, alice, bob) = (keypair(1), keypair(2), keypair(3));
-    let id = node
-        .engine
-        .create_domain(&dev(&admin), &new_domain(&admin))
-        .expect("create");
-    for m in [&alice, &bob] {
-        node.engine
-            .write(&id, &dev(&admin), |tx| {
-                domain::add_member(tx, &m.did(), DomainRole::Member, 1)
-            })
-            .expect("add member");
-    }
-    let d = Dom {
-        node,
-        id,
-        admin,
-        alice,
-        bob,
-    };
+    let d = fixture(
+        |e, admin| {
+            e.create_domain(&dev(admin), &new_domain(admin))
+                .expect("create")
+        },
+        |tx, m| domain::add_member(tx, &m.did(), DomainRole::Member, 1),
+    );
     d.propose(&d.alice, "p1").expect("member proposes");
     d
 }
 
-impl Dom {
-    fn engine(&self) -> &Engine {
-        &self.node.engine
-    }
-
+impl Fixture {
     fn propose(&self, who: &Keypair, id: &str) -> Result<(), WriteError> {
         self.engine().write(&self.id, &dev(who), |tx| {
             domain::create_proposal(
