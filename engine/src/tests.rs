@@ -905,6 +905,16 @@ fn proposal_lifecycle_moves() {
         })
         .expect("admin vetoes");
     forbidden(d.vote(&d.alice, &d.alice, Choice::For)); // not open any more
+    // Nor may the votes map be replaced once the proposal is not open.
+    forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
+        let p = tx
+            .get(ObjId::Root, "proposals")?
+            .and_then(|(_, ps)| tx.get(&ps, "p1").ok().flatten())
+            .map(|(_, p)| p)
+            .ok_or(SchemaError::Missing("p1".into()))?;
+        tx.put_object(&p, "votes", automerge::ObjType::Map)?;
+        Ok(())
+    }));
     forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
         domain::set_proposal_state(tx, "p1", ProposalState::Cancelled)
     }));
