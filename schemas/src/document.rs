@@ -44,6 +44,12 @@ impl fmt::Debug for DocId {
     }
 }
 
+impl serde::Serialize for DocId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Why a string is not a document id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a document id is 32 bytes in base58btc")]

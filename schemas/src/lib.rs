@@ -48,6 +48,7 @@ pub mod delegation;
 mod did;
 pub mod document;
 pub mod domain;
+pub mod ledger;
 
 pub use delegation::{Delegation, DelegationError, Scope, SignedDelegation};
 pub use did::{DID_PREFIX, Did, DidError};
