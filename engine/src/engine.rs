@@ -30,14 +30,14 @@ pub enum Signer {
 }
 
 impl Signer {
-    fn key(&self) -> &Keypair {
+    pub(crate) fn key(&self) -> &Keypair {
         match self {
             Signer::Device(k) => k,
             Signer::Delegated { node, .. } => node,
         }
     }
 
-    fn delegation(&self) -> Option<&SignedDelegation> {
+    pub(crate) fn delegation(&self) -> Option<&SignedDelegation> {
         match self {
             Signer::Device(_) => None,
             Signer::Delegated { delegation, .. } => Some(delegation),
@@ -110,8 +110,8 @@ pub struct Applied {
     pub heads: Vec<ChangeHash>,
 }
 
-struct DocState {
-    doc: Automerge,
+pub(crate) struct DocState {
+    pub(crate) doc: Automerge,
     since_snapshot: u64,
 }
 
@@ -129,6 +129,8 @@ struct Inner {
     docs: RwLock<HashMap<DocId, Arc<Mutex<DocState>>>>,
     /// Serialises the creation of documents this node did not hold.
     creating: Mutex<()>,
+    /// Each co-op's ledger. Lock order: this, then a document.
+    ledgers: Mutex<HashMap<DocId, crate::ledger::LedgerState>>,
 }
 
 fn now_secs() -> i64 {
@@ -163,11 +165,19 @@ impl Engine {
             };
             docs.insert(id, Arc::new(Mutex::new(state)));
         }
+        let mut ledgers = HashMap::new();
+        for (id, state) in &docs {
+            let state = state.lock().unwrap_or_else(|p| p.into_inner());
+            if DocKind::of(Reader::now(&state.doc)) == Some(DocKind::Coop) {
+                ledgers.insert(*id, crate::ledger::load(&store, id, &state.doc)?);
+            }
+        }
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,
                 docs: RwLock::new(docs),
                 creating: Mutex::new(()),
+                ledgers: Mutex::new(ledgers),
             }),
         })
     }
@@ -188,7 +198,13 @@ impl Engine {
         self.inner.docs.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn handle(&self, id: &DocId) -> Option<Arc<Mutex<DocState>>> {
+    pub(crate) fn ledgers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<DocId, crate::ledger::LedgerState>> {
+        self.inner.ledgers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn handle(&self, id: &DocId) -> Option<Arc<Mutex<DocState>>> {
         self.docs_read().get(id).cloned()
     }
 
@@ -351,7 +367,14 @@ impl Engine {
         id: &DocId,
         batch: Vec<SignedChange>,
     ) -> Result<Applied, ApplyError> {
-        self.apply(id, batch)
+        let applied = self.apply(id, batch)?;
+        if !applied.new.is_empty() && self.kind(id) == Some(DocKind::Coop) {
+            // Ledger entries may have been waiting for these co-op heads.
+            if let Err(e) = self.ingest_entries(id, Vec::new()) {
+                tracing::warn!(coop = %id, error = %e, "retrying pending entries failed");
+            }
+        }
+        Ok(applied)
     }
 
     fn apply(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {

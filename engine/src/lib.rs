@@ -49,6 +49,7 @@ pub mod change;
 mod engine;
 pub mod identity;
 pub mod keystore;
+pub mod ledger;
 pub mod storage;
 mod validate;
 

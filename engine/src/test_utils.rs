@@ -135,3 +135,12 @@ pub fn forge(
         delegation,
     }
 }
+
+/// Signs `entry` with `key` and returns its canonical encoding: how a peer,
+/// honest or not, would send an entry.
+pub fn sign_entry(key: &Keypair, entry: icn_schemas::ledger::Entry) -> Vec<u8> {
+    let signature = key.sign(&entry.signing_message().expect("encodable entry"));
+    icn_schemas::ledger::SignedEntry { entry, signature }
+        .encode()
+        .expect("encodable entry")
+}

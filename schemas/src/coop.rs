@@ -374,6 +374,25 @@ pub fn device_owner(r: Reader<'_>, device: &Did) -> Option<Standing> {
     Standing::read(r, &owner)
 }
 
+/// The credit limit of `member`: its own override, else the policy default.
+/// A member may go this far below zero in each unit.
+pub fn credit_limit(r: Reader<'_>, member: &Did) -> i64 {
+    let own = r
+        .map_path(&["members", &member.to_string()])
+        .and_then(|m| r.int(&m, "credit_limit"));
+    own.or_else(|| {
+        r.map_path(&["policy"])
+            .and_then(|p| r.int(&p, "default_credit_limit"))
+    })
+    .unwrap_or(0)
+    .max(0)
+}
+
+/// Whether the policy defines `unit`.
+pub fn has_unit(r: Reader<'_>, unit: &str) -> bool {
+    r.map_path(&["policy", "units", unit]).is_some()
+}
+
 /// A unit of account.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Unit {

@@ -7,12 +7,13 @@
 //! | `doc_changes` | doc id (32) ‖ seq (u64 BE) | [`crate::SignedChange`], postcard |
 //! | `doc_change_index` | doc id (32) ‖ change hash (32) | seq (u64 BE) |
 //! | `doc_snapshots` | doc id (32) ‖ chunk (u32 BE) | ≤ 64 KiB of `Automerge::save()` |
-//! | `ledger_entries` | entry id (32) | signed entry (the ledger issue) |
-//! | `ledger_index` | index name ‖ key | entry ids (the ledger issue) |
+//! | `ledger_meta` | co-op id (32) | next ledger seq (u64 BE) |
+//! | `ledger_entries` | co-op id (32) ‖ seq (u64 BE) | canonical encoding of a signed entry |
+//! | `ledger_index` | co-op id (32) ‖ entry id (32) | seq (u64 BE) |
 //!
-//! `seq` numbers a document's changes in the order this node stored them,
-//! which is always a causal order: a batch is stored only once all its
-//! dependencies are.
+//! `seq` numbers a document's changes, or a co-op's ledger entries, in the
+//! order this node stored them, which is always a causal order: a change or
+//! entry is stored only once all its dependencies (parents) are.
 
 use icn_schemas::DocId;
 
@@ -25,6 +26,7 @@ pub(crate) const DOC_META: &str = "doc_meta";
 pub(crate) const DOC_CHANGES: &str = "doc_changes";
 pub(crate) const DOC_CHANGE_INDEX: &str = "doc_change_index";
 pub(crate) const DOC_SNAPSHOTS: &str = "doc_snapshots";
+pub(crate) const LEDGER_META: &str = "ledger_meta";
 pub(crate) const LEDGER_ENTRIES: &str = "ledger_entries";
 pub(crate) const LEDGER_INDEX: &str = "ledger_index";
 
@@ -46,14 +48,14 @@ pub(crate) struct DocMeta {
     pub(crate) snapshot_chunks: u32,
 }
 
-pub(crate) fn change_key(doc: &DocId, seq: u64) -> [u8; 40] {
+pub(crate) fn id_seq_key(doc: &DocId, seq: u64) -> [u8; 40] {
     let mut key = [0u8; 40];
     key[..32].copy_from_slice(&doc.0);
     key[32..].copy_from_slice(&seq.to_be_bytes());
     key
 }
 
-pub(crate) fn change_index_key(doc: &DocId, hash: &[u8; 32]) -> [u8; 64] {
+pub(crate) fn id_hash_key(doc: &DocId, hash: &[u8; 32]) -> [u8; 64] {
     let mut key = [0u8; 64];
     key[..32].copy_from_slice(&doc.0);
     key[32..].copy_from_slice(hash);

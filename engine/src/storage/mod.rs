@@ -92,6 +92,9 @@ struct Inner {
     doc_changes: sled::Tree,
     doc_change_index: sled::Tree,
     doc_snapshots: sled::Tree,
+    ledger_meta: sled::Tree,
+    ledger_entries: sled::Tree,
+    ledger_index: sled::Tree,
     commit: GroupCommit,
 }
 
@@ -137,15 +140,15 @@ impl Store {
                 }
             }
         }
-        // Opening the ledger trees now fixes the full layout from version 1 on.
-        db.open_tree(layout::LEDGER_ENTRIES)?;
-        db.open_tree(layout::LEDGER_INDEX)?;
         let store = Store {
             inner: std::sync::Arc::new(Inner {
                 doc_meta: db.open_tree(layout::DOC_META)?,
                 doc_changes: db.open_tree(layout::DOC_CHANGES)?,
                 doc_change_index: db.open_tree(layout::DOC_CHANGE_INDEX)?,
                 doc_snapshots: db.open_tree(layout::DOC_SNAPSHOTS)?,
+                ledger_meta: db.open_tree(layout::LEDGER_META)?,
+                ledger_entries: db.open_tree(layout::LEDGER_ENTRIES)?,
+                ledger_index: db.open_tree(layout::LEDGER_INDEX)?,
                 meta,
                 db,
                 dir,
@@ -209,8 +212,8 @@ impl Store {
             }
             Some(bytes)
         };
-        let from = layout::change_key(doc, meta.snapshot_seq);
-        let to = layout::change_key(doc, meta.next_seq);
+        let from = layout::id_seq_key(doc, meta.snapshot_seq);
+        let to = layout::id_seq_key(doc, meta.next_seq);
         let changes = self
             .inner
             .doc_changes
@@ -234,7 +237,7 @@ impl Store {
         let Some(seq) = self
             .inner
             .doc_change_index
-            .get(layout::change_index_key(doc, hash))?
+            .get(layout::id_hash_key(doc, hash))?
         else {
             return Ok(None);
         };
@@ -243,7 +246,7 @@ impl Store {
             .map_err(|_| corrupt(layout::DOC_CHANGE_INDEX, "seq is not 8 bytes"))?;
         self.inner
             .doc_changes
-            .get(layout::change_key(doc, seq))?
+            .get(layout::id_seq_key(doc, seq))?
             .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt(layout::DOC_CHANGES, e)))
             .transpose()
     }
@@ -277,11 +280,11 @@ impl Store {
                 };
                 for (hash, bytes) in &encoded {
                     changes_t.insert(
-                        &layout::change_key(doc, meta.next_seq)[..],
+                        &layout::id_seq_key(doc, meta.next_seq)[..],
                         bytes.as_slice(),
                     )?;
                     index_t.insert(
-                        &layout::change_index_key(doc, hash)[..],
+                        &layout::id_hash_key(doc, hash)[..],
                         &meta.next_seq.to_be_bytes(),
                     )?;
                     meta.next_seq += 1;
@@ -327,6 +330,52 @@ impl Store {
             Ok(())
         })?;
         self.make_durable()
+    }
+
+    /// Appends encoded ledger entries (in causal order, with their ids) to a
+    /// co-op's ledger, atomically, and returns once they are durable.
+    pub fn append_entries(
+        &self,
+        coop: &DocId,
+        entries: &[([u8; 32], &[u8])],
+    ) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        (
+            &inner.ledger_meta,
+            &inner.ledger_entries,
+            &inner.ledger_index,
+        )
+            .transaction(|(meta_t, entries_t, index_t)| {
+                let mut seq = match meta_t.get(coop.0)? {
+                    Some(v) => <[u8; 8]>::try_from(v.as_ref())
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| {
+                            sled::transaction::ConflictableTransactionError::Abort(corrupt(
+                                layout::LEDGER_META,
+                                "seq is not 8 bytes",
+                            ))
+                        })?,
+                    None => 0,
+                };
+                for (id, bytes) in entries {
+                    entries_t.insert(&layout::id_seq_key(coop, seq)[..], *bytes)?;
+                    index_t.insert(&layout::id_hash_key(coop, id)[..], &seq.to_be_bytes())?;
+                    seq += 1;
+                }
+                meta_t.insert(&coop.0, &seq.to_be_bytes())?;
+                Ok(())
+            })?;
+        self.make_durable()
+    }
+
+    /// A co-op's ledger entries in the order they were stored (causal).
+    pub fn load_entries(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.inner
+            .ledger_entries
+            .scan_prefix(coop.0)
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
     }
 
     /// The layout version on disk.

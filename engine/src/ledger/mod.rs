@@ -1,0 +1,597 @@
+//! The mutual-credit ledger: signed, content-addressed entries validated
+//! before they are stored, and balances folded deterministically.
+//!
+//! An entry is checked before it is stored or forwarded:
+//!
+//! 1. it decodes canonically and is for this co-op;
+//! 2. its signature is by its signer key, and a delegation (when a node signs
+//!    for the author) is the author's, names the signer, covers the entry's
+//!    time, and grants `ledger:write`;
+//! 3. its cited co-op heads and its parents are known; otherwise it waits in
+//!    a bounded pending set and is checked again when they arrive;
+//! 4. at the cited co-op heads, the signer is a live device of the author (or
+//!    the author's DID key, for a delegation), and the author is an active
+//!    member or admin;
+//! 5. its postings sum to zero per unit, in units the policy defines, and it
+//!    debits only the author's own account (treasury debits need a decision
+//!    receipt, which arrives with governance).
+//!
+//! Credit limits are read at the cited heads too, so where an entry lands in
+//! the fold, and whether it counts, is the same on every replica ([`fold`]).
+
+pub(crate) mod fold;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use automerge::{Automerge, ChangeHash};
+use icn_schemas::coop::{self, Role};
+use icn_schemas::ledger::{Account, Body, DecodeError, Entry, EntryId, Posting, SignedEntry};
+use icn_schemas::{DelegationError, Did, DocId, DocKind, Reader, Scope};
+
+pub use fold::{Conflict, Status};
+
+use crate::Engine;
+use crate::authority::Denied;
+use crate::engine::Signer;
+use crate::identity;
+use crate::storage::StorageError;
+use fold::Fold;
+
+/// Most entries a co-op's pending set holds while they wait for parents or
+/// co-op heads.
+pub const MAX_PENDING: usize = 10_000;
+
+/// Why an entry was refused. A refused entry is never stored or forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryRefusal {
+    /// Not a canonical entry.
+    #[error("malformed entry: {0}")]
+    Decode(#[from] DecodeError),
+    /// For another co-op.
+    #[error("the entry is for co-op {0}, not this one")]
+    WrongCoop(DocId),
+    /// The signature is not the signer's.
+    #[error("the signature is not by the signer key {0}")]
+    BadSignature(Did),
+    /// The delegation does not verify.
+    #[error("bad delegation: {0}")]
+    BadDelegation(DelegationError),
+    /// The delegation names another member or node.
+    #[error("the delegation is not from the entry's author to its signer")]
+    DelegationMismatch,
+    /// The entry's time is outside the delegation's validity.
+    #[error("the entry's time is outside the delegation's validity")]
+    DelegationNotLive,
+    /// The author may not write entries.
+    #[error("not permitted: {0}")]
+    Denied(Denied),
+    /// Postings of a unit do not sum to zero.
+    #[error("the postings in {0} do not sum to zero")]
+    Unbalanced(String),
+    /// A unit the co-op's policy does not define.
+    #[error("unit {0} is not in the co-op's policy")]
+    UnknownUnit(String),
+    /// A debit of an account that is not the author's.
+    #[error("{author} may not debit {account}")]
+    NotTheirAccount {
+        /// The author.
+        author: Did,
+        /// The account debited.
+        account: String,
+    },
+    /// Decision receipts are checked once governance records them.
+    #[error("entries citing a decision receipt are not accepted yet")]
+    DecisionUnsupported,
+    /// The pending set is full.
+    #[error("the pending set is full ({MAX_PENDING} entries)")]
+    PendingFull,
+}
+
+/// What became of one entry given to [`Engine::ingest_entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingest {
+    /// Stored and folded.
+    Stored(EntryId),
+    /// Waiting for parents or co-op heads.
+    Pending(EntryId),
+    /// Already held.
+    Known(EntryId),
+}
+
+/// Why a ledger operation failed. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// No such co-op.
+    #[error("unknown co-op {0}")]
+    UnknownCoop(DocId),
+    /// The request itself is invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The entry would be refused by every peer.
+    #[error(transparent)]
+    Refused(#[from] EntryRefusal),
+    /// The entry would not count: it exceeds a credit limit.
+    #[error("{0}")]
+    Conflict(Conflict),
+    /// Storing failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<DecodeError> for LedgerError {
+    fn from(e: DecodeError) -> Self {
+        LedgerError::Refused(EntryRefusal::Decode(e))
+    }
+}
+
+/// A settlement: `amount` of `unit` from the author to `to`.
+#[derive(Debug, Clone)]
+pub struct Settle {
+    /// Who receives it.
+    pub to: Did,
+    /// How much, in the unit's smallest step; positive.
+    pub amount: i64,
+    /// Unit id from the co-op's policy.
+    pub unit: String,
+    /// Free text.
+    pub memo: String,
+}
+
+/// A member's position in one unit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnitPosition {
+    /// Unit id.
+    pub unit: String,
+    /// Net balance.
+    pub balance: i64,
+    /// How far below zero the member may go.
+    pub credit_limit: i64,
+    /// `balance + credit_limit`: what the member can still spend.
+    pub available: i64,
+}
+
+/// A co-op's ledger in memory: the fold and the entries waiting.
+#[derive(Default)]
+pub(crate) struct LedgerState {
+    fold: Fold,
+    pending: HashMap<EntryId, SignedEntry>,
+}
+
+/// An entry that passed, with the credit limits of what it debits and its
+/// encoding, on its way to storage.
+struct Accepted {
+    id: EntryId,
+    entry: SignedEntry,
+    limits: HashMap<Did, i64>,
+    bytes: Vec<u8>,
+}
+
+enum Verdict {
+    Valid(HashMap<Did, i64>),
+    Pending,
+}
+
+fn heads_of(entry: &Entry) -> Vec<ChangeHash> {
+    entry.coop_heads.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+/// Checks what needs no state: co-op, signature, delegation.
+fn check_signed(coop: &DocId, e: &SignedEntry) -> Result<(), EntryRefusal> {
+    let entry = &e.entry;
+    if entry.coop != *coop {
+        return Err(EntryRefusal::WrongCoop(entry.coop));
+    }
+    identity::verify(&entry.signer, &entry.signing_message()?, &e.signature)
+        .map_err(|_| EntryRefusal::BadSignature(entry.signer))?;
+    if let Some(d) = &entry.delegation {
+        let d = d.verify().map_err(EntryRefusal::BadDelegation)?;
+        if d.member != entry.author || d.node != entry.signer {
+            return Err(EntryRefusal::DelegationMismatch);
+        }
+        if !d.is_live_at(entry.timestamp / 1000) {
+            return Err(EntryRefusal::DelegationNotLive);
+        }
+        if !d.allows(Scope::LedgerWrite) {
+            return Err(EntryRefusal::Denied(Denied::MissingScope(
+                Scope::LedgerWrite,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an entry whose signature passed, against the co-op document and
+/// what the ledger (or this batch) holds.
+fn check_state(
+    doc: &Automerge,
+    known: impl Fn(&EntryId) -> bool,
+    e: &SignedEntry,
+) -> Result<Verdict, EntryRefusal> {
+    let entry = &e.entry;
+    let heads = heads_of(entry);
+    let heads_known = heads
+        .iter()
+        .all(|h| doc.get_change_meta_by_hash(h).is_some());
+    if !heads_known || !entry.parents.iter().all(&known) {
+        return Ok(Verdict::Pending);
+    }
+    let r = Reader::at(doc, &heads);
+    let device = if entry.delegation.is_some() {
+        entry.author
+    } else {
+        entry.signer
+    };
+    if !coop::is_live_device(r, &entry.author, &device) {
+        return Err(EntryRefusal::Denied(Denied::NotALiveDevice {
+            actor: entry.signer,
+        }));
+    }
+    match coop::Standing::read(r, &entry.author) {
+        Some(s) if s.is_active() && s.role != Role::Observer => {}
+        _ => return Err(EntryRefusal::Denied(Denied::InactiveMember(entry.author))),
+    }
+    if entry.decision.is_some() {
+        return Err(EntryRefusal::DecisionUnsupported);
+    }
+    let Body::Transfer { postings } = &entry.body;
+    let mut sums: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut limits = HashMap::new();
+    for p in postings {
+        *sums.entry(p.unit.as_str()).or_insert(0) += i128::from(p.amount);
+        if p.amount < 0 {
+            match p.account {
+                Account::Member(did) if did == entry.author => {
+                    limits.insert(did, coop::credit_limit(r, &did));
+                }
+                other => {
+                    return Err(EntryRefusal::NotTheirAccount {
+                        author: entry.author,
+                        account: other.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    for (unit, sum) in sums {
+        if sum != 0 {
+            return Err(EntryRefusal::Unbalanced(unit.to_owned()));
+        }
+        if !coop::has_unit(r, unit) {
+            return Err(EntryRefusal::UnknownUnit(unit.to_owned()));
+        }
+    }
+    Ok(Verdict::Valid(limits))
+}
+
+/// Loads a co-op's stored entries into a fold. Stored entries were validated
+/// when they arrived; only their credit limits are read again.
+pub(crate) fn load(
+    store: &crate::Store,
+    coop: &DocId,
+    doc: &Automerge,
+) -> Result<LedgerState, StorageError> {
+    let mut state = LedgerState::default();
+    for bytes in store.load_entries(coop)? {
+        let (e, id) = SignedEntry::decode(&bytes).map_err(|err| StorageError::Corrupt {
+            tree: "ledger_entries",
+            reason: err.to_string(),
+        })?;
+        let heads = heads_of(&e.entry);
+        let r = Reader::at(doc, &heads);
+        let limits = e
+            .entry
+            .postings()
+            .iter()
+            .filter(|p| p.amount < 0)
+            .filter_map(|p| match p.account {
+                Account::Member(d) => Some((d, coop::credit_limit(r, &d))),
+                Account::Treasury => None,
+            })
+            .collect();
+        state.fold.insert(id, e, limits);
+    }
+    Ok(state)
+}
+
+impl Engine {
+    fn with_ledger<T>(
+        &self,
+        coop: &DocId,
+        f: impl FnOnce(&mut LedgerState, &Automerge) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let handle = self.handle(coop).ok_or(LedgerError::UnknownCoop(*coop))?;
+        // Lock order: ledgers, then the document.
+        let mut ledgers = self.ledgers();
+        let doc = handle.lock().unwrap_or_else(|p| p.into_inner());
+        if DocKind::of(Reader::now(&doc.doc)) != Some(DocKind::Coop) {
+            return Err(LedgerError::UnknownCoop(*coop));
+        }
+        let state = ledgers.entry(*coop).or_default();
+        f(state, &doc.doc)
+    }
+
+    /// Validates entries from a peer (canonical encodings) and stores and
+    /// folds the valid ones, durably, in one group. Entries whose parents or
+    /// co-op heads are unknown wait; entries that break a rule are refused,
+    /// each on its own, and never stored.
+    pub fn ingest_entries(
+        &self,
+        coop: &DocId,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Vec<Result<Ingest, EntryRefusal>>, LedgerError> {
+        self.with_ledger(coop, |state, doc| {
+            let mut results = Vec::with_capacity(encoded.len());
+            let mut accepted: Vec<Accepted> = Vec::new();
+            let mut accepted_ids: HashSet<EntryId> = HashSet::new();
+            for bytes in encoded {
+                let outcome = (|| {
+                    let (e, id) = SignedEntry::decode(&bytes)?;
+                    if state.fold.contains(&id)
+                        || accepted_ids.contains(&id)
+                        || state.pending.contains_key(&id)
+                    {
+                        return Ok(Ingest::Known(id));
+                    }
+                    check_signed(coop, &e)?;
+                    let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
+                    match check_state(doc, known, &e)? {
+                        Verdict::Valid(limits) => {
+                            accepted_ids.insert(id);
+                            accepted.push(Accepted {
+                                id,
+                                entry: e,
+                                limits,
+                                bytes,
+                            });
+                            Ok(Ingest::Stored(id))
+                        }
+                        Verdict::Pending => {
+                            if state.pending.len() >= MAX_PENDING {
+                                return Err(EntryRefusal::PendingFull);
+                            }
+                            state.pending.insert(id, e);
+                            Ok(Ingest::Pending(id))
+                        }
+                    }
+                })();
+                results.push(outcome);
+            }
+            // Entries that waited may be complete now; repeat until none is.
+            loop {
+                let ready: Vec<EntryId> = state
+                    .pending
+                    .iter()
+                    .filter(|(_, e)| {
+                        let known =
+                            |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
+                        heads_of(&e.entry)
+                            .iter()
+                            .all(|h| doc.get_change_meta_by_hash(h).is_some())
+                            && e.entry.parents.iter().all(known)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                if ready.is_empty() {
+                    break;
+                }
+                for id in ready {
+                    let Some(e) = state.pending.remove(&id) else {
+                        continue;
+                    };
+                    let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
+                    // Its signature passed when it arrived.
+                    if let Ok(Verdict::Valid(limits)) = check_state(doc, known, &e) {
+                        let bytes = e.encode()?;
+                        accepted_ids.insert(id);
+                        accepted.push(Accepted {
+                            id,
+                            entry: e,
+                            limits,
+                            bytes,
+                        });
+                    }
+                }
+            }
+            let rows: Vec<([u8; 32], &[u8])> = accepted
+                .iter()
+                .map(|a| (a.id.0, a.bytes.as_slice()))
+                .collect();
+            if !rows.is_empty() {
+                self.store().append_entries(coop, &rows)?;
+            }
+            for a in accepted {
+                state.fold.insert(a.id, a.entry, a.limits);
+            }
+            Ok(results)
+        })
+    }
+
+    /// Records a settlement by the signer's member: validated exactly as a
+    /// peer would validate it, refused if it would exceed the member's credit
+    /// limit now, then stored durably and folded.
+    pub fn settle(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        settle: &Settle,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        if settle.amount <= 0 {
+            return Err(LedgerError::Invalid("the amount must be positive".into()));
+        }
+        let key = signer.key();
+        let delegation = signer.delegation().cloned();
+        self.with_ledger(coop, |state, doc| {
+            let r = Reader::now(doc);
+            let author = match &delegation {
+                Some(d) => d.verify().map_err(EntryRefusal::BadDelegation)?.member,
+                None => {
+                    coop::device_owner(r, &key.did())
+                        .ok_or(EntryRefusal::Denied(Denied::NotALiveDevice {
+                            actor: key.did(),
+                        }))?
+                        .did
+                }
+            };
+            if author == settle.to {
+                return Err(LedgerError::Invalid(
+                    "a member cannot settle with itself".into(),
+                ));
+            }
+            let mut postings = vec![
+                Posting {
+                    account: Account::Member(author),
+                    unit: settle.unit.clone(),
+                    amount: -settle.amount,
+                },
+                Posting {
+                    account: Account::Member(settle.to),
+                    unit: settle.unit.clone(),
+                    amount: settle.amount,
+                },
+            ];
+            postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+            let entry = Entry {
+                coop: *coop,
+                parents: state.fold.heads(),
+                author,
+                signer: key.did(),
+                timestamp: now_millis(),
+                coop_heads: doc.get_heads().iter().map(|h| h.0).collect(),
+                body: Body::Transfer { postings },
+                memo: settle.memo.clone(),
+                decision: None,
+                delegation,
+            };
+            let signed = SignedEntry {
+                signature: key.sign(&entry.signing_message()?),
+                entry,
+            };
+            check_signed(coop, &signed)?;
+            let Verdict::Valid(limits) = check_state(doc, |p| state.fold.contains(p), &signed)?
+            else {
+                return Err(LedgerError::Invalid(
+                    "the entry's parents are not all held".into(),
+                ));
+            };
+            state
+                .fold
+                .check_at_end(&signed, &limits)
+                .map_err(LedgerError::Conflict)?;
+            let bytes = signed.encode()?;
+            let id = signed.id()?;
+            self.store()
+                .append_entries(coop, &[(id.0, bytes.as_slice())])?;
+            state.fold.insert(id, signed, limits);
+            let status = state.fold.status(&id).cloned().unwrap_or(Status::Applied);
+            Ok((id, status))
+        })
+    }
+
+    /// A member's balance, credit limit and available amount in every unit
+    /// of the co-op's policy.
+    pub fn position(&self, coop: &DocId, member: &Did) -> Result<Vec<UnitPosition>, LedgerError> {
+        self.with_ledger(coop, |state, doc| {
+            let r = Reader::now(doc);
+            let limit = coop::credit_limit(r, member);
+            let units = coop::Coop::read(r)
+                .map_err(|e| LedgerError::Invalid(e.to_string()))?
+                .policy
+                .units;
+            Ok(units
+                .into_keys()
+                .map(|unit| {
+                    let balance = state.fold.balance(Account::Member(*member), &unit);
+                    UnitPosition {
+                        available: balance.saturating_add(limit),
+                        unit,
+                        balance,
+                        credit_limit: limit,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    /// An entry and its status.
+    pub fn entry(
+        &self,
+        coop: &DocId,
+        id: &EntryId,
+    ) -> Result<Option<(SignedEntry, Status)>, LedgerError> {
+        self.with_ledger(coop, |state, _| {
+            Ok(state.fold.node(id).map(|n| {
+                let status = state.fold.status(id).cloned().unwrap_or(Status::Applied);
+                (n.entry.clone(), status)
+            }))
+        })
+    }
+
+    /// The co-op's ledger heads.
+    pub fn ledger_heads(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
+        self.with_ledger(coop, |state, _| Ok(state.fold.heads()))
+    }
+
+    /// Every entry, encoded, in fold order (parents first).
+    pub fn entries(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, LedgerError> {
+        self.with_ledger(coop, |state, _| {
+            state
+                .fold
+                .order()
+                .filter_map(|id| state.fold.node(id))
+                .map(|n| n.entry.encode().map_err(LedgerError::from))
+                .collect()
+        })
+    }
+
+    /// A trial balance: every non-zero account balance, and the sum per unit
+    /// (always zero).
+    pub fn trial_balance(&self, coop: &DocId) -> Result<TrialBalance, LedgerError> {
+        self.with_ledger(coop, |state, _| {
+            let mut accounts = BTreeMap::new();
+            for id in state.fold.order() {
+                if let Some(n) = state.fold.node(id) {
+                    for p in n.entry.entry.postings() {
+                        let balance = state.fold.balance(p.account, &p.unit);
+                        accounts.insert((p.account.to_string(), p.unit.clone()), balance);
+                    }
+                }
+            }
+            accounts.retain(|_, b| *b != 0);
+            Ok(TrialBalance {
+                accounts,
+                totals: state.fold.totals(),
+                entries: state.fold.len(),
+                conflicted: state
+                    .fold
+                    .order()
+                    .filter(|id| matches!(state.fold.status(id), Some(Status::Conflicted { .. })))
+                    .copied()
+                    .collect(),
+            })
+        })
+    }
+}
+
+/// Every balance, the sum per unit, and the conflicted entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialBalance {
+    /// (account, unit) → balance, non-zero ones.
+    pub accounts: BTreeMap<(String, String), i64>,
+    /// Unit → sum of all balances (zero).
+    pub totals: BTreeMap<String, i128>,
+    /// Entries held.
+    pub entries: usize,
+    /// Conflicted entries, in fold order.
+    pub conflicted: Vec<EntryId>,
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

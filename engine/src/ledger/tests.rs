@@ -1,0 +1,404 @@
+//! Ledger rules, both ways, on one and two replicas.
+
+use icn_schemas::coop::{self, MemberStatus, Role};
+use icn_schemas::ledger::{Account, Body, Entry, EntryId, Posting, SignedEntry};
+use icn_schemas::{Did, DocId};
+
+use super::{Conflict, EntryRefusal, Ingest, LedgerError, Settle, Status};
+use crate::test_utils::{TestNode, keypair, new_coop, sign_entry};
+use crate::{Engine, Keypair, Signer};
+
+fn dev(k: &Keypair) -> Signer {
+    Signer::Device(k.clone())
+}
+
+fn settle(to: &Keypair, amount: i64) -> Settle {
+    Settle {
+        to: to.did(),
+        amount,
+        unit: "hours".into(),
+        memo: "garden help".into(),
+    }
+}
+
+/// A co-op (default credit limit 100) with admin 1 and members alice 2, bob 3.
+fn setup() -> (TestNode, DocId, Keypair, Keypair, Keypair) {
+    let node = TestNode::new();
+    let (admin, alice, bob) = (keypair(1), keypair(2), keypair(3));
+    let id = node
+        .engine
+        .create_coop(&dev(&admin), &new_coop(&admin))
+        .expect("create");
+    for m in [&alice, &bob] {
+        node.engine
+            .write(&id, &dev(&admin), |tx| {
+                coop::add_member(tx, &m.did(), Role::Member, 1)
+            })
+            .expect("member");
+    }
+    (node, id, admin, alice, bob)
+}
+
+fn balance(engine: &Engine, coop: &DocId, who: &Keypair) -> i64 {
+    engine
+        .position(coop, &who.did())
+        .expect("position")
+        .into_iter()
+        .find(|p| p.unit == "hours")
+        .expect("hours")
+        .balance
+}
+
+fn replica(engine: &Engine, coop: &DocId) -> TestNode {
+    let other = TestNode::new();
+    other
+        .engine
+        .apply_remote(coop, engine.changes_since(coop, &[]).expect("history"))
+        .expect("co-op history");
+    other
+}
+
+/// A transfer of `amount` hours from `from` to `to`, signed by `signer`,
+/// at the co-op's current heads and ledger heads.
+fn transfer(
+    engine: &Engine,
+    coop: &DocId,
+    signer: &Keypair,
+    from: Did,
+    to: Did,
+    amount: i64,
+) -> Entry {
+    let mut postings = vec![
+        Posting {
+            account: Account::Member(from),
+            unit: "hours".into(),
+            amount: -amount,
+        },
+        Posting {
+            account: Account::Member(to),
+            unit: "hours".into(),
+            amount,
+        },
+    ];
+    postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+    Entry {
+        coop: *coop,
+        parents: engine.ledger_heads(coop).expect("heads"),
+        author: from,
+        signer: signer.did(),
+        timestamp: 1_700_000_000_000,
+        coop_heads: engine
+            .heads(coop)
+            .expect("doc")
+            .iter()
+            .map(|h| h.0)
+            .collect(),
+        body: Body::Transfer { postings },
+        memo: String::new(),
+        decision: None,
+        delegation: None,
+    }
+}
+
+fn refusal(engine: &Engine, coop: &DocId, bytes: Vec<u8>) -> EntryRefusal {
+    let before = engine.trial_balance(coop).expect("trial balance");
+    let result = engine
+        .ingest_entries(coop, vec![bytes])
+        .expect("ingest")
+        .remove(0);
+    assert_eq!(
+        engine.trial_balance(coop).expect("trial balance"),
+        before,
+        "a refused entry changed the ledger"
+    );
+    match result {
+        Err(r) => r,
+        Ok(i) => panic!("expected a refusal, got {i:?}"),
+    }
+}
+
+#[test]
+fn settle_moves_balances_and_positions_show_limits() {
+    let (node, coop, _, alice, bob) = setup();
+    let (_, status) = node
+        .engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 30))
+        .expect("settle");
+    assert_eq!(status, Status::Applied);
+    assert_eq!(balance(&node.engine, &coop, &alice), -30);
+    assert_eq!(balance(&node.engine, &coop, &bob), 30);
+    let p = node.engine.position(&coop, &alice.did()).expect("position");
+    let hours = p.iter().find(|p| p.unit == "hours").expect("hours");
+    assert_eq!((hours.credit_limit, hours.available), (100, 70));
+    let tb = node.engine.trial_balance(&coop).expect("trial balance");
+    assert!(tb.totals.values().all(|t| *t == 0));
+    // Survives a restart.
+    let node = node.reopen();
+    assert_eq!(balance(&node.engine, &coop, &alice), -30);
+    assert_eq!(node.engine.trial_balance(&coop).expect("tb").entries, 1);
+}
+
+#[test]
+fn a_settlement_over_the_credit_limit_is_refused_and_stores_nothing() {
+    let (node, coop, admin, alice, bob) = setup();
+    node.engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 100))
+        .expect("exactly the limit");
+    match node.engine.settle(&coop, &dev(&alice), &settle(&bob, 1)) {
+        Err(LedgerError::Conflict(Conflict::CreditLimit {
+            would_be: -101,
+            limit: 100,
+            ..
+        })) => {}
+        other => panic!("expected a credit-limit conflict, got {other:?}"),
+    }
+    assert_eq!(node.engine.trial_balance(&coop).expect("tb").entries, 1);
+    // A per-member override raises the limit.
+    node.engine
+        .write(&coop, &dev(&admin), |tx| {
+            coop::set_credit_limit(tx, &alice.did(), 150)
+        })
+        .expect("override");
+    node.engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 50))
+        .expect("within the new limit");
+    assert_eq!(balance(&node.engine, &coop, &alice), -150);
+    assert!(matches!(
+        node.engine.settle(&coop, &dev(&alice), &settle(&bob, 0)),
+        Err(LedgerError::Invalid(_))
+    ));
+}
+
+#[test]
+fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
+    let (node, coop, _, alice, bob) = setup();
+    let e = &node.engine;
+    let good = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
+
+    // Signed by someone else.
+    assert_eq!(
+        refusal(e, &coop, sign_entry(&bob, good.clone())),
+        EntryRefusal::BadSignature(alice.did())
+    );
+    // Unbalanced.
+    let mut unbalanced = good.clone();
+    let Body::Transfer { postings } = &mut unbalanced.body;
+    postings.iter_mut().for_each(|p| {
+        if p.amount > 0 {
+            p.amount = 6
+        }
+    });
+    assert_eq!(
+        refusal(e, &coop, sign_entry(&alice, unbalanced)),
+        EntryRefusal::Unbalanced("hours".into())
+    );
+    // Debiting someone else's account.
+    let theft = transfer(e, &coop, &alice, bob.did(), alice.did(), 5);
+    assert!(matches!(
+        refusal(e, &coop, sign_entry(&alice, theft)),
+        EntryRefusal::NotTheirAccount { .. } | EntryRefusal::Denied(_)
+    ));
+    let mut theft = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
+    theft.author = alice.did();
+    let Body::Transfer { postings } = &mut theft.body;
+    for p in postings.iter_mut() {
+        p.amount = -p.amount; // bob pays alice, written by alice
+    }
+    assert!(matches!(
+        refusal(e, &coop, sign_entry(&alice, theft)),
+        EntryRefusal::NotTheirAccount { .. }
+    ));
+    // The treasury is not anyone's to debit without a decision.
+    let mut treasury = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
+    let Body::Transfer { postings } = &mut treasury.body;
+    *postings = vec![
+        Posting {
+            account: Account::Member(alice.did()),
+            unit: "hours".into(),
+            amount: 5,
+        },
+        Posting {
+            account: Account::Treasury,
+            unit: "hours".into(),
+            amount: -5,
+        },
+    ];
+    assert!(matches!(
+        refusal(e, &coop, sign_entry(&alice, treasury)),
+        EntryRefusal::NotTheirAccount { .. }
+    ));
+    // A unit the policy does not have.
+    let mut gold = good.clone();
+    let Body::Transfer { postings } = &mut gold.body;
+    postings.iter_mut().for_each(|p| p.unit = "gold".into());
+    assert_eq!(
+        refusal(e, &coop, sign_entry(&alice, gold)),
+        EntryRefusal::UnknownUnit("gold".into())
+    );
+    // A stranger's key.
+    let stranger = keypair(99);
+    let mut strange = transfer(e, &coop, &stranger, stranger.did(), bob.did(), 5);
+    strange.author = stranger.did();
+    assert!(matches!(
+        refusal(e, &coop, sign_entry(&stranger, strange)),
+        EntryRefusal::Denied(_)
+    ));
+    // Flipped bytes.
+    let mut flipped = sign_entry(&alice, good.clone());
+    let last = flipped.len() - 70;
+    flipped[last] ^= 1;
+    assert!(matches!(
+        refusal(e, &coop, flipped),
+        EntryRefusal::BadSignature(_) | EntryRefusal::Decode(_)
+    ));
+    // And the good one is stored, once.
+    let bytes = sign_entry(&alice, good);
+    assert!(matches!(
+        e.ingest_entries(&coop, vec![bytes.clone()])
+            .expect("ingest")[0],
+        Ok(Ingest::Stored(_))
+    ));
+    assert!(matches!(
+        e.ingest_entries(&coop, vec![bytes]).expect("ingest")[0],
+        Ok(Ingest::Known(_))
+    ));
+}
+
+#[test]
+fn a_removed_member_writes_no_entries_after_its_removal() {
+    let (node, coop, admin, alice, bob) = setup();
+    node.engine
+        .write(&coop, &dev(&admin), |tx| {
+            coop::set_status(tx, &alice.did(), MemberStatus::Removed)
+        })
+        .expect("remove");
+    let late = transfer(&node.engine, &coop, &alice, alice.did(), bob.did(), 5);
+    assert_eq!(
+        refusal(&node.engine, &coop, sign_entry(&alice, late)),
+        EntryRefusal::Denied(crate::Denied::InactiveMember(alice.did()))
+    );
+    assert!(
+        node.engine
+            .settle(&coop, &dev(&alice), &settle(&bob, 1))
+            .is_err()
+    );
+}
+
+#[test]
+fn entries_wait_for_their_parents_and_co_op_heads() {
+    let (node, coop, admin, alice, bob) = setup();
+    let other = replica(&node.engine, &coop);
+    let (first, _) = node
+        .engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 10))
+        .expect("settle");
+    let (second, _) = node
+        .engine
+        .settle(&coop, &dev(&bob), &settle(&alice, 3))
+        .expect("settle");
+    let all = node.engine.entries(&coop).expect("entries");
+    // The child first: it waits.
+    let r = other
+        .engine
+        .ingest_entries(&coop, vec![all[1].clone()])
+        .expect("ingest");
+    assert_eq!(r, vec![Ok(Ingest::Pending(second))]);
+    assert_eq!(other.engine.trial_balance(&coop).expect("tb").entries, 0);
+    // Then the parent: both are stored.
+    other
+        .engine
+        .ingest_entries(&coop, vec![all[0].clone()])
+        .expect("ingest");
+    assert_eq!(other.engine.trial_balance(&coop).expect("tb").entries, 2);
+    assert!(other.engine.entry(&coop, &first).expect("entry").is_some());
+
+    // An entry citing co-op heads the replica lacks waits for them.
+    node.engine
+        .write(&coop, &dev(&admin), |tx| {
+            coop::set_credit_limit(tx, &alice.did(), 500)
+        })
+        .expect("limit");
+    let (third, _) = node
+        .engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 300))
+        .expect("within 500");
+    let third_bytes = node
+        .engine
+        .entries(&coop)
+        .expect("entries")
+        .pop()
+        .expect("one more");
+    let r = other
+        .engine
+        .ingest_entries(&coop, vec![third_bytes])
+        .expect("ingest");
+    assert_eq!(r, vec![Ok(Ingest::Pending(third))]);
+    other
+        .engine
+        .apply_remote(
+            &coop,
+            node.engine.changes_since(&coop, &[]).expect("changes"),
+        )
+        .expect("co-op changes");
+    assert!(other.engine.entry(&coop, &third).expect("entry").is_some());
+    assert_eq!(
+        other.engine.trial_balance(&coop).expect("tb"),
+        node.engine.trial_balance(&coop).expect("tb")
+    );
+}
+
+#[test]
+fn concurrent_overspend_conflicts_the_same_entry_everywhere() {
+    let (node, coop, _, alice, bob) = setup();
+    // Alice has a phone; the phone writes on another replica.
+    let phone = keypair(20);
+    let proof = phone.device_proof(&alice.did());
+    node.engine
+        .write(&coop, &dev(&alice), |tx| {
+            coop::add_device(tx, &alice.did(), &phone.did(), Some(&proof), None, 1)
+        })
+        .expect("device");
+    let other = replica(&node.engine, &coop);
+    // Offline from each other, each spends 80 of alice's 100.
+    let (a, _) = node
+        .engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 80))
+        .expect("laptop");
+    let (b, _) = other
+        .engine
+        .settle(&coop, &dev(&phone), &settle(&bob, 80))
+        .expect("phone");
+    let from_a = node.engine.entries(&coop).expect("entries");
+    let from_b = other.engine.entries(&coop).expect("entries");
+    node.engine.ingest_entries(&coop, from_b).expect("ingest");
+    other.engine.ingest_entries(&coop, from_a).expect("ingest");
+    let (tb_a, tb_b) = (
+        node.engine.trial_balance(&coop).expect("tb"),
+        other.engine.trial_balance(&coop).expect("tb"),
+    );
+    assert_eq!(tb_a, tb_b);
+    assert_eq!(
+        tb_a.conflicted.len(),
+        1,
+        "exactly one of the two spends counts"
+    );
+    let loser = if a < b { b } else { a }; // same depth: the larger id comes second
+    assert_eq!(tb_a.conflicted, vec![loser]);
+    assert_eq!(balance(&node.engine, &coop, &alice), -80);
+    assert!(tb_a.totals.values().all(|t| *t == 0));
+    // Conflicted entries are kept and forwarded.
+    let (entry, status) = node
+        .engine
+        .entry(&coop, &loser)
+        .expect("entry")
+        .expect("held");
+    assert!(matches!(
+        status,
+        Status::Conflicted {
+            conflict: Conflict::CreditLimit { .. }
+        }
+    ));
+    let bytes = SignedEntry::encode(&entry).expect("encode");
+    assert_eq!(SignedEntry::decode(&bytes).expect("decode").1, loser);
+    let _: EntryId = loser;
+}
