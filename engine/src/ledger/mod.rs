@@ -71,6 +71,9 @@ pub enum EntryRefusal {
     /// Postings of a unit do not sum to zero.
     #[error("the postings in {0} do not sum to zero")]
     Unbalanced(String),
+    /// The credits (or the debits) of a unit do not fit in 64 bits.
+    #[error("the postings in {0} overflow 64 bits")]
+    Overflow(String),
     /// A unit the co-op's policy does not define.
     #[error("unit {0} is not in the co-op's policy")]
     UnknownUnit(String),
@@ -238,10 +241,15 @@ fn check_state(
         return Err(EntryRefusal::DecisionUnsupported);
     }
     let Body::Transfer { postings } = &entry.body;
-    let mut sums: BTreeMap<&str, i128> = BTreeMap::new();
+    // Per unit: credits and debits, each summed with checked arithmetic.
+    let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     let mut limits = HashMap::new();
     for p in postings {
-        *sums.entry(p.unit.as_str()).or_insert(0) += i128::from(p.amount);
+        let (credits, debits) = sums.entry(p.unit.as_str()).or_insert((0, 0));
+        let side = if p.amount > 0 { credits } else { debits };
+        *side = side
+            .checked_add(p.amount)
+            .ok_or_else(|| EntryRefusal::Overflow(p.unit.clone()))?;
         if p.amount < 0 {
             match p.account {
                 Account::Member(did) if did == entry.author => {
@@ -256,8 +264,9 @@ fn check_state(
             }
         }
     }
-    for (unit, sum) in sums {
-        if sum != 0 {
+    for (unit, (credits, debits)) in sums {
+        // Both fit in i64 and have opposite signs, so this cannot overflow.
+        if credits + debits != 0 {
             return Err(EntryRefusal::Unbalanced(unit.to_owned()));
         }
         if !coop::has_unit(r, unit) {
