@@ -1,5 +1,5 @@
-//! Writes seed inputs for `apply_batch` into `fuzz/corpus/apply_batch/`:
-//! valid batches by the fixture's member and admin, which the fuzzer mutates.
+//! Writes seed inputs for the fuzz targets into `fuzz/corpus/<target>/`:
+//! valid batches and entries by the fixture's members, which the fuzzer mutates.
 
 use icn_engine::test_utils::{forge, keypair};
 use icn_engine::{SignedChange, encode_batch};
@@ -35,6 +35,25 @@ fn main() -> std::io::Result<()> {
             bytes.extend(encode_batch(&batch));
             std::fs::write(dir.join(format!("{label}_{mode}")), bytes)?;
         }
+    }
+    println!("wrote seeds to {}", dir.display());
+
+    // entry_decode: real entries, as a peer would send them.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/entry_decode");
+    std::fs::create_dir_all(&dir)?;
+    let settle = icn_engine::ledger::Settle {
+        to: keypair(1).did(),
+        amount: 5,
+        unit: "hours".into(),
+        memo: "seed".into(),
+    };
+    f.node
+        .engine
+        .settle(&f.coop, &icn_engine::Signer::Device(m.clone()), &settle)
+        .map_err(std::io::Error::other)?;
+    let entries = f.node.engine.entries(&f.coop).map_err(std::io::Error::other)?;
+    for (i, bytes) in entries.iter().enumerate() {
+        std::fs::write(dir.join(format!("entry_{i}")), bytes)?;
     }
     println!("wrote seeds to {}", dir.display());
     Ok(())
