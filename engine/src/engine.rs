@@ -329,6 +329,8 @@ impl Engine {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, Arc::new(Mutex::new(state)));
+        drop(_creating);
+        self.inner.store.make_durable()?;
         Ok(id)
     }
 
@@ -356,6 +358,9 @@ impl Engine {
         // The document as it stands is exactly the new change's causal past.
         let accepted = validate::check_local(id, &state.doc, &scratch, signed)?;
         self.store_and_swap(id, &mut state, scratch, vec![accepted])?;
+        // Writers of this document queue behind the lock, not the sync.
+        drop(state);
+        self.inner.store.make_durable()?;
         Ok(output)
     }
 
@@ -378,6 +383,16 @@ impl Engine {
     }
 
     fn apply(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {
+        let applied = self.apply_staged(id, batch)?;
+        if !applied.new.is_empty() {
+            self.inner.store.make_durable()?;
+        }
+        Ok(applied)
+    }
+
+    /// Validates and stages a batch under the document's lock; the caller
+    /// makes it durable after the lock is released.
+    fn apply_staged(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {
         if let Some(handle) = self.handle(id) {
             let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
             return self.commit(id, &mut state, batch);
@@ -430,8 +445,10 @@ impl Engine {
         })
     }
 
-    /// The one path by which validated changes reach disk and memory: store
-    /// durably, then make the document that holds them the current one.
+    /// The one path by which validated changes reach disk and memory: stage
+    /// them in the store, then make the document that holds them the current
+    /// one. The caller must call [`Store::make_durable`] after releasing the
+    /// document's lock and before acknowledging anything.
     fn store_and_swap(
         &self,
         id: &DocId,
@@ -441,12 +458,12 @@ impl Engine {
     ) -> Result<(), StorageError> {
         let rows: Vec<([u8; 32], &SignedChange)> =
             accepted.iter().map(|(h, sc)| (h.0, sc)).collect();
-        self.inner.store.append_changes(id, &rows)?;
+        self.inner.store.stage_changes(id, &rows)?;
         state.doc = doc;
         state.since_snapshot += accepted.len() as u64;
         if state.since_snapshot >= SNAPSHOT_EVERY {
-            // The changes are already durable; a failed snapshot only means
-            // a slower load, so it is logged, not returned.
+            // The changes are already stored; a failed snapshot only means a
+            // slower load, so it is logged, not returned.
             match self.inner.store.write_snapshot(id, &state.doc.save()) {
                 Ok(()) => state.since_snapshot = 0,
                 Err(e) => tracing::warn!(doc = %id, error = %e, "snapshot failed"),

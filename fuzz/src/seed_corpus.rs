@@ -51,7 +51,11 @@ fn main() -> std::io::Result<()> {
         .engine
         .settle(&f.coop, &icn_engine::Signer::Device(m.clone()), &settle)
         .map_err(std::io::Error::other)?;
-    let entries = f.node.engine.entries(&f.coop).map_err(std::io::Error::other)?;
+    let entries = f
+        .node
+        .engine
+        .entries(&f.coop)
+        .map_err(std::io::Error::other)?;
     for (i, bytes) in entries.iter().enumerate() {
         std::fs::write(dir.join(format!("entry_{i}")), bytes)?;
     }

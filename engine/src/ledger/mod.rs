@@ -332,6 +332,21 @@ impl Engine {
         coop: &DocId,
         encoded: Vec<Vec<u8>>,
     ) -> Result<Vec<Result<Ingest, EntryRefusal>>, LedgerError> {
+        let (results, stored) = self.ingest_staged(coop, encoded)?;
+        // Entries released from the pending set count too.
+        if stored > 0 {
+            self.store().make_durable()?;
+        }
+        Ok(results)
+    }
+
+    /// Validates and stages entries under the ledger's lock; returns the
+    /// outcome of each input and how many entries were stored in all.
+    fn ingest_staged(
+        &self,
+        coop: &DocId,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, usize), LedgerError> {
         self.with_ledger(coop, |state, doc| {
             let mut results = Vec::with_capacity(encoded.len());
             let mut accepted: Vec<Accepted> = Vec::new();
@@ -410,12 +425,13 @@ impl Engine {
                 .map(|a| (a.id.0, a.bytes.as_slice()))
                 .collect();
             if !rows.is_empty() {
-                self.store().append_entries(coop, &rows)?;
+                self.store().stage_entries(coop, &rows)?;
             }
+            let stored = accepted.len();
             for a in accepted {
                 state.fold.insert(a.id, a.entry, a.limits);
             }
-            Ok(results)
+            Ok((results, stored))
         })
     }
 
@@ -433,7 +449,9 @@ impl Engine {
         }
         let key = signer.key();
         let delegation = signer.delegation().cloned();
-        self.with_ledger(coop, |state, doc| {
+        // Staged under the ledger's lock, made durable after it is released,
+        // so concurrent settlements share one sync.
+        let settled = self.with_ledger(coop, |state, doc| {
             let r = Reader::now(doc);
             let author = match &delegation {
                 Some(d) => d.verify().map_err(EntryRefusal::BadDelegation)?.member,
@@ -493,11 +511,13 @@ impl Engine {
             let bytes = signed.encode()?;
             let id = signed.id()?;
             self.store()
-                .append_entries(coop, &[(id.0, bytes.as_slice())])?;
+                .stage_entries(coop, &[(id.0, bytes.as_slice())])?;
             state.fold.insert(id, signed, limits);
             let status = state.fold.status(&id).cloned().unwrap_or(Status::Applied);
             Ok((id, status))
-        })
+        })?;
+        self.store().make_durable()?;
+        Ok(settled)
     }
 
     /// A member's balance, credit limit and available amount in every unit

@@ -258,6 +258,20 @@ impl Store {
         doc: &DocId,
         changes: &[([u8; 32], &SignedChange)],
     ) -> Result<(), StorageError> {
+        self.stage_changes(doc, changes)?;
+        self.make_durable()
+    }
+
+    /// Like [`Store::append_changes`], but returns once the changes are in
+    /// sled, before they are durable: the caller releases its locks, then
+    /// calls [`Store::make_durable`] before acknowledging, so that concurrent
+    /// writers share one sync. sled's log is ordered, so a sync covers every
+    /// write staged before it.
+    pub fn stage_changes(
+        &self,
+        doc: &DocId,
+        changes: &[([u8; 32], &SignedChange)],
+    ) -> Result<(), StorageError> {
         let encoded = changes
             .iter()
             .map(|(hash, sc)| {
@@ -299,7 +313,7 @@ impl Store {
                 Ok(())
             },
         )?;
-        self.make_durable()
+        Ok(())
     }
 
     /// Replaces a document's snapshot with `bytes`, which must include every
@@ -339,6 +353,17 @@ impl Store {
         coop: &DocId,
         entries: &[([u8; 32], &[u8])],
     ) -> Result<(), StorageError> {
+        self.stage_entries(coop, entries)?;
+        self.make_durable()
+    }
+
+    /// Like [`Store::append_entries`] but, as [`Store::stage_changes`],
+    /// returns before the entries are durable.
+    pub fn stage_entries(
+        &self,
+        coop: &DocId,
+        entries: &[([u8; 32], &[u8])],
+    ) -> Result<(), StorageError> {
         let inner = &self.inner;
         (
             &inner.ledger_meta,
@@ -365,7 +390,7 @@ impl Store {
                 meta_t.insert(&coop.0, &seq.to_be_bytes())?;
                 Ok(())
             })?;
-        self.make_durable()
+        Ok(())
     }
 
     /// A co-op's ledger entries in the order they were stored (causal).
