@@ -2,14 +2,17 @@
 //!
 //! The test re-runs its own binary as a child (`crash_child`), which writes
 //! to several co-ops from several threads and prints `ack <doc> <change>`
-//! once each write is acknowledged. The parent kills the child with SIGKILL
+//! once each document write is acknowledged and `entry <coop> <id>` once each
+//! settlement is. The parent kills the child with SIGKILL
 //! mid-stream, reopens the store, and checks that every acknowledged change
 //! is there and the store opens cleanly; three rounds on the same directory.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use icn_engine::ledger::Settle;
 use icn_engine::test_utils::{keypair, new_coop};
+use icn_schemas::ledger::EntryId;
 use icn_engine::{Engine, Signer, Store};
 use icn_schemas::{DocId, coop};
 
@@ -41,7 +44,22 @@ fn crash_child() {
                             .and_then(Result::ok)
                             .is_some_and(|c| c.id == new.id)
                     })
-                    .unwrap_or_else(|| engine.create_coop(&signer, &new).expect("create"));
+                    .unwrap_or_else(|| {
+                        let id = engine.create_coop(&signer, &new).expect("create");
+                        engine
+                            .write(&id, &signer, |tx| {
+                                coop::add_member(tx, &keypair(200).did(), coop::Role::Member, 1)?;
+                                coop::set_credit_limit(tx, &admin.did(), 1 << 40)
+                            })
+                            .expect("member and limit");
+                        id
+                    });
+                let settle = Settle {
+                    to: keypair(200).did(),
+                    amount: 1,
+                    unit: "hours".into(),
+                    memo: String::new(),
+                };
                 for i in 0u64.. {
                     engine
                         .write(&id, &signer, |tx| {
@@ -50,6 +68,8 @@ fn crash_child() {
                         .expect("write");
                     let heads = engine.heads(&id).expect("doc exists");
                     println!("ack {id} {}", heads[0]);
+                    let (entry, _) = engine.settle(&id, &signer, &settle).expect("settle");
+                    println!("entry {id} {entry}");
                 }
             })
         })
@@ -64,6 +84,7 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("test binary");
     let mut acked: Vec<(DocId, automerge::ChangeHash)> = Vec::new();
+    let mut entries: Vec<(DocId, EntryId)> = Vec::new();
     for round in 0..3 {
         let mut child = Command::new(&exe)
             .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
@@ -81,7 +102,10 @@ fn acknowledged_writes_survive_sigkill() {
                 .next()
                 .expect("the child writes until killed")
                 .expect("utf-8 line");
-            if let Some(rest) = line.strip_prefix("ack ") {
+            if let Some(rest) = line.strip_prefix("entry ") {
+                let (doc, id) = rest.split_once(' ').expect("entry <doc> <id>");
+                entries.push((doc.parse().expect("doc id"), id.parse().expect("entry id")));
+            } else if let Some(rest) = line.strip_prefix("ack ") {
                 let (doc, hash) = rest.split_once(' ').expect("ack <doc> <hash>");
                 acked.push((
                     doc.parse().expect("doc id"),
@@ -104,6 +128,10 @@ fn acknowledged_writes_survive_sigkill() {
                 "round {round}: acknowledged change {hash} of {doc} was lost"
             );
         }
+        for (coop, id) in &entries {
+            let held = engine.entry(coop, id).expect("the ledger loads");
+            assert!(held.is_some(), "round {round}: acknowledged entry {id} was lost");
+        }
         // The signatures came back too: a fresh peer accepts the history.
         let peer =
             Engine::open(Store::open(&dir.path().join("peer")).expect("store")).expect("engine");
@@ -114,4 +142,5 @@ fn acknowledged_writes_survive_sigkill() {
         }
     }
     assert!(acked.len() >= 750);
+    assert!(entries.len() >= 700);
 }
