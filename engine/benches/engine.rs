@@ -1,5 +1,6 @@
 //! Engine benchmarks: validate + merge throughput of remote signed changes,
-//! durable local writes, and the raw ed25519 rates they are held against.
+//! durable local writes, ledger ingest and durable settlements, and the raw
+//! ed25519 rates they are held against.
 //!
 //! `cargo bench -p icn-engine --bench engine`; figures go in
 //! `docs/BENCHMARKS.md`.
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use icn_engine::test_utils::{TestNode, keypair, new_coop};
+use icn_engine::ledger::{Ingest, Settle};
 use icn_engine::{SignedChange, Signer};
 use icn_schemas::DocId;
 use icn_schemas::coop::{self, Role};
@@ -196,10 +198,102 @@ fn local_writes(c: &mut Criterion) {
     g.finish();
 }
 
+/// A co-op with members 2..=5 whose limits are high enough for any bench,
+/// `n` settlements among them written on one node, and the replica's base.
+fn ledger_history(n: usize) -> (DocId, Vec<SignedChange>, Vec<Vec<u8>>) {
+    let (node, id, _) = base();
+    let admin = Signer::Device(keypair(1));
+    for seed in 2..=5u64 {
+        node.engine
+            .write(&id, &admin, |tx| {
+                if seed > 3 {
+                    coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)?;
+                }
+                coop::set_credit_limit(tx, &keypair(seed).did(), 1 << 40)
+            })
+            .expect("limits");
+    }
+    for i in 0..n {
+        let from = 2 + (i % 4) as u64;
+        let to = 2 + ((i + 1) % 4) as u64;
+        let settle = Settle {
+            to: keypair(to).did(),
+            amount: 1 + (i % 7) as i64,
+            unit: "hours".into(),
+            memo: "bench".into(),
+        };
+        node.engine
+            .settle(&id, &Signer::Device(keypair(from)), &settle)
+            .expect("settle");
+    }
+    let doc = node.engine.changes_since(&id, &[]).expect("doc");
+    let entries = node.engine.entries(&id).expect("entries");
+    (id, doc, entries)
+}
+
+fn ledger(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ledger");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let (id, doc, entries) = ledger_history(1000);
+    g.throughput(Throughput::Elements(entries.len() as u64));
+    g.bench_function("ingest_1000", |b| {
+        b.iter_batched(
+            || {
+                let node = TestNode::new();
+                node.engine.apply_remote(&id, doc.clone()).expect("co-op");
+                (node, entries.clone())
+            },
+            |(node, entries)| {
+                let results = node.engine.ingest_entries(&id, entries).expect("ingest");
+                assert!(results.iter().all(|r| matches!(r, Ok(Ingest::Stored(_)))));
+                node
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    // Durable local settlements: one writer, then eight sharing group commits.
+    let node = TestNode::new();
+    node.engine.apply_remote(&id, doc.clone()).expect("co-op");
+    let settle = |from: u64, to: u64| {
+        let s = Settle {
+            to: keypair(to).did(),
+            amount: 1,
+            unit: "hours".into(),
+            memo: String::new(),
+        };
+        node.engine
+            .settle(&id, &Signer::Device(keypair(from)), &s)
+            .expect("settle");
+    };
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("settle_durable_one_writer", |b| b.iter(|| settle(2, 3)));
+    let writers = 8u64;
+    g.throughput(Throughput::Elements(writers));
+    g.bench_function("settle_durable_8_writers_group_commit", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for w in 0..writers {
+                    let settle = &settle;
+                    s.spawn(move || {
+                        let from = 2 + w % 4;
+                        for _ in 0..iters {
+                            settle(from, 2 + (w + 1) % 4);
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
 // criterion's macros generate undocumented public functions.
 mod group {
     #![allow(missing_docs)]
     use super::*;
-    criterion_group!(benches, raw_ed25519, apply_remote, local_writes);
+    criterion_group!(benches, raw_ed25519, apply_remote, local_writes, ledger);
 }
 criterion_main!(group::benches);
