@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
-use icn_engine::test_utils::{TestNode, keypair, new_coop};
 use icn_engine::ledger::{Ingest, Settle};
+use icn_engine::test_utils::{TestNode, keypair, new_coop};
 use icn_engine::{SignedChange, Signer};
 use icn_schemas::DocId;
 use icn_schemas::coop::{self, Role};

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 
 use icn_engine::ledger::Settle;
 use icn_engine::test_utils::{keypair, new_coop};
-use icn_schemas::ledger::EntryId;
 use icn_engine::{Engine, Signer, Store};
+use icn_schemas::ledger::EntryId;
 use icn_schemas::{DocId, coop};
 
 const CHILD_ENV: &str = "ICN_CRASH_CHILD_DIR";
@@ -130,7 +130,10 @@ fn acknowledged_writes_survive_sigkill() {
         }
         for (coop, id) in &entries {
             let held = engine.entry(coop, id).expect("the ledger loads");
-            assert!(held.is_some(), "round {round}: acknowledged entry {id} was lost");
+            assert!(
+                held.is_some(),
+                "round {round}: acknowledged entry {id} was lost"
+            );
         }
         // The signatures came back too: a fresh peer accepts the history.
         let peer =

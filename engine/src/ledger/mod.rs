@@ -182,6 +182,17 @@ fn heads_of(entry: &Entry) -> Vec<ChangeHash> {
     entry.coop_heads.iter().map(|h| ChangeHash(*h)).collect()
 }
 
+/// The co-op document as of `heads` (sorted). Most entries cite the
+/// document's current heads, and reading "now" skips computing a clock for
+/// every read.
+fn reader_at<'a>(doc: &'a Automerge, heads: &'a [ChangeHash]) -> Reader<'a> {
+    if doc.get_heads() == heads {
+        Reader::now(doc)
+    } else {
+        Reader::at(doc, heads)
+    }
+}
+
 /// Checks what needs no state: co-op, signature, delegation.
 fn check_signed(coop: &DocId, e: &SignedEntry) -> Result<(), EntryRefusal> {
     let entry = &e.entry;
@@ -209,10 +220,21 @@ fn check_signed(coop: &DocId, e: &SignedEntry) -> Result<(), EntryRefusal> {
 
 /// Checks an entry whose signature passed, against the co-op document and
 /// what the ledger (or this batch) holds.
+/// Answers read from the co-op document at some heads, remembered for one
+/// call: the entries of a batch mostly cite the same heads, authors and units,
+/// and each read of the document costs microseconds.
+#[derive(Default)]
+struct Lookups {
+    standing: HashMap<(Vec<[u8; 32]>, Did, Did), Result<(), EntryRefusal>>,
+    limit: HashMap<(Vec<[u8; 32]>, Did), i64>,
+    unit: HashMap<(Vec<[u8; 32]>, String), bool>,
+}
+
 fn check_state(
     doc: &Automerge,
     known: impl Fn(&EntryId) -> bool,
     e: &SignedEntry,
+    lookups: &mut Lookups,
 ) -> Result<Verdict, EntryRefusal> {
     let entry = &e.entry;
     let heads = heads_of(entry);
@@ -222,21 +244,27 @@ fn check_state(
     if !heads_known || !entry.parents.iter().all(&known) {
         return Ok(Verdict::Pending);
     }
-    let r = Reader::at(doc, &heads);
+    let r = reader_at(doc, &heads);
     let device = if entry.delegation.is_some() {
         entry.author
     } else {
         entry.signer
     };
-    if !coop::is_live_device(r, &entry.author, &device) {
-        return Err(EntryRefusal::Denied(Denied::NotALiveDevice {
-            actor: entry.signer,
-        }));
-    }
-    match coop::Standing::read(r, &entry.author) {
-        Some(s) if s.is_active() && s.role != Role::Observer => {}
-        _ => return Err(EntryRefusal::Denied(Denied::InactiveMember(entry.author))),
-    }
+    lookups
+        .standing
+        .entry((entry.coop_heads.clone(), entry.author, device))
+        .or_insert_with(|| {
+            if !coop::is_live_device(r, &entry.author, &device) {
+                return Err(EntryRefusal::Denied(Denied::NotALiveDevice {
+                    actor: entry.signer,
+                }));
+            }
+            match coop::Standing::read(r, &entry.author) {
+                Some(s) if s.is_active() && s.role != Role::Observer => Ok(()),
+                _ => Err(EntryRefusal::Denied(Denied::InactiveMember(entry.author))),
+            }
+        })
+        .clone()?;
     if entry.decision.is_some() {
         return Err(EntryRefusal::DecisionUnsupported);
     }
@@ -253,7 +281,11 @@ fn check_state(
         if p.amount < 0 {
             match p.account {
                 Account::Member(did) if did == entry.author => {
-                    limits.insert(did, coop::credit_limit(r, &did));
+                    let limit = *lookups
+                        .limit
+                        .entry((entry.coop_heads.clone(), did))
+                        .or_insert_with(|| coop::credit_limit(r, &did));
+                    limits.insert(did, limit);
                 }
                 other => {
                     return Err(EntryRefusal::NotTheirAccount {
@@ -269,7 +301,11 @@ fn check_state(
         if credits + debits != 0 {
             return Err(EntryRefusal::Unbalanced(unit.to_owned()));
         }
-        if !coop::has_unit(r, unit) {
+        let known_unit = *lookups
+            .unit
+            .entry((entry.coop_heads.clone(), unit.to_owned()))
+            .or_insert_with(|| coop::has_unit(r, unit));
+        if !known_unit {
             return Err(EntryRefusal::UnknownUnit(unit.to_owned()));
         }
     }
@@ -290,7 +326,7 @@ pub(crate) fn load(
             reason: err.to_string(),
         })?;
         let heads = heads_of(&e.entry);
-        let r = Reader::at(doc, &heads);
+        let r = reader_at(doc, &heads);
         let limits = e
             .entry
             .postings()
@@ -349,6 +385,7 @@ impl Engine {
     ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, usize), LedgerError> {
         self.with_ledger(coop, |state, doc| {
             let mut results = Vec::with_capacity(encoded.len());
+            let mut lookups = Lookups::default();
             let mut accepted: Vec<Accepted> = Vec::new();
             let mut accepted_ids: HashSet<EntryId> = HashSet::new();
             for bytes in encoded {
@@ -362,7 +399,7 @@ impl Engine {
                     }
                     check_signed(coop, &e)?;
                     let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
-                    match check_state(doc, known, &e)? {
+                    match check_state(doc, known, &e, &mut lookups)? {
                         Verdict::Valid(limits) => {
                             accepted_ids.insert(id);
                             accepted.push(Accepted {
@@ -408,7 +445,7 @@ impl Engine {
                     };
                     let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
                     // Its signature passed when it arrived.
-                    if let Ok(Verdict::Valid(limits)) = check_state(doc, known, &e) {
+                    if let Ok(Verdict::Valid(limits)) = check_state(doc, known, &e, &mut lookups) {
                         let bytes = e.encode()?;
                         accepted_ids.insert(id);
                         accepted.push(Accepted {
@@ -498,7 +535,12 @@ impl Engine {
                 entry,
             };
             check_signed(coop, &signed)?;
-            let Verdict::Valid(limits) = check_state(doc, |p| state.fold.contains(p), &signed)?
+            let Verdict::Valid(limits) = check_state(
+                doc,
+                |p| state.fold.contains(p),
+                &signed,
+                &mut Lookups::default(),
+            )?
             else {
                 return Err(LedgerError::Invalid(
                     "the entry's parents are not all held".into(),
