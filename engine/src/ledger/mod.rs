@@ -220,12 +220,15 @@ fn check_signed(coop: &DocId, e: &SignedEntry) -> Result<(), EntryRefusal> {
 
 /// Checks an entry whose signature passed, against the co-op document and
 /// what the ledger (or this batch) holds.
+type StandingKey = (Vec<[u8; 32]>, Did, Did);
+
 /// Answers read from the co-op document at some heads, remembered for one
 /// call: the entries of a batch mostly cite the same heads, authors and units,
 /// and each read of the document costs microseconds.
 #[derive(Default)]
 struct Lookups {
-    standing: HashMap<(Vec<[u8; 32]>, Did, Did), Result<(), EntryRefusal>>,
+    /// (cited heads, author, device) → may the author write through it.
+    standing: HashMap<StandingKey, Result<(), EntryRefusal>>,
     limit: HashMap<(Vec<[u8; 32]>, Did), i64>,
     unit: HashMap<(Vec<[u8; 32]>, String), bool>,
 }
