@@ -194,13 +194,20 @@ fn reader_at<'a>(doc: &'a Automerge, heads: &'a [ChangeHash]) -> Reader<'a> {
 }
 
 /// Checks what needs no state: co-op, signature, delegation.
-fn check_signed(coop: &DocId, e: &SignedEntry) -> Result<(), EntryRefusal> {
+/// `signature_checked` says the signature already passed in a batch.
+fn check_signed(
+    coop: &DocId,
+    e: &SignedEntry,
+    signature_checked: bool,
+) -> Result<(), EntryRefusal> {
     let entry = &e.entry;
     if entry.coop != *coop {
         return Err(EntryRefusal::WrongCoop(entry.coop));
     }
-    identity::verify(&entry.signer, &entry.signing_message()?, &e.signature)
-        .map_err(|_| EntryRefusal::BadSignature(entry.signer))?;
+    if !signature_checked {
+        identity::verify(&entry.signer, &entry.signing_message()?, &e.signature)
+            .map_err(|_| EntryRefusal::BadSignature(entry.signer))?;
+    }
     if let Some(d) = &entry.delegation {
         let d = d.verify().map_err(EntryRefusal::BadDelegation)?;
         if d.member != entry.author || d.node != entry.signer {
@@ -391,16 +398,42 @@ impl Engine {
             let mut lookups = Lookups::default();
             let mut accepted: Vec<Accepted> = Vec::new();
             let mut accepted_ids: HashSet<EntryId> = HashSet::new();
-            for bytes in encoded {
+            // Every signature of the call in one batch check; if any fails,
+            // each entry is checked on its own below to find which.
+            let decoded: Vec<Result<(SignedEntry, EntryId), DecodeError>> =
+                encoded.iter().map(|b| SignedEntry::decode(b)).collect();
+            let messages: Vec<Option<[u8; 32]>> = decoded
+                .iter()
+                .map(|d| {
+                    d.as_ref()
+                        .ok()
+                        .and_then(|(e, _)| e.entry.signing_message().ok())
+                })
+                .collect();
+            let batch: Vec<identity::SignedMessage<'_>> = decoded
+                .iter()
+                .zip(&messages)
+                .filter_map(|(d, m)| {
+                    let (e, _) = d.as_ref().ok()?;
+                    Some(identity::SignedMessage {
+                        did: &e.entry.signer,
+                        message: m.as_ref()?,
+                        signature: &e.signature,
+                    })
+                })
+                .collect();
+            let batch_ok = !batch.is_empty() && identity::verify_batch(&batch);
+            drop(batch);
+            for (bytes, decoded) in encoded.into_iter().zip(decoded) {
                 let outcome = (|| {
-                    let (e, id) = SignedEntry::decode(&bytes)?;
+                    let (e, id) = decoded?;
                     if state.fold.contains(&id)
                         || accepted_ids.contains(&id)
                         || state.pending.contains_key(&id)
                     {
                         return Ok(Ingest::Known(id));
                     }
-                    check_signed(coop, &e)?;
+                    check_signed(coop, &e, batch_ok)?;
                     let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
                     match check_state(doc, known, &e, &mut lookups)? {
                         Verdict::Valid(limits) => {
@@ -537,7 +570,7 @@ impl Engine {
                 signature: key.sign(&entry.signing_message()?),
                 entry,
             };
-            check_signed(coop, &signed)?;
+            check_signed(coop, &signed, false)?;
             let Verdict::Valid(limits) = check_state(
                 doc,
                 |p| state.fold.contains(p),
