@@ -231,6 +231,34 @@ fn ledger_history(n: usize) -> (DocId, Vec<SignedChange>, Vec<Vec<u8>>) {
     (id, doc, entries)
 }
 
+/// A co-op with `n` members, each of whom settles once with the next.
+fn distinct_signers(n: u64) -> (DocId, Vec<SignedChange>, Vec<Vec<u8>>) {
+    let (node, id, _) = base();
+    let admin = Signer::Device(keypair(1));
+    node.engine
+        .write(&id, &admin, |tx| {
+            for seed in 100..100 + n {
+                coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)?;
+            }
+            Ok(())
+        })
+        .expect("members");
+    for seed in 100..100 + n {
+        let settle = Settle {
+            to: keypair(100 + (seed - 100 + 1) % n).did(),
+            amount: 1,
+            unit: "hours".into(),
+            memo: String::new(),
+        };
+        node.engine
+            .settle(&id, &Signer::Device(keypair(seed)), &settle)
+            .expect("settle");
+    }
+    let doc = node.engine.changes_since(&id, &[]).expect("doc");
+    let entries = node.engine.entries(&id).expect("entries");
+    (id, doc, entries)
+}
+
 fn ledger(c: &mut Criterion) {
     let mut g = c.benchmark_group("ledger");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
@@ -245,6 +273,31 @@ fn ledger(c: &mut Criterion) {
             },
             |(node, entries)| {
                 let results = node.engine.ingest_entries(&id, entries).expect("ingest");
+                assert!(results.iter().all(|r| matches!(r, Ok(Ingest::Stored(_)))));
+                node
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    // The same, but every entry by a different member: no two signatures
+    // share a key, as in dalek's own batch benchmark.
+    let (id_distinct, doc_distinct, entries_distinct) = distinct_signers(1000);
+    g.throughput(Throughput::Elements(entries_distinct.len() as u64));
+    g.bench_function("ingest_1000_distinct_signers", |b| {
+        b.iter_batched(
+            || {
+                let node = TestNode::new();
+                node.engine
+                    .apply_remote(&id_distinct, doc_distinct.clone())
+                    .expect("co-op");
+                (node, entries_distinct.clone())
+            },
+            |(node, entries)| {
+                let results = node
+                    .engine
+                    .ingest_entries(&id_distinct, entries)
+                    .expect("ingest");
                 assert!(results.iter().all(|r| matches!(r, Ok(Ingest::Stored(_)))));
                 node
             },

@@ -17,6 +17,9 @@ pub(crate) struct Author {
     pub(crate) member: Did,
     /// The delegation, when a node wrote for the member.
     pub(crate) delegation: Option<Delegation>,
+    /// Whether the member is an admin of the document, read once per change
+    /// rather than once per operation.
+    pub(crate) admin: bool,
 }
 
 /// A refusal by the permission rules.
@@ -58,7 +61,7 @@ pub(crate) fn resolve_author(
     // A delegated write counts as the member whose DID key signed the
     // delegation; without one, the actor key itself must be a member device.
     let signer = delegation.as_ref().map_or(actor, |d| d.member);
-    let member = match kind {
+    let (member, admin) = match kind {
         DocKind::Coop => {
             let m = match &delegation {
                 Some(d) => coop::is_live_device(r, &d.member, &d.member)
@@ -70,7 +73,7 @@ pub(crate) fn resolve_author(
             if m.status != MemberStatus::Active {
                 return Err(Denied::InactiveMember(m.did));
             }
-            m.did
+            (m.did, m.is_admin())
         }
         // A domain lists members by DID; the DID key is the member's device.
         DocKind::Domain => {
@@ -79,10 +82,14 @@ pub(crate) fn resolve_author(
             if !m.active {
                 return Err(Denied::InactiveMember(m.did));
             }
-            m.did
+            (m.did, m.role == DomainRole::Admin)
         }
     };
-    Ok(Author { member, delegation })
+    Ok(Author {
+        member,
+        delegation,
+        admin,
+    })
 }
 
 fn require_scope(author: &Author, scope: Scope) -> Result<(), Denied> {
@@ -101,7 +108,6 @@ fn str_value(value: Option<&ScalarValue>) -> Option<&str> {
 
 /// Checks one write in a co-op document (not the genesis).
 pub(crate) fn check_coop(
-    r: Reader<'_>,
     author: &Author,
     field: &CoopField,
     path: &str,
@@ -113,7 +119,7 @@ pub(crate) fn check_coop(
         path: path.to_owned(),
         reason,
     };
-    let is_admin = || coop::Standing::read(r, &author.member).is_some_and(|m| m.is_admin());
+    let is_admin = || author.admin;
     // The role decides first; an admin writing through a delegation also
     // needs the delegation to carry coop:admin.
     let admin_only = |reason| {
@@ -187,9 +193,7 @@ pub(crate) fn check_domain(
         path: path.to_owned(),
         reason,
     };
-    let is_admin = || {
-        domain::DomainMember::read(r, &author.member).is_some_and(|m| m.role == DomainRole::Admin)
-    };
+    let is_admin = || author.admin;
     let admin_only = |reason| {
         if is_admin() {
             Ok(())

@@ -423,9 +423,7 @@ fn classify_op<'a>(
 
 fn check_permission(r: Reader<'_>, author: &Author, op: &Classified<'_>) -> Result<(), Rule> {
     match op {
-        Classified::Coop(field, path, value) => {
-            authority::check_coop(r, author, field, path, *value)?
-        }
+        Classified::Coop(field, path, value) => authority::check_coop(author, field, path, *value)?,
         Classified::Domain(field, path, value) => {
             authority::check_domain(r, author, field, path, *value)?
         }
