@@ -144,3 +144,46 @@ pub fn sign_entry(key: &Keypair, entry: icn_schemas::ledger::Entry) -> Vec<u8> {
         .encode()
         .expect("encodable entry")
 }
+
+/// The device key of member `seed` on replica `replica`. A device key lives
+/// on one device: two replicas writing with one key would equivocate.
+pub fn replica_device(seed: u64, replica: usize) -> Keypair {
+    keypair(1000 * seed + replica as u64)
+}
+
+/// `replicas` nodes holding one co-op created by `keypair(1)`, with members
+/// `keypair(2..=members)` and, for every member and replica, a proven device
+/// ([`replica_device`]).
+pub fn replicated_coop(replicas: usize, members: u64) -> (Vec<TestNode>, DocId) {
+    let nodes: Vec<TestNode> = (0..replicas).map(|_| TestNode::new()).collect();
+    let admin = keypair(1);
+    let signer = crate::Signer::Device(admin.clone());
+    let id = nodes[0]
+        .engine
+        .create_coop(&signer, &new_coop(&admin))
+        .expect("create");
+    nodes[0]
+        .engine
+        .write(&id, &signer, |tx| {
+            for seed in 2..=members {
+                coop::add_member(tx, &keypair(seed).did(), coop::Role::Member, 1)?;
+            }
+            for seed in 1..=members {
+                for r in 0..replicas {
+                    let device = replica_device(seed, r);
+                    let proof = device.device_proof(&keypair(seed).did());
+                    let member = keypair(seed).did();
+                    coop::add_device(tx, &member, &device.did(), Some(&proof), None, 1)?;
+                }
+            }
+            Ok(())
+        })
+        .expect("members and devices");
+    let history = nodes[0].engine.changes_since(&id, &[]).expect("history");
+    for n in &nodes[1..] {
+        n.engine
+            .apply_remote(&id, history.clone())
+            .expect("initial history");
+    }
+    (nodes, id)
+}

@@ -9,8 +9,8 @@
 //! Set `PROPTEST_CASES` to run more cases.
 
 use automerge::{Change, ChangeHash};
-use icn_engine::test_utils::{TestNode, forge, keypair, new_coop};
-use icn_engine::{ApplyError, Engine, Keypair, Rule, SignedChange, Signer};
+use icn_engine::test_utils::{TestNode, forge, keypair, replica_device, replicated_coop};
+use icn_engine::{ApplyError, Engine, Rule, SignedChange, Signer};
 use icn_schemas::DocId;
 use icn_schemas::coop::{self, MemberStatus, Role};
 use proptest::prelude::*;
@@ -83,63 +83,14 @@ fn steps(replicas: usize) -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(prop_oneof![3 => write, 2 => sync], 1..40)
 }
 
-/// Replicas of one co-op with its members, all holding the same history.
 fn setup(replicas: usize) -> (Vec<TestNode>, DocId) {
-    let nodes: Vec<TestNode> = (0..replicas).map(|_| TestNode::new()).collect();
-    let admin = keypair(1);
-    let signer = Signer::Device(admin.clone());
-    let id = nodes[0]
-        .engine
-        .create_coop(&signer, &new_coop(&admin))
-        .expect("create");
-    for seed in 2..=MEMBERS {
-        nodes[0]
-            .engine
-            .write(&id, &signer, |tx| {
-                coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)
-            })
-            .expect("add member");
-    }
-    // A device key is on one device: each member writes on each replica with
-    // that replica's own device key (two replicas writing with one key would
-    // equivocate, see docs/architecture.md).
-    for seed in 1..=MEMBERS {
-        for r in 0..replicas {
-            let device = device(seed, r);
-            let proof = device.device_proof(&keypair(seed).did());
-            nodes[0]
-                .engine
-                .write(&id, &signer, |tx| {
-                    coop::add_device(
-                        tx,
-                        &keypair(seed).did(),
-                        &device.did(),
-                        Some(&proof),
-                        None,
-                        1,
-                    )
-                })
-                .expect("add device");
-        }
-    }
-    let history = nodes[0].engine.changes_since(&id, &[]).expect("history");
-    for n in &nodes[1..] {
-        n.engine
-            .apply_remote(&id, history.clone())
-            .expect("initial history");
-    }
-    (nodes, id)
-}
-
-/// The device key of member `seed` on replica `replica`.
-fn device(seed: u64, replica: usize) -> Keypair {
-    keypair(1000 * seed + replica as u64)
+    replicated_coop(replicas, MEMBERS)
 }
 
 fn write(engine: &Engine, replica: usize, id: &DocId, author: u64, op: &Op) {
     let me = keypair(author).did();
     let did = |seed| keypair(seed).did();
-    let signer = Signer::Device(device(author, replica));
+    let signer = Signer::Device(replica_device(author, replica));
     // Honest nodes refuse what they may not write; that is fine here. What
     // matters is that what they do write, every peer accepts.
     let _ = engine.write(id, &signer, |tx| match op {

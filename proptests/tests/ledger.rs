@@ -10,10 +10,10 @@
 //! Set `PROPTEST_CASES` to run more cases.
 
 use icn_engine::ledger::{EntryRefusal, Settle};
-use icn_engine::test_utils::{TestNode, keypair, new_coop, sign_entry};
+use icn_engine::test_utils::{TestNode, keypair, replica_device, replicated_coop, sign_entry};
 use icn_engine::{Engine, Keypair, Signer};
 use icn_schemas::DocId;
-use icn_schemas::coop::{self, MemberStatus, Role};
+use icn_schemas::coop::{self, MemberStatus};
 use icn_schemas::ledger::{Account, Body, Entry, Posting, SignedEntry};
 use proptest::prelude::*;
 
@@ -69,46 +69,8 @@ fn steps(replicas: usize) -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(prop_oneof![3 => settle, 2 => exchange], 1..50)
 }
 
-/// The device key of member `seed` on replica `replica`.
-fn device(seed: u64, replica: usize) -> Keypair {
-    keypair(1000 * seed + replica as u64)
-}
-
 fn setup(replicas: usize) -> (Vec<TestNode>, DocId) {
-    let nodes: Vec<TestNode> = (0..replicas).map(|_| TestNode::new()).collect();
-    let admin = keypair(1);
-    let signer = Signer::Device(admin.clone());
-    let id = nodes[0]
-        .engine
-        .create_coop(&signer, &new_coop(&admin))
-        .expect("create");
-    for seed in 2..=MEMBERS {
-        nodes[0]
-            .engine
-            .write(&id, &signer, |tx| {
-                coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)
-            })
-            .expect("member");
-    }
-    for seed in 1..=MEMBERS {
-        for r in 0..replicas {
-            let d = device(seed, r);
-            let proof = d.device_proof(&keypair(seed).did());
-            nodes[0]
-                .engine
-                .write(&id, &signer, |tx| {
-                    coop::add_device(tx, &keypair(seed).did(), &d.did(), Some(&proof), None, 1)
-                })
-                .expect("device");
-        }
-    }
-    let history = nodes[0].engine.changes_since(&id, &[]).expect("history");
-    for n in &nodes[1..] {
-        n.engine
-            .apply_remote(&id, history.clone())
-            .expect("history");
-    }
-    (nodes, id)
+    replicated_coop(replicas, MEMBERS)
 }
 
 fn exchange(from: &Engine, to: &Engine, id: &DocId, batch: usize, seed: u64, duplicate: bool) {
@@ -153,7 +115,7 @@ proptest! {
                         memo: String::new(),
                     };
                     // Refused locally when over the limit as this replica sees it.
-                    let _ = nodes[*replica].engine.settle(&id, &Signer::Device(device(*from, *replica)), &settle);
+                    let _ = nodes[*replica].engine.settle(&id, &Signer::Device(replica_device(*from, *replica)), &settle);
                 }
                 Step::Exchange { from, to, batch, seed, duplicate } => {
                     exchange(&nodes[*from].engine, &nodes[*to].engine, &id, *batch, *seed, *duplicate);
