@@ -125,6 +125,26 @@ impl Fold {
         totals
     }
 
+    /// The fold of only `heads` and their ancestors: the ledger as it stood
+    /// at those heads. `None` when a head is unknown.
+    pub(crate) fn at(&self, heads: &[EntryId]) -> Option<Fold> {
+        let mut keep = std::collections::HashSet::new();
+        let mut stack: Vec<EntryId> = heads.to_vec();
+        while let Some(id) = stack.pop() {
+            let node = self.nodes.get(&id)?;
+            if keep.insert(id) {
+                stack.extend(node.entry.entry.parents.iter().copied());
+            }
+        }
+        let mut fold = Fold::default();
+        // In this fold's order, parents always come first.
+        for id in self.order().filter(|id| keep.contains(id)) {
+            let node = &self.nodes[id];
+            fold.insert(*id, node.entry.clone(), node.limits.clone());
+        }
+        Some(fold)
+    }
+
     /// Adds an entry whose parents are all in the fold.
     pub(crate) fn insert(&mut self, id: EntryId, entry: SignedEntry, limits: HashMap<Did, i64>) {
         if self.contains(&id) {

@@ -657,30 +657,151 @@ impl Engine {
     /// A trial balance: every non-zero account balance, and the sum per unit
     /// (always zero).
     pub fn trial_balance(&self, coop: &DocId) -> Result<TrialBalance, LedgerError> {
+        self.with_ledger(coop, |state, _| Ok(trial_balance_of(&state.fold)))
+    }
+
+    /// The trial balance of the ledger as it stood at `heads`: the entries
+    /// those heads name and their ancestors, folded alone.
+    pub fn trial_balance_at(
+        &self,
+        coop: &DocId,
+        heads: &[EntryId],
+    ) -> Result<TrialBalance, LedgerError> {
         self.with_ledger(coop, |state, _| {
-            let mut accounts = BTreeMap::new();
-            for id in state.fold.order() {
-                if let Some(n) = state.fold.node(id) {
-                    for p in n.entry.entry.postings() {
-                        let balance = state.fold.balance(p.account, &p.unit);
-                        accounts.insert((p.account.to_string(), p.unit.clone()), balance);
+            let fold = state
+                .fold
+                .at(heads)
+                .ok_or_else(|| LedgerError::Invalid("a head is not a known entry".into()))?;
+            Ok(trial_balance_of(&fold))
+        })
+    }
+
+    /// The entries that touch `account`, in fold order, `limit` at a time
+    /// (1 to 500): the page after the entry `after`, and the cursor of the
+    /// next page. Fold order is the same on every replica; an entry that
+    /// arrives late with an earlier place shows up when paging again.
+    pub fn history(
+        &self,
+        coop: &DocId,
+        account: Account,
+        after: Option<EntryId>,
+        limit: usize,
+    ) -> Result<HistoryPage, LedgerError> {
+        let limit = limit.clamp(1, 500);
+        self.with_ledger(coop, |state, _| {
+            if let Some(cursor) = &after
+                && !state.fold.contains(cursor)
+            {
+                return Err(LedgerError::Invalid(format!("unknown cursor {cursor}")));
+            }
+            let mut order = state.fold.order().peekable();
+            if let Some(cursor) = after {
+                for id in order.by_ref() {
+                    if *id == cursor {
+                        break;
                     }
                 }
             }
-            accounts.retain(|_, b| *b != 0);
-            Ok(TrialBalance {
-                accounts,
-                totals: state.fold.totals(),
-                entries: state.fold.len(),
-                conflicted: state
-                    .fold
-                    .order()
-                    .filter(|id| matches!(state.fold.status(id), Some(Status::Conflicted { .. })))
-                    .copied()
-                    .collect(),
-            })
+            let mut items = Vec::with_capacity(limit);
+            let mut next_cursor = None;
+            for id in order {
+                let Some(node) = state.fold.node(id) else {
+                    continue;
+                };
+                if !node
+                    .entry
+                    .entry
+                    .postings()
+                    .iter()
+                    .any(|p| p.account == account)
+                {
+                    continue;
+                }
+                if items.len() == limit {
+                    next_cursor = items.last().map(|i: &HistoryItem| i.id);
+                    break;
+                }
+                items.push(history_item(&state.fold, id));
+            }
+            Ok(HistoryPage { items, next_cursor })
         })
     }
+
+    /// The entries that cite decision receipt `decision`, in fold order.
+    pub fn entries_by_decision(
+        &self,
+        coop: &DocId,
+        decision: &[u8; 32],
+    ) -> Result<Vec<HistoryItem>, LedgerError> {
+        self.with_ledger(coop, |state, _| {
+            Ok(state
+                .fold
+                .order()
+                .filter(|id| {
+                    state
+                        .fold
+                        .node(id)
+                        .is_some_and(|n| n.entry.entry.decision.as_ref() == Some(decision))
+                })
+                .map(|id| history_item(&state.fold, id))
+                .collect())
+        })
+    }
+}
+
+fn history_item(fold: &Fold, id: &EntryId) -> HistoryItem {
+    let entry = fold
+        .node(id)
+        .map(|n| n.entry.entry.clone())
+        .expect("ids come from the fold's own order");
+    HistoryItem {
+        id: *id,
+        entry,
+        status: fold.status(id).cloned().unwrap_or(Status::Applied),
+    }
+}
+
+fn trial_balance_of(fold: &Fold) -> TrialBalance {
+    let mut accounts = BTreeMap::new();
+    for id in fold.order() {
+        if let Some(n) = fold.node(id) {
+            for p in n.entry.entry.postings() {
+                let balance = fold.balance(p.account, &p.unit);
+                accounts.insert((p.account.to_string(), p.unit.clone()), balance);
+            }
+        }
+    }
+    accounts.retain(|_, b| *b != 0);
+    TrialBalance {
+        accounts,
+        totals: fold.totals(),
+        entries: fold.len(),
+        conflicted: fold
+            .order()
+            .filter(|id| matches!(fold.status(id), Some(Status::Conflicted { .. })))
+            .copied()
+            .collect(),
+    }
+}
+
+/// One entry of a history, with its status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryItem {
+    /// The entry's id.
+    pub id: EntryId,
+    /// The entry.
+    pub entry: Entry,
+    /// Applied or conflicted.
+    pub status: Status,
+}
+
+/// A page of an account's history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryPage {
+    /// The entries, in fold order.
+    pub items: Vec<HistoryItem>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_cursor: Option<EntryId>,
 }
 
 /// Every balance, the sum per unit, and the conflicted entries.

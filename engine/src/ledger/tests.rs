@@ -402,3 +402,76 @@ fn concurrent_overspend_conflicts_the_same_entry_everywhere() {
     assert_eq!(SignedEntry::decode(&bytes).expect("decode").1, loser);
     let _: EntryId = loser;
 }
+
+#[test]
+fn history_pages_by_cursor_and_trial_balance_at_earlier_heads() {
+    let (node, coop, _, alice, bob) = setup();
+    let e = &node.engine;
+    let carol = keypair(4);
+    e.write(&coop, &dev(&keypair(1)), |tx| {
+        coop::add_member(tx, &carol.did(), Role::Member, 1)
+    })
+    .expect("carol");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (id, _) = e
+            .settle(&coop, &dev(&alice), &settle(&bob, 1 + i))
+            .expect("settle");
+        ids.push(id);
+        e.settle(&coop, &dev(&bob), &settle(&carol, 1))
+            .expect("not alice's");
+    }
+    let heads_after_two = vec![ids[1]];
+    // Pages of two, following the cursor.
+    let alice_account = Account::Member(alice.did());
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = e.history(&coop, alice_account, cursor, 2).expect("page");
+        assert!(page.items.len() <= 2);
+        for item in &page.items {
+            assert!(
+                item.entry
+                    .postings()
+                    .iter()
+                    .any(|p| p.account == alice_account)
+            );
+            assert_eq!(item.status, Status::Applied);
+        }
+        seen.extend(page.items.iter().map(|i| i.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every entry of alice's, once, in fold order");
+    assert!(matches!(
+        e.history(&coop, alice_account, Some(EntryId([7; 32])), 2),
+        Err(LedgerError::Invalid(_))
+    ));
+
+    // The ledger as it stood after alice's second settlement: her first two
+    // settlements and bob's first (the parent of her second).
+    let then = e
+        .trial_balance_at(&coop, &heads_after_two)
+        .expect("at heads");
+    assert_eq!(then.entries, 3);
+    assert_eq!(
+        then.accounts
+            .get(&(alice.did().to_string(), "hours".into())),
+        Some(&-3)
+    );
+    assert!(then.totals.values().all(|t| *t == 0));
+    assert!(e.trial_balance_at(&coop, &[EntryId([7; 32])]).is_err());
+    let now = e
+        .trial_balance_at(&coop, &e.ledger_heads(&coop).expect("heads"))
+        .expect("now");
+    assert_eq!(now, e.trial_balance(&coop).expect("tb"));
+
+    // No entry cites a decision yet.
+    assert!(
+        e.entries_by_decision(&coop, &[1; 32])
+            .expect("by decision")
+            .is_empty()
+    );
+}
