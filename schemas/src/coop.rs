@@ -7,6 +7,7 @@
 //! name description                                   strings
 //! policy/default_credit_limit                        int
 //! policy/units/<unit>/{name, scale}                  str, int
+//! policy/rates/<from unit>/<to unit>/{num, den}      int, int: 1 from = num/den to
 //! members/<did>/{role, status, joined_at, display_name, credit_limit}
 //! members/<did>/devices/<device key>/{label, added_at, revoked, proof}
 //! relays/<node did>/{addr, added_at}
@@ -111,6 +112,8 @@ pub enum CoopField {
     Units,
     /// `policy/units/<unit>` and its fields.
     Unit(String),
+    /// `policy/rates` and everything below it.
+    Rates,
     /// `members`.
     Members,
     /// `members/<did>`.
@@ -158,6 +161,22 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
         },
         ["policy", "default_credit_limit"] => (F::DefaultCreditLimit, Shape::NonNegative),
         ["policy", "units"] => (F::Units, Shape::Map),
+        ["policy", "rates", rest @ ..] => {
+            let shape = match rest {
+                [] => Shape::Map,
+                [from] | [from, _] if check_ident("unit", from).is_err() => {
+                    return Err(unknown());
+                }
+                [_] => Shape::Map,
+                [_, to] => {
+                    check_ident("unit", to)?;
+                    Shape::Map
+                }
+                [_, _, "num"] | [_, _, "den"] => Shape::NonNegative,
+                _ => return Err(unknown()),
+            };
+            (F::Rates, shape)
+        }
         ["policy", "units", unit, rest @ ..] => {
             check_ident("unit", unit)?;
             let shape = match rest {
@@ -386,6 +405,42 @@ pub fn credit_limit(r: Reader<'_>, member: &Did) -> i64 {
     })
     .unwrap_or(0)
     .max(0)
+}
+
+/// The conversion rate from one unit to another: one smallest step of `from`
+/// is worth `num / den` smallest steps of `to`. `None` unless both are
+/// positive.
+pub fn rate(r: Reader<'_>, from: &str, to: &str) -> Option<(i64, i64)> {
+    let obj = r.map_path(&["policy", "rates", from, to])?;
+    let (num, den) = (r.int(&obj, "num")?, r.int(&obj, "den")?);
+    (num > 0 && den > 0).then_some((num, den))
+}
+
+/// Sets the conversion rate from `from` to `to` (both units must exist).
+pub fn set_rate(
+    tx: &mut impl Transactable,
+    from: &str,
+    to: &str,
+    num: i64,
+    den: i64,
+) -> Result<(), SchemaError> {
+    check_ident("unit", from)?;
+    check_ident("unit", to)?;
+    if num <= 0 || den <= 0 || from == to {
+        return Err(SchemaError::InvalidValue {
+            field: "rate",
+            reason:
+                "a rate is between two different units, with a positive numerator and denominator"
+                    .into(),
+        });
+    }
+    let policy = ensure_map(tx, &ObjId::Root, "policy")?;
+    let rates = ensure_map(tx, &policy, "rates")?;
+    let from_obj = ensure_map(tx, &rates, from)?;
+    let rate = ensure_map(tx, &from_obj, to)?;
+    tx.put(&rate, "num", num)?;
+    tx.put(&rate, "den", den)?;
+    Ok(())
 }
 
 /// Whether the policy defines `unit`.

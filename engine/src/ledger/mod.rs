@@ -144,6 +144,22 @@ pub struct Settle {
     pub memo: String,
 }
 
+/// A cross-unit settlement: `amount` of `from_unit` paid by the author, and
+/// its value at the policy's rate in `to_unit` received by `to`.
+#[derive(Debug, Clone)]
+pub struct Convert {
+    /// Who receives the converted amount; `None` for the author itself.
+    pub to: Option<Did>,
+    /// How much of `from_unit`, positive.
+    pub amount: i64,
+    /// The unit paid.
+    pub from_unit: String,
+    /// The unit received.
+    pub to_unit: String,
+    /// Free text.
+    pub memo: String,
+}
+
 /// A member's position in one unit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UnitPosition {
@@ -191,6 +207,41 @@ fn reader_at<'a>(doc: &'a Automerge, heads: &'a [ChangeHash]) -> Reader<'a> {
     } else {
         Reader::at(doc, heads)
     }
+}
+
+/// Whether an entry is exactly a conversion: the author pays `x` of one unit
+/// to the treasury, and the treasury pays `y` of another unit to a member,
+/// with `y / x` the policy's rate at the cited heads, exactly.
+fn is_conversion(r: Reader<'_>, entry: &Entry) -> bool {
+    let postings = entry.postings();
+    if postings.len() != 4 {
+        return false;
+    }
+    let find = |account: &dyn Fn(&Account) -> bool, positive: bool| {
+        let mut found = postings
+            .iter()
+            .filter(|p| account(&p.account) && (p.amount > 0) == positive);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    };
+    let author = entry.author;
+    let (Some(paid), Some(taken), Some(given), Some(received)) = (
+        find(&|a| *a == Account::Member(author), false),
+        find(&|a| *a == Account::Treasury, true),
+        find(&|a| *a == Account::Treasury, false),
+        find(&|a| matches!(a, Account::Member(_)), true),
+    ) else {
+        return false;
+    };
+    let (x, y) = (taken.amount, received.amount);
+    paid.unit == taken.unit
+        && given.unit == received.unit
+        && paid.unit != given.unit
+        && paid.amount == -x
+        && given.amount == -y
+        && coop::rate(r, &paid.unit, &given.unit).is_some_and(|(num, den)| {
+            i128::from(y) * i128::from(den) == i128::from(x) * i128::from(num)
+        })
 }
 
 /// Checks what needs no state: co-op, signature, delegation.
@@ -297,6 +348,9 @@ fn check_state(
                         .or_insert_with(|| coop::credit_limit(r, &did));
                     limits.insert(did, limit);
                 }
+                // The treasury is debited only by a conversion at the
+                // policy's rate, where it takes in what it pays out.
+                Account::Treasury if is_conversion(r, entry) => {}
                 other => {
                     return Err(EntryRefusal::NotTheirAccount {
                         author: entry.author,
@@ -520,11 +574,43 @@ impl Engine {
         if settle.amount <= 0 {
             return Err(LedgerError::Invalid("the amount must be positive".into()));
         }
+        self.record(coop, signer, &settle.memo, |author| {
+            if author == settle.to {
+                return Err(LedgerError::Invalid(
+                    "a member cannot settle with itself".into(),
+                ));
+            }
+            Ok(vec![
+                Posting {
+                    account: Account::Member(author),
+                    unit: settle.unit.clone(),
+                    amount: -settle.amount,
+                },
+                Posting {
+                    account: Account::Member(settle.to),
+                    unit: settle.unit.clone(),
+                    amount: settle.amount,
+                },
+            ])
+        })
+    }
+
+    /// Writes an entry with the postings `postings(author)` gives for the
+    /// signer's member: built on the current heads, signed, validated exactly
+    /// as a peer would validate it, refused if it would not count at the end
+    /// of the current order, then staged, folded and made durable.
+    fn record(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        memo: &str,
+        postings: impl FnOnce(Did) -> Result<Vec<Posting>, LedgerError>,
+    ) -> Result<(EntryId, Status), LedgerError> {
         let key = signer.key();
         let delegation = signer.delegation().cloned();
         // Staged under the ledger's lock, made durable after it is released,
-        // so concurrent settlements share one sync.
-        let settled = self.with_ledger(coop, |state, doc| {
+        // so concurrent writers share one sync.
+        let recorded = self.with_ledger(coop, |state, doc| {
             let r = Reader::now(doc);
             let author = match &delegation {
                 Some(d) => d.verify().map_err(EntryRefusal::BadDelegation)?.member,
@@ -536,23 +622,7 @@ impl Engine {
                         .did
                 }
             };
-            if author == settle.to {
-                return Err(LedgerError::Invalid(
-                    "a member cannot settle with itself".into(),
-                ));
-            }
-            let mut postings = vec![
-                Posting {
-                    account: Account::Member(author),
-                    unit: settle.unit.clone(),
-                    amount: -settle.amount,
-                },
-                Posting {
-                    account: Account::Member(settle.to),
-                    unit: settle.unit.clone(),
-                    amount: settle.amount,
-                },
-            ];
+            let mut postings = postings(author)?;
             postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
             let entry = Entry {
                 coop: *coop,
@@ -562,7 +632,7 @@ impl Engine {
                 timestamp: now_millis(),
                 coop_heads: doc.get_heads().iter().map(|h| h.0).collect(),
                 body: Body::Transfer { postings },
-                memo: settle.memo.clone(),
+                memo: memo.to_owned(),
                 decision: None,
                 delegation,
             };
@@ -595,7 +665,63 @@ impl Engine {
             Ok((id, status))
         })?;
         self.store().make_durable()?;
-        Ok(settled)
+        Ok(recorded)
+    }
+
+    /// Records a cross-unit settlement: `amount` of `from_unit` from the
+    /// signer's member to the treasury, and its value at the policy's rate in
+    /// `to_unit` from the treasury to `to` (the member itself, for a plain
+    /// conversion). Refused unless the rate gives a whole amount.
+    pub fn convert(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        convert: &Convert,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        let rate = self
+            .read(coop, |r| {
+                coop::rate(r, &convert.from_unit, &convert.to_unit)
+            })
+            .ok_or(LedgerError::UnknownCoop(*coop))?
+            .ok_or_else(|| {
+                LedgerError::Invalid(format!(
+                    "the policy has no rate from {} to {}",
+                    convert.from_unit, convert.to_unit
+                ))
+            })?;
+        let (num, den) = (i128::from(rate.0), i128::from(rate.1));
+        let value = i128::from(convert.amount) * num;
+        if convert.amount <= 0 || value % den != 0 {
+            return Err(LedgerError::Invalid(
+                "the amount must be positive and convert to a whole amount".into(),
+            ));
+        }
+        let received = i64::try_from(value / den)
+            .map_err(|_| LedgerError::Invalid("the converted amount overflows".into()))?;
+        self.record(coop, signer, &convert.memo, |author| {
+            Ok(vec![
+                Posting {
+                    account: Account::Member(author),
+                    unit: convert.from_unit.clone(),
+                    amount: -convert.amount,
+                },
+                Posting {
+                    account: Account::Treasury,
+                    unit: convert.from_unit.clone(),
+                    amount: convert.amount,
+                },
+                Posting {
+                    account: Account::Treasury,
+                    unit: convert.to_unit.clone(),
+                    amount: -received,
+                },
+                Posting {
+                    account: Account::Member(convert.to.unwrap_or(author)),
+                    unit: convert.to_unit.clone(),
+                    amount: received,
+                },
+            ])
+        })
     }
 
     /// A member's balance, credit limit and available amount in every unit

@@ -475,3 +475,81 @@ fn history_pages_by_cursor_and_trial_balance_at_earlier_heads() {
             .is_empty()
     );
 }
+
+#[test]
+fn convert_at_the_policy_rate_through_the_treasury() {
+    use super::Convert;
+    let (node, coop, admin, alice, bob) = setup();
+    let e = &node.engine;
+    // Only admins set rates.
+    let forbidden = e.write(&coop, &dev(&alice), |tx| {
+        coop::set_rate(tx, "hours", "eur", 2500, 1)
+    });
+    assert!(matches!(forbidden, Err(crate::WriteError::Refused(_))));
+    e.write(&coop, &dev(&admin), |tx| {
+        coop::set_rate(tx, "hours", "eur", 2500, 1)
+    })
+    .expect("admin sets 1 hour = 25.00 eur");
+    let convert = |to: Option<&Keypair>, amount, from: &str, to_unit: &str| Convert {
+        to: to.map(Keypair::did),
+        amount,
+        from_unit: from.into(),
+        to_unit: to_unit.into(),
+        memo: "two hours of accounting, paid in euros".into(),
+    };
+    let (id, status) = e
+        .convert(&coop, &dev(&alice), &convert(Some(&bob), 2, "hours", "eur"))
+        .expect("convert");
+    assert_eq!(status, Status::Applied);
+    let tb = e.trial_balance(&coop).expect("tb");
+    let get = |who: String, unit: &str| {
+        tb.accounts
+            .get(&(who, unit.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(get(alice.did().to_string(), "hours"), -2);
+    assert_eq!(get("treasury".into(), "hours"), 2);
+    assert_eq!(get("treasury".into(), "eur"), -5000);
+    assert_eq!(get(bob.did().to_string(), "eur"), 5000);
+    assert!(tb.totals.values().all(|t| *t == 0));
+
+    // A peer accepts it as it is...
+    let other = replica(e, &coop);
+    let all = e.entries(&coop).expect("entries");
+    assert!(
+        matches!(other.engine.ingest_entries(&coop, all).expect("ingest")[0], Ok(Ingest::Stored(i)) if i == id)
+    );
+    // ...but not at another rate.
+    let (_, entry_status) = e.entry(&coop, &id).expect("entry").expect("held");
+    assert_eq!(entry_status, Status::Applied);
+    let mut cheat = e.entry(&coop, &id).expect("entry").expect("held").0.entry;
+    cheat.parents = e.ledger_heads(&coop).expect("heads");
+    let Body::Transfer { postings } = &mut cheat.body;
+    for p in postings.iter_mut() {
+        if p.unit == "eur" {
+            p.amount *= 2;
+        }
+    }
+    assert!(matches!(
+        refusal(e, &coop, sign_entry(&alice, cheat)),
+        EntryRefusal::NotTheirAccount { .. }
+    ));
+
+    // No rate the other way, and no fractions.
+    assert!(matches!(
+        e.convert(&coop, &dev(&alice), &convert(None, 1, "eur", "hours")),
+        Err(LedgerError::Invalid(_))
+    ));
+    e.write(&coop, &dev(&admin), |tx| {
+        coop::set_rate(tx, "eur", "hours", 1, 2500)
+    })
+    .expect("rate back");
+    assert!(matches!(
+        e.convert(&coop, &dev(&alice), &convert(None, 100, "eur", "hours")),
+        Err(LedgerError::Invalid(_))
+    ));
+    e.convert(&coop, &dev(&bob), &convert(None, 5000, "eur", "hours"))
+        .expect("bob converts back");
+    assert_eq!(balance(e, &coop, &bob), 2);
+}
