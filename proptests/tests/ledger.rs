@@ -202,7 +202,7 @@ proptest! {
             decision: None,
             delegation: None,
         };
-        let Body::Transfer { postings } = &mut entry.body;
+        let Body::Transfer { postings } = &mut entry.body else { unreachable!("a transfer") };
         let mut signer = alice.clone();
         match &forgery {
             Forgery::WrongKey => signer = bob.clone(),
@@ -219,7 +219,7 @@ proptest! {
                 entry.author = stranger.did();
                 entry.signer = stranger.did();
                 signer = stranger.clone();
-                let Body::Transfer { postings } = &mut entry.body;
+                let Body::Transfer { postings } = &mut entry.body else { unreachable!("a transfer") };
                 *postings = vec![posting(&stranger, -amount), posting(&bob, amount)];
                 postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
             }

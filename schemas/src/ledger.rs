@@ -128,6 +128,15 @@ pub enum Body {
         /// The legs.
         postings: Vec<Posting>,
     },
+    /// Freeze (or unfreeze) a member's account: from its place in the fold
+    /// on, entries that touch the account are conflicted. Written by an
+    /// admin.
+    Freeze {
+        /// Whose account.
+        account: Did,
+        /// `true` to freeze, `false` to unfreeze.
+        frozen: bool,
+    },
 }
 
 /// A ledger entry, unsigned.
@@ -208,6 +217,7 @@ impl Entry {
     pub fn postings(&self) -> &[Posting] {
         match &self.body {
             Body::Transfer { postings } => postings,
+            Body::Freeze { .. } => &[],
         }
     }
 
@@ -348,6 +358,11 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
                 }
                 out.extend_from_slice(&p.amount.to_be_bytes());
             }
+        }
+        Body::Freeze { account, frozen } => {
+            out.push(1);
+            out.extend_from_slice(account.as_bytes());
+            out.push(u8::from(*frozen));
         }
     }
     put_len(out, e.memo.len(), MAX_MEMO, "memo too long")?;
@@ -490,6 +505,10 @@ fn decode_entry(r: &mut Cursor<'_>) -> Result<Entry, DecodeError> {
             )?;
             Body::Transfer { postings }
         }
+        1 => Body::Freeze {
+            account: r.did()?,
+            frozen: r.flag()?,
+        },
         _ => return Err(DecodeError::Invalid("unknown entry body")),
     };
     let len = r.len(MAX_MEMO, "memo too long")?;
@@ -545,6 +564,7 @@ mod tests {
             decision in prop::option::of(any::<[u8; 32]>()),
             timestamp in any::<u64>(),
             signature in prop::collection::vec(any::<u8>(), 64),
+            freeze in prop::option::of((any::<u8>(), any::<bool>())),
         ) -> SignedEntry {
             SignedEntry {
                 entry: Entry {
@@ -554,11 +574,14 @@ mod tests {
                     signer: did(2),
                     timestamp,
                     coop_heads: heads.into_iter().collect(),
-                    body: Body::Transfer {
-                        postings: legs
-                            .into_iter()
-                            .map(|((account, unit), amount)| Posting { account, unit, amount })
-                            .collect(),
+                    body: match freeze {
+                        Some((who, frozen)) => Body::Freeze { account: did(who), frozen },
+                        None => Body::Transfer {
+                            postings: legs
+                                .into_iter()
+                                .map(|((account, unit), amount)| Posting { account, unit, amount })
+                                .collect(),
+                        },
                     },
                     memo,
                     decision,
@@ -646,11 +669,15 @@ mod tests {
         ));
         // A zero amount, a duplicate posting, an empty transfer.
         let mut zero = e.clone();
-        let Body::Transfer { postings } = &mut zero.entry.body;
+        let Body::Transfer { postings } = &mut zero.entry.body else {
+            unreachable!("a transfer")
+        };
         postings[0].amount = 0;
         assert!(zero.encode().is_err());
         let mut dup = e.clone();
-        let Body::Transfer { postings } = &mut dup.entry.body;
+        let Body::Transfer { postings } = &mut dup.entry.body else {
+            unreachable!("a transfer")
+        };
         postings[1].account = postings[0].account;
         assert!(dup.encode().is_err());
         let mut empty = e;

@@ -10,14 +10,15 @@
 //! place, then folds itself and them again.
 //!
 //! At its place in the order, an entry that would take a debited member
-//! account below minus its credit limit, or overflow any balance, is kept and
-//! marked *conflicted*: it does not count. Applied entries each sum to zero per
+//! account below minus its credit limit, overflow any balance, or touch an
+//! account frozen by an earlier freeze entry is kept and marked
+//! *conflicted*: it does not count. Applied entries each sum to zero per
 //! unit, so the balances of each unit always sum to zero.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use icn_schemas::Did;
-use icn_schemas::ledger::{Account, EntryId, SignedEntry};
+use icn_schemas::ledger::{Account, Body, EntryId, SignedEntry};
 
 /// Why an entry does not count.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
@@ -35,6 +36,12 @@ pub enum Conflict {
         would_be: i64,
         /// Its credit limit.
         limit: i64,
+    },
+    /// The entry touches a frozen account.
+    #[error("the account of {account} is frozen")]
+    Frozen {
+        /// The account.
+        account: Did,
     },
     /// A balance would overflow 64 bits.
     #[error("a balance of {account} in {unit} would overflow")]
@@ -80,6 +87,10 @@ pub(crate) struct Fold {
     heads: BTreeSet<EntryId>,
     balances: HashMap<BalanceKey, i64>,
     status: HashMap<EntryId, Status>,
+    frozen: std::collections::HashSet<Did>,
+    /// For each applied freeze entry, whether its account was frozen before,
+    /// so unwinding restores it.
+    frozen_before: HashMap<EntryId, bool>,
 }
 
 impl Fold {
@@ -197,6 +208,11 @@ impl Fold {
     ) -> Result<Vec<(BalanceKey, i64)>, Conflict> {
         let mut effects = Vec::with_capacity(entry.entry.postings().len());
         for p in entry.entry.postings() {
+            if let Account::Member(did) = p.account
+                && self.frozen.contains(&did)
+            {
+                return Err(Conflict::Frozen { account: did });
+            }
             let key = (p.account, p.unit.clone());
             let balance = self.balances.get(&key).copied().unwrap_or(0);
             let after = balance
@@ -225,6 +241,16 @@ impl Fold {
         let Some(node) = self.nodes.get(id) else {
             return;
         };
+        if let Body::Freeze { account, frozen } = node.entry.entry.body {
+            let before = if frozen {
+                !self.frozen.insert(account)
+            } else {
+                self.frozen.remove(&account)
+            };
+            self.frozen_before.insert(*id, before);
+            self.status.insert(*id, Status::Applied);
+            return;
+        }
         let status = match self.effects(&node.entry, &node.limits) {
             Ok(effects) => {
                 for (key, after) in effects {
@@ -239,6 +265,18 @@ impl Fold {
 
     fn unapply(&mut self, id: &EntryId) {
         if self.status.remove(id) != Some(Status::Applied) {
+            return;
+        }
+        if let Some(before) = self.frozen_before.remove(id) {
+            if let Some(Body::Freeze { account, .. }) =
+                self.nodes.get(id).map(|n| &n.entry.entry.body)
+            {
+                if before {
+                    self.frozen.insert(*account);
+                } else {
+                    self.frozen.remove(account);
+                }
+            }
             return;
         }
         let Some(node) = self.nodes.get(id) else {

@@ -329,7 +329,28 @@ fn check_state(
     if entry.decision.is_some() {
         return Err(EntryRefusal::DecisionUnsupported);
     }
-    let Body::Transfer { postings } = &entry.body;
+    let postings = match &entry.body {
+        Body::Transfer { postings } => postings,
+        Body::Freeze { .. } => {
+            let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
+            if !admin {
+                return Err(EntryRefusal::Denied(Denied::Forbidden {
+                    member: entry.author,
+                    path: "the ledger's frozen accounts".into(),
+                    reason: "only admins freeze and unfreeze accounts",
+                }));
+            }
+            let delegated_without_admin = entry.delegation.as_ref().is_some_and(|d| {
+                !d.statement
+                    .parse::<icn_schemas::Delegation>()
+                    .is_ok_and(|d| d.allows(Scope::CoopAdmin))
+            });
+            if delegated_without_admin {
+                return Err(EntryRefusal::Denied(Denied::MissingScope(Scope::CoopAdmin)));
+            }
+            return Ok(Verdict::Valid(HashMap::new()));
+        }
+    };
     // Per unit: credits and debits, each summed with checked arithmetic.
     let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     let mut limits = HashMap::new();
@@ -580,23 +601,25 @@ impl Engine {
                     "a member cannot settle with itself".into(),
                 ));
             }
-            Ok(vec![
-                Posting {
-                    account: Account::Member(author),
-                    unit: settle.unit.clone(),
-                    amount: -settle.amount,
-                },
-                Posting {
-                    account: Account::Member(settle.to),
-                    unit: settle.unit.clone(),
-                    amount: settle.amount,
-                },
-            ])
+            Ok(Body::Transfer {
+                postings: vec![
+                    Posting {
+                        account: Account::Member(author),
+                        unit: settle.unit.clone(),
+                        amount: -settle.amount,
+                    },
+                    Posting {
+                        account: Account::Member(settle.to),
+                        unit: settle.unit.clone(),
+                        amount: settle.amount,
+                    },
+                ],
+            })
         })
     }
 
-    /// Writes an entry with the postings `postings(author)` gives for the
-    /// signer's member: built on the current heads, signed, validated exactly
+    /// Writes an entry with the body `body(author)` gives for the signer's
+    /// member: built on the current heads, signed, validated exactly
     /// as a peer would validate it, refused if it would not count at the end
     /// of the current order, then staged, folded and made durable.
     fn record(
@@ -604,7 +627,7 @@ impl Engine {
         coop: &DocId,
         signer: &Signer,
         memo: &str,
-        postings: impl FnOnce(Did) -> Result<Vec<Posting>, LedgerError>,
+        body: impl FnOnce(Did) -> Result<Body, LedgerError>,
     ) -> Result<(EntryId, Status), LedgerError> {
         let key = signer.key();
         let delegation = signer.delegation().cloned();
@@ -622,8 +645,10 @@ impl Engine {
                         .did
                 }
             };
-            let mut postings = postings(author)?;
-            postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+            let mut body = body(author)?;
+            if let Body::Transfer { postings } = &mut body {
+                postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+            }
             let entry = Entry {
                 coop: *coop,
                 parents: state.fold.heads(),
@@ -631,7 +656,7 @@ impl Engine {
                 signer: key.did(),
                 timestamp: now_millis(),
                 coop_heads: doc.get_heads().iter().map(|h| h.0).collect(),
-                body: Body::Transfer { postings },
+                body,
                 memo: memo.to_owned(),
                 decision: None,
                 delegation,
@@ -699,28 +724,49 @@ impl Engine {
         let received = i64::try_from(value / den)
             .map_err(|_| LedgerError::Invalid("the converted amount overflows".into()))?;
         self.record(coop, signer, &convert.memo, |author| {
-            Ok(vec![
-                Posting {
-                    account: Account::Member(author),
-                    unit: convert.from_unit.clone(),
-                    amount: -convert.amount,
-                },
-                Posting {
-                    account: Account::Treasury,
-                    unit: convert.from_unit.clone(),
-                    amount: convert.amount,
-                },
-                Posting {
-                    account: Account::Treasury,
-                    unit: convert.to_unit.clone(),
-                    amount: -received,
-                },
-                Posting {
-                    account: Account::Member(convert.to.unwrap_or(author)),
-                    unit: convert.to_unit.clone(),
-                    amount: received,
-                },
-            ])
+            Ok(Body::Transfer {
+                postings: vec![
+                    Posting {
+                        account: Account::Member(author),
+                        unit: convert.from_unit.clone(),
+                        amount: -convert.amount,
+                    },
+                    Posting {
+                        account: Account::Treasury,
+                        unit: convert.from_unit.clone(),
+                        amount: convert.amount,
+                    },
+                    Posting {
+                        account: Account::Treasury,
+                        unit: convert.to_unit.clone(),
+                        amount: -received,
+                    },
+                    Posting {
+                        account: Account::Member(convert.to.unwrap_or(author)),
+                        unit: convert.to_unit.clone(),
+                        amount: received,
+                    },
+                ],
+            })
+        })
+    }
+
+    /// Freezes (or unfreezes) `account`: from this entry's place in the fold
+    /// on, entries that touch the account are conflicted. The signer's member
+    /// must be an admin.
+    pub fn freeze(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        account: &Did,
+        frozen: bool,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        let memo = if frozen { "freeze" } else { "unfreeze" };
+        self.record(coop, signer, memo, |_| {
+            Ok(Body::Freeze {
+                account: *account,
+                frozen,
+            })
         })
     }
 

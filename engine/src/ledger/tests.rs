@@ -182,7 +182,9 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     );
     // Unbalanced.
     let mut unbalanced = good.clone();
-    let Body::Transfer { postings } = &mut unbalanced.body;
+    let Body::Transfer { postings } = &mut unbalanced.body else {
+        unreachable!("a transfer")
+    };
     postings.iter_mut().for_each(|p| {
         if p.amount > 0 {
             p.amount = 6
@@ -200,7 +202,9 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     ));
     let mut theft = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
     theft.author = alice.did();
-    let Body::Transfer { postings } = &mut theft.body;
+    let Body::Transfer { postings } = &mut theft.body else {
+        unreachable!("a transfer")
+    };
     for p in postings.iter_mut() {
         p.amount = -p.amount; // bob pays alice, written by alice
     }
@@ -210,7 +214,9 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     ));
     // The treasury is not anyone's to debit without a decision.
     let mut treasury = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
-    let Body::Transfer { postings } = &mut treasury.body;
+    let Body::Transfer { postings } = &mut treasury.body else {
+        unreachable!("a transfer")
+    };
     *postings = vec![
         Posting {
             account: Account::Member(alice.did()),
@@ -229,7 +235,9 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     ));
     // A unit the policy does not have.
     let mut gold = good.clone();
-    let Body::Transfer { postings } = &mut gold.body;
+    let Body::Transfer { postings } = &mut gold.body else {
+        unreachable!("a transfer")
+    };
     postings.iter_mut().for_each(|p| p.unit = "gold".into());
     assert_eq!(
         refusal(e, &coop, sign_entry(&alice, gold)),
@@ -525,7 +533,9 @@ fn convert_at_the_policy_rate_through_the_treasury() {
     assert_eq!(entry_status, Status::Applied);
     let mut cheat = e.entry(&coop, &id).expect("entry").expect("held").0.entry;
     cheat.parents = e.ledger_heads(&coop).expect("heads");
-    let Body::Transfer { postings } = &mut cheat.body;
+    let Body::Transfer { postings } = &mut cheat.body else {
+        unreachable!("a transfer")
+    };
     for p in postings.iter_mut() {
         if p.unit == "eur" {
             p.amount *= 2;
@@ -552,4 +562,56 @@ fn convert_at_the_policy_rate_through_the_treasury() {
     e.convert(&coop, &dev(&bob), &convert(None, 5000, "eur", "hours"))
         .expect("bob converts back");
     assert_eq!(balance(e, &coop, &bob), 2);
+}
+
+#[test]
+fn freeze_conflicts_what_touches_the_account_from_its_place_on() {
+    let (node, coop, admin, alice, bob) = setup();
+    let e = &node.engine;
+    // Only admins freeze.
+    assert!(matches!(
+        e.freeze(&coop, &dev(&bob), &alice.did(), true),
+        Err(LedgerError::Refused(EntryRefusal::Denied(_)))
+    ));
+    e.settle(&coop, &dev(&alice), &settle(&bob, 5))
+        .expect("before the freeze");
+    e.freeze(&coop, &dev(&admin), &alice.did(), true)
+        .expect("admin freezes");
+    // Neither paying nor being paid while frozen.
+    assert!(matches!(
+        e.settle(&coop, &dev(&alice), &settle(&bob, 1)),
+        Err(LedgerError::Conflict(Conflict::Frozen { .. }))
+    ));
+    assert!(matches!(
+        e.settle(&coop, &dev(&bob), &settle(&alice, 1)),
+        Err(LedgerError::Conflict(Conflict::Frozen { .. }))
+    ));
+    e.freeze(&coop, &dev(&admin), &alice.did(), false)
+        .expect("admin unfreezes");
+    e.settle(&coop, &dev(&alice), &settle(&bob, 1))
+        .expect("after the unfreeze");
+    assert_eq!(balance(e, &coop, &alice), -6);
+
+    // A spend concurrent with a freeze: both replicas decide it the same way.
+    let other = replica(e, &coop);
+    other
+        .engine
+        .ingest_entries(&coop, e.entries(&coop).expect("entries"))
+        .expect("sync");
+    e.freeze(&coop, &dev(&admin), &alice.did(), true)
+        .expect("freeze on one replica");
+    other
+        .engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 2))
+        .expect("unaware of the freeze");
+    other
+        .engine
+        .ingest_entries(&coop, e.entries(&coop).expect("entries"))
+        .expect("sync");
+    e.ingest_entries(&coop, other.engine.entries(&coop).expect("entries"))
+        .expect("sync");
+    assert_eq!(
+        e.trial_balance(&coop).expect("tb"),
+        other.engine.trial_balance(&coop).expect("tb")
+    );
 }
