@@ -246,7 +246,8 @@ pub struct Device {
     pub revoked: bool,
     /// Whether the device signed its consent to act for the member (see
     /// [`device_proof_message`]). Validation checks the signature when the
-    /// proof is written, so a proof in the document is a valid one.
+    /// proof is written, so a proof in the document is a valid one. Whether a
+    /// key may act is [`is_live_device`]'s to say.
     pub proven: bool,
 }
 
@@ -279,14 +280,6 @@ impl Member {
     /// Whether the member may act at all.
     pub fn is_active(&self) -> bool {
         self.status == MemberStatus::Active
-    }
-
-    /// Whether `key` is a live device of this member: listed, not revoked,
-    /// and either the member's own DID key or proven by the device.
-    pub fn has_live_device(&self, key: &Did) -> bool {
-        self.devices
-            .get(&key.key_string())
-            .is_some_and(|d| !d.revoked && (d.proven || *key == self.did))
     }
 
     /// Reads one member; `None` when absent or malformed.

@@ -43,6 +43,10 @@ use fold::Fold;
 /// co-op heads.
 pub const MAX_PENDING: usize = 10_000;
 
+/// Most of those one signer key may hold, so that no single device or node
+/// can crowd out everyone else's waiting entries.
+pub const MAX_PENDING_PER_SIGNER: usize = 1_000;
+
 /// Why an entry was refused. A refused entry is never stored or forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -88,8 +92,8 @@ pub enum EntryRefusal {
     /// Decision receipts are checked once governance records them.
     #[error("entries citing a decision receipt are not accepted yet")]
     DecisionUnsupported,
-    /// The pending set is full.
-    #[error("the pending set is full ({MAX_PENDING} entries)")]
+    /// The pending set is full, or holds this signer's share.
+    #[error("the pending set is full ({MAX_PENDING} entries, {MAX_PENDING_PER_SIGNER} per signer)")]
     PendingFull,
 }
 
@@ -178,6 +182,8 @@ pub struct UnitPosition {
 pub(crate) struct LedgerState {
     fold: Fold,
     pending: HashMap<EntryId, SignedEntry>,
+    /// How many of `pending` each signer key holds.
+    pending_by_signer: HashMap<Did, usize>,
 }
 
 /// An entry that passed, with the credit limits of what it debits and its
@@ -297,15 +303,33 @@ fn check_state(
     e: &SignedEntry,
     lookups: &mut Lookups,
 ) -> Result<Verdict, EntryRefusal> {
-    let entry = &e.entry;
-    let heads = heads_of(entry);
-    let heads_known = heads
+    let heads = heads_of(&e.entry);
+    if !heads
         .iter()
-        .all(|h| doc.get_change_meta_by_hash(h).is_some());
-    if !heads_known || !entry.parents.iter().all(&known) {
+        .all(|h| doc.get_change_meta_by_hash(h).is_some())
+    {
         return Ok(Verdict::Pending);
     }
-    let r = reader_at(doc, &heads);
+    // The co-op state the entry cites is here, so the entry is judged by it
+    // now: only entries valid at their heads may wait for their parents, and
+    // a stranger cannot fill the pending set.
+    let limits = check_at_heads(doc, &heads, e, lookups)?;
+    if !e.entry.parents.iter().all(known) {
+        return Ok(Verdict::Pending);
+    }
+    Ok(Verdict::Valid(limits))
+}
+
+/// Checks an entry against the co-op document at its cited `heads`, which
+/// are all known; returns the credit limits of the accounts it debits.
+fn check_at_heads(
+    doc: &Automerge,
+    heads: &[ChangeHash],
+    e: &SignedEntry,
+    lookups: &mut Lookups,
+) -> Result<HashMap<Did, i64>, EntryRefusal> {
+    let entry = &e.entry;
+    let r = reader_at(doc, heads);
     let device = if entry.delegation.is_some() {
         entry.author
     } else {
@@ -348,7 +372,7 @@ fn check_state(
             if delegated_without_admin {
                 return Err(EntryRefusal::Denied(Denied::MissingScope(Scope::CoopAdmin)));
             }
-            return Ok(Verdict::Valid(HashMap::new()));
+            return Ok(HashMap::new());
         }
     };
     // Per unit: credits and debits, each summed with checked arithmetic.
@@ -394,7 +418,7 @@ fn check_state(
             return Err(EntryRefusal::UnknownUnit(unit.to_owned()));
         }
     }
-    Ok(Verdict::Valid(limits))
+    Ok(limits)
 }
 
 /// Loads a co-op's stored entries into a fold. Stored entries were validated
@@ -522,9 +546,14 @@ impl Engine {
                             Ok(Ingest::Stored(id))
                         }
                         Verdict::Pending => {
-                            if state.pending.len() >= MAX_PENDING {
+                            let from_signer =
+                                state.pending_by_signer.entry(e.entry.signer).or_insert(0);
+                            if state.pending.len() >= MAX_PENDING
+                                || *from_signer >= MAX_PENDING_PER_SIGNER
+                            {
                                 return Err(EntryRefusal::PendingFull);
                             }
+                            *from_signer += 1;
                             state.pending.insert(id, e);
                             Ok(Ingest::Pending(id))
                         }
@@ -554,6 +583,12 @@ impl Engine {
                     let Some(e) = state.pending.remove(&id) else {
                         continue;
                     };
+                    if let Some(n) = state.pending_by_signer.get_mut(&e.entry.signer) {
+                        *n -= 1;
+                        if *n == 0 {
+                            state.pending_by_signer.remove(&e.entry.signer);
+                        }
+                    }
                     let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
                     // Its signature passed when it arrived.
                     if let Ok(Verdict::Valid(limits)) = check_state(doc, known, &e, &mut lookups) {
@@ -682,7 +717,7 @@ impl Engine {
                 .check_at_end(&signed, &limits)
                 .map_err(LedgerError::Conflict)?;
             let bytes = signed.encode()?;
-            let id = signed.id()?;
+            let id = EntryId(*blake3::hash(&bytes).as_bytes());
             self.store()
                 .stage_entries(coop, &[(id.0, bytes.as_slice())])?;
             state.fold.insert(id, signed, limits);

@@ -615,3 +615,48 @@ fn freeze_conflicts_what_touches_the_account_from_its_place_on() {
         other.engine.trial_balance(&coop).expect("tb")
     );
 }
+
+#[test]
+fn only_entries_valid_at_their_heads_wait_and_each_signer_has_a_share() {
+    use super::MAX_PENDING_PER_SIGNER;
+    let (node, coop, _, alice, bob) = setup();
+    let e = &node.engine;
+    let orphan = |signer: &Keypair, author: &Keypair, n: u64| {
+        let mut entry = transfer(e, &coop, signer, author.did(), bob.did(), 1);
+        entry.parents = vec![EntryId([9; 32])]; // nobody has it
+        entry.timestamp += n;
+        sign_entry(signer, entry)
+    };
+    // A stranger's entry is judged at its known co-op heads, not parked.
+    let stranger = keypair(99);
+    assert!(matches!(
+        refusal(e, &coop, orphan(&stranger, &stranger, 0)),
+        EntryRefusal::Denied(_)
+    ));
+    // A member's waits, up to its share of the pending set.
+    let batch: Vec<Vec<u8>> = (0..MAX_PENDING_PER_SIGNER as u64 + 1)
+        .map(|n| orphan(&alice, &alice, n))
+        .collect();
+    let results = e.ingest_entries(&coop, batch).expect("ingest");
+    assert!(
+        results[..MAX_PENDING_PER_SIGNER]
+            .iter()
+            .all(|r| matches!(r, Ok(Ingest::Pending(_))))
+    );
+    assert_eq!(
+        results[MAX_PENDING_PER_SIGNER],
+        Err(EntryRefusal::PendingFull)
+    );
+    // Someone else's still may.
+    let mut entry = transfer(e, &coop, &bob, bob.did(), alice.did(), 1);
+    entry.parents = vec![EntryId([9; 32])];
+    let r = e
+        .ingest_entries(&coop, vec![sign_entry(&bob, entry)])
+        .expect("ingest");
+    assert!(matches!(r[0], Ok(Ingest::Pending(_))));
+    assert_eq!(
+        e.trial_balance(&coop).expect("tb").entries,
+        0,
+        "nothing pending is stored"
+    );
+}
