@@ -197,12 +197,12 @@ proptest! {
             signer: alice.did(),
             timestamp: 1_700_000_000_000,
             coop_heads: engine.heads(&id).expect("doc").iter().map(|h| h.0).collect(),
-            body: Body::Transfer { postings },
+            body: Body::Transfer { postings, from_allowance: false },
             memo: String::new(),
             decision: None,
             delegation: None,
         };
-        let Body::Transfer { postings } = &mut entry.body else { unreachable!("a transfer") };
+        let Body::Transfer { postings, .. } = &mut entry.body else { unreachable!("a transfer") };
         let mut signer = alice.clone();
         match &forgery {
             Forgery::WrongKey => signer = bob.clone(),
@@ -219,7 +219,7 @@ proptest! {
                 entry.author = stranger.did();
                 entry.signer = stranger.did();
                 signer = stranger.clone();
-                let Body::Transfer { postings } = &mut entry.body else { unreachable!("a transfer") };
+                let Body::Transfer { postings, .. } = &mut entry.body else { unreachable!("a transfer") };
                 *postings = vec![posting(&stranger, -amount), posting(&bob, amount)];
                 postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
             }

@@ -127,6 +127,10 @@ pub enum Body {
     Transfer {
         /// The legs.
         postings: Vec<Posting>,
+        /// Whether the author's debits come out of the signer's allowance
+        /// (a device spending offline credit the member set aside for it)
+        /// rather than the member's general credit.
+        from_allowance: bool,
     },
     /// Freeze (or unfreeze) a member's account: from its place in the fold
     /// on, entries that touch the account are conflicted. Written by an
@@ -136,6 +140,24 @@ pub enum Body {
         account: Did,
         /// `true` to freeze, `false` to unfreeze.
         frozen: bool,
+    },
+    /// Set aside `amount` of the author's credit in `unit` for `device` to
+    /// spend on its own, offline or not. Signed by the member's DID key.
+    Grant {
+        /// The device (or delegate node) key the allowance is for.
+        device: Did,
+        /// Unit id from the co-op's policy.
+        unit: String,
+        /// How much, positive.
+        amount: i64,
+    },
+    /// Give back `amount` of the signer's unspent allowance in `unit` to the
+    /// member's general credit. Signed by the device whose allowance it is.
+    Release {
+        /// Unit id from the co-op's policy.
+        unit: String,
+        /// How much, positive.
+        amount: i64,
     },
 }
 
@@ -216,8 +238,8 @@ impl Entry {
     /// The postings of a transfer.
     pub fn postings(&self) -> &[Posting] {
         match &self.body {
-            Body::Transfer { postings } => postings,
-            Body::Freeze { .. } => &[],
+            Body::Transfer { postings, .. } => postings,
+            Body::Freeze { .. } | Body::Grant { .. } | Body::Release { .. } => &[],
         }
     }
 
@@ -300,6 +322,18 @@ fn put_len(
     Ok(())
 }
 
+/// A unit and a positive amount, as grants and releases carry them.
+fn put_unit_amount(out: &mut Vec<u8>, unit: &str, amount: i64) -> Result<(), DecodeError> {
+    check_unit(unit)?;
+    put_len(out, unit.len(), 32, "unit too long")?;
+    out.extend_from_slice(unit.as_bytes());
+    if amount <= 0 {
+        return Err(DecodeError::Invalid("an allowance amount is positive"));
+    }
+    out.extend_from_slice(&amount.to_be_bytes());
+    Ok(())
+}
+
 fn encode_entry(e: &Entry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
     out.extend_from_slice(ENTRY_MAGIC);
     out.push(ENTRY_VERSION);
@@ -328,8 +362,11 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         out.extend_from_slice(h);
     }
     match &e.body {
-        Body::Transfer { postings } => {
-            out.push(0);
+        Body::Transfer {
+            postings,
+            from_allowance,
+        } => {
+            out.push(if *from_allowance { 2 } else { 0 });
             if postings.is_empty() {
                 return Err(DecodeError::Invalid("a transfer has at least one posting"));
             }
@@ -363,6 +400,19 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
             out.push(1);
             out.extend_from_slice(account.as_bytes());
             out.push(u8::from(*frozen));
+        }
+        Body::Grant {
+            device,
+            unit,
+            amount,
+        } => {
+            out.push(3);
+            out.extend_from_slice(device.as_bytes());
+            put_unit_amount(out, unit, *amount)?;
+        }
+        Body::Release { unit, amount } => {
+            out.push(4);
+            put_unit_amount(out, unit, *amount)?;
         }
     }
     put_len(out, e.memo.len(), MAX_MEMO, "memo too long")?;
@@ -436,6 +486,17 @@ impl<'a> Cursor<'a> {
             .map_err(|_| DecodeError::Invalid("text is not UTF-8"))
     }
 
+    fn unit_amount(&mut self) -> Result<(String, i64), DecodeError> {
+        let len = self.len(32, "unit too long")?;
+        let unit = self.text(len)?;
+        check_unit(&unit)?;
+        let amount = i64::from_be_bytes(self.array()?);
+        if amount <= 0 {
+            return Err(DecodeError::Invalid("an allowance amount is positive"));
+        }
+        Ok((unit, amount))
+    }
+
     fn flag(&mut self) -> Result<bool, DecodeError> {
         match self.u8()? {
             0 => Ok(false),
@@ -470,7 +531,7 @@ fn decode_entry(r: &mut Cursor<'_>) -> Result<Entry, DecodeError> {
     let coop_heads = (0..n).map(|_| r.array()).collect::<Result<Vec<_>, _>>()?;
     check_sorted_unique(&coop_heads, "co-op heads must be sorted and unique")?;
     let body = match r.u8()? {
-        0 => {
+        tag @ (0 | 2) => {
             let n = r.len(MAX_POSTINGS, "too many postings")?;
             if n == 0 {
                 return Err(DecodeError::Invalid("a transfer has at least one posting"));
@@ -503,12 +564,28 @@ fn decode_entry(r: &mut Cursor<'_>) -> Result<Entry, DecodeError> {
                 &keys,
                 "postings must be sorted by account and unit, each once",
             )?;
-            Body::Transfer { postings }
+            Body::Transfer {
+                postings,
+                from_allowance: tag == 2,
+            }
         }
         1 => Body::Freeze {
             account: r.did()?,
             frozen: r.flag()?,
         },
+        3 => {
+            let device = r.did()?;
+            let (unit, amount) = r.unit_amount()?;
+            Body::Grant {
+                device,
+                unit,
+                amount,
+            }
+        }
+        4 => {
+            let (unit, amount) = r.unit_amount()?;
+            Body::Release { unit, amount }
+        }
         _ => return Err(DecodeError::Invalid("unknown entry body")),
     };
     let len = r.len(MAX_MEMO, "memo too long")?;
@@ -564,7 +641,10 @@ mod tests {
             decision in prop::option::of(any::<[u8; 32]>()),
             timestamp in any::<u64>(),
             signature in prop::collection::vec(any::<u8>(), 64),
-            freeze in prop::option::of((any::<u8>(), any::<bool>())),
+            kind in 0u8..5,
+            who in any::<u8>(),
+            frozen in any::<bool>(),
+            allowance in (1i64..=i64::MAX),
         ) -> SignedEntry {
             SignedEntry {
                 entry: Entry {
@@ -574,14 +654,17 @@ mod tests {
                     signer: did(2),
                     timestamp,
                     coop_heads: heads.into_iter().collect(),
-                    body: match freeze {
-                        Some((who, frozen)) => Body::Freeze { account: did(who), frozen },
-                        None => Body::Transfer {
+                    body: match kind {
+                        0 | 1 => Body::Transfer {
                             postings: legs
                                 .into_iter()
                                 .map(|((account, unit), amount)| Posting { account, unit, amount })
                                 .collect(),
+                            from_allowance: kind == 1,
                         },
+                        2 => Body::Freeze { account: did(who), frozen },
+                        3 => Body::Grant { device: did(who), unit: "hours".into(), amount: allowance },
+                        _ => Body::Release { unit: "hours".into(), amount: allowance },
                     },
                     memo,
                     decision,
@@ -633,6 +716,7 @@ mod tests {
                             amount: 2,
                         },
                     ],
+                    from_allowance: false,
                 },
                 memo: "weeding".into(),
                 decision: None,
@@ -669,19 +753,41 @@ mod tests {
         ));
         // A zero amount, a duplicate posting, an empty transfer.
         let mut zero = e.clone();
-        let Body::Transfer { postings } = &mut zero.entry.body else {
+        let Body::Transfer { postings, .. } = &mut zero.entry.body else {
             unreachable!("a transfer")
         };
         postings[0].amount = 0;
         assert!(zero.encode().is_err());
         let mut dup = e.clone();
-        let Body::Transfer { postings } = &mut dup.entry.body else {
+        let Body::Transfer { postings, .. } = &mut dup.entry.body else {
             unreachable!("a transfer")
         };
         postings[1].account = postings[0].account;
         assert!(dup.encode().is_err());
-        let mut empty = e;
-        empty.entry.body = Body::Transfer { postings: vec![] };
+        let mut empty = e.clone();
+        empty.entry.body = Body::Transfer {
+            postings: vec![],
+            from_allowance: false,
+        };
         assert!(empty.encode().is_err());
+        // Allowance amounts are positive.
+        let mut grant = e;
+        grant.entry.body = Body::Grant {
+            device: did(4),
+            unit: "hours".into(),
+            amount: 0,
+        };
+        assert!(grant.encode().is_err());
+        grant.entry.body = Body::Release {
+            unit: "hours".into(),
+            amount: 7,
+        };
+        let mut raw = grant.encode().expect("encodes");
+        let at = raw.len() - 64 - 2 - 1 - 1 - "weeding".len() - 8;
+        raw[at..at + 8].copy_from_slice(&(-7i64).to_be_bytes());
+        assert!(matches!(
+            SignedEntry::decode(&raw),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 }

@@ -89,6 +89,9 @@ pub enum EntryRefusal {
         /// The account debited.
         account: String,
     },
+    /// An allowance entry signed by the wrong key.
+    #[error("{0}")]
+    BadAllowance(&'static str),
     /// Decision receipts are checked once governance records them.
     #[error("entries citing a decision receipt are not accepted yet")]
     DecisionUnsupported,
@@ -173,8 +176,13 @@ pub struct UnitPosition {
     pub balance: i64,
     /// How far below zero the member may go.
     pub credit_limit: i64,
-    /// `balance + credit_limit`: what the member can still spend.
+    /// Set aside in device allowances: `Σ allowances`.
+    pub reserved: i64,
+    /// `balance + credit_limit − reserved`: what the member's general credit
+    /// can still spend.
     pub available: i64,
+    /// Unspent allowance per device key.
+    pub allowances: BTreeMap<Did, i64>,
 }
 
 /// A co-op's ledger in memory: the fold and the entries waiting.
@@ -353,8 +361,60 @@ fn check_at_heads(
     if entry.decision.is_some() {
         return Err(EntryRefusal::DecisionUnsupported);
     }
+    let unit_known = |lookups: &mut Lookups, unit: &str| {
+        let known = *lookups
+            .unit
+            .entry((entry.coop_heads.clone(), unit.to_owned()))
+            .or_insert_with(|| coop::has_unit(r, unit));
+        if known {
+            Ok(())
+        } else {
+            Err(EntryRefusal::UnknownUnit(unit.to_owned()))
+        }
+    };
+    let author_limit = |lookups: &mut Lookups| {
+        *lookups
+            .limit
+            .entry((entry.coop_heads.clone(), entry.author))
+            .or_insert_with(|| coop::credit_limit(r, &entry.author))
+    };
+    let owner = entry.signer == entry.author && entry.delegation.is_none();
     let postings = match &entry.body {
-        Body::Transfer { postings } => postings,
+        Body::Transfer {
+            postings,
+            from_allowance,
+        } => {
+            if *from_allowance && owner {
+                return Err(EntryRefusal::BadAllowance(
+                    "a member's DID key spends its general credit; allowances are for its other keys",
+                ));
+            }
+            postings
+        }
+        Body::Grant { device, unit, .. } => {
+            if !owner {
+                return Err(EntryRefusal::BadAllowance(
+                    "only the member's DID key grants allowances",
+                ));
+            }
+            if *device == entry.author {
+                return Err(EntryRefusal::BadAllowance(
+                    "an allowance is for a key other than the member's DID key",
+                ));
+            }
+            unit_known(lookups, unit)?;
+            let limit = author_limit(lookups);
+            return Ok(HashMap::from([(entry.author, limit)]));
+        }
+        Body::Release { unit, .. } => {
+            if owner {
+                return Err(EntryRefusal::BadAllowance(
+                    "a release is signed by the key whose allowance it gives back",
+                ));
+            }
+            unit_known(lookups, unit)?;
+            return Ok(HashMap::new());
+        }
         Body::Freeze { .. } => {
             let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
             if !admin {
@@ -387,11 +447,7 @@ fn check_at_heads(
         if p.amount < 0 {
             match p.account {
                 Account::Member(did) if did == entry.author => {
-                    let limit = *lookups
-                        .limit
-                        .entry((entry.coop_heads.clone(), did))
-                        .or_insert_with(|| coop::credit_limit(r, &did));
-                    limits.insert(did, limit);
+                    limits.insert(did, author_limit(lookups));
                 }
                 // The treasury is debited only by a conversion at the
                 // policy's rate, where it takes in what it pays out.
@@ -410,13 +466,7 @@ fn check_at_heads(
         if credits + debits != 0 {
             return Err(EntryRefusal::Unbalanced(unit.to_owned()));
         }
-        let known_unit = *lookups
-            .unit
-            .entry((entry.coop_heads.clone(), unit.to_owned()))
-            .or_insert_with(|| coop::has_unit(r, unit));
-        if !known_unit {
-            return Err(EntryRefusal::UnknownUnit(unit.to_owned()));
-        }
+        unit_known(lookups, unit)?;
     }
     Ok(limits)
 }
@@ -436,16 +486,18 @@ pub(crate) fn load(
         })?;
         let heads = heads_of(&e.entry);
         let r = reader_at(doc, &heads);
-        let limits = e
-            .entry
-            .postings()
-            .iter()
-            .filter(|p| p.amount < 0)
-            .filter_map(|p| match p.account {
-                Account::Member(d) => Some((d, coop::credit_limit(r, &d))),
-                Account::Treasury => None,
-            })
-            .collect();
+        // The author is the only member an entry debits, and a grant is
+        // judged by the author's limit too.
+        let limited = matches!(e.entry.body, Body::Grant { .. })
+            || e.entry
+                .postings()
+                .iter()
+                .any(|p| p.amount < 0 && p.account == Account::Member(e.entry.author));
+        let limits = if limited {
+            HashMap::from([(e.entry.author, coop::credit_limit(r, &e.entry.author))])
+        } else {
+            HashMap::new()
+        };
         state.fold.insert(id, e, limits);
     }
     Ok(state)
@@ -649,6 +701,7 @@ impl Engine {
                         amount: settle.amount,
                     },
                 ],
+                from_allowance: false,
             })
         })
     }
@@ -681,8 +734,21 @@ impl Engine {
                 }
             };
             let mut body = body(author)?;
-            if let Body::Transfer { postings } = &mut body {
+            let owner = key.did() == author && delegation.is_none();
+            if let Body::Transfer {
+                postings,
+                from_allowance,
+            } = &mut body
+            {
                 postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+                // Once the member keeps allowances in a unit, its other keys
+                // spend that unit from their own.
+                *from_allowance = !owner
+                    && postings.iter().any(|p| {
+                        p.account == Account::Member(author)
+                            && p.amount < 0
+                            && state.fold.has_grants(&author, &p.unit)
+                    });
             }
             let entry = Entry {
                 coop: *coop,
@@ -760,6 +826,7 @@ impl Engine {
             .map_err(|_| LedgerError::Invalid("the converted amount overflows".into()))?;
         self.record(coop, signer, &convert.memo, |author| {
             Ok(Body::Transfer {
+                from_allowance: false,
                 postings: vec![
                     Posting {
                         account: Account::Member(author),
@@ -805,6 +872,50 @@ impl Engine {
         })
     }
 
+    /// Sets `amount` of the signer's member's credit in `unit` aside for
+    /// `device`, which then spends it without being conflicted by anything
+    /// the member's other keys do concurrently. The signer must be the
+    /// member's DID key, and the member must have that much room.
+    pub fn grant_allowance(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        device: &Did,
+        unit: &str,
+        amount: i64,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        if amount <= 0 {
+            return Err(LedgerError::Invalid("the amount must be positive".into()));
+        }
+        self.record(coop, signer, "allowance", |_| {
+            Ok(Body::Grant {
+                device: *device,
+                unit: unit.to_owned(),
+                amount,
+            })
+        })
+    }
+
+    /// Gives `amount` of the signer's unspent allowance in `unit` back to
+    /// its member's general credit.
+    pub fn release_allowance(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        unit: &str,
+        amount: i64,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        if amount <= 0 {
+            return Err(LedgerError::Invalid("the amount must be positive".into()));
+        }
+        self.record(coop, signer, "release", |_| {
+            Ok(Body::Release {
+                unit: unit.to_owned(),
+                amount,
+            })
+        })
+    }
+
     /// A member's balance, credit limit and available amount in every unit
     /// of the co-op's policy.
     pub fn position(&self, coop: &DocId, member: &Did) -> Result<Vec<UnitPosition>, LedgerError> {
@@ -819,11 +930,14 @@ impl Engine {
                 .into_keys()
                 .map(|unit| {
                     let balance = state.fold.balance(Account::Member(*member), &unit);
+                    let reserved = state.fold.reserved(member, &unit);
                     UnitPosition {
-                        available: balance.saturating_add(limit),
+                        available: balance.saturating_add(limit).saturating_sub(reserved),
+                        allowances: state.fold.allowances(member, &unit),
                         unit,
                         balance,
                         credit_limit: limit,
+                        reserved,
                     }
                 })
                 .collect())

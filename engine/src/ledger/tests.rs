@@ -93,7 +93,10 @@ fn transfer(
             .iter()
             .map(|h| h.0)
             .collect(),
-        body: Body::Transfer { postings },
+        body: Body::Transfer {
+            postings,
+            from_allowance: false,
+        },
         memo: String::new(),
         decision: None,
         delegation: None,
@@ -182,7 +185,7 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     );
     // Unbalanced.
     let mut unbalanced = good.clone();
-    let Body::Transfer { postings } = &mut unbalanced.body else {
+    let Body::Transfer { postings, .. } = &mut unbalanced.body else {
         unreachable!("a transfer")
     };
     postings.iter_mut().for_each(|p| {
@@ -202,7 +205,7 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     ));
     let mut theft = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
     theft.author = alice.did();
-    let Body::Transfer { postings } = &mut theft.body else {
+    let Body::Transfer { postings, .. } = &mut theft.body else {
         unreachable!("a transfer")
     };
     for p in postings.iter_mut() {
@@ -214,7 +217,7 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     ));
     // The treasury is not anyone's to debit without a decision.
     let mut treasury = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
-    let Body::Transfer { postings } = &mut treasury.body else {
+    let Body::Transfer { postings, .. } = &mut treasury.body else {
         unreachable!("a transfer")
     };
     *postings = vec![
@@ -235,7 +238,7 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
     ));
     // A unit the policy does not have.
     let mut gold = good.clone();
-    let Body::Transfer { postings } = &mut gold.body else {
+    let Body::Transfer { postings, .. } = &mut gold.body else {
         unreachable!("a transfer")
     };
     postings.iter_mut().for_each(|p| p.unit = "gold".into());
@@ -533,7 +536,7 @@ fn convert_at_the_policy_rate_through_the_treasury() {
     assert_eq!(entry_status, Status::Applied);
     let mut cheat = e.entry(&coop, &id).expect("entry").expect("held").0.entry;
     cheat.parents = e.ledger_heads(&coop).expect("heads");
-    let Body::Transfer { postings } = &mut cheat.body else {
+    let Body::Transfer { postings, .. } = &mut cheat.body else {
         unreachable!("a transfer")
     };
     for p in postings.iter_mut() {
@@ -659,4 +662,248 @@ fn only_entries_valid_at_their_heads_wait_and_each_signer_has_a_share() {
         0,
         "nothing pending is stored"
     );
+}
+
+/// Alice's phones `keypair(20)` and `keypair(21)`, proven devices of hers.
+fn with_phones(node: &TestNode, coop: &DocId, alice: &Keypair) -> (Keypair, Keypair) {
+    let phones = (keypair(20), keypair(21));
+    for phone in [&phones.0, &phones.1] {
+        let proof = phone.device_proof(&alice.did());
+        node.engine
+            .write(coop, &dev(alice), |tx| {
+                coop::add_device(tx, &alice.did(), &phone.did(), Some(&proof), None, 1)
+            })
+            .expect("device");
+    }
+    phones
+}
+
+fn hours(engine: &Engine, coop: &DocId, who: &Keypair) -> super::UnitPosition {
+    engine
+        .position(coop, &who.did())
+        .expect("position")
+        .into_iter()
+        .find(|p| p.unit == "hours")
+        .expect("hours")
+}
+
+/// Both replicas take each other's entries; their ledgers must agree.
+fn exchange(a: &Engine, b: &Engine, coop: &DocId) -> super::TrialBalance {
+    let (from_a, from_b) = (
+        a.entries(coop).expect("entries"),
+        b.entries(coop).expect("entries"),
+    );
+    a.ingest_entries(coop, from_b).expect("ingest");
+    b.ingest_entries(coop, from_a).expect("ingest");
+    let tb = a.trial_balance(coop).expect("tb");
+    assert_eq!(tb, b.trial_balance(coop).expect("tb"));
+    tb
+}
+
+fn status_of(engine: &Engine, coop: &DocId, id: &EntryId) -> Status {
+    engine.entry(coop, id).expect("entry").expect("held").1
+}
+
+#[test]
+fn an_allowance_spent_offline_survives_a_concurrent_general_overspend() {
+    let (node, coop, _, alice, bob) = setup();
+    let (phone, _) = with_phones(&node, &coop, &alice);
+    let (grant, status) = node
+        .engine
+        .grant_allowance(&coop, &dev(&alice), &phone.did(), "hours", 60)
+        .expect("grant");
+    assert_eq!(status, Status::Applied);
+    let p = hours(&node.engine, &coop, &alice);
+    assert_eq!((p.reserved, p.available), (60, 40));
+    assert_eq!(p.allowances.get(&phone.did()), Some(&60));
+    let handset = replica(&node.engine, &coop);
+    exchange(&node.engine, &handset.engine, &coop);
+    // Offline from each other: the DID key spends all the general credit,
+    // the phone its whole allowance.
+    let (general, _) = node
+        .engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 40))
+        .expect("general spend");
+    let over = node
+        .engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 1))
+        .expect_err("the rest is reserved");
+    assert!(matches!(
+        over,
+        LedgerError::Conflict(Conflict::CreditLimit { reserved: 60, .. })
+    ));
+    let (spent, _) = handset
+        .engine
+        .settle(&coop, &dev(&phone), &settle(&bob, 60))
+        .expect("allowance spend");
+    let (entry, _) = handset
+        .engine
+        .entry(&coop, &spent)
+        .expect("entry")
+        .expect("held");
+    assert!(matches!(
+        entry.entry.body,
+        Body::Transfer {
+            from_allowance: true,
+            ..
+        }
+    ));
+    let tb = exchange(&node.engine, &handset.engine, &coop);
+    assert!(tb.conflicted.is_empty(), "nothing conflicts: {tb:?}");
+    for id in [grant, general, spent] {
+        assert_eq!(status_of(&handset.engine, &coop, &id), Status::Applied);
+    }
+    let p = hours(&node.engine, &coop, &alice);
+    assert_eq!((p.balance, p.reserved, p.available), (-100, 0, 0));
+    assert!(tb.totals.values().all(|t| *t == 0));
+    // Over the allowance: refused on the phone, nothing stored.
+    let more = handset
+        .engine
+        .settle(&coop, &dev(&phone), &settle(&bob, 1))
+        .expect_err("the allowance is spent");
+    assert!(matches!(
+        more,
+        LedgerError::Conflict(Conflict::AllowanceExceeded {
+            remaining: 0,
+            wanted: 1,
+            ..
+        })
+    ));
+    // Allowances are folded again after a restart.
+    let node = node.reopen();
+    assert_eq!(hours(&node.engine, &coop, &alice), p);
+}
+
+#[test]
+fn a_device_general_spend_concurrent_with_a_grant_does_not_count_in_any_order() {
+    let (node, coop, _, alice, bob) = setup();
+    let (phone, laptop) = with_phones(&node, &coop, &alice);
+    let other = replica(&node.engine, &coop);
+    // Before any grant, a device spends general credit.
+    let (before, _) = other
+        .engine
+        .settle(&coop, &dev(&laptop), &settle(&bob, 10))
+        .expect("general spend before grants");
+    exchange(&node.engine, &other.engine, &coop);
+    // Concurrently: a grant on one side, a general spend by the laptop on
+    // the other. The laptop's spend would fit in the limit, but it takes
+    // credit the grant set aside.
+    let (grant, _) = node
+        .engine
+        .grant_allowance(&coop, &dev(&alice), &phone.did(), "hours", 90)
+        .expect("grant");
+    let (concurrent, status) = other
+        .engine
+        .settle(&coop, &dev(&laptop), &settle(&bob, 30))
+        .expect("laptop");
+    assert_eq!(status, Status::Applied, "it counts until the grant arrives");
+    let entries = [
+        node.engine.entries(&coop).expect("entries"),
+        other.engine.entries(&coop).expect("entries"),
+    ]
+    .concat();
+    let tb = exchange(&node.engine, &other.engine, &coop);
+    assert_eq!(tb.conflicted, vec![concurrent]);
+    assert!(matches!(
+        status_of(&node.engine, &coop, &concurrent),
+        Status::Conflicted {
+            conflict: Conflict::AllowanceRequired { .. }
+        }
+    ));
+    assert_eq!(status_of(&node.engine, &coop, &before), Status::Applied);
+    assert_eq!(status_of(&node.engine, &coop, &grant), Status::Applied);
+    // Any arrival order gives the same fold.
+    for order in [entries.clone(), entries.iter().rev().cloned().collect()] {
+        let fresh = replica(&node.engine, &coop);
+        for bytes in order {
+            fresh
+                .engine
+                .ingest_entries(&coop, vec![bytes])
+                .expect("ingest");
+        }
+        assert_eq!(fresh.engine.trial_balance(&coop).expect("tb"), tb);
+        assert_eq!(
+            hours(&fresh.engine, &coop, &alice),
+            hours(&node.engine, &coop, &alice)
+        );
+    }
+    // From now on the laptop spends only from an allowance, and has none.
+    let err = node
+        .engine
+        .settle(&coop, &dev(&laptop), &settle(&bob, 1))
+        .expect_err("no allowance");
+    assert!(matches!(
+        err,
+        LedgerError::Conflict(Conflict::AllowanceExceeded { remaining: 0, .. })
+    ));
+}
+
+#[test]
+fn releases_return_credit_and_allowance_entries_need_the_right_key() {
+    let (node, coop, _, alice, bob) = setup();
+    let (phone, _) = with_phones(&node, &coop, &alice);
+    node.engine
+        .grant_allowance(&coop, &dev(&alice), &phone.did(), "hours", 50)
+        .expect("grant");
+    node.engine
+        .release_allowance(&coop, &dev(&phone), "hours", 20)
+        .expect("release");
+    let p = hours(&node.engine, &coop, &alice);
+    assert_eq!((p.reserved, p.available), (30, 70));
+    let over = node
+        .engine
+        .release_allowance(&coop, &dev(&phone), "hours", 31)
+        .expect_err("more than is left");
+    assert!(matches!(
+        over,
+        LedgerError::Conflict(Conflict::AllowanceExceeded { remaining: 30, .. })
+    ));
+    let too_much = node
+        .engine
+        .grant_allowance(&coop, &dev(&alice), &phone.did(), "hours", 71)
+        .expect_err("no room");
+    assert!(matches!(
+        too_much,
+        LedgerError::Conflict(Conflict::CreditLimit { .. })
+    ));
+    // Wrong keys, refused by every peer.
+    let wrong = |signer: &Keypair, body: Body| {
+        let mut entry = transfer(&node.engine, &coop, signer, alice.did(), bob.did(), 1);
+        entry.body = body;
+        refusal(&node.engine, &coop, sign_entry(signer, entry))
+    };
+    let grant = |device: &Keypair| Body::Grant {
+        device: device.did(),
+        unit: "hours".into(),
+        amount: 5,
+    };
+    let release = Body::Release {
+        unit: "hours".into(),
+        amount: 5,
+    };
+    assert!(matches!(
+        wrong(&phone, grant(&bob)),
+        EntryRefusal::BadAllowance(_)
+    ));
+    assert!(matches!(
+        wrong(&alice, grant(&alice)),
+        EntryRefusal::BadAllowance(_)
+    ));
+    assert!(matches!(
+        wrong(&alice, release),
+        EntryRefusal::BadAllowance(_)
+    ));
+    let mut own = transfer(&node.engine, &coop, &alice, alice.did(), bob.did(), 1);
+    let Body::Transfer { from_allowance, .. } = &mut own.body else {
+        unreachable!("a transfer")
+    };
+    *from_allowance = true;
+    assert!(matches!(
+        refusal(&node.engine, &coop, sign_entry(&alice, own)),
+        EntryRefusal::BadAllowance(_)
+    ));
+    // The DID key still spends general credit: 70 are available.
+    node.engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 70))
+        .expect("general spend");
 }
