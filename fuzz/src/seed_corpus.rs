@@ -51,6 +51,16 @@ fn main() -> std::io::Result<()> {
         .engine
         .settle(&f.coop, &icn_engine::Signer::Device(m.clone()), &settle)
         .map_err(std::io::Error::other)?;
+    f.node
+        .engine
+        .grant_allowance(
+            &f.coop,
+            &icn_engine::Signer::Device(m.clone()),
+            &keypair(30).did(),
+            "hours",
+            10,
+        )
+        .map_err(std::io::Error::other)?;
     let entries = f
         .node
         .engine
