@@ -169,9 +169,10 @@ impl Engine {
         for (id, state) in &docs {
             let state = state.lock().unwrap_or_else(|p| p.into_inner());
             if DocKind::of(Reader::now(&state.doc)) == Some(DocKind::Coop) {
-                ledgers.insert(*id, crate::ledger::load(&store, id, &state.doc)?);
+                ledgers.insert(*id, crate::ledger::open(&store, id, &state.doc)?);
             }
         }
+        store.finish_v1_migration()?;
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,

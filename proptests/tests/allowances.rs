@@ -202,6 +202,11 @@ proptest! {
                 prop_assert_eq!(status, Status::Applied, "a spend within its allowance was conflicted");
             }
         }
+        // The fold is stored as it is folded: a restart reads the same.
+        let mut nodes = nodes;
+        let restarted = nodes.pop().expect("a replica").reopen();
+        prop_assert_eq!(&restarted.engine.trial_balance(&id).expect("trial balance"), &reference);
+        prop_assert_eq!(&restarted.engine.position(&id, &member).expect("position"), &position);
         for p in &position {
             prop_assert!(p.balance >= -p.credit_limit, "the member owes more than its limit: {:?}", p);
             prop_assert!(p.available >= 0, "allowances reserve more than the member has: {:?}", p);

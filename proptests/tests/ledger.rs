@@ -133,6 +133,10 @@ proptest! {
             prop_assert_eq!(&n.engine.trial_balance(&id).expect("trial balance"), &reference);
             prop_assert_eq!(n.engine.ledger_heads(&id).expect("heads"), nodes[0].engine.ledger_heads(&id).expect("heads"));
         }
+        // The fold is stored as it is folded: a restart reads the same.
+        let mut nodes = nodes;
+        let restarted = nodes.pop().expect("a replica").reopen();
+        prop_assert_eq!(&restarted.engine.trial_balance(&id).expect("trial balance"), &reference);
         // Conflicted entries are exactly the ones over the limit: no member
         // is below its limit.
         for (( _account, _unit), balance) in &reference.accounts {

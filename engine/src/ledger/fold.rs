@@ -4,7 +4,9 @@
 //! depth is one more than its deepest parent's (0 without parents). That is a
 //! topological order, so parents always come first, and ties are broken by
 //! id. Every replica holding the same entries therefore folds them in the same
-//! order. Inserting an entry never reorders the others: it only finds its
+//! order. The fold lives in the `ledger` tree next to the entries
+//! ([`crate::storage::layout`]), so a node that starts reads none of it.
+//! Inserting an entry never reorders the others: it only finds its
 //! own place. An entry that extends the current heads lands at the end and
 //! costs O(its postings). One that lands earlier unwinds the entries after its
 //! place, then folds itself and them again.
@@ -29,13 +31,17 @@
 //! arrives (its ancestors are all here by then), so a grant that arrives
 //! late refolds from the first such debit it does not descend from.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
-use icn_schemas::Did;
-use icn_schemas::ledger::{Account, Body, EntryId, SignedEntry};
+use icn_schemas::ledger::{Account, Body, Entry, EntryId, SignedEntry};
+use icn_schemas::{Did, DocId};
+
+use super::rows::Rows;
+use crate::storage::StorageError;
+use crate::storage::layout::{GrantRow, OrderRow, ledger as tag};
 
 /// Why an entry does not count.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Conflict {
@@ -121,24 +127,15 @@ struct Effects {
     allowances: Vec<(AllowanceKey, i64)>,
 }
 
-/// A grant, with the general debits by other keys of its member and unit
-/// that are in its past.
-#[derive(Debug)]
-struct Grant {
-    member: Did,
-    unit: String,
-    ancestors: HashSet<EntryId>,
-}
-
 /// Whether an entry is signed by its author's own DID key: the one key that
 /// spends a member's general credit alongside allowances.
-fn by_owner(entry: &icn_schemas::ledger::Entry) -> bool {
+fn by_owner(entry: &Entry) -> bool {
     entry.signer == entry.author && entry.delegation.is_none()
 }
 
 /// The allowance deltas of an entry: a grant adds to the device's unspent
 /// allowance, a release and a spend from the allowance take from it.
-fn allowance_deltas(entry: &icn_schemas::ledger::Entry) -> Vec<(AllowanceKey, i64)> {
+fn allowance_deltas(entry: &Entry) -> Vec<(AllowanceKey, i64)> {
     match &entry.body {
         Body::Grant {
             device,
@@ -162,7 +159,7 @@ fn allowance_deltas(entry: &icn_schemas::ledger::Entry) -> Vec<(AllowanceKey, i6
 
 /// The units in which an entry debits its author's general credit through a
 /// key other than the author's DID key.
-fn general_debits_by_others(entry: &icn_schemas::ledger::Entry) -> Vec<String> {
+fn general_debits_by_others(entry: &Entry) -> Vec<String> {
     match &entry.body {
         Body::Transfer {
             postings,
@@ -176,264 +173,582 @@ fn general_debits_by_others(entry: &icn_schemas::ledger::Entry) -> Vec<String> {
     }
 }
 
-/// An entry in the fold, with the credit limits of the accounts it debits,
-/// read from the co-op document at the heads the entry cites.
-#[derive(Debug, Clone)]
-pub(crate) struct Node {
-    pub(crate) entry: SignedEntry,
-    pub(crate) limits: HashMap<Did, i64>,
-    depth: u64,
+/// Why reading a stored fold row failed.
+fn corrupt(reason: impl ToString) -> StorageError {
+    StorageError::Corrupt {
+        tree: crate::storage::layout::LEDGER,
+        reason: reason.to_string(),
+    }
 }
 
-/// The fold of one co-op's entries.
-#[derive(Debug, Default)]
+fn i64_of(bytes: &[u8]) -> Result<i64, StorageError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(i64::from_be_bytes)
+        .map_err(|_| corrupt("an amount is not 8 bytes"))
+}
+
+fn u64_of(bytes: &[u8]) -> Result<u64, StorageError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt("a number is not 8 bytes"))
+}
+
+/// An account as 33 key bytes: `0 ‖ DID` or `1 ‖ 0…0` for the treasury.
+fn account_key(account: &Account) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    match account {
+        Account::Member(did) => key[1..].copy_from_slice(did.as_bytes()),
+        Account::Treasury => key[0] = 1,
+    }
+    key
+}
+
+fn account_of(key: &[u8]) -> Result<Account, StorageError> {
+    match key.first() {
+        Some(0) => Did::from_bytes(&key[1..33])
+            .map(Account::Member)
+            .map_err(|_| corrupt("an account key is not a DID")),
+        Some(1) => Ok(Account::Treasury),
+        _ => Err(corrupt("unknown account tag")),
+    }
+}
+
+/// `depth ‖ id`: a place in the fold order.
+fn place(depth: u64, id: &EntryId) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&depth.to_be_bytes());
+    key[8..].copy_from_slice(&id.0);
+    key
+}
+
+fn place_of(bytes: &[u8]) -> Result<(u64, EntryId), StorageError> {
+    let at = bytes
+        .len()
+        .checked_sub(40)
+        .ok_or_else(|| corrupt("a key is too short for a place"))?;
+    let depth = u64_of(&bytes[at..at + 8])?;
+    let id = <[u8; 32]>::try_from(&bytes[at + 8..]).map_err(|_| corrupt("bad entry id"))?;
+    Ok((depth, EntryId(id)))
+}
+
+/// A unit followed by more key parts: length-prefixed.
+fn unit_part(unit: &str) -> Vec<u8> {
+    let mut part = Vec::with_capacity(unit.len() + 1);
+    part.push(unit.len() as u8);
+    part.extend_from_slice(unit.as_bytes());
+    part
+}
+
+fn limit_in(limits: &[([u8; 32], i64)], did: &Did) -> i64 {
+    limits
+        .iter()
+        .find(|(d, _)| d == did.as_bytes())
+        .map_or(0, |(_, l)| *l)
+}
+
+/// The fold of one co-op's entries, in the `ledger` tree: nothing of it is
+/// rebuilt when a node starts. Writes go to an overlay until the ledger
+/// commits them with the entries that caused them, in one atomic batch.
 pub(crate) struct Fold {
-    nodes: HashMap<EntryId, Node>,
-    order: BTreeSet<(u64, EntryId)>,
-    heads: BTreeSet<EntryId>,
-    balances: HashMap<BalanceKey, i64>,
-    status: HashMap<EntryId, Status>,
-    frozen: HashSet<Did>,
-    /// For each applied freeze entry, whether its account was frozen before,
-    /// so unwinding restores it.
-    frozen_before: HashMap<EntryId, bool>,
-    /// Unspent allowance per (member, device, unit).
-    allowances: HashMap<AllowanceKey, i64>,
-    /// Sum of the unspent allowances per (member, unit).
-    reserved: HashMap<(Did, String), i64>,
-    /// General debits by keys other than the member's DID key, per (member,
-    /// unit), by place.
-    others_debits: HashMap<(Did, String), BTreeSet<(u64, EntryId)>>,
-    /// Every grant held, applied or not.
-    grants: HashMap<EntryId, Grant>,
-    /// Grant ids per (member, unit).
-    grants_by: HashMap<(Did, String), Vec<EntryId>>,
+    rows: Rows,
 }
 
 impl Fold {
-    pub(crate) fn contains(&self, id: &EntryId) -> bool {
-        self.nodes.contains_key(id)
+    /// The co-op's stored fold.
+    pub(crate) fn open(coop: DocId, tree: sled::Tree) -> Fold {
+        Fold {
+            rows: Rows::stored(coop, tree),
+        }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.nodes.len()
+    /// The rows written since the last commit, as one batch.
+    pub(crate) fn take_batch(&mut self) -> Option<sled::Batch> {
+        self.rows.take_batch()
+    }
+
+    /// Forgets what was folded since the last commit.
+    pub(crate) fn discard(&mut self) {
+        self.rows.discard();
+    }
+
+    fn depth(&self, id: &EntryId) -> Result<Option<u64>, StorageError> {
+        self.rows
+            .get(&self.rows.key(tag::DEPTH, &[&id.0]))?
+            .map(|v| u64_of(&v))
+            .transpose()
+    }
+
+    pub(crate) fn contains(&self, id: &EntryId) -> Result<bool, StorageError> {
+        Ok(self.depth(id)?.is_some())
+    }
+
+    /// How many entries the fold holds.
+    pub(crate) fn len(&self) -> Result<u64, StorageError> {
+        self.rows
+            .get(&self.rows.key(tag::COUNT, &[]))?
+            .map_or(Ok(0), |v| u64_of(&v))
     }
 
     /// The entries nothing points to yet, sorted.
-    pub(crate) fn heads(&self) -> Vec<EntryId> {
-        self.heads.iter().copied().collect()
+    pub(crate) fn heads(&self) -> Result<Vec<EntryId>, StorageError> {
+        let prefix = self.rows.key(tag::HEAD, &[]);
+        self.rows
+            .scan(prefix.clone(), prefix)
+            .map(|r| {
+                let (k, _) = r?;
+                <[u8; 32]>::try_from(&k[33..])
+                    .map(EntryId)
+                    .map_err(|_| corrupt("bad head key"))
+            })
+            .collect()
     }
 
-    pub(crate) fn node(&self, id: &EntryId) -> Option<&Node> {
-        self.nodes.get(id)
+    /// An entry's canonical encoding.
+    pub(crate) fn entry_bytes(&self, id: &EntryId) -> Result<Option<Vec<u8>>, StorageError> {
+        self.rows.get(&self.rows.key(tag::ENTRY, &[&id.0]))
     }
 
-    pub(crate) fn status(&self, id: &EntryId) -> Option<&Status> {
-        self.status.get(id)
+    pub(crate) fn entry(&self, id: &EntryId) -> Result<Option<SignedEntry>, StorageError> {
+        self.entry_bytes(id)?
+            .map(|b| SignedEntry::decode(&b).map(|(e, _)| e).map_err(corrupt))
+            .transpose()
     }
 
-    pub(crate) fn balance(&self, account: Account, unit: &str) -> i64 {
-        self.balances
-            .get(&(account, unit.to_owned()))
-            .copied()
-            .unwrap_or(0)
+    fn order_row(&self, depth: u64, id: &EntryId) -> Result<Option<OrderRow>, StorageError> {
+        self.rows
+            .get(&self.rows.key(tag::ORDER, &[&place(depth, id)]))?
+            .map(|v| postcard::from_bytes(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    fn put_order_row(
+        &mut self,
+        depth: u64,
+        id: &EntryId,
+        row: &OrderRow,
+    ) -> Result<(), StorageError> {
+        let bytes = postcard::to_stdvec(row).map_err(corrupt)?;
+        let key = self.rows.key(tag::ORDER, &[&place(depth, id)]);
+        self.rows.put(key, bytes);
+        Ok(())
+    }
+
+    /// Where an entry stands, if it is held.
+    pub(crate) fn status(&self, id: &EntryId) -> Result<Option<Status>, StorageError> {
+        let Some(depth) = self.depth(id)? else {
+            return Ok(None);
+        };
+        let row = self
+            .order_row(depth, id)?
+            .ok_or_else(|| corrupt("an entry has a depth but no place"))?;
+        Ok(Some(match row.conflict {
+            None => Status::Applied,
+            Some(json) => Status::Conflicted {
+                conflict: serde_json::from_str(&json).map_err(corrupt)?,
+            },
+        }))
+    }
+
+    fn amount(&self, key: Vec<u8>) -> Result<i64, StorageError> {
+        self.rows.get(&key)?.map_or(Ok(0), |v| i64_of(&v))
+    }
+
+    /// Writes an amount, deleting the row at zero, so that replicas that
+    /// took different paths to the same fold hold the same rows.
+    fn set_amount(&mut self, key: Vec<u8>, value: i64) {
+        if value == 0 {
+            self.rows.delete(key);
+        } else {
+            self.rows.put(key, value.to_be_bytes().to_vec());
+        }
+    }
+
+    fn balance_key(&self, account: &Account, unit: &str) -> Vec<u8> {
+        self.rows
+            .key(tag::BALANCE, &[&account_key(account), unit.as_bytes()])
+    }
+
+    pub(crate) fn balance(&self, account: Account, unit: &str) -> Result<i64, StorageError> {
+        self.amount(self.balance_key(&account, unit))
+    }
+
+    fn reserved_key(&self, member: &Did, unit: &str) -> Vec<u8> {
+        self.rows
+            .key(tag::RESERVED, &[member.as_bytes(), unit.as_bytes()])
     }
 
     /// The part of `member`'s credit in `unit` set aside in allowances.
-    pub(crate) fn reserved(&self, member: &Did, unit: &str) -> i64 {
-        self.reserved
-            .get(&(*member, unit.to_owned()))
-            .copied()
-            .unwrap_or(0)
+    pub(crate) fn reserved(&self, member: &Did, unit: &str) -> Result<i64, StorageError> {
+        self.amount(self.reserved_key(member, unit))
+    }
+
+    fn allowance_key(&self, (member, device, unit): &AllowanceKey) -> Vec<u8> {
+        self.rows.key(
+            tag::ALLOWANCE,
+            &[member.as_bytes(), device.as_bytes(), unit.as_bytes()],
+        )
     }
 
     /// The unspent allowances of `member`'s devices in `unit`, by device.
-    pub(crate) fn allowances(&self, member: &Did, unit: &str) -> BTreeMap<Did, i64> {
-        self.allowances
-            .iter()
-            .filter(|((m, _, u), left)| m == member && u == unit && **left != 0)
-            .map(|((_, device, _), left)| (*device, *left))
+    pub(crate) fn allowances(
+        &self,
+        member: &Did,
+        unit: &str,
+    ) -> Result<BTreeMap<Did, i64>, StorageError> {
+        let prefix = self.rows.key(tag::ALLOWANCE, &[member.as_bytes()]);
+        let mut out = BTreeMap::new();
+        for row in self.rows.scan(prefix.clone(), prefix) {
+            let (k, v) = row?;
+            if &k[97..] == unit.as_bytes() {
+                let device = Did::from_bytes(&k[65..97]).map_err(|_| corrupt("bad device"))?;
+                out.insert(device, i64_of(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn grants_prefix(&self, member: &Did, unit: &str) -> Vec<u8> {
+        self.rows
+            .key(tag::GRANTS_BY, &[member.as_bytes(), &unit_part(unit)])
+    }
+
+    /// The grants held of `member` in `unit`, applied or not.
+    fn grants(&self, member: &Did, unit: &str) -> Result<Vec<GrantRow>, StorageError> {
+        let prefix = self.grants_prefix(member, unit);
+        let ids: Vec<Vec<u8>> = self
+            .rows
+            .scan(prefix.clone(), prefix.clone())
+            .map(|r| r.map(|(k, _)| k[prefix.len()..].to_vec()))
+            .collect::<Result<_, _>>()?;
+        ids.iter()
+            .map(|id| {
+                let row = self
+                    .rows
+                    .get(&self.rows.key(tag::GRANT, &[id]))?
+                    .ok_or_else(|| corrupt("an indexed grant has no row"))?;
+                postcard::from_bytes(&row).map_err(corrupt)
+            })
             .collect()
     }
 
     /// Whether `member` has granted any allowance in `unit`: then its keys
     /// other than the DID key spend `unit` only from allowances.
-    pub(crate) fn has_grants(&self, member: &Did, unit: &str) -> bool {
-        self.grants_by
-            .get(&(*member, unit.to_owned()))
-            .is_some_and(|g| !g.is_empty())
+    pub(crate) fn has_grants(&self, member: &Did, unit: &str) -> Result<bool, StorageError> {
+        let prefix = self.grants_prefix(member, unit);
+        Ok(self
+            .rows
+            .scan(prefix.clone(), prefix)
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// Ids after the rows of `prefix` from `from`, whose keys end in a place.
+    fn ids_from(
+        &self,
+        prefix: Vec<u8>,
+        from: Vec<u8>,
+    ) -> impl Iterator<Item = Result<EntryId, StorageError>> + '_ {
+        self.rows
+            .scan(prefix, from)
+            .map(|r| r.and_then(|(k, _)| place_of(&k).map(|(_, id)| id)))
     }
 
     /// Every entry id in fold order.
-    pub(crate) fn order(&self) -> impl Iterator<Item = &EntryId> {
-        self.order.iter().map(|(_, id)| id)
+    pub(crate) fn order(&self) -> impl Iterator<Item = Result<EntryId, StorageError>> + '_ {
+        let prefix = self.rows.key(tag::ORDER, &[]);
+        self.ids_from(prefix.clone(), prefix)
+    }
+
+    /// The entries touching `account`, in fold order, after the entry
+    /// `after` when given.
+    pub(crate) fn touching(
+        &self,
+        account: &Account,
+        after: Option<&EntryId>,
+    ) -> Result<impl Iterator<Item = Result<EntryId, StorageError>> + '_, StorageError> {
+        let prefix = self.rows.key(tag::BY_ACCOUNT, &[&account_key(account)]);
+        let mut from = prefix.clone();
+        if let Some(after) = after {
+            let depth = self.depth(after)?.unwrap_or(0);
+            from.extend_from_slice(&place(depth, after));
+            from.push(0); // just past it
+        }
+        Ok(self.ids_from(prefix, from))
+    }
+
+    /// The entries citing decision receipt `decision`, in fold order.
+    pub(crate) fn citing(
+        &self,
+        decision: &[u8; 32],
+    ) -> impl Iterator<Item = Result<EntryId, StorageError>> + '_ {
+        let prefix = self.rows.key(tag::BY_DECISION, &[decision]);
+        self.ids_from(prefix.clone(), prefix)
+    }
+
+    /// The conflicted entries, in fold order.
+    pub(crate) fn conflicted(&self) -> Result<Vec<EntryId>, StorageError> {
+        let prefix = self.rows.key(tag::CONFLICTED, &[]);
+        self.ids_from(prefix.clone(), prefix).collect()
+    }
+
+    /// Every non-zero balance: account, unit, amount.
+    pub(crate) fn balances(&self) -> Result<Vec<(Account, String, i64)>, StorageError> {
+        let prefix = self.rows.key(tag::BALANCE, &[]);
+        self.rows
+            .scan(prefix.clone(), prefix)
+            .map(|r| {
+                let (k, v) = r?;
+                let account = account_of(&k[33..66])?;
+                let unit = String::from_utf8(k[66..].to_vec()).map_err(corrupt)?;
+                Ok((account, unit, i64_of(&v)?))
+            })
+            .collect()
     }
 
     /// Sum of all balances per unit; always zero for every unit.
-    pub(crate) fn totals(&self) -> BTreeMap<String, i128> {
+    pub(crate) fn totals(&self) -> Result<BTreeMap<String, i128>, StorageError> {
         let mut totals = BTreeMap::new();
-        for ((_, unit), balance) in &self.balances {
-            *totals.entry(unit.clone()).or_insert(0i128) += i128::from(*balance);
+        for (_, unit, balance) in self.balances()? {
+            *totals.entry(unit).or_insert(0i128) += i128::from(balance);
         }
-        totals
+        Ok(totals)
     }
 
-    /// The fold of only `heads` and their ancestors: the ledger as it stood
-    /// at those heads. `None` when a head is unknown.
-    pub(crate) fn at(&self, heads: &[EntryId]) -> Option<Fold> {
+    /// The fold of only `heads` and their ancestors, in memory: the ledger
+    /// as it stood at those heads. `None` when a head is unknown.
+    pub(crate) fn at(&self, heads: &[EntryId]) -> Result<Option<Fold>, StorageError> {
         let mut keep = HashSet::new();
         let mut stack: Vec<EntryId> = heads.to_vec();
         while let Some(id) = stack.pop() {
-            let node = self.nodes.get(&id)?;
+            let Some(entry) = self.entry(&id)? else {
+                return Ok(None);
+            };
             if keep.insert(id) {
-                stack.extend(node.entry.entry.parents.iter().copied());
+                stack.extend(entry.entry.parents.iter().copied());
             }
         }
-        let mut fold = Fold::default();
+        let mut fold = Fold {
+            rows: Rows::in_memory(self.rows.coop()),
+        };
         // In this fold's order, parents always come first.
-        for id in self.order().filter(|id| keep.contains(id)) {
-            let node = &self.nodes[id];
-            fold.insert(*id, node.entry.clone(), node.limits.clone());
+        let prefix = self.rows.key(tag::ORDER, &[]);
+        for row in self.rows.scan(prefix.clone(), prefix) {
+            let (k, v) = row?;
+            let (_, id) = place_of(&k)?;
+            if !keep.contains(&id) {
+                continue;
+            }
+            let row: OrderRow = postcard::from_bytes(&v).map_err(corrupt)?;
+            let bytes = self
+                .entry_bytes(&id)?
+                .ok_or_else(|| corrupt("a placed entry is missing"))?;
+            let (entry, _) = SignedEntry::decode(&bytes).map_err(corrupt)?;
+            fold.insert(id, &entry, &bytes, row.limits)?;
         }
-        Some(fold)
+        Ok(Some(fold))
     }
 
-    /// Adds an entry whose parents are all in the fold.
-    pub(crate) fn insert(&mut self, id: EntryId, entry: SignedEntry, limits: HashMap<Did, i64>) {
-        if self.contains(&id) {
-            return;
+    /// Adds an entry whose parents are all in the fold, with the credit
+    /// limits (member, limit) it is judged by.
+    pub(crate) fn insert(
+        &mut self,
+        id: EntryId,
+        signed: &SignedEntry,
+        bytes: &[u8],
+        mut limits: Vec<([u8; 32], i64)>,
+    ) -> Result<(), StorageError> {
+        if self.contains(&id)? {
+            return Ok(());
         }
-        let depth = entry
-            .entry
-            .parents
-            .iter()
-            .filter_map(|p| self.nodes.get(p).map(|n| n.depth + 1))
-            .max()
-            .unwrap_or(0);
-        for p in &entry.entry.parents {
-            self.heads.remove(p);
-        }
-        self.heads.insert(id);
-        let key = (depth, id);
-        let mut start = key;
-        for unit in general_debits_by_others(&entry.entry) {
-            self.others_debits
-                .entry((entry.entry.author, unit))
-                .or_default()
-                .insert(key);
-        }
-        if let Body::Grant { unit, .. } = &entry.entry.body {
-            let member = entry.entry.author;
-            let ancestors = self.grant_ancestry(&entry.entry.parents, &member, unit);
-            // A debit this grant does not descend from may count no more.
-            let first_concurrent = self
-                .others_debits
-                .get(&(member, unit.clone()))
-                .and_then(|debits| debits.iter().find(|(_, e)| !ancestors.contains(e)));
-            if let Some(first) = first_concurrent {
-                start = start.min(*first);
+        let entry = &signed.entry;
+        let mut depth = 0;
+        for p in &entry.parents {
+            if let Some(d) = self.depth(p)? {
+                depth = depth.max(d + 1);
             }
-            self.grants.insert(
-                id,
-                Grant {
-                    member,
-                    unit: unit.clone(),
-                    ancestors,
-                },
+            let head = self.rows.key(tag::HEAD, &[&p.0]);
+            self.rows.delete(head);
+        }
+        let rows = &mut self.rows;
+        rows.put(rows.key(tag::HEAD, &[&id.0]), Vec::new());
+        rows.put(rows.key(tag::ENTRY, &[&id.0]), bytes.to_vec());
+        rows.put(rows.key(tag::DEPTH, &[&id.0]), depth.to_be_bytes().to_vec());
+        let count = self.len()? + 1;
+        let rows = &mut self.rows;
+        rows.put(rows.key(tag::COUNT, &[]), count.to_be_bytes().to_vec());
+        let here = place(depth, &id);
+        let mut accounts: Vec<[u8; 33]> = entry
+            .postings()
+            .iter()
+            .map(|p| account_key(&p.account))
+            .collect();
+        accounts.dedup();
+        for account in accounts {
+            rows.put(rows.key(tag::BY_ACCOUNT, &[&account, &here]), Vec::new());
+        }
+        if let Some(decision) = &entry.decision {
+            rows.put(rows.key(tag::BY_DECISION, &[decision, &here]), Vec::new());
+        }
+        for unit in general_debits_by_others(entry) {
+            let key = rows.key(
+                tag::OTHERS_DEBIT,
+                &[entry.author.as_bytes(), &unit_part(&unit), &here],
             );
-            self.grants_by
-                .entry((member, unit.clone()))
-                .or_default()
-                .push(id);
+            rows.put(key, Vec::new());
         }
-        let later: Vec<(u64, EntryId)> = self.order.range(start..).copied().collect();
-        for (_, later_id) in later.iter().rev() {
-            self.unapply(later_id);
+        let mut start = (depth, id);
+        if let Body::Grant { unit, .. } = &entry.body {
+            let member = entry.author;
+            let mut ancestors: Vec<[u8; 32]> = self
+                .grant_ancestry(&entry.parents, &member, unit)?
+                .into_iter()
+                .map(|e| e.0)
+                .collect();
+            ancestors.sort_unstable();
+            // A debit this grant does not descend from may count no more.
+            let prefix = self
+                .rows
+                .key(tag::OTHERS_DEBIT, &[member.as_bytes(), &unit_part(unit)]);
+            for row in self.rows.scan(prefix.clone(), prefix) {
+                let (k, _) = row?;
+                let (d, debit) = place_of(&k)?;
+                if ancestors.binary_search(&debit.0).is_err() {
+                    start = start.min((d, debit));
+                    break;
+                }
+            }
+            let grant = GrantRow {
+                member: *member.as_bytes(),
+                unit: unit.clone(),
+                ancestors,
+            };
+            let rows = &mut self.rows;
+            rows.put(
+                rows.key(tag::GRANT, &[&id.0]),
+                postcard::to_stdvec(&grant).map_err(corrupt)?,
+            );
+            let by = rows.key(
+                tag::GRANTS_BY,
+                &[member.as_bytes(), &unit_part(unit), &id.0],
+            );
+            rows.put(by, Vec::new());
         }
-        self.nodes.insert(
-            id,
-            Node {
-                entry,
+        let order = self.rows.key(tag::ORDER, &[]);
+        let from = self.rows.key(tag::ORDER, &[&place(start.0, &start.1)]);
+        let later: Vec<(u64, EntryId)> = self
+            .rows
+            .scan(order.clone(), from.clone())
+            .map(|r| r.and_then(|(k, _)| place_of(&k)))
+            .collect::<Result<_, _>>()?;
+        for (d, later_id) in later.iter().rev() {
+            self.unapply(*d, later_id)?;
+        }
+        limits.sort_unstable();
+        self.put_order_row(
+            depth,
+            &id,
+            &OrderRow {
                 limits,
-                depth,
+                ..OrderRow::default()
             },
-        );
-        self.order.insert(key);
-        let refold: Vec<EntryId> = self.order.range(start..).map(|(_, id)| *id).collect();
-        for id in &refold {
-            self.apply(id);
+        )?;
+        // Fold again from `start`; the new entry is decoded already.
+        let mut refold = later;
+        refold.push((depth, id));
+        refold.sort_unstable();
+        for (d, e) in refold {
+            if e == id {
+                self.apply(d, &e, signed)?;
+            } else {
+                let stored = self
+                    .entry(&e)?
+                    .ok_or_else(|| corrupt("a placed entry is missing"))?;
+                self.apply(d, &e, &stored)?;
+            }
         }
+        Ok(())
     }
 
     /// The general debits by other keys of `member` in `unit` that are
     /// ancestors of an entry with these `parents`. The search stops below
     /// the shallowest such debit, and at earlier grants of the same member
     /// and unit, whose answer is already known.
-    fn grant_ancestry(&self, parents: &[EntryId], member: &Did, unit: &str) -> HashSet<EntryId> {
+    fn grant_ancestry(
+        &self,
+        parents: &[EntryId],
+        member: &Did,
+        unit: &str,
+    ) -> Result<HashSet<EntryId>, StorageError> {
         let mut found = HashSet::new();
-        let Some(debits) = self.others_debits.get(&(*member, unit.to_owned())) else {
-            return found;
+        let prefix = self
+            .rows
+            .key(tag::OTHERS_DEBIT, &[member.as_bytes(), &unit_part(unit)]);
+        let Some(first) = self.rows.scan(prefix.clone(), prefix.clone()).next() else {
+            return Ok(found);
         };
-        let Some(&(shallowest, _)) = debits.first() else {
-            return found;
-        };
+        let (shallowest, _) = place_of(&first?.0)?;
         let mut seen = HashSet::new();
         let mut stack = parents.to_vec();
         while let Some(id) = stack.pop() {
             if !seen.insert(id) {
                 continue;
             }
-            let Some(node) = self.nodes.get(&id) else {
+            let Some(depth) = self.depth(&id)? else {
                 continue;
             };
-            if node.depth < shallowest {
+            if depth < shallowest {
                 continue;
             }
-            if debits.contains(&(node.depth, id)) {
+            let mut debit = prefix.clone();
+            debit.extend_from_slice(&place(depth, &id));
+            if self.rows.get(&debit)?.is_some() {
                 found.insert(id);
             }
-            if let Some(grant) = self.grants.get(&id)
-                && grant.member == *member
-                && grant.unit == unit
-            {
-                found.extend(grant.ancestors.iter().copied());
-                continue;
+            if let Some(row) = self.rows.get(&self.rows.key(tag::GRANT, &[&id.0]))? {
+                let grant: GrantRow = postcard::from_bytes(&row).map_err(corrupt)?;
+                if grant.member == *member.as_bytes() && grant.unit == unit {
+                    found.extend(grant.ancestors.into_iter().map(EntryId));
+                    continue;
+                }
             }
-            stack.extend(node.entry.entry.parents.iter().copied());
+            if let Some(entry) = self.entry(&id)? {
+                stack.extend(entry.entry.parents.iter().copied());
+            }
         }
-        found
+        Ok(found)
     }
 
     /// Whether a general debit of `member`'s `unit` by another key, with id
     /// `id` (`None` for one not yet held), is concurrent with a grant: some
     /// grant of the member and unit does not descend from it.
-    fn needs_allowance(&self, id: Option<&EntryId>, member: &Did, unit: &str) -> bool {
-        self.grants_by
-            .get(&(*member, unit.to_owned()))
-            .is_some_and(|grants| {
-                grants.iter().any(|g| {
-                    self.grants
-                        .get(g)
-                        .is_none_or(|g| id.is_none_or(|id| !g.ancestors.contains(id)))
-                })
-            })
+    fn needs_allowance(
+        &self,
+        id: Option<&EntryId>,
+        member: &Did,
+        unit: &str,
+    ) -> Result<bool, StorageError> {
+        Ok(self
+            .grants(member, unit)?
+            .iter()
+            .any(|g| id.is_none_or(|id| g.ancestors.binary_search(&id.0).is_err())))
     }
 
     /// What an entry would do if it were folded at the end of the order now.
     pub(crate) fn check_at_end(
         &self,
         entry: &SignedEntry,
-        limits: &HashMap<Did, i64>,
-    ) -> Result<(), Conflict> {
-        self.effects(None, entry, limits).map(|_| ())
+        limits: &[([u8; 32], i64)],
+    ) -> Result<Result<(), Conflict>, StorageError> {
+        Ok(self.effects(None, entry, limits)?.map(|_| ()))
     }
 
     fn effects(
         &self,
         id: Option<&EntryId>,
         signed: &SignedEntry,
-        limits: &HashMap<Did, i64>,
-    ) -> Result<Effects, Conflict> {
+        limits: &[([u8; 32], i64)],
+    ) -> Result<Result<Effects, Conflict>, StorageError> {
         let entry = &signed.entry;
         let author = entry.author;
         let touched = entry.postings().iter().filter_map(|p| match p.account {
@@ -442,44 +757,52 @@ impl Fold {
         });
         let allowance_entry = matches!(entry.body, Body::Grant { .. } | Body::Release { .. });
         for did in touched.chain(allowance_entry.then_some(author)) {
-            if self.frozen.contains(&did) {
-                return Err(Conflict::Frozen { account: did });
+            if self
+                .rows
+                .get(&self.rows.key(tag::FROZEN, &[did.as_bytes()]))?
+                .is_some()
+            {
+                return Ok(Err(Conflict::Frozen { account: did }));
             }
         }
         let mut effects = Effects {
             balances: Vec::with_capacity(entry.postings().len()),
             allowances: allowance_deltas(entry),
         };
-        let limit = limits.get(&author).copied().unwrap_or(0);
-        for ((member, device, unit), delta) in &effects.allowances {
-            let key = (*member, *device, unit.clone());
-            let remaining = self.allowances.get(&key).copied().unwrap_or(0);
+        let limit = limit_in(limits, &author);
+        for (key, delta) in &effects.allowances {
+            let (member, device, unit) = key;
+            let remaining = self.amount(self.allowance_key(key))?;
             let overflow = || Conflict::Overflow {
                 account: member.to_string(),
                 unit: unit.clone(),
             };
-            let after = remaining.checked_add(*delta).ok_or_else(overflow)?;
+            let Some(after) = remaining.checked_add(*delta) else {
+                return Ok(Err(overflow()));
+            };
             if after < 0 {
-                return Err(Conflict::AllowanceExceeded {
+                return Ok(Err(Conflict::AllowanceExceeded {
                     device: *device,
                     unit: unit.clone(),
                     remaining,
                     wanted: delta.saturating_neg(),
-                });
+                }));
             }
-            let reserved = self.reserved(member, unit);
-            let reserved_after = reserved.checked_add(*delta).ok_or_else(overflow)?;
+            let reserved = self.reserved(member, unit)?;
+            let Some(reserved_after) = reserved.checked_add(*delta) else {
+                return Ok(Err(overflow()));
+            };
             if *delta > 0 {
                 // A grant needs room in the member's general credit.
-                let balance = self.balance(Account::Member(*member), unit);
+                let balance = self.balance(Account::Member(*member), unit)?;
                 if i128::from(balance) - i128::from(reserved_after) < -i128::from(limit) {
-                    return Err(Conflict::CreditLimit {
+                    return Ok(Err(Conflict::CreditLimit {
                         account: *member,
                         unit: unit.clone(),
                         would_be: balance,
                         limit,
                         reserved: reserved_after,
-                    });
+                    }));
                 }
             }
         }
@@ -492,117 +815,127 @@ impl Fold {
         );
         for p in entry.postings() {
             let key = (p.account, p.unit.clone());
-            let balance = self.balances.get(&key).copied().unwrap_or(0);
-            let after = balance
-                .checked_add(p.amount)
-                .ok_or_else(|| Conflict::Overflow {
+            let balance = self.balance(p.account, &p.unit)?;
+            let Some(after) = balance.checked_add(p.amount) else {
+                return Ok(Err(Conflict::Overflow {
                     account: p.account.to_string(),
                     unit: p.unit.clone(),
-                })?;
+                }));
+            };
             // A general debit (only the author's own account is ever
             // debited) leaves what allowances reserve untouched. A debit
             // from an allowance was reserved when the allowance was granted.
             if let (Account::Member(did), true, false) = (p.account, p.amount < 0, from_allowance) {
-                if !by_owner(entry) && self.needs_allowance(id, &did, &p.unit) {
-                    return Err(Conflict::AllowanceRequired {
+                if !by_owner(entry) && self.needs_allowance(id, &did, &p.unit)? {
+                    return Ok(Err(Conflict::AllowanceRequired {
                         account: did,
                         unit: p.unit.clone(),
-                    });
+                    }));
                 }
-                let limit = limits.get(&did).copied().unwrap_or(0);
-                let reserved = self.reserved(&did, &p.unit);
+                let limit = limit_in(limits, &did);
+                let reserved = self.reserved(&did, &p.unit)?;
                 if i128::from(after) - i128::from(reserved) < -i128::from(limit) {
-                    return Err(Conflict::CreditLimit {
+                    return Ok(Err(Conflict::CreditLimit {
                         account: did,
                         unit: p.unit.clone(),
                         would_be: after,
                         limit,
                         reserved,
-                    });
+                    }));
                 }
             }
             effects.balances.push((key, after));
         }
-        Ok(effects)
+        Ok(Ok(effects))
     }
 
-    fn apply(&mut self, id: &EntryId) {
-        let Some(node) = self.nodes.get(id) else {
-            return;
-        };
-        if let Body::Freeze { account, frozen } = node.entry.entry.body {
-            let before = if frozen {
-                !self.frozen.insert(account)
+    fn apply(
+        &mut self,
+        depth: u64,
+        id: &EntryId,
+        signed: &SignedEntry,
+    ) -> Result<(), StorageError> {
+        let mut row = self
+            .order_row(depth, id)?
+            .ok_or_else(|| corrupt("an entry to fold has no place"))?;
+        let conflicted_key = self.rows.key(tag::CONFLICTED, &[&place(depth, id)]);
+        if let Body::Freeze { account, frozen } = signed.entry.body {
+            let key = self.rows.key(tag::FROZEN, &[account.as_bytes()]);
+            let before = self.rows.get(&key)?.is_some();
+            if frozen {
+                self.rows.put(key, Vec::new());
             } else {
-                self.frozen.remove(&account)
-            };
-            self.frozen_before.insert(*id, before);
-            self.status.insert(*id, Status::Applied);
-            return;
-        }
-        let status = match self.effects(Some(id), &node.entry, &node.limits) {
-            Ok(effects) => {
-                for (key, after) in effects.balances {
-                    set_or_remove(&mut self.balances, key, after);
-                }
-                self.move_allowances(&effects.allowances, true);
-                Status::Applied
+                self.rows.delete(key);
             }
-            Err(conflict) => Status::Conflicted { conflict },
-        };
-        self.status.insert(*id, status);
+            row.frozen_before = Some(before);
+            row.conflict = None;
+            self.rows.delete(conflicted_key);
+            return self.put_order_row(depth, id, &row);
+        }
+        match self.effects(Some(id), signed, &row.limits)? {
+            Ok(effects) => {
+                for ((account, unit), after) in effects.balances {
+                    let key = self.balance_key(&account, &unit);
+                    self.set_amount(key, after);
+                }
+                self.move_allowances(&effects.allowances, true)?;
+                row.conflict = None;
+                self.rows.delete(conflicted_key);
+            }
+            Err(conflict) => {
+                row.conflict = Some(serde_json::to_string(&conflict).map_err(corrupt)?);
+                self.rows.put(conflicted_key, Vec::new());
+            }
+        }
+        self.put_order_row(depth, id, &row)
     }
 
-    fn unapply(&mut self, id: &EntryId) {
-        if self.status.remove(id) != Some(Status::Applied) {
-            return;
+    fn unapply(&mut self, depth: u64, id: &EntryId) -> Result<(), StorageError> {
+        let row = self
+            .order_row(depth, id)?
+            .ok_or_else(|| corrupt("an entry to unwind has no place"))?;
+        if row.conflict.is_some() {
+            return Ok(());
         }
-        if let Some(before) = self.frozen_before.remove(id) {
-            if let Some(Body::Freeze { account, .. }) =
-                self.nodes.get(id).map(|n| &n.entry.entry.body)
-            {
-                if before {
-                    self.frozen.insert(*account);
-                } else {
-                    self.frozen.remove(account);
-                }
+        let signed = self
+            .entry(id)?
+            .ok_or_else(|| corrupt("a placed entry is missing"))?;
+        if let (Some(before), Body::Freeze { account, .. }) =
+            (row.frozen_before, &signed.entry.body)
+        {
+            let key = self.rows.key(tag::FROZEN, &[account.as_bytes()]);
+            if before {
+                self.rows.put(key, Vec::new());
+            } else {
+                self.rows.delete(key);
             }
-            return;
+            return Ok(());
         }
-        let Some(node) = self.nodes.get(id) else {
-            return;
-        };
-        for p in node.entry.entry.postings() {
-            let key = (p.account, p.unit.clone());
+        for p in signed.entry.postings() {
+            let key = self.balance_key(&p.account, &p.unit);
             // It was added when applied, so taking it away cannot overflow.
-            let before = self.balances.get(&key).copied().unwrap_or(0) - p.amount;
-            set_or_remove(&mut self.balances, key, before);
+            let before = self.amount(key.clone())? - p.amount;
+            self.set_amount(key, before);
         }
-        let deltas = allowance_deltas(&node.entry.entry);
-        self.move_allowances(&deltas, false);
+        self.move_allowances(&allowance_deltas(&signed.entry), false)
     }
 
     /// Adds (`forward`) or takes back allowance deltas, checked when they
     /// were applied, and moves the member's reserved amount with them.
-    fn move_allowances(&mut self, deltas: &[(AllowanceKey, i64)], forward: bool) {
-        for ((member, device, unit), delta) in deltas {
+    fn move_allowances(
+        &mut self,
+        deltas: &[(AllowanceKey, i64)],
+        forward: bool,
+    ) -> Result<(), StorageError> {
+        for (key, delta) in deltas {
             let delta = if forward { *delta } else { -delta };
-            let key = (*member, *device, unit.clone());
-            let left = self.allowances.get(&key).copied().unwrap_or(0) + delta;
-            set_or_remove(&mut self.allowances, key, left);
-            let key = (*member, unit.clone());
-            let reserved = self.reserved.get(&key).copied().unwrap_or(0) + delta;
-            set_or_remove(&mut self.reserved, key, reserved);
+            let allowance = self.allowance_key(key);
+            let left = self.amount(allowance.clone())? + delta;
+            self.set_amount(allowance, left);
+            let reserved = self.reserved_key(&key.0, &key.2);
+            let total = self.amount(reserved.clone())? + delta;
+            self.set_amount(reserved, total);
         }
-    }
-}
-
-/// Keeps only non-zero amounts, so that replicas that took different paths
-/// to the same fold hold the same maps.
-fn set_or_remove<K: std::hash::Hash + Eq>(map: &mut HashMap<K, i64>, key: K, value: i64) {
-    if value == 0 {
-        map.remove(&key);
-    } else {
-        map.insert(key, value);
+        Ok(())
     }
 }

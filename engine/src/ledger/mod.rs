@@ -20,6 +20,7 @@
 //! the fold, and whether it counts, is the same on every replica ([`fold`]).
 
 pub(crate) mod fold;
+mod rows;
 #[cfg(test)]
 mod tests;
 
@@ -185,8 +186,7 @@ pub struct UnitPosition {
     pub allowances: BTreeMap<Did, i64>,
 }
 
-/// A co-op's ledger in memory: the fold and the entries waiting.
-#[derive(Default)]
+/// A co-op's ledger: the fold (stored) and the entries waiting (in memory).
 pub(crate) struct LedgerState {
     fold: Fold,
     pending: HashMap<EntryId, SignedEntry>,
@@ -194,19 +194,41 @@ pub(crate) struct LedgerState {
     pending_by_signer: HashMap<Did, usize>,
 }
 
-/// An entry that passed, with the credit limits of what it debits and its
-/// encoding, on its way to storage.
-struct Accepted {
-    id: EntryId,
-    entry: SignedEntry,
-    limits: HashMap<Did, i64>,
-    bytes: Vec<u8>,
+impl LedgerState {
+    pub(crate) fn open(coop: DocId, store: &crate::Store) -> Self {
+        LedgerState {
+            fold: Fold::open(coop, store.ledger_tree().clone()),
+            pending: HashMap::new(),
+            pending_by_signer: HashMap::new(),
+        }
+    }
+
+    /// Commits what the fold wrote since the last commit, atomically; on
+    /// failure forgets it, so the fold stays what is stored.
+    fn commit(&mut self, store: &crate::Store) -> Result<(), StorageError> {
+        let Some(batch) = self.fold.take_batch() else {
+            return Ok(());
+        };
+        store.commit_ledger(batch)
+    }
+
+    /// Whether every parent of `e` is folded, or accepted in this call.
+    fn parents_known(
+        &self,
+        e: &SignedEntry,
+        accepted: &HashSet<EntryId>,
+    ) -> Result<bool, StorageError> {
+        for p in &e.entry.parents {
+            if !accepted.contains(p) && !self.fold.contains(p)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
-enum Verdict {
-    Valid(HashMap<Did, i64>),
-    Pending,
-}
+/// Credit limits an entry is judged by: (member, limit).
+type Limits = Vec<([u8; 32], i64)>;
 
 fn heads_of(entry: &Entry) -> Vec<ChangeHash> {
     entry.coop_heads.iter().map(|h| ChangeHash(*h)).collect()
@@ -305,27 +327,23 @@ struct Lookups {
     unit: HashMap<(Vec<[u8; 32]>, String), bool>,
 }
 
+/// Judges an entry by the co-op document at its cited heads, when they are
+/// all here (`None` when not: it waits). Only entries valid at their heads
+/// may then wait for their parents, so a stranger cannot fill the pending
+/// set.
 fn check_state(
     doc: &Automerge,
-    known: impl Fn(&EntryId) -> bool,
     e: &SignedEntry,
     lookups: &mut Lookups,
-) -> Result<Verdict, EntryRefusal> {
+) -> Result<Option<Limits>, EntryRefusal> {
     let heads = heads_of(&e.entry);
     if !heads
         .iter()
         .all(|h| doc.get_change_meta_by_hash(h).is_some())
     {
-        return Ok(Verdict::Pending);
+        return Ok(None);
     }
-    // The co-op state the entry cites is here, so the entry is judged by it
-    // now: only entries valid at their heads may wait for their parents, and
-    // a stranger cannot fill the pending set.
-    let limits = check_at_heads(doc, &heads, e, lookups)?;
-    if !e.entry.parents.iter().all(known) {
-        return Ok(Verdict::Pending);
-    }
-    Ok(Verdict::Valid(limits))
+    check_at_heads(doc, &heads, e, lookups).map(Some)
 }
 
 /// Checks an entry against the co-op document at its cited `heads`, which
@@ -335,7 +353,7 @@ fn check_at_heads(
     heads: &[ChangeHash],
     e: &SignedEntry,
     lookups: &mut Lookups,
-) -> Result<HashMap<Did, i64>, EntryRefusal> {
+) -> Result<Limits, EntryRefusal> {
     let entry = &e.entry;
     let r = reader_at(doc, heads);
     let device = if entry.delegation.is_some() {
@@ -404,7 +422,7 @@ fn check_at_heads(
             }
             unit_known(lookups, unit)?;
             let limit = author_limit(lookups);
-            return Ok(HashMap::from([(entry.author, limit)]));
+            return Ok(vec![(*entry.author.as_bytes(), limit)]);
         }
         Body::Release { unit, .. } => {
             if owner {
@@ -413,7 +431,7 @@ fn check_at_heads(
                 ));
             }
             unit_known(lookups, unit)?;
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
         Body::Freeze { .. } => {
             let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
@@ -432,12 +450,12 @@ fn check_at_heads(
             if delegated_without_admin {
                 return Err(EntryRefusal::Denied(Denied::MissingScope(Scope::CoopAdmin)));
             }
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
     };
     // Per unit: credits and debits, each summed with checked arithmetic.
     let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    let mut limits = HashMap::new();
+    let mut limits = Vec::new();
     for p in postings {
         let (credits, debits) = sums.entry(p.unit.as_str()).or_insert((0, 0));
         let side = if p.amount > 0 { credits } else { debits };
@@ -447,7 +465,9 @@ fn check_at_heads(
         if p.amount < 0 {
             match p.account {
                 Account::Member(did) if did == entry.author => {
-                    limits.insert(did, author_limit(lookups));
+                    if limits.is_empty() {
+                        limits.push((*did.as_bytes(), author_limit(lookups)));
+                    }
                 }
                 // The treasury is debited only by a conversion at the
                 // policy's rate, where it takes in what it pays out.
@@ -471,17 +491,19 @@ fn check_at_heads(
     Ok(limits)
 }
 
-/// Loads a co-op's stored entries into a fold. Stored entries were validated
-/// when they arrived; only their credit limits are read again.
-pub(crate) fn load(
+/// Opens a co-op's ledger. A store of layout version 1 kept only the
+/// entries; they are folded into the new layout once, here, exactly as a
+/// peer's entries are (stored entries were validated when they arrived; only
+/// their credit limits are read again).
+pub(crate) fn open(
     store: &crate::Store,
     coop: &DocId,
     doc: &Automerge,
 ) -> Result<LedgerState, StorageError> {
-    let mut state = LedgerState::default();
-    for bytes in store.load_entries(coop)? {
+    let mut state = LedgerState::open(*coop, store);
+    for bytes in store.v1_entries(coop)? {
         let (e, id) = SignedEntry::decode(&bytes).map_err(|err| StorageError::Corrupt {
-            tree: "ledger_entries",
+            tree: crate::storage::layout::V1_LEDGER_ENTRIES,
             reason: err.to_string(),
         })?;
         let heads = heads_of(&e.entry);
@@ -494,12 +516,16 @@ pub(crate) fn load(
                 .iter()
                 .any(|p| p.amount < 0 && p.account == Account::Member(e.entry.author));
         let limits = if limited {
-            HashMap::from([(e.entry.author, coop::credit_limit(r, &e.entry.author))])
+            vec![(
+                *e.entry.author.as_bytes(),
+                coop::credit_limit(r, &e.entry.author),
+            )]
         } else {
-            HashMap::new()
+            Vec::new()
         };
-        state.fold.insert(id, e, limits);
+        state.fold.insert(id, &e, &bytes, limits)?;
     }
+    state.commit(store)?;
     Ok(state)
 }
 
@@ -516,7 +542,9 @@ impl Engine {
         if DocKind::of(Reader::now(&doc.doc)) != Some(DocKind::Coop) {
             return Err(LedgerError::UnknownCoop(*coop));
         }
-        let state = ledgers.entry(*coop).or_default();
+        let state = ledgers
+            .entry(*coop)
+            .or_insert_with(|| LedgerState::open(*coop, self.store()));
         f(state, &doc.doc)
     }
 
@@ -547,7 +575,6 @@ impl Engine {
         self.with_ledger(coop, |state, doc| {
             let mut results = Vec::with_capacity(encoded.len());
             let mut lookups = Lookups::default();
-            let mut accepted: Vec<Accepted> = Vec::new();
             let mut accepted_ids: HashSet<EntryId> = HashSet::new();
             // Every signature of the call in one batch check; if any fails,
             // each entry is checked on its own below to find which.
@@ -575,99 +602,129 @@ impl Engine {
                 .collect();
             let batch_ok = !batch.is_empty() && identity::verify_batch(&batch);
             drop(batch);
-            for (bytes, decoded) in encoded.into_iter().zip(decoded) {
-                let outcome = (|| {
-                    let (e, id) = decoded?;
-                    if state.fold.contains(&id)
-                        || accepted_ids.contains(&id)
-                        || state.pending.contains_key(&id)
-                    {
-                        return Ok(Ingest::Known(id));
-                    }
-                    check_signed(coop, &e, batch_ok)?;
-                    let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
-                    match check_state(doc, known, &e, &mut lookups)? {
-                        Verdict::Valid(limits) => {
-                            accepted_ids.insert(id);
-                            accepted.push(Accepted {
-                                id,
-                                entry: e,
-                                limits,
-                                bytes,
-                            });
-                            Ok(Ingest::Stored(id))
-                        }
-                        Verdict::Pending => {
-                            let from_signer =
-                                state.pending_by_signer.entry(e.entry.signer).or_insert(0);
-                            if state.pending.len() >= MAX_PENDING
-                                || *from_signer >= MAX_PENDING_PER_SIGNER
-                            {
-                                return Err(EntryRefusal::PendingFull);
-                            }
-                            *from_signer += 1;
-                            state.pending.insert(id, e);
-                            Ok(Ingest::Pending(id))
-                        }
-                    }
-                })();
-                results.push(outcome);
-            }
-            // Entries that waited may be complete now; repeat until none is.
-            loop {
-                let ready: Vec<EntryId> = state
-                    .pending
-                    .iter()
-                    .filter(|(_, e)| {
-                        let known =
-                            |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
-                        heads_of(&e.entry)
-                            .iter()
-                            .all(|h| doc.get_change_meta_by_hash(h).is_some())
-                            && e.entry.parents.iter().all(known)
-                    })
-                    .map(|(id, _)| *id)
-                    .collect();
-                if ready.is_empty() {
-                    break;
-                }
-                for id in ready {
-                    let Some(e) = state.pending.remove(&id) else {
-                        continue;
-                    };
-                    if let Some(n) = state.pending_by_signer.get_mut(&e.entry.signer) {
-                        *n -= 1;
-                        if *n == 0 {
-                            state.pending_by_signer.remove(&e.entry.signer);
-                        }
-                    }
-                    let known = |p: &EntryId| state.fold.contains(p) || accepted_ids.contains(p);
-                    // Its signature passed when it arrived.
-                    if let Ok(Verdict::Valid(limits)) = check_state(doc, known, &e, &mut lookups) {
-                        let bytes = e.encode()?;
-                        accepted_ids.insert(id);
-                        accepted.push(Accepted {
+            let folded = (|| {
+                let mut stored = 0;
+                for (bytes, decoded) in encoded.into_iter().zip(decoded) {
+                    let outcome = match decoded {
+                        Err(e) => Err(EntryRefusal::Decode(e)),
+                        Ok((e, id)) => self.judge(
+                            coop,
+                            state,
+                            doc,
+                            &mut lookups,
+                            e,
                             id,
-                            entry: e,
-                            limits,
                             bytes,
-                        });
+                            batch_ok,
+                            &mut accepted_ids,
+                        )?,
+                    };
+                    if let Ok(Ingest::Stored(_)) = outcome {
+                        stored += 1;
                     }
+                    results.push(outcome);
+                }
+                stored += self.release_pending(state, doc, &mut lookups, &mut accepted_ids)?;
+                state.commit(self.store())?;
+                Ok::<_, LedgerError>(stored)
+            })();
+            match folded {
+                Ok(stored) => Ok((results, stored)),
+                Err(e) => {
+                    // Nothing of this call is stored; the fold is as before.
+                    state.fold.discard();
+                    Err(e)
                 }
             }
-            let rows: Vec<([u8; 32], &[u8])> = accepted
-                .iter()
-                .map(|a| (a.id.0, a.bytes.as_slice()))
-                .collect();
-            if !rows.is_empty() {
-                self.store().stage_entries(coop, &rows)?;
-            }
-            let stored = accepted.len();
-            for a in accepted {
-                state.fold.insert(a.id, a.entry, a.limits);
-            }
-            Ok((results, stored))
         })
+    }
+
+    /// Judges one decoded entry of a call and folds it when it is valid
+    /// and complete, or parks it when it waits.
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        coop: &DocId,
+        state: &mut LedgerState,
+        doc: &Automerge,
+        lookups: &mut Lookups,
+        e: SignedEntry,
+        id: EntryId,
+        bytes: Vec<u8>,
+        batch_ok: bool,
+        accepted: &mut HashSet<EntryId>,
+    ) -> Result<Result<Ingest, EntryRefusal>, LedgerError> {
+        if accepted.contains(&id) || state.pending.contains_key(&id) || state.fold.contains(&id)? {
+            return Ok(Ok(Ingest::Known(id)));
+        }
+        if let Err(refusal) = check_signed(coop, &e, batch_ok) {
+            return Ok(Err(refusal));
+        }
+        let limits = match check_state(doc, &e, lookups) {
+            Err(refusal) => return Ok(Err(refusal)),
+            Ok(limits) => limits,
+        };
+        match limits {
+            Some(limits) if state.parents_known(&e, accepted)? => {
+                state.fold.insert(id, &e, &bytes, limits)?;
+                accepted.insert(id);
+                Ok(Ok(Ingest::Stored(id)))
+            }
+            _ => {
+                let from_signer = state.pending_by_signer.entry(e.entry.signer).or_insert(0);
+                if state.pending.len() >= MAX_PENDING || *from_signer >= MAX_PENDING_PER_SIGNER {
+                    return Ok(Err(EntryRefusal::PendingFull));
+                }
+                *from_signer += 1;
+                state.pending.insert(id, e);
+                Ok(Ok(Ingest::Pending(id)))
+            }
+        }
+    }
+
+    /// Folds the waiting entries that are complete now, repeatedly, until
+    /// none is; returns how many were folded.
+    fn release_pending(
+        &self,
+        state: &mut LedgerState,
+        doc: &Automerge,
+        lookups: &mut Lookups,
+        accepted: &mut HashSet<EntryId>,
+    ) -> Result<usize, LedgerError> {
+        let mut released = 0;
+        loop {
+            let mut ready = Vec::new();
+            for (id, e) in &state.pending {
+                let heads_known = heads_of(&e.entry)
+                    .iter()
+                    .all(|h| doc.get_change_meta_by_hash(h).is_some());
+                if heads_known && state.parents_known(e, accepted)? {
+                    ready.push(*id);
+                }
+            }
+            if ready.is_empty() {
+                return Ok(released);
+            }
+            // Each of these has all its parents folded already.
+            for id in ready {
+                let Some(e) = state.pending.remove(&id) else {
+                    continue;
+                };
+                if let Some(n) = state.pending_by_signer.get_mut(&e.entry.signer) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.pending_by_signer.remove(&e.entry.signer);
+                    }
+                }
+                // Its signature passed when it arrived.
+                if let Ok(Some(limits)) = check_state(doc, &e, lookups) {
+                    let bytes = e.encode()?;
+                    state.fold.insert(id, &e, &bytes, limits)?;
+                    accepted.insert(id);
+                    released += 1;
+                }
+            }
+        }
     }
 
     /// Records a settlement by the signer's member: validated exactly as a
@@ -743,16 +800,17 @@ impl Engine {
                 postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
                 // Once the member keeps allowances in a unit, its other keys
                 // spend that unit from their own.
-                *from_allowance = !owner
-                    && postings.iter().any(|p| {
-                        p.account == Account::Member(author)
-                            && p.amount < 0
-                            && state.fold.has_grants(&author, &p.unit)
-                    });
+                let mut granted = false;
+                for p in postings.iter() {
+                    if p.account == Account::Member(author) && p.amount < 0 {
+                        granted |= state.fold.has_grants(&author, &p.unit)?;
+                    }
+                }
+                *from_allowance = !owner && granted;
             }
             let entry = Entry {
                 coop: *coop,
-                parents: state.fold.heads(),
+                parents: state.fold.heads()?,
                 author,
                 signer: key.did(),
                 timestamp: now_millis(),
@@ -767,28 +825,26 @@ impl Engine {
                 entry,
             };
             check_signed(coop, &signed, false)?;
-            let Verdict::Valid(limits) = check_state(
-                doc,
-                |p| state.fold.contains(p),
-                &signed,
-                &mut Lookups::default(),
-            )?
-            else {
-                return Err(LedgerError::Invalid(
-                    "the entry's parents are not all held".into(),
-                ));
-            };
+            let limits = check_state(doc, &signed, &mut Lookups::default())?
+                .ok_or_else(|| LedgerError::Invalid("the co-op's heads are not held".into()))?;
             state
                 .fold
-                .check_at_end(&signed, &limits)
+                .check_at_end(&signed, &limits)?
                 .map_err(LedgerError::Conflict)?;
             let bytes = signed.encode()?;
             let id = EntryId(*blake3::hash(&bytes).as_bytes());
-            self.store()
-                .stage_entries(coop, &[(id.0, bytes.as_slice())])?;
-            state.fold.insert(id, signed, limits);
-            let status = state.fold.status(&id).cloned().unwrap_or(Status::Applied);
-            Ok((id, status))
+            let folded = state
+                .fold
+                .insert(id, &signed, &bytes, limits)
+                .and_then(|()| state.fold.status(&id))
+                .and_then(|status| state.commit(self.store()).map(|()| status));
+            match folded {
+                Ok(status) => Ok((id, status.unwrap_or(Status::Applied))),
+                Err(e) => {
+                    state.fold.discard();
+                    Err(e.into())
+                }
+            }
         })?;
         self.store().make_durable()?;
         Ok(recorded)
@@ -926,21 +982,20 @@ impl Engine {
                 .map_err(|e| LedgerError::Invalid(e.to_string()))?
                 .policy
                 .units;
-            Ok(units
-                .into_keys()
-                .map(|unit| {
-                    let balance = state.fold.balance(Account::Member(*member), &unit);
-                    let reserved = state.fold.reserved(member, &unit);
-                    UnitPosition {
-                        available: balance.saturating_add(limit).saturating_sub(reserved),
-                        allowances: state.fold.allowances(member, &unit),
-                        unit,
-                        balance,
-                        credit_limit: limit,
-                        reserved,
-                    }
-                })
-                .collect())
+            let mut positions = Vec::with_capacity(units.len());
+            for unit in units.into_keys() {
+                let balance = state.fold.balance(Account::Member(*member), &unit)?;
+                let reserved = state.fold.reserved(member, &unit)?;
+                positions.push(UnitPosition {
+                    available: balance.saturating_add(limit).saturating_sub(reserved),
+                    allowances: state.fold.allowances(member, &unit)?,
+                    unit,
+                    balance,
+                    credit_limit: limit,
+                    reserved,
+                });
+            }
+            Ok(positions)
         })
     }
 
@@ -951,34 +1006,37 @@ impl Engine {
         id: &EntryId,
     ) -> Result<Option<(SignedEntry, Status)>, LedgerError> {
         self.with_ledger(coop, |state, _| {
-            Ok(state.fold.node(id).map(|n| {
-                let status = state.fold.status(id).cloned().unwrap_or(Status::Applied);
-                (n.entry.clone(), status)
-            }))
+            let Some(entry) = state.fold.entry(id)? else {
+                return Ok(None);
+            };
+            let status = state.fold.status(id)?.unwrap_or(Status::Applied);
+            Ok(Some((entry, status)))
         })
     }
 
     /// The co-op's ledger heads.
     pub fn ledger_heads(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
-        self.with_ledger(coop, |state, _| Ok(state.fold.heads()))
+        self.with_ledger(coop, |state, _| Ok(state.fold.heads()?))
     }
 
     /// Every entry, encoded, in fold order (parents first).
     pub fn entries(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, LedgerError> {
         self.with_ledger(coop, |state, _| {
-            state
-                .fold
-                .order()
-                .filter_map(|id| state.fold.node(id))
-                .map(|n| n.entry.encode().map_err(LedgerError::from))
-                .collect()
+            let mut out = Vec::new();
+            for id in state.fold.order() {
+                let id = id?;
+                if let Some(bytes) = state.fold.entry_bytes(&id)? {
+                    out.push(bytes);
+                }
+            }
+            Ok(out)
         })
     }
 
     /// A trial balance: every non-zero account balance, and the sum per unit
     /// (always zero).
     pub fn trial_balance(&self, coop: &DocId) -> Result<TrialBalance, LedgerError> {
-        self.with_ledger(coop, |state, _| Ok(trial_balance_of(&state.fold)))
+        self.with_ledger(coop, |state, _| Ok(trial_balance_of(&state.fold)?))
     }
 
     /// The trial balance of the ledger as it stood at `heads`: the entries
@@ -991,9 +1049,9 @@ impl Engine {
         self.with_ledger(coop, |state, _| {
             let fold = state
                 .fold
-                .at(heads)
+                .at(heads)?
                 .ok_or_else(|| LedgerError::Invalid("a head is not a known entry".into()))?;
-            Ok(trial_balance_of(&fold))
+            Ok(trial_balance_of(&fold)?)
         })
     }
 
@@ -1011,38 +1069,19 @@ impl Engine {
         let limit = limit.clamp(1, 500);
         self.with_ledger(coop, |state, _| {
             if let Some(cursor) = &after
-                && !state.fold.contains(cursor)
+                && !state.fold.contains(cursor)?
             {
                 return Err(LedgerError::Invalid(format!("unknown cursor {cursor}")));
             }
-            let mut order = state.fold.order().peekable();
-            if let Some(cursor) = after {
-                for id in order.by_ref() {
-                    if *id == cursor {
-                        break;
-                    }
-                }
-            }
             let mut items = Vec::with_capacity(limit);
             let mut next_cursor = None;
-            for id in order {
-                let Some(node) = state.fold.node(id) else {
-                    continue;
-                };
-                if !node
-                    .entry
-                    .entry
-                    .postings()
-                    .iter()
-                    .any(|p| p.account == account)
-                {
-                    continue;
-                }
+            for id in state.fold.touching(&account, after.as_ref())? {
+                let id = id?;
                 if items.len() == limit {
                     next_cursor = items.last().map(|i: &HistoryItem| i.id);
                     break;
                 }
-                items.push(history_item(&state.fold, id));
+                items.push(history_item(&state.fold, &id)?);
             }
             Ok(HistoryPage { items, next_cursor })
         })
@@ -1055,54 +1094,39 @@ impl Engine {
         decision: &[u8; 32],
     ) -> Result<Vec<HistoryItem>, LedgerError> {
         self.with_ledger(coop, |state, _| {
-            Ok(state
+            state
                 .fold
-                .order()
-                .filter(|id| {
-                    state
-                        .fold
-                        .node(id)
-                        .is_some_and(|n| n.entry.entry.decision.as_ref() == Some(decision))
-                })
-                .map(|id| history_item(&state.fold, id))
-                .collect())
+                .citing(decision)
+                .map(|id| Ok(history_item(&state.fold, &id?)?))
+                .collect()
         })
     }
 }
 
-fn history_item(fold: &Fold, id: &EntryId) -> HistoryItem {
-    let entry = fold
-        .node(id)
-        .map(|n| n.entry.entry.clone())
-        .expect("ids come from the fold's own order");
-    HistoryItem {
+fn history_item(fold: &Fold, id: &EntryId) -> Result<HistoryItem, StorageError> {
+    let entry = fold.entry(id)?.ok_or_else(|| StorageError::Corrupt {
+        tree: crate::storage::layout::LEDGER,
+        reason: format!("indexed entry {id} is missing"),
+    })?;
+    Ok(HistoryItem {
         id: *id,
-        entry,
-        status: fold.status(id).cloned().unwrap_or(Status::Applied),
-    }
+        entry: entry.entry,
+        status: fold.status(id)?.unwrap_or(Status::Applied),
+    })
 }
 
-fn trial_balance_of(fold: &Fold) -> TrialBalance {
-    let mut accounts = BTreeMap::new();
-    for id in fold.order() {
-        if let Some(n) = fold.node(id) {
-            for p in n.entry.entry.postings() {
-                let balance = fold.balance(p.account, &p.unit);
-                accounts.insert((p.account.to_string(), p.unit.clone()), balance);
-            }
-        }
-    }
-    accounts.retain(|_, b| *b != 0);
-    TrialBalance {
+fn trial_balance_of(fold: &Fold) -> Result<TrialBalance, StorageError> {
+    let accounts = fold
+        .balances()?
+        .into_iter()
+        .map(|(account, unit, balance)| ((account.to_string(), unit), balance))
+        .collect();
+    Ok(TrialBalance {
         accounts,
-        totals: fold.totals(),
-        entries: fold.len(),
-        conflicted: fold
-            .order()
-            .filter(|id| matches!(fold.status(id), Some(Status::Conflicted { .. })))
-            .copied()
-            .collect(),
-    }
+        totals: fold.totals()?,
+        entries: fold.len()? as usize,
+        conflicted: fold.conflicted()?,
+    })
 }
 
 /// One entry of a history, with its status.

@@ -907,3 +907,54 @@ fn releases_return_credit_and_allowance_entries_need_the_right_key() {
         .settle(&coop, &dev(&alice), &settle(&bob, 70))
         .expect("general spend");
 }
+
+#[test]
+fn a_version_1_store_is_folded_into_the_new_layout_once() {
+    let (node, coop, _, alice, bob) = setup();
+    let (phone, _) = with_phones(&node, &coop, &alice);
+    node.engine
+        .settle(&coop, &dev(&alice), &settle(&bob, 30))
+        .expect("settle");
+    node.engine
+        .grant_allowance(&coop, &dev(&alice), &phone.did(), "hours", 20)
+        .expect("grant");
+    node.engine
+        .settle(&coop, &dev(&phone), &settle(&bob, 5))
+        .expect("allowance spend");
+    let tb = node.engine.trial_balance(&coop).expect("tb");
+    let position = hours(&node.engine, &coop, &alice);
+    let entries = node.engine.entries(&coop).expect("entries");
+    let TestNode { engine, dir } = node;
+    drop(engine);
+    // Rewrite the store as version 1 had it: entries by seq, no fold.
+    {
+        let db = sled::open(dir.path().join("store")).expect("sled");
+        db.drop_tree(crate::storage::layout::LEDGER).expect("drop");
+        let old = db
+            .open_tree(crate::storage::layout::V1_LEDGER_ENTRIES)
+            .expect("tree");
+        for (seq, bytes) in entries.iter().enumerate() {
+            let key = crate::storage::layout::id_seq_key(&coop, seq as u64);
+            old.insert(key, bytes.as_slice()).expect("insert");
+        }
+        db.open_tree(crate::storage::layout::META)
+            .expect("meta")
+            .insert(
+                crate::storage::layout::SCHEMA_VERSION_KEY,
+                &1u32.to_be_bytes(),
+            )
+            .expect("version");
+        db.flush().expect("flush");
+    }
+    let node = TestNode {
+        engine: Engine::open(crate::Store::open(dir.path()).expect("store")).expect("engine"),
+        dir,
+    };
+    assert_eq!(node.engine.trial_balance(&coop).expect("tb"), tb);
+    assert_eq!(hours(&node.engine, &coop, &alice), position);
+    assert_eq!(node.engine.store().schema_version().expect("version"), 2);
+    // Migrated once: the old trees are gone, and a restart reads the fold.
+    let node = node.reopen();
+    assert_eq!(node.engine.trial_balance(&coop).expect("tb"), tb);
+    assert_eq!(node.engine.entries(&coop).expect("entries"), entries);
+}

@@ -7,28 +7,56 @@
 //! | `doc_changes` | doc id (32) ‖ seq (u64 BE) | [`crate::SignedChange`], postcard |
 //! | `doc_change_index` | doc id (32) ‖ change hash (32) | seq (u64 BE) |
 //! | `doc_snapshots` | doc id (32) ‖ chunk (u32 BE) | ≤ 64 KiB of `Automerge::save()` |
-//! | `ledger_meta` | co-op id (32) | next ledger seq (u64 BE) |
-//! | `ledger_entries` | co-op id (32) ‖ seq (u64 BE) | canonical encoding of a signed entry |
-//! | `ledger_index` | co-op id (32) ‖ entry id (32) | seq (u64 BE) |
+//! | `ledger` | co-op id (32) ‖ tag (1) ‖ … | a co-op's entries and its fold, below |
 //!
-//! `seq` numbers a document's changes, or a co-op's ledger entries, in the
-//! order this node stored them, which is always a causal order: a change or
-//! entry is stored only once all its dependencies (parents) are.
+//! `seq` numbers a document's changes in the order this node stored them,
+//! which is always a causal order: a change is stored only once all its
+//! dependencies are.
+//!
+//! The `ledger` tree holds each co-op's entries and everything the fold
+//! knows about them, so that opening a node reads none of it. Each group of
+//! entries is written with one atomic sled batch: the entries and the fold
+//! rows they change. Rows by tag (`‖` joins; depths are u64 BE; a unit is its
+//! bytes, length-prefixed when more follows; an account is 33 bytes, `0 ‖
+//! DID` or `1 ‖ 0…0` for the treasury):
+//!
+//! | tag | key after the tag | value |
+//! |---|---|---|
+//! | `e` | entry id | the entry's canonical encoding |
+//! | `d` | entry id | its depth |
+//! | `o` | depth ‖ entry id | [`OrderRow`]: fold order, status, the limits it is judged by |
+//! | `c` | depth ‖ entry id | (empty): the conflicted entries, in order |
+//! | `A` | account ‖ depth ‖ entry id | (empty): entries touching an account, in order |
+//! | `D` | decision hash ‖ depth ‖ entry id | (empty): entries citing a decision |
+//! | `h` | entry id | (empty): the heads |
+//! | `b` | account ‖ unit | balance, i64 BE (rows at zero are deleted) |
+//! | `a` | member ‖ device ‖ unit | unspent allowance, i64 BE |
+//! | `r` | member ‖ unit | reserved (sum of allowances), i64 BE |
+//! | `f` | member | (empty): frozen accounts |
+//! | `g` | grant id | [`GrantRow`] |
+//! | `G` | member ‖ unit ‖ grant id | (empty) |
+//! | `x` | member ‖ unit ‖ depth ‖ entry id | (empty): general debits by keys other than the member's DID key |
+//! | `n` | (none) | number of entries, u64 BE |
+//!
+//! Version 1 kept entries in `ledger_entries` (co-op ‖ seq), `ledger_index`
+//! and `ledger_meta`, and folded them at every start; opening a version 1
+//! store folds them once into `ledger` and drops those trees.
 
 use icn_schemas::DocId;
 
 /// Version of this layout. Bump it, and write a migration, when any row above
 /// changes meaning.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const DOC_META: &str = "doc_meta";
 pub(crate) const DOC_CHANGES: &str = "doc_changes";
 pub(crate) const DOC_CHANGE_INDEX: &str = "doc_change_index";
 pub(crate) const DOC_SNAPSHOTS: &str = "doc_snapshots";
-pub(crate) const LEDGER_META: &str = "ledger_meta";
-pub(crate) const LEDGER_ENTRIES: &str = "ledger_entries";
-pub(crate) const LEDGER_INDEX: &str = "ledger_index";
+pub(crate) const LEDGER: &str = "ledger";
+/// Version 1 trees, read once by the migration.
+pub(crate) const V1_LEDGER_TREES: [&str; 3] = ["ledger_meta", "ledger_entries", "ledger_index"];
+pub(crate) const V1_LEDGER_ENTRIES: &str = "ledger_entries";
 
 pub(crate) const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
@@ -67,4 +95,43 @@ pub(crate) fn snapshot_key(doc: &DocId, chunk: u32) -> [u8; 36] {
     key[..32].copy_from_slice(&doc.0);
     key[32..].copy_from_slice(&chunk.to_be_bytes());
     key
+}
+
+/// Row tags of the `ledger` tree.
+pub(crate) mod ledger {
+    pub(crate) const ENTRY: u8 = b'e';
+    pub(crate) const DEPTH: u8 = b'd';
+    pub(crate) const ORDER: u8 = b'o';
+    pub(crate) const CONFLICTED: u8 = b'c';
+    pub(crate) const BY_ACCOUNT: u8 = b'A';
+    pub(crate) const BY_DECISION: u8 = b'D';
+    pub(crate) const HEAD: u8 = b'h';
+    pub(crate) const BALANCE: u8 = b'b';
+    pub(crate) const ALLOWANCE: u8 = b'a';
+    pub(crate) const RESERVED: u8 = b'r';
+    pub(crate) const FROZEN: u8 = b'f';
+    pub(crate) const GRANT: u8 = b'g';
+    pub(crate) const GRANTS_BY: u8 = b'G';
+    pub(crate) const OTHERS_DEBIT: u8 = b'x';
+    pub(crate) const COUNT: u8 = b'n';
+}
+
+/// The `o` row of an entry: its place in the fold is its key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct OrderRow {
+    /// Credit limits of the members it debits, read at its cited heads.
+    pub(crate) limits: Vec<([u8; 32], i64)>,
+    /// For an applied freeze entry: whether the account was frozen before.
+    pub(crate) frozen_before: Option<bool>,
+    /// Why it does not count (JSON of the conflict); `None` when applied.
+    pub(crate) conflict: Option<String>,
+}
+
+/// The `g` row of a grant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GrantRow {
+    pub(crate) member: [u8; 32],
+    pub(crate) unit: String,
+    /// General debits by other keys of the member and unit in its past.
+    pub(crate) ancestors: Vec<[u8; 32]>,
 }

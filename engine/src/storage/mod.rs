@@ -92,11 +92,16 @@ struct Inner {
     doc_changes: sled::Tree,
     doc_change_index: sled::Tree,
     doc_snapshots: sled::Tree,
-    ledger_meta: sled::Tree,
-    ledger_entries: sled::Tree,
-    ledger_index: sled::Tree,
+    ledger: sled::Tree,
+    /// Opened from a version 1 store whose ledger trees are not migrated yet.
+    v1_ledger: bool,
     commit: GroupCommit,
 }
+
+/// sled's page cache. Its default (1 GiB) is more than a member's phone can
+/// spare; what the engine reads often (recent entries, balances) fits well
+/// within this.
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
     move |source| StorageError::Io {
@@ -117,10 +122,14 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StorageError> {
         let dir = data_dir.join("store");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let db = sled::Config::new().path(&dir).open()?;
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(io(&db_path))?;
         let meta = db.open_tree(layout::META)?;
+        let mut v1_ledger = false;
         match meta.get(layout::SCHEMA_VERSION_KEY)? {
             None => {
                 meta.insert(
@@ -132,7 +141,11 @@ impl Store {
                 let found = <[u8; 4]>::try_from(v.as_ref())
                     .map(u32::from_be_bytes)
                     .map_err(|_| corrupt(layout::META, "schema version is not 4 bytes"))?;
-                if found != layout::SCHEMA_VERSION {
+                // Version 1 differs only in its ledger trees, which the
+                // engine folds into the new layout when it opens.
+                if found == 1 {
+                    v1_ledger = true;
+                } else if found != layout::SCHEMA_VERSION {
                     return Err(StorageError::UnsupportedVersion {
                         found,
                         expected: layout::SCHEMA_VERSION,
@@ -146,9 +159,8 @@ impl Store {
                 doc_changes: db.open_tree(layout::DOC_CHANGES)?,
                 doc_change_index: db.open_tree(layout::DOC_CHANGE_INDEX)?,
                 doc_snapshots: db.open_tree(layout::DOC_SNAPSHOTS)?,
-                ledger_meta: db.open_tree(layout::LEDGER_META)?,
-                ledger_entries: db.open_tree(layout::LEDGER_ENTRIES)?,
-                ledger_index: db.open_tree(layout::LEDGER_INDEX)?,
+                ledger: db.open_tree(layout::LEDGER)?,
+                v1_ledger,
                 meta,
                 db,
                 dir,
@@ -346,61 +358,52 @@ impl Store {
         self.make_durable()
     }
 
-    /// Appends encoded ledger entries (in causal order, with their ids) to a
-    /// co-op's ledger, atomically, and returns once they are durable.
-    pub fn append_entries(
-        &self,
-        coop: &DocId,
-        entries: &[([u8; 32], &[u8])],
-    ) -> Result<(), StorageError> {
-        self.stage_entries(coop, entries)?;
-        self.make_durable()
+    /// The tree holding every co-op's ledger ([`layout`]); the ledger's fold
+    /// reads it and writes it through [`Store::commit_ledger`].
+    pub(crate) fn ledger_tree(&self) -> &sled::Tree {
+        &self.inner.ledger
     }
 
-    /// Like [`Store::append_entries`] but, as [`Store::stage_changes`],
-    /// returns before the entries are durable.
-    pub fn stage_entries(
-        &self,
-        coop: &DocId,
-        entries: &[([u8; 32], &[u8])],
-    ) -> Result<(), StorageError> {
-        let inner = &self.inner;
-        (
-            &inner.ledger_meta,
-            &inner.ledger_entries,
-            &inner.ledger_index,
-        )
-            .transaction(|(meta_t, entries_t, index_t)| {
-                let mut seq = match meta_t.get(coop.0)? {
-                    Some(v) => <[u8; 8]>::try_from(v.as_ref())
-                        .map(u64::from_be_bytes)
-                        .map_err(|_| {
-                            sled::transaction::ConflictableTransactionError::Abort(corrupt(
-                                layout::LEDGER_META,
-                                "seq is not 8 bytes",
-                            ))
-                        })?,
-                    None => 0,
-                };
-                for (id, bytes) in entries {
-                    entries_t.insert(&layout::id_seq_key(coop, seq)[..], *bytes)?;
-                    index_t.insert(&layout::id_hash_key(coop, id)[..], &seq.to_be_bytes())?;
-                    seq += 1;
-                }
-                meta_t.insert(&coop.0, &seq.to_be_bytes())?;
-                Ok(())
-            })?;
+    /// Applies a batch of ledger rows atomically: all of them or, after a
+    /// crash, none. Like [`Store::stage_changes`], returns before they are
+    /// durable; [`Store::make_durable`] makes them so.
+    pub(crate) fn commit_ledger(&self, batch: sled::Batch) -> Result<(), StorageError> {
+        self.inner.ledger.apply_batch(batch)?;
         Ok(())
     }
 
-    /// A co-op's ledger entries in the order they were stored (causal).
-    pub fn load_entries(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, StorageError> {
+    /// A version 1 store's ledger entries of one co-op, in the order they
+    /// were stored (causal); empty once migrated, or for a newer store.
+    pub(crate) fn v1_entries(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, StorageError> {
+        if !self.inner.v1_ledger {
+            return Ok(Vec::new());
+        }
         self.inner
-            .ledger_entries
+            .db
+            .open_tree(layout::V1_LEDGER_ENTRIES)?
             .scan_prefix(coop.0)
             .values()
             .map(|v| Ok(v?.to_vec()))
             .collect()
+    }
+
+    /// Ends the migration from version 1, once every co-op's entries are in
+    /// the `ledger` tree: drops the old trees and records the new version,
+    /// durably. A crash before this leaves version 1, and the migration runs
+    /// again (folding an entry twice is a no-op).
+    pub(crate) fn finish_v1_migration(&self) -> Result<(), StorageError> {
+        if !self.inner.v1_ledger {
+            return Ok(());
+        }
+        self.make_durable()?;
+        for tree in layout::V1_LEDGER_TREES {
+            self.inner.db.drop_tree(tree)?;
+        }
+        self.inner.meta.insert(
+            layout::SCHEMA_VERSION_KEY,
+            &layout::SCHEMA_VERSION.to_be_bytes(),
+        )?;
+        self.make_durable()
     }
 
     /// The layout version on disk.

@@ -1,0 +1,212 @@
+//! One co-op's rows in the `ledger` tree ([`crate::storage::layout`]), with
+//! the writes of the group being folded laid over them until they are
+//! committed as one atomic batch, or discarded.
+//!
+//! A fold without a tree keeps everything in the overlay: that is how the
+//! ledger as it stood at some earlier heads is folded on the side.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map;
+use std::iter::Peekable;
+
+use icn_schemas::DocId;
+
+use crate::storage::StorageError;
+
+type Row = (Vec<u8>, Vec<u8>);
+
+pub(crate) struct Rows {
+    coop: DocId,
+    base: Option<sled::Tree>,
+    /// Written since the last commit; `None` deletes.
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Rows {
+    /// The co-op's stored rows.
+    pub(crate) fn stored(coop: DocId, tree: sled::Tree) -> Self {
+        Rows {
+            coop,
+            base: Some(tree),
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    /// Rows kept in memory only.
+    pub(crate) fn in_memory(coop: DocId) -> Self {
+        Rows {
+            coop,
+            base: None,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn coop(&self) -> DocId {
+        self.coop
+    }
+
+    /// `co-op id ‖ tag ‖ parts…`.
+    pub(crate) fn key(&self, tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+        let len = 33 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut key = Vec::with_capacity(len);
+        key.extend_from_slice(&self.coop.0);
+        key.push(tag);
+        for p in parts {
+            key.extend_from_slice(p);
+        }
+        key
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        match &self.base {
+            Some(tree) => Ok(tree.get(key)?.map(|v| v.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert(key, Some(value));
+    }
+
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
+        if self.base.is_some() {
+            self.overlay.insert(key, None);
+        } else {
+            self.overlay.remove(&key);
+        }
+    }
+
+    /// The rows whose keys start with `prefix`, from `from` (inclusive) on,
+    /// in key order.
+    pub(crate) fn scan(
+        &self,
+        prefix: Vec<u8>,
+        from: Vec<u8>,
+    ) -> impl Iterator<Item = Result<Row, StorageError>> + '_ {
+        let base: Box<dyn Iterator<Item = Result<Row, StorageError>> + '_> = match &self.base {
+            Some(tree) => {
+                let prefix = prefix.clone();
+                Box::new(
+                    tree.range(from.clone()..)
+                        .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(Into::into))
+                        .take_while(move |r| {
+                            r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))
+                        }),
+                )
+            }
+            None => Box::new(std::iter::empty()),
+        };
+        Merge {
+            base: base.peekable(),
+            overlay: self.overlay.range(from..).peekable(),
+            prefix,
+        }
+    }
+
+    /// The writes since the last commit, as one batch; `None` when there are
+    /// none. The overlay is empty afterwards, so only call this to commit.
+    pub(crate) fn take_batch(&mut self) -> Option<sled::Batch> {
+        if self.base.is_none() || self.overlay.is_empty() {
+            return None;
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in std::mem::take(&mut self.overlay) {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        Some(batch)
+    }
+
+    /// Forgets the writes since the last commit.
+    pub(crate) fn discard(&mut self) {
+        if self.base.is_some() {
+            self.overlay.clear();
+        }
+    }
+}
+
+/// The stored rows with the overlay on top, in key order.
+struct Merge<'a> {
+    base: Peekable<Box<dyn Iterator<Item = Result<Row, StorageError>> + 'a>>,
+    overlay: Peekable<btree_map::Range<'a, Vec<u8>, Option<Vec<u8>>>>,
+    prefix: Vec<u8>,
+}
+
+impl Iterator for Merge<'_> {
+    type Item = Result<Row, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let over = self
+                .overlay
+                .peek()
+                .filter(|(k, _)| k.starts_with(&self.prefix))
+                .map(|(k, _)| (*k).clone());
+            let base = match self.base.peek() {
+                Some(Ok((k, _))) => Some(k.clone()),
+                Some(Err(_)) => return self.base.next(),
+                None => None,
+            };
+            let take_overlay = match (&over, &base) {
+                (None, None) => return None,
+                (Some(o), Some(b)) => o <= b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            if !take_overlay {
+                return self.base.next();
+            }
+            let (k, v) = self.overlay.next()?;
+            if base.as_ref() == Some(k) {
+                self.base.next();
+            }
+            if let Some(v) = v {
+                return Some(Ok((k.clone(), v.clone())));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overlay_shadows_and_deletes_stored_rows_in_key_order() {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("temporary sled");
+        let tree = db.open_tree("t").expect("tree");
+        let coop = DocId([7; 32]);
+        let mut rows = Rows::stored(coop, tree.clone());
+        for k in [1u8, 3, 5] {
+            rows.put(rows.key(b'x', &[&[k]]), vec![k]);
+        }
+        rows.put(rows.key(b'y', &[&[0]]), vec![0]);
+        tree.apply_batch(rows.take_batch().expect("writes"))
+            .expect("commit");
+        rows.put(rows.key(b'x', &[&[2]]), vec![20]);
+        rows.put(rows.key(b'x', &[&[3]]), vec![30]);
+        rows.delete(rows.key(b'x', &[&[5]]));
+        let scan = |rows: &Rows, from: u8| -> Vec<(u8, u8)> {
+            rows.scan(rows.key(b'x', &[]), rows.key(b'x', &[&[from]]))
+                .map(|r| r.expect("row"))
+                .map(|(k, v)| (k[33], v[0]))
+                .collect()
+        };
+        assert_eq!(scan(&rows, 0), vec![(1, 1), (2, 20), (3, 30)]);
+        assert_eq!(scan(&rows, 2), vec![(2, 20), (3, 30)]);
+        rows.discard();
+        assert_eq!(scan(&rows, 0), vec![(1, 1), (3, 3), (5, 5)]);
+        assert_eq!(
+            rows.get(&rows.key(b'y', &[&[0]])).expect("get"),
+            Some(vec![0])
+        );
+    }
+}
