@@ -213,6 +213,19 @@ fn account_of(key: &[u8]) -> Result<Account, StorageError> {
     }
 }
 
+/// An `o` row's value: `len (u16 BE) ‖ OrderRow ‖ the entry's encoding`.
+fn split_order_value(value: &[u8]) -> Result<(OrderRow, &[u8]), StorageError> {
+    let len = value
+        .get(..2)
+        .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
+        .ok_or_else(|| corrupt("an order row is too short"))?;
+    let row = value
+        .get(2..2 + len)
+        .ok_or_else(|| corrupt("an order row is too short"))?;
+    let row = postcard::from_bytes(row).map_err(corrupt)?;
+    Ok((row, &value[2 + len..]))
+}
+
 /// `depth ‖ id`: a place in the fold order.
 fn place(depth: u64, id: &EntryId) -> [u8; 40] {
     let mut key = [0u8; 40];
@@ -251,6 +264,9 @@ fn limit_in(limits: &[([u8; 32], i64)], did: &Did) -> i64 {
 /// commits them with the entries that caused them, in one atomic batch.
 pub(crate) struct Fold {
     rows: Rows,
+    /// The last place in the order, once read: most entries extend the
+    /// heads and land after it, and then nothing needs unwinding.
+    last: Option<Option<(u64, EntryId)>>,
 }
 
 impl Fold {
@@ -258,6 +274,7 @@ impl Fold {
     pub(crate) fn open(coop: DocId, tree: sled::Tree) -> Fold {
         Fold {
             rows: Rows::stored(coop, tree),
+            last: None,
         }
     }
 
@@ -269,17 +286,31 @@ impl Fold {
     /// Forgets what was folded since the last commit.
     pub(crate) fn discard(&mut self) {
         self.rows.discard();
+        self.last = None;
+    }
+
+    fn last_place(&mut self) -> Result<Option<(u64, EntryId)>, StorageError> {
+        if let Some(last) = self.last {
+            return Ok(last);
+        }
+        let prefix = self.rows.key(tag::ORDER, &[]);
+        let last = self
+            .rows
+            .last(prefix)?
+            .map(|(k, _)| place_of(&k))
+            .transpose()?;
+        self.last = Some(last);
+        Ok(last)
     }
 
     fn depth(&self, id: &EntryId) -> Result<Option<u64>, StorageError> {
         self.rows
-            .get(&self.rows.key(tag::DEPTH, &[&id.0]))?
-            .map(|v| u64_of(&v))
-            .transpose()
+            .get_head::<8>(&self.rows.key(tag::DEPTH, &[&id.0]))
+            .map(|d| d.map(u64::from_be_bytes))
     }
 
     pub(crate) fn contains(&self, id: &EntryId) -> Result<bool, StorageError> {
-        Ok(self.depth(id)?.is_some())
+        self.rows.contains(&self.rows.key(tag::DEPTH, &[&id.0]))
     }
 
     /// How many entries the fold holds.
@@ -305,7 +336,14 @@ impl Fold {
 
     /// An entry's canonical encoding.
     pub(crate) fn entry_bytes(&self, id: &EntryId) -> Result<Option<Vec<u8>>, StorageError> {
-        self.rows.get(&self.rows.key(tag::ENTRY, &[&id.0]))
+        let Some(depth) = self.depth(id)? else {
+            return Ok(None);
+        };
+        let value = self
+            .rows
+            .get(&self.rows.key(tag::ORDER, &[&place(depth, id)]))?
+            .ok_or_else(|| corrupt("an entry has a depth but no place"))?;
+        Ok(Some(split_order_value(&value)?.1.to_vec()))
     }
 
     pub(crate) fn entry(&self, id: &EntryId) -> Result<Option<SignedEntry>, StorageError> {
@@ -317,19 +355,38 @@ impl Fold {
     fn order_row(&self, depth: u64, id: &EntryId) -> Result<Option<OrderRow>, StorageError> {
         self.rows
             .get(&self.rows.key(tag::ORDER, &[&place(depth, id)]))?
-            .map(|v| postcard::from_bytes(&v).map_err(corrupt))
+            .map(|v| split_order_value(&v).map(|(row, _)| row))
             .transpose()
     }
 
+    /// Writes an entry's `o` row: `row`, then the entry's encoding (`bytes`,
+    /// or what the row holds already).
     fn put_order_row(
         &mut self,
         depth: u64,
         id: &EntryId,
         row: &OrderRow,
+        bytes: Option<&[u8]>,
     ) -> Result<(), StorageError> {
-        let bytes = postcard::to_stdvec(row).map_err(corrupt)?;
         let key = self.rows.key(tag::ORDER, &[&place(depth, id)]);
-        self.rows.put(key, bytes);
+        let stored;
+        let bytes = match bytes {
+            Some(b) => b,
+            None => {
+                stored = self
+                    .rows
+                    .get(&key)?
+                    .ok_or_else(|| corrupt("an entry to fold has no place"))?;
+                split_order_value(&stored)?.1
+            }
+        };
+        let encoded = postcard::to_stdvec(row).map_err(corrupt)?;
+        let len = u16::try_from(encoded.len()).map_err(|_| corrupt("an order row is too long"))?;
+        let mut value = Vec::with_capacity(2 + encoded.len() + bytes.len());
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(&encoded);
+        value.extend_from_slice(bytes);
+        self.rows.put(key, value);
         Ok(())
     }
 
@@ -355,12 +412,13 @@ impl Fold {
 
     /// Writes an amount, deleting the row at zero, so that replicas that
     /// took different paths to the same fold hold the same rows.
-    fn set_amount(&mut self, key: Vec<u8>, value: i64) {
+    fn set_amount(&mut self, key: Vec<u8>, value: i64) -> Result<(), StorageError> {
         if value == 0 {
-            self.rows.delete(key);
+            self.rows.delete(key)?;
         } else {
             self.rows.put(key, value.to_be_bytes().to_vec());
         }
+        Ok(())
     }
 
     fn balance_key(&self, account: &Account, unit: &str) -> Vec<u8> {
@@ -530,6 +588,7 @@ impl Fold {
         }
         let mut fold = Fold {
             rows: Rows::in_memory(self.rows.coop()),
+            last: None,
         };
         // In this fold's order, parents always come first.
         let prefix = self.rows.key(tag::ORDER, &[]);
@@ -539,12 +598,9 @@ impl Fold {
             if !keep.contains(&id) {
                 continue;
             }
-            let row: OrderRow = postcard::from_bytes(&v).map_err(corrupt)?;
-            let bytes = self
-                .entry_bytes(&id)?
-                .ok_or_else(|| corrupt("a placed entry is missing"))?;
-            let (entry, _) = SignedEntry::decode(&bytes).map_err(corrupt)?;
-            fold.insert(id, &entry, &bytes, row.limits)?;
+            let (row, bytes) = split_order_value(&v)?;
+            let (entry, _) = SignedEntry::decode(bytes).map_err(corrupt)?;
+            fold.insert(id, &entry, bytes, row.limits)?;
         }
         Ok(Some(fold))
     }
@@ -568,11 +624,10 @@ impl Fold {
                 depth = depth.max(d + 1);
             }
             let head = self.rows.key(tag::HEAD, &[&p.0]);
-            self.rows.delete(head);
+            self.rows.delete(head)?;
         }
         let rows = &mut self.rows;
         rows.put(rows.key(tag::HEAD, &[&id.0]), Vec::new());
-        rows.put(rows.key(tag::ENTRY, &[&id.0]), bytes.to_vec());
         rows.put(rows.key(tag::DEPTH, &[&id.0]), depth.to_be_bytes().to_vec());
         let count = self.len()? + 1;
         let rows = &mut self.rows;
@@ -634,13 +689,18 @@ impl Fold {
             );
             rows.put(by, Vec::new());
         }
-        let order = self.rows.key(tag::ORDER, &[]);
-        let from = self.rows.key(tag::ORDER, &[&place(start.0, &start.1)]);
-        let later: Vec<(u64, EntryId)> = self
-            .rows
-            .scan(order.clone(), from.clone())
-            .map(|r| r.and_then(|(k, _)| place_of(&k)))
-            .collect::<Result<_, _>>()?;
+        let last = self.last_place()?;
+        let later: Vec<(u64, EntryId)> = if last.is_none_or(|last| last < start) {
+            Vec::new()
+        } else {
+            let order = self.rows.key(tag::ORDER, &[]);
+            let from = self.rows.key(tag::ORDER, &[&place(start.0, &start.1)]);
+            self.rows
+                .scan(order, from)
+                .map(|r| r.and_then(|(k, _)| place_of(&k)))
+                .collect::<Result<_, _>>()?
+        };
+        self.last = Some(Some(last.map_or((depth, id), |l| l.max((depth, id)))));
         for (d, later_id) in later.iter().rev() {
             self.unapply(*d, later_id)?;
         }
@@ -652,6 +712,7 @@ impl Fold {
                 limits,
                 ..OrderRow::default()
             },
+            Some(bytes),
         )?;
         // Fold again from `start`; the new entry is decoded already.
         let mut refold = later;
@@ -759,8 +820,7 @@ impl Fold {
         for did in touched.chain(allowance_entry.then_some(author)) {
             if self
                 .rows
-                .get(&self.rows.key(tag::FROZEN, &[did.as_bytes()]))?
-                .is_some()
+                .contains(&self.rows.key(tag::FROZEN, &[did.as_bytes()]))?
             {
                 return Ok(Err(Conflict::Frozen { account: did }));
             }
@@ -865,29 +925,29 @@ impl Fold {
             if frozen {
                 self.rows.put(key, Vec::new());
             } else {
-                self.rows.delete(key);
+                self.rows.delete(key)?;
             }
             row.frozen_before = Some(before);
             row.conflict = None;
-            self.rows.delete(conflicted_key);
-            return self.put_order_row(depth, id, &row);
+            self.rows.delete(conflicted_key)?;
+            return self.put_order_row(depth, id, &row, None);
         }
         match self.effects(Some(id), signed, &row.limits)? {
             Ok(effects) => {
                 for ((account, unit), after) in effects.balances {
                     let key = self.balance_key(&account, &unit);
-                    self.set_amount(key, after);
+                    self.set_amount(key, after)?;
                 }
                 self.move_allowances(&effects.allowances, true)?;
                 row.conflict = None;
-                self.rows.delete(conflicted_key);
+                self.rows.delete(conflicted_key)?;
             }
             Err(conflict) => {
                 row.conflict = Some(serde_json::to_string(&conflict).map_err(corrupt)?);
                 self.rows.put(conflicted_key, Vec::new());
             }
         }
-        self.put_order_row(depth, id, &row)
+        self.put_order_row(depth, id, &row, None)
     }
 
     fn unapply(&mut self, depth: u64, id: &EntryId) -> Result<(), StorageError> {
@@ -907,7 +967,7 @@ impl Fold {
             if before {
                 self.rows.put(key, Vec::new());
             } else {
-                self.rows.delete(key);
+                self.rows.delete(key)?;
             }
             return Ok(());
         }
@@ -915,7 +975,7 @@ impl Fold {
             let key = self.balance_key(&p.account, &p.unit);
             // It was added when applied, so taking it away cannot overflow.
             let before = self.amount(key.clone())? - p.amount;
-            self.set_amount(key, before);
+            self.set_amount(key, before)?;
         }
         self.move_allowances(&allowance_deltas(&signed.entry), false)
     }
@@ -931,10 +991,10 @@ impl Fold {
             let delta = if forward { *delta } else { -delta };
             let allowance = self.allowance_key(key);
             let left = self.amount(allowance.clone())? + delta;
-            self.set_amount(allowance, left);
+            self.set_amount(allowance, left)?;
             let reserved = self.reserved_key(&key.0, &key.2);
             let total = self.amount(reserved.clone())? + delta;
-            self.set_amount(reserved, total);
+            self.set_amount(reserved, total)?;
         }
         Ok(())
     }

@@ -67,16 +67,57 @@ impl Rows {
         }
     }
 
+    pub(crate) fn contains(&self, key: &[u8]) -> Result<bool, StorageError> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.is_some());
+        }
+        match &self.base {
+            Some(tree) => Ok(tree.contains_key(key)?),
+            None => Ok(false),
+        }
+    }
+
+    /// The first `N` bytes of a row's value, without copying the rest.
+    pub(crate) fn get_head<const N: usize>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<[u8; N]>, StorageError> {
+        let head = |v: &[u8]| {
+            v.get(..N)
+                .and_then(|h| <[u8; N]>::try_from(h).ok())
+                .ok_or_else(|| StorageError::Corrupt {
+                    tree: crate::storage::layout::LEDGER,
+                    reason: "a row is too short".into(),
+                })
+        };
+        if let Some(v) = self.overlay.get(key) {
+            return v.as_deref().map(head).transpose();
+        }
+        match &self.base {
+            Some(tree) => tree.get(key)?.as_deref().map(head).transpose(),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.overlay.insert(key, Some(value));
     }
 
-    pub(crate) fn delete(&mut self, key: Vec<u8>) {
-        if self.base.is_some() {
-            self.overlay.insert(key, None);
-        } else {
-            self.overlay.remove(&key);
+    pub(crate) fn delete(&mut self, key: Vec<u8>) -> Result<(), StorageError> {
+        match &self.base {
+            // A row written since the last commit and not stored before
+            // (a head replaced within one group) needs no write at all.
+            Some(tree) if self.overlay.contains_key(&key) && !tree.contains_key(&key)? => {
+                self.overlay.remove(&key);
+            }
+            Some(_) => {
+                self.overlay.insert(key, None);
+            }
+            None => {
+                self.overlay.remove(&key);
+            }
         }
+        Ok(())
     }
 
     /// The rows whose keys start with `prefix`, from `from` (inclusive) on,
@@ -104,6 +145,41 @@ impl Rows {
             overlay: self.overlay.range(from..).peekable(),
             prefix,
         }
+    }
+
+    /// The row with the greatest key starting with `prefix`.
+    pub(crate) fn last(&self, prefix: Vec<u8>) -> Result<Option<Row>, StorageError> {
+        // Every key with the prefix sorts before the prefix with its last
+        // byte (a row tag, never 0xff) raised by one.
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = last.saturating_add(1);
+        }
+        let over = self
+            .overlay
+            .range(prefix.clone()..end.clone())
+            .rev()
+            .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())));
+        let base = match &self.base {
+            Some(tree) => {
+                // Skip rows the overlay deletes.
+                let mut found = None;
+                for row in tree.range(prefix..end).rev() {
+                    let (k, v) = row?;
+                    if let Some(None) = self.overlay.get(k.as_ref()) {
+                        continue;
+                    }
+                    found = Some((k.to_vec(), v.to_vec()));
+                    break;
+                }
+                found
+            }
+            None => None,
+        };
+        Ok(match (over, base) {
+            (Some(o), Some(b)) => Some(if o.0 >= b.0 { o } else { b }),
+            (o, b) => o.or(b),
+        })
     }
 
     /// The writes since the last commit, as one batch; `None` when there are
@@ -193,7 +269,7 @@ mod tests {
             .expect("commit");
         rows.put(rows.key(b'x', &[&[2]]), vec![20]);
         rows.put(rows.key(b'x', &[&[3]]), vec![30]);
-        rows.delete(rows.key(b'x', &[&[5]]));
+        rows.delete(rows.key(b'x', &[&[5]])).expect("delete");
         let scan = |rows: &Rows, from: u8| -> Vec<(u8, u8)> {
             rows.scan(rows.key(b'x', &[]), rows.key(b'x', &[&[from]]))
                 .map(|r| r.expect("row"))

@@ -22,9 +22,8 @@
 //!
 //! | tag | key after the tag | value |
 //! |---|---|---|
-//! | `e` | entry id | the entry's canonical encoding |
 //! | `d` | entry id | its depth |
-//! | `o` | depth ‖ entry id | [`OrderRow`]: fold order, status, the limits it is judged by |
+//! | `o` | depth ‖ entry id | length (u16 BE) ‖ [`OrderRow`] (status, the limits it is judged by) ‖ the entry's canonical encoding |
 //! | `c` | depth ‖ entry id | (empty): the conflicted entries, in order |
 //! | `A` | account ‖ depth ‖ entry id | (empty): entries touching an account, in order |
 //! | `D` | decision hash ‖ depth ‖ entry id | (empty): entries citing a decision |
@@ -99,7 +98,6 @@ pub(crate) fn snapshot_key(doc: &DocId, chunk: u32) -> [u8; 36] {
 
 /// Row tags of the `ledger` tree.
 pub(crate) mod ledger {
-    pub(crate) const ENTRY: u8 = b'e';
     pub(crate) const DEPTH: u8 = b'd';
     pub(crate) const ORDER: u8 = b'o';
     pub(crate) const CONFLICTED: u8 = b'c';
