@@ -8,6 +8,7 @@
 use automerge::ScalarValue;
 use icn_schemas::coop::{self, CoopField, MemberStatus};
 use icn_schemas::domain::{self, DomainField, DomainRole, ProposalState};
+use icn_schemas::tally;
 use icn_schemas::{Delegation, Did, DocKind, Reader, Scope};
 
 /// The member a change counts as, and how it was written.
@@ -259,8 +260,16 @@ pub(crate) fn check_domain(
                 (Some(ProposalState::Open), Some(ProposalState::Vetoed)) => {
                     Err(forbidden("this domain does not allow vetoes"))
                 }
+                // Closing: the change must also write the close record, whose
+                // tally every peer checks ([`check_close`]).
+                (
+                    Some(ProposalState::Open),
+                    Some(
+                        ProposalState::Accepted | ProposalState::Rejected | ProposalState::NoQuorum,
+                    ),
+                ) => Ok(()),
                 _ => Err(forbidden(
-                    "allowed moves: new → draft; draft → open and draft/open → cancelled by the author; open → vetoed by an admin",
+                    "allowed moves: new → draft; draft → open and draft/open → cancelled by the author; open → vetoed by an admin; open → accepted, rejected or no_quorum by a close",
                 )),
             }
         }
@@ -273,6 +282,10 @@ pub(crate) fn check_domain(
                 ))
             }
         }
+        F::Close(id) => match state(id) {
+            Some(ProposalState::Open) => Ok(()),
+            _ => Err(forbidden("only an open proposal is closed")),
+        },
         F::Votes(id) => match state(id) {
             None | Some(ProposalState::Open) => Ok(()),
             Some(_) => Err(forbidden("votes are cast only while the proposal is open")),
@@ -288,6 +301,71 @@ pub(crate) fn check_domain(
         }
         _ => Err(forbidden("no rule allows this field")),
     }
+}
+
+/// Checks a change that closes proposal `id`: `before` is the document at
+/// the change's dependencies, `after` the document as of the change itself.
+/// The close must be complete and match its state, count exactly the heads
+/// the change was written on, be recorded by its author, who is the
+/// proposer, an admin, or any member once voting time is over, and carry the
+/// tally and outcome every peer computes from the votes at those heads.
+pub(crate) fn check_close(
+    before: Reader<'_>,
+    after: Reader<'_>,
+    deps: &[[u8; 32]],
+    author: &Author,
+    id: &str,
+) -> Result<(), Denied> {
+    let forbidden = |reason| Denied::Forbidden {
+        member: author.member,
+        path: format!("proposals/{id}/close"),
+        reason,
+    };
+    let proposal = domain::Proposal::read(before, id)
+        .filter(|p| p.state == ProposalState::Open)
+        .ok_or_else(|| forbidden("only an open proposal is closed"))?;
+    let close = domain::Proposal::close(after, id).ok_or_else(|| {
+        forbidden("a close writes its whole record: outcome, tally, counted heads, time and closer")
+    })?;
+    let written_state = after
+        .map_path(&["proposals", id])
+        .and_then(|p| after.str(&p, "state"));
+    if written_state.as_deref() != Some(close.outcome.as_str()) {
+        return Err(forbidden("the state a close writes is its outcome"));
+    }
+    let mut counted = deps.to_vec();
+    counted.sort_unstable();
+    if close.counted_heads != counted {
+        return Err(forbidden(
+            "a close counts exactly the heads it was written on",
+        ));
+    }
+    if close.closed_by != author.member {
+        return Err(forbidden("the closer is the member who writes the close"));
+    }
+    let period_over = proposal.closes_at.is_some_and(|end| close.closed_at >= end);
+    if !(proposal.author == author.member || author.admin || period_over) {
+        return Err(forbidden(
+            "the proposer or an admin closes early; any member once voting time is over",
+        ));
+    }
+    if proposal
+        .opened_at
+        .is_some_and(|opened| close.closed_at < opened)
+    {
+        return Err(forbidden("a proposal closes after it opened"));
+    }
+    let domain = domain::Domain::read(before).map_err(|_| forbidden("not a domain"))?;
+    let tally = tally::count(domain.members.values(), &proposal.votes);
+    let Some(outcome) = tally::decide(&domain.rules, &tally) else {
+        return Err(forbidden("WASM tally modules are not supported yet"));
+    };
+    if close.tally != tally || close.outcome != outcome {
+        return Err(forbidden(
+            "the recorded tally or outcome differs from the votes at the counted heads",
+        ));
+    }
+    Ok(())
 }
 
 /// What the genesis of a document must establish, checked on the document

@@ -344,12 +344,34 @@ impl Engine {
         signer: &Signer,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<O, SchemaError>,
     ) -> Result<O, WriteError> {
+        self.write_with(id, signer, |_, _, tx| f(tx))
+    }
+
+    /// Like [`Engine::write`], and `f` also reads the document as it stands,
+    /// which is exactly the causal past of the change it writes, and gets the
+    /// dependencies that change will have (sorted): the document's heads,
+    /// plus the signer's own previous change when it is not one of them, as
+    /// Automerge lists them.
+    pub fn write_with<O>(
+        &self,
+        id: &DocId,
+        signer: &Signer,
+        f: impl FnOnce(Reader<'_>, &[ChangeHash], &mut Transaction<'_>) -> Result<O, SchemaError>,
+    ) -> Result<O, WriteError> {
         let handle = self.handle(id).ok_or(WriteError::UnknownDoc(*id))?;
         let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
         let mut scratch = state.doc.fork().with_actor(actor_of(signer));
+        let mut deps = scratch.get_heads();
+        if let Some(own) = scratch.get_last_local_change().map(|c| c.hash())
+            && !deps.contains(&own)
+        {
+            deps.push(own);
+        }
+        deps.sort_unstable();
         let mut output = None;
+        let before = &state.doc;
         let signed = make_change(&mut scratch, signer, Some(id), |tx| {
-            output = Some(f(tx)?);
+            output = Some(f(Reader::now(before), &deps, tx)?);
             Ok(())
         })?;
         let output = output.ok_or_else(|| SchemaError::Missing("write output".into()))?;

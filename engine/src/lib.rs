@@ -47,6 +47,7 @@
 mod authority;
 pub mod change;
 mod engine;
+mod governance;
 pub mod identity;
 pub mod keystore;
 pub mod ledger;

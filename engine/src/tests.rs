@@ -5,6 +5,7 @@ use automerge::transaction::Transactable;
 use automerge::{ObjId, ReadDoc};
 use icn_schemas::coop::{self, MemberStatus, Role};
 use icn_schemas::domain::{self, Choice, DomainRole, Payload, ProposalState};
+use icn_schemas::tally::{Close, DecisionReceipt, Outcome, Tally};
 use icn_schemas::{DocId, SchemaError, Scope};
 
 use crate::authority::Denied;
@@ -895,7 +896,7 @@ fn proposal_lifecycle_moves() {
     forbidden(d.engine().write(&d.id, &dev(&d.bob), |tx| {
         domain::set_proposal_state(tx, "p1", ProposalState::Vetoed)
     }));
-    // Closing outcomes are reserved for the tally rules.
+    // A closing state needs the close record with it.
     forbidden(d.engine().write(&d.id, &dev(&d.alice), |tx| {
         domain::set_proposal_state(tx, "p1", ProposalState::Accepted)
     }));
@@ -1052,4 +1053,194 @@ fn snapshots_keep_every_change_and_signature() {
     let fresh = TestNode::new();
     fresh.engine.apply_remote(&id, all).expect("valid history");
     assert_eq!(fresh.engine.heads(&id), heads);
+}
+
+/// The dependencies a change by `who` gets now: the heads, and its own
+/// previous change when that is not one of them.
+fn deps_of(d: &Dom, who: &Keypair) -> Vec<[u8; 32]> {
+    d.engine()
+        .read(&d.id, |r| {
+            let fork = r
+                .doc()
+                .fork()
+                .with_actor(automerge::ActorId::from(who.did().as_bytes().as_slice()));
+            let mut deps: Vec<[u8; 32]> = fork.get_heads().iter().map(|h| h.0).collect();
+            if let Some(own) = fork.get_last_local_change().map(|c| c.hash().0)
+                && !deps.contains(&own)
+            {
+                deps.push(own);
+            }
+            deps.sort_unstable();
+            deps
+        })
+        .expect("doc")
+}
+
+/// A forged close of "p1" by `who`, with `edit` applied to the honest one.
+fn forged_close(d: &Dom, who: &Keypair, edit: impl FnOnce(&mut Close)) -> SignedChange {
+    let (tally, outcome) = d.engine().tally(&d.id, "p1").expect("tally");
+    let mut close = Close {
+        outcome: outcome.expect("not wasm"),
+        tally,
+        counted_heads: deps_of(d, who),
+        closed_at: 16,
+        closed_by: who.did(),
+    };
+    edit(&mut close);
+    forge(d.engine(), &d.id, who, who, None, |tx| {
+        domain::close_proposal(tx, "p1", &close)
+    })
+}
+
+fn refused_close(d: &Dom, change: SignedChange) {
+    assert!(matches!(
+        remote_rule(d.engine().apply_remote(&d.id, vec![change])),
+        Rule::Denied(Denied::Forbidden { .. })
+    ));
+    assert_eq!(d.proposal("p1").state, ProposalState::Open);
+}
+
+#[test]
+fn a_close_records_the_tally_and_yields_a_receipt() {
+    let d = domain_fixture();
+    d.open(&d.alice, "p1").expect("open");
+    d.vote(&d.alice, &d.alice, Choice::For).expect("vote");
+    d.vote(&d.bob, &d.bob, Choice::For).expect("vote");
+    // Bob is neither proposer nor admin, and voting time (20) is not over.
+    forbidden(d.engine().close_proposal(&d.id, &dev(&d.bob), "p1", 16));
+    let (close, receipt) = d
+        .engine()
+        .close_proposal(&d.id, &dev(&d.alice), "p1", 16)
+        .expect("the proposer closes");
+    assert_eq!(close.outcome, Outcome::Accepted);
+    assert_eq!(
+        (close.tally.eligible, close.tally.for_, close.tally.against),
+        (3, 2, 0)
+    );
+    assert_eq!(d.proposal("p1").state, ProposalState::Accepted);
+    assert_eq!(d.engine().receipt(&d.id, "p1"), Some(receipt.clone()));
+    // Closed: no more votes, no second close.
+    forbidden(d.vote(&d.admin, &d.admin, Choice::Against));
+    assert!(
+        d.engine()
+            .close_proposal(&d.id, &dev(&d.admin), "p1", 17)
+            .is_err()
+    );
+    // A peer recounts and agrees.
+    let peer = replica(&d);
+    assert_eq!(peer.engine.receipt(&d.id, "p1"), Some(receipt.clone()));
+    assert_eq!(
+        receipt.hash(),
+        DecisionReceipt::new(d.id, "p1", &close).hash()
+    );
+}
+
+#[test]
+fn any_member_closes_once_voting_time_is_over() {
+    let d = domain_fixture();
+    d.open(&d.alice, "p1").expect("open");
+    d.vote(&d.bob, &d.bob, Choice::Against).expect("vote");
+    let (close, _) = d
+        .engine()
+        .close_proposal(&d.id, &dev(&d.bob), "p1", 20)
+        .expect("after closes_at, any member");
+    // One of three voted: under the 50 % quorum.
+    assert_eq!(close.outcome, Outcome::NoQuorum);
+    assert_eq!(d.proposal("p1").state, ProposalState::NoQuorum);
+}
+
+#[test]
+fn tampered_closes_are_refused() {
+    let d = domain_fixture();
+    d.open(&d.alice, "p1").expect("open");
+    d.vote(&d.alice, &d.alice, Choice::For).expect("vote");
+    d.vote(&d.bob, &d.bob, Choice::For).expect("vote");
+    let alice = d.alice.clone();
+    refused_close(
+        &d,
+        forged_close(&d, &alice, |c| c.outcome = Outcome::Rejected),
+    );
+    refused_close(&d, forged_close(&d, &alice, |c| c.tally.for_ = 3));
+    refused_close(
+        &d,
+        forged_close(&d, &alice, |c| c.counted_heads = vec![[7; 32]]),
+    );
+    refused_close(&d, forged_close(&d, &alice, |c| c.closed_by = d.bob.did()));
+    refused_close(&d, forged_close(&d, &alice, |c| c.closed_at = 5)); // before it opened
+    let bob = d.bob.clone();
+    refused_close(&d, forged_close(&d, &bob, |_| {})); // too early for bob
+    // The state alone, without the record, or not matching it.
+    let bare = forge(d.engine(), &d.id, &alice, &alice, None, |tx| {
+        domain::set_proposal_state(tx, "p1", ProposalState::Accepted)
+    });
+    refused_close(&d, bare);
+    let mismatched = forge(d.engine(), &d.id, &alice, &alice, None, |tx| {
+        let (tally, outcome) = (
+            Tally {
+                eligible: 3,
+                for_: 2,
+                ..Tally::default()
+            },
+            Outcome::Accepted,
+        );
+        let close = Close {
+            outcome,
+            tally,
+            counted_heads: deps_of(&d, &d.alice),
+            closed_at: 16,
+            closed_by: d.alice.did(),
+        };
+        domain::close_proposal(tx, "p1", &close)?;
+        domain::set_proposal_state(tx, "p1", ProposalState::Rejected)
+    });
+    refused_close(&d, mismatched);
+    // The honest close passes.
+    d.engine()
+        .apply_remote(&d.id, vec![forged_close(&d, &alice, |_| {})])
+        .expect("honest close");
+    assert_eq!(d.proposal("p1").state, ProposalState::Accepted);
+}
+
+#[test]
+fn concurrent_closes_converge_on_one_and_late_votes_are_kept_not_counted() {
+    let d = domain_fixture();
+    d.open(&d.alice, "p1").expect("open");
+    d.vote(&d.alice, &d.alice, Choice::For).expect("vote");
+    let other = replica(&d);
+    // On the replica, bob votes against, then the admin closes there; here,
+    // alice closes without having seen bob's vote.
+    other
+        .engine
+        .write(&d.id, &dev(&d.bob), |tx| {
+            domain::cast_vote(tx, "p1", &d.bob.did(), Choice::Against, None, 15)
+        })
+        .expect("bob votes");
+    let (theirs, _) = other
+        .engine
+        .close_proposal(&d.id, &dev(&d.admin), "p1", 17)
+        .expect("admin closes there");
+    let (ours, _) = d
+        .engine()
+        .close_proposal(&d.id, &dev(&d.alice), "p1", 16)
+        .expect("alice closes here");
+    assert_eq!(
+        (ours.outcome, theirs.outcome),
+        (Outcome::NoQuorum, Outcome::Rejected)
+    );
+    let here = d.engine().changes_since(&d.id, &[]).expect("changes");
+    let there = other.engine.changes_since(&d.id, &[]).expect("changes");
+    d.engine().apply_remote(&d.id, there).expect("merge");
+    other.engine.apply_remote(&d.id, here).expect("merge");
+    let (a, b) = (
+        d.engine().receipt(&d.id, "p1").expect("closed"),
+        other.engine.receipt(&d.id, "p1").expect("closed"),
+    );
+    assert_eq!(a, b, "both replicas count the same close");
+    assert!(
+        a.hash() == DecisionReceipt::new(d.id, "p1", &ours).hash()
+            || a.hash() == DecisionReceipt::new(d.id, "p1", &theirs).hash()
+    );
+    assert_eq!(d.proposal("p1").state, a.outcome.state());
+    // Bob's vote, concurrent with alice's close, is kept either way.
+    assert_eq!(d.proposal("p1").votes[&d.bob.did()].choice, Choice::Against);
 }

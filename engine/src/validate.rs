@@ -20,7 +20,7 @@
 //! Changes are judged by their *operations*, not by the patches they produce:
 //! a write that loses a conflict shows no patch, yet stays in the document.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 
 use automerge::legacy::{Key, ObjectId, OpType};
@@ -358,9 +358,38 @@ fn check_change(applied: &Automerge, r: Reader<'_>, kind: DocKind, p: &Parsed) -
     let author = authority::resolve_author(kind, r, p.actor, p.delegation.clone())?;
     let ops = decode_ops(&p.change)?;
     let paths = resolve_paths(applied, &p.change, &ops)?;
+    let mut closing = BTreeSet::new();
     for (op, path) in ops.iter().zip(&paths) {
         let checked = classify_op(kind, op, path)?;
         check_permission(r, &author, &checked)?;
+        // A close is judged whole, once its ops are all allowed.
+        if let Classified::Domain(field, _, value) = &checked {
+            let closed_state = || {
+                value
+                    .and_then(|v| match v {
+                        ScalarValue::Str(s) => Some(s.to_string()),
+                        _ => None,
+                    })
+                    .is_some_and(|s| icn_schemas::tally::Outcome::parse(&s).is_some())
+            };
+            match field {
+                domain::DomainField::Close(id) => {
+                    closing.insert(id.clone());
+                }
+                domain::DomainField::ProposalState(id) if closed_state() => {
+                    closing.insert(id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    if !closing.is_empty() {
+        let own = [p.change.hash()];
+        let after = Reader::at(applied, &own);
+        let deps: Vec<[u8; 32]> = p.change.deps().iter().map(|h| h.0).collect();
+        for id in &closing {
+            authority::check_close(r, after, &deps, &author, id)?;
+        }
     }
     Ok(())
 }

@@ -12,7 +12,14 @@
 //! proposals/<id>/{title, description, author, created_at, payload/…}   set once, at creation
 //! proposals/<id>/{state, opened_at, closes_at}
 //! proposals/<id>/votes/<voter did>/{choice, comment, at}
+//! proposals/<id>/close/{outcome, counted_heads, closed_at, closed_by,
+//!                       eligible, for, against, abstain, block, blockers}
 //! ```
+//!
+//! A close is written in one change with the proposal's `state`; when
+//! several nodes close at once, Automerge's conflict rule picks one `close`
+//! object everywhere, and that one is the proposal's outcome
+//! ([`crate::tally`]).
 
 use std::collections::BTreeMap;
 
@@ -184,6 +191,8 @@ pub enum DomainField {
     Votes(String),
     /// `proposals/<id>/votes/<voter>` and its fields.
     Vote(String, Did),
+    /// `proposals/<id>/close` and its fields.
+    Close(String),
 }
 
 const PAYLOAD_TYPES: &[&str] = &[
@@ -263,6 +272,18 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
                 ["state"] => (F::ProposalState(id), Shape::OneOf(ProposalState::NAMES)),
                 ["opened_at"] | ["closes_at"] => (F::ProposalSchedule(id), Shape::NonNegative),
                 ["votes"] => (F::Votes(id), Shape::Map),
+                ["close"] => (F::Close(id), Shape::Map),
+                ["close", field] => {
+                    let shape = match *field {
+                        "outcome" => Shape::OneOf(crate::tally::Outcome::NAMES),
+                        "counted_heads" => Shape::Str(64 * 65),
+                        "closed_by" => Shape::Did,
+                        "closed_at" | "eligible" | "for" | "against" | "abstain" | "block"
+                        | "blockers" => Shape::NonNegative,
+                        _ => return Err(unknown()),
+                    };
+                    (F::Close(id), shape)
+                }
                 ["votes", voter, rest @ ..] => {
                     let voter = parse_did_key("voter DID", voter)?;
                     let shape = match rest {
@@ -452,6 +473,8 @@ pub struct Proposal {
     pub payload: Option<Payload>,
     /// Votes by voter.
     pub votes: BTreeMap<Did, Vote>,
+    /// The close that counts, once closed by a tally.
+    pub close: Option<crate::tally::Close>,
 }
 
 impl Proposal {
@@ -473,26 +496,69 @@ impl Proposal {
                 }
             }
         }
+        let close = read_close(r, &obj);
         Some(Proposal {
             id: id.to_owned(),
             title: r.str(&obj, "title").unwrap_or_default(),
             description: r.str(&obj, "description").unwrap_or_default(),
             author: r.str(&obj, "author")?.parse().ok()?,
             created_at: r.int(&obj, "created_at").unwrap_or(0),
-            state: ProposalState::parse(&r.str(&obj, "state")?)?,
+            state: state_of(r, &obj, close.as_ref())?,
             opened_at: r.int(&obj, "opened_at"),
             closes_at: r.int(&obj, "closes_at"),
             payload: r.map(&obj, "payload").and_then(|p| read_payload(r, &p)),
             votes,
+            close,
         })
     }
 
     /// Reads only the state of a proposal, which authorisation needs often.
     pub fn state(r: Reader<'_>, id: &str) -> Option<ProposalState> {
         let obj = r.map_path(&["proposals", id])?;
-        ProposalState::parse(&r.str(&obj, "state")?)
+        state_of(r, &obj, read_close(r, &obj).as_ref())
     }
 
+    /// Reads only the close of a proposal.
+    pub fn close(r: Reader<'_>, id: &str) -> Option<crate::tally::Close> {
+        read_close(r, &r.map_path(&["proposals", id])?)
+    }
+}
+
+/// A closed proposal's state is its close's outcome: when closes conflict,
+/// the `state` and `close` keys could pick different winners, and the close
+/// is the one that was tallied.
+fn state_of(
+    r: Reader<'_>,
+    obj: &ObjId,
+    close: Option<&crate::tally::Close>,
+) -> Option<ProposalState> {
+    match close {
+        Some(close) => Some(close.outcome.state()),
+        None => ProposalState::parse(&r.str(obj, "state")?),
+    }
+}
+
+fn read_close(r: Reader<'_>, proposal: &ObjId) -> Option<crate::tally::Close> {
+    use crate::tally::{Close, Outcome, Tally, parse_heads};
+    let c = r.map(proposal, "close")?;
+    let int = |key| r.int(&c, key);
+    Some(Close {
+        outcome: Outcome::parse(&r.str(&c, "outcome")?)?,
+        tally: Tally {
+            eligible: int("eligible")?,
+            for_: int("for")?,
+            against: int("against")?,
+            abstain: int("abstain")?,
+            block: int("block")?,
+            blockers: int("blockers")?,
+        },
+        counted_heads: parse_heads(&r.str(&c, "counted_heads")?)?,
+        closed_at: int("closed_at")?,
+        closed_by: r.str(&c, "closed_by")?.parse().ok()?,
+    })
+}
+
+impl Proposal {
     /// Reads only the author of a proposal.
     pub fn author(r: Reader<'_>, id: &str) -> Option<Did> {
         let obj = r.map_path(&["proposals", id])?;
@@ -834,6 +900,39 @@ pub fn set_proposal_state(
 ) -> Result<(), SchemaError> {
     let p = proposal_obj(tx, id)?;
     tx.put(&p, "state", state.as_str())?;
+    Ok(())
+}
+
+/// Closes an open proposal with a tally: `state` first, then the `close`
+/// object, so that concurrent closes written by this function resolve both
+/// keys by the same ops' order.
+pub fn close_proposal(
+    tx: &mut impl Transactable,
+    id: &str,
+    close: &crate::tally::Close,
+) -> Result<(), SchemaError> {
+    let p = proposal_obj(tx, id)?;
+    tx.put(&p, "state", close.outcome.as_str())?;
+    let c = tx.put_object(&p, "close", automerge::ObjType::Map)?;
+    tx.put(&c, "outcome", close.outcome.as_str())?;
+    tx.put(
+        &c,
+        "counted_heads",
+        crate::tally::heads_text(&close.counted_heads),
+    )?;
+    tx.put(&c, "closed_at", close.closed_at.max(0))?;
+    tx.put(&c, "closed_by", close.closed_by.to_string())?;
+    let t = &close.tally;
+    for (key, value) in [
+        ("eligible", t.eligible),
+        ("for", t.for_),
+        ("against", t.against),
+        ("abstain", t.abstain),
+        ("block", t.block),
+        ("blockers", t.blockers),
+    ] {
+        tx.put(&c, key, value.max(0))?;
+    }
     Ok(())
 }
 

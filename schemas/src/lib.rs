@@ -49,6 +49,7 @@ mod did;
 pub mod document;
 pub mod domain;
 pub mod ledger;
+pub mod tally;
 
 pub use delegation::{Delegation, DelegationError, Scope, SignedDelegation};
 pub use did::{DID_PREFIX, Did, DidError};

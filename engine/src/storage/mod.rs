@@ -117,15 +117,39 @@ fn corrupt(tree: &'static str, reason: impl ToString) -> StorageError {
     }
 }
 
+/// Opens sled in `dir`. sled releases its file lock only once its
+/// background threads let go of the database, a moment after it is dropped,
+/// so a store reopened at once (a restart, a test) waits for it, up to two
+/// seconds.
+fn open_sled(dir: &Path) -> Result<sled::Db, StorageError> {
+    let mut attempts = 0;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                attempts += 1;
+                if attempts >= 40 {
+                    return Err(sled::Error::Io(e).into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `<data_dir>/store`.
     pub fn open(data_dir: &Path) -> Result<Store, StorageError> {
         let dir = data_dir.join("store");
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        let db = open_sled(&dir)?;
         let db_path = dir.join("db");
         let db_file = File::open(&db_path).map_err(io(&db_path))?;
         let meta = db.open_tree(layout::META)?;

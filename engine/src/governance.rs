@@ -1,0 +1,97 @@
+//! Governance on top of domain documents: tallies and closes.
+//!
+//! A close records the heads it counted, its tally and its outcome; every
+//! peer recounts the votes at those heads and refuses a close that differs
+//! (`authority::check_close`). The formulas are in [`icn_schemas::tally`]
+//! and `docs/governance.md`.
+
+use icn_schemas::domain::{self, ProposalState};
+use icn_schemas::tally::{self, Close, DecisionReceipt, Outcome, Tally};
+use icn_schemas::{Did, DocId, SchemaError};
+
+use crate::Engine;
+use crate::engine::{Signer, WriteError};
+
+/// The member a signer writes for: its own DID key, or the member who
+/// signed its delegation.
+fn member_of(signer: &Signer) -> Result<Did, SchemaError> {
+    match signer {
+        Signer::Device(key) => Ok(key.did()),
+        Signer::Delegated { delegation, .. } => {
+            delegation
+                .verify()
+                .map(|d| d.member)
+                .map_err(|e| SchemaError::InvalidValue {
+                    field: "delegation",
+                    reason: e.to_string(),
+                })
+        }
+    }
+}
+
+impl Engine {
+    /// The tally of proposal `id` as the domain stands now, and the outcome
+    /// a close now would record (`None` for a WASM tally module).
+    pub fn tally(&self, domain: &DocId, id: &str) -> Result<(Tally, Option<Outcome>), SchemaError> {
+        self.read(domain, |r| {
+            let d = domain::Domain::read(r)?;
+            let p = d
+                .proposals
+                .get(id)
+                .ok_or_else(|| SchemaError::Missing(format!("proposal {id}")))?;
+            let t = tally::count(d.members.values(), &p.votes);
+            Ok((t, tally::decide(&d.rules, &t)))
+        })
+        .ok_or_else(|| SchemaError::Missing(format!("domain {domain}")))?
+    }
+
+    /// Closes open proposal `id`: counts the votes as the domain stands and
+    /// records the close, at `now` (unix seconds). The proposer and admins
+    /// close at any time, any member once voting time is over. Returns the
+    /// close and its decision receipt.
+    pub fn close_proposal(
+        &self,
+        domain: &DocId,
+        signer: &Signer,
+        id: &str,
+        now: i64,
+    ) -> Result<(Close, DecisionReceipt), WriteError> {
+        let closed_by = member_of(signer)?;
+        let close = self.write_with(domain, signer, |r, deps, tx| {
+            let d = domain::Domain::read(r)?;
+            let p = d
+                .proposals
+                .get(id)
+                .ok_or_else(|| SchemaError::Missing(format!("proposal {id}")))?;
+            if p.state != ProposalState::Open {
+                return Err(SchemaError::InvalidValue {
+                    field: "proposal",
+                    reason: format!("{id} is {}, not open", p.state.as_str()),
+                });
+            }
+            let t = tally::count(d.members.values(), &p.votes);
+            let outcome = tally::decide(&d.rules, &t).ok_or(SchemaError::InvalidValue {
+                field: "rules/method",
+                reason: "WASM tally modules are not supported yet".into(),
+            })?;
+            let close = Close {
+                outcome,
+                tally: t,
+                counted_heads: deps.iter().map(|h| h.0).collect(),
+                closed_at: now,
+                closed_by,
+            };
+            domain::close_proposal(tx, id, &close)?;
+            Ok(close)
+        })?;
+        let receipt = DecisionReceipt::new(*domain, id, &close);
+        Ok((close, receipt))
+    }
+
+    /// The decision receipt of proposal `id`, once it is closed by a tally.
+    pub fn receipt(&self, domain: &DocId, id: &str) -> Option<DecisionReceipt> {
+        self.read(domain, |r| domain::Proposal::close(r, id))
+            .flatten()
+            .map(|close| DecisionReceipt::new(*domain, id, &close))
+    }
+}
