@@ -1,0 +1,152 @@
+//! Concurrent votes and closes across replicas converge on one outcome.
+//!
+//! A domain with an admin (seed 1) and members 2–5 of random weights, and
+//! one open proposal by member 2. Each member votes (and changes its vote)
+//! on its own replica; the admin and the proposer close on theirs, often
+//! concurrently with votes and with each other. Changes travel between
+//! replicas at random. After a final exchange, every replica shows the same
+//! proposal, the same close and the same decision receipt; the close's tally
+//! is the count of the votes at its counted heads; and the state is the
+//! close's outcome.
+//!
+//! Set `PROPTEST_CASES` to run more cases.
+
+use automerge::ChangeHash;
+use icn_engine::test_utils::{TestNode, keypair, new_domain};
+use icn_engine::{Engine, Signer};
+use icn_schemas::domain::{self, Choice, DomainRole, Payload};
+use icn_schemas::{DocId, Reader, tally};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Vote { voter: u64, choice: u8 },
+    Close { admin: bool, now: i64 },
+    Exchange { from: usize, to: usize },
+}
+
+fn steps(replicas: usize) -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => (1u64..=5, 0u8..4).prop_map(|(voter, choice)| Step::Vote { voter, choice }),
+            1 => (any::<bool>(), 0i64..200).prop_map(|(admin, now)| Step::Close { admin, now }),
+            3 => (0..replicas, 0..replicas).prop_map(|(from, to)| Step::Exchange { from, to }),
+        ],
+        1..40,
+    )
+}
+
+/// Each key writes on one replica only: a key on two devices would
+/// equivocate.
+fn home(seed: u64, replicas: usize) -> usize {
+    seed as usize % replicas
+}
+
+fn setup(replicas: usize, weights: &[i64]) -> (Vec<TestNode>, DocId) {
+    let nodes: Vec<TestNode> = (0..replicas).map(|_| TestNode::new()).collect();
+    let admin = keypair(1);
+    let id = nodes[0]
+        .engine
+        .create_domain(&Signer::Device(admin.clone()), &new_domain(&admin))
+        .expect("domain");
+    nodes[0]
+        .engine
+        .write(&id, &Signer::Device(admin), |tx| {
+            for (seed, weight) in (2u64..).zip(weights) {
+                domain::add_member(tx, &keypair(seed).did(), DomainRole::Member, *weight)?;
+            }
+            Ok(())
+        })
+        .expect("members");
+    let proposer = Signer::Device(keypair(2));
+    nodes[0]
+        .engine
+        .write(&id, &proposer, |tx| {
+            domain::create_proposal(
+                tx,
+                &domain::NewProposal {
+                    id: "p".into(),
+                    title: "Buy a van".into(),
+                    description: String::new(),
+                    author: keypair(2).did(),
+                    created_at: 1,
+                    payload: Payload::Text {
+                        body: "A van".into(),
+                    },
+                },
+            )
+        })
+        .expect("propose");
+    nodes[0]
+        .engine
+        .write(&id, &proposer, |tx| domain::open_proposal(tx, "p", 0, 100))
+        .expect("open");
+    let history = nodes[0].engine.changes_since(&id, &[]).expect("history");
+    for n in &nodes[1..] {
+        n.engine
+            .apply_remote(&id, history.clone())
+            .expect("history");
+    }
+    (nodes, id)
+}
+
+fn exchange(from: &Engine, to: &Engine, id: &DocId) {
+    let changes = from.changes_since(id, &[]).expect("changes");
+    to.apply_remote(id, changes).expect("honest changes merge");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    #[test]
+    fn concurrent_votes_and_closes_converge(
+        (replicas, weights, steps) in (2usize..=4).prop_flat_map(|n| {
+            (Just(n), prop::collection::vec(1i64..=3, 4), steps(n))
+        })
+    ) {
+        let (nodes, id) = setup(replicas, &weights);
+        for step in &steps {
+            match step {
+                Step::Vote { voter, choice } => {
+                    let choice = [Choice::For, Choice::Against, Choice::Abstain, Choice::Block][*choice as usize];
+                    let engine = &nodes[home(*voter, replicas)].engine;
+                    // Refused once the proposal is closed on that replica.
+                    let _ = engine.write(&id, &Signer::Device(keypair(*voter)), |tx| {
+                        domain::cast_vote(tx, "p", &keypair(*voter).did(), choice, None, 5)
+                    });
+                }
+                Step::Close { admin, now } => {
+                    let closer = if *admin { 1 } else { 2 };
+                    let engine = &nodes[home(closer, replicas)].engine;
+                    let _ = engine.close_proposal(&id, &Signer::Device(keypair(closer)), "p", *now);
+                }
+                Step::Exchange { from, to } => exchange(&nodes[*from].engine, &nodes[*to].engine, &id),
+            }
+        }
+        for a in &nodes {
+            for b in &nodes {
+                exchange(&a.engine, &b.engine, &id);
+            }
+        }
+        let proposal = |n: &TestNode| {
+            n.engine.domain(&id).expect("held").expect("valid").proposals["p"].clone()
+        };
+        let reference = proposal(&nodes[0]);
+        let receipt = nodes[0].engine.receipt(&id, "p");
+        for n in &nodes[1..] {
+            prop_assert_eq!(&proposal(n), &reference);
+            prop_assert_eq!(&n.engine.receipt(&id, "p"), &receipt);
+        }
+        if let Some(close) = &reference.close {
+            prop_assert_eq!(reference.state, close.outcome.state());
+            let counted: Vec<ChangeHash> = close.counted_heads.iter().map(|h| ChangeHash(*h)).collect();
+            let recount = nodes[0].engine.read(&id, |r| {
+                let at = Reader::at(r.doc(), &counted);
+                let d = domain::Domain::read(at).expect("domain at the counted heads");
+                let t = tally::count(d.members.values(), &d.proposals["p"].votes);
+                (t, tally::decide(&d.rules, &t))
+            }).expect("held");
+            prop_assert_eq!(recount, (close.tally, Some(close.outcome)));
+        }
+    }
+}
