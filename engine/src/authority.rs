@@ -132,9 +132,12 @@ pub(crate) fn check_coop(
     match field {
         F::Genesis(_) => Err(forbidden("genesis fields are written once, by the genesis")),
         F::Name | F::Description => admin_only("only admins change the co-op profile"),
-        F::Policy | F::DefaultCreditLimit | F::Units | F::Unit(_) | F::Rates => {
-            admin_only("only admins change the policy")
-        }
+        F::Policy
+        | F::DefaultCreditLimit
+        | F::TreasuryDomain
+        | F::Units
+        | F::Unit(_)
+        | F::Rates => admin_only("only admins change the policy"),
         F::Members | F::Member(_) | F::MemberRole(_) | F::MemberJoinedAt(_) => {
             admin_only("only admins add members and set roles")
         }

@@ -1,6 +1,6 @@
 //! The engine handle: documents in memory, backed by the store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use automerge::transaction::{CommitOptions, Transaction};
@@ -108,6 +108,8 @@ pub struct Applied {
     pub new: Vec<ChangeHash>,
     /// The document's heads afterwards.
     pub heads: Vec<ChangeHash>,
+    /// Whether a proposal's counted close changed (domain documents).
+    pub(crate) closes_changed: bool,
 }
 
 pub(crate) struct DocState {
@@ -169,7 +171,15 @@ impl Engine {
         for (id, state) in &docs {
             let state = state.lock().unwrap_or_else(|p| p.into_inner());
             if DocKind::of(Reader::now(&state.doc)) == Some(DocKind::Coop) {
-                ledgers.insert(*id, crate::ledger::open(&store, id, &state.doc)?);
+                let decisions = crate::ledger::DocDecisions::new(*id, |d| {
+                    let handle = docs.get(d)?;
+                    let doc = handle.lock().unwrap_or_else(|p| p.into_inner());
+                    Some(crate::ledger::counted_decisions(d, Reader::now(&doc.doc)))
+                });
+                ledgers.insert(
+                    *id,
+                    crate::ledger::open(&store, id, &state.doc, &decisions)?,
+                );
             }
         }
         store.finish_v1_migration()?;
@@ -380,10 +390,17 @@ impl Engine {
         };
         // The document as it stands is exactly the new change's causal past.
         let accepted = validate::check_local(id, &state.doc, &scratch, signed)?;
+        let closes_before = closes(&state.doc);
         self.store_and_swap(id, &mut state, scratch, vec![accepted])?;
+        let closes_changed = closes(&state.doc) != closes_before;
         // Writers of this document queue behind the lock, not the sync.
         drop(state);
         self.inner.store.make_durable()?;
+        if closes_changed && let Err(e) = self.refold_decisions(id) {
+            // The write itself is durable; the ledgers refold on the next
+            // close or restart of a fold.
+            tracing::warn!(domain = %id, error = %e, "refolding ledgers after a close failed");
+        }
         Ok(output)
     }
 
@@ -402,6 +419,12 @@ impl Engine {
                 tracing::warn!(coop = %id, error = %e, "retrying pending entries failed");
             }
         }
+        if applied.closes_changed {
+            // A close that counts now may allow, or stop, an entry executing it.
+            if let Err(e) = self.refold_decisions(id) {
+                tracing::warn!(domain = %id, error = %e, "refolding ledgers after a close failed");
+            }
+        }
         Ok(applied)
     }
 
@@ -418,7 +441,10 @@ impl Engine {
     fn apply_staged(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {
         if let Some(handle) = self.handle(id) {
             let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
-            return self.commit(id, &mut state, batch);
+            let closes_before = closes(&state.doc);
+            let mut applied = self.commit(id, &mut state, batch)?;
+            applied.closes_changed = closes(&state.doc) != closes_before;
+            return Ok(applied);
         }
         // A document new to this node: validate against an empty document
         // under the creation lock, so two batches cannot both create it.
@@ -435,7 +461,8 @@ impl Engine {
             doc: Automerge::new(),
             since_snapshot: 0,
         };
-        let applied = self.commit(id, &mut state, batch)?;
+        let mut applied = self.commit(id, &mut state, batch)?;
+        applied.closes_changed = !closes(&state.doc).is_empty();
         if !applied.new.is_empty() {
             self.inner
                 .docs
@@ -458,6 +485,7 @@ impl Engine {
             return Ok(Applied {
                 new: Vec::new(),
                 heads: state.doc.get_heads(),
+                closes_changed: false,
             });
         };
         let new = checked.accepted.iter().map(|(h, _)| *h).collect();
@@ -465,6 +493,7 @@ impl Engine {
         Ok(Applied {
             new,
             heads: state.doc.get_heads(),
+            closes_changed: false,
         })
     }
 
@@ -526,4 +555,20 @@ fn make_change(
         signature: signer.key().sign(&signing_message(&doc_id, &hash)),
         delegation: signer.delegation().cloned(),
     }))
+}
+
+/// The counted close of every proposal of a domain document, by proposal:
+/// what ledger entries executing decisions depend on. Empty for a co-op.
+fn closes(doc: &Automerge) -> BTreeMap<String, icn_schemas::tally::Close> {
+    let r = Reader::now(doc);
+    if DocKind::of(r) != Some(DocKind::Domain) {
+        return BTreeMap::new();
+    }
+    let Some(proposals) = r.map_path(&["proposals"]) else {
+        return BTreeMap::new();
+    };
+    r.keys(&proposals)
+        .into_iter()
+        .filter_map(|id| Some((id.clone(), icn_schemas::domain::Proposal::close(r, &id)?)))
+        .collect()
 }

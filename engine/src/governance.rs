@@ -7,7 +7,7 @@
 
 use icn_schemas::domain::{self, ProposalState};
 use icn_schemas::tally::{self, Close, DecisionReceipt, Outcome, Tally};
-use icn_schemas::{Did, DocId, SchemaError};
+use icn_schemas::{Did, DocId, DocKind, SchemaError, coop};
 
 use crate::Engine;
 use crate::engine::{Signer, WriteError};
@@ -85,7 +85,32 @@ impl Engine {
             Ok(close)
         })?;
         let receipt = DecisionReceipt::new(*domain, id, &close);
+        if close.outcome == Outcome::Accepted {
+            self.execute_in_ledgers(domain, signer, id);
+        }
         Ok((close, receipt))
+    }
+
+    /// Executes accepted decision `id` of `domain` in the ledger of every
+    /// co-op held here whose treasury domain it is, signed by `signer`. The
+    /// fold counts one execution per decision, whoever records it, so a
+    /// node that sees a close may always try; a failure (the signer is not
+    /// a member of that co-op, the payload is text only) is logged.
+    fn execute_in_ledgers(&self, domain: &DocId, signer: &Signer, id: &str) {
+        for coop in self.doc_ids() {
+            let governed = self
+                .read(&coop, |r| {
+                    DocKind::of(r) == Some(DocKind::Coop)
+                        && coop::treasury_domain(r) == Some(*domain)
+                })
+                .unwrap_or(false);
+            if !governed {
+                continue;
+            }
+            if let Err(e) = self.execute_decision(&coop, signer, domain, id) {
+                tracing::info!(%coop, %domain, proposal = id, error = %e, "decision not executed here");
+            }
+        }
     }
 
     /// The decision receipt of proposal `id`, once it is closed by a tally.

@@ -108,6 +108,9 @@ pub enum CoopField {
     Policy,
     /// `policy/default_credit_limit`.
     DefaultCreditLimit,
+    /// `policy/treasury_domain`: the governance domain whose accepted
+    /// decisions move the treasury and freeze accounts.
+    TreasuryDomain,
     /// `policy/units`.
     Units,
     /// `policy/units/<unit>` and its fields.
@@ -160,6 +163,7 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
             },
         },
         ["policy", "default_credit_limit"] => (F::DefaultCreditLimit, Shape::NonNegative),
+        ["policy", "treasury_domain"] => (F::TreasuryDomain, Shape::Str(64)),
         ["policy", "units"] => (F::Units, Shape::Map),
         ["policy", "rates", rest @ ..] => {
             let shape = match rest {
@@ -407,6 +411,24 @@ pub fn rate(r: Reader<'_>, from: &str, to: &str) -> Option<(i64, i64)> {
     let obj = r.map_path(&["policy", "rates", from, to])?;
     let (num, den) = (r.int(&obj, "num")?, r.int(&obj, "den")?);
     (num > 0 && den > 0).then_some((num, den))
+}
+
+/// The governance domain whose accepted decisions move the co-op's treasury
+/// and freeze accounts, if the policy names one.
+pub fn treasury_domain(r: Reader<'_>) -> Option<crate::DocId> {
+    r.map_path(&["policy"])
+        .and_then(|p| r.str(&p, "treasury_domain"))
+        .and_then(|s| s.parse().ok())
+}
+
+/// Names the governance domain whose accepted decisions move the treasury.
+pub fn set_treasury_domain(
+    tx: &mut impl Transactable,
+    domain: &crate::DocId,
+) -> Result<(), SchemaError> {
+    let policy = ensure_map(tx, &ObjId::Root, "policy")?;
+    tx.put(&policy, "treasury_domain", domain.to_string())?;
+    Ok(())
 }
 
 /// Sets the conversion rate from `from` to `to` (both units must exist).

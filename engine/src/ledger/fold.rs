@@ -33,7 +33,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use icn_schemas::ledger::{Account, Body, Entry, EntryId, SignedEntry};
+use icn_schemas::domain::Payload;
+use icn_schemas::ledger::{Account, Body, Entry, EntryId, Posting, SignedEntry};
 use icn_schemas::{Did, DocId};
 
 use super::rows::Rows;
@@ -71,6 +72,27 @@ pub enum Conflict {
         remaining: i64,
         /// What the entry takes.
         wanted: i64,
+    },
+    /// The decision the entry cites is not an accepted decision of the
+    /// co-op's treasury domain, as that domain's counted closes stand here.
+    #[error("decision {receipt} is not an accepted decision of the co-op's treasury domain")]
+    DecisionNotCounted {
+        /// The receipt hash, hex.
+        receipt: String,
+    },
+    /// The entry does not do what the decision decided.
+    #[error("the entry does not do what decision {receipt} decided")]
+    DecisionMismatch {
+        /// The receipt hash, hex.
+        receipt: String,
+    },
+    /// Another entry earlier in the order executed the same decision.
+    #[error("decision {receipt} was executed already, by entry {by}")]
+    AlreadyExecuted {
+        /// The receipt hash, hex.
+        receipt: String,
+        /// The entry that executed it.
+        by: String,
     },
     /// A general debit signed by a key other than the member's DID key,
     /// concurrent with one of the member's allowance grants in the unit.
@@ -115,6 +137,34 @@ pub enum Status {
 
 /// A balance, keyed by account and unit.
 type BalanceKey = (Account, String);
+
+/// What an accepted decision of a co-op's treasury domain decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    /// The domain document.
+    pub(crate) domain: DocId,
+    /// The proposal within it.
+    pub(crate) proposal: String,
+    /// What it does.
+    pub(crate) payload: Payload,
+}
+
+/// Where the fold finds the decisions entries cite: the domain documents.
+pub(crate) trait Decisions {
+    /// The decision whose receipt hash is `receipt`, when it is the counted,
+    /// accepted close of a proposal in `domain`.
+    fn decision(&self, domain: &DocId, receipt: &[u8; 32]) -> Option<Decision>;
+}
+
+/// What a judged entry carries into the fold besides itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Judged {
+    /// Credit limits (member, limit) at its cited heads.
+    pub(crate) limits: Vec<([u8; 32], i64)>,
+    /// The co-op's treasury domain at its cited heads, for an entry citing
+    /// a decision.
+    pub(crate) treasury: Option<DocId>,
+}
 
 /// An allowance, keyed by member, device and unit.
 type AllowanceKey = (Did, Did, String);
@@ -575,7 +625,11 @@ impl Fold {
 
     /// The fold of only `heads` and their ancestors, in memory: the ledger
     /// as it stood at those heads. `None` when a head is unknown.
-    pub(crate) fn at(&self, heads: &[EntryId]) -> Result<Option<Fold>, StorageError> {
+    pub(crate) fn at(
+        &self,
+        heads: &[EntryId],
+        decisions: &dyn Decisions,
+    ) -> Result<Option<Fold>, StorageError> {
         let mut keep = HashSet::new();
         let mut stack: Vec<EntryId> = heads.to_vec();
         while let Some(id) = stack.pop() {
@@ -600,20 +654,29 @@ impl Fold {
             }
             let (row, bytes) = split_order_value(&v)?;
             let (entry, _) = SignedEntry::decode(bytes).map_err(corrupt)?;
-            fold.insert(id, &entry, bytes, row.limits)?;
+            let judged = Judged {
+                limits: row.limits,
+                treasury: row.treasury.map(DocId),
+            };
+            fold.insert(id, &entry, bytes, judged, decisions)?;
         }
         Ok(Some(fold))
     }
 
-    /// Adds an entry whose parents are all in the fold, with the credit
-    /// limits (member, limit) it is judged by.
+    /// Adds an entry whose parents are all in the fold, with what it was
+    /// judged by.
     pub(crate) fn insert(
         &mut self,
         id: EntryId,
         signed: &SignedEntry,
         bytes: &[u8],
-        mut limits: Vec<([u8; 32], i64)>,
+        judged: Judged,
+        decisions: &dyn Decisions,
     ) -> Result<(), StorageError> {
+        let Judged {
+            mut limits,
+            treasury,
+        } = judged;
         if self.contains(&id)? {
             return Ok(());
         }
@@ -644,6 +707,7 @@ impl Fold {
         }
         if let Some(decision) = &entry.decision {
             rows.put(rows.key(tag::BY_DECISION, &[decision, &here]), Vec::new());
+            rows.put(rows.key(tag::WITH_DECISION, &[&here]), Vec::new());
         }
         for unit in general_debits_by_others(entry) {
             let key = rows.key(
@@ -690,26 +754,19 @@ impl Fold {
             rows.put(by, Vec::new());
         }
         let last = self.last_place()?;
-        let later: Vec<(u64, EntryId)> = if last.is_none_or(|last| last < start) {
+        let later = if last.is_none_or(|last| last < start) {
             Vec::new()
         } else {
-            let order = self.rows.key(tag::ORDER, &[]);
-            let from = self.rows.key(tag::ORDER, &[&place(start.0, &start.1)]);
-            self.rows
-                .scan(order, from)
-                .map(|r| r.and_then(|(k, _)| place_of(&k)))
-                .collect::<Result<_, _>>()?
+            self.unwind_from(start)?
         };
         self.last = Some(Some(last.map_or((depth, id), |l| l.max((depth, id)))));
-        for (d, later_id) in later.iter().rev() {
-            self.unapply(*d, later_id)?;
-        }
         limits.sort_unstable();
         self.put_order_row(
             depth,
             &id,
             &OrderRow {
                 limits,
+                treasury: treasury.map(|t| t.0),
                 ..OrderRow::default()
             },
             Some(bytes),
@@ -720,15 +777,121 @@ impl Fold {
         refold.sort_unstable();
         for (d, e) in refold {
             if e == id {
-                self.apply(d, &e, signed)?;
+                self.apply(d, &e, signed, decisions)?;
             } else {
                 let stored = self
                     .entry(&e)?
                     .ok_or_else(|| corrupt("a placed entry is missing"))?;
-                self.apply(d, &e, &stored)?;
+                self.apply(d, &e, &stored, decisions)?;
             }
         }
         Ok(())
+    }
+
+    /// Unwinds every entry from `start` on, last first; returns their places.
+    fn unwind_from(&mut self, start: (u64, EntryId)) -> Result<Vec<(u64, EntryId)>, StorageError> {
+        let order = self.rows.key(tag::ORDER, &[]);
+        let from = self.rows.key(tag::ORDER, &[&place(start.0, &start.1)]);
+        let later: Vec<(u64, EntryId)> = self
+            .rows
+            .scan(order, from)
+            .map(|r| r.and_then(|(k, _)| place_of(&k)))
+            .collect::<Result<_, _>>()?;
+        for (d, later_id) in later.iter().rev() {
+            self.unapply(*d, later_id)?;
+        }
+        Ok(later)
+    }
+
+    /// Folds again from the first entry citing a decision: what the
+    /// decisions say changed (a close was merged in a domain document).
+    pub(crate) fn refold_decisions(
+        &mut self,
+        decisions: &dyn Decisions,
+    ) -> Result<(), StorageError> {
+        let prefix = self.rows.key(tag::WITH_DECISION, &[]);
+        let Some(first) = self.rows.scan(prefix.clone(), prefix).next() else {
+            return Ok(());
+        };
+        let start = place_of(&first?.0)?;
+        for (d, e) in self.unwind_from(start)? {
+            let stored = self
+                .entry(&e)?
+                .ok_or_else(|| corrupt("a placed entry is missing"))?;
+            self.apply(d, &e, &stored, decisions)?;
+        }
+        Ok(())
+    }
+
+    /// Judges an entry's decision, if it cites one: it must be an accepted
+    /// decision of the treasury domain, the entry must do exactly what it
+    /// decided, and no entry earlier in the order executed it. Returns the
+    /// `X` row to write when the entry counts.
+    fn decision_check(
+        &self,
+        signed: &SignedEntry,
+        treasury: Option<[u8; 32]>,
+        decisions: &dyn Decisions,
+    ) -> Result<Result<Option<Vec<u8>>, Conflict>, StorageError> {
+        let entry = &signed.entry;
+        let Some(receipt) = &entry.decision else {
+            return Ok(Ok(None));
+        };
+        let hex = hex::encode(receipt);
+        let decision = treasury.and_then(|t| decisions.decision(&DocId(t), receipt));
+        let Some(decision) = decision else {
+            return Ok(Err(Conflict::DecisionNotCounted { receipt: hex }));
+        };
+        let matches = match (&decision.payload, &entry.body) {
+            (
+                Payload::Budget {
+                    amount,
+                    recipient,
+                    unit,
+                    ..
+                },
+                Body::Transfer {
+                    postings,
+                    from_allowance: false,
+                },
+            ) => {
+                let mut expected = vec![
+                    Posting {
+                        account: Account::Member(*recipient),
+                        unit: unit.clone(),
+                        amount: *amount,
+                    },
+                    Posting {
+                        account: Account::Treasury,
+                        unit: unit.clone(),
+                        amount: amount.checked_neg().unwrap_or(0),
+                    },
+                ];
+                expected.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+                *postings == expected
+            }
+            (Payload::Freeze { did }, Body::Freeze { account, frozen }) => {
+                did == account && *frozen
+            }
+            (Payload::Unfreeze { did }, Body::Freeze { account, frozen }) => {
+                did == account && !*frozen
+            }
+            _ => false,
+        };
+        if !matches {
+            return Ok(Err(Conflict::DecisionMismatch { receipt: hex }));
+        }
+        let key = self.rows.key(
+            tag::EXECUTED,
+            &[&decision.domain.0, decision.proposal.as_bytes()],
+        );
+        if let Some(by) = self.rows.get(&key)? {
+            return Ok(Err(Conflict::AlreadyExecuted {
+                receipt: hex,
+                by: hex::encode(by),
+            }));
+        }
+        Ok(Ok(Some(key)))
     }
 
     /// The general debits by other keys of `member` in `unit` that are
@@ -799,9 +962,18 @@ impl Fold {
     pub(crate) fn check_at_end(
         &self,
         entry: &SignedEntry,
-        limits: &[([u8; 32], i64)],
+        judged: &Judged,
+        decisions: &dyn Decisions,
     ) -> Result<Result<(), Conflict>, StorageError> {
-        Ok(self.effects(None, entry, limits)?.map(|_| ()))
+        if let Err(conflict) =
+            self.decision_check(entry, judged.treasury.map(|t| t.0), decisions)?
+        {
+            return Ok(Err(conflict));
+        }
+        if matches!(entry.entry.body, Body::Freeze { .. }) {
+            return Ok(Ok(()));
+        }
+        Ok(self.effects(None, entry, &judged.limits)?.map(|_| ()))
     }
 
     fn effects(
@@ -914,11 +1086,25 @@ impl Fold {
         depth: u64,
         id: &EntryId,
         signed: &SignedEntry,
+        decisions: &dyn Decisions,
     ) -> Result<(), StorageError> {
         let mut row = self
             .order_row(depth, id)?
             .ok_or_else(|| corrupt("an entry to fold has no place"))?;
         let conflicted_key = self.rows.key(tag::CONFLICTED, &[&place(depth, id)]);
+        row.executed = None;
+        let execution = match self.decision_check(signed, row.treasury, decisions)? {
+            Ok(execution) => execution,
+            Err(conflict) => {
+                row.conflict = Some(serde_json::to_string(&conflict).map_err(corrupt)?);
+                self.rows.put(conflicted_key, Vec::new());
+                return self.put_order_row(depth, id, &row, None);
+            }
+        };
+        if let Some(key) = &execution {
+            self.rows.put(key.clone(), id.0.to_vec());
+        }
+        row.executed = execution;
         if let Body::Freeze { account, frozen } = signed.entry.body {
             let key = self.rows.key(tag::FROZEN, &[account.as_bytes()]);
             let before = self.rows.get(&key)?.is_some();
@@ -943,6 +1129,9 @@ impl Fold {
                 self.rows.delete(conflicted_key)?;
             }
             Err(conflict) => {
+                if let Some(key) = row.executed.take() {
+                    self.rows.delete(key)?;
+                }
                 row.conflict = Some(serde_json::to_string(&conflict).map_err(corrupt)?);
                 self.rows.put(conflicted_key, Vec::new());
             }
@@ -956,6 +1145,9 @@ impl Fold {
             .ok_or_else(|| corrupt("an entry to unwind has no place"))?;
         if row.conflict.is_some() {
             return Ok(());
+        }
+        if let Some(key) = &row.executed {
+            self.rows.delete(key.clone())?;
         }
         let signed = self
             .entry(id)?

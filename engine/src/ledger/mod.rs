@@ -28,7 +28,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use automerge::{Automerge, ChangeHash};
 use icn_schemas::coop::{self, Role};
+use icn_schemas::domain::Payload;
 use icn_schemas::ledger::{Account, Body, DecodeError, Entry, EntryId, Posting, SignedEntry};
+use icn_schemas::tally::{DecisionReceipt, Outcome};
 use icn_schemas::{DelegationError, Did, DocId, DocKind, Reader, Scope};
 
 pub use fold::{Conflict, Status};
@@ -38,7 +40,8 @@ use crate::authority::Denied;
 use crate::engine::Signer;
 use crate::identity;
 use crate::storage::StorageError;
-use fold::Fold;
+pub(crate) use fold::Decision;
+use fold::{Decisions, Fold, Judged};
 
 /// Most entries a co-op's pending set holds while they wait for parents or
 /// co-op heads.
@@ -93,9 +96,9 @@ pub enum EntryRefusal {
     /// An allowance entry signed by the wrong key.
     #[error("{0}")]
     BadAllowance(&'static str),
-    /// Decision receipts are checked once governance records them.
-    #[error("entries citing a decision receipt are not accepted yet")]
-    DecisionUnsupported,
+    /// An entry citing a decision that no decision could allow.
+    #[error("{0}")]
+    BadDecision(&'static str),
     /// The pending set is full, or holds this signer's share.
     #[error("the pending set is full ({MAX_PENDING} entries, {MAX_PENDING_PER_SIGNER} per signer)")]
     PendingFull,
@@ -227,9 +230,6 @@ impl LedgerState {
     }
 }
 
-/// Credit limits an entry is judged by: (member, limit).
-type Limits = Vec<([u8; 32], i64)>;
-
 fn heads_of(entry: &Entry) -> Vec<ChangeHash> {
     entry.coop_heads.iter().map(|h| ChangeHash(*h)).collect()
 }
@@ -335,7 +335,7 @@ fn check_state(
     doc: &Automerge,
     e: &SignedEntry,
     lookups: &mut Lookups,
-) -> Result<Option<Limits>, EntryRefusal> {
+) -> Result<Option<Judged>, EntryRefusal> {
     let heads = heads_of(&e.entry);
     if !heads
         .iter()
@@ -347,13 +347,59 @@ fn check_state(
 }
 
 /// Checks an entry against the co-op document at its cited `heads`, which
-/// are all known; returns the credit limits of the accounts it debits.
+/// are all known; returns the credit limits of the accounts it debits and,
+/// for an entry citing a decision, the co-op's treasury domain there.
 fn check_at_heads(
     doc: &Automerge,
     heads: &[ChangeHash],
     e: &SignedEntry,
     lookups: &mut Lookups,
-) -> Result<Limits, EntryRefusal> {
+) -> Result<Judged, EntryRefusal> {
+    let limits = check_body(doc, heads, e, lookups)?;
+    let treasury = match e.entry.decision {
+        None => None,
+        Some(_) => Some(coop::treasury_domain(reader_at(doc, heads)).ok_or(
+            EntryRefusal::BadDecision(
+                "the co-op's policy names no treasury domain whose decisions entries execute",
+            ),
+        )?),
+    };
+    Ok(Judged { limits, treasury })
+}
+
+/// An entry citing a decision executes a budget (the treasury pays one
+/// member in one unit) or a freeze; what the decision decided is checked in
+/// the fold, where whether it counts is known.
+fn check_decision_shape(entry: &Entry) -> Result<(), EntryRefusal> {
+    match &entry.body {
+        Body::Freeze { .. } => Ok(()),
+        Body::Transfer {
+            postings,
+            from_allowance: false,
+        } if postings.len() == 2
+            && postings[0].unit == postings[1].unit
+            && postings
+                .iter()
+                .any(|p| p.account == Account::Treasury && p.amount < 0)
+            && postings
+                .iter()
+                .any(|p| matches!(p.account, Account::Member(_)) && p.amount > 0) =>
+        {
+            Ok(())
+        }
+        _ => Err(EntryRefusal::BadDecision(
+            "an entry citing a decision is a budget allocation (treasury to one member) or a freeze",
+        )),
+    }
+}
+
+/// The body's rules; returns the credit limits of the accounts it debits.
+fn check_body(
+    doc: &Automerge,
+    heads: &[ChangeHash],
+    e: &SignedEntry,
+    lookups: &mut Lookups,
+) -> Result<Vec<([u8; 32], i64)>, EntryRefusal> {
     let entry = &e.entry;
     let r = reader_at(doc, heads);
     let device = if entry.delegation.is_some() {
@@ -376,8 +422,9 @@ fn check_at_heads(
             }
         })
         .clone()?;
-    if entry.decision.is_some() {
-        return Err(EntryRefusal::DecisionUnsupported);
+    let decided = entry.decision.is_some();
+    if decided {
+        check_decision_shape(entry)?;
     }
     let unit_known = |lookups: &mut Lookups, unit: &str| {
         let known = *lookups
@@ -433,6 +480,9 @@ fn check_at_heads(
             unit_known(lookups, unit)?;
             return Ok(Vec::new());
         }
+        // Under a decision, any active member records the freeze; whether
+        // the decision counts is the fold's to judge.
+        Body::Freeze { .. } if decided => return Ok(Vec::new()),
         Body::Freeze { .. } => {
             let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
             if !admin {
@@ -470,8 +520,9 @@ fn check_at_heads(
                     }
                 }
                 // The treasury is debited only by a conversion at the
-                // policy's rate, where it takes in what it pays out.
-                Account::Treasury if is_conversion(r, entry) => {}
+                // policy's rate, where it takes in what it pays out, or
+                // under a decision.
+                Account::Treasury if decided || is_conversion(r, entry) => {}
                 other => {
                     return Err(EntryRefusal::NotTheirAccount {
                         author: entry.author,
@@ -499,6 +550,7 @@ pub(crate) fn open(
     store: &crate::Store,
     coop: &DocId,
     doc: &Automerge,
+    decisions: &dyn Decisions,
 ) -> Result<LedgerState, StorageError> {
     let mut state = LedgerState::open(*coop, store);
     for bytes in store.v1_entries(coop)? {
@@ -515,21 +567,194 @@ pub(crate) fn open(
                 .postings()
                 .iter()
                 .any(|p| p.amount < 0 && p.account == Account::Member(e.entry.author));
-        let limits = if limited {
-            vec![(
-                *e.entry.author.as_bytes(),
-                coop::credit_limit(r, &e.entry.author),
-            )]
-        } else {
-            Vec::new()
+        let judged = Judged {
+            limits: if limited {
+                vec![(
+                    *e.entry.author.as_bytes(),
+                    coop::credit_limit(r, &e.entry.author),
+                )]
+            } else {
+                Vec::new()
+            },
+            treasury: e.entry.decision.and_then(|_| coop::treasury_domain(r)),
         };
-        state.fold.insert(id, &e, &bytes, limits)?;
+        state.fold.insert(id, &e, &bytes, judged, decisions)?;
     }
     state.commit(store)?;
     Ok(state)
 }
 
+/// The accepted decisions of a domain document that ledger entries may
+/// execute, by receipt hash: each proposal's counted close, when accepted,
+/// with a budget, freeze or unfreeze payload.
+pub(crate) fn counted_decisions(domain_id: &DocId, r: Reader<'_>) -> HashMap<[u8; 32], Decision> {
+    if DocKind::of(r) != Some(DocKind::Domain) {
+        return HashMap::new();
+    }
+    let Ok(d) = icn_schemas::domain::Domain::read(r) else {
+        return HashMap::new();
+    };
+    d.proposals
+        .iter()
+        .filter_map(|(id, p)| {
+            let close = p.close.as_ref()?;
+            let payload = p.payload.clone()?;
+            let executable = matches!(
+                payload,
+                Payload::Budget { .. } | Payload::Freeze { .. } | Payload::Unfreeze { .. }
+            );
+            (close.outcome == Outcome::Accepted && executable).then(|| {
+                let receipt = DecisionReceipt::new(*domain_id, id, close).hash();
+                let decision = Decision {
+                    domain: *domain_id,
+                    proposal: id.clone(),
+                    payload,
+                };
+                (receipt, decision)
+            })
+        })
+        .collect()
+}
+
+/// Accepted decisions by receipt hash.
+type DecisionsByReceipt = HashMap<[u8; 32], Decision>;
+
+/// Reads a domain document's accepted decisions.
+type ReadDecisions<'a> = Box<dyn Fn(&DocId) -> Option<DecisionsByReceipt> + 'a>;
+
+/// Decisions read from domain documents, each domain once per use.
+pub(crate) struct DocDecisions<'a> {
+    /// The co-op whose ledger is being folded: its document is locked then,
+    /// and is never a domain.
+    coop: DocId,
+    read: ReadDecisions<'a>,
+    cache: std::cell::RefCell<HashMap<DocId, HashMap<[u8; 32], Decision>>>,
+}
+
+impl<'a> DocDecisions<'a> {
+    pub(crate) fn new(
+        coop: DocId,
+        read: impl Fn(&DocId) -> Option<HashMap<[u8; 32], Decision>> + 'a,
+    ) -> Self {
+        DocDecisions {
+            coop,
+            read: Box::new(read),
+            cache: Default::default(),
+        }
+    }
+}
+
+impl Decisions for DocDecisions<'_> {
+    fn decision(&self, domain: &DocId, receipt: &[u8; 32]) -> Option<Decision> {
+        if *domain == self.coop {
+            return None;
+        }
+        let mut cache = self.cache.borrow_mut();
+        if !cache.contains_key(domain) {
+            let found = (self.read)(domain).unwrap_or_default();
+            cache.insert(*domain, found);
+        }
+        cache.get(domain)?.get(receipt).cloned()
+    }
+}
+
 impl Engine {
+    /// The decisions the fold of `coop`'s ledger reads, from the domain
+    /// documents this node holds.
+    fn decisions(&self, coop: DocId) -> DocDecisions<'_> {
+        DocDecisions::new(coop, move |d| self.read(d, |r| counted_decisions(d, r)))
+    }
+
+    /// Folds again the ledgers whose decisions may have changed now that
+    /// `domain`'s counted closes changed: every co-op ledger with entries
+    /// citing a decision refolds from the first of them.
+    pub(crate) fn refold_decisions(&self, domain: &DocId) -> Result<(), LedgerError> {
+        let coops: Vec<DocId> = self.ledgers().keys().copied().collect();
+        for coop in coops {
+            if coop == *domain {
+                continue;
+            }
+            self.with_ledger(&coop, |state, _| {
+                let decisions = self.decisions(coop);
+                let folded = state
+                    .fold
+                    .refold_decisions(&decisions)
+                    .and_then(|()| state.commit(self.store()));
+                if folded.is_err() {
+                    state.fold.discard();
+                }
+                Ok(folded?)
+            })?;
+        }
+        self.store().make_durable()?;
+        Ok(())
+    }
+
+    /// Executes accepted decision `proposal` of `domain` in `coop`'s
+    /// ledger: a budget as an allocation from the treasury to its recipient,
+    /// a freeze or unfreeze as that entry, citing the decision's receipt.
+    /// Any active member may record it; the fold counts one execution per
+    /// decision, the first in its order.
+    pub fn execute_decision(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        domain: &DocId,
+        proposal: &str,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        let receipt = self
+            .receipt(domain, proposal)
+            .ok_or_else(|| LedgerError::Invalid(format!("proposal {proposal} is not closed")))?;
+        let hash = receipt.hash();
+        let decision = self
+            .read(domain, |r| counted_decisions(domain, r))
+            .and_then(|mut d| d.remove(&hash))
+            .ok_or_else(|| {
+                LedgerError::Invalid(format!(
+                    "proposal {proposal} is not an accepted budget, freeze or unfreeze"
+                ))
+            })?;
+        self.record_with_decision(coop, signer, "decision", Some(hash), |_| {
+            Ok(match decision.payload {
+                Payload::Budget {
+                    amount,
+                    recipient,
+                    unit,
+                    ..
+                } => Body::Transfer {
+                    postings: vec![
+                        Posting {
+                            account: Account::Member(recipient),
+                            unit: unit.clone(),
+                            amount,
+                        },
+                        Posting {
+                            account: Account::Treasury,
+                            unit,
+                            amount: amount.checked_neg().ok_or_else(|| {
+                                LedgerError::Invalid("the budget amount overflows".into())
+                            })?,
+                        },
+                    ],
+                    from_allowance: false,
+                },
+                Payload::Freeze { did } => Body::Freeze {
+                    account: did,
+                    frozen: true,
+                },
+                Payload::Unfreeze { did } => Body::Freeze {
+                    account: did,
+                    frozen: false,
+                },
+                _ => {
+                    return Err(LedgerError::Invalid(
+                        "only budgets, freezes and unfreezes execute in the ledger".into(),
+                    ));
+                }
+            })
+        })
+    }
+
     fn with_ledger<T>(
         &self,
         coop: &DocId,
@@ -601,6 +826,7 @@ impl Engine {
                 })
                 .collect();
             let batch_ok = !batch.is_empty() && identity::verify_batch(&batch);
+            let decisions = self.decisions(*coop);
             drop(batch);
             let folded = (|| {
                 let mut stored = 0;
@@ -609,6 +835,7 @@ impl Engine {
                         Err(e) => Err(EntryRefusal::Decode(e)),
                         Ok((e, id)) => self.judge(
                             coop,
+                            &decisions,
                             state,
                             doc,
                             &mut lookups,
@@ -624,7 +851,8 @@ impl Engine {
                     }
                     results.push(outcome);
                 }
-                stored += self.release_pending(state, doc, &mut lookups, &mut accepted_ids)?;
+                stored +=
+                    self.release_pending(&decisions, state, doc, &mut lookups, &mut accepted_ids)?;
                 state.commit(self.store())?;
                 Ok::<_, LedgerError>(stored)
             })();
@@ -645,6 +873,7 @@ impl Engine {
     fn judge(
         &self,
         coop: &DocId,
+        decisions: &dyn Decisions,
         state: &mut LedgerState,
         doc: &Automerge,
         lookups: &mut Lookups,
@@ -666,7 +895,7 @@ impl Engine {
         };
         match limits {
             Some(limits) if state.parents_known(&e, accepted)? => {
-                state.fold.insert(id, &e, &bytes, limits)?;
+                state.fold.insert(id, &e, &bytes, limits, decisions)?;
                 accepted.insert(id);
                 Ok(Ok(Ingest::Stored(id)))
             }
@@ -686,6 +915,7 @@ impl Engine {
     /// none is; returns how many were folded.
     fn release_pending(
         &self,
+        decisions: &dyn Decisions,
         state: &mut LedgerState,
         doc: &Automerge,
         lookups: &mut Lookups,
@@ -719,7 +949,7 @@ impl Engine {
                 // Its signature passed when it arrived.
                 if let Ok(Some(limits)) = check_state(doc, &e, lookups) {
                     let bytes = e.encode()?;
-                    state.fold.insert(id, &e, &bytes, limits)?;
+                    state.fold.insert(id, &e, &bytes, limits, decisions)?;
                     accepted.insert(id);
                     released += 1;
                 }
@@ -774,11 +1004,24 @@ impl Engine {
         memo: &str,
         body: impl FnOnce(Did) -> Result<Body, LedgerError>,
     ) -> Result<(EntryId, Status), LedgerError> {
+        self.record_with_decision(coop, signer, memo, None, body)
+    }
+
+    /// [`Engine::record`], citing decision receipt `decision`.
+    fn record_with_decision(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        memo: &str,
+        decision: Option<[u8; 32]>,
+        body: impl FnOnce(Did) -> Result<Body, LedgerError>,
+    ) -> Result<(EntryId, Status), LedgerError> {
         let key = signer.key();
         let delegation = signer.delegation().cloned();
         // Staged under the ledger's lock, made durable after it is released,
         // so concurrent writers share one sync.
         let recorded = self.with_ledger(coop, |state, doc| {
+            let decisions = self.decisions(*coop);
             let r = Reader::now(doc);
             let author = match &delegation {
                 Some(d) => d.verify().map_err(EntryRefusal::BadDelegation)?.member,
@@ -817,7 +1060,7 @@ impl Engine {
                 coop_heads: doc.get_heads().iter().map(|h| h.0).collect(),
                 body,
                 memo: memo.to_owned(),
-                decision: None,
+                decision,
                 delegation,
             };
             let signed = SignedEntry {
@@ -829,13 +1072,13 @@ impl Engine {
                 .ok_or_else(|| LedgerError::Invalid("the co-op's heads are not held".into()))?;
             state
                 .fold
-                .check_at_end(&signed, &limits)?
+                .check_at_end(&signed, &limits, &decisions)?
                 .map_err(LedgerError::Conflict)?;
             let bytes = signed.encode()?;
             let id = EntryId(*blake3::hash(&bytes).as_bytes());
             let folded = state
                 .fold
-                .insert(id, &signed, &bytes, limits)
+                .insert(id, &signed, &bytes, limits, &decisions)
                 .and_then(|()| state.fold.status(&id))
                 .and_then(|status| state.commit(self.store()).map(|()| status));
             match folded {
@@ -1049,7 +1292,7 @@ impl Engine {
         self.with_ledger(coop, |state, _| {
             let fold = state
                 .fold
-                .at(heads)?
+                .at(heads, &self.decisions(*coop))?
                 .ok_or_else(|| LedgerError::Invalid("a head is not a known entry".into()))?;
             Ok(trial_balance_of(&fold)?)
         })

@@ -958,3 +958,211 @@ fn a_version_1_store_is_folded_into_the_new_layout_once() {
     assert_eq!(node.engine.trial_balance(&coop).expect("tb"), tb);
     assert_eq!(node.engine.entries(&coop).expect("entries"), entries);
 }
+
+/// The co-op of [`setup`], with a governance domain (admin; alice and bob,
+/// weight 1) that the policy names its treasury domain, and a proposal "p"
+/// by alice with `payload`, accepted by alice and bob. Not closed yet.
+fn governed(
+    payload: icn_schemas::domain::Payload,
+) -> (TestNode, DocId, DocId, Keypair, Keypair, Keypair) {
+    use icn_schemas::domain::{self, Choice, DomainRole};
+    let (node, coop, admin, alice, bob) = setup();
+    let domain = node
+        .engine
+        .create_domain(&dev(&admin), &crate::test_utils::new_domain(&admin))
+        .expect("domain");
+    node.engine
+        .write(&domain, &dev(&admin), |tx| {
+            domain::add_member(tx, &alice.did(), DomainRole::Member, 1)?;
+            domain::add_member(tx, &bob.did(), DomainRole::Member, 1)
+        })
+        .expect("domain members");
+    node.engine
+        .write(&coop, &dev(&admin), |tx| {
+            coop::set_treasury_domain(tx, &domain)
+        })
+        .expect("treasury domain");
+    node.engine
+        .write(&domain, &dev(&alice), |tx| {
+            domain::create_proposal(
+                tx,
+                &domain::NewProposal {
+                    id: "p".into(),
+                    title: "Pay bob for the roof".into(),
+                    description: String::new(),
+                    author: alice.did(),
+                    created_at: 1,
+                    payload,
+                },
+            )
+        })
+        .expect("proposal");
+    node.engine
+        .write(&domain, &dev(&alice), |tx| {
+            domain::open_proposal(tx, "p", 1, 100)
+        })
+        .expect("open");
+    for voter in [&alice, &bob] {
+        node.engine
+            .write(&domain, &dev(voter), |tx| {
+                domain::cast_vote(tx, "p", &voter.did(), Choice::For, None, 2)
+            })
+            .expect("vote");
+    }
+    (node, coop, domain, admin, alice, bob)
+}
+
+fn budget(to: &Keypair, amount: i64) -> icn_schemas::domain::Payload {
+    icn_schemas::domain::Payload::Budget {
+        amount,
+        recipient: to.did(),
+        unit: "hours".into(),
+        purpose: "roof".into(),
+    }
+}
+
+#[test]
+fn an_accepted_budget_executes_once_from_the_treasury() {
+    let (node, coop, domain, _admin, alice, bob) = governed(budget(&keypair(3), 50));
+    // Closing executes it: the closer records the allocation.
+    let (_, receipt) = node
+        .engine
+        .close_proposal(&domain, &dev(&alice), "p", 5)
+        .expect("close");
+    assert_eq!(balance(&node.engine, &coop, &bob), 50);
+    let hash = receipt.hash();
+    let executed = node
+        .engine
+        .entries_by_decision(&coop, &hash)
+        .expect("by decision");
+    assert_eq!(executed.len(), 1);
+    assert_eq!(executed[0].status, Status::Applied);
+    let tb = node.engine.trial_balance(&coop).expect("tb");
+    assert_eq!(
+        tb.accounts
+            .get(&("treasury".to_owned(), "hours".to_owned())),
+        Some(&-50)
+    );
+    assert!(tb.totals.values().all(|t| *t == 0));
+    // A second execution, by anyone, does not count.
+    let again = node
+        .engine
+        .execute_decision(&coop, &dev(&bob), &domain, "p")
+        .expect_err("executed already");
+    assert!(matches!(
+        again,
+        LedgerError::Conflict(Conflict::AlreadyExecuted { .. })
+    ));
+    // A peer's entry citing it with another amount, or citing a receipt
+    // that is no accepted decision, is kept and does not count.
+    let cite = |receipt: [u8; 32], amount: i64| {
+        let mut entry = transfer(&node.engine, &coop, &alice, alice.did(), bob.did(), amount);
+        let Body::Transfer { postings, .. } = &mut entry.body else {
+            unreachable!("a transfer")
+        };
+        postings[0] = Posting {
+            account: Account::Member(bob.did()),
+            unit: "hours".into(),
+            amount,
+        };
+        postings[1] = Posting {
+            account: Account::Treasury,
+            unit: "hours".into(),
+            amount: -amount,
+        };
+        entry.decision = Some(receipt);
+        let bytes = sign_entry(&alice, entry);
+        let result = node
+            .engine
+            .ingest_entries(&coop, vec![bytes])
+            .expect("ingest")
+            .remove(0);
+        let Ok(Ingest::Stored(id)) = result else {
+            panic!("expected it stored, got {result:?}")
+        };
+        status_of(&node.engine, &coop, &id)
+    };
+    assert!(matches!(
+        cite(hash, 60),
+        Status::Conflicted {
+            conflict: Conflict::DecisionMismatch { .. }
+        }
+    ));
+    assert!(matches!(
+        cite([9; 32], 50),
+        Status::Conflicted {
+            conflict: Conflict::DecisionNotCounted { .. }
+        }
+    ));
+    assert!(matches!(
+        cite(hash, 50),
+        Status::Conflicted {
+            conflict: Conflict::AlreadyExecuted { .. }
+        }
+    ));
+    assert_eq!(balance(&node.engine, &coop, &bob), 50);
+    // Without a decision the treasury is not anyone's to debit.
+    let mut theft = transfer(&node.engine, &coop, &alice, alice.did(), bob.did(), 5);
+    let Body::Transfer { postings, .. } = &mut theft.body else {
+        unreachable!("a transfer")
+    };
+    postings[1].account = Account::Treasury;
+    postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+    assert!(matches!(
+        refusal(&node.engine, &coop, sign_entry(&alice, theft)),
+        EntryRefusal::NotTheirAccount { .. }
+    ));
+    // Stored, not rebuilt: a restart shows the same.
+    let node = node.reopen();
+    assert_eq!(balance(&node.engine, &coop, &bob), 50);
+}
+
+#[test]
+fn an_execution_that_arrives_before_its_close_counts_once_the_close_does() {
+    let (node, coop, domain, _admin, alice, bob) = governed(budget(&keypair(3), 40));
+    let peer = replica(&node.engine, &coop);
+    peer.engine
+        .apply_remote(
+            &domain,
+            node.engine.changes_since(&domain, &[]).expect("domain"),
+        )
+        .expect("the domain, open");
+    node.engine
+        .close_proposal(&domain, &dev(&alice), "p", 5)
+        .expect("close and execute");
+    // The peer gets the ledger entry first: it is kept, and does not count.
+    peer.engine
+        .ingest_entries(&coop, node.engine.entries(&coop).expect("entries"))
+        .expect("ingest");
+    assert_eq!(balance(&peer.engine, &coop, &bob), 0);
+    // Then the close: the ledger folds again, and the allocation counts.
+    peer.engine
+        .apply_remote(
+            &domain,
+            node.engine.changes_since(&domain, &[]).expect("domain"),
+        )
+        .expect("the close");
+    assert_eq!(balance(&peer.engine, &coop, &bob), 40);
+    assert_eq!(
+        peer.engine.trial_balance(&coop).expect("tb"),
+        node.engine.trial_balance(&coop).expect("tb")
+    );
+}
+
+#[test]
+fn an_accepted_freeze_executes_and_any_member_records_it() {
+    let (node, coop, domain, _admin, alice, bob) = governed(icn_schemas::domain::Payload::Freeze {
+        did: keypair(3).did(),
+    });
+    node.engine
+        .close_proposal(&domain, &dev(&alice), "p", 5)
+        .expect("close and execute");
+    let err = node
+        .engine
+        .settle(&coop, &dev(&bob), &settle(&alice, 1))
+        .expect_err("bob is frozen");
+    assert!(matches!(
+        err,
+        LedgerError::Conflict(Conflict::Frozen { .. })
+    ));
+}

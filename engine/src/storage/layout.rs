@@ -36,6 +36,8 @@
 //! | `G` | member ‖ unit ‖ grant id | (empty) |
 //! | `x` | member ‖ unit ‖ depth ‖ entry id | (empty): general debits by keys other than the member's DID key |
 //! | `n` | (none) | number of entries, u64 BE |
+//! | `Y` | depth ‖ entry id | (empty): entries citing a decision, in order |
+//! | `X` | domain id ‖ proposal id | the entry that executed that decision |
 //!
 //! Version 1 kept entries in `ledger_entries` (co-op ‖ seq), `ledger_index`
 //! and `ledger_meta`, and folded them at every start; opening a version 1
@@ -112,6 +114,8 @@ pub(crate) mod ledger {
     pub(crate) const GRANTS_BY: u8 = b'G';
     pub(crate) const OTHERS_DEBIT: u8 = b'x';
     pub(crate) const COUNT: u8 = b'n';
+    pub(crate) const WITH_DECISION: u8 = b'Y';
+    pub(crate) const EXECUTED: u8 = b'X';
 }
 
 /// The `o` row of an entry: its place in the fold is its key.
@@ -123,6 +127,11 @@ pub(crate) struct OrderRow {
     pub(crate) frozen_before: Option<bool>,
     /// Why it does not count (JSON of the conflict); `None` when applied.
     pub(crate) conflict: Option<String>,
+    /// For an entry citing a decision: the co-op's treasury domain at its
+    /// cited heads.
+    pub(crate) treasury: Option<[u8; 32]>,
+    /// For an applied entry executing a decision: the `X` row it wrote.
+    pub(crate) executed: Option<Vec<u8>>,
 }
 
 /// The `g` row of a grant.
