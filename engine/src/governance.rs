@@ -120,3 +120,118 @@ impl Engine {
             .map(|close| DecisionReceipt::new(*domain, id, &close))
     }
 }
+
+/// A decision in a co-op's registry: a closed proposal of its treasury
+/// domain, with its receipt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RegistryEntry {
+    /// The receipt's hash, hex.
+    pub hash: String,
+    /// The receipt.
+    pub receipt: DecisionReceipt,
+    /// What the proposal decided.
+    pub payload: Option<domain::Payload>,
+}
+
+/// Where a decision stands in the ledger: receipt → execution → entries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Trace {
+    /// The decision.
+    pub decision: RegistryEntry,
+    /// Whether an entry executing it counts.
+    pub executed: bool,
+    /// Why not, when it does not.
+    pub reason: Option<String>,
+    /// Every entry citing the receipt, in fold order, with its status.
+    pub entries: Vec<crate::ledger::HistoryItem>,
+}
+
+impl Engine {
+    /// The decisions of `coop`'s treasury domain (every closed proposal),
+    /// newest close first.
+    pub fn registry(&self, coop: &DocId) -> Result<Vec<RegistryEntry>, crate::ledger::LedgerError> {
+        let unknown = || crate::ledger::LedgerError::UnknownCoop(*coop);
+        let domain_id = self
+            .read(coop, |r| {
+                (DocKind::of(r) == Some(DocKind::Coop)).then(|| coop::treasury_domain(r))
+            })
+            .flatten()
+            .ok_or_else(unknown)?;
+        let Some(domain_id) = domain_id else {
+            return Ok(Vec::new());
+        };
+        let mut entries: Vec<RegistryEntry> = self
+            .read(&domain_id, |r| {
+                domain::Domain::read(r)
+                    .map(|d| {
+                        d.proposals
+                            .into_iter()
+                            .filter_map(|(id, p)| {
+                                let close = p.close?;
+                                let receipt = DecisionReceipt::new(domain_id, &id, &close);
+                                Some(RegistryEntry {
+                                    hash: hex::encode(receipt.hash()),
+                                    receipt,
+                                    payload: p.payload,
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        entries.sort_by(|a, b| {
+            (b.receipt.closed_at, &b.receipt.proposal)
+                .cmp(&(a.receipt.closed_at, &a.receipt.proposal))
+        });
+        Ok(entries)
+    }
+
+    /// The trace of decision `hash` in `coop`: its receipt, whether it was
+    /// executed, and every ledger entry citing it.
+    pub fn trace(
+        &self,
+        coop: &DocId,
+        hash: &[u8; 32],
+    ) -> Result<Option<Trace>, crate::ledger::LedgerError> {
+        let wanted = hex::encode(hash);
+        let Some(decision) = self.registry(coop)?.into_iter().find(|d| d.hash == wanted) else {
+            return Ok(None);
+        };
+        let entries = self.entries_by_decision(coop, hash)?;
+        let executed = entries
+            .iter()
+            .any(|e| e.status == crate::ledger::Status::Applied);
+        let executable = matches!(
+            decision.payload,
+            Some(
+                domain::Payload::Budget { .. }
+                    | domain::Payload::Freeze { .. }
+                    | domain::Payload::Unfreeze { .. }
+            )
+        );
+        let reason = if executed {
+            None
+        } else if decision.receipt.outcome != Outcome::Accepted {
+            Some(format!(
+                "the proposal was {}",
+                decision.receipt.outcome.as_str()
+            ))
+        } else if !executable {
+            Some("nothing for the ledger to execute".to_owned())
+        } else if let Some(e) = entries.first() {
+            match &e.status {
+                crate::ledger::Status::Conflicted { conflict } => Some(conflict.to_string()),
+                crate::ledger::Status::Applied => None,
+            }
+        } else {
+            Some("no entry executes it yet".to_owned())
+        };
+        Ok(Some(Trace {
+            decision,
+            executed,
+            reason,
+            entries,
+        }))
+    }
+}

@@ -63,6 +63,7 @@ pub mod test_utils;
 pub use authority::Denied;
 pub use change::{SignedChange, decode_batch, encode_batch};
 pub use engine::{Applied, ApplyError, Engine, OpenError, Signer, WriteError};
+pub use governance::{RegistryEntry, Trace};
 pub use identity::Keypair;
 pub use keystore::{Keystore, KeystoreError, Passphrase};
 pub use storage::{StorageError, Store};

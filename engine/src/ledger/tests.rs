@@ -1166,3 +1166,85 @@ fn an_accepted_freeze_executes_and_any_member_records_it() {
         LedgerError::Conflict(Conflict::Frozen { .. })
     ));
 }
+
+#[test]
+fn the_registry_traces_receipt_to_ledger_entry() {
+    let (node, coop, domain, _admin, alice, bob) = governed(budget(&keypair(3), 30));
+    assert!(node.engine.registry(&coop).expect("registry").is_empty());
+    let (_, receipt) = node
+        .engine
+        .close_proposal(&domain, &dev(&alice), "p", 5)
+        .expect("close");
+    let registry = node.engine.registry(&coop).expect("registry");
+    assert_eq!(registry.len(), 1);
+    assert_eq!(registry[0].receipt, receipt);
+    let trace = node
+        .engine
+        .trace(&coop, &receipt.hash())
+        .expect("trace")
+        .expect("known");
+    assert!(trace.executed);
+    assert_eq!(trace.reason, None);
+    assert_eq!(trace.entries.len(), 1);
+    assert_eq!(trace.entries[0].status, Status::Applied);
+    // A second execution shows in the trace, not counted, with its reason.
+    let forged = {
+        let mut entry = transfer(&node.engine, &coop, &bob, bob.did(), alice.did(), 30);
+        let Body::Transfer { postings, .. } = &mut entry.body else {
+            unreachable!("a transfer")
+        };
+        *postings = vec![
+            Posting {
+                account: Account::Member(bob.did()),
+                unit: "hours".into(),
+                amount: 30,
+            },
+            Posting {
+                account: Account::Treasury,
+                unit: "hours".into(),
+                amount: -30,
+            },
+        ];
+        entry.decision = Some(receipt.hash());
+        sign_entry(&bob, entry)
+    };
+    node.engine
+        .ingest_entries(&coop, vec![forged])
+        .expect("ingest");
+    let trace = node
+        .engine
+        .trace(&coop, &receipt.hash())
+        .expect("trace")
+        .expect("known");
+    assert_eq!(trace.entries.len(), 2);
+    assert!(trace.executed);
+    assert!(trace.entries.iter().any(|e| matches!(
+        e.status,
+        Status::Conflicted {
+            conflict: Conflict::AlreadyExecuted { .. }
+        }
+    )));
+    assert_eq!(node.engine.trace(&coop, &[7; 32]).expect("trace"), None);
+}
+
+#[test]
+fn a_text_decision_is_traced_as_nothing_to_execute() {
+    let (node, coop, domain, _admin, alice, _bob) = governed(icn_schemas::domain::Payload::Text {
+        body: "We thank the garden team".into(),
+    });
+    let (_, receipt) = node
+        .engine
+        .close_proposal(&domain, &dev(&alice), "p", 5)
+        .expect("close");
+    let trace = node
+        .engine
+        .trace(&coop, &receipt.hash())
+        .expect("trace")
+        .expect("known");
+    assert!(!trace.executed);
+    assert_eq!(
+        trace.reason.as_deref(),
+        Some("nothing for the ledger to execute")
+    );
+    assert!(trace.entries.is_empty());
+}
