@@ -268,7 +268,10 @@ pub(crate) fn check_domain(
                 (
                     Some(ProposalState::Open),
                     Some(
-                        ProposalState::Accepted | ProposalState::Rejected | ProposalState::NoQuorum,
+                        ProposalState::Accepted
+                        | ProposalState::Rejected
+                        | ProposalState::NoQuorum
+                        | ProposalState::PolicyError,
                     ),
                 ) => Ok(()),
                 _ => Err(forbidden(
@@ -306,6 +309,20 @@ pub(crate) fn check_domain(
     }
 }
 
+/// Tallies under a domain's rules, running its WASM module when it has one.
+pub(crate) trait Modules {
+    /// The outcome of `tally` (with `members` and `votes`, which a module
+    /// reads) under `rules`; `Err` when the rules name a module that is not
+    /// held here, so the tally cannot be checked.
+    fn decide(
+        &self,
+        rules: &domain::Rules,
+        members: &std::collections::BTreeMap<Did, domain::DomainMember>,
+        votes: &std::collections::BTreeMap<Did, domain::Vote>,
+        tally: &tally::Tally,
+    ) -> Result<tally::Outcome, &'static str>;
+}
+
 /// Checks a change that closes proposal `id`: `before` is the document at
 /// the change's dependencies, `after` the document as of the change itself.
 /// The close must be complete and match its state, count exactly the heads
@@ -318,6 +335,7 @@ pub(crate) fn check_close(
     deps: &[[u8; 32]],
     author: &Author,
     id: &str,
+    modules: &dyn Modules,
 ) -> Result<(), Denied> {
     let forbidden = |reason| Denied::Forbidden {
         member: author.member,
@@ -360,9 +378,9 @@ pub(crate) fn check_close(
     }
     let domain = domain::Domain::read(before).map_err(|_| forbidden("not a domain"))?;
     let tally = tally::count(domain.members.values(), &proposal.votes);
-    let Some(outcome) = tally::decide(&domain.rules, &tally) else {
-        return Err(forbidden("WASM tally modules are not supported yet"));
-    };
+    let outcome = modules
+        .decide(&domain.rules, &domain.members, &proposal.votes, &tally)
+        .map_err(forbidden)?;
     if close.tally != tally || close.outcome != outcome {
         return Err(forbidden(
             "the recorded tally or outcome differs from the votes at the counted heads",

@@ -91,6 +91,9 @@ pub enum OpenError {
     /// The store failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The WASM runtime does not start.
+    #[error("the WASM runtime: {0}")]
+    Wasm(String),
     /// A stored document does not load.
     #[error("stored document {doc} does not load: {reason}")]
     Load {
@@ -133,6 +136,8 @@ struct Inner {
     creating: Mutex<()>,
     /// Each co-op's ledger. Lock order: this, then a document.
     ledgers: Mutex<HashMap<DocId, crate::ledger::LedgerState>>,
+    /// Runs domains' WASM tally modules.
+    policies: crate::policy::Policies,
 }
 
 fn now_secs() -> i64 {
@@ -189,8 +194,13 @@ impl Engine {
                 docs: RwLock::new(docs),
                 creating: Mutex::new(()),
                 ledgers: Mutex::new(ledgers),
+                policies: crate::policy::Policies::new().map_err(OpenError::Wasm)?,
             }),
         })
+    }
+
+    pub(crate) fn policies(&self) -> &crate::policy::Policies {
+        &self.inner.policies
     }
 
     /// The store.
@@ -321,7 +331,7 @@ impl Engine {
             .map_err(|e| SchemaError::Automerge(e.to_string()))?
             .hash();
         let id = DocId::from_genesis(hash);
-        let accepted = validate::check_local(&id, &Automerge::new(), &scratch, signed)?;
+        let accepted = validate::check_local(&id, &Automerge::new(), &scratch, signed, self)?;
         let _creating = self
             .inner
             .creating
@@ -389,7 +399,7 @@ impl Engine {
             return Ok(output);
         };
         // The document as it stands is exactly the new change's causal past.
-        let accepted = validate::check_local(id, &state.doc, &scratch, signed)?;
+        let accepted = validate::check_local(id, &state.doc, &scratch, signed, self)?;
         let closes_before = closes(&state.doc);
         self.store_and_swap(id, &mut state, scratch, vec![accepted])?;
         let closes_changed = closes(&state.doc) != closes_before;
@@ -481,7 +491,7 @@ impl Engine {
         state: &mut DocState,
         batch: Vec<SignedChange>,
     ) -> Result<Applied, ApplyError> {
-        let Some(checked) = validate::check_batch(id, &state.doc, batch)? else {
+        let Some(checked) = validate::check_batch(id, &state.doc, batch, self)? else {
             return Ok(Applied {
                 new: Vec::new(),
                 heads: state.doc.get_heads(),

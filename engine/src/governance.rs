@@ -9,8 +9,12 @@ use icn_schemas::domain::{self, ProposalState};
 use icn_schemas::tally::{self, Close, DecisionReceipt, Outcome, Tally};
 use icn_schemas::{Did, DocId, DocKind, SchemaError, coop};
 
+use std::collections::BTreeMap;
+
 use crate::Engine;
+use crate::authority::Modules;
 use crate::engine::{Signer, WriteError};
+use crate::storage::StorageError;
 
 /// The member a signer writes for: its own DID key, or the member who
 /// signed its delegation.
@@ -40,9 +44,26 @@ impl Engine {
                 .get(id)
                 .ok_or_else(|| SchemaError::Missing(format!("proposal {id}")))?;
             let t = tally::count(d.members.values(), &p.votes);
-            Ok((t, tally::decide(&d.rules, &t)))
+            Ok((t, self.decide(&d.rules, &d.members, &p.votes, &t).ok()))
         })
         .ok_or_else(|| SchemaError::Missing(format!("domain {domain}")))?
+    }
+
+    /// Stores a WASM tally module, durably; returns its hash, which a
+    /// domain's rules name (`rules/method/module`, hex). At most
+    /// [`crate::policy::MAX_MODULE_BYTES`].
+    pub fn put_module(&self, bytes: &[u8]) -> Result<[u8; 32], StorageError> {
+        if bytes.len() > crate::policy::MAX_MODULE_BYTES {
+            return Err(StorageError::Corrupt {
+                tree: crate::storage::layout::BLOBS,
+                reason: format!(
+                    "a tally module has at most {} bytes, this one {}",
+                    crate::policy::MAX_MODULE_BYTES,
+                    bytes.len()
+                ),
+            });
+        }
+        self.store().put_blob(bytes)
     }
 
     /// Closes open proposal `id`: counts the votes as the domain stands and
@@ -70,10 +91,12 @@ impl Engine {
                 });
             }
             let t = tally::count(d.members.values(), &p.votes);
-            let outcome = tally::decide(&d.rules, &t).ok_or(SchemaError::InvalidValue {
-                field: "rules/method",
-                reason: "WASM tally modules are not supported yet".into(),
-            })?;
+            let outcome = self
+                .decide(&d.rules, &d.members, &p.votes, &t)
+                .map_err(|reason| SchemaError::InvalidValue {
+                    field: "rules/method",
+                    reason: reason.into(),
+                })?;
             let close = Close {
                 outcome,
                 tally: t,
@@ -233,5 +256,35 @@ impl Engine {
             reason,
             entries,
         }))
+    }
+}
+
+impl Modules for Engine {
+    fn decide(
+        &self,
+        rules: &domain::Rules,
+        members: &BTreeMap<Did, domain::DomainMember>,
+        votes: &BTreeMap<Did, domain::Vote>,
+        tally: &Tally,
+    ) -> Result<Outcome, &'static str> {
+        if let Some(outcome) = tally::decide(rules, tally) {
+            return Ok(outcome);
+        }
+        let domain::Method::Wasm { module } = &rules.method else {
+            return Err("the tally method has no outcome");
+        };
+        let mut hash = [0u8; 32];
+        if hex::decode_to_slice(module, &mut hash).is_err() {
+            // A name that is no hash names no module: the same everywhere.
+            return Ok(Outcome::PolicyError);
+        }
+        let bytes = self
+            .store()
+            .blob(&hash)
+            .ok()
+            .flatten()
+            .ok_or("the domain's tally module is not held here")?;
+        let input = crate::policy::encode_input(rules, members, votes);
+        Ok(self.policies().tally(&hash, &bytes, &input))
     }
 }

@@ -51,6 +51,7 @@ mod governance;
 pub mod identity;
 pub mod keystore;
 pub mod ledger;
+pub mod policy;
 pub mod storage;
 mod validate;
 

@@ -1244,3 +1244,102 @@ fn concurrent_closes_converge_on_one_and_late_votes_are_kept_not_counted() {
     // Bob's vote, concurrent with alice's close, is kept either way.
     assert_eq!(d.proposal("p1").votes[&d.bob.did()].choice, Choice::Against);
 }
+
+/// The domain fixture tallying with WASM module `source`, stored on its
+/// node; returns the module's hash.
+fn wasm_domain(d: &Dom, source: &str) -> [u8; 32] {
+    let hash = d.engine().put_module(source.as_bytes()).expect("module");
+    let rules = domain::Rules {
+        method: domain::Method::Wasm {
+            module: hex::encode(hash),
+        },
+        allow_veto: true,
+        ..domain::Rules::default()
+    };
+    d.engine()
+        .write(&d.id, &dev(&d.admin), |tx| domain::set_rules(tx, &rules))
+        .expect("rules");
+    hash
+}
+
+const TWO_THIRDS: &str = include_str!("../../examples/wasm/two_thirds.wat");
+
+#[test]
+fn a_wasm_tally_module_decides_and_peers_need_the_module_to_check_it() {
+    let d = domain_fixture();
+    wasm_domain(&d, TWO_THIRDS);
+    d.open(&d.alice, "p1").expect("open");
+    d.vote(&d.alice, &d.alice, Choice::For).expect("vote");
+    d.vote(&d.bob, &d.bob, Choice::For).expect("vote");
+    d.vote(&d.admin, &d.admin, Choice::Against).expect("vote");
+    let (tally, outcome) = d.engine().tally(&d.id, "p1").expect("tally");
+    assert_eq!((tally.for_, tally.against), (2, 1));
+    assert_eq!(outcome, Some(Outcome::Accepted), "2 of 3 is two thirds");
+    let (close, _) = d
+        .engine()
+        .close_proposal(&d.id, &dev(&d.alice), "p1", 16)
+        .expect("close");
+    assert_eq!(close.outcome, Outcome::Accepted);
+    // A peer without the module cannot check the close and refuses it; with
+    // the module, it agrees.
+    let history = d.engine().changes_since(&d.id, &[]).expect("changes");
+    let peer = TestNode::new();
+    assert!(matches!(
+        remote_rule(peer.engine.apply_remote(&d.id, history.clone())),
+        Rule::Denied(Denied::Forbidden { .. })
+    ));
+    peer.engine
+        .put_module(TWO_THIRDS.as_bytes())
+        .expect("module");
+    peer.engine.apply_remote(&d.id, history).expect("checked");
+    assert_eq!(
+        peer.engine.receipt(&d.id, "p1"),
+        d.engine().receipt(&d.id, "p1")
+    );
+}
+
+#[test]
+fn a_failing_wasm_module_yields_policy_error_everywhere() {
+    let d = domain_fixture();
+    let looping = r#"(module (memory (export "memory") 1)
+        (func (export "alloc") (param i32) (result i32) i32.const 1024)
+        (func (export "tally") (param i32 i32) (result i32) (loop (br 0)) i32.const 1))"#;
+    wasm_domain(&d, looping);
+    d.open(&d.alice, "p1").expect("open");
+    d.vote(&d.alice, &d.alice, Choice::For).expect("vote");
+    let (close, _) = d
+        .engine()
+        .close_proposal(&d.id, &dev(&d.alice), "p1", 16)
+        .expect("close");
+    assert_eq!(close.outcome, Outcome::PolicyError);
+    assert_eq!(d.proposal("p1").state, ProposalState::PolicyError);
+    let peer = TestNode::new();
+    peer.engine.put_module(looping.as_bytes()).expect("module");
+    peer.engine
+        .apply_remote(
+            &d.id,
+            d.engine().changes_since(&d.id, &[]).expect("changes"),
+        )
+        .expect("the same outcome");
+    // A close claiming the module said otherwise is refused.
+    let d2 = domain_fixture();
+    wasm_domain(&d2, looping);
+    d2.open(&d2.alice, "p1").expect("open");
+    let alice = d2.alice.clone();
+    refused_close(&d2, forged_close_with(&d2, &alice, Outcome::Accepted));
+}
+
+/// A close of "p1" by `who` recording `outcome`, whatever the tally.
+fn forged_close_with(d: &Dom, who: &Keypair, outcome: Outcome) -> SignedChange {
+    let (tally, _) = d.engine().tally(&d.id, "p1").expect("tally");
+    let close = Close {
+        outcome,
+        tally,
+        counted_heads: deps_of(d, who),
+        closed_at: 16,
+        closed_by: who.did(),
+    };
+    forge(d.engine(), &d.id, who, who, None, |tx| {
+        domain::close_proposal(tx, "p1", &close)
+    })
+}

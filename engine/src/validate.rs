@@ -29,7 +29,7 @@ use icn_schemas::{
     Delegation, DelegationError, Did, DocId, DocKind, Reader, SchemaError, coop, domain,
 };
 
-use crate::authority::{self, Author, Denied};
+use crate::authority::{self, Author, Denied, Modules};
 use crate::change::{MAX_CHANGE_BYTES, SignedChange, signing_message};
 use crate::identity;
 
@@ -125,6 +125,7 @@ pub(crate) fn check_batch(
     doc_id: &DocId,
     doc: &Automerge,
     batch: Vec<SignedChange>,
+    modules: &dyn Modules,
 ) -> Result<Option<Checked>, Refused> {
     let mut parsed = Vec::with_capacity(batch.len());
     let mut seen = HashSet::new();
@@ -155,7 +156,7 @@ pub(crate) fn check_batch(
             hash: Some(ordered[0].change.hash()),
             rule: Rule::Malformed(e.to_string()),
         })?;
-    judge(Some(doc), &fork, &ordered)?;
+    judge(Some(doc), &fork, &ordered, modules)?;
     let accepted = ordered
         .into_iter()
         .map(|p| (p.change.hash(), p.signed))
@@ -171,6 +172,7 @@ pub(crate) fn check_local(
     before: &Automerge,
     made: &Automerge,
     signed: SignedChange,
+    modules: &dyn Modules,
 ) -> Result<(ChangeHash, SignedChange), Refused> {
     let Some(p) = parse(doc_id, before, 0, signed, &mut HashSet::new())? else {
         return Err(Refused {
@@ -181,7 +183,7 @@ pub(crate) fn check_local(
     };
     let base = (!before.get_heads().is_empty()).then_some(before);
     let ordered = [p];
-    judge(base, made, &ordered)?;
+    judge(base, made, &ordered, modules)?;
     let [p] = ordered;
     Ok((p.change.hash(), p.signed))
 }
@@ -190,7 +192,12 @@ pub(crate) fn check_local(
 /// dependencies are the heads of `base` (the document before the batch) is
 /// read from `base` as it stands; any other is read from `applied` as of its
 /// dependencies.
-fn judge(base: Option<&Automerge>, applied: &Automerge, ordered: &[Parsed]) -> Result<(), Refused> {
+fn judge(
+    base: Option<&Automerge>,
+    applied: &Automerge,
+    ordered: &[Parsed],
+    modules: &dyn Modules,
+) -> Result<(), Refused> {
     let base_heads = base.map(Automerge::get_heads).unwrap_or_default();
     let mut kind = base.and_then(|b| DocKind::of(Reader::now(b)));
     for p in ordered {
@@ -213,7 +220,7 @@ fn judge(base: Option<&Automerge>, applied: &Automerge, ordered: &[Parsed]) -> R
             Some(base) if deps == base_heads => Reader::now(base),
             _ => Reader::at(applied, &deps),
         };
-        check_change(applied, r, kind, p).map_err(refuse)?;
+        check_change(applied, r, kind, p, modules).map_err(refuse)?;
     }
     Ok(())
 }
@@ -354,7 +361,13 @@ fn check_genesis(applied: &Automerge, p: &Parsed) -> Result<DocKind, Rule> {
 
 /// Checks a change against `r`, the document as of its dependencies; paths
 /// are resolved in `applied`, which holds every object the change touches.
-fn check_change(applied: &Automerge, r: Reader<'_>, kind: DocKind, p: &Parsed) -> Result<(), Rule> {
+fn check_change(
+    applied: &Automerge,
+    r: Reader<'_>,
+    kind: DocKind,
+    p: &Parsed,
+    modules: &dyn Modules,
+) -> Result<(), Rule> {
     let author = authority::resolve_author(kind, r, p.actor, p.delegation.clone())?;
     let ops = decode_ops(&p.change)?;
     let paths = resolve_paths(applied, &p.change, &ops)?;
@@ -388,7 +401,7 @@ fn check_change(applied: &Automerge, r: Reader<'_>, kind: DocKind, p: &Parsed) -
         let after = Reader::at(applied, &own);
         let deps: Vec<[u8; 32]> = p.change.deps().iter().map(|h| h.0).collect();
         for id in &closing {
-            authority::check_close(r, after, &deps, &author, id)?;
+            authority::check_close(r, after, &deps, &author, id, modules)?;
         }
     }
     Ok(())

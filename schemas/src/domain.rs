@@ -76,6 +76,9 @@ pub enum ProposalState {
     Rejected,
     /// Closed without enough participation.
     NoQuorum,
+    /// Closed, but the domain's WASM tally module failed (trapped, ran out
+    /// of fuel or memory, or answered nonsense), the same on every peer.
+    PolicyError,
     /// Withdrawn by its author.
     Cancelled,
     /// Stopped by an admin.
@@ -89,6 +92,7 @@ impl ProposalState {
         "accepted",
         "rejected",
         "no_quorum",
+        "policy_error",
         "cancelled",
         "vetoed",
     ];
@@ -101,6 +105,7 @@ impl ProposalState {
             ProposalState::Accepted => "accepted",
             ProposalState::Rejected => "rejected",
             ProposalState::NoQuorum => "no_quorum",
+            ProposalState::PolicyError => "policy_error",
             ProposalState::Cancelled => "cancelled",
             ProposalState::Vetoed => "vetoed",
         }
@@ -114,6 +119,7 @@ impl ProposalState {
             "accepted" => ProposalState::Accepted,
             "rejected" => ProposalState::Rejected,
             "no_quorum" => ProposalState::NoQuorum,
+            "policy_error" => ProposalState::PolicyError,
             "cancelled" => ProposalState::Cancelled,
             "vetoed" => ProposalState::Vetoed,
             _ => return None,

@@ -16,7 +16,9 @@
 //! - supermajority(t): `for × 100 ≥ max(t, approval_percent) × (for +
 //!   against + block)`, with `for > 0`;
 //! - consent(max): accepted unless more than `max` members block;
-//! - unanimous: `for > 0`, and no one against or blocking.
+//! - unanimous: `for > 0`, and no one against or blocking;
+//! - a WASM tally module: whatever the module answers, or `policy_error`
+//!   (run by the engine, `docs/governance.md`).
 
 use std::collections::BTreeMap;
 
@@ -52,11 +54,14 @@ pub enum Outcome {
     Rejected,
     /// Not enough participation.
     NoQuorum,
+    /// The domain's WASM tally module failed.
+    PolicyError,
 }
 
 impl Outcome {
     /// The names a close may record.
-    pub const NAMES: &'static [&'static str] = &["accepted", "rejected", "no_quorum"];
+    pub const NAMES: &'static [&'static str] =
+        &["accepted", "rejected", "no_quorum", "policy_error"];
 
     /// The outcome's name.
     pub fn as_str(self) -> &'static str {
@@ -69,6 +74,7 @@ impl Outcome {
             ProposalState::Accepted => Some(Outcome::Accepted),
             ProposalState::Rejected => Some(Outcome::Rejected),
             ProposalState::NoQuorum => Some(Outcome::NoQuorum),
+            ProposalState::PolicyError => Some(Outcome::PolicyError),
             _ => None,
         }
     }
@@ -79,6 +85,7 @@ impl Outcome {
             Outcome::Accepted => ProposalState::Accepted,
             Outcome::Rejected => ProposalState::Rejected,
             Outcome::NoQuorum => ProposalState::NoQuorum,
+            Outcome::PolicyError => ProposalState::PolicyError,
         }
     }
 }
@@ -112,6 +119,10 @@ pub fn count<'a>(
 /// The outcome of a tally under `rules`; `None` for a WASM tally module,
 /// which this function does not run.
 pub fn decide(rules: &Rules, t: &Tally) -> Option<Outcome> {
+    // A module decides everything, quorum included (it is given the rules).
+    if let Method::Wasm { .. } = rules.method {
+        return None;
+    }
     let wide = i128::from;
     let participation = wide(t.for_) + wide(t.against) + wide(t.abstain) + wide(t.block);
     if t.eligible <= 0 || participation * 100 < wide(rules.quorum_percent) * wide(t.eligible) {

@@ -8,6 +8,7 @@
 //! | `doc_change_index` | doc id (32) ‖ change hash (32) | seq (u64 BE) |
 //! | `doc_snapshots` | doc id (32) ‖ chunk (u32 BE) | ≤ 64 KiB of `Automerge::save()` |
 //! | `ledger` | co-op id (32) ‖ tag (1) ‖ … | a co-op's entries and its fold, below |
+//! | `blobs` | blake3 hash (32) | content-addressed bytes: WASM tally modules |
 //!
 //! `seq` numbers a document's changes in the order this node stored them,
 //! which is always a causal order: a change is stored only once all its
@@ -55,6 +56,7 @@ pub(crate) const DOC_CHANGES: &str = "doc_changes";
 pub(crate) const DOC_CHANGE_INDEX: &str = "doc_change_index";
 pub(crate) const DOC_SNAPSHOTS: &str = "doc_snapshots";
 pub(crate) const LEDGER: &str = "ledger";
+pub(crate) const BLOBS: &str = "blobs";
 /// Version 1 trees, read once by the migration.
 pub(crate) const V1_LEDGER_TREES: [&str; 3] = ["ledger_meta", "ledger_entries", "ledger_index"];
 pub(crate) const V1_LEDGER_ENTRIES: &str = "ledger_entries";

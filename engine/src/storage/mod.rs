@@ -93,6 +93,7 @@ struct Inner {
     doc_change_index: sled::Tree,
     doc_snapshots: sled::Tree,
     ledger: sled::Tree,
+    blobs: sled::Tree,
     /// Opened from a version 1 store whose ledger trees are not migrated yet.
     v1_ledger: bool,
     commit: GroupCommit,
@@ -184,6 +185,7 @@ impl Store {
                 doc_change_index: db.open_tree(layout::DOC_CHANGE_INDEX)?,
                 doc_snapshots: db.open_tree(layout::DOC_SNAPSHOTS)?,
                 ledger: db.open_tree(layout::LEDGER)?,
+                blobs: db.open_tree(layout::BLOBS)?,
                 v1_ledger,
                 meta,
                 db,
@@ -380,6 +382,21 @@ impl Store {
             Ok(())
         })?;
         self.make_durable()
+    }
+
+    /// Stores `bytes` under their blake3 hash, durably; returns the hash.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<[u8; 32], StorageError> {
+        let hash = *blake3::hash(bytes).as_bytes();
+        if !self.inner.blobs.contains_key(hash)? {
+            self.inner.blobs.insert(hash, bytes)?;
+            self.make_durable()?;
+        }
+        Ok(hash)
+    }
+
+    /// The bytes stored under `hash`.
+    pub fn blob(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.inner.blobs.get(hash)?.map(|v| v.to_vec()))
     }
 
     /// The tree holding every co-op's ledger ([`layout`]); the ledger's fold
