@@ -371,6 +371,58 @@ impl Default for Rules {
     }
 }
 
+impl Rules {
+    /// The named profiles a domain may start from.
+    pub const PROFILES: &'static [&'static str] = &[
+        "cooperative_default",
+        "working_group",
+        "supermajority",
+        "consensus",
+        "unanimous",
+    ];
+
+    /// The rules of a named profile:
+    ///
+    /// | profile | quorum | approval | method | period | veto |
+    /// |---|---|---|---|---|---|
+    /// | `cooperative_default` | 50 % | 51 % | simple majority | 7 days | no |
+    /// | `working_group` | 50 % | 51 % | simple majority | 3 days | yes |
+    /// | `supermajority` | 60 % | 67 % | supermajority 67 % | 7 days | no |
+    /// | `consensus` | 75 % | — | consent, no block | 14 days | no |
+    /// | `unanimous` | 100 % | — | unanimous | 14 days | no |
+    pub fn profile(name: &str) -> Option<Rules> {
+        let day = 24 * 3600;
+        let base = Rules::default();
+        Some(match name {
+            "cooperative_default" => base,
+            "working_group" => Rules {
+                voting_period_seconds: 3 * day,
+                allow_veto: true,
+                ..base
+            },
+            "supermajority" => Rules {
+                quorum_percent: 60,
+                approval_percent: 67,
+                method: Method::Supermajority { threshold: 67 },
+                ..base
+            },
+            "consensus" => Rules {
+                quorum_percent: 75,
+                voting_period_seconds: 14 * day,
+                method: Method::Consent { max_blocks: 0 },
+                ..base
+            },
+            "unanimous" => Rules {
+                quorum_percent: 100,
+                voting_period_seconds: 14 * day,
+                method: Method::Unanimous,
+                ..base
+            },
+            _ => return None,
+        })
+    }
+}
+
 /// A member of a domain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DomainMember {

@@ -344,6 +344,25 @@ mod tests {
     }
 
     #[test]
+    fn every_named_profile_has_rules_and_they_differ() {
+        use Choice::*;
+        let members: Vec<DomainMember> = (1..=4).map(|s| member(s, 1, true)).collect();
+        // Three for, one blocking: all four voted.
+        let t = count(
+            &members,
+            &votes(&[(1, For), (2, For), (3, For), (4, Block)]),
+        );
+        let outcome = |name: &str| decide(&Rules::profile(name).expect("a profile"), &t);
+        assert_eq!(outcome("cooperative_default"), Some(Outcome::Accepted));
+        assert_eq!(outcome("working_group"), Some(Outcome::Accepted));
+        assert_eq!(outcome("supermajority"), Some(Outcome::Accepted)); // 75 % ≥ 67 %
+        assert_eq!(outcome("consensus"), Some(Outcome::Rejected)); // one block
+        assert_eq!(outcome("unanimous"), Some(Outcome::Rejected));
+        assert!(Rules::PROFILES.iter().all(|p| Rules::profile(p).is_some()));
+        assert_eq!(Rules::profile("anarchy"), None);
+    }
+
+    #[test]
     fn weights_count_and_inactive_members_do_not() {
         use Choice::*;
         let members = vec![
