@@ -130,7 +130,18 @@ impl Engine {
             if !governed {
                 continue;
             }
-            if let Err(e) = self.execute_decision(&coop, signer, domain, id) {
+            let executed = match self.close_payload(domain, id) {
+                Some(domain::Payload::Membership { .. } | domain::Payload::ConfigChange { .. }) => {
+                    self.apply_decision(&coop, signer, domain, id)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                _ => self
+                    .execute_decision(&coop, signer, domain, id)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = executed {
                 tracing::info!(%coop, %domain, proposal = id, error = %e, "decision not executed here");
             }
         }
@@ -141,6 +152,106 @@ impl Engine {
         self.read(domain, |r| domain::Proposal::close(r, id))
             .flatten()
             .map(|close| DecisionReceipt::new(*domain, id, &close))
+    }
+}
+
+impl Engine {
+    /// Whether the co-op document shows what a membership or config-change
+    /// decision decided.
+    fn applied_to(&self, coop: &DocId, payload: &domain::Payload) -> bool {
+        self.read(coop, |r| match payload {
+            domain::Payload::Membership { action, did, role } => {
+                let standing = coop::Standing::read(r, did);
+                if action == "add" {
+                    standing.is_some_and(|s| {
+                        s.is_active() && role.as_deref().is_none_or(|role| s.role.as_str() == role)
+                    })
+                } else {
+                    standing.is_none_or(|s| s.status == coop::MemberStatus::Removed)
+                }
+            }
+            domain::Payload::ConfigChange { key, value } => {
+                coop::Coop::read(r).is_ok_and(|c| match key.as_str() {
+                    "default_credit_limit" => c.policy.default_credit_limit.to_string() == *value,
+                    "name" => c.name == *value,
+                    "description" => c.description == *value,
+                    _ => false,
+                })
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
+    }
+
+    fn close_payload(&self, domain: &DocId, id: &str) -> Option<domain::Payload> {
+        self.read(domain, |r| {
+            domain::Proposal::read(r, id).and_then(|p| p.payload)
+        })
+        .flatten()
+    }
+
+    /// Applies accepted membership or config-change decision `id` of
+    /// `domain` to co-op `coop`, as `signer`, who must be an admin of the
+    /// co-op: these are changes to the co-op document, which only admins
+    /// write, so an admin's node carries them out. A membership adds the
+    /// member with its role (or removes it); a config change sets
+    /// `default_credit_limit`, `name` or `description`. Applying a decision
+    /// twice changes nothing more. Returns whether it is applied.
+    pub fn apply_decision(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        domain: &DocId,
+        id: &str,
+    ) -> Result<bool, WriteError> {
+        let invalid = |reason: String| SchemaError::InvalidValue {
+            field: "decision",
+            reason,
+        };
+        let receipt = self
+            .receipt(domain, id)
+            .filter(|r| r.outcome == Outcome::Accepted)
+            .ok_or_else(|| invalid(format!("proposal {id} is not accepted")))?;
+        let governed = self
+            .read(coop, |r| coop::treasury_domain(r) == Some(*domain))
+            .unwrap_or(false);
+        if !governed {
+            return Err(invalid(format!("{domain} does not govern co-op {coop}")).into());
+        }
+        let payload = self
+            .close_payload(domain, id)
+            .ok_or_else(|| invalid(format!("proposal {id} has no payload")))?;
+        self.write(coop, signer, |tx| match &payload {
+            domain::Payload::Membership { action, did, role } if action == "add" => {
+                let role = match role.as_deref() {
+                    None => coop::Role::Member,
+                    Some(r) => {
+                        coop::Role::parse(r).ok_or_else(|| invalid(format!("unknown role {r}")))?
+                    }
+                };
+                coop::add_member(tx, did, role, receipt.closed_at)
+            }
+            domain::Payload::Membership { did, .. } => {
+                coop::set_status(tx, did, coop::MemberStatus::Removed)
+            }
+            domain::Payload::ConfigChange { key, value } => match key.as_str() {
+                "default_credit_limit" => {
+                    let limit = value
+                        .parse()
+                        .map_err(|_| invalid(format!("{value} is not a whole number")))?;
+                    coop::set_default_credit_limit(tx, limit)
+                }
+                "name" => coop::set_profile(tx, Some(value), None),
+                "description" => coop::set_profile(tx, None, Some(value)),
+                other => Err(invalid(format!(
+                    "config key {other} is not one a decision sets"
+                ))),
+            },
+            _ => Err(invalid(format!(
+                "proposal {id} executes in the ledger, not the co-op document"
+            ))),
+        })?;
+        Ok(true)
     }
 }
 
@@ -222,9 +333,21 @@ impl Engine {
             return Ok(None);
         };
         let entries = self.entries_by_decision(coop, hash)?;
-        let executed = entries
-            .iter()
-            .any(|e| e.status == crate::ledger::Status::Applied);
+        let in_document = matches!(
+            decision.payload,
+            Some(domain::Payload::Membership { .. } | domain::Payload::ConfigChange { .. })
+        );
+        let executed = if in_document {
+            decision.receipt.outcome == Outcome::Accepted
+                && decision
+                    .payload
+                    .as_ref()
+                    .is_some_and(|p| self.applied_to(coop, p))
+        } else {
+            entries
+                .iter()
+                .any(|e| e.status == crate::ledger::Status::Applied)
+        };
         let executable = matches!(
             decision.payload,
             Some(
@@ -240,6 +363,8 @@ impl Engine {
                 "the proposal was {}",
                 decision.receipt.outcome.as_str()
             ))
+        } else if in_document {
+            Some("not applied to the co-op document yet: an admin's node applies it".to_owned())
         } else if !executable {
             Some("nothing for the ledger to execute".to_owned())
         } else if let Some(e) = entries.first() {

@@ -1248,3 +1248,65 @@ fn a_text_decision_is_traced_as_nothing_to_execute() {
     );
     assert!(trace.entries.is_empty());
 }
+
+#[test]
+fn an_accepted_membership_is_applied_by_an_admin_node() {
+    let carol = keypair(4);
+    let (node, coop, domain, admin, alice, _bob) =
+        governed(icn_schemas::domain::Payload::Membership {
+            action: "add".into(),
+            did: carol.did(),
+            role: Some("member".into()),
+        });
+    // Alice closes; she is no co-op admin, so her node cannot apply it.
+    let (_, receipt) = node
+        .engine
+        .close_proposal(&domain, &dev(&alice), "p", 5)
+        .expect("close");
+    let standing = |n: &TestNode| {
+        n.engine
+            .read(&coop, |r| coop::Standing::read(r, &carol.did()))
+            .flatten()
+    };
+    assert!(standing(&node).is_none());
+    let trace = node
+        .engine
+        .trace(&coop, &receipt.hash())
+        .expect("trace")
+        .expect("known");
+    assert!(!trace.executed);
+    assert!(trace.reason.expect("a reason").contains("admin"));
+    // A member may not apply it: the co-op document is admins' to write.
+    assert!(
+        node.engine
+            .apply_decision(&coop, &dev(&alice), &domain, "p")
+            .is_err()
+    );
+    // An admin's node applies it; twice is the same as once.
+    node.engine
+        .apply_decision(&coop, &dev(&admin), &domain, "p")
+        .expect("admin applies");
+    node.engine
+        .apply_decision(&coop, &dev(&admin), &domain, "p")
+        .expect("again, a no-op");
+    assert!(standing(&node).is_some_and(|s| s.is_active()));
+    let trace = node
+        .engine
+        .trace(&coop, &receipt.hash())
+        .expect("trace")
+        .expect("known");
+    assert!(trace.executed);
+}
+
+#[test]
+fn an_accepted_config_change_closed_by_an_admin_applies_at_once() {
+    let (node, coop, domain, admin, _alice, bob) =
+        governed(icn_schemas::domain::Payload::ConfigChange {
+            key: "default_credit_limit".into(),
+            value: "250".into(),
+        });
+    node.engine
+        .close_proposal(&domain, &dev(&admin), "p", 5)
+        .expect("close");
+    assert_eq!(hours(&node.engine, &coop, &bob).credit_limit, 250);
+}
