@@ -1343,3 +1343,21 @@ fn forged_close_with(d: &Dom, who: &Keypair, outcome: Outcome) -> SignedChange {
         domain::close_proposal(tx, "p1", &close)
     })
 }
+
+#[test]
+fn a_close_by_a_non_member_is_refused() {
+    let d = domain_fixture();
+    d.open(&d.alice, "p1").expect("open");
+    d.vote(&d.alice, &d.alice, Choice::For).expect("vote");
+    let stranger = keypair(50);
+    // Even after voting time, when any member may close.
+    refused_or_denied(&d, forged_close(&d, &stranger, |c| c.closed_at = 30));
+}
+
+fn refused_or_denied(d: &Dom, change: SignedChange) {
+    assert!(matches!(
+        remote_rule(d.engine().apply_remote(&d.id, vec![change])),
+        Rule::Denied(_)
+    ));
+    assert_eq!(d.proposal("p1").state, ProposalState::Open);
+}

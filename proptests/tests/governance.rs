@@ -1,28 +1,46 @@
-//! Concurrent votes and closes across replicas converge on one outcome.
+//! Concurrent votes and closes across replicas converge on one outcome and
+//! one execution.
 //!
-//! A domain with an admin (seed 1) and members 2–5 of random weights, and
-//! one open proposal by member 2. Each member votes (and changes its vote)
-//! on its own replica; the admin and the proposer close on theirs, often
-//! concurrently with votes and with each other. Changes travel between
-//! replicas at random. After a final exchange, every replica shows the same
-//! proposal, the same close and the same decision receipt; the close's tally
-//! is the count of the votes at its counted heads; and the state is the
-//! close's outcome.
+//! A co-op whose treasury domain has an admin (seed 1) and members 2–5 of
+//! random weights, and one open budget proposal by member 2 (the treasury
+//! pays member 3). Each member votes (and changes its vote) on its own
+//! replica; the admin and the proposer close on theirs, often concurrently
+//! with votes and with each other, and a close that accepts executes the
+//! budget in that replica's ledger. Documents and ledger entries travel
+//! between replicas at random. After a final exchange, every replica shows
+//! the same proposal, close, receipt and ledger; the close's tally is the
+//! count of the votes at its counted heads; the state is the close's
+//! outcome; and the budget counts exactly once if it was accepted, never
+//! otherwise.
 //!
 //! Set `PROPTEST_CASES` to run more cases.
 
 use automerge::ChangeHash;
-use icn_engine::test_utils::{TestNode, keypair, new_domain};
+use icn_engine::ledger::Status;
+use icn_engine::test_utils::{TestNode, keypair, new_domain, replicated_coop};
 use icn_engine::{Engine, Signer};
 use icn_schemas::domain::{self, Choice, DomainRole, Payload};
-use icn_schemas::{DocId, Reader, tally};
+use icn_schemas::{DocId, Reader, coop, tally};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Step {
-    Vote { voter: u64, choice: u8 },
-    Close { admin: bool, now: i64 },
-    Exchange { from: usize, to: usize },
+    Vote {
+        voter: u64,
+        choice: u8,
+    },
+    Close {
+        admin: bool,
+        now: i64,
+    },
+    /// A member records the execution of the decision its replica sees.
+    Execute {
+        member: u64,
+    },
+    Exchange {
+        from: usize,
+        to: usize,
+    },
 }
 
 fn steps(replicas: usize) -> impl Strategy<Value = Vec<Step>> {
@@ -30,6 +48,7 @@ fn steps(replicas: usize) -> impl Strategy<Value = Vec<Step>> {
         prop_oneof![
             4 => (1u64..=5, 0u8..4).prop_map(|(voter, choice)| Step::Vote { voter, choice }),
             1 => (any::<bool>(), 0i64..200).prop_map(|(admin, now)| Step::Close { admin, now }),
+            1 => (2u64..=5).prop_map(|member| Step::Execute { member }),
             3 => (0..replicas, 0..replicas).prop_map(|(from, to)| Step::Exchange { from, to }),
         ],
         1..40,
@@ -42,8 +61,8 @@ fn home(seed: u64, replicas: usize) -> usize {
     seed as usize % replicas
 }
 
-fn setup(replicas: usize, weights: &[i64]) -> (Vec<TestNode>, DocId) {
-    let nodes: Vec<TestNode> = (0..replicas).map(|_| TestNode::new()).collect();
+fn setup(replicas: usize, weights: &[i64]) -> (Vec<TestNode>, DocId, DocId) {
+    let (nodes, coop_id) = replicated_coop(replicas, 5);
     let admin = keypair(1);
     let id = nodes[0]
         .engine
@@ -70,8 +89,11 @@ fn setup(replicas: usize, weights: &[i64]) -> (Vec<TestNode>, DocId) {
                     description: String::new(),
                     author: keypair(2).did(),
                     created_at: 1,
-                    payload: Payload::Text {
-                        body: "A van".into(),
+                    payload: Payload::Budget {
+                        amount: 10,
+                        recipient: keypair(3).did(),
+                        unit: "hours".into(),
+                        purpose: "a van".into(),
                     },
                 },
             )
@@ -81,18 +103,29 @@ fn setup(replicas: usize, weights: &[i64]) -> (Vec<TestNode>, DocId) {
         .engine
         .write(&id, &proposer, |tx| domain::open_proposal(tx, "p", 0, 100))
         .expect("open");
-    let history = nodes[0].engine.changes_since(&id, &[]).expect("history");
+    nodes[0]
+        .engine
+        .write(&coop_id, &Signer::Device(keypair(1)), |tx| {
+            coop::set_treasury_domain(tx, &id)
+        })
+        .expect("treasury domain");
     for n in &nodes[1..] {
-        n.engine
-            .apply_remote(&id, history.clone())
-            .expect("history");
+        exchange(&nodes[0].engine, &n.engine, &id, &coop_id);
     }
-    (nodes, id)
+    (nodes, id, coop_id)
 }
 
-fn exchange(from: &Engine, to: &Engine, id: &DocId) {
+/// Everything `from` holds, to `to`: the domain, the co-op, the ledger.
+fn exchange(from: &Engine, to: &Engine, id: &DocId, coop_id: &DocId) {
     let changes = from.changes_since(id, &[]).expect("changes");
     to.apply_remote(id, changes).expect("honest changes merge");
+    let changes = from.changes_since(coop_id, &[]).expect("changes");
+    to.apply_remote(coop_id, changes)
+        .expect("honest changes merge");
+    let entries = from.entries(coop_id).expect("entries");
+    for result in to.ingest_entries(coop_id, entries).expect("ingest") {
+        result.expect("honest entries are stored");
+    }
 }
 
 proptest! {
@@ -104,7 +137,7 @@ proptest! {
             (Just(n), prop::collection::vec(1i64..=3, 4), steps(n))
         })
     ) {
-        let (nodes, id) = setup(replicas, &weights);
+        let (nodes, id, coop_id) = setup(replicas, &weights);
         for step in &steps {
             match step {
                 Step::Vote { voter, choice } => {
@@ -120,12 +153,17 @@ proptest! {
                     let engine = &nodes[home(closer, replicas)].engine;
                     let _ = engine.close_proposal(&id, &Signer::Device(keypair(closer)), "p", *now);
                 }
-                Step::Exchange { from, to } => exchange(&nodes[*from].engine, &nodes[*to].engine, &id),
+                Step::Execute { member } => {
+                    let engine = &nodes[home(*member, replicas)].engine;
+                    // Refused when not closed, not accepted, or executed already here.
+                    let _ = engine.execute_decision(&coop_id, &Signer::Device(keypair(*member)), &id, "p");
+                }
+                Step::Exchange { from, to } => exchange(&nodes[*from].engine, &nodes[*to].engine, &id, &coop_id),
             }
         }
         for a in &nodes {
             for b in &nodes {
-                exchange(&a.engine, &b.engine, &id);
+                exchange(&a.engine, &b.engine, &id, &coop_id);
             }
         }
         let proposal = |n: &TestNode| {
@@ -133,10 +171,28 @@ proptest! {
         };
         let reference = proposal(&nodes[0]);
         let receipt = nodes[0].engine.receipt(&id, "p");
+        let ledger = nodes[0].engine.trial_balance(&coop_id).expect("ledger");
         for n in &nodes[1..] {
             prop_assert_eq!(&proposal(n), &reference);
             prop_assert_eq!(&n.engine.receipt(&id, "p"), &receipt);
+            prop_assert_eq!(&n.engine.trial_balance(&coop_id).expect("ledger"), &ledger);
         }
+        // Executed exactly once if accepted, never otherwise.
+        let counted = match &receipt {
+            Some(r) => nodes[0]
+                .engine
+                .entries_by_decision(&coop_id, &r.hash())
+                .expect("by decision")
+                .iter()
+                .filter(|e| e.status == Status::Applied)
+                .count(),
+            None => 0,
+        };
+        let accepted = receipt.as_ref().is_some_and(|r| r.outcome == tally::Outcome::Accepted);
+        prop_assert_eq!(counted, usize::from(accepted));
+        let recipient = (keypair(3).did().to_string(), "hours".to_owned());
+        let paid = ledger.accounts.get(&recipient).copied().unwrap_or(0);
+        prop_assert_eq!(paid, if accepted { 10 } else { 0 });
         if let Some(close) = &reference.close {
             prop_assert_eq!(reference.state, close.outcome.state());
             let counted: Vec<ChangeHash> = close.counted_heads.iter().map(|h| ChangeHash(*h)).collect();
