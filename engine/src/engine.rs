@@ -138,6 +138,9 @@ struct Inner {
     ledgers: Mutex<HashMap<DocId, crate::ledger::LedgerState>>,
     /// Runs domains' WASM tally modules.
     policies: crate::policy::Policies,
+    /// The key this node executes decisions and records due closes with,
+    /// when it has one (`Engine::set_executor`).
+    executor: Mutex<Option<Signer>>,
 }
 
 fn now_secs() -> i64 {
@@ -195,6 +198,7 @@ impl Engine {
                 creating: Mutex::new(()),
                 ledgers: Mutex::new(ledgers),
                 policies: crate::policy::Policies::new().map_err(OpenError::Wasm)?,
+                executor: Mutex::new(None),
             }),
         })
     }
@@ -434,8 +438,30 @@ impl Engine {
             if let Err(e) = self.refold_decisions(id) {
                 tracing::warn!(domain = %id, error = %e, "refolding ledgers after a close failed");
             }
+            // Whichever node sees an accepted close executes it; the ledger
+            // counts one execution per decision.
+            self.execute_accepted(id);
         }
         Ok(applied)
+    }
+
+    /// Sets the key this node uses to execute accepted decisions it learns
+    /// of from peers, and to record closes that fall due
+    /// (`Engine::close_due`): the node's member key, normally.
+    pub fn set_executor(&self, signer: Signer) {
+        *self
+            .inner
+            .executor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(signer);
+    }
+
+    pub(crate) fn executor(&self) -> Option<Signer> {
+        self.inner
+            .executor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn apply(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {

@@ -114,6 +114,76 @@ impl Engine {
         Ok((close, receipt))
     }
 
+    /// Executes, with this node's executor key, every accepted decision of
+    /// `domain` that is not executed here yet.
+    pub(crate) fn execute_accepted(&self, domain: &DocId) {
+        let Some(signer) = self.executor() else {
+            return;
+        };
+        let accepted: Vec<String> = self
+            .read(domain, |r| {
+                domain::Domain::read(r)
+                    .map(|d| {
+                        d.proposals
+                            .into_iter()
+                            .filter(|(_, p)| {
+                                p.close
+                                    .as_ref()
+                                    .is_some_and(|c| c.outcome == Outcome::Accepted)
+                            })
+                            .map(|(id, _)| id)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        for id in accepted {
+            self.execute_in_ledgers(domain, &signer, &id);
+        }
+    }
+
+    /// Closes every open proposal whose voting time is over at `now` (unix
+    /// seconds), in every domain held, with this node's executor key (any
+    /// member may record such a close). Returns the proposals closed, by
+    /// domain; those the executor may not close (not a member there) are
+    /// left for another node.
+    pub fn close_due(&self, now: i64) -> Vec<(DocId, String)> {
+        let Some(signer) = self.executor() else {
+            return Vec::new();
+        };
+        let mut closed = Vec::new();
+        for doc in self.doc_ids() {
+            let due: Vec<String> = self
+                .read(&doc, |r| {
+                    if DocKind::of(r) != Some(DocKind::Domain) {
+                        return Vec::new();
+                    }
+                    domain::Domain::read(r)
+                        .map(|d| {
+                            d.proposals
+                                .into_iter()
+                                .filter(|(_, p)| {
+                                    p.state == ProposalState::Open
+                                        && p.closes_at.is_some_and(|end| end <= now)
+                                })
+                                .map(|(id, _)| id)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            for id in due {
+                match self.close_proposal(&doc, &signer, &id, now) {
+                    Ok(_) => closed.push((doc, id)),
+                    Err(e) => {
+                        tracing::info!(domain = %doc, proposal = %id, error = %e, "due close not recorded here")
+                    }
+                }
+            }
+        }
+        closed
+    }
+
     /// Executes accepted decision `id` of `domain` in the ledger of every
     /// co-op held here whose treasury domain it is, signed by `signer`. The
     /// fold counts one execution per decision, whoever records it, so a

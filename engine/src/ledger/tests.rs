@@ -1310,3 +1310,53 @@ fn an_accepted_config_change_closed_by_an_admin_applies_at_once() {
         .expect("close");
     assert_eq!(hours(&node.engine, &coop, &bob).credit_limit, 250);
 }
+
+#[test]
+fn a_node_that_learns_of_an_accepted_close_executes_it() {
+    let (node, coop, domain, _admin, alice, bob) = governed(budget(&keypair(3), 20));
+    // The closer's node holds only the domain, so it executes nothing.
+    let closer = TestNode::new();
+    closer
+        .engine
+        .apply_remote(
+            &domain,
+            node.engine.changes_since(&domain, &[]).expect("domain"),
+        )
+        .expect("the domain");
+    closer
+        .engine
+        .close_proposal(&domain, &dev(&alice), "p", 5)
+        .expect("close");
+    // This node executes with its executor key once the close reaches it.
+    node.engine.set_executor(dev(&bob));
+    node.engine
+        .apply_remote(
+            &domain,
+            closer.engine.changes_since(&domain, &[]).expect("close"),
+        )
+        .expect("the close");
+    assert_eq!(balance(&node.engine, &coop, &bob), 20);
+    let receipt = node.engine.receipt(&domain, "p").expect("closed");
+    let executions = node
+        .engine
+        .entries_by_decision(&coop, &receipt.hash())
+        .expect("by decision");
+    assert_eq!(executions.len(), 1);
+    assert_eq!(executions[0].entry.author, bob.did());
+}
+
+#[test]
+fn close_due_records_the_closes_whose_time_is_over() {
+    let (node, coop, domain, admin, _alice, bob) = governed(budget(&keypair(3), 15));
+    // Without an executor key, a node records nothing.
+    assert!(node.engine.close_due(1_000).is_empty());
+    node.engine.set_executor(dev(&admin));
+    assert!(node.engine.close_due(99).is_empty(), "open until 100");
+    assert_eq!(node.engine.close_due(100), vec![(domain, "p".to_owned())]);
+    assert_eq!(
+        node.engine.receipt(&domain, "p").map(|r| r.outcome),
+        Some(icn_schemas::tally::Outcome::Accepted)
+    );
+    assert_eq!(balance(&node.engine, &coop, &bob), 15);
+    assert!(node.engine.close_due(200).is_empty(), "closed once");
+}
