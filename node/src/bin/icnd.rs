@@ -44,6 +44,28 @@ async fn main() -> Result<()> {
     let store = Store::open(&args.data_dir).context("opening the store")?;
     let engine = Engine::open(store).context("loading documents")?;
     tracing::info!(documents = engine.doc_ids().len(), "store open");
+    // The node's key records the closes that fall due and executes the
+    // accepted decisions it learns of (docs/governance.md).
+    engine.set_executor(icn_engine::Signer::Device(identity.clone()));
+    let closer = engine.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            let engine = closer.clone();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            match tokio::task::spawn_blocking(move || engine.close_due(now)).await {
+                Ok(closed) if !closed.is_empty() => {
+                    tracing::info!(count = closed.len(), "recorded closes that fell due");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "closing due proposals failed"),
+            }
+        }
+    });
 
     let listener = tokio::net::TcpListener::bind(args.gateway_bind)
         .await
