@@ -911,8 +911,11 @@ impl Engine {
         }
     }
 
-    /// Folds the waiting entries that are complete now, repeatedly, until
-    /// none is; returns how many were folded.
+    /// Folds the waiting entries that are complete now, and then those that
+    /// complete in turn, parents first; returns how many were folded. Each
+    /// waiting entry is looked at once, and again only when one of its
+    /// parents is folded, so a long chain that arrived children first costs
+    /// linear time, not quadratic.
     fn release_pending(
         &self,
         decisions: &dyn Decisions,
@@ -921,40 +924,45 @@ impl Engine {
         lookups: &mut Lookups,
         accepted: &mut HashSet<EntryId>,
     ) -> Result<usize, LedgerError> {
+        let mut children: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
+        for (id, e) in &state.pending {
+            for p in &e.entry.parents {
+                children.entry(*p).or_default().push(*id);
+            }
+        }
+        let mut queue: Vec<EntryId> = state.pending.keys().copied().collect();
         let mut released = 0;
-        loop {
-            let mut ready = Vec::new();
-            for (id, e) in &state.pending {
-                let heads_known = heads_of(&e.entry)
-                    .iter()
-                    .all(|h| doc.get_change_meta_by_hash(h).is_some());
-                if heads_known && state.parents_known(e, accepted)? {
-                    ready.push(*id);
+        while let Some(id) = queue.pop() {
+            let Some(e) = state.pending.get(&id) else {
+                continue;
+            };
+            let heads_known = heads_of(&e.entry)
+                .iter()
+                .all(|h| doc.get_change_meta_by_hash(h).is_some());
+            if !heads_known || !state.parents_known(e, accepted)? {
+                continue;
+            }
+            let Some(e) = state.pending.remove(&id) else {
+                continue;
+            };
+            if let Some(n) = state.pending_by_signer.get_mut(&e.entry.signer) {
+                *n -= 1;
+                if *n == 0 {
+                    state.pending_by_signer.remove(&e.entry.signer);
                 }
             }
-            if ready.is_empty() {
-                return Ok(released);
-            }
-            // Each of these has all its parents folded already.
-            for id in ready {
-                let Some(e) = state.pending.remove(&id) else {
-                    continue;
-                };
-                if let Some(n) = state.pending_by_signer.get_mut(&e.entry.signer) {
-                    *n -= 1;
-                    if *n == 0 {
-                        state.pending_by_signer.remove(&e.entry.signer);
-                    }
-                }
-                // Its signature passed when it arrived.
-                if let Ok(Some(limits)) = check_state(doc, &e, lookups) {
-                    let bytes = e.encode()?;
-                    state.fold.insert(id, &e, &bytes, limits, decisions)?;
-                    accepted.insert(id);
-                    released += 1;
+            // Its signature passed when it arrived.
+            if let Ok(Some(limits)) = check_state(doc, &e, lookups) {
+                let bytes = e.encode()?;
+                state.fold.insert(id, &e, &bytes, limits, decisions)?;
+                accepted.insert(id);
+                released += 1;
+                if let Some(kids) = children.get(&id) {
+                    queue.extend(kids.iter().copied());
                 }
             }
         }
+        Ok(released)
     }
 
     /// Records a settlement by the signer's member: validated exactly as a

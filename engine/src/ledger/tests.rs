@@ -1360,3 +1360,32 @@ fn close_due_records_the_closes_whose_time_is_over() {
     assert_eq!(balance(&node.engine, &coop, &bob), 15);
     assert!(node.engine.close_due(200).is_empty(), "closed once");
 }
+
+#[test]
+fn a_long_chain_arriving_children_first_is_folded_whole() {
+    let (node, coop, _, alice, bob) = setup();
+    for i in 0..200 {
+        let (from, to) = if i % 2 == 0 {
+            (&alice, &bob)
+        } else {
+            (&bob, &alice)
+        };
+        node.engine
+            .settle(&coop, &dev(from), &settle(to, 1 + i % 3))
+            .expect("settle");
+    }
+    let entries = node.engine.entries(&coop).expect("entries");
+    let other = replica(&node.engine, &coop);
+    // One at a time, last first: each waits for its parent until the first.
+    for bytes in entries.iter().rev() {
+        other
+            .engine
+            .ingest_entries(&coop, vec![bytes.clone()])
+            .expect("ingest");
+    }
+    assert_eq!(
+        other.engine.trial_balance(&coop).expect("tb"),
+        node.engine.trial_balance(&coop).expect("tb")
+    );
+    assert_eq!(other.engine.trial_balance(&coop).expect("tb").entries, 200);
+}
