@@ -187,3 +187,35 @@ pub fn replicated_coop(replicas: usize, members: u64) -> (Vec<TestNode>, DocId) 
     }
     (nodes, id)
 }
+
+/// Sends every ledger entry `from` holds to `to`, shuffled by `seed`, in
+/// batches of `batch`, the first entry twice when `duplicate`: how entries
+/// travel between replicas in the property tests. Panics if an entry is
+/// refused, since every entry a replica holds is honest.
+pub fn exchange_entries(
+    from: &Engine,
+    to: &Engine,
+    id: &DocId,
+    batch: usize,
+    seed: u64,
+    duplicate: bool,
+) {
+    let mut entries = from.entries(id).expect("entries");
+    if duplicate && let Some(first) = entries.first().cloned() {
+        entries.push(first);
+    }
+    let mut state = seed | 1;
+    for i in (1..entries.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        entries.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    for chunk in entries.chunks(batch.max(1)) {
+        for result in to.ingest_entries(id, chunk.to_vec()).expect("ingest") {
+            if let Err(e) = result {
+                panic!("an honest entry was refused: {e}");
+            }
+        }
+    }
+}

@@ -21,7 +21,9 @@
 //! Set `PROPTEST_CASES` to run more cases.
 
 use icn_engine::ledger::{Settle, Status};
-use icn_engine::test_utils::{TestNode, delegation, keypair, replica_device, replicated_coop};
+use icn_engine::test_utils::{
+    TestNode, delegation, exchange_entries as exchange, keypair, replica_device, replicated_coop,
+};
 use icn_engine::{Engine, Keypair, Signer};
 use icn_schemas::ledger::{Body, EntryId};
 use icn_schemas::{DocId, Scope};
@@ -104,27 +106,6 @@ fn writer_key(replica: usize, delegate: bool) -> Keypair {
         delegate_key(replica)
     } else {
         replica_device(MEMBER, replica)
-    }
-}
-
-fn exchange(from: &Engine, to: &Engine, id: &DocId, batch: usize, seed: u64, duplicate: bool) {
-    let mut entries = from.entries(id).expect("entries");
-    if duplicate && let Some(first) = entries.first().cloned() {
-        entries.push(first);
-    }
-    let mut state = seed | 1;
-    for i in (1..entries.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        entries.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    for chunk in entries.chunks(batch) {
-        for result in to.ingest_entries(id, chunk.to_vec()).expect("ingest") {
-            if let Err(e) = result {
-                panic!("an honest entry was refused: {e}");
-            }
-        }
     }
 }
 

@@ -10,8 +10,10 @@
 //! Set `PROPTEST_CASES` to run more cases.
 
 use icn_engine::ledger::{EntryRefusal, Settle};
-use icn_engine::test_utils::{TestNode, keypair, replica_device, replicated_coop, sign_entry};
-use icn_engine::{Engine, Keypair, Signer};
+use icn_engine::test_utils::{
+    TestNode, exchange_entries as exchange, keypair, replica_device, replicated_coop, sign_entry,
+};
+use icn_engine::{Keypair, Signer};
 use icn_schemas::DocId;
 use icn_schemas::coop::{self, MemberStatus};
 use icn_schemas::ledger::{Account, Body, Entry, Posting, SignedEntry};
@@ -71,27 +73,6 @@ fn steps(replicas: usize) -> impl Strategy<Value = Vec<Step>> {
 
 fn setup(replicas: usize) -> (Vec<TestNode>, DocId) {
     replicated_coop(replicas, MEMBERS)
-}
-
-fn exchange(from: &Engine, to: &Engine, id: &DocId, batch: usize, seed: u64, duplicate: bool) {
-    let mut entries = from.entries(id).expect("entries");
-    if duplicate && let Some(first) = entries.first().cloned() {
-        entries.push(first);
-    }
-    let mut state = seed | 1;
-    for i in (1..entries.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        entries.swap(i, (state % (i as u64 + 1)) as usize);
-    }
-    for chunk in entries.chunks(batch) {
-        for result in to.ingest_entries(id, chunk.to_vec()).expect("ingest") {
-            if let Err(e) = result {
-                panic!("an honest entry was refused: {e}");
-            }
-        }
-    }
 }
 
 proptest! {
