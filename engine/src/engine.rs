@@ -111,8 +111,8 @@ pub struct Applied {
     pub new: Vec<ChangeHash>,
     /// The document's heads afterwards.
     pub heads: Vec<ChangeHash>,
-    /// Whether a proposal's counted close changed (domain documents).
-    pub(crate) closes_changed: bool,
+    /// The proposals whose counted close changed (domain documents).
+    pub(crate) closes: ClosesChanged,
 }
 
 pub(crate) struct DocState {
@@ -406,11 +406,13 @@ impl Engine {
         let accepted = validate::check_local(id, &state.doc, &scratch, signed, self)?;
         let closes_before = closes(&state.doc);
         self.store_and_swap(id, &mut state, scratch, vec![accepted])?;
-        let closes_changed = closes(&state.doc) != closes_before;
+        let changed = ClosesChanged::between(id, &closes_before, &closes(&state.doc));
         // Writers of this document queue behind the lock, not the sync.
         drop(state);
         self.inner.store.make_durable()?;
-        if closes_changed && let Err(e) = self.refold_decisions(id) {
+        if !changed.is_empty()
+            && let Err(e) = self.refold_decisions(id, &changed.receipts)
+        {
             // The write itself is durable; the ledgers refold on the next
             // close or restart of a fold.
             tracing::warn!(domain = %id, error = %e, "refolding ledgers after a close failed");
@@ -433,14 +435,14 @@ impl Engine {
                 tracing::warn!(coop = %id, error = %e, "retrying pending entries failed");
             }
         }
-        if applied.closes_changed {
+        if !applied.closes.is_empty() {
             // A close that counts now may allow, or stop, an entry executing it.
-            if let Err(e) = self.refold_decisions(id) {
+            if let Err(e) = self.refold_decisions(id, &applied.closes.receipts) {
                 tracing::warn!(domain = %id, error = %e, "refolding ledgers after a close failed");
             }
             // Whichever node sees an accepted close executes it; the ledger
             // counts one execution per decision.
-            self.execute_accepted(id);
+            self.execute_accepted(id, &applied.closes.proposals);
         }
         Ok(applied)
     }
@@ -477,10 +479,7 @@ impl Engine {
     fn apply_staged(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {
         if let Some(handle) = self.handle(id) {
             let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
-            let closes_before = closes(&state.doc);
-            let mut applied = self.commit(id, &mut state, batch)?;
-            applied.closes_changed = closes(&state.doc) != closes_before;
-            return Ok(applied);
+            return self.commit(id, &mut state, batch);
         }
         // A document new to this node: validate against an empty document
         // under the creation lock, so two batches cannot both create it.
@@ -497,8 +496,7 @@ impl Engine {
             doc: Automerge::new(),
             since_snapshot: 0,
         };
-        let mut applied = self.commit(id, &mut state, batch)?;
-        applied.closes_changed = !closes(&state.doc).is_empty();
+        let applied = self.commit(id, &mut state, batch)?;
         if !applied.new.is_empty() {
             self.inner
                 .docs
@@ -521,15 +519,16 @@ impl Engine {
             return Ok(Applied {
                 new: Vec::new(),
                 heads: state.doc.get_heads(),
-                closes_changed: false,
+                closes: ClosesChanged::default(),
             });
         };
         let new = checked.accepted.iter().map(|(h, _)| *h).collect();
+        let closes_before = closes(&state.doc);
         self.store_and_swap(id, state, checked.fork, checked.accepted)?;
         Ok(Applied {
             new,
             heads: state.doc.get_heads(),
-            closes_changed: false,
+            closes: ClosesChanged::between(id, &closes_before, &closes(&state.doc)),
         })
     }
 
@@ -591,6 +590,42 @@ fn make_change(
         signature: signer.key().sign(&signing_message(&doc_id, &hash)),
         delegation: signer.delegation().cloned(),
     }))
+}
+
+/// What a merge into a domain document changed in its counted closes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClosesChanged {
+    /// The proposals whose counted close is new or another.
+    pub(crate) proposals: Vec<String>,
+    /// The receipts of those closes, before and after: the ledger entries
+    /// citing them are the ones whose standing may change.
+    pub(crate) receipts: Vec<[u8; 32]>,
+}
+
+impl ClosesChanged {
+    fn between(
+        domain: &DocId,
+        before: &BTreeMap<String, icn_schemas::tally::Close>,
+        after: &BTreeMap<String, icn_schemas::tally::Close>,
+    ) -> ClosesChanged {
+        let receipt =
+            |id: &str, close| icn_schemas::tally::DecisionReceipt::new(*domain, id, close).hash();
+        let mut changed = ClosesChanged::default();
+        for (id, close) in after {
+            let old = before.get(id);
+            if old == Some(close) {
+                continue;
+            }
+            changed.proposals.push(id.clone());
+            changed.receipts.push(receipt(id, close));
+            changed.receipts.extend(old.map(|c| receipt(id, c)));
+        }
+        changed
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.proposals.is_empty()
+    }
 }
 
 /// The counted close of every proposal of a domain document, by proposal:

@@ -114,31 +114,20 @@ impl Engine {
         Ok((close, receipt))
     }
 
-    /// Executes, with this node's executor key, every accepted decision of
-    /// `domain` that is not executed here yet.
-    pub(crate) fn execute_accepted(&self, domain: &DocId) {
+    /// Executes, with this node's executor key, those of `proposals` (of
+    /// `domain`) whose counted close accepted them.
+    pub(crate) fn execute_accepted(&self, domain: &DocId, proposals: &[String]) {
         let Some(signer) = self.executor() else {
             return;
         };
-        let accepted: Vec<String> = self
-            .read(domain, |r| {
-                domain::Domain::read(r)
-                    .map(|d| {
-                        d.proposals
-                            .into_iter()
-                            .filter(|(_, p)| {
-                                p.close
-                                    .as_ref()
-                                    .is_some_and(|c| c.outcome == Outcome::Accepted)
-                            })
-                            .map(|(id, _)| id)
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default();
-        for id in accepted {
-            self.execute_in_ledgers(domain, &signer, &id);
+        for id in proposals {
+            let accepted = self
+                .read(domain, |r| domain::Proposal::close(r, id))
+                .flatten()
+                .is_some_and(|c| c.outcome == Outcome::Accepted);
+            if accepted {
+                self.execute_in_ledgers(domain, &signer, id);
+            }
         }
     }
 

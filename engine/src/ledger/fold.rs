@@ -707,7 +707,6 @@ impl Fold {
         }
         if let Some(decision) = &entry.decision {
             rows.put(rows.key(tag::BY_DECISION, &[decision, &here]), Vec::new());
-            rows.put(rows.key(tag::WITH_DECISION, &[&here]), Vec::new());
         }
         for unit in general_debits_by_others(entry) {
             let key = rows.key(
@@ -803,17 +802,25 @@ impl Fold {
         Ok(later)
     }
 
-    /// Folds again from the first entry citing a decision: what the
-    /// decisions say changed (a close was merged in a domain document).
+    /// Folds again from the first entry citing one of `receipts`, whose
+    /// standing changed (a close was merged in a domain document). Entries
+    /// before it are not touched.
     pub(crate) fn refold_decisions(
         &mut self,
+        receipts: &[[u8; 32]],
         decisions: &dyn Decisions,
     ) -> Result<(), StorageError> {
-        let prefix = self.rows.key(tag::WITH_DECISION, &[]);
-        let Some(first) = self.rows.scan(prefix.clone(), prefix).next() else {
+        let mut start = None;
+        for receipt in receipts {
+            let prefix = self.rows.key(tag::BY_DECISION, &[receipt]);
+            if let Some(first) = self.rows.scan(prefix.clone(), prefix).next() {
+                let place = place_of(&first?.0)?;
+                start = Some(start.map_or(place, |s: (u64, EntryId)| s.min(place)));
+            }
+        }
+        let Some(start) = start else {
             return Ok(());
         };
-        let start = place_of(&first?.0)?;
         for (d, e) in self.unwind_from(start)? {
             let stored = self
                 .entry(&e)?

@@ -666,9 +666,14 @@ impl Engine {
     }
 
     /// Folds again the ledgers whose decisions may have changed now that
-    /// `domain`'s counted closes changed: every co-op ledger with entries
-    /// citing a decision refolds from the first of them.
-    pub(crate) fn refold_decisions(&self, domain: &DocId) -> Result<(), LedgerError> {
+    /// closes of `domain` changed: each co-op ledger refolds from its first
+    /// entry citing one of `receipts` (those closes' receipts, before and
+    /// after), if it has any.
+    pub(crate) fn refold_decisions(
+        &self,
+        domain: &DocId,
+        receipts: &[[u8; 32]],
+    ) -> Result<(), LedgerError> {
         let coops: Vec<DocId> = self.ledgers().keys().copied().collect();
         for coop in coops {
             if coop == *domain {
@@ -678,7 +683,7 @@ impl Engine {
                 let decisions = self.decisions(coop);
                 let folded = state
                     .fold
-                    .refold_decisions(&decisions)
+                    .refold_decisions(receipts, &decisions)
                     .and_then(|()| state.commit(self.store()));
                 if folded.is_err() {
                     state.fold.discard();

@@ -37,7 +37,6 @@
 //! | `G` | member ‖ unit ‖ grant id | (empty) |
 //! | `x` | member ‖ unit ‖ depth ‖ entry id | (empty): general debits by keys other than the member's DID key |
 //! | `n` | (none) | number of entries, u64 BE |
-//! | `Y` | depth ‖ entry id | (empty): entries citing a decision, in order |
 //! | `X` | domain id ‖ proposal id | the entry that executed that decision |
 //!
 //! Version 1 kept entries in `ledger_entries` (co-op ‖ seq), `ledger_index`
@@ -116,7 +115,6 @@ pub(crate) mod ledger {
     pub(crate) const GRANTS_BY: u8 = b'G';
     pub(crate) const OTHERS_DEBIT: u8 = b'x';
     pub(crate) const COUNT: u8 = b'n';
-    pub(crate) const WITH_DECISION: u8 = b'Y';
     pub(crate) const EXECUTED: u8 = b'X';
 }
 
