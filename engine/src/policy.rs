@@ -25,6 +25,8 @@ use wasmtime::{Config, Engine as Wasm, Instance, Module, Store, StoreLimits, Sto
 pub const MAX_MODULE_BYTES: usize = 1024 * 1024;
 /// Fuel one tally may burn: about ten million simple instructions.
 pub const FUEL: u64 = 10_000_000;
+/// Compiled modules kept in memory at most.
+const MAX_COMPILED: usize = 32;
 /// Memory one tally may use.
 pub const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -99,6 +101,11 @@ impl Policies {
                 Some(m) => m.clone(),
                 None => {
                     let m = Module::new(&self.wasm, bytes).ok()?;
+                    // Domains use a handful of modules; a node that met many
+                    // compiles them again rather than keep them all.
+                    if compiled.len() >= MAX_COMPILED {
+                        compiled.clear();
+                    }
                     compiled.insert(*hash, m.clone());
                     m
                 }

@@ -322,6 +322,18 @@ fn put_len(
     Ok(())
 }
 
+/// Postings are sorted by (account, unit), each pair once.
+fn check_postings_order(postings: &[Posting]) -> Result<(), DecodeError> {
+    let keys: Vec<(&Account, &str)> = postings
+        .iter()
+        .map(|p| (&p.account, p.unit.as_str()))
+        .collect();
+    check_sorted_unique(
+        &keys,
+        "postings must be sorted by account and unit, each once",
+    )
+}
+
 /// A unit and a positive amount, as grants and releases carry them.
 fn put_unit_amount(out: &mut Vec<u8>, unit: &str, amount: i64) -> Result<(), DecodeError> {
     check_unit(unit)?;
@@ -370,14 +382,7 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
             if postings.is_empty() {
                 return Err(DecodeError::Invalid("a transfer has at least one posting"));
             }
-            let keys: Vec<(&Account, &str)> = postings
-                .iter()
-                .map(|p| (&p.account, p.unit.as_str()))
-                .collect();
-            check_sorted_unique(
-                &keys,
-                "postings must be sorted by account and unit, each once",
-            )?;
+            check_postings_order(postings)?;
             put_len(out, postings.len(), MAX_POSTINGS, "too many postings")?;
             for p in postings {
                 match p.account {
@@ -556,14 +561,7 @@ fn decode_entry(r: &mut Cursor<'_>) -> Result<Entry, DecodeError> {
                     amount,
                 });
             }
-            let keys: Vec<(&Account, &str)> = postings
-                .iter()
-                .map(|p| (&p.account, p.unit.as_str()))
-                .collect();
-            check_sorted_unique(
-                &keys,
-                "postings must be sorted by account and unit, each once",
-            )?;
+            check_postings_order(&postings)?;
             Body::Transfer {
                 postings,
                 from_allowance: tag == 2,
