@@ -29,6 +29,20 @@ pub struct SignedChange {
     pub delegation: Option<SignedDelegation>,
 }
 
+/// What travels beside a change in a sync message: its hash, its author's
+/// signature and, for a node writing for a member, the delegation. With the
+/// change's bytes from the message it makes a [`SignedChange`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeSignature {
+    /// The change's hash.
+    pub hash: [u8; 32],
+    /// As [`SignedChange::signature`].
+    #[serde(with = "sig_bytes")]
+    pub signature: [u8; 64],
+    /// As [`SignedChange::delegation`].
+    pub delegation: Option<SignedDelegation>,
+}
+
 /// The 32 bytes a change's author signs:
 /// `blake3("icn/change/v1" ‖ doc id ‖ change hash)`.
 pub fn signing_message(doc: &DocId, hash: &ChangeHash) -> [u8; 32] {

@@ -68,6 +68,10 @@ impl From<ApplyError> for WriteError {
         match e {
             ApplyError::Refused(r) => WriteError::Refused(r),
             ApplyError::Storage(s) => WriteError::Storage(s),
+            // Only sync messages fail these ways.
+            e @ (ApplyError::BadSync(_) | ApplyError::NotWanted(_)) => {
+                WriteError::Schema(SchemaError::Automerge(e.to_string()))
+            }
         }
     }
 }
@@ -82,6 +86,13 @@ pub enum ApplyError {
     /// Storing failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A sync message that does not hold together: changes that do not
+    /// load, or a change without its signature.
+    #[error("bad sync message: {0}")]
+    BadSync(String),
+    /// A document this node does not hold, and does not want.
+    #[error("document {0} is not wanted here")]
+    NotWanted(DocId),
 }
 
 /// Why the engine could not open.
@@ -115,6 +126,29 @@ pub struct Applied {
     pub(crate) closes: ClosesChanged,
 }
 
+/// Something this node committed durably, its own write or a peer's: what
+/// sync pushes to peers and the gateway streams to clients.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Committed {
+    /// New changes of a document.
+    Doc {
+        /// Which document.
+        doc: DocId,
+        /// Its heads afterwards.
+        heads: Vec<ChangeHash>,
+    },
+    /// New ledger entries of a co-op, parents first.
+    Entries {
+        /// Which co-op.
+        coop: DocId,
+        /// Each entry's id and canonical encoding.
+        entries: Vec<(icn_schemas::ledger::EntryId, Arc<[u8]>)>,
+    },
+}
+
+type Listener = Arc<dyn Fn(&Committed) + Send + Sync>;
+
 pub(crate) struct DocState {
     pub(crate) doc: Automerge,
     since_snapshot: u64,
@@ -141,6 +175,8 @@ struct Inner {
     /// The key this node executes decisions and records due closes with,
     /// when it has one (`Engine::set_executor`).
     executor: Mutex<Option<Signer>>,
+    /// Called after every durable commit ([`Engine::on_commit`]).
+    listeners: RwLock<Vec<Listener>>,
 }
 
 fn now_secs() -> i64 {
@@ -199,6 +235,7 @@ impl Engine {
                 ledgers: Mutex::new(ledgers),
                 policies: crate::policy::Policies::new().map_err(OpenError::Wasm)?,
                 executor: Mutex::new(None),
+                listeners: RwLock::new(Vec::new()),
             }),
         })
     }
@@ -356,6 +393,7 @@ impl Engine {
             .insert(id, Arc::new(Mutex::new(state)));
         drop(_creating);
         self.inner.store.make_durable()?;
+        self.notify_doc(&id);
         Ok(id)
     }
 
@@ -410,6 +448,7 @@ impl Engine {
         // Writers of this document queue behind the lock, not the sync.
         drop(state);
         self.inner.store.make_durable()?;
+        self.notify_doc(id);
         if !changed.is_empty()
             && let Err(e) = self.refold_decisions(id, &changed.receipts)
         {
@@ -458,6 +497,34 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner()) = Some(signer);
     }
 
+    /// Calls `f` after every commit, once it is durable, from the thread
+    /// that committed: `f` must return quickly (send to a channel, say).
+    pub fn on_commit(&self, f: impl Fn(&Committed) + Send + Sync + 'static) {
+        self.inner
+            .listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(f));
+    }
+
+    fn notify_doc(&self, id: &DocId) {
+        if let Some(heads) = self.heads(id) {
+            self.notify(Committed::Doc { doc: *id, heads });
+        }
+    }
+
+    pub(crate) fn notify(&self, event: Committed) {
+        let listeners = self
+            .inner
+            .listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for f in listeners {
+            f(&event);
+        }
+    }
+
     pub(crate) fn executor(&self) -> Option<Signer> {
         self.inner
             .executor
@@ -470,6 +537,10 @@ impl Engine {
         let applied = self.apply_staged(id, batch)?;
         if !applied.new.is_empty() {
             self.inner.store.make_durable()?;
+            self.notify(Committed::Doc {
+                doc: *id,
+                heads: applied.heads.clone(),
+            });
         }
         Ok(applied)
     }

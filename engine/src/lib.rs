@@ -44,8 +44,10 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod access;
 mod authority;
 pub mod change;
+mod docsync;
 mod engine;
 mod governance;
 pub mod identity;
@@ -62,8 +64,8 @@ mod tests;
 pub mod test_utils;
 
 pub use authority::Denied;
-pub use change::{SignedChange, decode_batch, encode_batch};
-pub use engine::{Applied, ApplyError, Engine, OpenError, Signer, WriteError};
+pub use change::{ChangeSignature, SignedChange, decode_batch, encode_batch};
+pub use engine::{Applied, ApplyError, Committed, Engine, OpenError, Signer, WriteError};
 pub use governance::{RegistryEntry, Trace};
 pub use identity::Keypair;
 pub use keystore::{Keystore, KeystoreError, Passphrase};

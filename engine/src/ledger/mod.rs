@@ -25,6 +25,7 @@ mod rows;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash};
 use icn_schemas::coop::{self, Role};
@@ -37,7 +38,7 @@ pub use fold::{Conflict, Status};
 
 use crate::Engine;
 use crate::authority::Denied;
-use crate::engine::Signer;
+use crate::engine::{Committed, Signer};
 use crate::identity;
 use crate::storage::StorageError;
 pub(crate) use fold::Decision;
@@ -789,19 +790,24 @@ impl Engine {
     ) -> Result<Vec<Result<Ingest, EntryRefusal>>, LedgerError> {
         let (results, stored) = self.ingest_staged(coop, encoded)?;
         // Entries released from the pending set count too.
-        if stored > 0 {
+        if !stored.is_empty() {
             self.store().make_durable()?;
+            self.notify(Committed::Entries {
+                coop: *coop,
+                entries: stored,
+            });
         }
         Ok(results)
     }
 
     /// Validates and stages entries under the ledger's lock; returns the
-    /// outcome of each input and how many entries were stored in all.
+    /// outcome of each input and every entry stored, parents first.
+    #[allow(clippy::type_complexity)]
     fn ingest_staged(
         &self,
         coop: &DocId,
         encoded: Vec<Vec<u8>>,
-    ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, usize), LedgerError> {
+    ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, Vec<(EntryId, Arc<[u8]>)>), LedgerError> {
         self.with_ledger(coop, |state, doc| {
             let mut results = Vec::with_capacity(encoded.len());
             let mut lookups = Lookups::default();
@@ -834,7 +840,7 @@ impl Engine {
             let decisions = self.decisions(*coop);
             drop(batch);
             let folded = (|| {
-                let mut stored = 0;
+                let mut stored = Vec::new();
                 for (bytes, decoded) in encoded.into_iter().zip(decoded) {
                     let outcome = match decoded {
                         Err(e) => Err(EntryRefusal::Decode(e)),
@@ -849,15 +855,19 @@ impl Engine {
                             bytes,
                             batch_ok,
                             &mut accepted_ids,
+                            &mut stored,
                         )?,
                     };
-                    if let Ok(Ingest::Stored(_)) = outcome {
-                        stored += 1;
-                    }
                     results.push(outcome);
                 }
-                stored +=
-                    self.release_pending(&decisions, state, doc, &mut lookups, &mut accepted_ids)?;
+                self.release_pending(
+                    &decisions,
+                    state,
+                    doc,
+                    &mut lookups,
+                    &mut accepted_ids,
+                    &mut stored,
+                )?;
                 state.commit(self.store())?;
                 Ok::<_, LedgerError>(stored)
             })();
@@ -887,6 +897,7 @@ impl Engine {
         bytes: Vec<u8>,
         batch_ok: bool,
         accepted: &mut HashSet<EntryId>,
+        stored: &mut Vec<(EntryId, Arc<[u8]>)>,
     ) -> Result<Result<Ingest, EntryRefusal>, LedgerError> {
         if accepted.contains(&id) || state.pending.contains_key(&id) || state.fold.contains(&id)? {
             return Ok(Ok(Ingest::Known(id)));
@@ -902,6 +913,7 @@ impl Engine {
             Some(limits) if state.parents_known(&e, accepted)? => {
                 state.fold.insert(id, &e, &bytes, limits, decisions)?;
                 accepted.insert(id);
+                stored.push((id, bytes.into()));
                 Ok(Ok(Ingest::Stored(id)))
             }
             _ => {
@@ -920,7 +932,7 @@ impl Engine {
     /// complete in turn, parents first; returns how many were folded. Each
     /// waiting entry is looked at once, and again only when one of its
     /// parents is folded, so a long chain that arrived children first costs
-    /// linear time, not quadratic.
+    /// linear time, not quadratic. Appends what it folds to `stored`.
     fn release_pending(
         &self,
         decisions: &dyn Decisions,
@@ -928,7 +940,8 @@ impl Engine {
         doc: &Automerge,
         lookups: &mut Lookups,
         accepted: &mut HashSet<EntryId>,
-    ) -> Result<usize, LedgerError> {
+        stored: &mut Vec<(EntryId, Arc<[u8]>)>,
+    ) -> Result<(), LedgerError> {
         let mut children: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
         for (id, e) in &state.pending {
             for p in &e.entry.parents {
@@ -936,7 +949,6 @@ impl Engine {
             }
         }
         let mut queue: Vec<EntryId> = state.pending.keys().copied().collect();
-        let mut released = 0;
         while let Some(id) = queue.pop() {
             let Some(e) = state.pending.get(&id) else {
                 continue;
@@ -961,13 +973,13 @@ impl Engine {
                 let bytes = e.encode()?;
                 state.fold.insert(id, &e, &bytes, limits, decisions)?;
                 accepted.insert(id);
-                released += 1;
+                stored.push((id, bytes.into()));
                 if let Some(kids) = children.get(&id) {
                     queue.extend(kids.iter().copied());
                 }
             }
         }
-        Ok(released)
+        Ok(())
     }
 
     /// Records a settlement by the signer's member: validated exactly as a
@@ -1095,7 +1107,7 @@ impl Engine {
                 .and_then(|()| state.fold.status(&id))
                 .and_then(|status| state.commit(self.store()).map(|()| status));
             match folded {
-                Ok(status) => Ok((id, status.unwrap_or(Status::Applied))),
+                Ok(status) => Ok((id, status.unwrap_or(Status::Applied), bytes)),
                 Err(e) => {
                     state.fold.discard();
                     Err(e.into())
@@ -1103,7 +1115,12 @@ impl Engine {
             }
         })?;
         self.store().make_durable()?;
-        Ok(recorded)
+        let (id, status, bytes) = recorded;
+        self.notify(Committed::Entries {
+            coop: *coop,
+            entries: vec![(id, bytes.into())],
+        });
+        Ok((id, status))
     }
 
     /// Records a cross-unit settlement: `amount` of `from_unit` from the
@@ -1273,6 +1290,41 @@ impl Engine {
     /// The co-op's ledger heads.
     pub fn ledger_heads(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
         self.with_ledger(coop, |state, _| Ok(state.fold.heads()?))
+    }
+
+    /// Every entry's id, in fold order (parents first).
+    pub fn entry_ids(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
+        self.with_ledger(coop, |state, _| {
+            Ok(state.fold.order().collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// One entry's canonical encoding.
+    pub fn entry_bytes(&self, coop: &DocId, id: &EntryId) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.with_ledger(coop, |state, _| Ok(state.fold.entry_bytes(id)?))
+    }
+
+    /// Whether this node holds `id`, stored or waiting.
+    pub fn has_entry(&self, coop: &DocId, id: &EntryId) -> Result<bool, LedgerError> {
+        self.with_ledger(coop, |state, _| {
+            Ok(state.pending.contains_key(id) || state.fold.contains(id)?)
+        })
+    }
+
+    /// The parents that waiting entries name and this node does not hold:
+    /// what to ask peers for.
+    pub fn missing_parents(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
+        self.with_ledger(coop, |state, _| {
+            let mut missing = HashSet::new();
+            for e in state.pending.values() {
+                for p in &e.entry.parents {
+                    if !state.pending.contains_key(p) && !state.fold.contains(p)? {
+                        missing.insert(*p);
+                    }
+                }
+            }
+            Ok(missing.into_iter().collect())
+        })
     }
 
     /// Every entry, encoded, in fold order (parents first).

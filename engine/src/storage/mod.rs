@@ -94,6 +94,7 @@ struct Inner {
     doc_snapshots: sled::Tree,
     ledger: sled::Tree,
     blobs: sled::Tree,
+    peer_sync: sled::Tree,
     /// Opened from a version 1 store whose ledger trees are not migrated yet.
     v1_ledger: bool,
     commit: GroupCommit,
@@ -186,6 +187,7 @@ impl Store {
                 doc_snapshots: db.open_tree(layout::DOC_SNAPSHOTS)?,
                 ledger: db.open_tree(layout::LEDGER)?,
                 blobs: db.open_tree(layout::BLOBS)?,
+                peer_sync: db.open_tree(layout::PEER_SYNC)?,
                 v1_ledger,
                 meta,
                 db,
@@ -399,6 +401,34 @@ impl Store {
         Ok(self.inner.blobs.get(hash)?.map(|v| v.to_vec()))
     }
 
+    /// What this node last knew `peer` to hold of `doc`: an encoded
+    /// Automerge sync state, so a new session does not start from nothing.
+    pub fn peer_sync_state(
+        &self,
+        peer: &[u8; 32],
+        doc: &DocId,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .inner
+            .peer_sync
+            .get(peer_doc_key(peer, doc))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Records what `peer` holds of `doc`. Not made durable on its own:
+    /// losing it costs a longer sync, never data.
+    pub fn put_peer_sync_state(
+        &self,
+        peer: &[u8; 32],
+        doc: &DocId,
+        state: &[u8],
+    ) -> Result<(), StorageError> {
+        self.inner
+            .peer_sync
+            .insert(peer_doc_key(peer, doc), state)?;
+        Ok(())
+    }
+
     /// The tree holding every co-op's ledger ([`layout`]); the ledger's fold
     /// reads it and writes it through [`Store::commit_ledger`].
     pub(crate) fn ledger_tree(&self) -> &sled::Tree {
@@ -487,6 +517,13 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+fn peer_doc_key(peer: &[u8; 32], doc: &DocId) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(peer);
+    key[32..].copy_from_slice(&doc.0);
+    key
 }
 
 #[cfg(test)]

@@ -1,0 +1,163 @@
+//! The Automerge sync protocol, with every change's signature beside it and
+//! every received change through validation before it merges.
+//!
+//! Automerge's own `receive_sync_message` loads whatever a peer sends
+//! straight into the document. Here the changes a message carries are
+//! loaded into a fork, listed, paired with the signatures that travelled
+//! with them, and handed to [`Engine::apply_remote`] as one batch; only the
+//! message's bookkeeping (heads, needs, bloom filter) reaches Automerge's
+//! sync state directly.
+
+use std::collections::HashMap;
+
+use automerge::sync::{ChunkList, Message, State, SyncDoc};
+use automerge::{Automerge, ChangeHash};
+use icn_schemas::{DocId, Reader};
+
+use crate::change::{ChangeSignature, SignedChange};
+use crate::engine::{Applied, ApplyError, Engine};
+use crate::storage::StorageError;
+
+/// Automerge's storage chunks start with 4 magic bytes and a 4-byte
+/// checksum; the next byte is the chunk type, 0 for a whole document.
+const CHUNK_TYPE_AT: usize = 8;
+const CHUNK_TYPE_DOCUMENT: u8 = 0;
+
+impl Engine {
+    /// The next Automerge sync message for a peer described by `state`,
+    /// with the signature of every change it carries; `None` when there is
+    /// nothing to say. A document this node does not hold syncs as an empty
+    /// one, which asks the peer for everything.
+    pub fn generate_sync(
+        &self,
+        id: &DocId,
+        state: &mut State,
+    ) -> Result<Option<(Message, Vec<ChangeSignature>)>, StorageError> {
+        let generated = match self.handle(id) {
+            None => Automerge::new()
+                .generate_sync_message(state)
+                .map(|m| (m, Vec::new())),
+            Some(handle) => {
+                let doc = handle.lock().unwrap_or_else(|p| p.into_inner());
+                let before = state.sent_hashes.clone();
+                let Some(message) = doc.doc.generate_sync_message(state) else {
+                    return Ok(None);
+                };
+                // A whole-document message carries every change, including
+                // ones sent before in this session.
+                let whole = message
+                    .changes
+                    .iter()
+                    .any(|chunk| chunk.get(CHUNK_TYPE_AT).copied() == Some(CHUNK_TYPE_DOCUMENT));
+                let hashes: Vec<ChangeHash> = if whole {
+                    doc.doc.get_changes(&[]).iter().map(|c| c.hash()).collect()
+                } else {
+                    state.sent_hashes.difference(&before).copied().collect()
+                };
+                drop(doc);
+                let signatures = hashes
+                    .iter()
+                    .map(|h| {
+                        let signed = self.store().signed_change(id, &h.0)?.ok_or_else(|| {
+                            StorageError::Corrupt {
+                                tree: crate::storage::layout::DOC_CHANGES,
+                                reason: format!("no signature stored for change {h}"),
+                            }
+                        })?;
+                        Ok(ChangeSignature {
+                            hash: h.0,
+                            signature: signed.signature,
+                            delegation: signed.delegation,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StorageError>>()?;
+                Some((message, signatures))
+            }
+        };
+        Ok(generated)
+    }
+
+    /// Takes in a peer's sync message: the changes it carries are validated
+    /// as one batch with their `signatures` and merged only if all pass
+    /// ([`Engine::apply_remote`]); then `state` learns what the peer holds.
+    ///
+    /// A document this node does not hold is taken only if `wanted`
+    /// approves it as the message would make it (for example: it names this
+    /// node as a member device or relay); otherwise nothing is stored and
+    /// [`ApplyError::NotWanted`] is returned.
+    pub fn receive_sync(
+        &self,
+        id: &DocId,
+        state: &mut State,
+        mut message: Message,
+        signatures: &[ChangeSignature],
+        wanted: impl FnOnce(Reader<'_>) -> bool,
+    ) -> Result<Applied, ApplyError> {
+        let chunks = std::mem::replace(&mut message.changes, ChunkList::empty());
+        let mut applied = Applied {
+            new: Vec::new(),
+            heads: self.heads(id).unwrap_or_default(),
+            closes: Default::default(),
+        };
+        if !chunks.is_empty() {
+            let batch = self.signed_batch(id, &chunks, signatures, wanted)?;
+            applied = self.apply_remote(id, batch)?;
+        }
+        // With the changes taken out, Automerge only updates its record of
+        // the peer's heads, needs and bloom filter; the document is not
+        // touched.
+        let result = match self.handle(id) {
+            Some(handle) => {
+                let mut doc = handle.lock().unwrap_or_else(|p| p.into_inner());
+                doc.doc.receive_sync_message(state, message)
+            }
+            None => Automerge::new().receive_sync_message(state, message),
+        };
+        result.map_err(|e| ApplyError::BadSync(e.to_string()))?;
+        Ok(applied)
+    }
+
+    /// The changes in `chunks` that this node lacks, each with its
+    /// signature, in causal order.
+    fn signed_batch(
+        &self,
+        id: &DocId,
+        chunks: &ChunkList,
+        signatures: &[ChangeSignature],
+        wanted: impl FnOnce(Reader<'_>) -> bool,
+    ) -> Result<Vec<SignedChange>, ApplyError> {
+        let held = self.handle(id);
+        let (mut fork, old_heads) = match &held {
+            Some(handle) => {
+                let doc = handle.lock().unwrap_or_else(|p| p.into_inner());
+                (doc.doc.fork(), doc.doc.get_heads())
+            }
+            None => (Automerge::new(), Vec::new()),
+        };
+        for chunk in chunks.iter() {
+            fork.load_incremental(chunk)
+                .map_err(|e| ApplyError::BadSync(format!("changes do not load: {e}")))?;
+        }
+        if held.is_none() && !wanted(Reader::now(&fork)) {
+            return Err(ApplyError::NotWanted(*id));
+        }
+        let by_hash: HashMap<&[u8; 32], &ChangeSignature> =
+            signatures.iter().map(|s| (&s.hash, s)).collect();
+        // Changes whose dependencies did not arrive stay queued in the fork
+        // and are not listed: the peer is asked for them again.
+        fork.get_changes(&old_heads)
+            .iter()
+            .map(|c| {
+                let hash = c.hash();
+                let sig = by_hash.get(&hash.0).ok_or_else(|| {
+                    ApplyError::BadSync(format!("change {hash} has no signature"))
+                })?;
+                Ok(SignedChange {
+                    change: c.raw_bytes().to_vec(),
+                    signature: sig.signature,
+                    delegation: sig.delegation.clone(),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,493 @@
+//! The iroh driver: runs [`Session`]s over QUIC connections.
+//!
+//! The endpoint's secret key is the node's identity key, so the endpoint id
+//! the transport authenticates is the peer's DID. Each connection carries
+//! one bidirectional stream of length-prefixed [`Frame`]s. Reading and
+//! writing run as their own tasks, so a side busy sending a long catch-up
+//! keeps reading what the other side sends, and neither can block the
+//! other.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use icn_engine::{Committed, Engine, Keypair};
+use icn_schemas::Did;
+use iroh::endpoint::{Connection, PortmapperConfig, RecvStream, SendStream, presets};
+use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey};
+use tokio::sync::{mpsc, watch};
+
+use crate::session::{Session, SessionError};
+use crate::wire::{ALPN, Frame, FrameError, MAX_FRAME_BYTES};
+
+/// How long the rest of a frame may take once its length has arrived.
+const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Frames a peer may send in a burst, and per second after it: past that,
+/// its frames are read more slowly (QUIC's flow control then slows the
+/// peer), not refused.
+const FRAME_BURST: f64 = 2_000.0;
+const FRAMES_PER_SECOND: f64 = 1_000.0;
+
+/// Redial delays: from the first to the longest.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How the node's endpoint is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Address to bind (`0.0.0.0:7777` for a relay; `127.0.0.1:0` in tests).
+    pub bind: SocketAddr,
+    /// iroh relay servers for reaching peers behind NATs. Empty: no relays,
+    /// direct addresses only (tests and local runs never need the internet).
+    pub relay_urls: Vec<RelayUrl>,
+}
+
+impl NodeConfig {
+    /// Direct connections only, on `bind`.
+    pub fn direct(bind: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            bind,
+            relay_urls: Vec::new(),
+        }
+    }
+}
+
+/// Why the node could not start or dial.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The endpoint did not bind.
+    #[error("binding the sync endpoint: {0}")]
+    Bind(String),
+    /// A peer's DID is not a key iroh accepts.
+    #[error("not a node key: {0}")]
+    BadPeer(String),
+}
+
+/// Counters of every session this node ran; what `/metrics` shows.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Sessions started.
+    pub sessions: AtomicU64,
+    /// Frames refused from peers.
+    pub faults: AtomicU64,
+    /// Sessions ended because of a peer's faults.
+    pub peers_disconnected: AtomicU64,
+    /// Document changes merged from peers.
+    pub changes_in: AtomicU64,
+    /// Ledger entries received from peers.
+    pub entries_in: AtomicU64,
+    /// Ledger entries sent to peers.
+    pub entries_out: AtomicU64,
+    /// Bytes read from peers, frames and their length prefixes.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to peers.
+    pub bytes_out: AtomicU64,
+}
+
+struct Live {
+    peer: Did,
+    events: mpsc::UnboundedSender<Committed>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    engine: Engine,
+    me: Did,
+    sessions: Mutex<HashMap<u64, Live>>,
+    next_session: AtomicU64,
+    metrics: Metrics,
+    shutdown: watch::Sender<bool>,
+    /// Tasks still running (accepting, dialing, sessions): shutdown waits
+    /// for them, so that the engine is released when it returns.
+    tasks: AtomicUsize,
+}
+
+/// Counts a running task for as long as it lives.
+struct TaskGuard(SyncNode);
+
+impl TaskGuard {
+    fn new(node: &SyncNode) -> TaskGuard {
+        node.inner.tasks.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(node.clone())
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.inner.tasks.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A running sync node. Cheap to clone.
+#[derive(Clone)]
+pub struct SyncNode {
+    inner: Arc<Inner>,
+}
+
+impl SyncNode {
+    /// Binds the endpoint with the node's `key` and starts accepting peers.
+    pub async fn spawn(
+        engine: Engine,
+        key: &Keypair,
+        config: NodeConfig,
+    ) -> Result<SyncNode, NodeError> {
+        let secret = SecretKey::from_bytes(&key.secret());
+        let relay_mode = if config.relay_urls.is_empty() {
+            RelayMode::Disabled
+        } else {
+            RelayMode::custom(config.relay_urls.clone())
+        };
+        let endpoint = Endpoint::builder(presets::Minimal)
+            .secret_key(secret)
+            .alpns(vec![ALPN.to_vec()])
+            .relay_mode(relay_mode)
+            .clear_address_lookup()
+            .portmapper_config(PortmapperConfig::Disabled)
+            .bind_addr(config.bind)
+            .map_err(|e| NodeError::Bind(e.to_string()))?
+            .bind()
+            .await
+            .map_err(|e| NodeError::Bind(e.to_string()))?;
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            endpoint,
+            engine: engine.clone(),
+            me: key.did(),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(0),
+            metrics: Metrics::default(),
+            shutdown,
+            tasks: AtomicUsize::new(0),
+        });
+        // Every commit goes to every live session; the session decides
+        // whether its peer may have it.
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        engine.on_commit(move |event| {
+            if let Some(inner) = weak.upgrade() {
+                for live in inner.sessions().values() {
+                    let _ = live.events.send(event.clone());
+                }
+            }
+        });
+        let node = SyncNode { inner };
+        let guard = TaskGuard::new(&node);
+        tokio::spawn(async move { guard.0.clone().accept_loop().await });
+        Ok(node)
+    }
+
+    /// This node's DID.
+    pub fn did(&self) -> Did {
+        self.inner.me
+    }
+
+    /// The socket addresses the endpoint is bound to.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.endpoint.bound_sockets()
+    }
+
+    /// The node's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The peers with a live session.
+    pub fn peers(&self) -> Vec<Did> {
+        let mut peers: Vec<Did> = self.inner.sessions().values().map(|l| l.peer).collect();
+        peers.sort();
+        peers.dedup();
+        peers
+    }
+
+    /// Keeps a session with `peer` at `addr`: connects, and reconnects with
+    /// backoff whenever the session ends, until the node shuts down.
+    pub fn dial(&self, peer: Did, addr: SocketAddr) -> Result<(), NodeError> {
+        let key = iroh::PublicKey::from_bytes(peer.as_bytes())
+            .map_err(|e| NodeError::BadPeer(e.to_string()))?;
+        let target = EndpointAddr::new(key).with_ip_addr(addr);
+        let guard = TaskGuard::new(self);
+        tokio::spawn(async move { guard.0.clone().dial_loop(peer, target).await });
+        Ok(())
+    }
+
+    /// Stops every session, closes the endpoint, and returns once every
+    /// task of the node has ended (at most a few seconds).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.inner.endpoint.close().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.inner.tasks.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn dial_loop(self, peer: Did, target: EndpointAddr) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut delay = BACKOFF_FIRST;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if !self.peers().contains(&peer) {
+                let started = Instant::now();
+                match self.inner.endpoint.connect(target.clone(), ALPN).await {
+                    Ok(conn) => {
+                        self.run(conn, true).await;
+                        if started.elapsed() > Duration::from_secs(10) {
+                            delay = BACKOFF_FIRST;
+                        }
+                    }
+                    Err(e) => tracing::debug!(peer = %peer, error = %e, "dial failed"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = (delay * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn accept_loop(self) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        loop {
+            let incoming = tokio::select! {
+                i = self.inner.endpoint.accept() => i,
+                _ = shutdown.changed() => return,
+            };
+            let Some(incoming) = incoming else {
+                return; // The endpoint closed.
+            };
+            let guard = TaskGuard::new(&self);
+            tokio::spawn(async move {
+                let node = guard.0.clone();
+                let conn = match incoming.accept() {
+                    Ok(accepting) => accepting.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match conn {
+                    Ok(conn) => node.run(conn, false).await,
+                    Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
+                }
+            });
+        }
+    }
+
+    /// Runs one session on `conn` until either side ends it.
+    async fn run(&self, conn: Connection, dialer: bool) {
+        let peer = match Did::from_bytes(conn.remote_id().as_bytes()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "a peer whose key is not a DID");
+                return;
+            }
+        };
+        let streams = if dialer {
+            conn.open_bi().await
+        } else {
+            conn.accept_bi().await
+        };
+        let (send, recv) = match streams {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "no stream");
+                return;
+            }
+        };
+        let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        self.inner.sessions().insert(
+            id,
+            Live {
+                peer,
+                events: events_tx,
+            },
+        );
+        self.inner.metrics.sessions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(peer = %peer, dialer, "sync session started");
+        let outcome = self.drive(peer, send, recv, events).await;
+        self.inner.sessions().remove(&id);
+        match outcome {
+            Ok(()) => {
+                tracing::info!(peer = %peer, "sync session ended");
+                conn.close(0u32.into(), b"bye");
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer, error = %e, "sync session ended");
+                conn.close(1u32.into(), e.to_string().as_bytes());
+            }
+        }
+    }
+
+    async fn drive(
+        &self,
+        peer: Did,
+        send: SendStream,
+        recv: RecvStream,
+        mut events: mpsc::UnboundedReceiver<Committed>,
+    ) -> Result<(), SessionError> {
+        let engine = self.inner.engine.clone();
+        let me = self.inner.me;
+        let session = blocking(move || Ok(Session::new(engine, me, peer))).await?;
+        let session = Arc::new(Mutex::new(session));
+        let (frames_tx, mut frames) = mpsc::channel(16);
+        let reader = tokio::spawn(read_frames(recv, frames_tx, self.clone()));
+        let (wire_tx, wire_rx) = mpsc::channel::<Vec<u8>>(4);
+        let writer = tokio::spawn(write_frames(send, wire_rx, self.clone()));
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut faults_seen = 0;
+        let result = loop {
+            let has_output = lock(&session).has_output();
+            let step = tokio::select! {
+                _ = shutdown.changed() => break Ok(()),
+                frame = frames.recv() => match frame {
+                    None => break Ok(()),
+                    Some(Err(e)) => {
+                        self.inner.metrics.faults.fetch_add(1, Ordering::Relaxed);
+                        self.inner.metrics.peers_disconnected.fetch_add(1, Ordering::Relaxed);
+                        break Err(SessionError::TooManyFaults { peer, faults: 1, last: e.to_string() });
+                    }
+                    Some(Ok(frame)) => {
+                        let s = session.clone();
+                        blocking(move || lock(&s).receive(frame)).await
+                    }
+                },
+                Some(event) = events.recv() => {
+                    let s = session.clone();
+                    blocking(move || lock(&s).committed(&event)).await
+                }
+                permit = wire_tx.reserve(), if has_output => {
+                    let Ok(permit) = permit else { break Ok(()) };
+                    let s = session.clone();
+                    match blocking(move || lock(&s).next_frame()).await {
+                        Ok(Some(frame)) => { permit.send(frame.to_wire()); Ok(()) }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let faults = lock(&session).stats().faults;
+            self.inner
+                .metrics
+                .faults
+                .fetch_add(u64::from(faults - faults_seen), Ordering::Relaxed);
+            faults_seen = faults;
+            if let Err(e) = step {
+                if matches!(e, SessionError::TooManyFaults { .. }) {
+                    self.inner
+                        .metrics
+                        .peers_disconnected
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                break Err(e);
+            }
+        };
+        reader.abort();
+        let _ = reader.await;
+        drop(wire_tx);
+        // Let what is queued go out before the connection closes.
+        let mut writer = writer;
+        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+            let _ = writer.await;
+        }
+        let stats = lock(&session).stats().clone();
+        let m = &self.inner.metrics;
+        m.changes_in.fetch_add(stats.changes_in, Ordering::Relaxed);
+        m.entries_in.fetch_add(stats.entries_in, Ordering::Relaxed);
+        m.entries_out
+            .fetch_add(stats.entries_out, Ordering::Relaxed);
+        result
+    }
+}
+
+impl Inner {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
+    session.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs engine work (sled, fsync, signature checks) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SessionError> + Send + 'static,
+) -> Result<T, SessionError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SessionError::Storage(format!("session task failed: {e}")))?
+}
+
+/// Reads frames until the stream ends or a frame is bad; a bad frame is
+/// passed on as an error and ends reading.
+async fn read_frames(
+    mut recv: RecvStream,
+    frames: mpsc::Sender<Result<Frame, FrameError>>,
+    node: SyncNode,
+) {
+    let mut tokens = FRAME_BURST;
+    let mut last = Instant::now();
+    loop {
+        let mut len = [0u8; 4];
+        if recv.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME_BYTES {
+            let _ = frames.send(Err(FrameError::TooLarge(len))).await;
+            return;
+        }
+        let mut body = vec![0u8; len];
+        match tokio::time::timeout(FRAME_READ_TIMEOUT, recv.read_exact(&mut body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                let _ = frames
+                    .send(Err(FrameError::Malformed(
+                        "a frame took too long to arrive".into(),
+                    )))
+                    .await;
+                return;
+            }
+        }
+        node.inner
+            .metrics
+            .bytes_in
+            .fetch_add(4 + len as u64, Ordering::Relaxed);
+        let frame = Frame::decode(&body);
+        let bad = frame.is_err();
+        if frames.send(frame).await.is_err() || bad {
+            return;
+        }
+        // Token bucket: a peer past its rate waits here.
+        let now = Instant::now();
+        tokens =
+            (tokens + now.duration_since(last).as_secs_f64() * FRAMES_PER_SECOND).min(FRAME_BURST);
+        last = now;
+        tokens -= 1.0;
+        if tokens < 0.0 {
+            tokio::time::sleep(Duration::from_secs_f64(-tokens / FRAMES_PER_SECOND)).await;
+        }
+    }
+}
+
+async fn write_frames(mut send: SendStream, mut wire: mpsc::Receiver<Vec<u8>>, node: SyncNode) {
+    while let Some(bytes) = wire.recv().await {
+        if send.write_all(&bytes).await.is_err() {
+            return;
+        }
+        node.inner
+            .metrics
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    }
+    let _ = send.finish();
+}

@@ -1,0 +1,214 @@
+//! Real iroh endpoints on loopback (no relays, no discovery): two nodes
+//! converge and stay converged; three nodes through a relay; a node killed
+//! mid-sync resumes.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use icn_engine::ledger::Settle;
+use icn_engine::test_utils::{TestNode, keypair, new_coop};
+use icn_engine::{Engine, Keypair, Signer};
+use icn_schemas::DocId;
+use icn_schemas::coop;
+use icn_sync::{NodeConfig, SyncNode};
+
+/// Long enough for any honest sync on a loaded CI machine; a deadline for
+/// liveness, not a performance assertion.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Node {
+    test: TestNode,
+    key: Keypair,
+    sync: SyncNode,
+}
+
+impl Node {
+    async fn start(seed: u64) -> Node {
+        Node::start_on(TestNode::new(), seed).await
+    }
+
+    async fn start_on(test: TestNode, seed: u64) -> Node {
+        let key = keypair(seed);
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let sync = SyncNode::spawn(test.engine.clone(), &key, NodeConfig::direct(loopback))
+            .await
+            .expect("bind");
+        Node { test, key, sync }
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.test.engine
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sync.local_addrs()[0]
+    }
+
+    fn dial(&self, other: &Node) {
+        self.sync.dial(other.key.did(), other.addr()).expect("dial");
+    }
+
+    async fn settle(&self, coop: DocId, to: &Node, amount: i64) {
+        let engine = self.engine().clone();
+        let signer = Signer::Device(self.key.clone());
+        let settle = Settle {
+            to: to.key.did(),
+            amount,
+            unit: "hours".into(),
+            memo: String::new(),
+        };
+        tokio::task::spawn_blocking(move || engine.settle(&coop, &signer, &settle))
+            .await
+            .expect("task")
+            .expect("settle");
+    }
+}
+
+/// Waits until `check` holds, or fails the test after [`PATIENCE`].
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not converged after {PATIENCE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn converged(a: &Engine, b: &Engine, coop: &DocId) -> bool {
+    let ids = |e: &Engine| {
+        let mut ids = e.entry_ids(coop).unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    a.heads(coop).is_some()
+        && a.heads(coop) == b.heads(coop)
+        && ids(a) == ids(b)
+        && a.trial_balance(coop).ok() == b.trial_balance(coop).ok()
+}
+
+/// A co-op on `admin`'s node with every other node's key as a member and,
+/// for `relay`, registered as the co-op's relay.
+fn coop_on(admin: &Node, members: &[&Node], relay: Option<&Node>) -> DocId {
+    let signer = Signer::Device(admin.key.clone());
+    let id = admin
+        .engine()
+        .create_coop(&signer, &new_coop(&admin.key))
+        .expect("create");
+    admin
+        .engine()
+        .write(&id, &signer, |tx| {
+            for m in members {
+                coop::add_member(tx, &m.key.did(), coop::Role::Member, 1)?;
+            }
+            // Room for long runs of settlements one way.
+            coop::set_default_credit_limit(tx, 1_000_000)?;
+            if let Some(r) = relay {
+                coop::add_relay(tx, &r.key.did(), &r.addr().to_string(), 1)?;
+            }
+            Ok(())
+        })
+        .expect("members");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_converge_and_push_live() {
+    let a = Node::start(1).await;
+    let b = Node::start(2).await;
+    let coop = coop_on(&a, &[&b], None);
+    for i in 0..50 {
+        a.settle(coop, &b, 1 + i % 2).await;
+    }
+    a.dial(&b);
+    eventually("catch-up", || converged(a.engine(), b.engine(), &coop)).await;
+    assert_eq!(b.engine().entry_ids(&coop).expect("ids").len(), 50);
+
+    // The connection stays open: new commits on either side arrive.
+    b.settle(coop, &a, 3).await;
+    a.settle(coop, &b, 4).await;
+    eventually("live push", || {
+        converged(a.engine(), b.engine(), &coop)
+            && a.engine().entry_ids(&coop).map(|i| i.len()).unwrap_or(0) == 52
+    })
+    .await;
+    assert_eq!(
+        a.sync
+            .metrics()
+            .faults
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    a.sync.shutdown().await;
+    b.sync.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_who_never_meet_sync_through_a_relay() {
+    let alice = Node::start(1).await;
+    let relay = Node::start(9).await;
+    let bob = Node::start(2).await;
+    let coop = coop_on(&alice, &[&bob], Some(&relay));
+    alice.settle(coop, &bob, 2).await;
+    // Alice and Bob each know only the relay.
+    alice.dial(&relay);
+    bob.dial(&relay);
+    eventually("bob gets alice's entry through the relay", || {
+        converged(alice.engine(), bob.engine(), &coop)
+    })
+    .await;
+    bob.settle(coop, &alice, 1).await;
+    eventually("alice gets bob's entry through the relay", || {
+        converged(alice.engine(), bob.engine(), &coop)
+            && alice
+                .engine()
+                .entry_ids(&coop)
+                .map(|i| i.len())
+                .unwrap_or(0)
+                == 2
+    })
+    .await;
+    assert!(converged(relay.engine(), bob.engine(), &coop));
+    for n in [&alice, &relay, &bob] {
+        n.sync.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_mid_sync_keeps_what_it_took_and_resumes() {
+    let a = Node::start(1).await;
+    let b = Node::start(2).await;
+    let coop = coop_on(&a, &[&b], None);
+    for i in 0..300 {
+        a.settle(coop, &b, 1 + i % 2).await;
+    }
+    a.dial(&b);
+    // Stop B as soon as it holds some of the ledger.
+    eventually("some entries arrive", || {
+        b.engine()
+            .entry_ids(&coop)
+            .map(|i| !i.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    b.sync.shutdown().await;
+    let Node { test, sync, .. } = b;
+    drop(sync);
+    let held = test.engine.entry_ids(&coop).expect("ids").len();
+    let reopened = test.reopen();
+    assert_eq!(
+        reopened.engine.entry_ids(&coop).expect("ids").len(),
+        held,
+        "what B acknowledged survives its restart"
+    );
+    // B comes back on a new port; A's dial loop cannot know it, so B dials.
+    let b = Node::start_on(reopened, 2).await;
+    b.dial(&a);
+    eventually("B resumes and catches up", || {
+        converged(a.engine(), b.engine(), &coop)
+    })
+    .await;
+    a.sync.shutdown().await;
+    b.sync.shutdown().await;
+}

@@ -1,0 +1,276 @@
+//! Two sessions run against each other over in-memory queues: catch-up,
+//! live push, divergent histories, access control and hostile frames.
+
+use std::sync::mpsc;
+
+use icn_engine::ledger::Settle;
+use icn_engine::test_utils::{TestNode, keypair, new_coop};
+use icn_engine::{Committed, Engine, Keypair, Signer};
+use icn_schemas::DocId;
+use icn_schemas::coop;
+use icn_sync::session::{Session, SessionError};
+use icn_sync::wire::Frame;
+
+/// A node: its engine, its key, and what it commits.
+struct Peer {
+    node: TestNode,
+    key: Keypair,
+    events: mpsc::Receiver<Committed>,
+}
+
+impl Peer {
+    fn new(seed: u64) -> Peer {
+        let node = TestNode::new();
+        let (tx, events) = mpsc::channel();
+        node.engine.on_commit(move |e| {
+            let _ = tx.send(e.clone());
+        });
+        Peer {
+            node,
+            key: keypair(seed),
+            events,
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.node.engine
+    }
+
+    fn session_with(&self, other: &Peer) -> Session {
+        // What was committed before the session is carried by its catch-up.
+        while self.events.try_recv().is_ok() {}
+        Session::new(self.engine().clone(), self.key.did(), other.key.did())
+    }
+
+    fn settle(&self, coop: &DocId, to: &Peer, amount: i64) {
+        self.engine()
+            .settle(
+                coop,
+                &Signer::Device(self.key.clone()),
+                &Settle {
+                    to: to.key.did(),
+                    amount,
+                    unit: "hours".into(),
+                    memo: String::new(),
+                },
+            )
+            .expect("settle");
+    }
+}
+
+/// Moves frames both ways, through their encoding, and feeds each session
+/// its node's commits, until neither has anything to say.
+fn pump(a: &Peer, sa: &mut Session, b: &Peer, sb: &mut Session) -> Result<(), SessionError> {
+    loop {
+        let moved = step(a, sa, sb)? | step(b, sb, sa)?;
+        if !moved {
+            return Ok(());
+        }
+    }
+}
+
+/// Feeds `from` its node's commits and delivers its frames to `to`.
+fn step(peer: &Peer, from: &mut Session, to: &mut Session) -> Result<bool, SessionError> {
+    let mut moved = false;
+    while let Ok(event) = peer.events.try_recv() {
+        from.committed(&event)?;
+    }
+    while let Some(frame) = from.next_frame()? {
+        let frame = Frame::decode(&frame.encode()).expect("frames decode");
+        to.receive(frame)?;
+        moved = true;
+    }
+    Ok(moved)
+}
+
+/// Alice's node holds a co-op in which Bob (another node's key) is a member.
+fn coop_with_member() -> (Peer, Peer, DocId) {
+    let alice = Peer::new(1);
+    let bob = Peer::new(2);
+    let signer = Signer::Device(alice.key.clone());
+    let id = alice
+        .engine()
+        .create_coop(&signer, &new_coop(&alice.key))
+        .expect("create");
+    alice
+        .engine()
+        .write(&id, &signer, |tx| {
+            coop::add_member(tx, &bob.key.did(), coop::Role::Member, 1)
+        })
+        .expect("add bob");
+    (alice, bob, id)
+}
+
+fn assert_same(a: &Peer, b: &Peer, coop: &DocId) {
+    assert_eq!(
+        a.engine().heads(coop),
+        b.engine().heads(coop),
+        "document heads"
+    );
+    let ids = |p: &Peer| {
+        let mut ids = p.engine().entry_ids(coop).expect("ids");
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(a), ids(b), "ledger entries");
+    assert_eq!(
+        a.engine().trial_balance(coop).expect("trial balance"),
+        b.engine().trial_balance(coop).expect("trial balance")
+    );
+}
+
+#[test]
+fn a_new_member_catches_up_and_then_gets_live_pushes() {
+    let (alice, bob, coop) = coop_with_member();
+    for i in 0..20 {
+        alice.settle(&coop, &bob, 1 + i % 4);
+    }
+    let mut sa = alice.session_with(&bob);
+    let mut sb = bob.session_with(&alice);
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+    assert_eq!(bob.engine().entry_ids(&coop).expect("ids").len(), 20);
+    assert_same(&alice, &bob, &coop);
+
+    // Live: each side's commits reach the other within the session.
+    alice.settle(&coop, &bob, 5);
+    bob.settle(&coop, &alice, 7);
+    alice
+        .engine()
+        .write(&coop, &Signer::Device(alice.key.clone()), |tx| {
+            coop::set_display_name(tx, &bob.key.did(), "Bob")
+        })
+        .expect("rename");
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+    assert_eq!(bob.engine().entry_ids(&coop).expect("ids").len(), 22);
+    assert_same(&alice, &bob, &coop);
+    assert_eq!(sa.stats().faults + sb.stats().faults, 0);
+}
+
+#[test]
+fn divergent_offline_histories_merge_in_a_later_session() {
+    let (alice, bob, coop) = coop_with_member();
+    alice.settle(&coop, &bob, 1);
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("first sync");
+    drop((sa, sb));
+
+    // Offline, both write: entries and document changes.
+    for i in 0..30 {
+        alice.settle(&coop, &bob, 1 + i % 3);
+        bob.settle(&coop, &alice, 2);
+    }
+    bob.engine()
+        .write(&coop, &Signer::Device(bob.key.clone()), |tx| {
+            coop::set_display_name(tx, &bob.key.did(), "Bob on the road")
+        })
+        .expect("bob writes");
+    alice
+        .engine()
+        .write(&coop, &Signer::Device(alice.key.clone()), |tx| {
+            coop::set_display_name(tx, &alice.key.did(), "Alice")
+        })
+        .expect("alice writes");
+
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("second sync");
+    assert_same(&alice, &bob, &coop);
+    assert_eq!(alice.engine().entry_ids(&coop).expect("ids").len(), 61);
+    // Each side sent only what the other lacked.
+    assert_eq!(sa.stats().entries_out, 30);
+    assert_eq!(sb.stats().entries_out, 30);
+}
+
+#[test]
+fn a_stranger_gets_nothing() {
+    let (alice, _bob, coop) = coop_with_member();
+    alice.settle(&coop, &_bob, 3);
+    let mallory = Peer::new(66);
+    let (mut sa, mut sm) = (alice.session_with(&mallory), mallory.session_with(&alice));
+    pump(&alice, &mut sa, &mallory, &mut sm).expect("sync");
+    assert!(mallory.engine().doc_ids().is_empty());
+
+    // Asking outright gets nothing either.
+    sa.receive(Frame::LedgerHave {
+        coop: coop.0,
+        bloom: Vec::new(),
+    })
+    .expect("not a fault");
+    sa.receive(Frame::LedgerWant {
+        coop: coop.0,
+        ids: alice
+            .engine()
+            .entry_ids(&coop)
+            .expect("ids")
+            .iter()
+            .map(|i| i.0)
+            .collect(),
+    })
+    .expect("not a fault");
+    assert_eq!(sa.next_frame().expect("frame"), None);
+}
+
+#[test]
+fn a_peer_sending_forged_data_is_refused_then_cut_off() {
+    let (alice, bob, coop) = coop_with_member();
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+
+    // An entry signed by a key that is not Bob's, claiming to be Bob's.
+    let forged = {
+        let mallory = keypair(66);
+        let entry = icn_schemas::ledger::Entry {
+            coop,
+            parents: Vec::new(),
+            author: bob.key.did(),
+            signer: bob.key.did(),
+            timestamp: 1,
+            coop_heads: alice
+                .engine()
+                .heads(&coop)
+                .expect("heads")
+                .iter()
+                .map(|h| h.0)
+                .collect(),
+            body: icn_schemas::ledger::Body::Transfer {
+                postings: sorted(vec![
+                    icn_schemas::ledger::Posting {
+                        account: icn_schemas::ledger::Account::Member(bob.key.did()),
+                        unit: "hours".into(),
+                        amount: -5,
+                    },
+                    icn_schemas::ledger::Posting {
+                        account: icn_schemas::ledger::Account::Member(alice.key.did()),
+                        unit: "hours".into(),
+                        amount: 5,
+                    },
+                ]),
+                from_allowance: false,
+            },
+            memo: String::new(),
+            decision: None,
+            delegation: None,
+        };
+        icn_engine::test_utils::sign_entry(&mallory, entry)
+    };
+    let bad = || Frame::Entries {
+        coop: coop.0,
+        entries: vec![forged.clone()],
+    };
+    sa.receive(bad()).expect("one fault is not fatal");
+    sa.receive(Frame::Doc {
+        doc: coop.0,
+        message: vec![0x42, 0xff, 0xff],
+        signatures: Vec::new(),
+    })
+    .expect("two faults are not fatal");
+    assert!(matches!(
+        sa.receive(bad()),
+        Err(SessionError::TooManyFaults { faults: 3, .. })
+    ));
+    assert!(alice.engine().entry_ids(&coop).expect("ids").is_empty());
+}
+
+fn sorted(mut postings: Vec<icn_schemas::ledger::Posting>) -> Vec<icn_schemas::ledger::Posting> {
+    postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+    postings
+}
