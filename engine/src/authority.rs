@@ -309,6 +309,10 @@ pub(crate) fn check_domain(
     }
 }
 
+/// Why a close is refused while its domain's tally module is not held: the
+/// one refusal that holding more data can lift.
+pub(crate) const MODULE_NOT_HELD: &str = "the domain's tally module is not held here";
+
 /// Tallies under a domain's rules, running its WASM module when it has one.
 pub(crate) trait Modules {
     /// The outcome of `tally` (with `members` and `votes`, which a module

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use automerge::sync::{ChunkList, Message, State, SyncDoc};
 use automerge::{Automerge, ChangeHash};
-use icn_schemas::{DocId, Reader};
+use icn_schemas::{DocId, Reader, domain};
 
 use crate::change::{ChangeSignature, SignedChange};
 use crate::engine::{Applied, ApplyError, Engine};
@@ -100,8 +100,16 @@ impl Engine {
             closes: Default::default(),
         };
         if !chunks.is_empty() {
-            let batch = self.signed_batch(id, &chunks, signatures, wanted)?;
-            applied = self.apply_remote(id, batch)?;
+            let (batch, fork) = self.signed_batch(id, &chunks, signatures, wanted)?;
+            applied = match self.apply_remote(id, batch) {
+                Err(ApplyError::Refused(r)) if r.module_not_held() => {
+                    return Err(match module_of(&fork) {
+                        Some(hash) => ApplyError::ModuleNeeded(hash),
+                        None => ApplyError::Refused(r),
+                    });
+                }
+                other => other?,
+            };
         }
         // With the changes taken out, Automerge only updates its record of
         // the peer's heads, needs and bloom filter; the document is not
@@ -125,7 +133,7 @@ impl Engine {
         chunks: &ChunkList,
         signatures: &[ChangeSignature],
         wanted: impl FnOnce(Reader<'_>) -> bool,
-    ) -> Result<Vec<SignedChange>, ApplyError> {
+    ) -> Result<(Vec<SignedChange>, Automerge), ApplyError> {
         let held = self.handle(id);
         let (mut fork, old_heads) = match &held {
             Some(handle) => {
@@ -145,7 +153,8 @@ impl Engine {
             signatures.iter().map(|s| (&s.hash, s)).collect();
         // Changes whose dependencies did not arrive stay queued in the fork
         // and are not listed: the peer is asked for them again.
-        fork.get_changes(&old_heads)
+        let batch = fork
+            .get_changes(&old_heads)
             .iter()
             .map(|c| {
                 let hash = c.hash();
@@ -158,6 +167,17 @@ impl Engine {
                     delegation: sig.delegation.clone(),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, ApplyError>>()?;
+        Ok((batch, fork))
     }
+}
+
+/// The WASM tally module a domain document's rules name, if any.
+fn module_of(doc: &Automerge) -> Option<[u8; 32]> {
+    let domain::Method::Wasm { module } = domain::read_rules(Reader::now(doc)).method else {
+        return None;
+    };
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(module, &mut hash).ok()?;
+    Some(hash)
 }

@@ -69,7 +69,9 @@ impl From<ApplyError> for WriteError {
             ApplyError::Refused(r) => WriteError::Refused(r),
             ApplyError::Storage(s) => WriteError::Storage(s),
             // Only sync messages fail these ways.
-            e @ (ApplyError::BadSync(_) | ApplyError::NotWanted(_)) => {
+            e @ (ApplyError::BadSync(_)
+            | ApplyError::NotWanted(_)
+            | ApplyError::ModuleNeeded(_)) => {
                 WriteError::Schema(SchemaError::Automerge(e.to_string()))
             }
         }
@@ -93,6 +95,10 @@ pub enum ApplyError {
     /// A document this node does not hold, and does not want.
     #[error("document {0} is not wanted here")]
     NotWanted(DocId),
+    /// A close needs the domain's WASM tally module (this blake3 hash),
+    /// which this node does not hold; with it, the same changes pass.
+    #[error("the tally module {} is needed", hex::encode(.0))]
+    ModuleNeeded([u8; 32]),
 }
 
 /// Why the engine could not open.

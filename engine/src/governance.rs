@@ -467,7 +467,7 @@ impl Modules for Engine {
             .blob(&hash)
             .ok()
             .flatten()
-            .ok_or("the domain's tally module is not held here")?;
+            .ok_or(crate::authority::MODULE_NOT_HELD)?;
         let input = crate::policy::encode_input(rules, members, votes);
         Ok(self.policies().tally(&hash, &bytes, &input))
     }

@@ -45,6 +45,19 @@ pub struct Refused {
     pub rule: Rule,
 }
 
+impl Refused {
+    /// Whether the batch was refused only because a close needs its
+    /// domain's WASM tally module, which this node does not hold: fetch it
+    /// and the same batch passes.
+    pub fn module_not_held(&self) -> bool {
+        matches!(
+            &self.rule,
+            Rule::Denied(crate::authority::Denied::Forbidden { reason, .. })
+                if *reason == crate::authority::MODULE_NOT_HELD
+        )
+    }
+}
+
 /// The rules a change can break.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

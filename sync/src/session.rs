@@ -108,6 +108,8 @@ pub struct Session {
     ledgers: HashMap<DocId, Ledger>,
     outbox: VecDeque<Frame>,
     outgoing: VecDeque<Outgoing>,
+    /// Blobs asked for, and the documents waiting for each.
+    blobs_wanted: HashMap<[u8; 32], Vec<DocId>>,
     stats: Stats,
 }
 
@@ -131,6 +133,7 @@ impl Session {
             ledgers: HashMap::new(),
             outbox: VecDeque::from([Frame::Hello { docs }]),
             outgoing: VecDeque::new(),
+            blobs_wanted: HashMap::new(),
             stats: Stats::default(),
         }
     }
@@ -212,6 +215,8 @@ impl Session {
             Frame::LedgerWant { coop, ids } => self.on_want(DocId(coop), ids),
             Frame::Entries { coop, entries } => self.on_entries(DocId(coop), entries),
             Frame::LedgerDone { coop } => self.on_done(DocId(coop)),
+            Frame::BlobWant { hash } => self.on_blob_want(hash),
+            Frame::Blob { hash, bytes } => self.on_blob(hash, bytes),
         }
     }
 
@@ -394,9 +399,22 @@ impl Session {
                 Ok(())
             }
             Err(ApplyError::Storage(e)) => Err(SessionError::Storage(e.to_string())),
+            Err(ApplyError::ModuleNeeded(hash)) => {
+                // Honest: a close this node cannot check yet. Fetch the
+                // module, then sync the document afresh.
+                self.docs.insert(doc, fresh_state());
+                let waiting = self.blobs_wanted.entry(hash).or_default();
+                if waiting.is_empty() {
+                    self.outbox.push_back(Frame::BlobWant { hash });
+                }
+                if !waiting.contains(&doc) {
+                    waiting.push(doc);
+                }
+                Ok(())
+            }
             Err(e) => {
                 // Start this document over: the peer's state of it is unknown.
-                self.docs.insert(doc, State::new());
+                self.docs.insert(doc, fresh_state());
                 self.fault(format!("document {doc}: {e}"))
             }
         }
@@ -585,6 +603,50 @@ impl Session {
             });
         }
     }
+}
+
+impl Session {
+    fn on_blob_want(&mut self, hash: [u8; 32]) -> Result<(), SessionError> {
+        // Blobs go to peers this node shares a document with.
+        if self.docs.is_empty() {
+            return Ok(());
+        }
+        let bytes = self
+            .engine
+            .store()
+            .blob(&hash)
+            .map_err(|e| SessionError::Storage(e.to_string()))?;
+        if let Some(bytes) = bytes.filter(|b| b.len() <= crate::wire::MAX_BLOB_BYTES) {
+            self.outbox.push_back(Frame::Blob { hash, bytes });
+        }
+        Ok(())
+    }
+
+    fn on_blob(&mut self, hash: [u8; 32], bytes: Vec<u8>) -> Result<(), SessionError> {
+        let Some(waiting) = self.blobs_wanted.remove(&hash) else {
+            return self.fault("a blob that was not asked for");
+        };
+        if *blake3::hash(&bytes).as_bytes() != hash {
+            self.blobs_wanted.insert(hash, waiting);
+            return self.fault("a blob whose bytes do not match its hash");
+        }
+        self.engine
+            .put_module(&bytes)
+            .map_err(|e| SessionError::Storage(e.to_string()))?;
+        for doc in waiting {
+            self.sync_doc(&doc)?;
+        }
+        Ok(())
+    }
+}
+
+/// A sync state that starts over: its first message tells the peer to
+/// forget what it sent (Automerge's reset), so changes this node refused or
+/// could not check yet are sent again.
+fn fresh_state() -> State {
+    let mut state = State::new();
+    state.needs_reset = true;
+    state
 }
 
 fn remember(set: &mut HashSet<EntryId>, id: EntryId) {

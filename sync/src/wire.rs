@@ -84,7 +84,23 @@ pub enum Frame {
         /// The co-op.
         coop: [u8; 32],
     },
+    /// A content-addressed blob the sender needs (a WASM tally module).
+    BlobWant {
+        /// blake3 hash.
+        hash: [u8; 32],
+    },
+    /// A blob. The receiver stores it only if it asked for it and the bytes
+    /// hash to `hash`.
+    Blob {
+        /// blake3 hash.
+        hash: [u8; 32],
+        /// The bytes, at most [`MAX_BLOB_BYTES`].
+        bytes: Vec<u8>,
+    },
 }
+
+/// Largest blob sent: a tally module's limit.
+pub const MAX_BLOB_BYTES: usize = icn_engine::policy::MAX_MODULE_BYTES;
 
 /// Why bytes are not a frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +158,11 @@ impl Frame {
             Frame::Entries { entries, .. } => {
                 ("entries in a frame", entries.len(), MAX_ENTRIES_PER_FRAME)
             }
-            Frame::Doc { .. } | Frame::LedgerHave { .. } | Frame::LedgerDone { .. } => {
+            Frame::Blob { bytes, .. } => ("blob bytes", bytes.len(), MAX_BLOB_BYTES),
+            Frame::Doc { .. }
+            | Frame::LedgerHave { .. }
+            | Frame::LedgerDone { .. }
+            | Frame::BlobWant { .. } => {
                 return Ok(());
             }
         };

@@ -274,3 +274,79 @@ fn sorted(mut postings: Vec<icn_schemas::ledger::Posting>) -> Vec<icn_schemas::l
     postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
     postings
 }
+
+#[test]
+fn a_close_needing_a_tally_module_fetches_it_then_merges() {
+    use icn_schemas::domain::{self, Choice, DomainRole, Payload};
+    let alice = Peer::new(1);
+    let bob = Peer::new(2);
+    let me = Signer::Device(alice.key.clone());
+    let dom = alice
+        .engine()
+        .create_domain(&me, &icn_engine::test_utils::new_domain(&alice.key))
+        .expect("domain");
+    let module = include_str!("../../examples/wasm/two_thirds.wat");
+    let hash = alice
+        .engine()
+        .put_module(module.as_bytes())
+        .expect("module");
+    alice
+        .engine()
+        .write(&dom, &me, |tx| {
+            domain::add_member(tx, &bob.key.did(), DomainRole::Member, 1)?;
+            domain::set_rules(
+                tx,
+                &domain::Rules {
+                    method: domain::Method::Wasm {
+                        module: hex::encode(hash),
+                    },
+                    ..domain::Rules::default()
+                },
+            )?;
+            domain::create_proposal(
+                tx,
+                &domain::NewProposal {
+                    id: "p1".into(),
+                    title: "Paint the hall".into(),
+                    description: String::new(),
+                    author: alice.key.did(),
+                    created_at: 1_700_000_200,
+                    payload: Payload::Text {
+                        body: "Blue".into(),
+                    },
+                },
+            )
+        })
+        .expect("proposal");
+    alice
+        .engine()
+        .write(&dom, &me, |tx| domain::open_proposal(tx, "p1", 10, 20))
+        .expect("open");
+    alice
+        .engine()
+        .write(&dom, &me, |tx| {
+            domain::cast_vote(tx, "p1", &alice.key.did(), Choice::For, None, 15)
+        })
+        .expect("vote");
+    alice
+        .engine()
+        .close_proposal(&dom, &me, "p1", 16)
+        .expect("close");
+
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+    assert_eq!(
+        bob.engine().store().blob(&hash).expect("blob").as_deref(),
+        Some(module.as_bytes())
+    );
+    assert_eq!(bob.engine().heads(&dom), alice.engine().heads(&dom));
+    assert_eq!(
+        bob.engine().receipt(&dom, "p1"),
+        alice.engine().receipt(&dom, "p1")
+    );
+    assert_eq!(
+        sa.stats().faults + sb.stats().faults,
+        0,
+        "fetching a module is no fault"
+    );
+}
