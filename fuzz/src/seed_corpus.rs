@@ -70,5 +70,42 @@ fn main() -> std::io::Result<()> {
         std::fs::write(dir.join(format!("entry_{i}")), bytes)?;
     }
     println!("wrote seeds to {}", dir.display());
+
+    // sync_frame: one frame of each kind, as a session writes them.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/sync_frame");
+    std::fs::create_dir_all(&dir)?;
+    let mut session = icn_sync::Session::new(f.node.engine.clone(), keypair(1).did(), m.did());
+    session
+        .receive(icn_sync::Frame::Hello { docs: Vec::new() })
+        .map_err(std::io::Error::other)?;
+    let mut frames = Vec::new();
+    while let Some(frame) = session.next_frame().map_err(std::io::Error::other)? {
+        frames.push(frame);
+    }
+    let coop = f.coop.0;
+    frames.extend([
+        icn_sync::Frame::LedgerHave {
+            coop,
+            bloom: vec![0; 16],
+        },
+        icn_sync::Frame::LedgerWant {
+            coop,
+            ids: vec![[1; 32]],
+        },
+        icn_sync::Frame::Entries {
+            coop,
+            entries: entries.clone(),
+        },
+        icn_sync::Frame::LedgerDone { coop },
+        icn_sync::Frame::BlobWant { hash: [2; 32] },
+        icn_sync::Frame::Blob {
+            hash: [2; 32],
+            bytes: b"(module)".to_vec(),
+        },
+    ]);
+    for (i, frame) in frames.iter().enumerate() {
+        std::fs::write(dir.join(format!("frame_{i}")), frame.encode())?;
+    }
+    println!("wrote seeds to {}", dir.display());
     Ok(())
 }
