@@ -93,6 +93,7 @@ impl Engine {
         signatures: &[ChangeSignature],
         wanted: impl FnOnce(Reader<'_>) -> bool,
     ) -> Result<Applied, ApplyError> {
+        check_blooms(&message)?;
         let chunks = std::mem::replace(&mut message.changes, ChunkList::empty());
         let mut applied = Applied {
             new: Vec::new(),
@@ -170,6 +171,47 @@ impl Engine {
             .collect::<Result<Vec<_>, ApplyError>>()?;
         Ok((batch, fork))
     }
+}
+
+/// Most probes, and bits per entry, a peer's bloom filter may ask for.
+/// Automerge uses 7 and 10.
+const MAX_BLOOM_PARAMETER: u64 = 64;
+
+/// Refuses bloom filters that Automerge would choke on: Automerge 0.12
+/// parses any parameters, then divides by the filter's size (zero when it
+/// has no bits per entry) and allocates a vector of `probes` entries (up to
+/// 2³² of them) for every hash it looks up.
+fn check_blooms(message: &Message) -> Result<(), ApplyError> {
+    for have in &message.have {
+        let bytes = have.bloom.to_bytes();
+        if bytes.is_empty() {
+            continue; // An empty filter: holds nothing.
+        }
+        let mut rest = bytes.as_slice();
+        let mut next = || leb128(&mut rest);
+        let (entries, bits_per_entry, probes) = (next(), next(), next());
+        let sane = |v: Option<u64>| v.is_some_and(|v| (1..=MAX_BLOOM_PARAMETER).contains(&v));
+        if entries.is_none() || !sane(bits_per_entry) || !sane(probes) {
+            return Err(ApplyError::BadSync(format!(
+                "a bloom filter with {bits_per_entry:?} bits per entry and {probes:?} probes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads one unsigned LEB128 number.
+fn leb128(input: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// The WASM tally module a domain document's rules name, if any.

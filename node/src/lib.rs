@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+pub mod config;
+
 use anyhow::{Context, Result};
 use icn_engine::{Keypair, Keystore, KeystoreError, Passphrase};
 

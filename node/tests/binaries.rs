@@ -31,6 +31,8 @@ fn start_icnd(dir: &std::path::Path, port: u16, pass: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_icnd"))
         .args(["--data-dir", dir.to_str().expect("utf-8 path")])
         .args(["--gateway-bind", &format!("127.0.0.1:{port}")])
+        // Tests run several nodes at once: none takes the default sync port.
+        .args(["--listen-addr", "127.0.0.1:0"])
         .env("ICN_KEYSTORE_PASSPHRASE", pass)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())

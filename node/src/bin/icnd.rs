@@ -2,46 +2,133 @@
 //!
 //! On its embedded defaults it keeps everything under `./data` (the identity
 //! in `identity.age`, the sled store in `store/`) and serves the gateway on
-//! `127.0.0.1:8080`. With an empty data directory and
+//! `127.0.0.1:8080`, and syncs with peers over iroh on UDP `0.0.0.0:7777`
+//! (docs/sync.md). With an empty data directory and
 //! `ICN_KEYSTORE_PASSPHRASE` set, it creates the node's identity and says so.
 //! It stops cleanly on Ctrl-C or SIGTERM.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use icn_engine::{Engine, Store};
+use icn_node::config::{Config, DEFAULT_LISTEN_ADDR, PeerAddr};
+use icn_schemas::{Did, DocKind};
+use icn_sync::{NodeConfig, SyncNode};
 
-/// The ICN node daemon: holds your co-ops' documents and serves the gateway.
+/// Dials each peer once; the sync node keeps the session up from then on.
+#[derive(Clone)]
+struct Dialer {
+    sync: SyncNode,
+    dialed: Arc<Mutex<HashSet<Did>>>,
+}
+
+impl Dialer {
+    fn new(sync: SyncNode) -> Dialer {
+        Dialer {
+            sync,
+            dialed: Arc::default(),
+        }
+    }
+
+    fn dial(&self, did: Did, addr: SocketAddr) {
+        if did == self.sync.did() {
+            return;
+        }
+        let mut dialed = self.dialed.lock().unwrap_or_else(|p| p.into_inner());
+        if !dialed.insert(did) {
+            return;
+        }
+        match self.sync.dial(did, addr) {
+            Ok(()) => tracing::info!(peer = %did, %addr, "keeping a sync session"),
+            Err(e) => tracing::warn!(peer = %did, %addr, error = %e, "cannot dial"),
+        }
+    }
+}
+
+/// The relays registered in every co-op this node holds, with an address.
+fn registered_relays(engine: &Engine) -> Vec<(Did, SocketAddr)> {
+    let mut found = Vec::new();
+    for id in engine.doc_ids() {
+        if engine.kind(&id) != Some(DocKind::Coop) {
+            continue;
+        }
+        let Some(Ok(coop)) = engine.coop(&id) else {
+            continue;
+        };
+        for (did, relay) in coop.relays {
+            if let Some(addr) = relay.addr.and_then(|a| a.parse().ok()) {
+                found.push((did, addr));
+            }
+        }
+    }
+    found
+}
+
+/// The ICN node daemon: holds your co-ops' documents, syncs them with peers
+/// over iroh (QUIC), and serves the gateway.
+///
+/// Flags win over the configuration file, which wins over the defaults.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Args {
-    /// Where the identity (identity.age) and the store live.
-    #[arg(long, default_value = icn_node::DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
-    /// Address the HTTP gateway listens on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    gateway_bind: SocketAddr,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    /// Configuration file (TOML: data_dir, [network] listen_addr,
+    /// bootstrap_peers, relay_urls, [gateway] bind_addr, [observability]
+    /// log_level).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the identity (identity.age) and the store live [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address the sync endpoint binds, UDP [default: 0.0.0.0:7777].
+    #[arg(long)]
+    listen_addr: Option<SocketAddr>,
+    /// Address the HTTP gateway listens on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    gateway_bind: Option<SocketAddr>,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
+    /// [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let log_level = args
+        .log_level
+        .or(config.observability.log_level.clone())
+        .unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log_level));
     tracing_subscriber::fmt().with_env_filter(filter).init();
+    let data_dir = args
+        .data_dir
+        .or(config.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(icn_node::DEFAULT_DATA_DIR));
+    let listen_addr = match args.listen_addr.or(config.network.listen_addr) {
+        Some(a) => a,
+        None => DEFAULT_LISTEN_ADDR.parse()?,
+    };
+    let gateway_bind = match args.gateway_bind.or(config.gateway.bind_addr) {
+        Some(a) => a,
+        None => "127.0.0.1:8080".parse()?,
+    };
 
-    let (identity, created) = icn_node::load_or_create_identity(&args.data_dir)?;
+    let (identity, created) = icn_node::load_or_create_identity(&data_dir)?;
     if created {
-        tracing::info!(did = %identity.did(), "created a new node identity in {}", args.data_dir.display());
+        tracing::info!(did = %identity.did(), "created a new node identity in {}", data_dir.display());
     } else {
         tracing::info!(did = %identity.did(), "unlocked the node identity");
     }
-    let store = Store::open(&args.data_dir).context("opening the store")?;
+    let store = Store::open(&data_dir).context("opening the store")?;
     let engine = Engine::open(store).context("loading documents")?;
     tracing::info!(documents = engine.doc_ids().len(), "store open");
     // The node's key records the closes that fall due and executes the
@@ -67,11 +154,51 @@ async fn main() -> Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(args.gateway_bind)
+    let relay_urls = config
+        .network
+        .relay_urls
+        .iter()
+        .map(|u| u.parse().with_context(|| format!("relay URL {u:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    let sync = SyncNode::spawn(
+        engine.clone(),
+        &identity,
+        NodeConfig {
+            bind: listen_addr,
+            relay_urls,
+        },
+    )
+    .await
+    .with_context(|| format!("starting sync on {listen_addr}"))?;
+    tracing::info!(addrs = ?sync.local_addrs(), "sync listening as {}", identity.did());
+    let dialer = Dialer::new(sync.clone());
+    for peer in &config.network.bootstrap_peers {
+        let peer: PeerAddr = peer.parse()?;
+        dialer.dial(peer.did, peer.addr);
+    }
+    // Relays registered in the co-ops this node holds, now and as they change.
+    let relays = dialer.clone();
+    let relay_engine = engine.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            let engine = relay_engine.clone();
+            if let Ok(found) = tokio::task::spawn_blocking(move || registered_relays(&engine)).await
+            {
+                for (did, addr) in found {
+                    relays.dial(did, addr);
+                }
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(gateway_bind)
         .await
-        .with_context(|| format!("binding the gateway to {}", args.gateway_bind))?;
+        .with_context(|| format!("binding the gateway to {gateway_bind}"))?;
     tracing::info!("gateway listening on http://{}", listener.local_addr()?);
     icn_gateway::serve(listener, engine.clone(), shutdown_signal()).await?;
+    sync.shutdown().await;
 
     // Every acknowledged write is already durable; this is belt and braces.
     engine.store().make_durable().context("final flush")?;
