@@ -6,6 +6,7 @@
 use std::path::Path;
 
 pub mod config;
+pub mod control;
 
 use anyhow::{Context, Result};
 use icn_engine::{Keypair, Keystore, KeystoreError, Passphrase};

@@ -28,11 +28,15 @@ fn get(port: u16, path: &str) -> Option<String> {
 }
 
 fn start_icnd(dir: &std::path::Path, port: u16, pass: &str) -> Child {
+    // Tests run several nodes at once: none takes the default sync port.
+    start_icnd_on(dir, port, "127.0.0.1:0", pass)
+}
+
+fn start_icnd_on(dir: &std::path::Path, port: u16, listen: &str, pass: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_icnd"))
         .args(["--data-dir", dir.to_str().expect("utf-8 path")])
         .args(["--gateway-bind", &format!("127.0.0.1:{port}")])
-        // Tests run several nodes at once: none takes the default sync port.
-        .args(["--listen-addr", "127.0.0.1:0"])
+        .args(["--listen-addr", listen])
         .env("ICN_KEYSTORE_PASSPHRASE", pass)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
@@ -125,4 +129,84 @@ fn icnctl_id_init_show_sign() {
     icn_engine::identity::verify(&did, b"challenge-123", &sig).expect("a valid signature");
     let b64 = icnctl(&["id", "sign", "challenge-123", "--base64"]);
     assert!(!String::from_utf8_lossy(&b64.stdout).trim().ends_with('='));
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port()
+}
+
+fn icnctl(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_icnctl"))
+        .args(["--data-dir", dir.to_str().expect("utf-8")])
+        .args(args)
+        .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+        .output()
+        .expect("run icnctl")
+}
+
+fn status(dir: &std::path::Path) -> serde_json::Value {
+    let out = icnctl(dir, &["status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+#[test]
+fn icnctl_dials_a_peer_through_the_running_icnd() {
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (pa, pb) = (free_port(), free_port());
+    let ub = free_udp_port();
+    let node_a = start_icnd(a.path(), pa, PASS);
+    let node_b = start_icnd_on(b.path(), pb, &format!("127.0.0.1:{ub}"), PASS);
+    wait_healthy(pa);
+    wait_healthy(pb);
+    let b_did = status(b.path())["did"].as_str().expect("did").to_owned();
+
+    let dial = icnctl(
+        a.path(),
+        &["network", "dial", &b_did, &format!("127.0.0.1:{ub}")],
+    );
+    assert!(
+        dial.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dial.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dial.stdout).contains("dialing"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !status(a.path())["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .any(|p| p.as_str() == Some(b_did.as_str()))
+    {
+        assert!(Instant::now() < deadline, "A never connected to B");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Bad input: a clear error, a failing exit code.
+    let bad = icnctl(
+        a.path(),
+        &["network", "dial", "did:icn:nope", "127.0.0.1:1"],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("did:icn:nope"));
+    terminate(node_a);
+    terminate(node_b);
+    assert!(
+        !a.path().join("icnd.sock").exists(),
+        "the socket is removed on exit"
+    );
+
+    // No node running: says so.
+    let none = icnctl(a.path(), &["status"]);
+    assert!(!none.status.success());
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no icnd is running"));
 }

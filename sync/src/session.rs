@@ -42,6 +42,10 @@ pub const MAX_FAULTS: u32 = 3;
 /// this (costing only a redundant push).
 const PEER_HAS_LIMIT: usize = 200_000;
 
+/// Most entry ids a peer's requests may have queued for sending at once
+/// (32 MiB of ids); a request past that is a fault and is dropped.
+pub const MAX_QUEUED_IDS: usize = 1 << 20;
+
 /// Why a session must end.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -93,6 +97,8 @@ struct Outgoing {
     ids: VecDeque<EntryId>,
     /// Send `LedgerDone` after the last.
     then_done: bool,
+    /// An answer to a `LedgerHave` (rather than to a `LedgerWant`).
+    whole: bool,
 }
 
 /// One session with one peer.
@@ -503,11 +509,27 @@ impl Session {
             .into_iter()
             .filter(|id| !bloom.contains(&id.0))
             .collect();
-        self.outgoing.push_back(Outgoing {
+        // A newer filter of the same ledger replaces an older one not sent
+        // yet: it describes the peer better, and a peer repeating itself
+        // cannot pile up copies of the ledger here.
+        self.outgoing.retain(|o| o.coop != coop || !o.whole);
+        self.queue(Outgoing {
             coop,
             ids,
             then_done: true,
-        });
+            whole: true,
+        })
+    }
+
+    /// Queues entries for the peer, within [`MAX_QUEUED_IDS`].
+    fn queue(&mut self, out: Outgoing) -> Result<(), SessionError> {
+        let queued: usize = self.outgoing.iter().map(|o| o.ids.len()).sum();
+        if queued + out.ids.len() > MAX_QUEUED_IDS {
+            return self.fault(format!(
+                "requests for more than {MAX_QUEUED_IDS} entries at once"
+            ));
+        }
+        self.outgoing.push_back(out);
         Ok(())
     }
 
@@ -516,12 +538,12 @@ impl Session {
             tracing::debug!(peer = %self.peer, coop = %coop, "entries asked for, not sent");
             return Ok(());
         }
-        self.outgoing.push_back(Outgoing {
+        self.queue(Outgoing {
             coop,
             ids: ids.into_iter().map(EntryId).collect(),
             then_done: true,
-        });
-        Ok(())
+            whole: false,
+        })
     }
 
     fn on_entries(&mut self, coop: DocId, entries: Vec<Vec<u8>>) -> Result<(), SessionError> {

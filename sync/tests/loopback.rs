@@ -212,3 +212,64 @@ async fn a_node_restarted_mid_sync_keeps_what_it_took_and_resumes() {
     a.sync.shutdown().await;
     b.sync.shutdown().await;
 }
+
+/// A raw iroh endpoint speaking the sync ALPN with `key`.
+async fn raw_peer(key: &Keypair) -> iroh::Endpoint {
+    iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(iroh::SecretKey::from_bytes(&key.secret()))
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_address_lookup()
+        .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
+        .bind_addr("127.0.0.1:0")
+        .expect("addr")
+        .bind()
+        .await
+        .expect("bind")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_garbage_or_huge_frames_is_cut_off_and_counted() {
+    let node = Node::start(1).await;
+    let coop = coop_on(&node, &[], None);
+    let addr = iroh::EndpointAddr::new(
+        iroh::PublicKey::from_bytes(node.key.did().as_bytes()).expect("key"),
+    )
+    .with_ip_addr(node.addr());
+    let mallory = keypair(66);
+    let before = node.engine().heads(&coop);
+    for (i, payload) in [
+        // A length over the frame limit.
+        (u32::MAX).to_be_bytes().to_vec(),
+        // A frame that is not one.
+        [&5u32.to_be_bytes()[..], &[0xff; 5]].concat(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let endpoint = raw_peer(&mallory).await;
+        let conn = endpoint
+            .connect(addr.clone(), icn_sync::ALPN)
+            .await
+            .expect("connect");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        send.write_all(&payload).await.expect("write");
+        // The node reads its Hello out to us, then closes the connection.
+        let mut sink = vec![0u8; 1 << 16];
+        let closed = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(_)) = recv.read(&mut sink).await {}
+            conn.closed().await
+        })
+        .await;
+        assert!(closed.is_ok(), "the node kept the connection open");
+        let m = node.sync.metrics();
+        eventually("the fault is counted", || {
+            m.peers_disconnected
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == i as u64 + 1
+        })
+        .await;
+        endpoint.close().await;
+    }
+    assert_eq!(node.engine().heads(&coop), before, "nothing stored");
+    node.sync.shutdown().await;
+}

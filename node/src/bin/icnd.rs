@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use icn_engine::{Engine, Store};
 use icn_node::config::{Config, DEFAULT_LISTEN_ADDR, PeerAddr};
+use icn_node::control::Request;
 use icn_schemas::{Did, DocKind};
 use icn_sync::{NodeConfig, SyncNode};
 
@@ -34,17 +35,66 @@ impl Dialer {
         }
     }
 
-    fn dial(&self, did: Did, addr: SocketAddr) {
+    /// Starts keeping a session with `did`; `false` when already keeping
+    /// one (or `did` is this node).
+    fn dial(&self, did: Did, addr: SocketAddr) -> bool {
         if did == self.sync.did() {
-            return;
+            return false;
         }
         let mut dialed = self.dialed.lock().unwrap_or_else(|p| p.into_inner());
         if !dialed.insert(did) {
-            return;
+            return false;
         }
         match self.sync.dial(did, addr) {
-            Ok(()) => tracing::info!(peer = %did, %addr, "keeping a sync session"),
-            Err(e) => tracing::warn!(peer = %did, %addr, error = %e, "cannot dial"),
+            Ok(()) => {
+                tracing::info!(peer = %did, %addr, "keeping a sync session");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(peer = %did, %addr, error = %e, "cannot dial");
+                dialed.remove(&did);
+                false
+            }
+        }
+    }
+}
+
+/// Answers `icnctl` on the control socket.
+fn control_handler(
+    engine: Engine,
+    dialer: Dialer,
+) -> impl Fn(Request) -> Result<serde_json::Value> + Send + Sync + 'static {
+    move |request| match request {
+        Request::Dial { did, addr } => {
+            let did = Did::parse_valid(&did).map_err(|e| anyhow::anyhow!("{did:?}: {e}"))?;
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{addr:?} is not ip:port: {e}"))?;
+            let started = dialer.dial(did, addr);
+            Ok(
+                serde_json::json!({ "did": did.to_string(), "addr": addr.to_string(), "new": started }),
+            )
+        }
+        Request::Status => {
+            let m = dialer.sync.metrics();
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            Ok(serde_json::json!({
+                "did": dialer.sync.did().to_string(),
+                "sync_addrs": dialer.sync.local_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "peers": dialer.sync.peers().iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+                "documents": engine.doc_ids().len(),
+                "sync": {
+                    "sessions": load(&m.sessions),
+                    "faults": load(&m.faults),
+                    "peers_disconnected": load(&m.peers_disconnected),
+                    "changes_in": load(&m.changes_in),
+                    "entries_in": load(&m.entries_in),
+                    "entries_out": load(&m.entries_out),
+                    "bytes_in": load(&m.bytes_in),
+                    "bytes_out": load(&m.bytes_out),
+                },
+            }))
         }
     }
 }
@@ -176,6 +226,16 @@ async fn main() -> Result<()> {
         let peer: PeerAddr = peer.parse()?;
         dialer.dial(peer.did, peer.addr);
     }
+    #[cfg(unix)]
+    {
+        let control = control_handler(engine.clone(), dialer.clone());
+        let dir = data_dir.clone();
+        tokio::spawn(async move {
+            if let Err(e) = icn_node::control::serve(&dir, control).await {
+                tracing::warn!(error = %e, "the control socket stopped");
+            }
+        });
+    }
     // Relays registered in the co-ops this node holds, now and as they change.
     let relays = dialer.clone();
     let relay_engine = engine.clone();
@@ -199,6 +259,7 @@ async fn main() -> Result<()> {
     tracing::info!("gateway listening on http://{}", listener.local_addr()?);
     icn_gateway::serve(listener, engine.clone(), shutdown_signal()).await?;
     sync.shutdown().await;
+    let _ = std::fs::remove_file(icn_node::control::socket_path(&data_dir));
 
     // Every acknowledged write is already durable; this is belt and braces.
     engine.store().make_durable().context("final flush")?;
