@@ -114,7 +114,11 @@ impl Engine {
         }
         // With the changes taken out, Automerge only updates its record of
         // the peer's heads, needs and bloom filter; the document is not
-        // touched.
+        // touched. It would also take the message for one without changes
+        // and, finding the peer's heads equal to ours, note that the peer
+        // knows our heads, so we would never tell the peer that we merged
+        // what it sent: keep its record of what we last sent as it was.
+        let last_sent = (!chunks.is_empty()).then(|| state.last_sent_heads.clone());
         let result = match self.handle(id) {
             Some(handle) => {
                 let mut doc = handle.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,6 +127,9 @@ impl Engine {
             None => Automerge::new().receive_sync_message(state, message),
         };
         result.map_err(|e| ApplyError::BadSync(e.to_string()))?;
+        if let Some(last_sent) = last_sent {
+            state.last_sent_heads = last_sent;
+        }
         Ok(applied)
     }
 

@@ -236,12 +236,12 @@ impl Session {
                 if !self.engine.may_receive(doc, &self.peer) {
                     return Ok(());
                 }
-                // A document the peer did not have may be new to it now
-                // (just created here, or the peer just added as a member).
-                self.docs.entry(*doc).or_default();
-                self.sync_doc(doc)?;
-                if self.engine.kind(doc) == Some(DocKind::Coop) {
-                    self.start_ledger(doc)?;
+                if self.docs.contains_key(doc) {
+                    self.sync_doc(doc)?;
+                } else {
+                    // New to this session: just created here, or the peer
+                    // just became a member.
+                    self.start_doc(*doc)?;
                 }
             }
             Committed::Entries { coop, entries } => {
@@ -298,17 +298,15 @@ impl Session {
         }
         self.hello = true;
         self.offered = docs.into_iter().map(DocId).collect();
-        let mut start: Vec<DocId> = self
+        // Each side starts the documents it holds; one it does not hold
+        // arrives from the side that does (starting both ways would make
+        // the holder send the whole document twice).
+        let start: Vec<DocId> = self
             .engine
             .doc_ids()
             .into_iter()
             .filter(|d| self.engine.may_receive(d, &self.peer))
             .collect();
-        for d in &self.offered {
-            if self.engine.kind(d).is_none() {
-                start.push(*d); // Not held here: ask for it.
-            }
-        }
         for doc in start {
             self.start_doc(doc)?;
         }

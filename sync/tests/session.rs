@@ -375,3 +375,39 @@ fn fuzz_crashers_are_faults() {
     }
     assert!(replayed > 0);
 }
+
+#[test]
+fn after_catch_up_a_live_change_carries_only_itself() {
+    let (alice, bob, coop) = coop_with_member();
+    for i in 0..50 {
+        alice
+            .engine()
+            .write(&coop, &Signer::Device(alice.key.clone()), |tx| {
+                coop::set_display_name(tx, &bob.key.did(), &format!("name {i}"))
+            })
+            .expect("write");
+    }
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+    for i in 0..3 {
+        alice
+            .engine()
+            .write(&coop, &Signer::Device(alice.key.clone()), |tx| {
+                coop::set_display_name(tx, &bob.key.did(), &format!("live {i}"))
+            })
+            .expect("write");
+        while let Ok(event) = alice.events.try_recv() {
+            sa.committed(&event).expect("push");
+        }
+        let mut signatures = 0;
+        while let Some(frame) = sa.next_frame().expect("frame") {
+            if let Frame::Doc { signatures: s, .. } = &frame {
+                signatures += s.len();
+            }
+            sb.receive(frame).expect("receive");
+        }
+        assert_eq!(signatures, 1, "live change {i} resent history");
+        pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+        assert_eq!(alice.engine().heads(&coop), bob.engine().heads(&coop));
+    }
+}
