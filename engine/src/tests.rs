@@ -453,9 +453,26 @@ fn forged_changes_are_refused_whole_and_change_nothing() {
     let wrong_key = forge(c.engine(), &c.id, &c.alice, &c.bob, None, |tx| {
         coop::set_display_name(tx, &c.alice.did(), "Alice")
     });
-    let r = remote_rule(other.engine.apply_remote(&c.id, vec![wrong_key]));
+    let r = remote_rule(other.engine.apply_remote(&c.id, vec![wrong_key.clone()]));
     assert_eq!(r, Rule::BadSignature(c.alice.did()));
     assert_unchanged(&other.engine, &c.id, &before);
+    // In a batch whose other signatures are good, checked together, the
+    // forged one is still found and named.
+    let mut history = c.engine().changes_since(&c.id, &[]).expect("history");
+    history.push(wrong_key);
+    let fresh = TestNode::new();
+    let refused = fresh
+        .engine
+        .apply_remote(&c.id, history.clone())
+        .expect_err("refused");
+    match refused {
+        crate::ApplyError::Refused(r) => {
+            assert_eq!(r.index, history.len() - 1);
+            assert_eq!(r.rule, Rule::BadSignature(c.alice.did()));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(fresh.engine.doc_ids().is_empty());
 
     // A flipped byte anywhere: either the change no longer parses or its
     // hash, and so the signed message, changes.

@@ -140,10 +140,11 @@ pub(crate) fn check_batch(
     batch: Vec<SignedChange>,
     modules: &dyn Modules,
 ) -> Result<Option<Checked>, Refused> {
+    let signatures_ok = signatures_ok(doc_id, &batch);
     let mut parsed = Vec::with_capacity(batch.len());
     let mut seen = HashSet::new();
     for (index, signed) in batch.into_iter().enumerate() {
-        if let Some(p) = parse(doc_id, doc, index, signed, &mut seen)? {
+        if let Some(p) = parse(doc_id, doc, index, signed, &mut seen, signatures_ok)? {
             parsed.push(p);
         }
     }
@@ -187,7 +188,7 @@ pub(crate) fn check_local(
     signed: SignedChange,
     modules: &dyn Modules,
 ) -> Result<(ChangeHash, SignedChange), Refused> {
-    let Some(p) = parse(doc_id, before, 0, signed, &mut HashSet::new())? else {
+    let Some(p) = parse(doc_id, before, 0, signed, &mut HashSet::new(), false)? else {
         return Err(Refused {
             index: 0,
             hash: None,
@@ -238,14 +239,42 @@ fn judge(
     Ok(())
 }
 
-/// Decodes one change and checks its signature and delegation. `None` for a
-/// change the document (or this batch) already holds.
+/// Whether every signature of a batch verifies, checked together
+/// ([`identity::verify_batch`], about twice the rate of one by one, with
+/// exactly the same verdicts). `false` also when any change does not
+/// decode: [`parse`] then checks each alone and names the culprit.
+fn signatures_ok(doc_id: &DocId, batch: &[SignedChange]) -> bool {
+    let mut signed = Vec::with_capacity(batch.len());
+    for s in batch {
+        let Ok(change) = Change::from_bytes(s.change.clone()) else {
+            return false;
+        };
+        let Ok(actor) = Did::from_bytes(change.actor_id().to_bytes()) else {
+            return false;
+        };
+        signed.push((actor, signing_message(doc_id, &change.hash()), &s.signature));
+    }
+    let items: Vec<identity::SignedMessage<'_>> = signed
+        .iter()
+        .map(|(did, message, signature)| identity::SignedMessage {
+            did,
+            message,
+            signature,
+        })
+        .collect();
+    !items.is_empty() && identity::verify_batch(&items)
+}
+
+/// Decodes one change and checks its signature (unless the whole batch's
+/// were checked together) and delegation. `None` for a change the document
+/// (or this batch) already holds.
 fn parse(
     doc_id: &DocId,
     doc: &Automerge,
     index: usize,
     signed: SignedChange,
     seen: &mut HashSet<ChangeHash>,
+    signature_checked: bool,
 ) -> Result<Option<Parsed>, Refused> {
     let refuse = |hash, rule| Refused { index, hash, rule };
     if signed.change.len() > MAX_CHANGE_BYTES {
@@ -271,8 +300,10 @@ fn parse(
     let refuse = |rule| refuse(Some(hash), rule);
     let actor =
         Did::from_bytes(change.actor_id().to_bytes()).map_err(|_| refuse(Rule::BadActor))?;
-    identity::verify(&actor, &signing_message(doc_id, &hash), &signed.signature)
-        .map_err(|_| refuse(Rule::BadSignature(actor)))?;
+    if !signature_checked {
+        identity::verify(&actor, &signing_message(doc_id, &hash), &signed.signature)
+            .map_err(|_| refuse(Rule::BadSignature(actor)))?;
+    }
     let delegation = match &signed.delegation {
         None => None,
         Some(d) => {

@@ -31,6 +31,11 @@ const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const FRAME_BURST: f64 = 2_000.0;
 const FRAMES_PER_SECOND: f64 = 1_000.0;
 
+/// Sessions one peer may hold at once (two nodes that dial each other hold
+/// two), and sessions in all: each costs a little memory and a task.
+const MAX_SESSIONS_PER_PEER: usize = 4;
+const MAX_SESSIONS: usize = 4096;
+
 /// Redial delays: from the first to the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -299,13 +304,23 @@ impl SyncNode {
         };
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events) = mpsc::unbounded_channel();
-        self.inner.sessions().insert(
-            id,
-            Live {
-                peer,
-                events: events_tx,
-            },
-        );
+        {
+            let mut sessions = self.inner.sessions();
+            let from_peer = sessions.values().filter(|l| l.peer == peer).count();
+            if from_peer >= MAX_SESSIONS_PER_PEER || sessions.len() >= MAX_SESSIONS {
+                drop(sessions);
+                tracing::warn!(peer = %peer, from_peer, "too many sessions; refused");
+                conn.close(2u32.into(), b"too many sessions");
+                return;
+            }
+            sessions.insert(
+                id,
+                Live {
+                    peer,
+                    events: events_tx,
+                },
+            );
+        }
         self.inner.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(peer = %peer, dialer, "sync session started");
         let outcome = self.drive(peer, send, recv, events).await;
