@@ -28,9 +28,12 @@ impl Node {
     }
 
     async fn start_on(test: TestNode, seed: u64) -> Node {
+        Node::start_at(test, seed, "127.0.0.1:0".parse().expect("address")).await
+    }
+
+    async fn start_at(test: TestNode, seed: u64, bind: SocketAddr) -> Node {
         let key = keypair(seed);
-        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let sync = SyncNode::spawn(test.engine.clone(), &key, NodeConfig::direct(loopback))
+        let sync = SyncNode::spawn(test.engine.clone(), &key, NodeConfig::direct(bind))
             .await
             .expect("bind");
         Node { test, key, sync }
@@ -192,6 +195,7 @@ async fn a_node_restarted_mid_sync_keeps_what_it_took_and_resumes() {
             .unwrap_or(false)
     })
     .await;
+    let b_addr = b.addr();
     b.sync.shutdown().await;
     let Node { test, sync, .. } = b;
     drop(sync);
@@ -202,10 +206,9 @@ async fn a_node_restarted_mid_sync_keeps_what_it_took_and_resumes() {
         held,
         "what B acknowledged survives its restart"
     );
-    // B comes back on a new port; A's dial loop cannot know it, so B dials.
-    let b = Node::start_on(reopened, 2).await;
-    b.dial(&a);
-    eventually("B resumes and catches up", || {
+    // B comes back at the same address: A's dial loop finds it again.
+    let b = Node::start_at(reopened, 2, b_addr).await;
+    eventually("A redials, B resumes and catches up", || {
         converged(a.engine(), b.engine(), &coop)
     })
     .await;
