@@ -89,6 +89,10 @@ struct Ledger {
     wanted: HashSet<EntryId>,
     /// Ids the peer is known to hold.
     peer_has: HashSet<EntryId>,
+    /// Entries of the peer's were dropped because the pending set was full
+    /// (a long run waiting for a parent the filter wrongly claimed): ask
+    /// again, with a fresh filter, once the current answer is done.
+    overflowed: bool,
 }
 
 /// Entries queued for the peer, sent a frame at a time.
@@ -481,13 +485,19 @@ impl Session {
             lacking |= !self.engine.has_entry(coop, h).map_err(storage)?;
         }
         if lacking {
-            let ids = self.engine.entry_ids(coop).map_err(storage)?;
-            let bloom = Bloom::of(ids.iter().map(|i| &i.0));
-            self.outbox.push_back(Frame::LedgerHave {
-                coop: coop.0,
-                bloom: bloom.into_bits(),
-            });
+            self.send_have(coop)?;
         }
+        Ok(())
+    }
+
+    /// Sends the filter of every entry id this node holds of `coop`.
+    fn send_have(&mut self, coop: &DocId) -> Result<(), SessionError> {
+        let ids = self.engine.entry_ids(coop).map_err(storage)?;
+        let bloom = Bloom::of(ids.iter().map(|i| &i.0));
+        self.outbox.push_back(Frame::LedgerHave {
+            coop: coop.0,
+            bloom: bloom.into_bits(),
+        });
         Ok(())
     }
 
@@ -527,7 +537,13 @@ impl Session {
                 "requests for more than {MAX_QUEUED_IDS} entries at once"
             ));
         }
-        self.outgoing.push_back(out);
+        if out.whole {
+            self.outgoing.push_back(out);
+        } else {
+            // A few ids a peer waits on (a missing parent, say) go before
+            // a long catch-up still being sent.
+            self.outgoing.push_front(out);
+        }
         Ok(())
     }
 
@@ -572,7 +588,7 @@ impl Session {
                         self.stats.entries_in += 1;
                         waiting = true;
                     }
-                    Err(EntryRefusal::PendingFull) => {}
+                    Err(EntryRefusal::PendingFull) => ledger.overflowed = true,
                     Err(e) => refused = Some(e),
                 }
             }
@@ -590,16 +606,29 @@ impl Session {
         if self.engine.kind(&coop) != Some(DocKind::Coop) {
             return Ok(());
         }
-        let Some(ledger) = self.ledgers.get(&coop) else {
+        let Some(ledger) = self.ledgers.get_mut(&coop) else {
             return Ok(());
         };
-        let mut want: Vec<EntryId> = Vec::new();
-        for h in &ledger.their_heads {
-            if !ledger.wanted.contains(h) && !self.engine.has_entry(&coop, h).map_err(storage)? {
-                want.push(*h);
+        if std::mem::take(&mut ledger.overflowed) {
+            // Entries were dropped, wanted ones among them perhaps: start
+            // over from what is held now.
+            ledger.wanted.clear();
+            self.send_have(&coop)?;
+        } else {
+            let heads: Vec<EntryId> = ledger
+                .their_heads
+                .iter()
+                .filter(|h| !ledger.wanted.contains(h))
+                .copied()
+                .collect();
+            let mut want = Vec::new();
+            for h in heads {
+                if !self.engine.has_entry(&coop, &h).map_err(storage)? {
+                    want.push(h);
+                }
             }
+            self.want(&coop, want);
         }
-        self.want(&coop, want);
         self.want_missing_parents(&coop)
     }
 

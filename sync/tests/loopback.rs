@@ -183,23 +183,28 @@ async fn a_node_restarted_mid_sync_keeps_what_it_took_and_resumes() {
     let a = Node::start(1).await;
     let b = Node::start(2).await;
     let coop = coop_on(&a, &[&b], None);
-    for i in 0..300 {
-        a.settle(coop, &b, 1 + i % 2).await;
+    // More entries than one frame carries, so B is stopped between frames.
+    const ENTRIES: usize = 2 * icn_sync::wire::MAX_ENTRIES_PER_FRAME + 100;
+    for i in 0..ENTRIES {
+        a.settle(coop, &b, 1 + i as i64 % 2).await;
     }
+    // Stop B as soon as its first frame of entries is stored.
+    let (stored_tx, mut stored) = tokio::sync::mpsc::unbounded_channel();
+    b.engine().on_commit(move |e| {
+        if matches!(e, icn_engine::Committed::Entries { .. }) {
+            let _ = stored_tx.send(());
+        }
+    });
     a.dial(&b);
-    // Stop B as soon as it holds some of the ledger.
-    eventually("some entries arrive", || {
-        b.engine()
-            .entry_ids(&coop)
-            .map(|i| !i.is_empty())
-            .unwrap_or(false)
-    })
-    .await;
+    tokio::time::timeout(PATIENCE, stored.recv())
+        .await
+        .expect("entries arrive");
     let b_addr = b.addr();
     b.sync.shutdown().await;
     let Node { test, sync, .. } = b;
     drop(sync);
     let held = test.engine.entry_ids(&coop).expect("ids").len();
+    eprintln!("B held {held} of {ENTRIES} entries when it stopped");
     let reopened = test.reopen();
     assert_eq!(
         reopened.engine.entry_ids(&coop).expect("ids").len(),
@@ -208,7 +213,19 @@ async fn a_node_restarted_mid_sync_keeps_what_it_took_and_resumes() {
     );
     // B comes back at the same address: A's dial loop finds it again.
     let b = Node::start_at(reopened, 2, b_addr).await;
+    let mut tries = 0;
     eventually("A redials, B resumes and catches up", || {
+        tries += 1;
+        if tries % 500 == 0 {
+            eprintln!(
+                "A {} entries, B {}; peers A {:?} B {:?}; docs equal {}",
+                a.engine().entry_ids(&coop).map(|i| i.len()).unwrap_or(0),
+                b.engine().entry_ids(&coop).map(|i| i.len()).unwrap_or(0),
+                a.sync.peers().len(),
+                b.sync.peers().len(),
+                a.engine().heads(&coop) == b.engine().heads(&coop)
+            );
+        }
         converged(a.engine(), b.engine(), &coop)
     })
     .await;
