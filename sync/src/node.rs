@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, watch};
 use crate::session::{Session, SessionError};
 use crate::wire::{ALPN, Frame, FrameError, MAX_FRAME_BYTES};
 
+/// How long a peer has to send its `Hello` after connecting, by default.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long the rest of a frame may take once its length has arrived.
 const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,6 +51,8 @@ pub struct NodeConfig {
     /// iroh relay servers for reaching peers behind NATs. Empty: no relays,
     /// direct addresses only (tests and local runs never need the internet).
     pub relay_urls: Vec<RelayUrl>,
+    /// How long a peer has to send its `Hello` ([`HELLO_TIMEOUT`]).
+    pub hello_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -56,6 +61,7 @@ impl NodeConfig {
         NodeConfig {
             bind,
             relay_urls: Vec::new(),
+            hello_timeout: HELLO_TIMEOUT,
         }
     }
 }
@@ -104,6 +110,7 @@ struct Inner {
     me: Did,
     sessions: Mutex<HashMap<u64, Live>>,
     next_session: AtomicU64,
+    hello_timeout: Duration,
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
     /// Tasks still running (accepting, dialing, sessions): shutdown waits
@@ -164,6 +171,7 @@ impl SyncNode {
             me: key.did(),
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(0),
+            hello_timeout: config.hello_timeout,
             metrics: Metrics::default(),
             shutdown,
             tasks: AtomicUsize::new(0),
@@ -291,9 +299,21 @@ impl SyncNode {
             }
         };
         let streams = if dialer {
-            conn.open_bi().await
+            conn.open_bi().await.map_err(|e| e.to_string())
         } else {
-            conn.accept_bi().await
+            // A peer that connects and opens no stream would hold this
+            // task forever.
+            match tokio::time::timeout(self.inner.hello_timeout, conn.accept_bi()).await {
+                Ok(s) => s.map_err(|e| e.to_string()),
+                Err(_) => {
+                    self.inner
+                        .metrics
+                        .peers_disconnected
+                        .fetch_add(1, Ordering::Relaxed);
+                    conn.close(1u32.into(), b"no stream in time");
+                    Err("no stream in time".to_string())
+                }
+            }
         };
         let (send, recv) = match streams {
             Ok(s) => s,
@@ -354,10 +374,19 @@ impl SyncNode {
         let writer = tokio::spawn(write_frames(send, wire_rx, self.clone()));
         let mut shutdown = self.inner.shutdown.subscribe();
         let mut faults_seen = 0;
+        let hello_by = tokio::time::Instant::now() + self.inner.hello_timeout;
         let result = loop {
-            let has_output = lock(&session).has_output();
+            let (has_output, greeted) = {
+                let s = lock(&session);
+                (s.has_output(), s.greeted())
+            };
             let step = tokio::select! {
                 _ = shutdown.changed() => break Ok(()),
+                _ = tokio::time::sleep_until(hello_by), if !greeted => {
+                    self.inner.metrics.faults.fetch_add(1, Ordering::Relaxed);
+                    self.inner.metrics.peers_disconnected.fetch_add(1, Ordering::Relaxed);
+                    break Err(SessionError::TooManyFaults { peer, faults: 1, last: "no Hello in time".into() });
+                }
                 frame = frames.recv() => match frame {
                     None => break Ok(()),
                     Some(Err(e)) => {

@@ -158,6 +158,11 @@ impl Session {
         &self.stats
     }
 
+    /// Whether the peer's `Hello` has arrived.
+    pub fn greeted(&self) -> bool {
+        self.hello
+    }
+
     /// Whether [`Session::next_frame`] has something to send.
     pub fn has_output(&self) -> bool {
         !self.outbox.is_empty() || !self.outgoing.is_empty()

@@ -293,3 +293,55 @@ async fn a_peer_sending_garbage_or_huge_frames_is_cut_off_and_counted() {
     assert_eq!(node.engine().heads(&coop), before, "nothing stored");
     node.sync.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_says_hello_is_cut_off() {
+    let test = TestNode::new();
+    let key = keypair(1);
+    let sync = SyncNode::spawn(
+        test.engine.clone(),
+        &key,
+        NodeConfig {
+            hello_timeout: Duration::from_millis(200),
+            ..NodeConfig::direct("127.0.0.1:0".parse().expect("addr"))
+        },
+    )
+    .await
+    .expect("bind");
+    let addr =
+        iroh::EndpointAddr::new(iroh::PublicKey::from_bytes(key.did().as_bytes()).expect("key"))
+            .with_ip_addr(sync.local_addrs()[0]);
+    let endpoint = raw_peer(&keypair(66)).await;
+    // Connected, and silent: no stream (QUIC keeps such a connection alive).
+    let conn = endpoint
+        .connect(addr.clone(), icn_sync::ALPN)
+        .await
+        .expect("connect");
+    let closed = tokio::time::timeout(PATIENCE, conn.closed()).await;
+    assert!(
+        closed.is_ok(),
+        "a peer that opened no stream kept its connection"
+    );
+    // A stream, four bytes of a length, and then nothing.
+    let conn = endpoint
+        .connect(addr, icn_sync::ALPN)
+        .await
+        .expect("connect");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    send.write_all(&8u32.to_be_bytes()).await.expect("write");
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        while let Ok(Some(_)) = recv.read(&mut sink).await {}
+        conn.closed().await
+    })
+    .await;
+    assert!(closed.is_ok(), "the silent peer kept its session");
+    let m = sync.metrics();
+    assert_eq!(
+        m.peers_disconnected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    endpoint.close().await;
+    sync.shutdown().await;
+}

@@ -214,8 +214,8 @@ async fn main() -> Result<()> {
         engine.clone(),
         &identity,
         NodeConfig {
-            bind: listen_addr,
             relay_urls,
+            ..NodeConfig::direct(listen_addr)
         },
     )
     .await
