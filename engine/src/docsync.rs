@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use automerge::sync::{ChunkList, Message, State, SyncDoc};
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc};
 use icn_schemas::{DocId, Reader, domain};
 
 use crate::change::{ChangeSignature, SignedChange};
@@ -28,7 +28,32 @@ impl Engine {
     /// with the signature of every change it carries; `None` when there is
     /// nothing to say. A document this node does not hold syncs as an empty
     /// one, which asks the peer for everything.
+    ///
+    /// `need` names changes to ask for beyond what Automerge asks for: the
+    /// missing dependencies [`Engine::receive_sync`] reported.
     pub fn generate_sync(
+        &self,
+        id: &DocId,
+        state: &mut State,
+        need: &[ChangeHash],
+    ) -> Result<Option<(Message, Vec<ChangeSignature>)>, StorageError> {
+        let mut generated = self.generate_signed(id, state)?;
+        if let Some((message, _)) = &mut generated {
+            for hash in need {
+                let held = self
+                    .read(id, |r| r.doc().get_change_meta_by_hash(hash).is_some())
+                    .unwrap_or(false);
+                if !held && !message.need.contains(hash) {
+                    message.need.push(*hash);
+                }
+            }
+            // The encoding wants them sorted.
+            message.need.sort_unstable();
+        }
+        Ok(generated)
+    }
+
+    fn generate_signed(
         &self,
         id: &DocId,
         state: &mut State,
@@ -85,6 +110,11 @@ impl Engine {
     /// approves it as the message would make it (for example: it names this
     /// node as a member device or relay); otherwise nothing is stored and
     /// [`ApplyError::NotWanted`] is returned.
+    ///
+    /// Changes whose dependencies did not come (the peer's bloom filter took
+    /// them for ours) are not kept; their missing dependencies are returned
+    /// (`need` for the next [`Engine::generate_sync`]), and the next message
+    /// asks the peer to send again what it sent.
     pub fn receive_sync(
         &self,
         id: &DocId,
@@ -92,7 +122,7 @@ impl Engine {
         mut message: Message,
         signatures: &[ChangeSignature],
         wanted: impl FnOnce(Reader<'_>) -> bool,
-    ) -> Result<Applied, ApplyError> {
+    ) -> Result<(Applied, Vec<ChangeHash>), ApplyError> {
         check_blooms(&message)?;
         let chunks = std::mem::replace(&mut message.changes, ChunkList::empty());
         let mut applied = Applied {
@@ -100,8 +130,13 @@ impl Engine {
             heads: self.heads(id).unwrap_or_default(),
             closes: Default::default(),
         };
+        let mut missing = Vec::new();
         if !chunks.is_empty() {
             let (batch, fork) = self.signed_batch(id, &chunks, signatures, wanted)?;
+            // Changes whose dependencies did not come are dropped here,
+            // unlike in Automerge, which queues them; the peer counts them
+            // as sent.
+            missing = fork.get_missing_deps(&[]);
             applied = match self.apply_remote(id, batch) {
                 Err(ApplyError::Refused(r)) if r.module_not_held() => {
                     return Err(match module_of(&fork) {
@@ -130,7 +165,13 @@ impl Engine {
         if let Some(last_sent) = last_sent {
             state.last_sent_heads = last_sent;
         }
-        Ok(applied)
+        if !missing.is_empty() {
+            // Our next message asks for the missing dependencies and tells
+            // the peer to forget what it sent, so it sends the dropped
+            // changes again too.
+            state.needs_reset = true;
+        }
+        Ok((applied, missing))
     }
 
     /// The changes in `chunks` that this node lacks, each with its
@@ -160,7 +201,8 @@ impl Engine {
         let by_hash: HashMap<&[u8; 32], &ChangeSignature> =
             signatures.iter().map(|s| (&s.hash, s)).collect();
         // Changes whose dependencies did not arrive stay queued in the fork
-        // and are not listed: the peer is asked for them again.
+        // and are not listed: the peer is asked for them again (the
+        // `needs_reset` in `receive_sync`).
         let batch = fork
             .get_changes(&old_heads)
             .iter()

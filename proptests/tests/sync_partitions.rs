@@ -98,7 +98,11 @@ fn session(a: &Node, b: &Node, limit: Option<usize>) -> Result<(), TestCaseError
     let mut sa = Session::new(a.engine().clone(), a.key.did(), b.key.did());
     let mut sb = Session::new(b.engine().clone(), b.key.did(), a.key.did());
     let mut left = limit.unwrap_or(usize::MAX);
+    let mut delivered = 0usize;
     loop {
+        // Honest sessions go quiet; one that never does is a livelock.
+        delivered += 1;
+        prop_assert!(delivered < 100_000, "the session never went quiet");
         let mut moved = false;
         for forward in [true, false] {
             let (node, from, to) = if forward {

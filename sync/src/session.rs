@@ -115,6 +115,9 @@ pub struct Session {
     offered: HashSet<DocId>,
     /// Documents in sync with the peer, with their sync states.
     docs: HashMap<DocId, State>,
+    /// Changes to ask the peer for, per document, beyond Automerge's own
+    /// needs: dependencies of changes that came without them.
+    needs: HashMap<DocId, Vec<automerge::ChangeHash>>,
     ledgers: HashMap<DocId, Ledger>,
     outbox: VecDeque<Frame>,
     outgoing: VecDeque<Outgoing>,
@@ -140,6 +143,7 @@ impl Session {
             hello: false,
             offered: HashSet::new(),
             docs: HashMap::new(),
+            needs: HashMap::new(),
             ledgers: HashMap::new(),
             outbox: VecDeque::from([Frame::Hello { docs }]),
             outgoing: VecDeque::new(),
@@ -346,9 +350,10 @@ impl Session {
         let Some(state) = self.docs.get_mut(doc) else {
             return Ok(());
         };
+        let need = self.needs.get(doc).map(Vec::as_slice).unwrap_or_default();
         if let Some((message, signatures)) = self
             .engine
-            .generate_sync(doc, state)
+            .generate_sync(doc, state, need)
             .map_err(|e| SessionError::Storage(e.to_string()))?
         {
             self.outbox.push_back(Frame::Doc {
@@ -389,8 +394,20 @@ impl Session {
         let received =
             engine.receive_sync(&doc, state, message, signatures, |r| engine.may_read(r, me));
         match received {
-            Ok(applied) => {
+            Ok((applied, missing)) => {
                 self.stats.changes_in += applied.new.len() as u64;
+                let needs = self.needs.entry(doc).or_default();
+                let engine = &self.engine;
+                needs.retain(|h| {
+                    engine
+                        .read(&doc, |r| r.doc().get_change_meta_by_hash(h).is_none())
+                        .unwrap_or(true)
+                });
+                for h in missing {
+                    if !needs.contains(&h) && needs.len() < MAX_IDS_PER_FRAME {
+                        needs.push(h);
+                    }
+                }
                 if let Err(e) = self.engine.store().put_peer_sync_state(
                     self.peer.as_bytes(),
                     &doc,
