@@ -461,3 +461,50 @@ fn a_long_run_missing_its_first_parent_still_arrives_whole() {
     // Asked again as a whole, not parent by parent up the run.
     assert!(wants < 10, "{wants} wants");
 }
+
+/// A node takes a document it does not hold only if the document names it:
+/// a co-op pushed by a peer to a node that is neither a member device nor a
+/// registered relay is not stored.
+#[test]
+fn a_document_that_does_not_name_this_node_is_not_taken() {
+    let (alice, _bob, coop) = coop_with_member();
+    let mallory = Peer::new(66);
+    let mut sm = mallory.session_with(&alice);
+    sm.receive(Frame::Hello { docs: vec![coop.0] })
+        .expect("hello");
+    let signatures = alice
+        .engine()
+        .changes_since(&coop, &[])
+        .expect("history")
+        .into_iter()
+        .map(|c| {
+            let hash = automerge::Change::from_bytes(c.change.clone())
+                .expect("change")
+                .hash();
+            icn_engine::ChangeSignature {
+                hash: hash.0,
+                signature: c.signature,
+                delegation: c.delegation,
+            }
+        })
+        .collect();
+    let whole = automerge::sync::Message {
+        heads: alice.engine().heads(&coop).expect("heads"),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![alice.engine().save(&coop).expect("save")].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V2,
+    };
+    sm.receive(Frame::Doc {
+        doc: coop.0,
+        message: whole.encode(),
+        signatures,
+    })
+    .expect("not a fault");
+    assert!(
+        mallory.engine().doc_ids().is_empty(),
+        "stored a co-op it is not in"
+    );
+    assert_eq!(sm.stats().faults, 0);
+}
