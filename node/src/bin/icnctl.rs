@@ -16,7 +16,7 @@ use icn_node::control::Request;
 /// and `network` talk to the icnd running on the same data directory,
 /// through its control socket <data-dir>/icnd.sock.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The node's data directory.
     #[arg(long, global = true, default_value = icn_node::DEFAULT_DATA_DIR)]

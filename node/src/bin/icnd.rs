@@ -123,7 +123,7 @@ fn registered_relays(engine: &Engine) -> Vec<(Did, SocketAddr)> {
 ///
 /// Flags win over the configuration file, which wins over the defaults.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Args {
     /// Configuration file (TOML: data_dir, [network] listen_addr,
     /// bootstrap_peers, relay_urls, [gateway] bind_addr, [observability]
