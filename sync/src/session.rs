@@ -46,6 +46,10 @@ const PEER_HAS_LIMIT: usize = 200_000;
 /// (32 MiB of ids); a request past that is a fault and is dropped.
 pub const MAX_QUEUED_IDS: usize = 1 << 20;
 
+/// Frames a session may hold for a peer that does not read them; past
+/// that the session ends, and the next one catches the peer up.
+pub const MAX_OUTBOX_FRAMES: usize = 10_000;
+
 /// Why a session must end.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,6 +67,10 @@ pub enum SessionError {
     /// This node's storage failed.
     #[error("storage: {0}")]
     Storage(String),
+    /// The peer does not read what this node pushes (see
+    /// [`MAX_OUTBOX_FRAMES`]).
+    #[error("peer {0} is not reading; {MAX_OUTBOX_FRAMES} frames wait for it")]
+    Backlog(Did),
 }
 
 /// Counters of one session.
@@ -243,6 +251,9 @@ impl Session {
     pub fn committed(&mut self, event: &Committed) -> Result<(), SessionError> {
         if !self.hello {
             return Ok(()); // The catch-up will carry it.
+        }
+        if self.outbox.len() >= MAX_OUTBOX_FRAMES {
+            return Err(SessionError::Backlog(self.peer));
         }
         match event {
             Committed::Doc { doc, .. } => {

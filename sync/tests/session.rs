@@ -508,3 +508,26 @@ fn a_document_that_does_not_name_this_node_is_not_taken() {
     );
     assert_eq!(sm.stats().faults, 0);
 }
+
+/// A peer that never reads what is pushed to it cannot make a session hold
+/// an unbounded backlog: the session ends, and a later one catches it up.
+#[test]
+fn a_peer_that_does_not_read_pushes_ends_its_session() {
+    let (alice, bob, coop) = coop_with_member();
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+    let mut ended = None;
+    for n in 0..=icn_sync::session::MAX_OUTBOX_FRAMES as u32 {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&n.to_le_bytes());
+        let event = Committed::Entries {
+            coop,
+            entries: vec![(icn_schemas::ledger::EntryId(id), vec![1u8, 2, 3].into())],
+        };
+        if let Err(e) = sa.committed(&event) {
+            ended = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(ended, Some(SessionError::Backlog(_))), "{ended:?}");
+}
