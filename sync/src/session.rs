@@ -50,6 +50,10 @@ pub const MAX_QUEUED_IDS: usize = 1 << 20;
 /// that the session ends, and the next one catches the peer up.
 pub const MAX_OUTBOX_FRAMES: usize = 10_000;
 
+/// Filters (`LedgerHave`) a peer may send per ledger and session: one at
+/// the start and one per recovery from a full pending set.
+pub const MAX_HAVES_PER_LEDGER: u32 = 64;
+
 /// Why a session must end.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,6 +105,10 @@ struct Ledger {
     /// (a long run waiting for a parent the filter wrongly claimed): ask
     /// again, with a fresh filter, once the current answer is done.
     overflowed: bool,
+    /// Whether the peer sent its heads (once per session).
+    heads_seen: bool,
+    /// Filters the peer sent: each costs a pass over the whole ledger.
+    haves: u32,
 }
 
 /// Entries queued for the peer, sent a frame at a time.
@@ -227,6 +235,9 @@ impl Session {
 
     /// Handles one frame from the peer.
     pub fn receive(&mut self, frame: Frame) -> Result<(), SessionError> {
+        // Every frame may queue an answer; a peer that sends without
+        // reading what it is sent cannot grow the queue without bound.
+        self.check_backlog()?;
         match frame {
             Frame::Hello { docs } => self.on_hello(docs),
             _ if !self.hello => self.fault("a frame before Hello"),
@@ -252,9 +263,7 @@ impl Session {
         if !self.hello {
             return Ok(()); // The catch-up will carry it.
         }
-        if self.outbox.len() >= MAX_OUTBOX_FRAMES {
-            return Err(SessionError::Backlog(self.peer));
-        }
+        self.check_backlog()?;
         match event {
             Committed::Doc { doc, .. } => {
                 if !self.engine.may_receive(doc, &self.peer) {
@@ -299,6 +308,13 @@ impl Session {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn check_backlog(&self) -> Result<(), SessionError> {
+        if self.outbox.len() >= MAX_OUTBOX_FRAMES {
+            return Err(SessionError::Backlog(self.peer));
         }
         Ok(())
     }
@@ -500,7 +516,11 @@ impl Session {
             // Not a co-op these two sync (yet): views of membership can lag.
             return Ok(());
         }
-        self.ledgers.entry(coop).or_default().their_heads = heads;
+        let ledger = self.ledgers.entry(coop).or_default();
+        if std::mem::replace(&mut ledger.heads_seen, true) {
+            return self.fault(format!("ledger heads of {coop} a second time"));
+        }
+        ledger.their_heads = heads;
         self.want_missing_heads(&coop)
     }
 
@@ -542,6 +562,13 @@ impl Session {
         if !self.may_send_ledger(&coop) {
             tracing::debug!(peer = %self.peer, coop = %coop, "ledger asked for, not sent");
             return Ok(());
+        }
+        let ledger = self.ledgers.entry(coop).or_default();
+        ledger.haves += 1;
+        if ledger.haves > MAX_HAVES_PER_LEDGER {
+            return self.fault(format!(
+                "more than {MAX_HAVES_PER_LEDGER} filters of {coop}"
+            ));
         }
         let ids: VecDeque<EntryId> = self
             .engine

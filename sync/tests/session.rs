@@ -531,3 +531,56 @@ fn a_peer_that_does_not_read_pushes_ends_its_session() {
     }
     assert!(matches!(ended, Some(SessionError::Backlog(_))), "{ended:?}");
 }
+
+/// Requests that cost this node a pass over its whole ledger cannot be
+/// repeated at will: heads come once per session, filters a bounded number
+/// of times, and a peer that does not read what it asked for ends its
+/// session.
+#[test]
+fn a_peer_repeating_costly_requests_is_refused() {
+    let (alice, bob, coop) = coop_with_member();
+    alice.settle(&coop, &bob, 1);
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+    sa.receive(Frame::LedgerHeads {
+        coop: coop.0,
+        heads: vec![[9; 32]],
+    })
+    .expect("one fault");
+    assert_eq!(sa.stats().faults, 1);
+    while sa.next_frame().expect("frame").is_some() {}
+
+    let have = || Frame::LedgerHave {
+        coop: coop.0,
+        bloom: Vec::new(),
+    };
+    // Bob sent one filter during the sync; these are the rest, and one more.
+    let mut outcome = Ok(());
+    for _ in 0..icn_sync::session::MAX_HAVES_PER_LEDGER {
+        outcome = sa.receive(have());
+        while sa.next_frame().expect("frame").is_some() {}
+    }
+    assert!(outcome.is_ok());
+    assert_eq!(sa.stats().faults, 2, "the filter past the limit is a fault");
+
+    // Frames that each queue an answer, never read.
+    let (mut sa, mut sb) = (alice.session_with(&bob), bob.session_with(&alice));
+    pump(&alice, &mut sa, &bob, &mut sb).expect("sync");
+    let mut ended = None;
+    for _ in 0..=icn_sync::session::MAX_OUTBOX_FRAMES {
+        if let Err(e) = sa.receive(Frame::BlobWant { hash: [0; 32] }) {
+            ended = Some(e);
+            break;
+        }
+    }
+    // Blobs this node lacks queue nothing; ask for one it holds.
+    assert!(ended.is_none());
+    let hash = alice.engine().put_module(b"(module)").expect("blob");
+    for _ in 0..=icn_sync::session::MAX_OUTBOX_FRAMES {
+        if let Err(e) = sa.receive(Frame::BlobWant { hash }) {
+            ended = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(ended, Some(SessionError::Backlog(_))), "{ended:?}");
+}
