@@ -368,7 +368,8 @@ impl SyncNode {
         let me = self.inner.me;
         let session = blocking(move || Ok(Session::new(engine, me, peer))).await?;
         let session = Arc::new(Mutex::new(session));
-        let (frames_tx, mut frames) = mpsc::channel(16);
+        // Few frames wait decoded: each may be 16 MiB.
+        let (frames_tx, mut frames) = mpsc::channel(2);
         let reader = tokio::spawn(read_frames(recv, frames_tx, self.clone()));
         let (wire_tx, wire_rx) = mpsc::channel::<Vec<u8>>(4);
         let writer = tokio::spawn(write_frames(send, wire_rx, self.clone()));

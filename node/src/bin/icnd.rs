@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -57,6 +58,21 @@ impl Dialer {
             }
         }
     }
+}
+
+/// Runs `work` on the engine now and every `period`, off the async threads.
+fn every(period: Duration, engine: Engine, work: impl Fn(&Engine) + Send + Sync + 'static) {
+    let work = Arc::new(work);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            let (engine, work) = (engine.clone(), work.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || work(&engine)).await {
+                tracing::warn!(error = %e, "a periodic task failed");
+            }
+        }
+    });
 }
 
 /// Answers `icnctl` on the control socket.
@@ -184,23 +200,14 @@ async fn main() -> Result<()> {
     // The node's key records the closes that fall due and executes the
     // accepted decisions it learns of (docs/governance.md).
     engine.set_executor(icn_engine::Signer::Device(identity.clone()));
-    let closer = engine.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
-        loop {
-            every.tick().await;
-            let engine = closer.clone();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            match tokio::task::spawn_blocking(move || engine.close_due(now)).await {
-                Ok(closed) if !closed.is_empty() => {
-                    tracing::info!(count = closed.len(), "recorded closes that fell due");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "closing due proposals failed"),
-            }
+    every(Duration::from_secs(30), engine.clone(), |engine| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let closed = engine.close_due(now);
+        if !closed.is_empty() {
+            tracing::info!(count = closed.len(), "recorded closes that fell due");
         }
     });
 
@@ -238,18 +245,9 @@ async fn main() -> Result<()> {
     }
     // Relays registered in the co-ops this node holds, now and as they change.
     let relays = dialer.clone();
-    let relay_engine = engine.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-        loop {
-            every.tick().await;
-            let engine = relay_engine.clone();
-            if let Ok(found) = tokio::task::spawn_blocking(move || registered_relays(&engine)).await
-            {
-                for (did, addr) in found {
-                    relays.dial(did, addr);
-                }
-            }
+    every(Duration::from_secs(60), engine.clone(), move |engine| {
+        for (did, addr) in registered_relays(engine) {
+            relays.dial(did, addr);
         }
     });
 
