@@ -11,9 +11,15 @@
 //! [gateway]
 //! enabled = true
 //! bind_addr = "127.0.0.1:8080"
+//! cors_origins = []          # origins browsers may call from; ["*"] for any
+//! token_ttl_seconds = 86400  # how long a token (and its delegation) lasts
+//! rate_burst = 100           # requests per DID at once …
+//! rate_per_second = 10       # … then per second
+//! body_limit_bytes = 1048576
 //!
 //! [observability]
 //! log_level = "info"
+//! metrics_port = 9100        # Prometheus, on the gateway's IP; 0: any free port
 //! ```
 //!
 //! Every field is optional; a flag given on the command line wins over the
@@ -65,6 +71,16 @@ pub struct Gateway {
     pub enabled: Option<bool>,
     /// Address it listens on.
     pub bind_addr: Option<SocketAddr>,
+    /// Origins browsers may call the gateway from; `*` for any.
+    pub cors_origins: Vec<String>,
+    /// How long a token lasts, seconds.
+    pub token_ttl_seconds: Option<u64>,
+    /// Requests a DID may make at once.
+    pub rate_burst: Option<u32>,
+    /// Requests per second a DID may make after its burst.
+    pub rate_per_second: Option<u32>,
+    /// Largest request body, bytes.
+    pub body_limit_bytes: Option<usize>,
 }
 
 /// `[observability]`.
@@ -73,7 +89,7 @@ pub struct Gateway {
 pub struct Observability {
     /// Log level, as `--log-level`.
     pub log_level: Option<String>,
-    /// Port of the Prometheus endpoint.
+    /// Port of the Prometheus endpoint (`/metrics`), on the gateway's IP.
     pub metrics_port: Option<u16>,
 }
 

@@ -39,3 +39,39 @@ pub fn load_identity(data_dir: &Path) -> Result<Keypair> {
     let passphrase = Passphrase::from_env_or_prompt("Keystore passphrase: ")?;
     Ok(keystore.load(&passphrase)?)
 }
+
+/// File in the data directory holding the generated gateway JWT secret.
+pub const JWT_SECRET_FILE: &str = "gateway.secret";
+
+/// The gateway's JWT secret: `ICN_GATEWAY_JWT_SECRET` when set, else the
+/// one stored in the data directory, generated (32 random bytes, mode
+/// 0600) the first time. Returns the secret and where it came from; the
+/// secret itself is never logged.
+pub fn jwt_secret(data_dir: &Path) -> Result<(Vec<u8>, String)> {
+    if let Ok(secret) = std::env::var("ICN_GATEWAY_JWT_SECRET")
+        && !secret.is_empty()
+    {
+        if secret.len() < 16 {
+            anyhow::bail!("ICN_GATEWAY_JWT_SECRET must have at least 16 characters");
+        }
+        return Ok((secret.into_bytes(), "ICN_GATEWAY_JWT_SECRET".into()));
+    }
+    let path = data_dir.join(JWT_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = hex::decode(text.trim())
+                .ok()
+                .filter(|s| s.len() >= 16)
+                .with_context(|| format!("{} is not a hex secret", path.display()))?;
+            Ok((secret, path.display().to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = vec![0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            icn_engine::keystore::write_atomically(&path, hex::encode(&secret).as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok((secret, format!("{} (generated)", path.display())))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}

@@ -755,7 +755,7 @@ pub struct NewDomain {
     pub name: String,
     /// Profile preset name.
     pub profile: String,
-    /// Owning co-op slug, if any.
+    /// The document id of the co-op the domain belongs to, if any.
     pub coop_id: Option<String>,
     /// Creator, the first admin.
     pub creator: Did,
@@ -772,7 +772,12 @@ pub fn create(tx: &mut impl Transactable, new: &NewDomain) -> Result<(), SchemaE
     tx.put(&root, "name", new.name.as_str())?;
     tx.put(&root, "profile", new.profile.as_str())?;
     if let Some(coop) = &new.coop_id {
-        check_ident("co-op id", coop)?;
+        // The co-op's document id: what access rules resolve it by.
+        coop.parse::<crate::DocId>()
+            .map_err(|_| SchemaError::InvalidValue {
+                field: "coop_id",
+                reason: format!("{coop:?} is not a co-op document id (32 bytes in base58)"),
+            })?;
         tx.put(&root, "coop_id", coop.as_str())?;
     }
     set_rules(tx, &new.rules)?;

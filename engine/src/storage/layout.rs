@@ -10,6 +10,8 @@
 //! | `ledger` | co-op id (32) ‖ tag (1) ‖ … | a co-op's entries and its fold, below |
 //! | `blobs` | blake3 hash (32) | content-addressed bytes: WASM tally modules |
 //! | `peer_sync` | peer key (32) ‖ doc id (32) | Automerge `sync::State::encode()`: what this node knows the peer holds |
+//! | `gateway` | `d` ‖ delegation hash (32) | a [`icn_schemas::SignedDelegation`] a member signed at `POST /v1/auth/verify`, postcard |
+//! | `gateway` | `e` ‖ co-op id (32) ‖ seq (u64 BE) | one WebSocket event of the co-op, JSON |
 //!
 //! `seq` numbers a document's changes in the order this node stored them,
 //! which is always a causal order: a change is stored only once all its
@@ -58,6 +60,7 @@ pub(crate) const DOC_SNAPSHOTS: &str = "doc_snapshots";
 pub(crate) const LEDGER: &str = "ledger";
 pub(crate) const BLOBS: &str = "blobs";
 pub(crate) const PEER_SYNC: &str = "peer_sync";
+pub(crate) const GATEWAY: &str = "gateway";
 /// Version 1 trees, read once by the migration.
 pub(crate) const V1_LEDGER_TREES: [&str; 3] = ["ledger_meta", "ledger_entries", "ledger_index"];
 pub(crate) const V1_LEDGER_ENTRIES: &str = "ledger_entries";

@@ -5,7 +5,9 @@
 //! `127.0.0.1:8080`, and syncs with peers over iroh on UDP `0.0.0.0:7777`
 //! (docs/sync.md). With an empty data directory and
 //! `ICN_KEYSTORE_PASSPHRASE` set, it creates the node's identity and says so.
-//! It stops cleanly on Ctrl-C or SIGTERM.
+//! The gateway signs tokens with `ICN_GATEWAY_JWT_SECRET`, or with a secret
+//! it generates once in `<data-dir>/gateway.secret`. Prometheus metrics are
+//! on port 9100 of the gateway's IP. It stops cleanly on Ctrl-C or SIGTERM.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -20,6 +22,9 @@ use icn_node::config::{Config, DEFAULT_LISTEN_ADDR, PeerAddr};
 use icn_node::control::Request;
 use icn_schemas::{Did, DocKind};
 use icn_sync::{NodeConfig, SyncNode};
+
+/// The deployment guide's Prometheus port.
+const DEFAULT_METRICS_PORT: u16 = 9100;
 
 /// Dials each peer once; the sync node keeps the session up from then on.
 #[derive(Clone)]
@@ -142,8 +147,10 @@ fn registered_relays(engine: &Engine) -> Vec<(Did, SocketAddr)> {
 #[command(version)]
 struct Args {
     /// Configuration file (TOML: data_dir, [network] listen_addr,
-    /// bootstrap_peers, relay_urls, [gateway] bind_addr, [observability]
-    /// log_level).
+    /// bootstrap_peers, relay_urls, [gateway] enabled, bind_addr,
+    /// cors_origins, token_ttl_seconds, rate_burst, rate_per_second,
+    /// body_limit_bytes, [observability] log_level, metrics_port; see
+    /// docs/operations.md).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Where the identity (identity.age) and the store live [default: ./data].
@@ -155,10 +162,81 @@ struct Args {
     /// Address the HTTP gateway listens on [default: 127.0.0.1:8080].
     #[arg(long)]
     gateway_bind: Option<SocketAddr>,
+    /// Serve the HTTP gateway: `--gateway-enable` or `--gateway-enable
+    /// false` [default: true, or [gateway] enabled].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    gateway_enable: Option<bool>,
+    /// Port of the Prometheus endpoint (/metrics), on the gateway's IP; 0
+    /// picks a free port [default: 9100].
+    #[arg(long)]
+    metrics_port: Option<u16>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
     /// [default: info].
     #[arg(long)]
     log_level: Option<String>,
+}
+
+/// The sync counters, in the Prometheus text format.
+fn sync_metrics(sync: &SyncNode) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = sync.metrics();
+    let mut out = String::new();
+    let counters = [
+        (
+            "icn_sync_sessions_total",
+            "Sync sessions started.",
+            &m.sessions,
+        ),
+        (
+            "icn_sync_faults_total",
+            "Faults by peers (bad signatures, forged authority, malformed frames).",
+            &m.faults,
+        ),
+        (
+            "icn_sync_peers_disconnected_total",
+            "Sessions ended for faults or limits.",
+            &m.peers_disconnected,
+        ),
+        (
+            "icn_sync_changes_in_total",
+            "Document changes received and applied.",
+            &m.changes_in,
+        ),
+        (
+            "icn_sync_entries_in_total",
+            "Ledger entries received and stored.",
+            &m.entries_in,
+        ),
+        (
+            "icn_sync_entries_out_total",
+            "Ledger entries sent.",
+            &m.entries_out,
+        ),
+        (
+            "icn_sync_bytes_in_total",
+            "Frame bytes received.",
+            &m.bytes_in,
+        ),
+        (
+            "icn_sync_bytes_out_total",
+            "Frame bytes sent.",
+            &m.bytes_out,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            value.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP icn_network_connections_active Peers with a sync session now.\n# TYPE icn_network_connections_active gauge\nicn_network_connections_active {}",
+        sync.peers().len()
+    );
+    out
 }
 
 #[tokio::main]
@@ -251,11 +329,55 @@ async fn main() -> Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(gateway_bind)
+    let (secret, source) = icn_node::jwt_secret(&data_dir)?;
+    tracing::info!("gateway token secret from {source}");
+    let mut gw_config = icn_gateway::Config::new(identity.clone(), secret);
+    let g = &config.gateway;
+    gw_config.cors_origins = g.cors_origins.clone();
+    gw_config.token_seconds = g.token_ttl_seconds.unwrap_or(gw_config.token_seconds);
+    gw_config.rate_burst = g.rate_burst.unwrap_or(gw_config.rate_burst);
+    gw_config.rate_per_second = g.rate_per_second.unwrap_or(gw_config.rate_per_second);
+    gw_config.body_limit = g.body_limit_bytes.unwrap_or(gw_config.body_limit);
+    let gateway = icn_gateway::Gateway::new(engine.clone(), gw_config);
+
+    let metrics_port = args
+        .metrics_port
+        .or(config.observability.metrics_port)
+        .unwrap_or(DEFAULT_METRICS_PORT);
+    let metrics_addr = SocketAddr::new(gateway_bind.ip(), metrics_port);
+    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
-        .with_context(|| format!("binding the gateway to {gateway_bind}"))?;
-    tracing::info!("gateway listening on http://{}", listener.local_addr()?);
-    icn_gateway::serve(listener, engine.clone(), shutdown_signal()).await?;
+        .with_context(|| {
+            format!("binding the metrics endpoint to {metrics_addr} (set [observability] metrics_port or --metrics-port; 0 picks a free port)")
+        })?;
+    tracing::info!(
+        "metrics on http://{}/metrics",
+        metrics_listener.local_addr()?
+    );
+    let (gw_metrics, sync_for_metrics) = (gateway.metrics().clone(), sync.clone());
+    let metrics = icn_gateway::metrics::router(move || {
+        gw_metrics.render() + &sync_metrics(&sync_for_metrics)
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics).await {
+            tracing::warn!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+
+    let gateway_enabled = args
+        .gateway_enable
+        .or(config.gateway.enabled)
+        .unwrap_or(true);
+    if gateway_enabled {
+        let listener = tokio::net::TcpListener::bind(gateway_bind)
+            .await
+            .with_context(|| format!("binding the gateway to {gateway_bind}"))?;
+        tracing::info!("gateway listening on http://{}", listener.local_addr()?);
+        icn_gateway::serve(listener, gateway, shutdown_signal()).await?;
+    } else {
+        tracing::info!("gateway disabled");
+        shutdown_signal().await;
+    }
     sync.shutdown().await;
     let _ = std::fs::remove_file(icn_node::control::socket_path(&data_dir));
 

@@ -1,0 +1,304 @@
+//! Co-ops and their members.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use icn_engine::Engine;
+use icn_schemas::coop::{self, Coop, MemberStatus, NewCoop, Role};
+use icn_schemas::{DocId, DocKind, Scope};
+use serde_json::{Value, json};
+
+use crate::auth::now_secs;
+use crate::error::AppError;
+use crate::ledger::coop_for;
+use crate::metrics::Metrics;
+use crate::{Auth, Body, Gateway, blocking, parse_did};
+
+pub(crate) fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/coops", get(list).post(create))
+        .route("/v1/coops/{id}", get(get_coop).put(update).delete(delete))
+        .route("/v1/coops/{id}/members", get(members).post(add_member))
+        .route(
+            "/v1/coops/{id}/members/{did}",
+            put(update_member).delete(remove_member),
+        )
+}
+
+fn view(id: &DocId, c: &Coop) -> Value {
+    json!({
+        "id": c.id,
+        "doc_id": id.to_string(),
+        "name": c.name,
+        "description": c.description,
+        "creator": c.creator,
+        "created_at": c.created_at,
+        "policy": c.policy,
+        "members": c.members.len(),
+        "relays": c.relays,
+    })
+}
+
+fn read(engine: &Engine, id: &DocId) -> Result<Coop, AppError> {
+    engine
+        .coop(id)
+        .ok_or_else(|| AppError::not_found(format!("no co-op {id}")))?
+        .map_err(AppError::internal)
+}
+
+async fn list(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopRead)?;
+    blocking(move || {
+        let mut out = Vec::new();
+        for id in gw.index().all(DocKind::Coop) {
+            if gw.engine().may_receive(&id, &auth.did)
+                && let Some(Ok(c)) = gw.engine().coop(&id)
+            {
+                out.push(view(&id, &c));
+            }
+        }
+        Ok(Json(Value::Array(out)))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum UnitRequest {
+    Name(String),
+    Full { id: String, scale: Option<i64> },
+}
+
+#[derive(serde::Deserialize)]
+struct NewCoopRequest {
+    id: String,
+    name: Option<String>,
+    #[serde(default)]
+    description: String,
+    default_credit_limit: Option<i64>,
+    units: Option<Vec<UnitRequest>>,
+}
+
+async fn create(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Body(req): Body<NewCoopRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::CoopWrite)?;
+    let units = match req.units {
+        None => vec![("hours".to_owned(), 0)],
+        Some(units) => units
+            .into_iter()
+            .map(|u| match u {
+                UnitRequest::Name(id) => (id, 0),
+                UnitRequest::Full { id, scale } => (id, scale.unwrap_or(0)),
+            })
+            .collect(),
+    };
+    blocking(move || {
+        if gw.index().name_taken(DocKind::Coop, &req.id) {
+            return Err(AppError::conflict(format!(
+                "a co-op {:?} already exists",
+                req.id
+            )));
+        }
+        let new = NewCoop {
+            name: req.name.unwrap_or_else(|| req.id.clone()),
+            id: req.id,
+            description: req.description,
+            creator: auth.did,
+            device: auth.did,
+            created_at: now_secs() as i64,
+            default_credit_limit: req.default_credit_limit.unwrap_or(0),
+            units,
+        };
+        let id = gw.engine().create_coop(&auth.signer(), &new)?;
+        Metrics::add(&gw.metrics().coops_created);
+        Ok((
+            StatusCode::CREATED,
+            Json(view(&id, &read(gw.engine(), &id)?)),
+        ))
+    })
+    .await
+}
+
+async fn get_coop(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopRead)?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &key)?;
+        Ok(Json(view(&id, &read(gw.engine(), &id)?)))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct UpdateRequest {
+    name: Option<String>,
+    description: Option<String>,
+    default_credit_limit: Option<i64>,
+}
+
+async fn update(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+    Body(req): Body<UpdateRequest>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopWrite)?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &key)?;
+        gw.engine().write(&id, &auth.signer(), |tx| {
+            coop::set_profile(tx, req.name.as_deref(), req.description.as_deref())?;
+            if let Some(limit) = req.default_credit_limit {
+                coop::set_default_credit_limit(tx, limit)?;
+            }
+            Ok(())
+        })?;
+        Ok(Json(view(&id, &read(gw.engine(), &id)?)))
+    })
+    .await
+}
+
+async fn delete(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopAdmin)?;
+    blocking(move || {
+        coop_for(&gw, &auth, &key)?;
+        Err(AppError::unprocessable(
+            "a co-op cannot be deleted: its signed history and books are replicated on every member's device; remove its members instead (DELETE /v1/coops/{id}/members/{did})",
+        ))
+    })
+    .await
+}
+
+async fn members(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopRead)?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &key)?;
+        let c = read(gw.engine(), &id)?;
+        Ok(Json(json!(c.members.values().collect::<Vec<_>>())))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct MemberRequest {
+    did: String,
+    role: Option<Role>,
+}
+
+async fn add_member(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+    Body(req): Body<MemberRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::CoopAdmin)?;
+    let did = parse_did(&req.did)?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &key)?;
+        let engine = gw.engine();
+        if engine
+            .read(&id, |r| {
+                coop::Standing::read(r, &did).is_some_and(|s| s.is_active())
+            })
+            .unwrap_or(false)
+        {
+            return Err(AppError::conflict(format!("{did} is already a member")));
+        }
+        let role = req.role.unwrap_or(Role::Member);
+        engine.write(&id, &auth.signer(), |tx| {
+            coop::add_member(tx, &did, role, now_secs() as i64)
+        })?;
+        let member = engine.read(&id, |r| coop::Member::read(r, &did)).flatten();
+        Ok((StatusCode::CREATED, Json(json!(member))))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct UpdateMemberRequest {
+    role: Option<Role>,
+    status: Option<MemberStatus>,
+    credit_limit: Option<i64>,
+    display_name: Option<String>,
+}
+
+fn member_of(engine: &Engine, id: &DocId, did: &icn_schemas::Did) -> Result<Value, AppError> {
+    engine
+        .read(id, |r| coop::Member::read(r, did))
+        .flatten()
+        .map(|m| json!(m))
+        .ok_or_else(|| AppError::not_found(format!("{did} is not a member")))
+}
+
+async fn update_member(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path((key, did)): Path<(String, String)>,
+    Body(req): Body<UpdateMemberRequest>,
+) -> Result<Json<Value>, AppError> {
+    let did = parse_did(&did)?;
+    if did != auth.did || req.role.is_some() || req.credit_limit.is_some() {
+        auth.require(Scope::CoopAdmin)?;
+    } else {
+        auth.require(Scope::CoopWrite)?;
+    }
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &key)?;
+        let engine = gw.engine();
+        member_of(engine, &id, &did)?;
+        engine.write(&id, &auth.signer(), |tx| {
+            if let Some(role) = req.role {
+                coop::set_role(tx, &did, role)?;
+            }
+            if let Some(status) = req.status {
+                coop::set_status(tx, &did, status)?;
+            }
+            if let Some(limit) = req.credit_limit {
+                coop::set_credit_limit(tx, &did, limit)?;
+            }
+            if let Some(name) = &req.display_name {
+                coop::set_display_name(tx, &did, name)?;
+            }
+            Ok(())
+        })?;
+        Ok(Json(member_of(engine, &id, &did)?))
+    })
+    .await
+}
+
+async fn remove_member(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path((key, did)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let did = parse_did(&did)?;
+    auth.require(if did == auth.did {
+        Scope::CoopWrite
+    } else {
+        Scope::CoopAdmin
+    })?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &key)?;
+        let engine = gw.engine();
+        member_of(engine, &id, &did)?;
+        engine.write(&id, &auth.signer(), |tx| {
+            coop::set_status(tx, &did, MemberStatus::Removed)
+        })?;
+        Ok(Json(member_of(engine, &id, &did)?))
+    })
+    .await
+}

@@ -1,0 +1,68 @@
+//! The app developers' read API: a whole document, as JSON or as the
+//! `Automerge::save()` bytes that stock Automerge libraries load.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use icn_schemas::{DocId, DocKind, Scope};
+
+use crate::error::AppError;
+use crate::{Auth, Gateway, blocking, may_read};
+
+/// `GET /v1/docs/{doc_id}`: JSON, or raw bytes for
+/// `Accept: application/octet-stream`. The document's heads are in the
+/// `ETag` header.
+pub(crate) async fn get_doc(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(doc_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let id: DocId = doc_id
+        .parse()
+        .map_err(|_| AppError::bad_request(format!("{doc_id:?} is not a document id (base58)")))?;
+    let raw = headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/octet-stream"));
+    blocking(move || {
+        let engine = gw.engine();
+        let kind = engine
+            .kind(&id)
+            .ok_or_else(|| AppError::not_found(format!("no document {id} on this node")))?;
+        auth.require(match kind {
+            DocKind::Coop => Scope::CoopRead,
+            DocKind::Domain => Scope::GovRead,
+        })?;
+        may_read(engine, &id, &auth.did, &format!("document {id}"))?;
+        let heads: Vec<String> = engine
+            .heads(&id)
+            .unwrap_or_default()
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let etag = HeaderValue::from_str(&format!("\"{}\"", heads.join(",")))
+            .map_err(AppError::internal)?;
+        let mut response = if raw {
+            let bytes = engine
+                .save(&id)
+                .ok_or_else(|| AppError::not_found(format!("no document {id}")))?;
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )],
+                bytes,
+            )
+                .into_response()
+        } else {
+            let json = engine
+                .to_json(&id)
+                .ok_or_else(|| AppError::not_found(format!("no document {id}")))?;
+            axum::Json(json).into_response()
+        };
+        response.headers_mut().insert(header::ETAG, etag);
+        Ok(response)
+    })
+    .await
+}

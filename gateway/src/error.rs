@@ -1,0 +1,189 @@
+//! The API's errors: JSON `{error, message}` with the API directory's
+//! statuses, and how the engine's errors map onto them.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use icn_engine::ledger::{EntryRefusal, LedgerError};
+use icn_engine::{Rule, StorageError, WriteError};
+use icn_schemas::SchemaError;
+
+/// The API's error body: `{"error": "Forbidden", "message": "…"}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// The status's reason phrase.
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// An error answered as JSON with its status.
+#[derive(Debug)]
+pub struct AppError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl AppError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        AppError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request itself is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 401: no token, or a token that does not hold.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 403: authenticated, not permitted.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// 404: no such resource.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 409: the resource exists already, or the name is ambiguous.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 422: well formed, refused by the rules (credit limit, lifecycle).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    /// 429 with `Retry-After: seconds`.
+    pub fn too_many(retry_after: u64) -> Self {
+        AppError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "rate limited: at most 10 requests per second after a burst of 100; retry in {retry_after} s"
+                ),
+            )
+        }
+    }
+
+    /// 500: this node failed; the message is logged, not sent.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the node failed to serve this request; see its log",
+        )
+    }
+
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            message: self.message,
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            );
+        }
+        Self::bad_request(r.body_text())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(r: PathRejection) -> Self {
+        Self::bad_request(r.body_text())
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        Self::bad_request(r.body_text())
+    }
+}
+
+impl From<StorageError> for AppError {
+    fn from(e: StorageError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<SchemaError> for AppError {
+    fn from(e: SchemaError) -> Self {
+        match e {
+            SchemaError::Missing(_) => Self::not_found(e.to_string()),
+            SchemaError::InvalidValue { .. } => Self::unprocessable(e.to_string()),
+            _ => Self::bad_request(e.to_string()),
+        }
+    }
+}
+
+impl From<WriteError> for AppError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::UnknownDoc(id) => Self::not_found(format!("unknown document {id}")),
+            WriteError::Schema(s) => s.into(),
+            WriteError::Refused(r) => match r.rule {
+                Rule::Denied(_)
+                | Rule::BadDelegation(_)
+                | Rule::DelegationNotForActor { .. }
+                | Rule::DelegationNotLive { .. }
+                | Rule::InvalidGenesis(_) => Self::forbidden(r.rule.to_string()),
+                rule => Self::unprocessable(rule.to_string()),
+            },
+            WriteError::Storage(s) => s.into(),
+            e => Self::internal(e),
+        }
+    }
+}
+
+impl From<LedgerError> for AppError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::UnknownCoop(id) => Self::not_found(format!("unknown co-op {id}")),
+            LedgerError::Invalid(m) => Self::unprocessable(m),
+            LedgerError::Refused(
+                r @ (EntryRefusal::Denied(_)
+                | EntryRefusal::NotTheirAccount { .. }
+                | EntryRefusal::BadDelegation(_)
+                | EntryRefusal::DelegationMismatch
+                | EntryRefusal::DelegationNotLive),
+            ) => Self::forbidden(r.to_string()),
+            LedgerError::Refused(r) => Self::unprocessable(r.to_string()),
+            LedgerError::Conflict(c) => Self::unprocessable(c.to_string()),
+            LedgerError::Storage(s) => s.into(),
+            e => Self::internal(e),
+        }
+    }
+}

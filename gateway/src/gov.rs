@@ -1,0 +1,626 @@
+//! Governance: domains, their members, proposals, votes, closes.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use icn_engine::Engine;
+use icn_schemas::domain::{
+    self, Choice, Domain, DomainRole, Method, NewDomain, NewProposal, Payload, Proposal,
+    ProposalState, Rules,
+};
+use icn_schemas::{Did, DocId, DocKind, Scope};
+use serde_json::{Value, json};
+
+use crate::auth::now_secs;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::{Auth, Body, Gateway, blocking, may_read, optional_json, parse_did};
+
+pub(crate) fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/gov/domains", get(list_domains).post(create_domain))
+        .route("/v1/gov/domains/{id}", get(get_domain))
+        .route(
+            "/v1/gov/domains/{id}/members",
+            get(list_members).post(add_member),
+        )
+        .route(
+            "/v1/gov/domains/{id}/proposals",
+            get(list_domain_proposals).post(create_domain_proposal),
+        )
+        .route(
+            "/v1/gov/proposals",
+            get(list_proposals).post(create_proposal),
+        )
+        .route("/v1/gov/proposals/{id}", get(get_proposal))
+        .route("/v1/gov/proposals/{id}/open", post(open_proposal))
+        .route("/v1/gov/proposals/{id}/vote", post(vote).get(tally))
+        .route("/v1/gov/proposals/{id}/close", post(close_proposal))
+}
+
+fn domain_view(gw: &Gateway, doc: &DocId, d: &Domain) -> Value {
+    let coop = d.coop_id.as_ref().map(|c| {
+        c.parse::<DocId>()
+            .ok()
+            .and_then(|id| gw.index().name(&id))
+            .unwrap_or_else(|| c.clone())
+    });
+    json!({
+        "id": d.id,
+        "doc_id": doc.to_string(),
+        "name": d.name,
+        "profile": d.profile,
+        "coop_id": coop,
+        "coop_doc_id": d.coop_id,
+        "creator": d.creator,
+        "created_at": d.created_at,
+        "rules": d.rules,
+        "members": d.members.values().collect::<Vec<_>>(),
+        "proposals": d.proposals.len(),
+    })
+}
+
+fn proposal_view(domain_doc: &DocId, d: &Domain, p: &Proposal) -> Value {
+    let votes: Vec<Value> = p
+        .votes
+        .iter()
+        .map(|(voter, v)| json!({"voter": voter, "choice": v.choice, "comment": v.comment, "at": v.at}))
+        .collect();
+    let receipt = p
+        .close
+        .as_ref()
+        .map(|c| icn_schemas::tally::DecisionReceipt::new(*domain_doc, &p.id, c));
+    json!({
+        "id": p.id,
+        "domain_id": d.id,
+        "domain_doc_id": domain_doc.to_string(),
+        "title": p.title,
+        "description": p.description,
+        "author": p.author,
+        "state": p.state,
+        "created_at": p.created_at,
+        "opened_at": p.opened_at,
+        "closes_at": p.closes_at,
+        "payload": p.payload,
+        "votes": votes,
+        "outcome": p.close.as_ref().map(|c| c.outcome),
+        "tally": p.close.as_ref().map(|c| c.tally),
+        "closed_at": p.close.as_ref().map(|c| c.closed_at),
+        "closed_by": p.close.as_ref().map(|c| c.closed_by),
+        "decision_receipt_id": receipt.map(|r| hex::encode(r.hash())),
+    })
+}
+
+fn read_domain(engine: &Engine, id: &DocId) -> Result<Domain, AppError> {
+    engine
+        .domain(id)
+        .ok_or_else(|| AppError::not_found(format!("no governance domain {id}")))?
+        .map_err(AppError::internal)
+}
+
+/// The domain `key` names, readable by `auth`.
+fn domain_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, AppError> {
+    let id = gw.index().resolve(DocKind::Domain, key)?;
+    may_read(
+        gw.engine(),
+        &id,
+        &auth.did,
+        &format!("governance domain {key:?}"),
+    )?;
+    Ok(id)
+}
+
+/// The domain of proposal `id`, readable by `auth`.
+fn proposal_domain(gw: &Gateway, auth: &Auth, id: &str) -> Result<DocId, AppError> {
+    let domain = gw.index().proposal_domain(id)?;
+    may_read(
+        gw.engine(),
+        &domain,
+        &auth.did,
+        &format!("the domain of proposal {id:?}"),
+    )?;
+    Ok(domain)
+}
+
+fn proposal_json(engine: &Engine, domain: &DocId, id: &str) -> Result<Value, AppError> {
+    let d = read_domain(engine, domain)?;
+    let p = d
+        .proposals
+        .get(id)
+        .ok_or_else(|| AppError::not_found(format!("no proposal {id:?}")))?;
+    Ok(proposal_view(domain, &d, p))
+}
+
+async fn list_domains(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let engine = gw.engine();
+        let mut out = Vec::new();
+        for id in gw.index().all(DocKind::Domain) {
+            if engine.may_receive(&id, &auth.did)
+                && let Some(Ok(d)) = engine.domain(&id)
+            {
+                out.push(domain_view(&gw, &id, &d));
+            }
+        }
+        Ok(Json(Value::Array(out)))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum MemberRequest {
+    Did(String),
+    Full {
+        did: String,
+        role: Option<DomainRole>,
+        weight: Option<i64>,
+    },
+}
+
+impl MemberRequest {
+    fn parse(&self) -> Result<(Did, DomainRole, i64), AppError> {
+        Ok(match self {
+            MemberRequest::Did(did) => (parse_did(did)?, DomainRole::Member, 1),
+            MemberRequest::Full { did, role, weight } => (
+                parse_did(did)?,
+                role.unwrap_or(DomainRole::Member),
+                weight.unwrap_or(1),
+            ),
+        })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct NewDomainRequest {
+    id: String,
+    name: Option<String>,
+    profile: Option<String>,
+    coop_id: Option<String>,
+    quorum_percent: Option<i64>,
+    approval_percent: Option<i64>,
+    voting_period_days: Option<i64>,
+    voting_period_seconds: Option<i64>,
+    method: Option<Method>,
+    allow_veto: Option<bool>,
+    #[serde(default)]
+    members: Vec<MemberRequest>,
+}
+
+async fn create_domain(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Body(req): Body<NewDomainRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::GovWrite)?;
+    let profile = req
+        .profile
+        .clone()
+        .unwrap_or_else(|| "cooperative_default".into());
+    let mut rules = Rules::profile(&profile).ok_or_else(|| {
+        AppError::bad_request(format!(
+            "unknown profile {profile:?}; one of {}",
+            Rules::PROFILES.join(", ")
+        ))
+    })?;
+    if let Some(q) = req.quorum_percent {
+        rules.quorum_percent = q;
+    }
+    if let Some(a) = req.approval_percent {
+        rules.approval_percent = a;
+    }
+    if let Some(days) = req.voting_period_days {
+        rules.voting_period_seconds = days.saturating_mul(86_400);
+    }
+    if let Some(secs) = req.voting_period_seconds {
+        rules.voting_period_seconds = secs;
+    }
+    if let Some(m) = req.method.clone() {
+        rules.method = m;
+    }
+    if let Some(v) = req.allow_veto {
+        rules.allow_veto = v;
+    }
+    let members = req
+        .members
+        .iter()
+        .map(MemberRequest::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    blocking(move || {
+        if gw.index().name_taken(DocKind::Domain, &req.id) {
+            return Err(AppError::conflict(format!(
+                "a governance domain {:?} already exists",
+                req.id
+            )));
+        }
+        let coop_id = match &req.coop_id {
+            None => None,
+            Some(c) => Some(gw.index().resolve(DocKind::Coop, c)?.to_string()),
+        };
+        let signer = auth.signer();
+        let engine = gw.engine();
+        let new = NewDomain {
+            name: req.name.clone().unwrap_or_else(|| req.id.clone()),
+            id: req.id,
+            profile,
+            coop_id,
+            creator: auth.did,
+            created_at: now_secs() as i64,
+            rules,
+        };
+        let id = engine.create_domain(&signer, &new)?;
+        let others: Vec<_> = members
+            .into_iter()
+            .filter(|(d, ..)| *d != auth.did)
+            .collect();
+        if !others.is_empty() {
+            engine.write(&id, &signer, |tx| {
+                for (did, role, weight) in &others {
+                    domain::add_member(tx, did, *role, *weight)?;
+                }
+                Ok(())
+            })?;
+        }
+        Metrics::add(&gw.metrics().domains_created);
+        let d = read_domain(engine, &id)?;
+        Ok((StatusCode::CREATED, Json(domain_view(&gw, &id, &d))))
+    })
+    .await
+}
+
+async fn get_domain(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let id = domain_for(&gw, &auth, &key)?;
+        let d = read_domain(gw.engine(), &id)?;
+        Ok(Json(domain_view(&gw, &id, &d)))
+    })
+    .await
+}
+
+async fn list_members(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let id = domain_for(&gw, &auth, &key)?;
+        let d = read_domain(gw.engine(), &id)?;
+        Ok(Json(json!(d.members.values().collect::<Vec<_>>())))
+    })
+    .await
+}
+
+async fn add_member(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+    Body(req): Body<MemberRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::GovWrite)?;
+    let (did, role, weight) = req.parse()?;
+    blocking(move || {
+        let id = domain_for(&gw, &auth, &key)?;
+        gw.engine().write(&id, &auth.signer(), |tx| {
+            domain::add_member(tx, &did, role, weight)
+        })?;
+        let member = domain::DomainMember {
+            did,
+            role,
+            weight,
+            active: true,
+        };
+        Ok((StatusCode::CREATED, Json(json!(member))))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ProposalFilter {
+    domain_id: Option<String>,
+    state: Option<String>,
+}
+
+fn proposals_of(gw: &Gateway, domains: &[DocId], state: Option<ProposalState>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for id in domains {
+        if let Some(Ok(d)) = gw.engine().domain(id) {
+            for p in d.proposals.values() {
+                if state.is_none_or(|s| s == p.state) {
+                    out.push(proposal_view(id, &d, p));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn parse_state(state: Option<&str>) -> Result<Option<ProposalState>, AppError> {
+    state
+        .map(|s| {
+            ProposalState::parse(s)
+                .ok_or_else(|| AppError::bad_request(format!("unknown proposal state {s:?}")))
+        })
+        .transpose()
+}
+
+async fn list_proposals(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Query(filter): Query<ProposalFilter>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    let state = parse_state(filter.state.as_deref())?;
+    blocking(move || {
+        let domains = match &filter.domain_id {
+            Some(key) => vec![domain_for(&gw, &auth, key)?],
+            None => gw
+                .index()
+                .all(DocKind::Domain)
+                .into_iter()
+                .filter(|id| gw.engine().may_receive(id, &auth.did))
+                .collect(),
+        };
+        Ok(Json(Value::Array(proposals_of(&gw, &domains, state))))
+    })
+    .await
+}
+
+async fn list_domain_proposals(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+    Query(filter): Query<ProposalFilter>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    let state = parse_state(filter.state.as_deref())?;
+    blocking(move || {
+        let id = domain_for(&gw, &auth, &key)?;
+        Ok(Json(Value::Array(proposals_of(&gw, &[id], state))))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct NewProposalRequest {
+    domain_id: Option<String>,
+    id: Option<String>,
+    title: String,
+    #[serde(default)]
+    description: String,
+    payload: Option<Payload>,
+    kind: Option<String>,
+}
+
+async fn create_proposal(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Body(req): Body<NewProposalRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let Some(domain) = req.domain_id.clone() else {
+        return Err(AppError::bad_request(
+            "domain_id is required (or POST /v1/gov/domains/{id}/proposals)",
+        ));
+    };
+    new_proposal(gw, auth, domain, req).await
+}
+
+async fn create_domain_proposal(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(key): Path<String>,
+    Body(req): Body<NewProposalRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    new_proposal(gw, auth, key, req).await
+}
+
+async fn new_proposal(
+    gw: Gateway,
+    auth: Auth,
+    domain_key: String,
+    req: NewProposalRequest,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::GovWrite)?;
+    let payload = match (req.payload, req.kind.as_deref()) {
+        (Some(p), _) => p,
+        (None, None | Some("text")) => Payload::Text {
+            body: req.description.clone(),
+        },
+        (None, Some(kind)) => {
+            return Err(AppError::bad_request(format!(
+                "a {kind} proposal needs its payload: {{\"payload\": {{\"type\": \"{kind}\", …}}}}"
+            )));
+        }
+    };
+    let id = match req.id {
+        Some(id) => id,
+        None => {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random).map_err(AppError::internal)?;
+            format!("prop-{}", hex::encode(random))
+        }
+    };
+    blocking(move || {
+        let domain = domain_for(&gw, &auth, &domain_key)?;
+        let engine = gw.engine();
+        let new = NewProposal {
+            id: id.clone(),
+            title: req.title,
+            description: req.description,
+            author: auth.did,
+            created_at: now_secs() as i64,
+            payload,
+        };
+        let exists = engine
+            .read(&domain, |r| Proposal::read(r, &id).is_some())
+            .unwrap_or(false);
+        if exists {
+            return Err(AppError::conflict(format!(
+                "proposal {id:?} already exists"
+            )));
+        }
+        engine.write(&domain, &auth.signer(), |tx| {
+            domain::create_proposal(tx, &new)
+        })?;
+        Metrics::add(&gw.metrics().proposals_created);
+        Ok((
+            StatusCode::CREATED,
+            Json(proposal_json(engine, &domain, &id)?),
+        ))
+    })
+    .await
+}
+
+async fn get_proposal(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let domain = proposal_domain(&gw, &auth, &id)?;
+        Ok(Json(proposal_json(gw.engine(), &domain, &id)?))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize, Default)]
+struct OpenRequest {
+    voting_period_seconds: Option<i64>,
+}
+
+async fn open_proposal(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovWrite)?;
+    let req: OpenRequest = optional_json(&body)?;
+    blocking(move || {
+        let domain = proposal_domain(&gw, &auth, &id)?;
+        let engine = gw.engine();
+        engine.write_with(&domain, &auth.signer(), |r, _, tx| {
+            let p = Proposal::read(r, &id)
+                .ok_or_else(|| icn_schemas::SchemaError::Missing(format!("proposal {id}")))?;
+            if p.state != ProposalState::Draft {
+                return Err(icn_schemas::SchemaError::InvalidValue {
+                    field: "state",
+                    reason: format!("proposal {id} is {}, only a draft opens", p.state.as_str()),
+                });
+            }
+            let period = req
+                .voting_period_seconds
+                .unwrap_or_else(|| domain::read_rules(r).voting_period_seconds);
+            if period <= 0 {
+                return Err(icn_schemas::SchemaError::InvalidValue {
+                    field: "voting_period_seconds",
+                    reason: "must be positive".into(),
+                });
+            }
+            let now = now_secs() as i64;
+            domain::open_proposal(tx, &id, now, now.saturating_add(period))
+        })?;
+        Metrics::add(&gw.metrics().proposals_opened);
+        Ok(Json(proposal_json(engine, &domain, &id)?))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct VoteRequest {
+    choice: String,
+    comment: Option<String>,
+}
+
+async fn vote(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(req): Body<VoteRequest>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovWrite)?;
+    let choice = Choice::parse(&req.choice).ok_or_else(|| {
+        AppError::bad_request(format!(
+            "{:?} is not a choice: for, against, abstain or block",
+            req.choice
+        ))
+    })?;
+    blocking(move || {
+        let domain = proposal_domain(&gw, &auth, &id)?;
+        let at = now_secs() as i64;
+        gw.engine()
+            .write_with(&domain, &auth.signer(), |r, _, tx| {
+                let p = Proposal::read(r, &id)
+                    .ok_or_else(|| icn_schemas::SchemaError::Missing(format!("proposal {id}")))?;
+                if p.state != ProposalState::Open {
+                    return Err(icn_schemas::SchemaError::InvalidValue {
+                        field: "state",
+                        reason: format!(
+                            "proposal {id} is {}; votes are cast while it is open",
+                            p.state.as_str()
+                        ),
+                    });
+                }
+                domain::cast_vote(tx, &id, &auth.did, choice, req.comment.as_deref(), at)
+            })?;
+        Metrics::add(&gw.metrics().votes_cast);
+        Ok(Json(json!({
+            "proposal_id": id,
+            "voter": auth.did,
+            "choice": choice,
+            "comment": req.comment,
+            "at": at,
+        })))
+    })
+    .await
+}
+
+async fn tally(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let domain = proposal_domain(&gw, &auth, &id)?;
+        let (tally, outcome) = gw.engine().tally(&domain, &id)?;
+        let state = gw
+            .engine()
+            .read(&domain, |r| Proposal::read(r, &id).map(|p| p.state))
+            .flatten();
+        Ok(Json(json!({
+            "proposal_id": id,
+            "state": state,
+            "tally": tally,
+            "outcome_if_closed_now": outcome,
+        })))
+    })
+    .await
+}
+
+async fn close_proposal(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovWrite)?;
+    blocking(move || {
+        let domain = proposal_domain(&gw, &auth, &id)?;
+        let engine = gw.engine();
+        let (_, receipt) =
+            engine.close_proposal(&domain, &auth.signer(), &id, now_secs() as i64)?;
+        Metrics::add(&gw.metrics().proposals_closed);
+        let mut view = proposal_json(engine, &domain, &id)?;
+        view["decision_receipt_id"] = json!(hex::encode(receipt.hash()));
+        Ok(Json(view))
+    })
+    .await
+}

@@ -1,0 +1,240 @@
+//! The ledger: positions, settlements, history, entries by decision. The
+//! legacy payment-rail routes answer 404 naming their canonical route.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use icn_engine::ledger::{Convert, Settle};
+use icn_schemas::ledger::{Account, EntryId};
+use icn_schemas::{DocId, DocKind, Scope};
+use serde_json::{Value, json};
+
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::{Auth, Body, Gateway, blocking, may_read, parse_did};
+
+pub(crate) fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/ledger/{coop}/position/{did}", get(position))
+        .route("/v1/ledger/{coop}/settle", post(settle))
+        .route("/v1/ledger/{coop}/settle/convert", post(convert))
+        .route("/v1/ledger/{coop}/history", get(history))
+        .route("/v1/ledger/{coop}/entries/by-decision", get(by_decision))
+        .route(
+            "/v1/ledger/{coop}/balance/{did}",
+            get(|| async {
+                AppError::not_found(
+                    "…/balance/{did} is not served: use GET /v1/ledger/{coop}/position/{did} (net position)",
+                )
+            }),
+        )
+        .route(
+            "/v1/ledger/{coop}/payment",
+            post(|| async {
+                AppError::not_found(
+                    "…/payment is not served: use POST /v1/ledger/{coop}/settle (settlement of obligations, with `unit`)",
+                )
+            }),
+        )
+}
+
+/// The co-op `key` names, readable by `auth`.
+pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, AppError> {
+    let id = gw.index().resolve(DocKind::Coop, key)?;
+    may_read(gw.engine(), &id, &auth.did, &format!("co-op {key:?}"))?;
+    Ok(id)
+}
+
+async fn position(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path((coop, did)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::LedgerRead)?;
+    let member = parse_did(&did)?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &coop)?;
+        let units = gw.engine().position(&id, &member)?;
+        Ok(Json(json!({
+            "coop_id": coop,
+            "did": member,
+            "positions": units,
+        })))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct SettleRequest {
+    from: Option<String>,
+    to: String,
+    amount: i64,
+    unit: String,
+    #[serde(default)]
+    memo: String,
+}
+
+fn own_account(auth: &Auth, from: Option<&str>) -> Result<(), AppError> {
+    if let Some(from) = from
+        && parse_did(from)? != auth.did
+    {
+        return Err(AppError::forbidden(format!(
+            "a token for {} settles only from its own account, not {from}",
+            auth.did
+        )));
+    }
+    Ok(())
+}
+
+fn entry_view(gw: &Gateway, coop: &DocId, id: &EntryId) -> Result<Value, AppError> {
+    let (signed, status) = gw
+        .engine()
+        .entry(coop, id)?
+        .ok_or_else(|| AppError::internal(format!("entry {id} just written is missing")))?;
+    Ok(json!({
+        "entry_id": id,
+        "status": status,
+        "entry": signed.entry,
+    }))
+}
+
+async fn settle(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(coop): Path<String>,
+    Body(req): Body<SettleRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::LedgerWrite)?;
+    own_account(&auth, req.from.as_deref())?;
+    let to = parse_did(&req.to)?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &coop)?;
+        let settle = Settle {
+            to,
+            amount: req.amount,
+            unit: req.unit,
+            memo: req.memo,
+        };
+        let (entry, _) = gw.engine().settle(&id, &auth.signer(), &settle)?;
+        Metrics::add(&gw.metrics().settlements);
+        Ok((StatusCode::CREATED, Json(entry_view(&gw, &id, &entry)?)))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct ConvertRequest {
+    from: Option<String>,
+    to: Option<String>,
+    amount: i64,
+    from_unit: String,
+    to_unit: String,
+    #[serde(default)]
+    memo: String,
+}
+
+async fn convert(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(coop): Path<String>,
+    Body(req): Body<ConvertRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::LedgerWrite)?;
+    own_account(&auth, req.from.as_deref())?;
+    let to = req.to.as_deref().map(parse_did).transpose()?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &coop)?;
+        let convert = Convert {
+            to,
+            amount: req.amount,
+            from_unit: req.from_unit,
+            to_unit: req.to_unit,
+            memo: req.memo,
+        };
+        let (entry, _) = gw.engine().convert(&id, &auth.signer(), &convert)?;
+        Metrics::add(&gw.metrics().settlements);
+        Ok((StatusCode::CREATED, Json(entry_view(&gw, &id, &entry)?)))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    account: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(coop): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::LedgerRead)?;
+    let account = match q.account.as_deref() {
+        None => Account::Member(auth.did),
+        Some("treasury") => Account::Treasury,
+        Some(did) => Account::Member(parse_did(did)?),
+    };
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| {
+            c.parse::<EntryId>()
+                .map_err(|_| AppError::bad_request(format!("{c:?} is not a cursor (an entry id)")))
+        })
+        .transpose()?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &coop)?;
+        let page = gw
+            .engine()
+            .history(&id, account, cursor, q.limit.unwrap_or(50))?;
+        Ok(Json(json!({
+            "coop_id": coop,
+            "account": account,
+            "items": page.items,
+            "next_cursor": page.next_cursor,
+        })))
+    })
+    .await
+}
+
+#[derive(serde::Deserialize)]
+struct DecisionQuery {
+    decision_hash: Option<String>,
+}
+
+pub(crate) fn parse_hash(text: &str) -> Result<[u8; 32], AppError> {
+    hex::decode(text)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(|| {
+            AppError::bad_request(format!("{text:?} is not a decision hash (64 hex digits)"))
+        })
+}
+
+async fn by_decision(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(coop): Path<String>,
+    Query(q): Query<DecisionQuery>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::LedgerRead)?;
+    let hash = q
+        .decision_hash
+        .as_deref()
+        .ok_or_else(|| AppError::bad_request("the decision_hash query parameter is required"))
+        .and_then(parse_hash)?;
+    blocking(move || {
+        let id = coop_for(&gw, &auth, &coop)?;
+        let items = gw.engine().entries_by_decision(&id, &hash)?;
+        Ok(Json(json!({
+            "coop_id": coop,
+            "decision_hash": hex::encode(hash),
+            "items": items,
+        })))
+    })
+    .await
+}

@@ -1,0 +1,131 @@
+//! The decision registry: closed proposals of each co-op's treasury domain,
+//! with their receipts, and the trace receipt → execution → ledger entries.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use icn_engine::RegistryEntry;
+use icn_schemas::{DocId, DocKind, Scope};
+use serde_json::{Value, json};
+
+use crate::error::AppError;
+use crate::ledger::{coop_for, parse_hash};
+use crate::{Auth, Gateway, blocking};
+
+pub(crate) fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/registry/decisions", get(list))
+        .route("/v1/registry/decisions/{hash}", get(decision))
+        .route("/v1/registry/decisions/{hash}/trace", get(trace))
+}
+
+#[derive(serde::Deserialize)]
+struct CoopQuery {
+    coop_id: Option<String>,
+}
+
+fn view(gw: &Gateway, coop: &DocId, d: &RegistryEntry) -> Value {
+    json!({
+        "decision_receipt_id": d.hash,
+        "coop_id": gw.index().name(coop),
+        "coop_doc_id": coop.to_string(),
+        "domain_doc_id": d.receipt.domain.to_string(),
+        "proposal_id": d.receipt.proposal,
+        "outcome": d.receipt.outcome,
+        "closed_at": d.receipt.closed_at,
+        "payload": d.payload,
+        "receipt": d.receipt,
+    })
+}
+
+/// The co-ops to search: the one named, or every one `auth` may read.
+fn coops(gw: &Gateway, auth: &Auth, key: Option<&str>) -> Result<Vec<DocId>, AppError> {
+    Ok(match key {
+        Some(key) => vec![coop_for(gw, auth, key)?],
+        None => gw
+            .index()
+            .all(DocKind::Coop)
+            .into_iter()
+            .filter(|id| gw.engine().may_receive(id, &auth.did))
+            .collect(),
+    })
+}
+
+async fn list(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Query(q): Query<CoopQuery>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let mut out = Vec::new();
+        for coop in coops(&gw, &auth, q.coop_id.as_deref())? {
+            for d in gw.engine().registry(&coop)? {
+                out.push(view(&gw, &coop, &d));
+            }
+        }
+        Ok(Json(Value::Array(out)))
+    })
+    .await
+}
+
+/// The co-op whose registry holds decision `hash`.
+fn find(
+    gw: &Gateway,
+    auth: &Auth,
+    key: Option<&str>,
+    hash: &str,
+) -> Result<(DocId, RegistryEntry), AppError> {
+    let wanted = hex::encode(parse_hash(hash)?);
+    for coop in coops(gw, auth, key)? {
+        if let Some(d) = gw
+            .engine()
+            .registry(&coop)?
+            .into_iter()
+            .find(|d| d.hash == wanted)
+        {
+            return Ok((coop, d));
+        }
+    }
+    Err(AppError::not_found(format!(
+        "no decision {wanted} in the co-ops you belong to"
+    )))
+}
+
+async fn decision(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(hash): Path<String>,
+    Query(q): Query<CoopQuery>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let (coop, d) = find(&gw, &auth, q.coop_id.as_deref(), &hash)?;
+        Ok(Json(view(&gw, &coop, &d)))
+    })
+    .await
+}
+
+async fn trace(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(hash): Path<String>,
+    Query(q): Query<CoopQuery>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovRead)?;
+    blocking(move || {
+        let (coop, d) = find(&gw, &auth, q.coop_id.as_deref(), &hash)?;
+        let hash = parse_hash(&d.hash)?;
+        let trace = gw
+            .engine()
+            .trace(&coop, &hash)?
+            .ok_or_else(|| AppError::not_found("the decision left the registry"))?;
+        Ok(Json(json!({
+            "decision": view(&gw, &coop, &trace.decision),
+            "executed": trace.executed,
+            "reason": trace.reason,
+            "entries": trace.entries,
+        })))
+    })
+    .await
+}

@@ -1,0 +1,896 @@
+//! The gateway's routes, called through its router on a real engine (sled
+//! on a temporary directory): each route's success and its error statuses.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use icn_engine::Keypair;
+use icn_engine::test_utils::{TestNode, keypair};
+use icn_gateway::{Config, Gateway};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    node: TestNode,
+    gateway: Gateway,
+    node_key: Keypair,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    bytes: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.bytes))
+        })
+    }
+
+    /// Asserts the status and, for errors, the API's error shape.
+    fn expect(self, status: u16) -> Value {
+        let body = if self.bytes.is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        };
+        assert_eq!(self.status.as_u16(), status, "body: {body}");
+        if status >= 400 {
+            assert!(
+                body["error"].is_string() && body["message"].is_string(),
+                "{body}"
+            );
+        }
+        body
+    }
+}
+
+fn config(node_key: &Keypair) -> Config {
+    Config::new(node_key.clone(), b"test secret".to_vec())
+}
+
+impl Api {
+    fn new() -> Api {
+        Api::with(config(&keypair(100)))
+    }
+
+    fn with(config: Config) -> Api {
+        let node = TestNode::new();
+        let node_key = config.node.clone();
+        let gateway = Gateway::new(node.engine.clone(), config);
+        Api {
+            node,
+            gateway,
+            node_key,
+        }
+    }
+
+    /// Drops the gateway and the engine, and opens both again on the same
+    /// data directory.
+    fn restart(self) -> Api {
+        let Api {
+            node,
+            gateway,
+            node_key,
+        } = self;
+        drop(gateway);
+        let node = node.reopen();
+        let gateway = Gateway::new(node.engine.clone(), config(&node_key));
+        Api {
+            node,
+            gateway,
+            node_key,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .expect("request");
+        self.send(req).await
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let response = self
+            .gateway
+            .router()
+            .oneshot(req)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 << 20)
+            .await
+            .expect("body")
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            bytes,
+        }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// The runbook's manual flow: challenge, sign, verify.
+    async fn login_with(&self, key: &Keypair, scopes: Option<&[&str]>) -> String {
+        let mut req = json!({"did": key.did().to_string()});
+        if let Some(s) = scopes {
+            req["scopes"] = json!(s);
+        }
+        let c = self
+            .call("POST", "/v1/auth/challenge", None, Some(req))
+            .await
+            .expect(200);
+        let challenge = c["challenge"].as_str().expect("challenge");
+        assert!(c["expires_at"].as_str().is_some_and(|e| e.ends_with('Z')));
+        let sig = base64_no_pad(&key.sign(challenge.as_bytes()));
+        let v = self
+            .call(
+                "POST",
+                "/v1/auth/verify",
+                None,
+                Some(
+                    json!({"did": key.did().to_string(), "challenge": challenge, "signature": sig}),
+                ),
+            )
+            .await
+            .expect(200);
+        v["token"].as_str().expect("token").to_owned()
+    }
+
+    async fn login(&self, key: &Keypair) -> String {
+        self.login_with(key, None).await
+    }
+}
+
+fn base64_no_pad(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn health_and_unknown_routes() {
+    let api = Api::new();
+    let body = api.call("GET", "/v1/health", None, None).await.expect(200);
+    assert_eq!(body, json!({"status": "ok"}));
+    api.call("GET", "/v1/nope", None, None).await.expect(404);
+    api.call("DELETE", "/v1/health", None, None)
+        .await
+        .expect(405);
+}
+
+#[tokio::test]
+async fn auth_refuses_bad_signatures_replays_and_bad_tokens() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let did = alice.did().to_string();
+
+    // Malformed requests.
+    api.call(
+        "POST",
+        "/v1/auth/challenge",
+        None,
+        Some(json!({"did": "did:icn:nope"})),
+    )
+    .await
+    .expect(400);
+    let raw = Request::post("/v1/auth/challenge")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .expect("request");
+    api.send(raw).await.expect(400);
+    api.call(
+        "POST",
+        "/v1/auth/challenge",
+        None,
+        Some(json!({"did": did, "scopes": ["gov:everything"]})),
+    )
+    .await
+    .expect(400);
+
+    let c = api
+        .call(
+            "POST",
+            "/v1/auth/challenge",
+            None,
+            Some(json!({"did": did})),
+        )
+        .await
+        .expect(200);
+    let challenge = c["challenge"].as_str().expect("challenge").to_owned();
+    assert!(challenge.starts_with("icn-delegation/v1\n"));
+    let verify = |sig: String, challenge: String| json!({"did": did, "challenge": challenge, "signature": sig});
+
+    // Someone else's signature; garbage; a statement not issued here.
+    let mallory = keypair(2).sign(challenge.as_bytes());
+    api.call(
+        "POST",
+        "/v1/auth/verify",
+        None,
+        Some(verify(hex::encode(mallory), challenge.clone())),
+    )
+    .await
+    .expect(401);
+    api.call(
+        "POST",
+        "/v1/auth/verify",
+        None,
+        Some(verify("zz".into(), challenge.clone())),
+    )
+    .await
+    .expect(400);
+    // The same fields, one second longer: parses, but this node never
+    // issued it.
+    let expires = challenge
+        .lines()
+        .find_map(|l| l.strip_prefix("expires: "))
+        .and_then(|e| e.parse::<u64>().ok())
+        .expect("expires");
+    let forged = challenge.replace(
+        &format!("expires: {expires}"),
+        &format!("expires: {}", expires + 1),
+    );
+    let sig = hex::encode(alice.sign(forged.as_bytes()));
+    api.call("POST", "/v1/auth/verify", None, Some(verify(sig, forged)))
+        .await
+        .expect(401);
+
+    // The real signature, padded base64: a token. Then a replay: refused.
+    use base64::Engine as _;
+    let sig = base64::engine::general_purpose::STANDARD.encode(alice.sign(challenge.as_bytes()));
+    let v = api
+        .call(
+            "POST",
+            "/v1/auth/verify",
+            None,
+            Some(verify(sig.clone(), challenge.clone())),
+        )
+        .await
+        .expect(200);
+    let token = v["token"].as_str().expect("token").to_owned();
+    api.call(
+        "POST",
+        "/v1/auth/verify",
+        None,
+        Some(verify(sig, challenge)),
+    )
+    .await
+    .expect(401);
+    api.get("/v1/gov/domains", &token).await.expect(200);
+
+    // No token, a tampered one, one from another secret.
+    api.call("GET", "/v1/gov/domains", None, None)
+        .await
+        .expect(401);
+    let mut tampered = token.clone();
+    tampered.insert(tampered.len() - 3, 'x');
+    api.get("/v1/gov/domains", &tampered).await.expect(401);
+    let other = Api::with(Config::new(keypair(100), b"another secret".to_vec()));
+    other.get("/v1/gov/domains", &token).await.expect(401);
+    // The same secret, but a store that never saw the delegation.
+    let fresh = Api::new();
+    fresh.get("/v1/gov/domains", &token).await.expect(401);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused() {
+    let mut config = config(&keypair(100));
+    config.token_seconds = 1;
+    let api = Api::with(config);
+    let token = api.login(&keypair(1)).await;
+    api.get("/v1/gov/domains", &token).await.expect(200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let body = api.get("/v1/gov/domains", &token).await.expect(401);
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("expired"))
+    );
+}
+
+#[tokio::test]
+async fn scopes_are_enforced() {
+    let api = Api::new();
+    let token = api.login_with(&keypair(1), Some(&["gov:read"])).await;
+    api.get("/v1/gov/domains", &token).await.expect(200);
+    let body = api
+        .post("/v1/gov/domains", &token, json!({"id": "d1"}))
+        .await
+        .expect(403);
+    assert_eq!(body["message"], "Missing required scope: gov:write");
+    api.get("/v1/coops", &token).await.expect(403);
+}
+
+/// The runbook's §5 lifecycle, with the writes checked by the engine as
+/// every peer would check them: they carry the member's delegation.
+#[tokio::test]
+async fn governance_lifecycle_through_a_delegation() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+
+    let domain = api
+        .post(
+            "/v1/gov/domains",
+            &token,
+            json!({
+                "id": "ops-test", "name": "Ops Test Domain", "profile": "cooperative_default",
+                "quorum_percent": 1, "approval_percent": 51, "voting_period_days": 1,
+                "members": [bob.did().to_string()]
+            }),
+        )
+        .await
+        .expect(201);
+    assert_eq!(domain["id"], "ops-test");
+    assert_eq!(domain["rules"]["quorum_percent"], 1);
+    assert_eq!(domain["members"].as_array().map(Vec::len), Some(2));
+    api.post("/v1/gov/domains", &token, json!({"id": "ops-test"}))
+        .await
+        .expect(409);
+    api.post(
+        "/v1/gov/domains",
+        &token,
+        json!({"id": "x", "profile": "nope"}),
+    )
+    .await
+    .expect(400);
+    api.post("/v1/gov/domains", &token, json!({"name": "no id"}))
+        .await
+        .expect(400);
+
+    let p = api
+        .post(
+            "/v1/gov/proposals",
+            &token,
+            json!({"domain_id": "ops-test", "title": "Maintenance", "description": "Manual ops test proposal.",
+                   "payload": {"type": "text", "body": "Approve routine maintenance window."}}),
+        )
+        .await
+        .expect(201);
+    let id = p["id"].as_str().expect("id").to_owned();
+    assert_eq!(p["state"], "draft");
+    assert_eq!(p["author"], alice.did().to_string());
+    api.post(
+        "/v1/gov/proposals",
+        &token,
+        json!({"domain_id": "nope", "title": "t"}),
+    )
+    .await
+    .expect(404);
+    // The API directory's form: under the domain, with `kind`.
+    let p2 = api
+        .post(
+            "/v1/gov/domains/ops-test/proposals",
+            &bob_token,
+            json!({"title": "Supplier", "description": "Green Valley Farms", "kind": "text"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(p2["payload"]["body"], "Green Valley Farms");
+
+    // Voting before opening; opening by someone other than the author.
+    api.post(
+        &format!("/v1/gov/proposals/{id}/vote"),
+        &token,
+        json!({"choice": "for"}),
+    )
+    .await
+    .expect(422);
+    api.post(
+        &format!("/v1/gov/proposals/{id}/open"),
+        &bob_token,
+        json!({}),
+    )
+    .await
+    .expect(403);
+    let opened = api
+        .post(
+            &format!("/v1/gov/proposals/{id}/open"),
+            &token,
+            json!({"voting_period_seconds": 3600}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(opened["state"], "open");
+    api.post(&format!("/v1/gov/proposals/{id}/open"), &token, json!({}))
+        .await
+        .expect(422);
+
+    api.post(
+        &format!("/v1/gov/proposals/{id}/vote"),
+        &token,
+        json!({"choice": "maybe"}),
+    )
+    .await
+    .expect(400);
+    let v = api
+        .post(
+            &format!("/v1/gov/proposals/{id}/vote"),
+            &token,
+            json!({"choice": "for", "comment": "Approved by ops."}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(v["choice"], "for");
+    api.post(
+        &format!("/v1/gov/proposals/{id}/vote"),
+        &bob_token,
+        json!({"choice": "against"}),
+    )
+    .await
+    .expect(200);
+    let tally = api
+        .get(&format!("/v1/gov/proposals/{id}/vote"), &token)
+        .await
+        .expect(200);
+    assert_eq!(tally["tally"]["for"], 1);
+    assert_eq!(tally["tally"]["against"], 1);
+
+    // A stranger cannot read or write the domain.
+    let eve = api.login(&keypair(3)).await;
+    api.get(&format!("/v1/gov/proposals/{id}"), &eve)
+        .await
+        .expect(403);
+    api.post(
+        &format!("/v1/gov/proposals/{id}/vote"),
+        &eve,
+        json!({"choice": "for"}),
+    )
+    .await
+    .expect(403);
+    assert_eq!(
+        api.get("/v1/gov/domains", &eve).await.expect(200),
+        json!([])
+    );
+
+    let closed = api
+        .post(&format!("/v1/gov/proposals/{id}/close"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(closed["state"], "rejected", "{closed}");
+    assert_eq!(closed["outcome"], "rejected");
+    assert_eq!(
+        closed["decision_receipt_id"].as_str().map(str::len),
+        Some(64)
+    );
+    api.post(&format!("/v1/gov/proposals/{id}/close"), &token, json!({}))
+        .await
+        .expect(422);
+    api.post("/v1/gov/proposals/nope/close", &token, json!({}))
+        .await
+        .expect(404);
+
+    let got = api
+        .get(&format!("/v1/gov/proposals/{id}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(got["state"], "rejected");
+    let all = api.get("/v1/gov/proposals", &token).await.expect(200);
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    let open = api
+        .get("/v1/gov/domains/ops-test/proposals?state=draft", &token)
+        .await
+        .expect(200);
+    assert_eq!(open.as_array().map(Vec::len), Some(1));
+    api.get("/v1/gov/proposals?state=sideways", &token)
+        .await
+        .expect(400);
+
+    // Members: admin only.
+    let carol = keypair(4).did().to_string();
+    api.post(
+        "/v1/gov/domains/ops-test/members",
+        &bob_token,
+        json!({"did": carol}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/gov/domains/ops-test/members",
+        &token,
+        json!({"did": carol, "role": "member", "weight": 2}),
+    )
+    .await
+    .expect(201);
+    let members = api
+        .get("/v1/gov/domains/ops-test/members", &token)
+        .await
+        .expect(200);
+    assert_eq!(members.as_array().map(Vec::len), Some(3));
+
+    // Every write is a change signed by the node and carrying alice's
+    // delegation: the engine holds them as it would from a peer.
+    let doc: icn_schemas::DocId = domain["doc_id"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("doc id");
+    let changes = api.node.engine.changes_since(&doc, &[]).expect("changes");
+    assert!(changes.iter().all(|c| c.delegation.is_some()));
+
+    // After a restart: the same token, the same answers.
+    let api = api.restart();
+    let got = api
+        .get(&format!("/v1/gov/proposals/{id}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(got["state"], "rejected");
+    assert_eq!(got["votes"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn coops_members_and_the_ledger() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+
+    let coop = api
+        .post(
+            "/v1/coops",
+            &token,
+            json!({"id": "food-coop", "name": "Downtown Food Cooperative",
+                   "description": "A community food buying club", "default_credit_limit": 10}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(coop["id"], "food-coop");
+    api.post("/v1/coops", &token, json!({"id": "food-coop"}))
+        .await
+        .expect(409);
+    api.get("/v1/coops/food-coop", &bob_token).await.expect(403);
+    api.get("/v1/coops/no-such", &token).await.expect(404);
+
+    let bob_did = bob.did().to_string();
+    api.post(
+        "/v1/coops/food-coop/members",
+        &bob_token,
+        json!({"did": bob_did}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/coops/food-coop/members",
+        &token,
+        json!({"did": bob_did}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/v1/coops/food-coop/members",
+        &token,
+        json!({"did": bob_did}),
+    )
+    .await
+    .expect(409);
+    let members = api
+        .get("/v1/coops/food-coop/members", &bob_token)
+        .await
+        .expect(200);
+    assert_eq!(members.as_array().map(Vec::len), Some(2));
+    // A member may not promote itself.
+    let promote = api
+        .call(
+            "PUT",
+            &format!("/v1/coops/food-coop/members/{bob_did}"),
+            Some(&bob_token),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    promote.expect(403);
+    let renamed = api
+        .call(
+            "PUT",
+            "/v1/coops/food-coop",
+            Some(&token),
+            Some(json!({"name": "Food Co-op"})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(renamed["name"], "Food Co-op");
+    api.call("DELETE", "/v1/coops/food-coop", Some(&token), None)
+        .await
+        .expect(422);
+
+    // Settle: from alice to bob, within alice's credit limit of 10.
+    let s = api
+        .post(
+            "/v1/ledger/food-coop/settle",
+            &token,
+            json!({"from": alice.did().to_string(), "to": bob_did, "amount": 2, "unit": "hours", "memo": "Garden help"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(s["status"]["status"], "applied", "{s}");
+    let entry_id = s["entry_id"].as_str().expect("id").to_owned();
+    api.post(
+        "/v1/ledger/food-coop/settle",
+        &token,
+        json!({"to": bob_did, "amount": 9, "unit": "hours"}),
+    )
+    .await
+    .expect(422); // beyond the credit limit
+    api.post(
+        "/v1/ledger/food-coop/settle",
+        &token,
+        json!({"from": bob_did, "to": bob_did, "amount": 1, "unit": "hours"}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/ledger/food-coop/settle",
+        &token,
+        json!({"to": bob_did, "amount": 1, "unit": "litres"}),
+    )
+    .await
+    .expect(422);
+    api.post(
+        "/v1/ledger/food-coop/settle",
+        &token,
+        json!({"to": bob_did}),
+    )
+    .await
+    .expect(400);
+
+    let pos = api
+        .get(
+            &format!("/v1/ledger/food-coop/position/{bob_did}"),
+            &bob_token,
+        )
+        .await
+        .expect(200);
+    let hours = pos["positions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|u| u["unit"] == "hours"))
+        .expect("hours");
+    assert_eq!(hours["balance"], 2);
+    let history = api
+        .get("/v1/ledger/food-coop/history?limit=10", &bob_token)
+        .await
+        .expect(200);
+    assert_eq!(history["items"][0]["id"], entry_id);
+    api.get("/v1/ledger/food-coop/history?cursor=nope", &bob_token)
+        .await
+        .expect(400);
+    let by = api
+        .get(
+            &format!(
+                "/v1/ledger/food-coop/entries/by-decision?decision_hash={}",
+                "00".repeat(32)
+            ),
+            &token,
+        )
+        .await
+        .expect(200);
+    assert_eq!(by["items"], json!([]));
+    api.get("/v1/ledger/food-coop/entries/by-decision", &token)
+        .await
+        .expect(400);
+
+    // Legacy vocabulary: 404 naming the canonical route.
+    let legacy = api
+        .get(&format!("/v1/ledger/food-coop/balance/{bob_did}"), &token)
+        .await
+        .expect(404);
+    assert!(
+        legacy["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/position/"))
+    );
+    let legacy = api
+        .post("/v1/ledger/food-coop/payment", &token, json!({}))
+        .await
+        .expect(404);
+    assert!(
+        legacy["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/settle"))
+    );
+
+    // The registry of a co-op without a treasury domain is empty.
+    let reg = api
+        .get("/v1/registry/decisions?coop_id=food-coop", &token)
+        .await
+        .expect(200);
+    assert_eq!(reg, json!([]));
+    api.get(
+        &format!("/v1/registry/decisions/{}", "00".repeat(32)),
+        &token,
+    )
+    .await
+    .expect(404);
+
+    // The whole document, as JSON and as bytes stock Automerge loads.
+    let doc_id = coop["doc_id"].as_str().expect("doc id").to_owned();
+    let json_doc = api
+        .get(&format!("/v1/docs/{doc_id}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(json_doc["name"], "Food Co-op");
+    let raw = Request::get(format!("/v1/docs/{doc_id}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::ACCEPT, "application/octet-stream")
+        .body(Body::empty())
+        .expect("request");
+    let raw = api.send(raw).await;
+    assert_eq!(raw.status, StatusCode::OK);
+    assert!(raw.headers.get(header::ETAG).is_some());
+    let loaded = automerge::Automerge::load(&raw.bytes).expect("stock automerge loads it");
+    use automerge::ReadDoc;
+    assert!(loaded.get(automerge::ROOT, "name").expect("read").is_some());
+    api.get(&format!("/v1/docs/{doc_id}"), &api.login(&keypair(3)).await)
+        .await
+        .expect(403);
+    api.get("/v1/docs/not-an-id", &token).await.expect(400);
+    api.get(&format!("/v1/docs/{}", icn_schemas::DocId([7; 32])), &token)
+        .await
+        .expect(404);
+
+    // Bob leaves.
+    let left = api
+        .call(
+            "DELETE",
+            &format!("/v1/coops/food-coop/members/{bob_did}"),
+            Some(&bob_token),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(left["status"], "removed");
+}
+
+#[tokio::test]
+async fn registry_lists_treasury_decisions_with_their_trace() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let token = api.login(&alice).await;
+    let coop = api
+        .post("/v1/coops", &token, json!({"id": "c1", "units": ["hours"]}))
+        .await
+        .expect(201);
+    let domain = api
+        .post(
+            "/v1/gov/domains",
+            &token,
+            json!({"id": "treasury", "coop_id": "c1", "quorum_percent": 1}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(domain["coop_id"], "c1");
+    // Name the domain the co-op's treasury domain, as an admin would.
+    let coop_doc: icn_schemas::DocId = coop["doc_id"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("id");
+    let domain_doc: icn_schemas::DocId = domain["doc_id"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("id");
+    api.node
+        .engine
+        .write(
+            &coop_doc,
+            &icn_engine::Signer::Device(alice.clone()),
+            |tx| icn_schemas::coop::set_treasury_domain(tx, &domain_doc),
+        )
+        .expect("treasury domain");
+
+    let p = api
+        .post(
+            "/v1/gov/domains/treasury/proposals",
+            &token,
+            json!({"title": "Say yes", "kind": "text"}),
+        )
+        .await
+        .expect(201);
+    let id = p["id"].as_str().expect("id");
+    api.post(&format!("/v1/gov/proposals/{id}/open"), &token, json!({}))
+        .await
+        .expect(200);
+    api.post(
+        &format!("/v1/gov/proposals/{id}/vote"),
+        &token,
+        json!({"choice": "for"}),
+    )
+    .await
+    .expect(200);
+    let closed = api
+        .post(&format!("/v1/gov/proposals/{id}/close"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(closed["outcome"], "accepted");
+    let receipt = closed["decision_receipt_id"].as_str().expect("receipt");
+
+    let list = api.get("/v1/registry/decisions", &token).await.expect(200);
+    assert_eq!(list[0]["decision_receipt_id"], receipt);
+    let one = api
+        .get(&format!("/v1/registry/decisions/{receipt}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(one["proposal_id"], id);
+    let trace = api
+        .get(&format!("/v1/registry/decisions/{receipt}/trace"), &token)
+        .await
+        .expect(200);
+    assert_eq!(trace["entries"], json!([]));
+    api.get("/v1/registry/decisions/xyz", &token)
+        .await
+        .expect(400);
+    let eve = api.login(&keypair(3)).await;
+    api.get(&format!("/v1/registry/decisions/{receipt}"), &eve)
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn rate_limit_and_body_limit() {
+    let mut config = config(&keypair(100));
+    config.rate_burst = 5;
+    config.rate_per_second = 1;
+    config.body_limit = 1024;
+    let api = Api::with(config);
+    let token = api.login(&keypair(1)).await;
+    for _ in 0..5 {
+        api.get("/v1/gov/domains", &token).await.expect(200);
+    }
+    let limited = api.get("/v1/gov/domains", &token).await;
+    assert!(limited.headers.get(header::RETRY_AFTER).is_some());
+    limited.expect(429);
+    // Another DID has its own bucket.
+    let other = api.login(&keypair(2)).await;
+    api.get("/v1/gov/domains", &other).await.expect(200);
+    // Too large a body.
+    let big = json!({"id": "x".repeat(4096)});
+    api.post("/v1/gov/domains", &other, big).await.expect(413);
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_configured() {
+    let preflight = || {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/health")
+            .header(header::ORIGIN, "https://app.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+            .body(Body::empty())
+            .expect("request")
+    };
+    let api = Api::new();
+    let r = api.send(preflight()).await;
+    assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    let mut config = config(&keypair(100));
+    config.cors_origins = vec!["https://app.example".into()];
+    let api = Api::with(config);
+    let r = api.send(preflight()).await;
+    assert_eq!(
+        r.headers
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example")
+    );
+    let _ = &api.node_key;
+}
