@@ -109,6 +109,14 @@ impl Keystore {
         }
     }
 
+    /// A keystore file anywhere: an export, or one to import.
+    pub fn at(path: &Path) -> Self {
+        Keystore {
+            path: path.to_owned(),
+            work_factor: None,
+        }
+    }
+
     /// Uses a fixed scrypt work factor (log2 N) when writing instead of age's
     /// one-second target. Tests use a small one to stay fast.
     pub fn with_work_factor(mut self, log_n: u8) -> Self {

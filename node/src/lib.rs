@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+pub mod client;
 pub mod config;
 pub mod control;
 

@@ -479,10 +479,7 @@ impl Store {
     }
 
     /// The last gateway record whose key starts with `prefix`.
-    pub fn last_gateway_record(
-        &self,
-        prefix: &[u8],
-    ) -> Result<Option<Record>, StorageError> {
+    pub fn last_gateway_record(&self, prefix: &[u8]) -> Result<Option<Record>, StorageError> {
         Ok(self
             .inner
             .gateway

@@ -7,14 +7,21 @@ use std::process::ExitCode;
 use anyhow::Result;
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
+use icn_node::client::Client;
 use icn_node::control::Request;
 
-/// Manage an ICN node's identity, and steer a running icnd.
+/// Manage an ICN node's identity, steer a running icnd, and use a gateway.
 ///
 /// The identity lives in <data-dir>/identity.age, encrypted with a passphrase
 /// read from ICN_KEYSTORE_PASSPHRASE or asked for on the terminal. `status`
 /// and `network` talk to the icnd running on the same data directory,
-/// through its control socket <data-dir>/icnd.sock.
+/// through its control socket <data-dir>/icnd.sock. `auth`, `ledger` and
+/// `gov` talk to a gateway (--gateway, or ICN_GATEWAY; default
+/// http://127.0.0.1:8080) with a token from --token or ICN_TOKEN, or log in
+/// with your identity first.
+///
+/// Exit status: 0 done, 1 failed, 2 bad command line, 3 refused by the
+/// gateway (the message says why).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -30,11 +37,143 @@ enum Command {
     /// Your DID keypair.
     #[command(subcommand)]
     Id(IdCommand),
+    /// Get a gateway token (challenge, sign with your key, verify).
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// The running node: its DID, sync addresses, connected peers, counters.
     Status,
     /// The running node's peers.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// The ledger, through a gateway.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Governance, through a gateway: domains, proposals, votes.
+    #[command(subcommand)]
+    Gov(GovCommand),
+}
+
+/// Where the gateway is, and how to authenticate to it.
+#[derive(clap::Args, Debug, Clone)]
+struct GatewayArgs {
+    /// The gateway's base URL.
+    #[arg(long, env = "ICN_GATEWAY", default_value = icn_node::client::DEFAULT_GATEWAY)]
+    gateway: String,
+    /// A token from `icnctl auth login`; without one, icnctl logs in with
+    /// the identity in --data-dir.
+    #[arg(long, env = "ICN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCommand {
+    /// Log in to a gateway with your DID and print the token. Example:
+    /// TOKEN=$(icnctl auth login --gateway http://127.0.0.1:8080 --output token)
+    Login {
+        /// The gateway's base URL.
+        #[arg(long, env = "ICN_GATEWAY", default_value = icn_node::client::DEFAULT_GATEWAY)]
+        gateway: String,
+        /// `token`: the token only; `json`: the whole answer (token,
+        /// expires_at, did, scopes).
+        #[arg(long, default_value = "token", value_parser = ["token", "json"])]
+        output: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LedgerCommand {
+    /// A member's net position in every unit: balance, credit limit,
+    /// available. Example: icnctl ledger position food-coop did:icn:…
+    Position {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The member's DID.
+        did: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GovCommand {
+    /// List the governance domains you belong to.
+    Domains {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Create a governance domain; you become its first admin.
+    CreateDomain {
+        /// Its id: a-z, 0-9, '-', '_', '.', ':'.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Rules preset: cooperative_default, working_group,
+        /// supermajority, consensus, unanimous.
+        #[arg(long, default_value = "cooperative_default")]
+        profile: String,
+        /// Members besides you (DIDs), repeatable.
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// List proposals (all domains you belong to, or one).
+    Proposals {
+        /// Only this domain's.
+        #[arg(long)]
+        domain: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Submit a text proposal (a draft until you open it).
+    Propose {
+        /// The domain's id.
+        domain: String,
+        /// Title.
+        title: String,
+        /// Description (also the text's body).
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Open your draft proposal for voting.
+    Open {
+        /// The proposal's id.
+        proposal: String,
+        /// How long voting lasts [default: the domain's voting period].
+        #[arg(long)]
+        period_seconds: Option<i64>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Vote on an open proposal: for, against, abstain (or block).
+    Vote {
+        /// The proposal's id.
+        proposal: String,
+        /// for, against, abstain or block.
+        choice: String,
+        /// A comment kept with the vote.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Close an open proposal and record its tally.
+    Close {
+        /// The proposal's id.
+        proposal: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Show a proposal, its votes and outcome.
+    Show {
+        /// The proposal's id.
+        proposal: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -64,10 +203,199 @@ enum IdCommand {
         #[arg(long)]
         base64: bool,
     },
+    /// Copy the encrypted identity to a file (a backup; it stays
+    /// encrypted with your passphrase, which is checked first).
+    Export {
+        /// Where to write it.
+        file: PathBuf,
+    },
+    /// Install an identity exported with `id export` into --data-dir
+    /// (refuses to replace an existing one).
+    Import {
+        /// The exported file.
+        file: PathBuf,
+    },
+}
+
+/// A client of the gateway, with a token: the one given, or a fresh login
+/// with the identity in `data_dir`.
+async fn client(data_dir: &std::path::Path, g: GatewayArgs) -> Result<Client> {
+    let client = Client::new(&g.gateway)?;
+    match g.token {
+        Some(token) => Ok(client.with_token(token)),
+        None => {
+            let key = icn_node::load_identity(data_dir)?;
+            let mut client = client;
+            client.login(&key).await?;
+            Ok(client)
+        }
+    }
+}
+
+fn print(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result<()> {
+    match command {
+        Command::Auth(AuthCommand::Login { gateway, output }) => {
+            let key = icn_node::load_identity(data_dir)?;
+            let mut client = Client::new(&gateway)?;
+            let answer = client.login(&key).await?;
+            if output == "json" {
+                print(&answer)?;
+            } else {
+                println!("{}", answer["token"].as_str().unwrap_or_default());
+            }
+        }
+        Command::Ledger(LedgerCommand::Position { coop, did, gateway }) => {
+            let c = client(data_dir, gateway).await?;
+            print(
+                &c.call("GET", &format!("/v1/ledger/{coop}/position/{did}"), None)
+                    .await?,
+            )?;
+        }
+        Command::Gov(gov) => gov_command(data_dir, gov).await?,
+        _ => unreachable!("only gateway commands come here"),
+    }
+    Ok(())
+}
+
+async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<()> {
+    use serde_json::json;
+    let answer = match command {
+        GovCommand::Domains { gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call("GET", "/v1/gov/domains", None)
+                .await?
+        }
+        GovCommand::CreateDomain {
+            id,
+            name,
+            profile,
+            members,
+            gateway,
+        } => {
+            let body = json!({"id": id, "name": name, "profile": profile, "members": members});
+            client(data_dir, gateway)
+                .await?
+                .call("POST", "/v1/gov/domains", Some(body))
+                .await?
+        }
+        GovCommand::Proposals { domain, gateway } => {
+            let path = match domain {
+                Some(d) => format!("/v1/gov/domains/{d}/proposals"),
+                None => "/v1/gov/proposals".into(),
+            };
+            client(data_dir, gateway)
+                .await?
+                .call("GET", &path, None)
+                .await?
+        }
+        GovCommand::Propose {
+            domain,
+            title,
+            description,
+            gateway,
+        } => {
+            let body = json!({"domain_id": domain, "title": title, "description": description,
+                              "payload": {"type": "text", "body": description}});
+            client(data_dir, gateway)
+                .await?
+                .call("POST", "/v1/gov/proposals", Some(body))
+                .await?
+        }
+        GovCommand::Open {
+            proposal,
+            period_seconds,
+            gateway,
+        } => {
+            let body = json!({"voting_period_seconds": period_seconds});
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/gov/proposals/{proposal}/open"),
+                    Some(body),
+                )
+                .await?
+        }
+        GovCommand::Vote {
+            proposal,
+            choice,
+            comment,
+            gateway,
+        } => {
+            let body = json!({"choice": choice, "comment": comment});
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/gov/proposals/{proposal}/vote"),
+                    Some(body),
+                )
+                .await?
+        }
+        GovCommand::Close { proposal, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/gov/proposals/{proposal}/close"),
+                    Some(json!({})),
+                )
+                .await?
+        }
+        GovCommand::Show { proposal, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call("GET", &format!("/v1/gov/proposals/{proposal}"), None)
+                .await?
+        }
+    };
+    print(&answer)
 }
 
 fn run(args: Args) -> Result<()> {
     match args.command {
+        command @ (Command::Auth(_) | Command::Ledger(_) | Command::Gov(_)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(gateway_command(&args.data_dir, command))?;
+        }
+        Command::Id(IdCommand::Export { file }) => {
+            let keystore = icn_engine::Keystore::in_dir(&args.data_dir);
+            // Check the passphrase opens it before handing out a copy.
+            let did = icn_node::load_identity(&args.data_dir)?.did();
+            if file.exists() {
+                anyhow::bail!("{} exists; choose another file", file.display());
+            }
+            let bytes = std::fs::read(keystore.path())?;
+            icn_engine::keystore::write_atomically(&file, &bytes)?;
+            println!(
+                "exported {did} to {} (encrypted with your passphrase)",
+                file.display()
+            );
+        }
+        Command::Id(IdCommand::Import { file }) => {
+            let keystore = icn_engine::Keystore::in_dir(&args.data_dir);
+            if keystore.exists() {
+                anyhow::bail!(
+                    "{} already holds an identity; move it away first (it is the node's key)",
+                    keystore.path().display()
+                );
+            }
+            let passphrase = icn_engine::Passphrase::from_env_or_prompt(
+                "Passphrase of the exported identity: ",
+            )?;
+            let key = icn_engine::Keystore::at(&file).load(&passphrase)?;
+            let bytes = std::fs::read(&file)?;
+            icn_engine::keystore::write_atomically(keystore.path(), &bytes)?;
+            println!("imported {} into {}", key.did(), keystore.path().display());
+        }
         Command::Id(IdCommand::Init) => {
             let keystore = icn_engine::Keystore::in_dir(&args.data_dir);
             if keystore.exists() {
@@ -133,7 +461,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 3: the gateway refused the request; 1: anything else (clap
+            // uses 2 for a bad command line).
+            if e.downcast_ref::<icn_node::client::ApiError>().is_some() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

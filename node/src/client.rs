@@ -1,0 +1,118 @@
+//! A small client of the gateway for `icnctl`: the runbook's challenge →
+//! sign → verify flow, and JSON requests with the token.
+
+use anyhow::{Context, Result, anyhow};
+use base64::Engine as _;
+use icn_engine::Keypair;
+use serde_json::{Value, json};
+
+/// Default gateway, as `icnd` binds it.
+pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
+
+/// A gateway at a base URL, with a token once logged in.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{status} {error}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// The status's name, from the body.
+    pub error: String,
+    /// The gateway's explanation.
+    pub message: String,
+}
+
+impl Client {
+    /// A client of the gateway at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Result<Client> {
+        // reqwest uses rustls; this process picks ring, which iroh uses too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            token: None,
+        })
+    }
+
+    /// Uses `token` for the requests that follow.
+    pub fn with_token(mut self, token: String) -> Client {
+        self.token = Some(token);
+        self
+    }
+
+    /// Logs in as `key`: asks a challenge, signs it, verifies it. Returns
+    /// the gateway's answer (`token`, `expires_at`, …) and keeps the token.
+    pub async fn login(&mut self, key: &Keypair) -> Result<Value> {
+        let did = key.did().to_string();
+        let challenge = self
+            .call("POST", "/v1/auth/challenge", Some(json!({ "did": did })))
+            .await?;
+        let challenge = challenge["challenge"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the gateway answered no challenge"))?;
+        let signature =
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(key.sign(challenge.as_bytes()));
+        let verified = self
+            .call(
+                "POST",
+                "/v1/auth/verify",
+                Some(json!({ "did": did, "challenge": challenge, "signature": signature })),
+            )
+            .await?;
+        let token = verified["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the gateway answered no token"))?;
+        self.token = Some(token.to_owned());
+        Ok(verified)
+    }
+
+    /// One request; the JSON answer, or the gateway's error.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let method: reqwest::Method = method.parse().context("HTTP method")?;
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await.context("reading the answer")?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .with_context(|| format!("{url} answered {status} with something not JSON"))?
+        };
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(ApiError {
+                status: status.as_u16(),
+                error: value["error"]
+                    .as_str()
+                    .unwrap_or(status.canonical_reason().unwrap_or("Error"))
+                    .to_owned(),
+                message: value["message"].as_str().unwrap_or(&text).to_owned(),
+            }
+            .into())
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The operator runbook against a real `icnd` on a temporary data directory
+//! and free ports: `icnctl auth login`, the §7 smoke test script, the
+//! metrics, `icnctl` ledger and governance commands, identity export and
+//! import, and a restart that keeps everything (tokens included).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PASS: &str = "correct horse battery staple";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+struct Node {
+    dir: PathBuf,
+    port: u16,
+    metrics: u16,
+}
+
+impl Node {
+    fn start(&self) -> Child {
+        let child = Command::new(env!("CARGO_BIN_EXE_icnd"))
+            .args(["--data-dir", self.dir.to_str().expect("utf-8")])
+            .args(["--gateway-bind", &format!("127.0.0.1:{}", self.port)])
+            .args(["--listen-addr", "127.0.0.1:0"])
+            .args(["--metrics-port", &self.metrics.to_string()])
+            .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+            .env_remove("ICN_GATEWAY_JWT_SECRET")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn icnd");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while curl(&["-sf", &self.url("/v1/health")]).status.code() != Some(0) {
+            assert!(Instant::now() < deadline, "icnd did not answer /v1/health");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+fn stop(child: Child) -> Output {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("icnd exits");
+    assert!(out.status.success(), "icnd exit status {:?}", out.status);
+    out
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl (the runbook needs it)")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn icnctl(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_icnctl"))
+        .args(["--data-dir", dir.to_str().expect("utf-8")])
+        .args(args)
+        .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+        .env_remove("ICN_TOKEN")
+        .env_remove("ICN_GATEWAY")
+        .output()
+        .expect("run icnctl")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}{}",
+        out.status,
+        text(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text(&out)
+}
+
+fn smoke(node: &Node, token: &str, coop: &str) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smoke-test.sh");
+    Command::new("bash")
+        .arg(script)
+        .env("HOST", node.url(""))
+        .env("TOKEN", token)
+        .env("COOP_ID", coop)
+        .output()
+        .expect("run the smoke test")
+}
+
+#[test]
+fn the_runbook_works_end_to_end_and_survives_a_restart() {
+    let node_dir = tempfile::tempdir().expect("dir");
+    let member_dir = tempfile::tempdir().expect("dir");
+    let node = Node {
+        dir: node_dir.path().to_owned(),
+        port: free_port(),
+        metrics: free_port(),
+    };
+    let icnd = node.start();
+    let gateway = node.url("");
+    let member = member_dir.path();
+
+    // §4, option A: icnctl does challenge, sign and verify.
+    let did = ok(icnctl(member, &["id", "init"])).trim().to_owned();
+    let token = ok(icnctl(
+        member,
+        &["auth", "login", "--gateway", &gateway, "--output", "token"],
+    ))
+    .trim()
+    .to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+
+    // A co-op for step 10 to read.
+    let created = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"id": "smoke-coop", "name": "Smoke Co-op"}"#,
+        &node.url("/v1/coops"),
+    ]);
+    assert_eq!(text(&created), "201");
+
+    // §7: the smoke test passes, all 11 steps.
+    let out = smoke(&node, &token, "smoke-coop");
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains("Results: 11 passed, 0 failed, 0 skipped (11 total)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("PASS Close proposal (200) outcome=accepted"),
+        "{report}"
+    );
+    assert!(
+        report.contains("PASS Ledger entries-by-decision endpoint reachable (200)"),
+        "{report}"
+    );
+    assert!(report.trim_end().ends_with("SMOKE PASS"), "{report}");
+    // And it can fail: with a forged token every authenticated step does.
+    let out = smoke(&node, "not.a.token", "smoke-coop");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("FAIL Create governance domain (401)"));
+
+    // The runbook's metrics.
+    let metrics = text(&curl(&[
+        "-s",
+        &format!("http://127.0.0.1:{}/metrics", node.metrics),
+    ]));
+    for line in [
+        "gateway_governance_proposals_created_total 1",
+        "gateway_governance_proposals_opened_total 1",
+        "gateway_governance_proposals_closed_total 1",
+        "gateway_governance_votes_cast_total 1",
+        "icn_sync_sessions_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+
+    // icnctl through the gateway: a position, the proposals.
+    let position = ok(icnctl(
+        member,
+        &[
+            "ledger",
+            "position",
+            "smoke-coop",
+            &did,
+            "--gateway",
+            &gateway,
+        ],
+    ));
+    let position: serde_json::Value = serde_json::from_str(&position).expect("JSON");
+    assert_eq!(position["positions"][0]["unit"], "hours");
+    let proposals = ok(icnctl(
+        member,
+        &["gov", "proposals", "--gateway", &gateway, "--token", &token],
+    ));
+    let proposals: serde_json::Value = serde_json::from_str(&proposals).expect("JSON");
+    let id = proposals[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(proposals[0]["state"], "accepted");
+    // A refusal: a clear message and exit status 3.
+    let refused = icnctl(
+        member,
+        &[
+            "gov",
+            "vote",
+            &id,
+            "for",
+            "--gateway",
+            &gateway,
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("422"));
+
+    // Identity backup and restore.
+    let backup = member.join("backup.age");
+    ok(icnctl(
+        member,
+        &["id", "export", backup.to_str().expect("utf-8")],
+    ));
+    let restored = tempfile::tempdir().expect("dir");
+    ok(icnctl(
+        restored.path(),
+        &["id", "import", backup.to_str().expect("utf-8")],
+    ));
+    assert_eq!(ok(icnctl(restored.path(), &["id", "show"])).trim(), did);
+    assert!(
+        !icnctl(
+            restored.path(),
+            &["id", "import", backup.to_str().expect("utf-8")]
+        )
+        .status
+        .success()
+    );
+
+    // A restart: the token, the proposal, the co-op are all still there.
+    let log = text(&stop(icnd));
+    assert!(
+        log.contains("generated"),
+        "the token secret is generated once: {log}"
+    );
+    assert!(!log.contains(&token), "the token is never logged");
+    let icnd = node.start();
+    let got = text(&curl(&[
+        "-s",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &node.url(&format!("/v1/gov/proposals/{id}")),
+    ]));
+    let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+    assert_eq!(got["state"], "accepted", "{got}");
+    let log = text(&stop(icnd));
+    assert!(
+        !log.contains("generated"),
+        "the stored secret is reused: {log}"
+    );
+}
