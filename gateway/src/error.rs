@@ -91,6 +91,11 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for AppError {

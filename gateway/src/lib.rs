@@ -35,11 +35,13 @@ pub mod auth;
 mod coops;
 mod docs;
 pub mod error;
+mod events;
 mod gov;
 mod index;
 mod ledger;
 pub mod metrics;
 mod registry;
+mod ws;
 
 pub use error::{AppError, ErrorBody};
 pub use metrics::Metrics;
@@ -97,6 +99,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Delegations read from the store, by hash.
     delegations: Mutex<HashMap<[u8; 32], SignedDelegation>>,
+    /// The co-ops' event logs.
+    events: events::EventsHandle,
 }
 
 impl Gateway {
@@ -113,6 +117,7 @@ impl Gateway {
                 ),
                 limiter: RateLimiter::new(config.rate_burst, config.rate_per_second),
                 index: Index::new(engine.clone()),
+                events: events::Events::start(engine.clone()),
                 engine,
                 metrics,
                 config,
@@ -141,6 +146,7 @@ impl Gateway {
             .route("/v1/auth/challenge", post(auth_challenge))
             .route("/v1/auth/verify", post(auth_verify))
             .route("/v1/docs/{doc_id}", get(docs::get_doc))
+            .route("/v1/ws/{coop_id}", get(ws::connect))
             .merge(coops::routes())
             .merge(gov::routes())
             .merge(ledger::routes())

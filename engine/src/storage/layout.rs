@@ -12,6 +12,7 @@
 //! | `peer_sync` | peer key (32) ‖ doc id (32) | Automerge `sync::State::encode()`: what this node knows the peer holds |
 //! | `gateway` | `d` ‖ delegation hash (32) | a [`icn_schemas::SignedDelegation`] a member signed at `POST /v1/auth/verify`, postcard |
 //! | `gateway` | `e` ‖ co-op id (32) ‖ seq (u64 BE) | one WebSocket event of the co-op, JSON |
+//! | `gateway` | `h` ‖ doc id (32) | the document heads (32 bytes each) whose changes the event log has covered |
 //!
 //! `seq` numbers a document's changes in the order this node stored them,
 //! which is always a causal order: a change is stored only once all its

@@ -451,6 +451,17 @@ impl Store {
         Ok(swapped.is_ok())
     }
 
+    /// Stores gateway records, all or (after a crash) none. Not durable
+    /// until [`Store::make_durable`].
+    pub fn put_gateway_records(&self, records: &[Record]) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in records {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        self.inner.gateway.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// The gateway records whose key starts with `prefix` and sorts after
     /// `after` (all of them when `None`), in key order, at most `limit`.
     pub fn gateway_records(

@@ -1,0 +1,389 @@
+//! The co-ops' event logs, which the WebSocket streams.
+//!
+//! Events are derived from what the engine commits, local writes and
+//! peers' alike: ledger entries (`SettlementCreated`), membership and
+//! settings in the co-op document (`MemberAdded`, `MemberRemoved`,
+//! `RoleUpdated`, `SettingsUpdated`), and the governance of the co-op's
+//! domains (`GovernanceDomainCreated`, `GovernanceProposalCreated`,
+//! `…Opened`, `…Closed`, `GovernanceVoteCast`). Each co-op's log numbers its
+//! events from 1 (`seq`) and is stored in the `gateway` tree, so a client
+//! that reconnects asks for what came after the last `seq` it saw.
+//!
+//! Document events come from comparing a document with the heads the log
+//! last covered (stored with the events, in one batch), so a crash loses
+//! none of them: the comparison runs again at the next start. Entry events
+//! are written as entries commit; an entry committed in the instant before
+//! a crash may lack its event (the ledger itself has it).
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use automerge::ChangeHash;
+use icn_engine::{Committed, Engine};
+use icn_schemas::coop::{Coop, MemberStatus};
+use icn_schemas::domain::{Domain, ProposalState};
+use icn_schemas::ledger::{Body, SignedEntry};
+use icn_schemas::{DocId, DocKind, Reader};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::auth::now_secs;
+
+const EVENT_TAG: u8 = b'e';
+const HEADS_TAG: u8 = b'h';
+
+/// Events a live subscriber may fall behind by before it re-reads the log.
+const LIVE_CAPACITY: usize = 4096;
+
+/// One event of a co-op's log.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub(crate) coop: DocId,
+    pub(crate) seq: u64,
+    /// `{"type": "Event", "seq": …, "event": …, "at": …, "data": {…}}`.
+    pub(crate) json: Value,
+}
+
+enum Msg {
+    Commit(Committed),
+    Stop,
+}
+
+/// The event logs: written by one thread, read by WebSocket sessions.
+pub(crate) struct Events {
+    engine: Engine,
+    live: broadcast::Sender<Arc<Event>>,
+    last_seq: Mutex<HashMap<DocId, u64>>,
+}
+
+/// Stops the writer thread when the gateway goes.
+pub(crate) struct EventsHandle {
+    pub(crate) events: Arc<Events>,
+    stop: mpsc::Sender<Msg>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for EventsHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn key(tag: u8, doc: &DocId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(41);
+    k.push(tag);
+    k.extend_from_slice(&doc.0);
+    k
+}
+
+fn event_key(coop: &DocId, seq: u64) -> Vec<u8> {
+    let mut k = key(EVENT_TAG, coop);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn heads_bytes(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn heads_from(bytes: &[u8]) -> Vec<ChangeHash> {
+    bytes
+        .chunks_exact(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(ChangeHash))
+        .collect()
+}
+
+impl Events {
+    /// Starts the writer: it first brings the logs up to date with the
+    /// documents (a new log starts from the documents as they are), then
+    /// follows the engine's commits.
+    pub(crate) fn start(engine: Engine) -> EventsHandle {
+        let (tx, rx) = mpsc::channel();
+        let listener = Mutex::new(tx.clone());
+        engine.on_commit(move |c| {
+            let _ = listener
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(Msg::Commit(c.clone()));
+        });
+        let (live, _) = broadcast::channel(LIVE_CAPACITY);
+        let events = Arc::new(Events {
+            engine,
+            live,
+            last_seq: Mutex::new(HashMap::new()),
+        });
+        let writer = events.clone();
+        let thread = std::thread::Builder::new()
+            .name("icn-events".into())
+            .spawn(move || writer.run(rx))
+            .ok();
+        if thread.is_none() {
+            tracing::error!("cannot start the event log thread; WebSocket events are off");
+        }
+        EventsHandle {
+            events,
+            stop: tx,
+            thread,
+        }
+    }
+
+    fn run(&self, rx: mpsc::Receiver<Msg>) {
+        for doc in self.engine.doc_ids() {
+            let stored = self.engine.store().gateway_record(&key(HEADS_TAG, &doc));
+            match stored {
+                Ok(Some(_)) => self.log_doc(&doc),
+                // A log that starts now starts from the document as it is.
+                Ok(None) => {
+                    let heads = self.engine.heads(&doc).unwrap_or_default();
+                    self.append(None, Vec::new(), Some((doc, heads)));
+                }
+                Err(e) => tracing::warn!(%doc, error = %e, "reading the event log"),
+            }
+        }
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Stop => return,
+                Msg::Commit(Committed::Doc { doc, .. }) => self.log_doc(&doc),
+                Msg::Commit(Committed::Entries { coop, entries }) => {
+                    let events = entries
+                        .iter()
+                        .filter_map(|(_, bytes)| SignedEntry::decode(bytes).ok())
+                        .map(|(e, id)| entry_event(&e, &id))
+                        .collect();
+                    self.append(Some(coop), events, None);
+                }
+                Msg::Commit(_) => {}
+            }
+        }
+    }
+
+    /// Logs what changed in `doc` since the heads the log covered.
+    fn log_doc(&self, doc: &DocId) {
+        let before = match self.engine.store().gateway_record(&key(HEADS_TAG, doc)) {
+            Ok(b) => heads_from(&b.unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(%doc, error = %e, "reading the event log");
+                return;
+            }
+        };
+        let diffed = self.engine.read(doc, |r| {
+            let now = r.doc().get_heads();
+            if now == before {
+                return None;
+            }
+            let old = Reader::at(r.doc(), &before);
+            Some(match DocKind::of(r) {
+                Some(DocKind::Coop) => (Some(*doc), coop_events(old, r), now),
+                Some(DocKind::Domain) => {
+                    let coop = Domain::read(r)
+                        .ok()
+                        .and_then(|d| d.coop_id)
+                        .and_then(|c| c.parse::<DocId>().ok());
+                    (coop, domain_events(old, r), now)
+                }
+                None => (None, Vec::new(), now),
+            })
+        });
+        if let Some(Some((coop, events, now))) = diffed {
+            self.append(coop, events, Some((*doc, now)));
+        }
+    }
+
+    /// Appends `events` to `coop`'s log, with the heads covered, in one
+    /// batch; then hands them to live subscribers.
+    fn append(
+        &self,
+        coop: Option<DocId>,
+        events: Vec<(&'static str, Value)>,
+        covered: Option<(DocId, Vec<ChangeHash>)>,
+    ) {
+        let mut records = Vec::new();
+        let mut stored = Vec::new();
+        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(coop) = coop.filter(|_| !events.is_empty()) {
+            let mut seq = match last.get(&coop) {
+                Some(s) => *s,
+                None => match self.read_last_seq(&coop) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%coop, error = %e, "reading the event log");
+                        return;
+                    }
+                },
+            };
+            let at = now_secs();
+            for (name, data) in events {
+                seq += 1;
+                let json = json!({"type": "Event", "seq": seq, "event": name, "coop_doc_id": coop.to_string(), "at": at, "data": data});
+                records.push((event_key(&coop, seq), json.to_string().into_bytes()));
+                stored.push(Arc::new(Event { coop, seq, json }));
+            }
+            last.insert(coop, seq);
+        }
+        if let Some((doc, heads)) = covered {
+            records.push((key(HEADS_TAG, &doc), heads_bytes(&heads)));
+        }
+        if let Err(e) = self.engine.store().put_gateway_records(&records) {
+            tracing::warn!(error = %e, "writing the event log");
+            if let Some(coop) = coop {
+                last.remove(&coop);
+            }
+            return;
+        }
+        drop(last);
+        for event in stored {
+            let _ = self.live.send(event);
+        }
+    }
+
+    fn read_last_seq(&self, coop: &DocId) -> Result<u64, icn_engine::StorageError> {
+        Ok(self
+            .engine
+            .store()
+            .last_gateway_record(&key(EVENT_TAG, coop))?
+            .and_then(|(k, _)| k.get(33..41).and_then(|s| s.try_into().ok()))
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// The last seq of `coop`'s log (0 when empty).
+    pub(crate) fn last_seq(&self, coop: &DocId) -> u64 {
+        let cached = self
+            .last_seq
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(coop)
+            .copied();
+        cached.unwrap_or_else(|| self.read_last_seq(coop).unwrap_or(0))
+    }
+
+    /// Up to `limit` events of `coop` after `after`, in order.
+    pub(crate) fn after(
+        &self,
+        coop: &DocId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Value>, icn_engine::StorageError> {
+        let records = self.engine.store().gateway_records(
+            &key(EVENT_TAG, coop),
+            Some(&event_key(coop, after)),
+            limit,
+        )?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect())
+    }
+
+    /// New events as they are logged.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+}
+
+fn entry_event(e: &SignedEntry, id: &icn_schemas::ledger::EntryId) -> (&'static str, Value) {
+    let entry = &e.entry;
+    let base = json!({
+        "entry_id": id,
+        "author": entry.author,
+        "memo": entry.memo,
+        "decision": entry.decision.map(hex::encode),
+        "body": entry.body,
+    });
+    match &entry.body {
+        Body::Transfer { .. } => ("SettlementCreated", base),
+        _ => ("LedgerEntryRecorded", base),
+    }
+}
+
+fn coop_events(old: Reader<'_>, new: Reader<'_>) -> Vec<(&'static str, Value)> {
+    let Ok(new) = Coop::read(new) else {
+        return Vec::new();
+    };
+    let old = Coop::read(old).ok();
+    let mut events = Vec::new();
+    let active = |s: MemberStatus| s == MemberStatus::Active;
+    for (did, m) in &new.members {
+        let before = old.as_ref().and_then(|o| o.members.get(did));
+        match before {
+            None => events.push(("MemberAdded", json!({"did": did, "role": m.role}))),
+            Some(b) if !active(b.status) && active(m.status) => {
+                events.push(("MemberAdded", json!({"did": did, "role": m.role})));
+            }
+            Some(b) if active(b.status) && m.status == MemberStatus::Removed => {
+                events.push(("MemberRemoved", json!({"did": did})));
+            }
+            Some(b) if b.role != m.role => {
+                events.push(("RoleUpdated", json!({"did": did, "role": m.role})));
+            }
+            Some(_) => {}
+        }
+    }
+    let settings =
+        |c: &Coop| json!({"name": c.name, "description": c.description, "policy": c.policy});
+    if let Some(old) = &old
+        && settings(old) != settings(&new)
+    {
+        events.push(("SettingsUpdated", settings(&new)));
+    }
+    events
+}
+
+fn domain_events(old: Reader<'_>, new: Reader<'_>) -> Vec<(&'static str, Value)> {
+    let Ok(new) = Domain::read(new) else {
+        return Vec::new();
+    };
+    let old = Domain::read(old).ok();
+    let mut events = Vec::new();
+    if old.is_none() {
+        events.push((
+            "GovernanceDomainCreated",
+            json!({"domain_id": new.id, "name": new.name, "creator": new.creator}),
+        ));
+    }
+    for (id, p) in &new.proposals {
+        let before = old.as_ref().and_then(|o| o.proposals.get(id));
+        let base = |extra: Value| {
+            let mut v = json!({"domain_id": new.id, "proposal_id": id, "title": p.title});
+            if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
+                v.extend(extra);
+            }
+            v
+        };
+        if before.is_none() {
+            events.push((
+                "GovernanceProposalCreated",
+                base(json!({"author": p.author})),
+            ));
+        }
+        let was = before.map(|b| b.state);
+        if p.state == ProposalState::Open && was != Some(ProposalState::Open) {
+            events.push((
+                "GovernanceProposalOpened",
+                base(json!({"closes_at": p.closes_at})),
+            ));
+        }
+        for (voter, v) in &p.votes {
+            if before.and_then(|b| b.votes.get(voter)) != Some(v) {
+                events.push((
+                    "GovernanceVoteCast",
+                    base(json!({"voter": voter, "choice": v.choice})),
+                ));
+            }
+        }
+        let closed_before = before.and_then(|b| b.close.as_ref());
+        if let Some(close) = &p.close
+            && closed_before != Some(close)
+        {
+            events.push((
+                "GovernanceProposalClosed",
+                base(json!({"state": p.state, "outcome": close.outcome, "tally": close.tally})),
+            ));
+        }
+    }
+    events
+}

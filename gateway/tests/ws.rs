@@ -1,0 +1,229 @@
+//! `GET /v1/ws/{coop_id}` over a real socket: authentication, live events,
+//! backfill, and the log surviving a restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Api;
+use futures_util::{SinkExt, StreamExt};
+use icn_engine::test_utils::keypair;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: std::net::SocketAddr, coop: &str) -> Socket {
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws/{coop}"))
+        .await
+        .expect("connect");
+    socket
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket
+        .send(Message::Text(value.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// The next JSON message, within 10 s.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("open")
+            .expect("a message");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("JSON");
+        }
+    }
+}
+
+/// The next event named `name`, skipping others.
+async fn event(socket: &mut Socket, name: &str) -> Value {
+    loop {
+        let msg = next(socket).await;
+        assert_eq!(msg["type"], "Event", "{msg}");
+        if msg["event"] == name {
+            return msg;
+        }
+    }
+}
+
+/// Waits until the gateway has no WebSocket client left: a session ends
+/// after its socket closes, and holds the engine until then.
+async fn gone(api: &Api) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while api
+        .gateway
+        .metrics()
+        .ws_clients
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn auth(socket: &mut Socket, token: &str) -> Value {
+    send(socket, json!({"type": "Auth", "token": token})).await;
+    next(socket).await
+}
+
+#[tokio::test]
+async fn events_stream_live_backfill_and_survive_a_restart() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let bob_did = bob.did().to_string();
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "c1", "default_credit_limit": 50}),
+    )
+    .await
+    .expect(201);
+    let server = api.serve().await;
+
+    // Refusals: an unknown co-op before the upgrade; a bad token, a
+    // non-member, a first message that is not Auth.
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/ws/nope", server.addr))
+            .await
+            .is_err()
+    );
+    let mut s = connect(server.addr, "c1").await;
+    let refused = auth(&mut s, "not.a.token").await;
+    assert_eq!(refused["type"], "AuthError", "{refused}");
+    let mut s = connect(server.addr, "c1").await;
+    let refused = auth(&mut s, &bob_token).await;
+    assert_eq!(refused["type"], "AuthError");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a member"))
+    );
+    let mut s = connect(server.addr, "c1").await;
+    send(&mut s, json!({"type": "Backfill", "after_seq": 0})).await;
+    assert_eq!(next(&mut s).await["type"], "AuthError");
+
+    let mut s = connect(server.addr, "c1").await;
+    let ok = auth(&mut s, &token).await;
+    assert_eq!(ok["type"], "AuthOk", "{ok}");
+    assert_eq!(ok["did"], alice.did().to_string());
+    let start = ok["last_seq"].as_u64().expect("last_seq");
+
+    // Live: a member joins, a settlement, a governance domain of the co-op.
+    api.post("/v1/coops/c1/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    let added = event(&mut s, "MemberAdded").await;
+    assert_eq!(added["data"]["did"], bob_did);
+    assert!(added["seq"].as_u64() > Some(start));
+    api.post(
+        "/v1/ledger/c1/settle",
+        &token,
+        json!({"to": bob_did, "amount": 3, "unit": "hours", "memo": "soup"}),
+    )
+    .await
+    .expect(201);
+    let settled = event(&mut s, "SettlementCreated").await;
+    assert_eq!(settled["data"]["memo"], "soup");
+    assert_eq!(
+        settled["seq"].as_u64(),
+        added["seq"].as_u64().map(|s| s + 1)
+    );
+    api.post(
+        "/v1/gov/domains",
+        &token,
+        json!({"id": "c1-board", "coop_id": "c1"}),
+    )
+    .await
+    .expect(201);
+    let created = event(&mut s, "GovernanceDomainCreated").await;
+    assert_eq!(created["data"]["domain_id"], "c1-board");
+    let p = api
+        .post(
+            "/v1/gov/domains/c1-board/proposals",
+            &token,
+            json!({"title": "Soup Fridays"}),
+        )
+        .await
+        .expect(201);
+    let pid = p["id"].as_str().expect("id");
+    assert_eq!(
+        event(&mut s, "GovernanceProposalCreated").await["data"]["proposal_id"],
+        pid
+    );
+    api.post(&format!("/v1/gov/proposals/{pid}/open"), &token, json!({}))
+        .await
+        .expect(200);
+    event(&mut s, "GovernanceProposalOpened").await;
+    api.post(
+        &format!("/v1/gov/proposals/{pid}/vote"),
+        &token,
+        json!({"choice": "for"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        event(&mut s, "GovernanceVoteCast").await["data"]["choice"],
+        "for"
+    );
+    api.post(&format!("/v1/gov/proposals/{pid}/close"), &token, json!({}))
+        .await
+        .expect(200);
+    let closed = event(&mut s, "GovernanceProposalClosed").await;
+    let last = closed["seq"].as_u64().expect("seq");
+
+    // Backfill: every event from the first, in order, then BackfillDone.
+    send(&mut s, json!({"type": "Backfill", "after_seq": 0})).await;
+    let mut seqs = Vec::new();
+    loop {
+        let msg = next(&mut s).await;
+        if msg["type"] == "BackfillDone" {
+            assert_eq!(msg["last_seq"].as_u64(), Some(last));
+            assert_eq!(msg["more"], false);
+            break;
+        }
+        seqs.push(msg["seq"].as_u64().expect("seq"));
+    }
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    send(&mut s, json!({"type": "Backfill"})).await;
+    assert_eq!(next(&mut s).await["type"], "Error");
+    s.close(None).await.expect("close");
+    drop(s);
+    gone(&api).await;
+    server.stop().await;
+
+    // After a restart the log is the same, and continues from it.
+    let api = api.restart();
+    let server = api.serve().await;
+    let mut s = connect(server.addr, "c1").await;
+    let ok = auth(&mut s, &token).await;
+    assert_eq!(ok["last_seq"].as_u64(), Some(last));
+    send(&mut s, json!({"type": "Backfill", "after_seq": last - 1})).await;
+    assert_eq!(next(&mut s).await["event"], "GovernanceProposalClosed");
+    assert_eq!(next(&mut s).await["type"], "BackfillDone");
+    api.post(
+        "/v1/ledger/c1/settle",
+        &token,
+        json!({"to": bob_did, "amount": 1, "unit": "hours"}),
+    )
+    .await
+    .expect(201);
+    let again = event(&mut s, "SettlementCreated").await;
+    assert_eq!(again["seq"].as_u64(), Some(last + 1));
+    s.close(None).await.expect("close");
+    drop(s);
+    server.stop().await;
+}
