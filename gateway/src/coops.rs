@@ -1,13 +1,14 @@
 //! Co-ops and their members.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use icn_engine::Engine;
 use icn_schemas::coop::{self, Coop, MemberStatus, NewCoop, Role};
 use icn_schemas::{DocId, DocKind, Scope};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::now_secs;
 use crate::error::AppError;
@@ -15,15 +16,12 @@ use crate::ledger::coop_for;
 use crate::metrics::Metrics;
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
-pub(crate) fn routes() -> Router<Gateway> {
-    Router::new()
-        .route("/v1/coops", get(list).post(create))
-        .route("/v1/coops/{id}", get(get_coop).put(update).delete(delete))
-        .route("/v1/coops/{id}/members", get(members).post(add_member))
-        .route(
-            "/v1/coops/{id}/members/{did}",
-            put(update_member).delete(remove_member),
-        )
+pub(crate) fn routes() -> OpenApiRouter<Gateway> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_coop, update, delete))
+        .routes(routes!(members, add_member))
+        .routes(routes!(update_member, remove_member))
 }
 
 fn view(id: &DocId, c: &Coop) -> Value {
@@ -47,6 +45,13 @@ fn read(engine: &Engine, id: &DocId) -> Result<Coop, AppError> {
         .map_err(AppError::internal)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/coops",
+    tag = "coops",
+    security(("bearer" = ["coop:read"])),
+    responses((status = 200, description = "The co-ops you belong to", body = serde_json::Value)),
+)]
 async fn list(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppError> {
     auth.require(Scope::CoopRead)?;
     blocking(move || {
@@ -63,14 +68,16 @@ async fn list(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppE
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// A unit: its id, or `{id, scale}`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum UnitRequest {
     Name(String),
     Full { id: String, scale: Option<i64> },
 }
 
-#[derive(serde::Deserialize)]
+/// A new co-op: id, name, description, the default credit limit (0) and units (`["hours"]`).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct NewCoopRequest {
     id: String,
     name: Option<String>,
@@ -80,6 +87,14 @@ struct NewCoopRequest {
     units: Option<Vec<UnitRequest>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/coops",
+    tag = "coops",
+    security(("bearer" = ["coop:write"])),
+    request_body = NewCoopRequest,
+    responses((status = 201, description = "The co-op; you are its first admin", body = serde_json::Value), (status = 409, description = "A co-op with this id exists", body = crate::ErrorBody)),
+)]
 async fn create(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -123,6 +138,14 @@ async fn create(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/coops/{id}",
+    tag = "coops",
+    security(("bearer" = ["coop:read"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 200, description = "The co-op", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
+)]
 async fn get_coop(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -136,13 +159,23 @@ async fn get_coop(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// The fields to change.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct UpdateRequest {
     name: Option<String>,
     description: Option<String>,
     default_credit_limit: Option<i64>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/coops/{id}",
+    tag = "coops",
+    security(("bearer" = ["coop:write"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    request_body = UpdateRequest,
+    responses((status = 200, description = "The co-op updated (admins only)", body = serde_json::Value)),
+)]
 async fn update(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -164,6 +197,14 @@ async fn update(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/coops/{id}",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 422, description = "A co-op's replicated history cannot be deleted; remove its members", body = crate::ErrorBody)),
+)]
 async fn delete(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -179,6 +220,14 @@ async fn delete(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/coops/{id}/members",
+    tag = "coops",
+    security(("bearer" = ["coop:read"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 200, description = "Its members", body = serde_json::Value)),
+)]
 async fn members(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -193,12 +242,23 @@ async fn members(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// A member to add: DID and role (`member` by default, or `admin`).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct MemberRequest {
     did: String,
+    #[schema(value_type = Option<String>)]
     role: Option<Role>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/coops/{id}/members",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    request_body = MemberRequest,
+    responses((status = 201, description = "The member added", body = serde_json::Value), (status = 409, description = "Already a member", body = crate::ErrorBody)),
+)]
 async fn add_member(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -228,9 +288,12 @@ async fn add_member(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// The fields to change: role, status (`active`, `suspended`, `removed`), credit_limit, display_name.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct UpdateMemberRequest {
+    #[schema(value_type = Option<String>)]
     role: Option<Role>,
+    #[schema(value_type = Option<String>)]
     status: Option<MemberStatus>,
     credit_limit: Option<i64>,
     display_name: Option<String>,
@@ -244,6 +307,15 @@ fn member_of(engine: &Engine, id: &DocId, did: &icn_schemas::Did) -> Result<Valu
         .ok_or_else(|| AppError::not_found(format!("{did} is not a member")))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/coops/{id}/members/{did}",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The member's DID")),
+    request_body = UpdateMemberRequest,
+    responses((status = 200, description = "The member updated (role, status, credit_limit: admins; display_name: the member too)", body = serde_json::Value)),
+)]
 async fn update_member(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -280,6 +352,14 @@ async fn update_member(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/coops/{id}/members/{did}",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The member's DID")),
+    responses((status = 200, description = "The member, removed (a member may remove itself: leave)", body = serde_json::Value)),
+)]
 async fn remove_member(
     State(gw): State<Gateway>,
     auth: Auth,

@@ -9,6 +9,14 @@ use icn_schemas::{DocId, DocKind, Scope};
 use crate::error::AppError;
 use crate::{Auth, Gateway, blocking, may_read};
 
+#[utoipa::path(
+    get,
+    path = "/v1/docs/{doc_id}",
+    tag = "documents",
+    security(("bearer" = ["coop:read"])),
+    params(("doc_id" = String, Path, description = "The document id (base58)")),
+    responses((status = 200, description = "The document as JSON; with `Accept: application/octet-stream`, its `Automerge::save()` bytes, which stock Automerge libraries load. The ETag holds its heads.", content((serde_json::Value = "application/json"), (Vec<u8> = "application/octet-stream"))), (status = 404, description = "Not held by this node", body = crate::ErrorBody)),
+)]
 /// `GET /v1/docs/{doc_id}`: JSON, or raw bytes for
 /// `Accept: application/octet-stream`. The document's heads are in the
 /// `ETag` header.

@@ -9,7 +9,7 @@ use icn_engine::{Rule, StorageError, WriteError};
 use icn_schemas::SchemaError;
 
 /// The API's error body: `{"error": "Forbidden", "message": "…"}`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// The status's reason phrase.
     pub error: String,

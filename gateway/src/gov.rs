@@ -1,9 +1,8 @@
 //! Governance: domains, their members, proposals, votes, closes.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use icn_engine::Engine;
 use icn_schemas::domain::{
     self, Choice, Domain, DomainRole, Method, NewDomain, NewProposal, Payload, Proposal,
@@ -11,32 +10,25 @@ use icn_schemas::domain::{
 };
 use icn_schemas::{Did, DocId, DocKind, Scope};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::now_secs;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::{Auth, Body, Gateway, blocking, may_read, optional_json, parse_did};
 
-pub(crate) fn routes() -> Router<Gateway> {
-    Router::new()
-        .route("/v1/gov/domains", get(list_domains).post(create_domain))
-        .route("/v1/gov/domains/{id}", get(get_domain))
-        .route(
-            "/v1/gov/domains/{id}/members",
-            get(list_members).post(add_member),
-        )
-        .route(
-            "/v1/gov/domains/{id}/proposals",
-            get(list_domain_proposals).post(create_domain_proposal),
-        )
-        .route(
-            "/v1/gov/proposals",
-            get(list_proposals).post(create_proposal),
-        )
-        .route("/v1/gov/proposals/{id}", get(get_proposal))
-        .route("/v1/gov/proposals/{id}/open", post(open_proposal))
-        .route("/v1/gov/proposals/{id}/vote", post(vote).get(tally))
-        .route("/v1/gov/proposals/{id}/close", post(close_proposal))
+pub(crate) fn routes() -> OpenApiRouter<Gateway> {
+    OpenApiRouter::new()
+        .routes(routes!(list_domains, create_domain))
+        .routes(routes!(get_domain))
+        .routes(routes!(list_members, add_member))
+        .routes(routes!(list_domain_proposals, create_domain_proposal))
+        .routes(routes!(list_proposals, create_proposal))
+        .routes(routes!(get_proposal))
+        .routes(routes!(open_proposal))
+        .routes(routes!(vote, tally))
+        .routes(routes!(close_proposal))
 }
 
 fn domain_view(gw: &Gateway, doc: &DocId, d: &Domain) -> Value {
@@ -132,6 +124,13 @@ fn proposal_json(engine: &Engine, domain: &DocId, id: &str) -> Result<Value, App
     Ok(proposal_view(domain, &d, p))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/gov/domains",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    responses((status = 200, description = "The governance domains you belong to", body = serde_json::Value)),
+)]
 async fn list_domains(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
@@ -149,13 +148,17 @@ async fn list_domains(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Valu
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// A member: its DID, or `{did, role, weight}`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum MemberRequest {
     Did(String),
     Full {
         did: String,
+        /// `admin` or `member` (default).
+        #[schema(value_type = Option<String>)]
         role: Option<DomainRole>,
+        /// Vote weight (default 1).
         weight: Option<i64>,
     },
 }
@@ -173,7 +176,8 @@ impl MemberRequest {
     }
 }
 
-#[derive(serde::Deserialize)]
+/// A new governance domain: a profile's rules, with overrides.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct NewDomainRequest {
     id: String,
     name: Option<String>,
@@ -183,12 +187,22 @@ struct NewDomainRequest {
     approval_percent: Option<i64>,
     voting_period_days: Option<i64>,
     voting_period_seconds: Option<i64>,
+    /// `{"kind": "simple_majority" | "supermajority" (threshold) | "consent" (max_blocks) | "unanimous" | "wasm" (module)}`.
+    #[schema(value_type = Option<Object>)]
     method: Option<Method>,
     allow_veto: Option<bool>,
     #[serde(default)]
     members: Vec<MemberRequest>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gov/domains",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    request_body = NewDomainRequest,
+    responses((status = 201, description = "The domain; you are its first admin", body = serde_json::Value), (status = 409, description = "A domain with this id exists", body = crate::ErrorBody)),
+)]
 async fn create_domain(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -270,6 +284,14 @@ async fn create_domain(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/gov/domains/{id}",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    responses((status = 200, description = "The domain", body = serde_json::Value), (status = 404, description = "No such domain", body = crate::ErrorBody)),
+)]
 async fn get_domain(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -284,6 +306,14 @@ async fn get_domain(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/gov/domains/{id}/members",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    responses((status = 200, description = "Its members, with roles and weights", body = serde_json::Value)),
+)]
 async fn list_members(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -298,6 +328,15 @@ async fn list_members(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gov/domains/{id}/members",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    request_body = MemberRequest,
+    responses((status = 201, description = "The member added (admins only)", body = serde_json::Value)),
+)]
 async fn add_member(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -322,7 +361,9 @@ async fn add_member(
     .await
 }
 
-#[derive(serde::Deserialize, Default)]
+/// Filters of a proposal list.
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ProposalFilter {
     domain_id: Option<String>,
     state: Option<String>,
@@ -351,6 +392,14 @@ fn parse_state(state: Option<&str>) -> Result<Option<ProposalState>, AppError> {
         .transpose()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/gov/proposals",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    params(ProposalFilter),
+    responses((status = 200, description = "Proposals of the domains you belong to", body = serde_json::Value)),
+)]
 async fn list_proposals(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -373,6 +422,14 @@ async fn list_proposals(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/gov/domains/{id}/proposals",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    params(("id" = String, Path, description = "The domain's id, or its document id"), ProposalFilter),
+    responses((status = 200, description = "The domain's proposals", body = serde_json::Value)),
+)]
 async fn list_domain_proposals(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -388,17 +445,27 @@ async fn list_domain_proposals(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// A new proposal: a `payload` (`{"type": "text", "body"}`, `budget`, `membership`, `config_change`, `freeze`, `unfreeze`), or `kind: "text"` with the description as its body.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct NewProposalRequest {
     domain_id: Option<String>,
     id: Option<String>,
     title: String,
     #[serde(default)]
     description: String,
+    #[schema(value_type = Option<Object>)]
     payload: Option<Payload>,
     kind: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gov/proposals",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    request_body = NewProposalRequest,
+    responses((status = 201, description = "The proposal, a draft", body = serde_json::Value)),
+)]
 async fn create_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -412,6 +479,15 @@ async fn create_proposal(
     new_proposal(gw, auth, domain, req).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gov/domains/{id}/proposals",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    request_body = NewProposalRequest,
+    responses((status = 201, description = "The proposal, a draft", body = serde_json::Value)),
+)]
 async fn create_domain_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -478,6 +554,14 @@ async fn new_proposal(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/gov/proposals/{id}",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    params(("id" = String, Path, description = "The proposal's id")),
+    responses((status = 200, description = "The proposal, its votes and outcome", body = serde_json::Value), (status = 404, description = "No such proposal", body = crate::ErrorBody)),
+)]
 async fn get_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -491,11 +575,21 @@ async fn get_proposal(
     .await
 }
 
-#[derive(serde::Deserialize, Default)]
+/// How long voting lasts; the domain's voting period when absent. The body may be empty.
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
 struct OpenRequest {
     voting_period_seconds: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gov/proposals/{id}/open",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The proposal's id")),
+    request_body = Option<OpenRequest>,
+    responses((status = 200, description = "The proposal, open (its author only)", body = serde_json::Value), (status = 422, description = "Not a draft", body = crate::ErrorBody)),
+)]
 async fn open_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -534,12 +628,22 @@ async fn open_proposal(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// A vote: `for`, `against`, `abstain` or `block`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct VoteRequest {
     choice: String,
     comment: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gov/proposals/{id}/vote",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The proposal's id")),
+    request_body = VoteRequest,
+    responses((status = 200, description = "The vote recorded (it may be changed while open)", body = serde_json::Value), (status = 422, description = "Not open", body = crate::ErrorBody)),
+)]
 async fn vote(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -583,6 +687,14 @@ async fn vote(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/gov/proposals/{id}/vote",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    params(("id" = String, Path, description = "The proposal's id")),
+    responses((status = 200, description = "The tally now, and the outcome a close now would record", body = serde_json::Value)),
+)]
 async fn tally(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -606,6 +718,14 @@ async fn tally(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/gov/proposals/{id}/close",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The proposal's id")),
+    responses((status = 200, description = "The proposal closed: state, outcome, tally, decision_receipt_id", body = serde_json::Value), (status = 422, description = "Not open", body = crate::ErrorBody)),
+)]
 async fn close_proposal(
     State(gw): State<Gateway>,
     auth: Auth,

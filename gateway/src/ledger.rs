@@ -1,42 +1,57 @@
 //! The ledger: positions, settlements, history, entries by decision. The
 //! legacy payment-rail routes answer 404 naming their canonical route.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use icn_engine::ledger::{Convert, Settle};
 use icn_schemas::ledger::{Account, EntryId};
 use icn_schemas::{DocId, DocKind, Scope};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::{Auth, Body, Gateway, blocking, may_read, parse_did};
 
-pub(crate) fn routes() -> Router<Gateway> {
-    Router::new()
-        .route("/v1/ledger/{coop}/position/{did}", get(position))
-        .route("/v1/ledger/{coop}/settle", post(settle))
-        .route("/v1/ledger/{coop}/settle/convert", post(convert))
-        .route("/v1/ledger/{coop}/history", get(history))
-        .route("/v1/ledger/{coop}/entries/by-decision", get(by_decision))
-        .route(
-            "/v1/ledger/{coop}/balance/{did}",
-            get(|| async {
-                AppError::not_found(
-                    "…/balance/{did} is not served: use GET /v1/ledger/{coop}/position/{did} (net position)",
-                )
-            }),
-        )
-        .route(
-            "/v1/ledger/{coop}/payment",
-            post(|| async {
-                AppError::not_found(
-                    "…/payment is not served: use POST /v1/ledger/{coop}/settle (settlement of obligations, with `unit`)",
-                )
-            }),
-        )
+pub(crate) fn routes() -> OpenApiRouter<Gateway> {
+    OpenApiRouter::new()
+        .routes(routes!(position))
+        .routes(routes!(settle))
+        .routes(routes!(convert))
+        .routes(routes!(history))
+        .routes(routes!(by_decision))
+        .routes(routes!(legacy_balance))
+        .routes(routes!(legacy_payment))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/{coop}/balance/{did}",
+    tag = "ledger (legacy, not served)",
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "A member's DID")),
+    responses((status = 404, description = "Not served: use GET /v1/ledger/{coop}/position/{did}", body = crate::ErrorBody)),
+)]
+/// The payment-rail vocabulary is not served (API directory, ADR-0006).
+async fn legacy_balance() -> AppError {
+    AppError::not_found(
+        "…/balance/{did} is not served: use GET /v1/ledger/{coop}/position/{did} (net position)",
+    )
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/ledger/{coop}/payment",
+    tag = "ledger (legacy, not served)",
+    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 404, description = "Not served: use POST /v1/ledger/{coop}/settle", body = crate::ErrorBody)),
+)]
+/// The payment-rail vocabulary is not served (API directory, ADR-0006).
+async fn legacy_payment() -> AppError {
+    AppError::not_found(
+        "…/payment is not served: use POST /v1/ledger/{coop}/settle (settlement of obligations, with `unit`)",
+    )
 }
 
 /// The co-op `key` names, readable by `auth`.
@@ -46,6 +61,14 @@ pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, Ap
     Ok(id)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/{coop}/position/{did}",
+    tag = "ledger",
+    security(("bearer" = ["ledger:read"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "A member's DID")),
+    responses((status = 200, description = "Net position in every unit: balance, credit limit, reserved, available", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
+)]
 async fn position(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -65,7 +88,8 @@ async fn position(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// A settlement: `amount` of `unit` from you (`from`, if given, must be your DID) to `to`.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct SettleRequest {
     from: Option<String>,
     to: String,
@@ -99,6 +123,15 @@ fn entry_view(gw: &Gateway, coop: &DocId, id: &EntryId) -> Result<Value, AppErro
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/ledger/{coop}/settle",
+    tag = "ledger",
+    security(("bearer" = ["ledger:write"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    request_body = SettleRequest,
+    responses((status = 201, description = "The entry recorded, with its status", body = serde_json::Value), (status = 422, description = "Beyond the credit limit, an unknown unit, a frozen account", body = crate::ErrorBody)),
+)]
 async fn settle(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -123,7 +156,8 @@ async fn settle(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// A cross-unit settlement: `amount` of `from_unit` from you, its value in `to_unit` to `to` (yourself when absent).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct ConvertRequest {
     from: Option<String>,
     to: Option<String>,
@@ -134,6 +168,15 @@ struct ConvertRequest {
     memo: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/ledger/{coop}/settle/convert",
+    tag = "ledger",
+    security(("bearer" = ["ledger:write"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    request_body = ConvertRequest,
+    responses((status = 201, description = "The entry recorded, at the policy's rate", body = serde_json::Value), (status = 422, description = "No rate, a fractional result, beyond the credit limit", body = crate::ErrorBody)),
+)]
 async fn convert(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -159,13 +202,23 @@ async fn convert(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// `account`: a DID or `treasury` (default: yours); `cursor`: the `next_cursor` of the page before; `limit`: 1 to 500 (default 50).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
     account: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/{coop}/history",
+    tag = "ledger",
+    security(("bearer" = ["ledger:read"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), HistoryQuery),
+    responses((status = 200, description = "A page of entries touching the account, in fold order, and the next cursor", body = serde_json::Value)),
+)]
 async fn history(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -201,7 +254,9 @@ async fn history(
     .await
 }
 
-#[derive(serde::Deserialize)]
+/// `decision_hash`: the decision receipt's hash, 64 hex digits.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DecisionQuery {
     decision_hash: Option<String>,
 }
@@ -215,6 +270,14 @@ pub(crate) fn parse_hash(text: &str) -> Result<[u8; 32], AppError> {
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/{coop}/entries/by-decision",
+    tag = "ledger",
+    security(("bearer" = ["ledger:read"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), DecisionQuery),
+    responses((status = 200, description = "Entries citing the decision receipt (empty for text proposals)", body = serde_json::Value)),
+)]
 async fn by_decision(
     State(gw): State<Gateway>,
     auth: Auth,

@@ -26,10 +26,11 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, header};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use icn_engine::{Engine, Keypair, Signer};
 use icn_schemas::{Did, DocId, Scope, SignedDelegation};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub mod auth;
 mod coops;
@@ -141,16 +142,8 @@ impl Gateway {
 
     /// Every route, with the body limit and CORS.
     pub fn router(&self) -> Router {
-        let api = Router::new()
-            .route("/v1/health", get(health))
-            .route("/v1/auth/challenge", post(auth_challenge))
-            .route("/v1/auth/verify", post(auth_verify))
-            .route("/v1/docs/{doc_id}", get(docs::get_doc))
-            .route("/v1/ws/{coop_id}", get(ws::connect))
-            .merge(coops::routes())
-            .merge(gov::routes())
-            .merge(ledger::routes())
-            .merge(registry::routes())
+        let (routes, _) = api();
+        let api = routes
             .fallback(|| async {
                 AppError::not_found("no such route; the routes are listed at /v1/openapi.json")
             })
@@ -169,6 +162,105 @@ impl Gateway {
             None => api,
         }
     }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "ICN Gateway API",
+        description = "The REST and WebSocket API of an ICN node: co-ops, governance, the mutual-credit ledger, the decision registry. Authenticate with your DID (POST /v1/auth/challenge, sign, POST /v1/auth/verify); send the token as `Authorization: Bearer`. Errors are `{error, message}`. Rate limit: 100 requests at once, then 10 per second, per DID (429 with Retry-After).",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    servers((url = "http://localhost:8080", description = "icnd on its defaults")),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route, and the OpenAPI document they make.
+fn api() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    let (router, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+        .routes(routes!(auth_challenge))
+        .routes(routes!(auth_verify))
+        .routes(routes!(docs::get_doc))
+        .routes(routes!(ws::connect))
+        .merge(coops::routes())
+        .merge(gov::routes())
+        .merge(ledger::routes())
+        .merge(registry::routes())
+        .split_for_parts();
+    add_common_errors(&mut spec);
+    (router, spec)
+}
+
+/// Adds the errors every authenticated route can answer, and 400 where
+/// there is a body, so the annotations name only each route's own.
+fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in spec.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut op.responses.responses;
+            let mut add = |code: &str, text: &str| {
+                responses
+                    .entry(code.to_owned())
+                    .or_insert_with(|| error(text).into());
+            };
+            if op.request_body.is_some() {
+                add("400", "Malformed JSON or invalid fields");
+                add("413", "The body is larger than the limit");
+            }
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                add("401", "Missing, invalid or expired token");
+                add("403", "Missing scope, or not a member");
+                add("429", "Rate limited; see Retry-After");
+            }
+        }
+    }
+}
+
+/// The OpenAPI 3 document of every route (`GET /v1/openapi.json`, and
+/// `docs/api/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().1
 }
 
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
@@ -206,6 +298,22 @@ pub async fn serve(
         .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "This document", body = serde_json::Value)),
+)]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`: the gateway is up", body = serde_json::Value)),
+)]
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -340,13 +448,21 @@ fn postcard_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Ap
     postcard::from_bytes(bytes).map_err(AppError::internal)
 }
 
-#[derive(serde::Deserialize)]
+/// Who asks: a DID, and optionally the scopes wanted (default: all).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct ChallengeRequest {
     did: String,
     #[serde(default)]
     scopes: Vec<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/challenge",
+    tag = "auth",
+    request_body = ChallengeRequest,
+    responses((status = 200, description = "`{challenge, expires_at}`: sign the exact challenge string (a delegation statement) with your DID key within 5 minutes", body = serde_json::Value), (status = 400, description = "Not a DID, or an unknown scope", body = crate::ErrorBody)),
+)]
 async fn auth_challenge(
     axum::extract::State(gw): axum::extract::State<Gateway>,
     Body(req): Body<ChallengeRequest>,
@@ -361,13 +477,21 @@ async fn auth_challenge(
     })))
 }
 
-#[derive(serde::Deserialize)]
+/// The challenge, and your signature of it: base64 (padded or not) or hex.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 struct VerifyRequest {
     did: String,
     challenge: String,
     signature: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/auth/verify",
+    tag = "auth",
+    request_body = VerifyRequest,
+    responses((status = 200, description = "`{token, expires_at, did, scopes}`: a JWT for `Authorization: Bearer`", body = serde_json::Value), (status = 400, description = "Malformed signature or challenge", body = crate::ErrorBody), (status = 401, description = "Wrong signature; a challenge expired, already used, or not issued here", body = crate::ErrorBody)),
+)]
 async fn auth_verify(
     axum::extract::State(gw): axum::extract::State<Gateway>,
     Body(req): Body<VerifyRequest>,

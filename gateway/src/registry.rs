@@ -1,25 +1,28 @@
 //! The decision registry: closed proposals of each co-op's treasury domain,
 //! with their receipts, and the trace receipt → execution → ledger entries.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use icn_engine::RegistryEntry;
 use icn_schemas::{DocId, DocKind, Scope};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::ledger::{coop_for, parse_hash};
 use crate::{Auth, Gateway, blocking};
 
-pub(crate) fn routes() -> Router<Gateway> {
-    Router::new()
-        .route("/v1/registry/decisions", get(list))
-        .route("/v1/registry/decisions/{hash}", get(decision))
-        .route("/v1/registry/decisions/{hash}/trace", get(trace))
+pub(crate) fn routes() -> OpenApiRouter<Gateway> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(decision))
+        .routes(routes!(trace))
 }
 
-#[derive(serde::Deserialize)]
+/// `coop_id`: only this co-op (default: every co-op you belong to).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CoopQuery {
     coop_id: Option<String>,
 }
@@ -51,6 +54,14 @@ fn coops(gw: &Gateway, auth: &Auth, key: Option<&str>) -> Result<Vec<DocId>, App
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/registry/decisions",
+    tag = "registry",
+    security(("bearer" = ["gov:read"])),
+    params(CoopQuery),
+    responses((status = 200, description = "Decisions (closed proposals of treasury domains) with their receipts, newest first; each has decision_receipt_id", body = serde_json::Value)),
+)]
 async fn list(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -92,6 +103,14 @@ fn find(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/registry/decisions/{hash}",
+    tag = "registry",
+    security(("bearer" = ["gov:read"])),
+    params(("hash" = String, Path, description = "The decision receipt's hash, 64 hex digits"), CoopQuery),
+    responses((status = 200, description = "The decision and its receipt", body = serde_json::Value), (status = 404, description = "Not in the co-ops you belong to", body = crate::ErrorBody)),
+)]
 async fn decision(
     State(gw): State<Gateway>,
     auth: Auth,
@@ -106,6 +125,14 @@ async fn decision(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/registry/decisions/{hash}/trace",
+    tag = "registry",
+    security(("bearer" = ["gov:read"])),
+    params(("hash" = String, Path, description = "The decision receipt's hash, 64 hex digits"), CoopQuery),
+    responses((status = 200, description = "DecisionReceipt → execution → ledger entries", body = serde_json::Value), (status = 404, description = "Not in the co-ops you belong to", body = crate::ErrorBody)),
+)]
 async fn trace(
     State(gw): State<Gateway>,
     auth: Auth,

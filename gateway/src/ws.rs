@@ -36,6 +36,13 @@ const BACKFILL_LIMIT: usize = 1000;
 /// Largest message a client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
+#[utoipa::path(
+    get,
+    path = "/v1/ws/{coop_id}",
+    tag = "events",
+    params(("coop_id" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 101, description = "WebSocket: send {\"type\": \"Auth\", \"token\"}; receive AuthOk or AuthError, then Event {seq, event, at, data}; send {\"type\": \"Backfill\", \"after_seq\"} for logged events, answered by BackfillDone. Events: SettlementCreated, MemberAdded, MemberRemoved, RoleUpdated, SettingsUpdated, GovernanceDomainCreated, GovernanceProposalCreated, GovernanceProposalOpened, GovernanceProposalClosed, GovernanceVoteCast."), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
+)]
 pub(crate) async fn connect(
     State(gw): State<Gateway>,
     Path(coop_key): Path<String>,

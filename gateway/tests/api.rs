@@ -734,3 +734,97 @@ async fn cors_is_off_unless_configured() {
     );
     let _ = &api.node_key;
 }
+
+/// The committed `docs/api/openapi.json` is what the code generates, and
+/// what `/v1/openapi.json` serves. `ICN_UPDATE_OPENAPI=1` rewrites it.
+#[tokio::test]
+async fn openapi_is_served_and_committed() {
+    let spec = serde_json::to_value(icn_gateway::openapi()).expect("json");
+    let api = Api::new();
+    let served = api
+        .call("GET", "/v1/openapi.json", None, None)
+        .await
+        .expect(200);
+    assert_eq!(served, spec);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api/openapi.json");
+    let text = serde_json::to_string_pretty(&spec).expect("json") + "\n";
+    if std::env::var_os("ICN_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &text).expect("write docs/api/openapi.json");
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "docs/api/openapi.json differs from the code; regenerate it with \
+         ICN_UPDATE_OPENAPI=1 cargo test -p icn-gateway --test api openapi"
+    );
+}
+
+/// Every route of the API directory and the runbook is documented, and
+/// every documented route is served (neither the fallback 404 nor 405).
+#[tokio::test]
+async fn every_route_is_documented_and_served() {
+    let spec = serde_json::to_value(icn_gateway::openapi()).expect("json");
+    let paths = spec["paths"].as_object().expect("paths");
+    let directory = [
+        ("get", "/v1/health"),
+        ("post", "/v1/auth/challenge"),
+        ("post", "/v1/auth/verify"),
+        ("get", "/v1/coops"),
+        ("post", "/v1/coops"),
+        ("get", "/v1/coops/{id}"),
+        ("put", "/v1/coops/{id}"),
+        ("delete", "/v1/coops/{id}"),
+        ("get", "/v1/coops/{id}/members"),
+        ("post", "/v1/coops/{id}/members"),
+        ("put", "/v1/coops/{id}/members/{did}"),
+        ("delete", "/v1/coops/{id}/members/{did}"),
+        ("get", "/v1/ledger/{coop}/position/{did}"),
+        ("post", "/v1/ledger/{coop}/settle"),
+        ("post", "/v1/ledger/{coop}/settle/convert"),
+        ("get", "/v1/ledger/{coop}/history"),
+        ("get", "/v1/ledger/{coop}/entries/by-decision"),
+        ("get", "/v1/ledger/{coop}/balance/{did}"),
+        ("post", "/v1/ledger/{coop}/payment"),
+        ("get", "/v1/gov/domains"),
+        ("post", "/v1/gov/domains"),
+        ("get", "/v1/gov/domains/{id}"),
+        ("get", "/v1/gov/domains/{id}/members"),
+        ("post", "/v1/gov/domains/{id}/members"),
+        ("get", "/v1/gov/domains/{id}/proposals"),
+        ("post", "/v1/gov/domains/{id}/proposals"),
+        ("get", "/v1/gov/proposals"),
+        ("post", "/v1/gov/proposals"),
+        ("get", "/v1/gov/proposals/{id}"),
+        ("post", "/v1/gov/proposals/{id}/open"),
+        ("post", "/v1/gov/proposals/{id}/close"),
+        ("post", "/v1/gov/proposals/{id}/vote"),
+        ("get", "/v1/gov/proposals/{id}/vote"),
+        ("get", "/v1/registry/decisions"),
+        ("get", "/v1/registry/decisions/{hash}"),
+        ("get", "/v1/registry/decisions/{hash}/trace"),
+        ("get", "/v1/ws/{coop_id}"),
+        ("get", "/v1/docs/{doc_id}"),
+        ("get", "/v1/openapi.json"),
+    ];
+    for (method, path) in directory {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not documented"
+        );
+    }
+    let api = Api::new();
+    let mut count = 0;
+    for (path, item) in paths {
+        for method in item.as_object().expect("item").keys() {
+            let concrete = path.replace(['{', '}'], "");
+            let reply = api
+                .call(&method.to_uppercase(), &concrete, None, None)
+                .await;
+            let served = reply.status != StatusCode::METHOD_NOT_ALLOWED
+                && !String::from_utf8_lossy(&reply.bytes).contains("no such route");
+            assert!(served, "{method} {path} is documented but not served");
+            count += 1;
+        }
+    }
+    assert_eq!(count, directory.len(), "documented routes beyond the list");
+}
