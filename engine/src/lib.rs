@@ -46,6 +46,7 @@
 
 mod access;
 mod authority;
+pub mod backup;
 pub mod change;
 mod docsync;
 mod engine;

@@ -36,6 +36,12 @@ pub enum Request {
     },
     /// The node's DID, peers and counters.
     Status,
+    /// Write a backup of everything the node holds to `path` (absolute;
+    /// written by the node, which must be able to write there).
+    Backup {
+        /// Where.
+        path: String,
+    },
 }
 
 /// Sends one request to the node running on `data_dir`; returns its `ok`
@@ -99,10 +105,17 @@ pub async fn serve(
             }
             let answer = match serde_json::from_str::<Request>(&line) {
                 Err(e) => serde_json::json!({ "error": format!("not a request: {e}") }),
-                Ok(request) => match handle(request) {
-                    Ok(ok) => serde_json::json!({ "ok": ok }),
-                    Err(e) => serde_json::json!({ "error": format!("{e:#}") }),
-                },
+                // Requests may take a while (a backup): off the async threads.
+                Ok(request) => {
+                    let handle = handle.clone();
+                    match tokio::task::spawn_blocking(move || handle(request)).await {
+                        Ok(Ok(ok)) => serde_json::json!({ "ok": ok }),
+                        Ok(Err(e)) => serde_json::json!({ "error": format!("{e:#}") }),
+                        Err(e) => {
+                            serde_json::json!({ "error": format!("the request failed: {e}") })
+                        }
+                    }
+                }
             };
             let mut out = answer.to_string();
             out.push('\n');

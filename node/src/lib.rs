@@ -76,3 +76,40 @@ pub fn jwt_secret(data_dir: &Path) -> Result<(Vec<u8>, String)> {
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
+
+/// Writes a backup of `engine` to `path`, whole or not at all: a temporary
+/// file beside it, fsynced, then renamed over it.
+pub fn write_backup(
+    engine: &icn_engine::Engine,
+    path: &Path,
+) -> Result<icn_engine::backup::Counts> {
+    use std::io::Write as _;
+    if !path.is_absolute() {
+        anyhow::bail!("the backup path must be absolute: {}", path.display());
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        let counts = engine.backup(&mut out)?;
+        out.flush()?;
+        out.into_inner()
+            .map_err(|e| anyhow::anyhow!("writing the backup: {e}"))?
+            .sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(counts)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}

@@ -244,6 +244,14 @@ fn the_runbook_works_end_to_end_and_survives_a_restart() {
         .success()
     );
 
+    // A backup while the node runs.
+    let backup_file = member.join("node.icnbackup");
+    let said = ok(icnctl(
+        &node.dir,
+        &["backup", backup_file.to_str().expect("utf-8")],
+    ));
+    assert!(said.contains("backup written"), "{said}");
+
     // A restart: the token, the proposal, the co-op are all still there.
     let log = text(&stop(icnd));
     assert!(
@@ -264,5 +272,41 @@ fn the_runbook_works_end_to_end_and_survives_a_restart() {
     assert!(
         !log.contains("generated"),
         "the stored secret is reused: {log}"
+    );
+
+    // Restored on another machine: the backup, the identity and the token
+    // secret give a node that answers the same token the same way.
+    let other = tempfile::tempdir().expect("dir");
+    let restored = ok(icnctl(
+        other.path(),
+        &["restore", backup_file.to_str().expect("utf-8")],
+    ));
+    assert!(restored.contains("restored into"), "{restored}");
+    for file in ["identity.age", "gateway.secret"] {
+        std::fs::copy(node.dir.join(file), other.path().join(file)).expect("copy");
+    }
+    let moved = Node {
+        dir: other.path().to_owned(),
+        port: free_port(),
+        metrics: free_port(),
+    };
+    let icnd = moved.start();
+    let got = text(&curl(&[
+        "-s",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &moved.url(&format!("/v1/gov/proposals/{id}")),
+    ]));
+    let got: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+    assert_eq!(got["state"], "accepted", "{got}");
+    stop(icnd);
+    // Restoring over data is refused.
+    assert!(
+        !icnctl(
+            other.path(),
+            &["restore", backup_file.to_str().expect("utf-8")]
+        )
+        .status
+        .success()
     );
 }

@@ -401,6 +401,20 @@ impl Store {
         Ok(hash)
     }
 
+    /// The hashes of every stored blob.
+    pub fn blob_hashes(&self) -> Result<Vec<[u8; 32]>, StorageError> {
+        self.inner
+            .blobs
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                <[u8; 32]>::try_from(k.as_ref())
+                    .map_err(|_| corrupt(layout::BLOBS, "a blob key is not 32 bytes"))
+            })
+            .collect()
+    }
+
     /// The bytes stored under `hash`.
     pub fn blob(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.inner.blobs.get(hash)?.map(|v| v.to_vec()))

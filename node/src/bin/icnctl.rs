@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use icn_node::client::Client;
@@ -45,6 +45,19 @@ enum Command {
     /// The running node's peers.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Write a backup of everything the running icnd holds (documents,
+    /// ledgers, modules, tokens' delegations, event logs) to a file, while
+    /// it runs. The identity is not in it: back it up with `id export`.
+    Backup {
+        /// Where (written by icnd, which must be able to write there).
+        file: PathBuf,
+    },
+    /// Restore a backup into --data-dir, whose store must be empty, with
+    /// icnd stopped. Everything is validated again as it is restored.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
     /// The ledger, through a gateway.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -365,6 +378,39 @@ fn run(args: Args) -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(gateway_command(&args.data_dir, command))?;
+        }
+        Command::Backup { file } => {
+            let path = std::path::absolute(&file)?;
+            let ok = control(
+                &args.data_dir,
+                &Request::Backup {
+                    path: path.display().to_string(),
+                },
+            )?;
+            println!("backup written to {}: {}", path.display(), ok["counts"]);
+        }
+        Command::Restore { file } => {
+            let mut input = std::io::BufReader::new(
+                std::fs::File::open(&file)
+                    .with_context(|| format!("opening {}", file.display()))?,
+            );
+            let store = icn_engine::Store::open(&args.data_dir).with_context(|| {
+                format!(
+                    "opening the store in {} (stop icnd first)",
+                    args.data_dir.display()
+                )
+            })?;
+            let engine = icn_engine::Engine::open(store)?;
+            let counts = engine.restore(&mut input)?;
+            println!(
+                "restored into {}: {} documents ({} changes), {} ledger entries, {} modules, {} gateway records",
+                args.data_dir.display(),
+                counts.docs,
+                counts.changes,
+                counts.entries,
+                counts.blobs,
+                counts.gateway
+            );
         }
         Command::Id(IdCommand::Export { file }) => {
             let keystore = icn_engine::Keystore::in_dir(&args.data_dir);

@@ -96,6 +96,11 @@ fn control_handler(
                 serde_json::json!({ "did": did.to_string(), "addr": addr.to_string(), "new": started }),
             )
         }
+        Request::Backup { path } => {
+            let counts = icn_node::write_backup(&engine, std::path::Path::new(&path))?;
+            tracing::info!(path, ?counts, "wrote a backup");
+            Ok(serde_json::json!({ "path": path, "counts": counts }))
+        }
         Request::Status => {
             let m = dialer.sync.metrics();
             let load =
