@@ -21,15 +21,12 @@ use crate::storage::StorageError;
 fn member_of(signer: &Signer) -> Result<Did, SchemaError> {
     match signer {
         Signer::Device(key) => Ok(key.did()),
-        Signer::Delegated { delegation, .. } => {
-            delegation
-                .verify()
-                .map(|d| d.member)
-                .map_err(|e| SchemaError::InvalidValue {
-                    field: "delegation",
-                    reason: e.to_string(),
-                })
-        }
+        Signer::Delegated { delegation, .. } => crate::identity::verify_delegation(delegation)
+            .map(|d| d.member)
+            .map_err(|e| SchemaError::InvalidValue {
+                field: "delegation",
+                reason: e.to_string(),
+            }),
     }
 }
 

@@ -224,6 +224,47 @@ impl Parts {
     }
 }
 
+/// Delegations verified recently, by the hash of statement and signature.
+/// A gateway's writes for one member all carry the same delegation, and a
+/// relay forwards many of them: each is checked once, not at every write.
+static VERIFIED_DELEGATIONS: std::sync::Mutex<
+    Option<std::collections::HashMap<[u8; 32], icn_schemas::Delegation>>,
+> = std::sync::Mutex::new(None);
+
+/// Delegations remembered before the cache starts over.
+const VERIFIED_DELEGATIONS_MAX: usize = 4096;
+
+/// [`icn_schemas::SignedDelegation::verify`], remembered: the verdict is a
+/// function of the bytes alone, so a delegation that verified once verifies
+/// again. Refusals are not remembered.
+pub fn verify_delegation(
+    signed: &icn_schemas::SignedDelegation,
+) -> Result<icn_schemas::Delegation, icn_schemas::DelegationError> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(signed.statement.len() as u64).to_be_bytes());
+    hasher.update(signed.statement.as_bytes());
+    hasher.update(&signed.signature);
+    let key = *hasher.finalize().as_bytes();
+    let cached = VERIFIED_DELEGATIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|c| c.get(&key).cloned());
+    if let Some(d) = cached {
+        return Ok(d);
+    }
+    let d = signed.verify()?;
+    let mut cache = VERIFIED_DELEGATIONS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(Default::default);
+    if cache.len() >= VERIFIED_DELEGATIONS_MAX {
+        cache.clear();
+    }
+    cache.insert(key, d.clone());
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

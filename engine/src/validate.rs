@@ -307,7 +307,7 @@ fn parse(
     let delegation = match &signed.delegation {
         None => None,
         Some(d) => {
-            let d = d.verify().map_err(|e| refuse(Rule::BadDelegation(e)))?;
+            let d = identity::verify_delegation(d).map_err(|e| refuse(Rule::BadDelegation(e)))?;
             if d.node != actor {
                 return Err(refuse(Rule::DelegationNotForActor {
                     named: d.node,

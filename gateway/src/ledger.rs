@@ -111,18 +111,6 @@ fn own_account(auth: &Auth, from: Option<&str>) -> Result<(), AppError> {
     Ok(())
 }
 
-fn entry_view(gw: &Gateway, coop: &DocId, id: &EntryId) -> Result<Value, AppError> {
-    let (signed, status) = gw
-        .engine()
-        .entry(coop, id)?
-        .ok_or_else(|| AppError::internal(format!("entry {id} just written is missing")))?;
-    Ok(json!({
-        "entry_id": id,
-        "status": status,
-        "entry": signed.entry,
-    }))
-}
-
 #[utoipa::path(
     post,
     path = "/v1/ledger/{coop}/settle",
@@ -149,9 +137,18 @@ async fn settle(
             unit: req.unit,
             memo: req.memo,
         };
-        let (entry, _) = gw.engine().settle(&id, &auth.signer(), &settle)?;
+        let (entry, status) = gw.engine().settle(&id, &auth.signer(), &settle)?;
         Metrics::add(&gw.metrics().settlements);
-        Ok((StatusCode::CREATED, Json(entry_view(&gw, &id, &entry)?)))
+        let answer = json!({
+            "entry_id": entry,
+            "status": status,
+            "from": auth.did,
+            "to": settle.to,
+            "amount": settle.amount,
+            "unit": settle.unit,
+            "memo": settle.memo,
+        });
+        Ok((StatusCode::CREATED, Json(answer)))
     })
     .await
 }
@@ -195,9 +192,19 @@ async fn convert(
             to_unit: req.to_unit,
             memo: req.memo,
         };
-        let (entry, _) = gw.engine().convert(&id, &auth.signer(), &convert)?;
+        let (entry, status) = gw.engine().convert(&id, &auth.signer(), &convert)?;
         Metrics::add(&gw.metrics().settlements);
-        Ok((StatusCode::CREATED, Json(entry_view(&gw, &id, &entry)?)))
+        let answer = json!({
+            "entry_id": entry,
+            "status": status,
+            "from": auth.did,
+            "to": convert.to.unwrap_or(auth.did),
+            "amount": convert.amount,
+            "from_unit": convert.from_unit,
+            "to_unit": convert.to_unit,
+            "memo": convert.memo,
+        });
+        Ok((StatusCode::CREATED, Json(answer)))
     })
     .await
 }

@@ -170,16 +170,33 @@ fn the_runbook_works_end_to_end_and_survives_a_restart() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("FAIL Create governance domain (401)"));
 
+    // The API examples of docs/api.md run too.
+    let other_member = tempfile::tempdir().expect("dir");
+    let other_did = ok(icnctl(other_member.path(), &["id", "init"]))
+        .trim()
+        .to_owned();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api/examples.sh");
+    let out = Command::new("bash")
+        .arg(&examples)
+        .env("HOST", node.url(""))
+        .env("TOKEN", &token)
+        .env("MEMBER_DID", &other_did)
+        .output()
+        .expect("run the examples");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("examples done"), "{said}");
+
     // The runbook's metrics.
     let metrics = text(&curl(&[
         "-s",
         &format!("http://127.0.0.1:{}/metrics", node.metrics),
     ]));
     for line in [
-        "gateway_governance_proposals_created_total 1",
-        "gateway_governance_proposals_opened_total 1",
-        "gateway_governance_proposals_closed_total 1",
-        "gateway_governance_votes_cast_total 1",
+        "gateway_governance_proposals_created_total 2",
+        "gateway_governance_proposals_opened_total 2",
+        "gateway_governance_proposals_closed_total 2",
+        "gateway_governance_votes_cast_total 2",
         "icn_sync_sessions_total 0",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");

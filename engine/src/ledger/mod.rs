@@ -297,7 +297,7 @@ fn check_signed(
             .map_err(|_| EntryRefusal::BadSignature(entry.signer))?;
     }
     if let Some(d) = &entry.delegation {
-        let d = d.verify().map_err(EntryRefusal::BadDelegation)?;
+        let d = identity::verify_delegation(d).map_err(EntryRefusal::BadDelegation)?;
         if d.member != entry.author || d.node != entry.signer {
             return Err(EntryRefusal::DelegationMismatch);
         }
@@ -1049,7 +1049,11 @@ impl Engine {
             let decisions = self.decisions(*coop);
             let r = Reader::now(doc);
             let author = match &delegation {
-                Some(d) => d.verify().map_err(EntryRefusal::BadDelegation)?.member,
+                Some(d) => {
+                    identity::verify_delegation(d)
+                        .map_err(EntryRefusal::BadDelegation)?
+                        .member
+                }
                 None => {
                     coop::device_owner(r, &key.did())
                         .ok_or(EntryRefusal::Denied(Denied::NotALiveDevice {
