@@ -20,6 +20,9 @@ pub const KEYSTORE_FILE: &str = "identity.age";
 /// Environment variable holding the passphrase for unattended starts.
 pub const PASSPHRASE_ENV: &str = "ICN_KEYSTORE_PASSPHRASE";
 
+/// The deployment guide's older name for [`PASSPHRASE_ENV`], still read.
+pub const LEGACY_PASSPHRASE_ENV: &str = "ICN_PASSPHRASE";
+
 const PLAINTEXT_HEADER: &str = "icn-keystore/v1\n";
 
 /// Highest scrypt work factor (log2 N) accepted when unlocking. age targets
@@ -78,9 +81,10 @@ impl Passphrase {
         Ok(Passphrase(p))
     }
 
-    /// The passphrase from [`PASSPHRASE_ENV`], or asked for on the terminal.
+    /// The passphrase from [`PASSPHRASE_ENV`] (or the legacy
+    /// `ICN_PASSPHRASE`), or asked for on the terminal.
     pub fn from_env_or_prompt(prompt: &str) -> Result<Self, KeystoreError> {
-        match std::env::var(PASSPHRASE_ENV) {
+        match std::env::var(PASSPHRASE_ENV).or_else(|_| std::env::var(LEGACY_PASSPHRASE_ENV)) {
             Ok(p) => Self::new(p),
             Err(_) => rpassword::prompt_password(prompt)
                 .map_err(|e| KeystoreError::NoPassphrase(e.to_string()))

@@ -71,6 +71,36 @@ fn main() -> std::io::Result<()> {
     }
     println!("wrote seeds to {}", dir.display());
 
+    // gateway_auth: a real challenge with its signature, and a token.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/gateway_auth");
+    std::fs::create_dir_all(&dir)?;
+    let authority =
+        icn_gateway::auth::Authority::new(b"fuzz secret".to_vec(), keypair(9).did(), 3600);
+    let challenge = authority
+        .challenge(keypair(1).did(), icn_schemas::Scope::ALL.to_vec(), 1_000)
+        .map_err(|e| std::io::Error::other(e.message().to_owned()))?;
+    // The member is keypair(1), as in the target.
+    let member = keypair(1);
+    let mut seed = challenge.clone().into_bytes();
+    seed.push(0xff);
+    seed.extend(hex::encode(member.sign(challenge.as_bytes())).into_bytes());
+    std::fs::write(dir.join("challenge_hex"), seed)?;
+    let (delegation, signed) = authority
+        .verify_challenge(
+            &member.did(),
+            &challenge,
+            &hex::encode(member.sign(challenge.as_bytes())),
+            1_001,
+        )
+        .map_err(|e| std::io::Error::other(e.message().to_owned()))?;
+    let token = authority.token(
+        &delegation,
+        &icn_gateway::auth::delegation_hash(&signed),
+        1_001,
+    );
+    std::fs::write(dir.join("token"), token)?;
+    println!("wrote seeds to {}", dir.display());
+
     // sync_frame: one frame of each kind, as a session writes them.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/sync_frame");
     std::fs::create_dir_all(&dir)?;

@@ -828,3 +828,139 @@ async fn every_route_is_documented_and_served() {
     }
     assert_eq!(count, directory.len(), "documented routes beyond the list");
 }
+
+#[tokio::test]
+async fn convert_history_pages_and_member_updates() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let bob_did = bob.did().to_string();
+    let coop = api
+        .post(
+            "/v1/coops",
+            &token,
+            json!({"id": "c2", "default_credit_limit": 100, "units": ["hours", {"id": "eur", "scale": 2}]}),
+        )
+        .await
+        .expect(201);
+    api.post("/v1/coops/c2/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    // Rates are policy, set by an admin in the document.
+    let coop_doc: icn_schemas::DocId = coop["doc_id"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("id");
+    api.node
+        .engine
+        .write(
+            &coop_doc,
+            &icn_engine::Signer::Device(alice.clone()),
+            |tx| icn_schemas::coop::set_rate(tx, "hours", "eur", 2500, 1),
+        )
+        .expect("rate");
+
+    let c = api
+        .post(
+            "/v1/ledger/c2/settle/convert",
+            &token,
+            json!({"to": bob_did, "amount": 2, "from_unit": "hours", "to_unit": "eur", "memo": "accounting"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(c["status"]["status"], "applied", "{c}");
+    let pos = api
+        .get(&format!("/v1/ledger/c2/position/{bob_did}"), &bob_token)
+        .await
+        .expect(200);
+    let eur = pos["positions"]
+        .as_array()
+        .and_then(|p| p.iter().find(|u| u["unit"] == "eur"))
+        .expect("eur");
+    assert_eq!(eur["balance"], 5000);
+    api.post(
+        "/v1/ledger/c2/settle/convert",
+        &token,
+        json!({"amount": 1, "from_unit": "eur", "to_unit": "litres"}),
+    )
+    .await
+    .expect(422);
+    api.post(
+        "/v1/ledger/c2/settle/convert",
+        &bob_token,
+        json!({"from": alice.did().to_string(), "amount": 1, "from_unit": "hours", "to_unit": "eur"}),
+    )
+    .await
+    .expect(403);
+
+    // History in pages, by cursor.
+    for i in 0..5 {
+        api.post(
+            "/v1/ledger/c2/settle",
+            &token,
+            json!({"to": bob_did, "amount": 1, "unit": "hours", "memo": format!("{i}")}),
+        )
+        .await
+        .expect(201);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/ledger/c2/history?account={bob_did}&limit=2&cursor={c}"),
+            None => format!("/v1/ledger/c2/history?account={bob_did}&limit=2"),
+        };
+        let page = api.get(&path, &bob_token).await.expect(200);
+        for item in page["items"].as_array().expect("items") {
+            seen.push(item["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6, "the convert and five settles");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 6, "no entry twice across pages");
+    let treasury = api
+        .get("/v1/ledger/c2/history?account=treasury", &token)
+        .await
+        .expect(200);
+    assert_eq!(treasury["items"].as_array().map(Vec::len), Some(1));
+
+    // A member renames itself; it may not change its own limit.
+    let renamed = api
+        .call(
+            "PUT",
+            &format!("/v1/coops/c2/members/{bob_did}"),
+            Some(&bob_token),
+            Some(json!({"display_name": "Bob"})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(renamed["display_name"], "Bob");
+    api.call(
+        "PUT",
+        &format!("/v1/coops/c2/members/{bob_did}"),
+        Some(&bob_token),
+        Some(json!({"credit_limit": 1000})),
+    )
+    .await
+    .expect(403);
+    let stranger = keypair(5).did().to_string();
+    api.call(
+        "PUT",
+        &format!("/v1/coops/c2/members/{stranger}"),
+        Some(&token),
+        Some(json!({"role": "admin"})),
+    )
+    .await
+    .expect(404);
+    api.get("/v1/gov/domains/none-such", &token)
+        .await
+        .expect(404);
+}

@@ -233,8 +233,12 @@ impl FromStr for Delegation {
             return Err(DelegationError::ScopesNotCanonical);
         }
         let time = |name: &'static str, text: &str| {
-            // Only canonical decimal: no sign, no leading zeros.
-            if text.is_empty() || (text.len() > 1 && text.starts_with('0')) {
+            // Only canonical decimal: digits alone (no sign, which
+            // `u64::from_str` would take), no leading zeros.
+            if text.is_empty()
+                || !text.bytes().all(|b| b.is_ascii_digit())
+                || (text.len() > 1 && text.starts_with('0'))
+            {
                 return Err(DelegationError::BadTime(name));
             }
             text.parse::<u64>()
@@ -369,6 +373,12 @@ mod tests {
             good.replace("1700003600", "01700003600")
                 .parse::<Delegation>(),
             Err(DelegationError::BadTime("expires"))
+        );
+        // Found by the gateway_auth fuzz target: a sign parsed.
+        assert_eq!(
+            good.replace("not_before: 1700000000", "not_before: +1700000000")
+                .parse::<Delegation>(),
+            Err(DelegationError::BadTime("not_before"))
         );
         assert_eq!(
             good.replace("1700003600", "1700000000")
