@@ -315,17 +315,18 @@ pub fn delegation_hash(signed: &SignedDelegation) -> [u8; 32] {
     *blake3::hash(signed.statement.as_bytes()).as_bytes()
 }
 
-/// Token buckets per DID: `burst` requests at once, `per_second` after.
-pub struct RateLimiter {
+/// Token buckets per key (a DID, or an IP address for the routes before
+/// authentication): `burst` requests at once, `per_second` after.
+pub struct RateLimiter<K = Did> {
     burst: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<Did, (f64, Instant)>>,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
 /// Buckets kept before idle full ones are dropped.
 const MAX_BUCKETS: usize = 100_000;
 
-impl RateLimiter {
+impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
     /// A limiter; `per_second` must be positive.
     pub fn new(burst: u32, per_second: u32) -> Self {
         RateLimiter {
@@ -335,8 +336,8 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `did`; `Err(seconds to wait)` when there is none.
-    pub fn take(&self, did: &Did) -> Result<(), u64> {
+    /// Takes one token for `key`; `Err(seconds to wait)` when there is none.
+    pub fn take(&self, key: &K) -> Result<(), u64> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_BUCKETS {
@@ -345,7 +346,7 @@ impl RateLimiter {
                 *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
             });
         }
-        let (tokens, at) = buckets.entry(*did).or_insert((self.burst, now));
+        let (tokens, at) = buckets.entry(*key).or_insert((self.burst, now));
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;

@@ -96,6 +96,8 @@ struct Shared {
     config: Config,
     authority: Authority,
     limiter: RateLimiter,
+    /// Challenges and verifies, per client IP: before a DID is proven.
+    auth_limiter: RateLimiter<std::net::IpAddr>,
     index: Index,
     metrics: Arc<Metrics>,
     /// Delegations read from the store, by hash.
@@ -117,6 +119,7 @@ impl Gateway {
                     config.token_seconds,
                 ),
                 limiter: RateLimiter::new(config.rate_burst, config.rate_per_second),
+                auth_limiter: RateLimiter::new(config.rate_burst, config.rate_per_second),
                 index: Index::new(engine.clone()),
                 events: events::Events::start(engine.clone()),
                 engine,
@@ -293,9 +296,14 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        gateway
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[utoipa::path(
@@ -456,17 +464,49 @@ struct ChallengeRequest {
     scopes: Vec<String>,
 }
 
+/// The client's IP address, when the server knows it (`icnd` serves with
+/// connection info; a router called directly, in tests, does not).
+pub(crate) struct ClientIp(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+impl Gateway {
+    /// The per-IP limit of the routes before authentication.
+    fn limit_ip(&self, ip: &ClientIp) -> Result<(), AppError> {
+        match &ip.0 {
+            Some(ip) => self.inner.auth_limiter.take(ip).map_err(|wait| {
+                self.inner.metrics.rate_limited();
+                AppError::too_many(wait)
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 #[utoipa::path(
     post,
     path = "/v1/auth/challenge",
     tag = "auth",
     request_body = ChallengeRequest,
-    responses((status = 200, description = "`{challenge, expires_at}`: sign the exact challenge string (a delegation statement) with your DID key within 5 minutes", body = serde_json::Value), (status = 400, description = "Not a DID, or an unknown scope", body = crate::ErrorBody)),
+    responses((status = 200, description = "`{challenge, expires_at}`: sign the exact challenge string (a delegation statement) with your DID key within 5 minutes", body = serde_json::Value), (status = 400, description = "Not a DID, or an unknown scope", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
 )]
 async fn auth_challenge(
     axum::extract::State(gw): axum::extract::State<Gateway>,
+    ip: ClientIp,
     Body(req): Body<ChallengeRequest>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    gw.limit_ip(&ip)?;
     let did = parse_did(&req.did)?;
     let scopes = auth::parse_scopes(&req.scopes)?;
     let now = auth::now_secs();
@@ -490,12 +530,14 @@ struct VerifyRequest {
     path = "/v1/auth/verify",
     tag = "auth",
     request_body = VerifyRequest,
-    responses((status = 200, description = "`{token, expires_at, did, scopes}`: a JWT for `Authorization: Bearer`", body = serde_json::Value), (status = 400, description = "Malformed signature or challenge", body = crate::ErrorBody), (status = 401, description = "Wrong signature; a challenge expired, already used, or not issued here", body = crate::ErrorBody)),
+    responses((status = 200, description = "`{token, expires_at, did, scopes}`: a JWT for `Authorization: Bearer`", body = serde_json::Value), (status = 400, description = "Malformed signature or challenge", body = crate::ErrorBody), (status = 401, description = "Wrong signature; a challenge expired, already used, or not issued here", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
 )]
 async fn auth_verify(
     axum::extract::State(gw): axum::extract::State<Gateway>,
+    ip: ClientIp,
     Body(req): Body<VerifyRequest>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    gw.limit_ip(&ip)?;
     let did = parse_did(&req.did)?;
     let now = auth::now_secs();
     let verified = gw

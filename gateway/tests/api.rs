@@ -964,3 +964,33 @@ async fn convert_history_pages_and_member_updates() {
         .await
         .expect(404);
 }
+
+/// Before a DID is proven, challenges and verifies are limited per client
+/// IP with the same bucket sizes.
+#[tokio::test]
+async fn auth_routes_are_limited_per_ip() {
+    let mut config = config(&keypair(100));
+    config.rate_burst = 3;
+    config.rate_per_second = 1;
+    let api = Api::with(config);
+    let from = |ip: [u8; 4]| {
+        let mut req = Request::post("/v1/auth/challenge")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"did": keypair(1).did().to_string()}).to_string(),
+            ))
+            .expect("request");
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 40000,
+            ))));
+        req
+    };
+    for _ in 0..3 {
+        api.send(from([10, 0, 0, 1])).await.expect(200);
+    }
+    let limited = api.send(from([10, 0, 0, 1])).await;
+    assert!(limited.headers.get(header::RETRY_AFTER).is_some());
+    limited.expect(429);
+    api.send(from([10, 0, 0, 2])).await.expect(200);
+}
