@@ -327,3 +327,38 @@ fn the_runbook_works_end_to_end_and_survives_a_restart() {
         .success()
     );
 }
+
+#[test]
+fn version_and_a_node_without_gateway() {
+    let version = Command::new(env!("CARGO_BIN_EXE_icnd"))
+        .arg("--version")
+        .output()
+        .expect("icnd --version");
+    assert!(text(&version).starts_with("icnd "), "{}", text(&version));
+
+    // A relay that serves no gateway still serves its metrics.
+    let dir = tempfile::tempdir().expect("dir");
+    let (port, metrics) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_icnd"))
+        .args(["--data-dir", dir.path().to_str().expect("utf-8")])
+        .args(["--gateway-bind", &format!("127.0.0.1:{port}")])
+        .args(["--gateway-enable", "false"])
+        .args(["--listen-addr", "127.0.0.1:0"])
+        .args(["--metrics-port", &metrics.to_string()])
+        .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn icnd");
+    let url = format!("http://127.0.0.1:{metrics}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while curl(&["-sf", &url]).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "no metrics");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let health = curl(&["-s", &format!("http://127.0.0.1:{port}/v1/health")]);
+    assert_ne!(health.status.code(), Some(0), "the gateway is off");
+    let log = text(&stop(child));
+    assert!(log.contains("gateway disabled"), "{log}");
+}

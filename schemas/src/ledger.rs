@@ -272,6 +272,18 @@ impl SignedEntry {
         Ok(EntryId(*blake3::hash(&self.encode()?).as_bytes()))
     }
 
+    /// The signing message of a canonical encoding, as
+    /// [`Entry::signing_message`] computes it for the decoded entry, read
+    /// from the bytes: the encoding is the unsigned encoding followed by
+    /// the 64-byte signature, so nothing is encoded again.
+    pub fn signing_message_of(encoded: &[u8]) -> Option<[u8; 32]> {
+        let unsigned = encoded.get(..encoded.len().checked_sub(64)?)?;
+        let mut h = blake3::Hasher::new();
+        h.update(ENTRY_SIGNATURE_CONTEXT);
+        h.update(unsigned);
+        Some(*h.finalize().as_bytes())
+    }
+
     /// Decodes a canonical encoding and returns the entry with its id.
     pub fn decode(bytes: &[u8]) -> Result<(SignedEntry, EntryId), DecodeError> {
         if bytes.len() > MAX_ENTRY_BYTES {
@@ -680,7 +692,11 @@ mod tests {
             let (back, id) = SignedEntry::decode(&bytes).expect("decodes");
             prop_assert_eq!(&back, &e);
             prop_assert_eq!(id, e.id().expect("id"));
-            prop_assert_eq!(back.encode().expect("encodes"), bytes);
+            prop_assert_eq!(back.encode().expect("encodes"), bytes.clone());
+            prop_assert_eq!(
+                SignedEntry::signing_message_of(&bytes),
+                Some(e.entry.signing_message().expect("encodes"))
+            );
         }
 
         #[test]

@@ -816,12 +816,15 @@ impl Engine {
             // each entry is checked on its own below to find which.
             let decoded: Vec<Result<(SignedEntry, EntryId), DecodeError>> =
                 encoded.iter().map(|b| SignedEntry::decode(b)).collect();
+            // Read from the bytes: a decoded entry is canonical, so its
+            // unsigned encoding is its bytes less the signature.
             let messages: Vec<Option<[u8; 32]>> = decoded
                 .iter()
-                .map(|d| {
+                .zip(&encoded)
+                .map(|(d, bytes)| {
                     d.as_ref()
                         .ok()
-                        .and_then(|(e, _)| e.entry.signing_message().ok())
+                        .and_then(|_| SignedEntry::signing_message_of(bytes))
                 })
                 .collect();
             let batch: Vec<identity::SignedMessage<'_>> = decoded

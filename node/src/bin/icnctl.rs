@@ -23,7 +23,7 @@ use icn_node::control::Request;
 /// Exit status: 0 done, 1 failed, 2 bad command line, 3 refused by the
 /// gateway (the message says why).
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "icnctl", version)]
 struct Args {
     /// The node's data directory.
     #[arg(long, global = true, default_value = icn_node::DEFAULT_DATA_DIR)]

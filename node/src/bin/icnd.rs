@@ -149,7 +149,7 @@ fn registered_relays(engine: &Engine) -> Vec<(Did, SocketAddr)> {
 ///
 /// Flags win over the configuration file, which wins over the defaults.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "icnd", version)]
 struct Args {
     /// Configuration file (TOML: data_dir, [network] listen_addr,
     /// bootstrap_peers, relay_urls, [gateway] enabled, bind_addr,
