@@ -185,8 +185,33 @@ struct Parts {
 
 /// A point from its canonical encoding only.
 fn canonical_point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
-    let p = CompressedEdwardsY(*bytes).decompress()?;
-    (p.compress().to_bytes() == *bytes).then_some(p)
+    if !canonical_encoding(bytes) {
+        return None;
+    }
+    CompressedEdwardsY(*bytes).decompress()
+}
+
+/// Whether `bytes`, if it decompresses at all, is the one encoding of its
+/// point, so that compressing the point gives `bytes` back: its y is below
+/// p = 2^255 - 19, and its sign bit is clear where x = 0 (y = 1 or
+/// y = p - 1), since -0 = 0. Checked on the bytes, which saves the field
+/// inversion of compressing the point again.
+fn canonical_encoding(bytes: &[u8; 32]) -> bool {
+    let mut y = *bytes;
+    let sign = y[31] >> 7;
+    y[31] &= 0x7f;
+    let at_least_p = y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed;
+    if at_least_p {
+        return false;
+    }
+    if sign == 1 {
+        let one = y[0] == 1 && y[1..].iter().all(|b| *b == 0);
+        let minus_one = y[0] == 0xec && y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
+        if one || minus_one {
+            return false;
+        }
+    }
+    true
 }
 
 impl Parts {
@@ -267,6 +292,41 @@ pub fn verify_delegation(
 
 #[cfg(test)]
 mod tests {
+
+    /// The byte check says what decompressing and compressing again says,
+    /// on the edge cases and on random and near-p encodings.
+    #[test]
+    fn canonical_encoding_matches_a_round_trip() {
+        let round_trip = |b: &[u8; 32]| {
+            CompressedEdwardsY(*b)
+                .decompress()
+                .map(|p| p.compress().to_bytes() == *b)
+        };
+        let mut cases: Vec<[u8; 32]> = Vec::new();
+        for low in [0u8, 1, 2, 0xeb, 0xec, 0xed, 0xee, 0xff] {
+            for sign in [0u8, 0x80] {
+                let mut near_p = [0xffu8; 32];
+                near_p[0] = low;
+                near_p[31] = 0x7f | sign;
+                cases.push(near_p);
+                let mut small = [0u8; 32];
+                small[0] = low;
+                small[31] = sign;
+                cases.push(small);
+            }
+        }
+        let mut seed = [7u8; 32];
+        for _ in 0..20_000 {
+            seed = *blake3::hash(&seed).as_bytes();
+            cases.push(seed);
+        }
+        for b in &cases {
+            if let Some(canonical) = round_trip(b) {
+                assert_eq!(canonical_encoding(b), canonical, "{}", hex::encode(b));
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
