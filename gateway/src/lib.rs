@@ -447,10 +447,18 @@ impl Gateway {
             return Ok(None);
         };
         let d: SignedDelegation = postcard_decode(&bytes)?;
+        // Bounded: a member who logs in again and again makes a new one
+        // each time; the store keeps them all, the cache the recent ones.
+        if cache.len() >= DELEGATION_CACHE {
+            cache.clear();
+        }
         cache.insert(*hash, d.clone());
         Ok(Some(d))
     }
 }
+
+/// Delegations kept in memory before the cache starts over.
+const DELEGATION_CACHE: usize = 10_000;
 
 fn postcard_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     postcard::from_bytes(bytes).map_err(AppError::internal)
@@ -483,7 +491,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
 impl Gateway {
     /// The per-IP limit of the routes before authentication.
-    fn limit_ip(&self, ip: &ClientIp) -> Result<(), AppError> {
+    pub(crate) fn limit_ip(&self, ip: &ClientIp) -> Result<(), AppError> {
         match &ip.0 {
             Some(ip) => self.inner.auth_limiter.take(ip).map_err(|wait| {
                 self.inner.metrics.rate_limited();
