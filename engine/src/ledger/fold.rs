@@ -1099,6 +1099,10 @@ impl Fold {
             .order_row(depth, id)?
             .ok_or_else(|| corrupt("an entry to fold has no place"))?;
         let conflicted_key = self.rows.key(tag::CONFLICTED, &[&place(depth, id)]);
+        // The conflicted row exists exactly when the order row records a
+        // conflict: only then is there one to delete. (A delete of a row
+        // that is not there would still cost a write.)
+        let was_conflicted = row.conflict.is_some();
         row.executed = None;
         let execution = match self.decision_check(signed, row.treasury, decisions)? {
             Ok(execution) => execution,
@@ -1122,7 +1126,9 @@ impl Fold {
             }
             row.frozen_before = Some(before);
             row.conflict = None;
-            self.rows.delete(conflicted_key)?;
+            if was_conflicted {
+                self.rows.delete(conflicted_key)?;
+            }
             return self.put_order_row(depth, id, &row, None);
         }
         match self.effects(Some(id), signed, &row.limits)? {
@@ -1133,7 +1139,9 @@ impl Fold {
                 }
                 self.move_allowances(&effects.allowances, true)?;
                 row.conflict = None;
-                self.rows.delete(conflicted_key)?;
+                if was_conflicted {
+                    self.rows.delete(conflicted_key)?;
+                }
             }
             Err(conflict) => {
                 if let Some(key) = row.executed.take() {
