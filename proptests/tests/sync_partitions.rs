@@ -138,6 +138,99 @@ fn fail(e: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(e.to_string())
 }
 
+/// One schedule, then the heal, then the check.
+fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let (nodes, coop) = nodes();
+    for s in steps {
+        match s {
+            Step::Settle { node, to, amount } => {
+                let (n, t) = (&nodes[node], &nodes[to]);
+                if node == to || n.engine().kind(&coop).is_none() {
+                    continue;
+                }
+                // Refused locally when over the limit: that is fine.
+                let _ = n.engine().settle(
+                    &coop,
+                    &Signer::Device(n.key.clone()),
+                    &Settle {
+                        to: t.key.did(),
+                        amount,
+                        unit: "hours".into(),
+                        memo: String::new(),
+                    },
+                );
+            }
+            Step::Rename { node, n } => {
+                let me = &nodes[node];
+                if me.engine().kind(&coop).is_none() {
+                    continue;
+                }
+                me.engine()
+                    .write(&coop, &Signer::Device(me.key.clone()), |tx| {
+                        coop::set_display_name(tx, &me.key.did(), &format!("name {n}"))
+                    })
+                    .map_err(fail)?;
+            }
+            Step::Sync { a, b, frames } => {
+                if a != b {
+                    session(&nodes[a], &nodes[b], frames)?;
+                }
+            }
+        }
+    }
+    // Heal: complete sessions along a chain, twice, reach everyone.
+    for _ in 0..2 {
+        for a in 0..NODES {
+            for b in a + 1..NODES {
+                session(&nodes[a], &nodes[b], None)?;
+            }
+        }
+    }
+    let state = |n: &Node| {
+        let e = n.engine();
+        let mut ids = e.entry_ids(&coop).unwrap_or_default();
+        ids.sort();
+        let conflicted: Vec<_> = ids
+            .iter()
+            .filter(|id| {
+                e.entry(&coop, id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|(_, status)| status != icn_engine::ledger::Status::Applied)
+            })
+            .copied()
+            .collect();
+        (
+            e.heads(&coop),
+            ids,
+            conflicted,
+            e.trial_balance(&coop).ok(),
+            e.to_json(&coop),
+        )
+    };
+    let first = state(&nodes[0]);
+    if std::env::var_os("DIAG").is_some() {
+        for (i, n) in nodes.iter().enumerate() {
+            let e = n.engine();
+            eprintln!(
+                "node {i}: entries {} heads {:?} missing parents {:?}",
+                e.entry_ids(&coop).map(|v| v.len()).unwrap_or(0),
+                e.ledger_heads(&coop).unwrap_or_default(),
+                e.missing_parents(&coop).unwrap_or_default()
+            );
+            for m in e.missing_parents(&coop).unwrap_or_default() {
+                for (j, o) in nodes.iter().enumerate() {
+                    eprintln!("  node {j} has {m}: {:?}", o.engine().has_entry(&coop, &m));
+                }
+            }
+        }
+    }
+    for n in &nodes[1..] {
+        prop_assert_eq!(&state(n), &first);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(24),
@@ -146,67 +239,187 @@ proptest! {
 
     #[test]
     fn partitions_heal_to_one_state(steps in proptest::collection::vec(step(), 1..40)) {
-        let (nodes, coop) = nodes();
-        for s in steps {
-            match s {
-                Step::Settle { node, to, amount } => {
-                    let (n, t) = (&nodes[node], &nodes[to]);
-                    if node == to || n.engine().kind(&coop).is_none() {
-                        continue;
-                    }
-                    // Refused locally when over the limit: that is fine.
-                    let _ = n.engine().settle(&coop, &Signer::Device(n.key.clone()), &Settle {
-                        to: t.key.did(),
-                        amount,
-                        unit: "hours".into(),
-                        memo: String::new(),
-                    });
-                }
-                Step::Rename { node, n } => {
-                    let me = &nodes[node];
-                    if me.engine().kind(&coop).is_none() {
-                        continue;
-                    }
-                    me.engine()
-                        .write(&coop, &Signer::Device(me.key.clone()), |tx| {
-                            coop::set_display_name(tx, &me.key.did(), &format!("name {n}"))
-                        })
-                        .map_err(fail)?;
-                }
-                Step::Sync { a, b, frames } => {
-                    if a != b {
-                        session(&nodes[a], &nodes[b], frames)?;
-                    }
-                }
-            }
-        }
-        // Heal: complete sessions along a chain, twice, reach everyone.
-        for _ in 0..2 {
-            for a in 0..NODES {
-                for b in a + 1..NODES {
-                    session(&nodes[a], &nodes[b], None)?;
-                }
-            }
-        }
-        let state = |n: &Node| {
-            let e = n.engine();
-            let mut ids = e.entry_ids(&coop).unwrap_or_default();
-            ids.sort();
-            let conflicted: Vec<_> = ids
-                .iter()
-                .filter(|id| {
-                    e.entry(&coop, id)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|(_, status)| status != icn_engine::ledger::Status::Applied)
-                })
-                .copied()
-                .collect();
-            (e.heads(&coop), ids, conflicted, e.trial_balance(&coop).ok(), e.to_json(&coop))
-        };
-        let first = state(&nodes[0]);
-        for n in &nodes[1..] {
-            prop_assert_eq!(&state(n), &first);
+        run(steps)?;
+    }
+}
+
+/// A schedule CI found failing once: after the heal, one node still lacks
+/// an entry the other two hold, and waits on it as the missing parent of
+/// entries it holds as pending, although every heal session should ask for
+/// it by id (`LedgerWant` at `LedgerDone`). Entry ids depend on the clock,
+/// so it fails in about one replay in ten to forty; it fails the same way
+/// at the commit this session started from (51d3acf), so it is not new.
+/// Ignored until the sync bug is found: run it with
+/// `DIAG=1 REPLAYS=100 cargo test -p icn-proptests --test sync_partitions replay -- --ignored --nocapture`,
+/// which prints each node's entries, heads and missing parents.
+#[test]
+#[ignore = "reproduces a known sync stall (see its doc comment)"]
+fn replay_ci_failure() {
+    let steps = vec![
+        Step::Rename { node: 2, n: 147 },
+        Step::Rename { node: 2, n: 25 },
+        Step::Sync {
+            a: 1,
+            b: 0,
+            frames: None,
+        },
+        Step::Settle {
+            node: 1,
+            to: 0,
+            amount: 27,
+        },
+        Step::Sync {
+            a: 2,
+            b: 0,
+            frames: Some(6),
+        },
+        Step::Settle {
+            node: 1,
+            to: 1,
+            amount: 36,
+        },
+        Step::Settle {
+            node: 0,
+            to: 2,
+            amount: 38,
+        },
+        Step::Settle {
+            node: 0,
+            to: 1,
+            amount: 31,
+        },
+        Step::Rename { node: 0, n: 83 },
+        Step::Sync {
+            a: 2,
+            b: 0,
+            frames: None,
+        },
+        Step::Settle {
+            node: 1,
+            to: 1,
+            amount: 4,
+        },
+        Step::Settle {
+            node: 2,
+            to: 0,
+            amount: 11,
+        },
+        Step::Settle {
+            node: 0,
+            to: 0,
+            amount: 23,
+        },
+        Step::Settle {
+            node: 0,
+            to: 1,
+            amount: 28,
+        },
+        Step::Settle {
+            node: 2,
+            to: 2,
+            amount: 8,
+        },
+        Step::Sync {
+            a: 0,
+            b: 2,
+            frames: None,
+        },
+        Step::Rename { node: 0, n: 219 },
+        Step::Settle {
+            node: 1,
+            to: 1,
+            amount: 30,
+        },
+        Step::Settle {
+            node: 2,
+            to: 1,
+            amount: 32,
+        },
+        Step::Sync {
+            a: 0,
+            b: 2,
+            frames: Some(2),
+        },
+        Step::Settle {
+            node: 2,
+            to: 2,
+            amount: 34,
+        },
+        Step::Sync {
+            a: 1,
+            b: 0,
+            frames: None,
+        },
+        Step::Sync {
+            a: 2,
+            b: 2,
+            frames: Some(4),
+        },
+        Step::Rename { node: 0, n: 147 },
+        Step::Settle {
+            node: 2,
+            to: 1,
+            amount: 12,
+        },
+        Step::Settle {
+            node: 1,
+            to: 1,
+            amount: 4,
+        },
+        Step::Sync {
+            a: 1,
+            b: 2,
+            frames: Some(10),
+        },
+        Step::Sync {
+            a: 1,
+            b: 0,
+            frames: None,
+        },
+        Step::Rename { node: 1, n: 186 },
+        Step::Settle {
+            node: 2,
+            to: 0,
+            amount: 5,
+        },
+        Step::Settle {
+            node: 1,
+            to: 0,
+            amount: 14,
+        },
+        Step::Settle {
+            node: 0,
+            to: 2,
+            amount: 12,
+        },
+        Step::Sync {
+            a: 1,
+            b: 2,
+            frames: Some(7),
+        },
+        Step::Settle {
+            node: 1,
+            to: 0,
+            amount: 14,
+        },
+        Step::Settle {
+            node: 2,
+            to: 1,
+            amount: 17,
+        },
+        Step::Sync {
+            a: 1,
+            b: 2,
+            frames: Some(10),
+        },
+    ];
+    let runs: usize = std::env::var("REPLAYS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    for i in 0..runs {
+        if let Err(e) = run(steps.clone()) {
+            panic!("replay {i}: {e}");
         }
     }
 }
