@@ -243,17 +243,15 @@ proptest! {
     }
 }
 
-/// A schedule CI found failing once: after the heal, one node still lacks
-/// an entry the other two hold, and waits on it as the missing parent of
-/// entries it holds as pending, although every heal session should ask for
-/// it by id (`LedgerWant` at `LedgerDone`). Entry ids depend on the clock,
-/// so it fails in about one replay in ten to forty; it fails the same way
-/// at the commit this session started from (51d3acf), so it is not new.
-/// Ignored until the sync bug is found: run it with
-/// `DIAG=1 REPLAYS=100 cargo test -p icn-proptests --test sync_partitions replay -- --ignored --nocapture`,
-/// which prints each node's entries, heads and missing parents.
+/// A schedule CI found failing once: after the heal, one node still
+/// lacked an entry the other two held, the missing parent of entries it
+/// held as pending. The peer's heads were among those pending entries, and
+/// pending entries count as held, so the node sent no filter, got no
+/// `LedgerDone`, and never asked for the parent. Entry ids depend on the
+/// clock, so it failed in about one replay in ten to forty (and did so at
+/// 51d3acf too). `DIAG=1` prints each node's entries, heads and missing
+/// parents; `REPLAYS` sets the count.
 #[test]
-#[ignore = "reproduces a known sync stall (see its doc comment)"]
 fn replay_ci_failure() {
     let steps = vec![
         Step::Rename { node: 2, n: 147 },

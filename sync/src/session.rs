@@ -540,7 +540,10 @@ impl Session {
         if lacking {
             self.send_have(coop)?;
         }
-        Ok(())
+        // Entries waiting here count as held above: when the peer's heads
+        // are all waiting on a parent, no filter goes out and no answer
+        // comes back to ask for it at its end. Ask for such parents now.
+        self.want_missing_parents(coop)
     }
 
     /// Sends the filter of every entry id this node holds of `coop`.
