@@ -141,12 +141,21 @@ async fn trace(
 ) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
-        let (coop, d) = find(&gw, &auth, q.coop_id.as_deref(), &hash)?;
-        let hash = parse_hash(&d.hash)?;
-        let trace = gw
-            .engine()
-            .trace(&coop, &hash)?
-            .ok_or_else(|| AppError::not_found("the decision left the registry"))?;
+        // `Engine::trace` finds the decision in the registry itself.
+        let wanted = parse_hash(&hash)?;
+        let mut found = None;
+        for coop in coops(&gw, &auth, q.coop_id.as_deref())? {
+            if let Some(t) = gw.engine().trace(&coop, &wanted)? {
+                found = Some((coop, t));
+                break;
+            }
+        }
+        let (coop, trace) = found.ok_or_else(|| {
+            AppError::not_found(format!(
+                "no decision {} in the co-ops you belong to",
+                hex::encode(wanted)
+            ))
+        })?;
         Ok(Json(json!({
             "decision": view(&gw, &coop, &trace.decision),
             "executed": trace.executed,
