@@ -91,7 +91,7 @@ fn build(dir: &Path, entries: usize) {
                     amount,
                 },
             ];
-            postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+            icn_schemas::ledger::sort_postings(&mut postings);
             let entry = Entry {
                 coop,
                 parents: parent.into_iter().collect(),

@@ -5,45 +5,15 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
-use icn_schemas::{DocId, DocKind, Reader, SchemaError, SignedDelegation, coop, domain};
+use icn_schemas::{DocId, DocKind, Reader, SchemaError, coop, domain};
 
 use crate::change::{SignedChange, signing_message};
-use crate::identity::Keypair;
+use crate::identity::Signer;
 use crate::storage::{StorageError, Store};
 use crate::validate::{self, Refused};
 
 /// Changes stored after the last snapshot before a new snapshot is written.
 const SNAPSHOT_EVERY: u64 = 1024;
-
-/// Who signs local writes.
-#[derive(Clone, Debug)]
-pub enum Signer {
-    /// A member's own device key.
-    Device(Keypair),
-    /// A node's key, writing for the member who signed the delegation.
-    Delegated {
-        /// The node's key (the Automerge actor).
-        node: Keypair,
-        /// The member's signed delegation naming this node.
-        delegation: SignedDelegation,
-    },
-}
-
-impl Signer {
-    pub(crate) fn key(&self) -> &Keypair {
-        match self {
-            Signer::Device(k) => k,
-            Signer::Delegated { node, .. } => node,
-        }
-    }
-
-    pub(crate) fn delegation(&self) -> Option<&SignedDelegation> {
-        match self {
-            Signer::Device(_) => None,
-            Signer::Delegated { delegation, .. } => Some(delegation),
-        }
-    }
-}
 
 /// Why a local write failed. Nothing was stored.
 #[derive(Debug, thiserror::Error)]
@@ -174,8 +144,9 @@ struct Inner {
     docs: RwLock<HashMap<DocId, Arc<Mutex<DocState>>>>,
     /// Serialises the creation of documents this node did not hold.
     creating: Mutex<()>,
-    /// Each co-op's ledger. Lock order: this, then a document.
-    ledgers: Mutex<HashMap<DocId, crate::ledger::LedgerState>>,
+    /// Each co-op's ledger, each behind its own lock. Lock order: a
+    /// ledger, then a document.
+    ledgers: crate::ledgers::Ledgers,
     /// Runs domains' WASM tally modules.
     policies: crate::policy::Policies,
     /// The key this node executes decisions and records due closes with,
@@ -217,19 +188,26 @@ impl Engine {
             };
             docs.insert(id, Arc::new(Mutex::new(state)));
         }
-        let mut ledgers = HashMap::new();
+        let mut ledgers = Vec::new();
         for (id, state) in &docs {
             let state = state.lock().unwrap_or_else(|p| p.into_inner());
             if DocKind::of(Reader::now(&state.doc)) == Some(DocKind::Coop) {
-                let decisions = crate::ledger::DocDecisions::new(*id, |d| {
+                let decisions = crate::ledger::decisions::DocDecisions::new(*id, |d| {
                     let handle = docs.get(d)?;
                     let doc = handle.lock().unwrap_or_else(|p| p.into_inner());
-                    Some(crate::ledger::counted_decisions(d, Reader::now(&doc.doc)))
+                    Some(crate::ledger::decisions::counted_decisions(
+                        d,
+                        Reader::now(&doc.doc),
+                    ))
                 });
-                ledgers.insert(
-                    *id,
-                    crate::ledger::open(&store, id, &state.doc, &decisions)?,
-                );
+                let mut ledger = crate::ledger::pipeline::Ledger::open(*id, &store);
+                crate::ledger::migrate::fold_v1_entries(
+                    &mut ledger,
+                    &store,
+                    &state.doc,
+                    &decisions,
+                )?;
+                ledgers.push(ledger);
             }
         }
         store.finish_v1_migration()?;
@@ -238,7 +216,7 @@ impl Engine {
                 store,
                 docs: RwLock::new(docs),
                 creating: Mutex::new(()),
-                ledgers: Mutex::new(ledgers),
+                ledgers: crate::ledgers::Ledgers::new(ledgers),
                 policies: crate::policy::Policies::new().map_err(OpenError::Wasm)?,
                 executor: Mutex::new(None),
                 listeners: RwLock::new(Vec::new()),
@@ -266,10 +244,8 @@ impl Engine {
         self.inner.docs.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn ledgers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<DocId, crate::ledger::LedgerState>> {
-        self.inner.ledgers.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn ledgers(&self) -> &crate::ledgers::Ledgers {
+        &self.inner.ledgers
     }
 
     pub(crate) fn handle(&self, id: &DocId) -> Option<Arc<Mutex<DocState>>> {

@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use crate::Engine;
 use crate::authority::Modules;
-use crate::engine::{Signer, WriteError};
+use crate::engine::WriteError;
+use crate::identity::Signer;
 use crate::storage::StorageError;
 
 /// The member a signer writes for: its own DID key, or the member who

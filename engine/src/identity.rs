@@ -290,6 +290,36 @@ pub fn verify_delegation(
     Ok(d)
 }
 
+/// Who signs local writes.
+#[derive(Clone, Debug)]
+pub enum Signer {
+    /// A member's own device key.
+    Device(Keypair),
+    /// A node's key, writing for the member who signed the delegation.
+    Delegated {
+        /// The node's key (the Automerge actor).
+        node: Keypair,
+        /// The member's signed delegation naming this node.
+        delegation: icn_schemas::SignedDelegation,
+    },
+}
+
+impl Signer {
+    pub(crate) fn key(&self) -> &Keypair {
+        match self {
+            Signer::Device(k) => k,
+            Signer::Delegated { node, .. } => node,
+        }
+    }
+
+    pub(crate) fn delegation(&self) -> Option<&icn_schemas::SignedDelegation> {
+        match self {
+            Signer::Device(_) => None,
+            Signer::Delegated { delegation, .. } => Some(delegation),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -267,7 +267,7 @@ fn transfer(engine: &Engine, coop: &DocId, from: &Keypair, to: &Keypair, amount:
             amount,
         },
     ];
-    postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+    icn_schemas::ledger::sort_postings(&mut postings);
     sign_entry(
         from,
         Entry {

@@ -177,7 +177,18 @@ impl From<LedgerError> for AppError {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::UnknownCoop(id) => Self::not_found(format!("unknown co-op {id}")),
-            LedgerError::Invalid(m) => Self::unprocessable(m),
+            // The request names something that is not there to page from.
+            e @ (LedgerError::UnknownCursor(_) | LedgerError::UnknownHead(_)) => {
+                Self::bad_request(e.to_string())
+            }
+            e @ (LedgerError::NotPositive
+            | LedgerError::SelfSettlement
+            | LedgerError::NoRate { .. }
+            | LedgerError::InexactConversion { .. }
+            | LedgerError::AmountOverflow
+            | LedgerError::NotClosed(_)
+            | LedgerError::NotExecutable(_)) => Self::unprocessable(e.to_string()),
+            LedgerError::Document(e) => Self::unprocessable(e.to_string()),
             LedgerError::Refused(
                 r @ (EntryRefusal::Denied(_)
                 | EntryRefusal::NotTheirAccount { .. }

@@ -174,7 +174,7 @@ proptest! {
         }
         let posting = |who: &Keypair, amount| Posting { account: Account::Member(who.did()), unit: "hours".into(), amount };
         let mut postings = vec![posting(&alice, -amount), posting(&bob, amount)];
-        postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+        icn_schemas::ledger::sort_postings(&mut postings);
         let mut entry = Entry {
             coop: id,
             parents: engine.ledger_heads(&id).expect("heads"),
@@ -196,7 +196,7 @@ proptest! {
                 // Two credits of i64::MAX cannot be summed in 64 bits.
                 let carol = keypair(4);
                 *postings = vec![posting(&alice, -1), posting(&bob, i64::MAX), posting(&carol, i64::MAX)];
-                postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+                icn_schemas::ledger::sort_postings(&mut postings);
             }
             Forgery::DebitsAnother => postings.iter_mut().for_each(|p| p.amount = -p.amount),
             Forgery::Stranger => {
@@ -206,7 +206,7 @@ proptest! {
                 signer = stranger.clone();
                 let Body::Transfer { postings, .. } = &mut entry.body else { unreachable!("a transfer") };
                 *postings = vec![posting(&stranger, -amount), posting(&bob, amount)];
-                postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+                icn_schemas::ledger::sort_postings(&mut postings);
             }
             Forgery::FlipByte(_) | Forgery::RemovedMember => {}
         }

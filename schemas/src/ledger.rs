@@ -334,12 +334,22 @@ fn put_len(
     Ok(())
 }
 
+impl Posting {
+    /// Where a posting goes in an entry: postings are sorted by this key,
+    /// each key once.
+    pub fn order_key(&self) -> (&Account, &str) {
+        (&self.account, self.unit.as_str())
+    }
+}
+
+/// Puts postings in their canonical order ([`Posting::order_key`]).
+pub fn sort_postings(postings: &mut [Posting]) {
+    postings.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+}
+
 /// Postings are sorted by (account, unit), each pair once.
 fn check_postings_order(postings: &[Posting]) -> Result<(), DecodeError> {
-    let keys: Vec<(&Account, &str)> = postings
-        .iter()
-        .map(|p| (&p.account, p.unit.as_str()))
-        .collect();
+    let keys: Vec<(&Account, &str)> = postings.iter().map(Posting::order_key).collect();
     check_sorted_unique(
         &keys,
         "postings must be sorted by account and unit, each once",

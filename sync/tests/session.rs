@@ -271,7 +271,7 @@ fn a_peer_sending_forged_data_is_refused_then_cut_off() {
 }
 
 fn sorted(mut postings: Vec<icn_schemas::ledger::Posting>) -> Vec<icn_schemas::ledger::Posting> {
-    postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+    icn_schemas::ledger::sort_postings(&mut postings);
     postings
 }
 

@@ -80,7 +80,7 @@ fn transfer(
             amount,
         },
     ];
-    postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+    icn_schemas::ledger::sort_postings(&mut postings);
     Entry {
         coop: *coop,
         parents: engine.ledger_heads(coop).expect("heads"),
@@ -168,7 +168,7 @@ fn a_settlement_over_the_credit_limit_is_refused_and_stores_nothing() {
     assert_eq!(balance(&node.engine, &coop, &alice), -150);
     assert!(matches!(
         node.engine.settle(&coop, &dev(&alice), &settle(&bob, 0)),
-        Err(LedgerError::Invalid(_))
+        Err(LedgerError::NotPositive)
     ));
 }
 
@@ -458,7 +458,7 @@ fn history_pages_by_cursor_and_trial_balance_at_earlier_heads() {
     assert_eq!(seen, ids, "every entry of alice's, once, in fold order");
     assert!(matches!(
         e.history(&coop, alice_account, Some(EntryId([7; 32])), 2),
-        Err(LedgerError::Invalid(_))
+        Err(LedgerError::UnknownCursor(c)) if c == EntryId([7; 32])
     ));
 
     // The ledger as it stood after alice's second settlement: her first two
@@ -552,7 +552,7 @@ fn convert_at_the_policy_rate_through_the_treasury() {
     // No rate the other way, and no fractions.
     assert!(matches!(
         e.convert(&coop, &dev(&alice), &convert(None, 1, "eur", "hours")),
-        Err(LedgerError::Invalid(_))
+        Err(LedgerError::NoRate { .. })
     ));
     e.write(&coop, &dev(&admin), |tx| {
         coop::set_rate(tx, "eur", "hours", 1, 2500)
@@ -560,7 +560,7 @@ fn convert_at_the_policy_rate_through_the_treasury() {
     .expect("rate back");
     assert!(matches!(
         e.convert(&coop, &dev(&alice), &convert(None, 100, "eur", "hours")),
-        Err(LedgerError::Invalid(_))
+        Err(LedgerError::InexactConversion { .. })
     ));
     e.convert(&coop, &dev(&bob), &convert(None, 5000, "eur", "hours"))
         .expect("bob converts back");
@@ -1107,7 +1107,7 @@ fn an_accepted_budget_executes_once_from_the_treasury() {
         unreachable!("a transfer")
     };
     postings[1].account = Account::Treasury;
-    postings.sort_by(|a, b| (a.account, &a.unit).cmp(&(b.account, &b.unit)));
+    icn_schemas::ledger::sort_postings(postings);
     assert!(matches!(
         refusal(&node.engine, &coop, sign_entry(&alice, theft)),
         EntryRefusal::NotTheirAccount { .. }

@@ -131,8 +131,11 @@ pub(crate) struct OrderRow {
     pub(crate) limits: Vec<([u8; 32], i64)>,
     /// For an applied freeze entry: whether the account was frozen before.
     pub(crate) frozen_before: Option<bool>,
-    /// Why it does not count (JSON of the conflict); `None` when applied.
-    pub(crate) conflict: Option<String>,
+    /// Why it does not count, `None` when applied: a stable tag byte and
+    /// the reason's fields (`ledger::fold::conflict`); rows written before
+    /// tags hold JSON text there, which reads too. (postcard encodes a
+    /// string and a byte vector alike, so both decode as bytes.)
+    pub(crate) conflict: Option<Vec<u8>>,
     /// For an entry citing a decision: the co-op's treasury domain at its
     /// cited heads.
     pub(crate) treasury: Option<[u8; 32]>,

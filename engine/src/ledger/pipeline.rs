@@ -1,0 +1,458 @@
+//! One co-op's ledger, and the one pipeline every entry takes into it.
+//!
+//! An entry is *judged* once ([`Ledger::judge`]), by the rules of
+//! [`super::rules`], whether this node wrote it or a peer sent it. What the
+//! judgement leads to differs only where it must: a peer's entry whose
+//! parents or co-op heads are not all here waits in the pending set, and a
+//! local entry that would not count at the end of the order is not written
+//! at all (a member is told at once, rather than finding it conflicted).
+//!
+//! A [`Ledger`] holds no lock of its own; the engine keeps one per co-op
+//! (`crate::ledgers`), so co-ops never wait for each other.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use automerge::Automerge;
+use icn_schemas::ledger::{Body, DecodeError, Entry, EntryId, SignedEntry};
+use icn_schemas::{Did, DocId, SignedDelegation};
+
+use super::api::{EntryRefusal, Ingest, LedgerError, MAX_PENDING, MAX_PENDING_PER_SIGNER};
+use super::fold::{Decisions, Fold, Judged, Status};
+use super::rules::{Lookups, check_at_heads, check_signed, check_state, heads_of};
+use crate::identity;
+use crate::storage::{StorageError, Store};
+
+/// Entries stored by one call, parents first, with their encodings.
+pub(crate) type Stored = Vec<(EntryId, Arc<[u8]>)>;
+
+/// What the ledger reads besides its own rows: the co-op document as it
+/// stands, and the decisions domain documents hold.
+pub(crate) struct View<'a> {
+    /// The co-op document.
+    pub(crate) doc: &'a Automerge,
+    /// Accepted decisions, by domain and receipt.
+    pub(crate) decisions: &'a dyn Decisions,
+}
+
+/// Where an entry came from, which is all that changes how it is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// From a peer; `signature_checked` when a batch check passed already.
+    Peer { signature_checked: bool },
+    /// Signed by this node just now, on heads it holds.
+    Local,
+}
+
+/// The judgement of an entry that broke no rule.
+enum Verdict {
+    /// Held already, stored or waiting.
+    Known,
+    /// Its cited co-op heads are not all here yet.
+    Waits,
+    /// Valid at its cited heads, judged by these limits.
+    Ready(Judged),
+}
+
+/// One co-op's ledger: the fold (stored) and the entries waiting (in memory).
+pub(crate) struct Ledger {
+    coop: DocId,
+    store: Store,
+    fold: Fold,
+    pending: HashMap<EntryId, SignedEntry>,
+    /// How many of `pending` each signer key holds.
+    pending_by_signer: HashMap<Did, usize>,
+}
+
+impl Ledger {
+    /// The co-op's stored ledger.
+    pub(crate) fn open(coop: DocId, store: &Store) -> Self {
+        Ledger {
+            coop,
+            store: store.clone(),
+            fold: Fold::open(coop, store.ledger_tree().clone()),
+            pending: HashMap::new(),
+            pending_by_signer: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn coop(&self) -> DocId {
+        self.coop
+    }
+
+    pub(super) fn fold(&self) -> &Fold {
+        &self.fold
+    }
+
+    pub(super) fn fold_mut(&mut self) -> &mut Fold {
+        &mut self.fold
+    }
+
+    pub(super) fn pending(&self) -> &HashMap<EntryId, SignedEntry> {
+        &self.pending
+    }
+
+    /// Commits what the fold wrote since the last commit, atomically; on
+    /// failure forgets it, so the fold stays what is stored.
+    pub(super) fn commit(&mut self) -> Result<(), StorageError> {
+        let Some(batch) = self.fold.take_batch() else {
+            return Ok(());
+        };
+        let committed = self.store.commit_ledger(batch);
+        if committed.is_err() {
+            self.fold.discard();
+        }
+        committed
+    }
+
+    /// Runs `f` on the fold and commits what it wrote, or, if it fails,
+    /// forgets all of it.
+    fn atomically<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let done = f(self).and_then(|t| Ok(self.commit().map(|()| t)?));
+        if done.is_err() {
+            self.fold.discard();
+        }
+        done
+    }
+
+    /// Whether every parent of `e` is folded, or accepted in this call.
+    fn parents_known(
+        &self,
+        e: &SignedEntry,
+        accepted: &HashSet<EntryId>,
+    ) -> Result<bool, StorageError> {
+        for p in &e.entry.parents {
+            if !accepted.contains(p) && !self.fold.contains(p)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Judges one entry: held already, broken, waiting for co-op heads, or
+    /// valid at its cited heads. Every entry passes through here.
+    fn judge(
+        &self,
+        view: &View<'_>,
+        lookups: &mut Lookups,
+        e: &SignedEntry,
+        id: &EntryId,
+        origin: Origin,
+        accepted: &HashSet<EntryId>,
+    ) -> Result<Result<Verdict, EntryRefusal>, StorageError> {
+        if accepted.contains(id) || self.pending.contains_key(id) || self.fold.contains(id)? {
+            return Ok(Ok(Verdict::Known));
+        }
+        let signature_checked = match origin {
+            // This node made the signature; checking it again proves nothing.
+            Origin::Local => true,
+            Origin::Peer { signature_checked } => signature_checked,
+        };
+        if let Err(refusal) = check_signed(&self.coop, e, signature_checked) {
+            return Ok(Err(refusal));
+        }
+        Ok(match check_state(view.doc, e, lookups) {
+            Err(refusal) => Err(refusal),
+            Ok(None) => Ok(Verdict::Waits),
+            Ok(Some(judged)) => Ok(Verdict::Ready(judged)),
+        })
+    }
+
+    /// Validates entries from a peer, decoded and signature-checked by
+    /// [`Batch::check`], and stages and folds the valid ones, with any
+    /// waiting entries they complete, in one atomic commit; returns the
+    /// outcome of each input and every entry stored, parents first. The
+    /// caller makes them durable.
+    pub(crate) fn ingest(
+        &mut self,
+        view: &View<'_>,
+        batch: Batch,
+    ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, Stored), LedgerError> {
+        let Batch {
+            encoded,
+            decoded,
+            signatures_ok,
+        } = batch;
+        self.atomically(|ledger| {
+            let mut lookups = Lookups::default();
+            let mut accepted = HashSet::new();
+            let mut stored = Vec::new();
+            let mut results = Vec::with_capacity(encoded.len());
+            for (bytes, decoded) in encoded.into_iter().zip(decoded) {
+                let outcome = match decoded {
+                    Err(e) => Err(EntryRefusal::Decode(e)),
+                    Ok((e, id)) => ledger.take(
+                        view,
+                        &mut lookups,
+                        e,
+                        id,
+                        bytes,
+                        signatures_ok,
+                        &mut accepted,
+                        &mut stored,
+                    )?,
+                };
+                results.push(outcome);
+            }
+            ledger.release_pending(view, &mut lookups, &mut accepted, &mut stored)?;
+            Ok((results, stored))
+        })
+    }
+
+    /// Judges one entry of a peer's call, and folds it when it is valid and
+    /// complete, or parks it when it waits.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        view: &View<'_>,
+        lookups: &mut Lookups,
+        e: SignedEntry,
+        id: EntryId,
+        bytes: Vec<u8>,
+        batch_ok: bool,
+        accepted: &mut HashSet<EntryId>,
+        stored: &mut Stored,
+    ) -> Result<Result<Ingest, EntryRefusal>, LedgerError> {
+        let origin = Origin::Peer {
+            signature_checked: batch_ok,
+        };
+        let judged = match self.judge(view, lookups, &e, &id, origin, accepted)? {
+            Err(refusal) => return Ok(Err(refusal)),
+            Ok(Verdict::Known) => return Ok(Ok(Ingest::Known(id))),
+            Ok(Verdict::Waits) => None,
+            Ok(Verdict::Ready(judged)) => Some(judged),
+        };
+        match judged {
+            Some(judged) if self.parents_known(&e, accepted)? => {
+                self.fold.insert(id, &e, &bytes, judged, view.decisions)?;
+                accepted.insert(id);
+                stored.push((id, bytes.into()));
+                Ok(Ok(Ingest::Stored(id)))
+            }
+            // Only entries valid at their heads, or waiting for them, get
+            // here, so a stranger cannot fill the pending set.
+            _ => {
+                let from_signer = self.pending_by_signer.entry(e.entry.signer).or_insert(0);
+                if self.pending.len() >= MAX_PENDING || *from_signer >= MAX_PENDING_PER_SIGNER {
+                    return Ok(Err(EntryRefusal::PendingFull));
+                }
+                *from_signer += 1;
+                self.pending.insert(id, e);
+                Ok(Ok(Ingest::Pending(id)))
+            }
+        }
+    }
+
+    /// Folds the waiting entries that are complete now, and then those that
+    /// complete in turn, parents first. Each waiting entry is looked at once,
+    /// and again only when one of its parents is folded, so a long chain
+    /// that arrived children first costs linear time, not quadratic. Appends
+    /// what it folds to `stored`.
+    fn release_pending(
+        &mut self,
+        view: &View<'_>,
+        lookups: &mut Lookups,
+        accepted: &mut HashSet<EntryId>,
+        stored: &mut Stored,
+    ) -> Result<(), LedgerError> {
+        let mut children: HashMap<EntryId, Vec<EntryId>> = HashMap::new();
+        for (id, e) in &self.pending {
+            for p in &e.entry.parents {
+                children.entry(*p).or_default().push(*id);
+            }
+        }
+        let mut queue: Vec<EntryId> = self.pending.keys().copied().collect();
+        while let Some(id) = queue.pop() {
+            let Some(e) = self.pending.get(&id) else {
+                continue;
+            };
+            let heads_known = heads_of(&e.entry)
+                .iter()
+                .all(|h| view.doc.get_change_meta_by_hash(h).is_some());
+            if !heads_known || !self.parents_known(e, accepted)? {
+                continue;
+            }
+            let Some(e) = self.pending.remove(&id) else {
+                continue;
+            };
+            if let Some(n) = self.pending_by_signer.get_mut(&e.entry.signer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pending_by_signer.remove(&e.entry.signer);
+                }
+            }
+            // Its signature passed when it arrived.
+            if let Ok(Some(judged)) = check_state(view.doc, &e, lookups) {
+                let bytes = e.encode()?;
+                self.fold.insert(id, &e, &bytes, judged, view.decisions)?;
+                accepted.insert(id);
+                stored.push((id, bytes.into()));
+                if let Some(kids) = children.get(&id) {
+                    queue.extend(kids.iter().copied());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An unsigned entry by `author` through key `signer`, with `body`, on
+    /// the ledger heads and co-op heads as they stand: it lands at the end
+    /// of the order. A transfer's postings are put in order, and from the
+    /// member's first grant in a unit on, its keys other than the DID key
+    /// spend that unit from their allowances.
+    pub(crate) fn draft(&self, view: &View<'_>, draft: &Draft) -> Result<Entry, LedgerError> {
+        let mut body = draft.body.clone();
+        let owner = draft.signer == draft.author && draft.delegation.is_none();
+        if let Body::Transfer {
+            postings,
+            from_allowance,
+        } = &mut body
+        {
+            icn_schemas::ledger::sort_postings(postings);
+            let mut granted = false;
+            for p in postings.iter() {
+                if p.account == icn_schemas::ledger::Account::Member(draft.author) && p.amount < 0 {
+                    granted |= self.fold.has_grants(&draft.author, &p.unit)?;
+                }
+            }
+            *from_allowance = !owner && granted;
+        }
+        Ok(Entry {
+            coop: self.coop,
+            parents: self.fold.heads()?,
+            author: draft.author,
+            signer: draft.signer,
+            timestamp: draft.timestamp,
+            coop_heads: view.doc.get_heads().iter().map(|h| h.0).collect(),
+            body,
+            memo: draft.memo.clone(),
+            decision: draft.decision,
+            delegation: draft.delegation.clone(),
+        })
+    }
+
+    /// Whether `entry` was drafted on the heads as they stand now, so that
+    /// it lands at the end of the order.
+    pub(crate) fn is_current(&self, view: &View<'_>, entry: &Entry) -> Result<bool, StorageError> {
+        let coop_heads = view.doc.get_heads();
+        Ok(entry.coop_heads.len() == coop_heads.len()
+            && entry.coop_heads.iter().zip(&coop_heads).all(|(a, b)| *a == b.0)
+            && entry.parents == self.fold.heads()?)
+    }
+
+    /// Records an entry this node signed on the current heads: judged as a
+    /// peer's would be, refused unless it counts at the end of the order,
+    /// then staged and folded. The caller makes it durable.
+    pub(crate) fn record(
+        &mut self,
+        view: &View<'_>,
+        signed: SignedEntry,
+    ) -> Result<(EntryId, Vec<u8>), LedgerError> {
+        let bytes = signed.encode()?;
+        let id = EntryId(*blake3::hash(&bytes).as_bytes());
+        let mut lookups = Lookups::default();
+        let judged = match self.judge(view, &mut lookups, &signed, &id, Origin::Local, &HashSet::new())? {
+            Err(refusal) => return Err(refusal.into()),
+            Ok(Verdict::Ready(judged)) => judged,
+            // Drafted on heads this node holds, at a time that makes its
+            // encoding unique: neither can happen, but if it did, the heads
+            // are read where they stand.
+            Ok(Verdict::Known | Verdict::Waits) => {
+                let heads = heads_of(&signed.entry);
+                check_at_heads(view.doc, &heads, &signed, &mut lookups)?
+            }
+        };
+        self.atomically(|ledger| {
+            match ledger
+                .fold
+                .insert(id, &signed, &bytes, judged, view.decisions)?
+            {
+                Status::Applied => Ok(()),
+                // It lands at the end, so this is what it would be.
+                Status::Conflicted { conflict } => Err(LedgerError::Conflict(conflict)),
+            }
+        })?;
+        Ok((id, bytes))
+    }
+
+    /// Folds again from the first entry citing one of `receipts`, whose
+    /// closes changed, and commits it.
+    pub(crate) fn refold_decisions(
+        &mut self,
+        receipts: &[[u8; 32]],
+        decisions: &dyn Decisions,
+    ) -> Result<(), LedgerError> {
+        self.atomically(|ledger| Ok(ledger.fold.refold_decisions(receipts, decisions)?))
+    }
+}
+
+/// What a local entry is made of, besides the heads it is drafted on.
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    /// The member.
+    pub(crate) author: Did,
+    /// The key that signs: the member's device, or a node it delegated to.
+    pub(crate) signer: Did,
+    /// The member's delegation to `signer`, when it is a node.
+    pub(crate) delegation: Option<SignedDelegation>,
+    /// What the entry does.
+    pub(crate) body: Body,
+    /// Free text.
+    pub(crate) memo: String,
+    /// The decision receipt it executes.
+    pub(crate) decision: Option<[u8; 32]>,
+    /// Milliseconds since the epoch.
+    pub(crate) timestamp: u64,
+}
+
+/// Entries from a peer, decoded, with every signature checked in one batch
+/// check: what needs neither the ledger nor the co-op document, done before
+/// either is locked.
+pub(crate) struct Batch {
+    encoded: Vec<Vec<u8>>,
+    decoded: Vec<Result<(SignedEntry, EntryId), DecodeError>>,
+    /// Whether every signature (of the entries that decode) verified; if
+    /// not, each entry is checked on its own to find which.
+    signatures_ok: bool,
+}
+
+impl Batch {
+    /// Decodes `encoded` and checks their signatures together.
+    pub(crate) fn check(encoded: Vec<Vec<u8>>) -> Batch {
+        let decoded: Vec<Result<(SignedEntry, EntryId), DecodeError>> =
+            encoded.iter().map(|b| SignedEntry::decode(b)).collect();
+        // Read from the bytes: a decoded entry is canonical, so its
+        // unsigned encoding is its bytes less the signature.
+        let messages: Vec<Option<[u8; 32]>> = decoded
+            .iter()
+            .zip(&encoded)
+            .map(|(d, bytes)| {
+                d.as_ref()
+                    .ok()
+                    .and_then(|_| SignedEntry::signing_message_of(bytes))
+            })
+            .collect();
+        let signed: Vec<identity::SignedMessage<'_>> = decoded
+            .iter()
+            .zip(&messages)
+            .filter_map(|(d, m)| {
+                let (e, _) = d.as_ref().ok()?;
+                Some(identity::SignedMessage {
+                    did: &e.entry.signer,
+                    message: m.as_ref()?,
+                    signature: &e.signature,
+                })
+            })
+            .collect();
+        let signatures_ok = !signed.is_empty() && identity::verify_batch(&signed);
+        drop(signed);
+        Batch {
+            encoded,
+            decoded,
+            signatures_ok,
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The rules an entry must pass, as pure functions of the entry, the co-op
+//! document at the entry's cited heads, and nothing else: so every replica
+//! judges an entry alike, wherever and whenever it arrives. The pipeline
+//! ([`super::pipeline`]) runs them, once each, for local writes and for
+//! entries from peers alike.
+
+use std::collections::{BTreeMap, HashMap};
+
+use automerge::{Automerge, ChangeHash};
+use icn_schemas::coop::{self, Role};
+use icn_schemas::ledger::{Account, Body, Entry, SignedEntry};
+use icn_schemas::{Did, DocId, Reader, Scope};
+
+use super::api::EntryRefusal;
+use super::fold::Judged;
+use crate::authority::Denied;
+use crate::identity;
+
+pub(super) fn heads_of(entry: &Entry) -> Vec<ChangeHash> {
+    entry.coop_heads.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+/// The co-op document as of `heads` (sorted). Most entries cite the
+/// document's current heads, and reading "now" skips computing a clock for
+/// every read.
+pub(super) fn reader_at<'a>(doc: &'a Automerge, heads: &'a [ChangeHash]) -> Reader<'a> {
+    if doc.get_heads() == heads {
+        Reader::now(doc)
+    } else {
+        Reader::at(doc, heads)
+    }
+}
+
+/// Whether an entry is exactly a conversion: the author pays `x` of one unit
+/// to the treasury, and the treasury pays `y` of another unit to a member,
+/// with `y / x` the policy's rate at the cited heads, exactly.
+fn is_conversion(r: Reader<'_>, entry: &Entry) -> bool {
+    let postings = entry.postings();
+    if postings.len() != 4 {
+        return false;
+    }
+    let find = |account: &dyn Fn(&Account) -> bool, positive: bool| {
+        let mut found = postings
+            .iter()
+            .filter(|p| account(&p.account) && (p.amount > 0) == positive);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    };
+    let author = entry.author;
+    let (Some(paid), Some(taken), Some(given), Some(received)) = (
+        find(&|a| *a == Account::Member(author), false),
+        find(&|a| *a == Account::Treasury, true),
+        find(&|a| *a == Account::Treasury, false),
+        find(&|a| matches!(a, Account::Member(_)), true),
+    ) else {
+        return false;
+    };
+    let (x, y) = (taken.amount, received.amount);
+    paid.unit == taken.unit
+        && given.unit == received.unit
+        && paid.unit != given.unit
+        && paid.amount == -x
+        && given.amount == -y
+        && coop::rate(r, &paid.unit, &given.unit).is_some_and(|(num, den)| {
+            i128::from(y) * i128::from(den) == i128::from(x) * i128::from(num)
+        })
+}
+
+/// Checks what needs no state: co-op, signature, delegation.
+/// `signature_checked` says the signature already passed in a batch.
+pub(super) fn check_signed(
+    coop: &DocId,
+    e: &SignedEntry,
+    signature_checked: bool,
+) -> Result<(), EntryRefusal> {
+    let entry = &e.entry;
+    if entry.coop != *coop {
+        return Err(EntryRefusal::WrongCoop(entry.coop));
+    }
+    if !signature_checked {
+        identity::verify(&entry.signer, &entry.signing_message()?, &e.signature)
+            .map_err(|_| EntryRefusal::BadSignature(entry.signer))?;
+    }
+    if let Some(d) = &entry.delegation {
+        let d = identity::verify_delegation(d).map_err(EntryRefusal::BadDelegation)?;
+        if d.member != entry.author || d.node != entry.signer {
+            return Err(EntryRefusal::DelegationMismatch);
+        }
+        if !d.is_live_at(entry.timestamp / 1000) {
+            return Err(EntryRefusal::DelegationNotLive);
+        }
+        if !d.allows(Scope::LedgerWrite) {
+            return Err(EntryRefusal::Denied(Denied::MissingScope(
+                Scope::LedgerWrite,
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an entry whose signature passed, against the co-op document and
+/// what the ledger (or this batch) holds.
+type StandingKey = (Vec<[u8; 32]>, Did, Did);
+
+/// Answers read from the co-op document at some heads, remembered for one
+/// call: the entries of a batch mostly cite the same heads, authors and units,
+/// and each read of the document costs microseconds.
+#[derive(Default)]
+pub(super) struct Lookups {
+    /// (cited heads, author, device) → may the author write through it.
+    standing: HashMap<StandingKey, Result<(), EntryRefusal>>,
+    limit: HashMap<(Vec<[u8; 32]>, Did), i64>,
+    unit: HashMap<(Vec<[u8; 32]>, String), bool>,
+}
+
+/// Judges an entry by the co-op document at its cited heads, when they are
+/// all here (`None` when not: it waits). Only entries valid at their heads
+/// may then wait for their parents, so a stranger cannot fill the pending
+/// set.
+pub(super) fn check_state(
+    doc: &Automerge,
+    e: &SignedEntry,
+    lookups: &mut Lookups,
+) -> Result<Option<Judged>, EntryRefusal> {
+    let heads = heads_of(&e.entry);
+    if !heads
+        .iter()
+        .all(|h| doc.get_change_meta_by_hash(h).is_some())
+    {
+        return Ok(None);
+    }
+    check_at_heads(doc, &heads, e, lookups).map(Some)
+}
+
+/// Checks an entry against the co-op document at its cited `heads`, which
+/// are all known; returns the credit limits of the accounts it debits and,
+/// for an entry citing a decision, the co-op's treasury domain there.
+pub(super) fn check_at_heads(
+    doc: &Automerge,
+    heads: &[ChangeHash],
+    e: &SignedEntry,
+    lookups: &mut Lookups,
+) -> Result<Judged, EntryRefusal> {
+    let limits = check_body(doc, heads, e, lookups)?;
+    let treasury = match e.entry.decision {
+        None => None,
+        Some(_) => Some(coop::treasury_domain(reader_at(doc, heads)).ok_or(
+            EntryRefusal::BadDecision(
+                "the co-op's policy names no treasury domain whose decisions entries execute",
+            ),
+        )?),
+    };
+    Ok(Judged { limits, treasury })
+}
+
+/// An entry citing a decision executes a budget (the treasury pays one
+/// member in one unit) or a freeze; what the decision decided is checked in
+/// the fold, where whether it counts is known.
+fn check_decision_shape(entry: &Entry) -> Result<(), EntryRefusal> {
+    match &entry.body {
+        Body::Freeze { .. } => Ok(()),
+        Body::Transfer {
+            postings,
+            from_allowance: false,
+        } if postings.len() == 2
+            && postings[0].unit == postings[1].unit
+            && postings
+                .iter()
+                .any(|p| p.account == Account::Treasury && p.amount < 0)
+            && postings
+                .iter()
+                .any(|p| matches!(p.account, Account::Member(_)) && p.amount > 0) =>
+        {
+            Ok(())
+        }
+        _ => Err(EntryRefusal::BadDecision(
+            "an entry citing a decision is a budget allocation (treasury to one member) or a freeze",
+        )),
+    }
+}
+
+/// The body's rules; returns the credit limits of the accounts it debits.
+fn check_body(
+    doc: &Automerge,
+    heads: &[ChangeHash],
+    e: &SignedEntry,
+    lookups: &mut Lookups,
+) -> Result<Vec<([u8; 32], i64)>, EntryRefusal> {
+    let entry = &e.entry;
+    let r = reader_at(doc, heads);
+    let device = if entry.delegation.is_some() {
+        entry.author
+    } else {
+        entry.signer
+    };
+    lookups
+        .standing
+        .entry((entry.coop_heads.clone(), entry.author, device))
+        .or_insert_with(|| {
+            if !coop::is_live_device(r, &entry.author, &device) {
+                return Err(EntryRefusal::Denied(Denied::NotALiveDevice {
+                    actor: entry.signer,
+                }));
+            }
+            match coop::Standing::read(r, &entry.author) {
+                Some(s) if s.is_active() && s.role != Role::Observer => Ok(()),
+                _ => Err(EntryRefusal::Denied(Denied::InactiveMember(entry.author))),
+            }
+        })
+        .clone()?;
+    let decided = entry.decision.is_some();
+    if decided {
+        check_decision_shape(entry)?;
+    }
+    let unit_known = |lookups: &mut Lookups, unit: &str| {
+        let known = *lookups
+            .unit
+            .entry((entry.coop_heads.clone(), unit.to_owned()))
+            .or_insert_with(|| coop::has_unit(r, unit));
+        if known {
+            Ok(())
+        } else {
+            Err(EntryRefusal::UnknownUnit(unit.to_owned()))
+        }
+    };
+    let author_limit = |lookups: &mut Lookups| {
+        *lookups
+            .limit
+            .entry((entry.coop_heads.clone(), entry.author))
+            .or_insert_with(|| coop::credit_limit(r, &entry.author))
+    };
+    let owner = entry.signer == entry.author && entry.delegation.is_none();
+    let postings = match &entry.body {
+        Body::Transfer {
+            postings,
+            from_allowance,
+        } => {
+            if *from_allowance && owner {
+                return Err(EntryRefusal::BadAllowance(
+                    "a member's DID key spends its general credit; allowances are for its other keys",
+                ));
+            }
+            postings
+        }
+        Body::Grant { device, unit, .. } => {
+            if !owner {
+                return Err(EntryRefusal::BadAllowance(
+                    "only the member's DID key grants allowances",
+                ));
+            }
+            if *device == entry.author {
+                return Err(EntryRefusal::BadAllowance(
+                    "an allowance is for a key other than the member's DID key",
+                ));
+            }
+            unit_known(lookups, unit)?;
+            let limit = author_limit(lookups);
+            return Ok(vec![(*entry.author.as_bytes(), limit)]);
+        }
+        Body::Release { unit, .. } => {
+            if owner {
+                return Err(EntryRefusal::BadAllowance(
+                    "a release is signed by the key whose allowance it gives back",
+                ));
+            }
+            unit_known(lookups, unit)?;
+            return Ok(Vec::new());
+        }
+        // Under a decision, any active member records the freeze; whether
+        // the decision counts is the fold's to judge.
+        Body::Freeze { .. } if decided => return Ok(Vec::new()),
+        Body::Freeze { .. } => {
+            let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
+            if !admin {
+                return Err(EntryRefusal::Denied(Denied::Forbidden {
+                    member: entry.author,
+                    path: "the ledger's frozen accounts".into(),
+                    reason: "only admins freeze and unfreeze accounts",
+                }));
+            }
+            let delegated_without_admin = entry.delegation.as_ref().is_some_and(|d| {
+                !d.statement
+                    .parse::<icn_schemas::Delegation>()
+                    .is_ok_and(|d| d.allows(Scope::CoopAdmin))
+            });
+            if delegated_without_admin {
+                return Err(EntryRefusal::Denied(Denied::MissingScope(Scope::CoopAdmin)));
+            }
+            return Ok(Vec::new());
+        }
+    };
+    // Per unit: credits and debits, each summed with checked arithmetic.
+    let mut sums: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    let mut limits = Vec::new();
+    for p in postings {
+        let (credits, debits) = sums.entry(p.unit.as_str()).or_insert((0, 0));
+        let side = if p.amount > 0 { credits } else { debits };
+        *side = side
+            .checked_add(p.amount)
+            .ok_or_else(|| EntryRefusal::Overflow(p.unit.clone()))?;
+        if p.amount < 0 {
+            match p.account {
+                Account::Member(did) if did == entry.author => {
+                    if limits.is_empty() {
+                        limits.push((*did.as_bytes(), author_limit(lookups)));
+                    }
+                }
+                // The treasury is debited only by a conversion at the
+                // policy's rate, where it takes in what it pays out, or
+                // under a decision.
+                Account::Treasury if decided || is_conversion(r, entry) => {}
+                other => {
+                    return Err(EntryRefusal::NotTheirAccount {
+                        author: entry.author,
+                        account: other.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    for (unit, (credits, debits)) in sums {
+        // Both fit in i64 and have opposite signs, so this cannot overflow.
+        if credits + debits != 0 {
+            return Err(EntryRefusal::Unbalanced(unit.to_owned()));
+        }
+        unit_known(lookups, unit)?;
+    }
+    Ok(limits)
+}
+

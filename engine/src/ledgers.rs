@@ -1,0 +1,537 @@
+//! The engine's ledger commands and queries, over one [`Ledger`] per co-op.
+//!
+//! Each co-op's ledger has its own lock, so co-ops never wait for each
+//! other, and reads of one co-op wait only for that co-op's writes to stage
+//! (never for signing, verifying or syncing to disk). Lock order: a ledger,
+//! then its co-op document, then (to read decisions) domain documents.
+//!
+//! A local write is drafted on the heads as they stand, **signed outside the
+//! locks**, then staged under them if the heads did not move meanwhile; if
+//! they did, it is drafted again on the new heads and signed there, so an
+//! entry this node writes always lands at the end of the order. The sync to
+//! disk happens after the locks are released, shared by every writer that
+//! queued behind the last one (group commit).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use automerge::Automerge;
+use icn_schemas::coop;
+use icn_schemas::ledger::{Account, Body, EntryId, Posting, SignedEntry};
+use icn_schemas::{Did, DocId, DocKind, Reader};
+
+use crate::Engine;
+use crate::authority::Denied;
+use crate::engine::Committed;
+use crate::identity::{self, Signer};
+use crate::ledger::decisions::{DocDecisions, counted_decisions, execution_body};
+use crate::ledger::pipeline::{Batch, Draft, Ledger, View};
+use crate::ledger::{
+    Convert, EntryRefusal, HistoryItem, HistoryPage, Ingest, LedgerError, Settle, Status,
+    TrialBalance, UnitPosition,
+};
+use crate::storage::Store;
+
+/// Every co-op's ledger, each behind its own lock.
+#[derive(Default)]
+pub(crate) struct Ledgers {
+    by_coop: RwLock<HashMap<DocId, Arc<Mutex<Ledger>>>>,
+}
+
+impl Ledgers {
+    /// The ledgers opened when the engine starts.
+    pub(crate) fn new(opened: Vec<Ledger>) -> Self {
+        let by_coop = opened
+            .into_iter()
+            .map(|l| (l.coop(), Arc::new(Mutex::new(l))))
+            .collect();
+        Ledgers {
+            by_coop: RwLock::new(by_coop),
+        }
+    }
+
+    fn get(&self, coop: &DocId) -> Option<Arc<Mutex<Ledger>>> {
+        self.by_coop
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(coop)
+            .cloned()
+    }
+
+    /// The ledger of `coop`, opened now if it is new here.
+    fn get_or_open(&self, coop: &DocId, store: &Store) -> Arc<Mutex<Ledger>> {
+        self.by_coop
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(*coop)
+            .or_insert_with(|| Arc::new(Mutex::new(Ledger::open(*coop, store))))
+            .clone()
+    }
+
+    fn coops(&self) -> Vec<DocId> {
+        self.by_coop
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// The ledger of co-op `coop`.
+    fn ledger(&self, coop: &DocId) -> Result<Arc<Mutex<Ledger>>, LedgerError> {
+        if let Some(ledger) = self.ledgers().get(coop) {
+            return Ok(ledger);
+        }
+        if self.kind(coop) != Some(DocKind::Coop) {
+            return Err(LedgerError::UnknownCoop(*coop));
+        }
+        Ok(self.ledgers().get_or_open(coop, self.store()))
+    }
+
+    /// Runs `f` on `coop`'s ledger and co-op document, both locked.
+    fn with_ledger<T>(
+        &self,
+        coop: &DocId,
+        f: impl FnOnce(&mut Ledger, &Automerge) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let ledger = self.ledger(coop)?;
+        let handle = self.handle(coop).ok_or(LedgerError::UnknownCoop(*coop))?;
+        let mut ledger = lock(&ledger);
+        let doc = lock(&handle);
+        f(&mut ledger, &doc.doc)
+    }
+
+    /// Runs `f` on `coop`'s ledger alone, locked.
+    fn with_fold<T>(
+        &self,
+        coop: &DocId,
+        f: impl FnOnce(&Ledger) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let ledger = self.ledger(coop)?;
+        let ledger = lock(&ledger);
+        f(&ledger)
+    }
+
+    /// The decisions the fold of `coop`'s ledger reads, from the domain
+    /// documents this node holds.
+    fn decisions(&self, coop: DocId) -> DocDecisions<'_> {
+        DocDecisions::new(coop, move |d| self.read(d, |r| counted_decisions(d, r)))
+    }
+
+    /// Folds again the ledgers whose decisions may have changed now that
+    /// closes of `domain` changed: each co-op ledger refolds from its first
+    /// entry citing one of `receipts` (those closes' receipts, before and
+    /// after), if it has any.
+    pub(crate) fn refold_decisions(
+        &self,
+        domain: &DocId,
+        receipts: &[[u8; 32]],
+    ) -> Result<(), LedgerError> {
+        for coop in self.ledgers().coops() {
+            if coop == *domain {
+                continue;
+            }
+            let decisions = self.decisions(coop);
+            self.with_ledger(&coop, |ledger, _| {
+                ledger.refold_decisions(receipts, &decisions)
+            })?;
+        }
+        self.store().make_durable()?;
+        Ok(())
+    }
+
+    /// Executes accepted decision `proposal` of `domain` in `coop`'s
+    /// ledger: a budget as an allocation from the treasury to its recipient,
+    /// a freeze or unfreeze as that entry, citing the decision's receipt.
+    /// Any active member may record it; the fold counts one execution per
+    /// decision, the first in its order.
+    pub fn execute_decision(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        domain: &DocId,
+        proposal: &str,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        let receipt = self
+            .receipt(domain, proposal)
+            .ok_or_else(|| LedgerError::NotClosed(proposal.to_owned()))?;
+        let hash = receipt.hash();
+        let body = self
+            .read(domain, |r| counted_decisions(domain, r))
+            .and_then(|mut d| d.remove(&hash))
+            .and_then(|decision| execution_body(&decision.payload))
+            .ok_or_else(|| LedgerError::NotExecutable(proposal.to_owned()))?;
+        self.record(coop, signer, "decision", Some(hash), |_| Ok(body))
+    }
+
+    /// Validates entries from a peer (canonical encodings) and stores and
+    /// folds the valid ones, durably, in one group. Entries whose parents or
+    /// co-op heads are unknown wait; entries that break a rule are refused,
+    /// each on its own, and never stored.
+    pub fn ingest_entries(
+        &self,
+        coop: &DocId,
+        encoded: Vec<Vec<u8>>,
+    ) -> Result<Vec<Result<Ingest, EntryRefusal>>, LedgerError> {
+        // Decoding and signatures need neither lock.
+        let batch = Batch::check(encoded);
+        let decisions = self.decisions(*coop);
+        let (results, stored) = self.with_ledger(coop, |ledger, doc| {
+            let view = View {
+                doc,
+                decisions: &decisions,
+            };
+            ledger.ingest(&view, batch)
+        })?;
+        // Entries released from the pending set count too.
+        if !stored.is_empty() {
+            self.store().make_durable()?;
+            self.notify(Committed::Entries {
+                coop: *coop,
+                entries: stored,
+            });
+        }
+        Ok(results)
+    }
+
+    /// Records a settlement by the signer's member: validated exactly as a
+    /// peer would validate it, refused if it would exceed the member's credit
+    /// limit now, then stored durably and folded.
+    pub fn settle(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        settle: &Settle,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        if settle.amount <= 0 {
+            return Err(LedgerError::NotPositive);
+        }
+        self.record(coop, signer, &settle.memo, None, |author| {
+            if author == settle.to {
+                return Err(LedgerError::SelfSettlement);
+            }
+            Ok(Body::Transfer {
+                postings: vec![
+                    Posting {
+                        account: Account::Member(author),
+                        unit: settle.unit.clone(),
+                        amount: -settle.amount,
+                    },
+                    Posting {
+                        account: Account::Member(settle.to),
+                        unit: settle.unit.clone(),
+                        amount: settle.amount,
+                    },
+                ],
+                from_allowance: false,
+            })
+        })
+    }
+
+    /// Writes an entry with the body `body(author)` gives for the signer's
+    /// member, citing decision receipt `decision` if any: drafted on the
+    /// current heads, signed, judged exactly as a peer would judge it,
+    /// refused if it would not count at the end of the order, then staged,
+    /// folded and made durable.
+    fn record(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        memo: &str,
+        decision: Option<[u8; 32]>,
+        body: impl FnOnce(Did) -> Result<Body, LedgerError>,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        let ledger = self.ledger(coop)?;
+        let handle = self.handle(coop).ok_or(LedgerError::UnknownCoop(*coop))?;
+        let key = signer.key();
+        // The member a delegation names is known without the document.
+        let delegated = signer
+            .delegation()
+            .map(|d| identity::verify_delegation(d).map_err(EntryRefusal::BadDelegation))
+            .transpose()?;
+        let decisions = self.decisions(*coop);
+        let (draft, entry) = {
+            let ledger = lock(&ledger);
+            let doc = lock(&handle);
+            let author = match &delegated {
+                Some(d) => d.member,
+                None => {
+                    coop::device_owner(Reader::now(&doc.doc), &key.did())
+                        .ok_or(EntryRefusal::Denied(Denied::NotALiveDevice {
+                            actor: key.did(),
+                        }))?
+                        .did
+                }
+            };
+            let draft = Draft {
+                author,
+                signer: key.did(),
+                delegation: signer.delegation().cloned(),
+                body: body(author)?,
+                memo: memo.to_owned(),
+                decision,
+                timestamp: now_millis(),
+            };
+            let view = View {
+                doc: &doc.doc,
+                decisions: &decisions,
+            };
+            let entry = ledger.draft(&view, &draft)?;
+            (draft, entry)
+        };
+        // Signing needs no lock.
+        let signature = key.sign(&entry.signing_message()?);
+        let (id, bytes) = {
+            let mut ledger = lock(&ledger);
+            let doc = lock(&handle);
+            let view = View {
+                doc: &doc.doc,
+                decisions: &decisions,
+            };
+            let signed = if ledger.is_current(&view, &entry)? {
+                SignedEntry { entry, signature }
+            } else {
+                // Another write landed meanwhile: drafted again on the new
+                // heads and signed here, so it still lands at the end.
+                let entry = ledger.draft(&view, &draft)?;
+                SignedEntry {
+                    signature: key.sign(&entry.signing_message()?),
+                    entry,
+                }
+            };
+            ledger.record(&view, signed)?
+        };
+        // Made durable after the locks are released, so concurrent writers
+        // share one sync.
+        self.store().make_durable()?;
+        self.notify(Committed::Entries {
+            coop: *coop,
+            entries: vec![(id, bytes.into())],
+        });
+        Ok((id, Status::Applied))
+    }
+
+    /// Records a cross-unit settlement: `amount` of `from_unit` from the
+    /// signer's member to the treasury, and its value at the policy's rate in
+    /// `to_unit` from the treasury to `to` (the member itself, for a plain
+    /// conversion). Refused unless the rate gives a whole amount.
+    pub fn convert(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        convert: &Convert,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        if convert.amount <= 0 {
+            return Err(LedgerError::NotPositive);
+        }
+        let (num, den) = self
+            .read(coop, |r| {
+                coop::rate(r, &convert.from_unit, &convert.to_unit)
+            })
+            .ok_or(LedgerError::UnknownCoop(*coop))?
+            .ok_or_else(|| LedgerError::NoRate {
+                from: convert.from_unit.clone(),
+                to: convert.to_unit.clone(),
+            })?;
+        let value = i128::from(convert.amount) * i128::from(num);
+        if value % i128::from(den) != 0 {
+            return Err(LedgerError::InexactConversion {
+                amount: convert.amount,
+                from: convert.from_unit.clone(),
+                to: convert.to_unit.clone(),
+            });
+        }
+        let received =
+            i64::try_from(value / i128::from(den)).map_err(|_| LedgerError::AmountOverflow)?;
+        self.record(coop, signer, &convert.memo, None, |author| {
+            Ok(Body::Transfer {
+                from_allowance: false,
+                postings: vec![
+                    Posting {
+                        account: Account::Member(author),
+                        unit: convert.from_unit.clone(),
+                        amount: -convert.amount,
+                    },
+                    Posting {
+                        account: Account::Treasury,
+                        unit: convert.from_unit.clone(),
+                        amount: convert.amount,
+                    },
+                    Posting {
+                        account: Account::Treasury,
+                        unit: convert.to_unit.clone(),
+                        amount: -received,
+                    },
+                    Posting {
+                        account: Account::Member(convert.to.unwrap_or(author)),
+                        unit: convert.to_unit.clone(),
+                        amount: received,
+                    },
+                ],
+            })
+        })
+    }
+
+    /// Freezes (or unfreezes) `account`: from this entry's place in the fold
+    /// on, entries that touch the account are conflicted. The signer's member
+    /// must be an admin.
+    pub fn freeze(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        account: &Did,
+        frozen: bool,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        let memo = if frozen { "freeze" } else { "unfreeze" };
+        self.record(coop, signer, memo, None, |_| {
+            Ok(Body::Freeze {
+                account: *account,
+                frozen,
+            })
+        })
+    }
+
+    /// Sets `amount` of the signer's member's credit in `unit` aside for
+    /// `device`, which then spends it without being conflicted by anything
+    /// the member's other keys do concurrently. The signer must be the
+    /// member's DID key, and the member must have that much room.
+    pub fn grant_allowance(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        device: &Did,
+        unit: &str,
+        amount: i64,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        if amount <= 0 {
+            return Err(LedgerError::NotPositive);
+        }
+        self.record(coop, signer, "allowance", None, |_| {
+            Ok(Body::Grant {
+                device: *device,
+                unit: unit.to_owned(),
+                amount,
+            })
+        })
+    }
+
+    /// Gives `amount` of the signer's unspent allowance in `unit` back to
+    /// its member's general credit.
+    pub fn release_allowance(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        unit: &str,
+        amount: i64,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        if amount <= 0 {
+            return Err(LedgerError::NotPositive);
+        }
+        self.record(coop, signer, "release", None, |_| {
+            Ok(Body::Release {
+                unit: unit.to_owned(),
+                amount,
+            })
+        })
+    }
+
+    /// A member's balance, credit limit and available amount in every unit
+    /// of the co-op's policy.
+    pub fn position(&self, coop: &DocId, member: &Did) -> Result<Vec<UnitPosition>, LedgerError> {
+        self.with_ledger(coop, |ledger, doc| ledger.position(doc, member))
+    }
+
+    /// An entry and its status.
+    pub fn entry(
+        &self,
+        coop: &DocId,
+        id: &EntryId,
+    ) -> Result<Option<(SignedEntry, Status)>, LedgerError> {
+        self.with_fold(coop, |ledger| ledger.entry(id))
+    }
+
+    /// The co-op's ledger heads.
+    pub fn ledger_heads(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
+        self.with_fold(coop, Ledger::heads)
+    }
+
+    /// Every entry's id, in fold order (parents first).
+    pub fn entry_ids(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
+        self.with_fold(coop, Ledger::entry_ids)
+    }
+
+    /// One entry's canonical encoding.
+    pub fn entry_bytes(&self, coop: &DocId, id: &EntryId) -> Result<Option<Vec<u8>>, LedgerError> {
+        self.with_fold(coop, |ledger| ledger.entry_bytes(id))
+    }
+
+    /// Whether this node holds `id`, stored or waiting.
+    pub fn has_entry(&self, coop: &DocId, id: &EntryId) -> Result<bool, LedgerError> {
+        self.with_fold(coop, |ledger| ledger.has_entry(id))
+    }
+
+    /// The parents that waiting entries name and this node does not hold:
+    /// what to ask peers for.
+    pub fn missing_parents(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
+        self.with_fold(coop, Ledger::missing_parents)
+    }
+
+    /// Every entry, encoded, in fold order (parents first).
+    pub fn entries(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, LedgerError> {
+        self.with_fold(coop, Ledger::entries)
+    }
+
+    /// A trial balance: every non-zero account balance, and the sum per unit
+    /// (always zero).
+    pub fn trial_balance(&self, coop: &DocId) -> Result<TrialBalance, LedgerError> {
+        self.with_fold(coop, Ledger::trial_balance)
+    }
+
+    /// The trial balance of the ledger as it stood at `heads`: the entries
+    /// those heads name and their ancestors, folded alone.
+    pub fn trial_balance_at(
+        &self,
+        coop: &DocId,
+        heads: &[EntryId],
+    ) -> Result<TrialBalance, LedgerError> {
+        let decisions = self.decisions(*coop);
+        self.with_fold(coop, |ledger| ledger.trial_balance_at(heads, &decisions))
+    }
+
+    /// The entries that touch `account`, in fold order, `limit` at a time
+    /// (1 to [`crate::ledger::MAX_PAGE`]): the page after the entry `after`,
+    /// and the cursor of the next page. Fold order is the same on every
+    /// replica; an entry that arrives late with an earlier place shows up
+    /// when paging again.
+    pub fn history(
+        &self,
+        coop: &DocId,
+        account: Account,
+        after: Option<EntryId>,
+        limit: usize,
+    ) -> Result<HistoryPage, LedgerError> {
+        self.with_fold(coop, |ledger| ledger.history(account, after, limit))
+    }
+
+    /// The entries that cite decision receipt `decision`, in fold order.
+    pub fn entries_by_decision(
+        &self,
+        coop: &DocId,
+        decision: &[u8; 32],
+    ) -> Result<Vec<HistoryItem>, LedgerError> {
+        self.with_fold(coop, |ledger| ledger.entries_by_decision(decision))
+    }
+}
