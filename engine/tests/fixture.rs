@@ -136,7 +136,9 @@ fn ledger_answers(engine: &Engine, coop: &DocId) -> Value {
                 .expect("hex")
                 .try_into()
                 .expect("32 bytes");
-            let by_decision = engine.entries_by_decision(coop, &hash).expect("by decision");
+            let by_decision = engine
+                .entries_by_decision(coop, &hash)
+                .expect("by decision");
             json!({
                 "trace": engine.trace(coop, &hash).expect("trace"),
                 "by_decision": by_decision,

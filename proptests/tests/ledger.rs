@@ -196,7 +196,7 @@ proptest! {
                 // Two credits of i64::MAX cannot be summed in 64 bits.
                 let carol = keypair(4);
                 *postings = vec![posting(&alice, -1), posting(&bob, i64::MAX), posting(&carol, i64::MAX)];
-                icn_schemas::ledger::sort_postings(&mut postings);
+                icn_schemas::ledger::sort_postings(postings);
             }
             Forgery::DebitsAnother => postings.iter_mut().for_each(|p| p.amount = -p.amount),
             Forgery::Stranger => {
@@ -206,7 +206,7 @@ proptest! {
                 signer = stranger.clone();
                 let Body::Transfer { postings, .. } = &mut entry.body else { unreachable!("a transfer") };
                 *postings = vec![posting(&stranger, -amount), posting(&bob, amount)];
-                icn_schemas::ledger::sort_postings(&mut postings);
+                icn_schemas::ledger::sort_postings(postings);
             }
             Forgery::FlipByte(_) | Forgery::RemovedMember => {}
         }

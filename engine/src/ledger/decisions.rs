@@ -127,4 +127,3 @@ impl Decisions for DocDecisions<'_> {
         cache.get(domain)?.get(receipt).cloned()
     }
 }
-

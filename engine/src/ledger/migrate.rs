@@ -47,7 +47,9 @@ pub(crate) fn fold_v1_entries(
             },
             treasury: e.entry.decision.and_then(|_| coop::treasury_domain(r)),
         };
-        ledger.fold_mut().insert(id, &e, &bytes, judged, decisions)?;
+        ledger
+            .fold_mut()
+            .insert(id, &e, &bytes, judged, decisions)?;
     }
     ledger.commit()
 }

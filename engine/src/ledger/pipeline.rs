@@ -339,7 +339,11 @@ impl Ledger {
     pub(crate) fn is_current(&self, view: &View<'_>, entry: &Entry) -> Result<bool, StorageError> {
         let coop_heads = view.doc.get_heads();
         Ok(entry.coop_heads.len() == coop_heads.len()
-            && entry.coop_heads.iter().zip(&coop_heads).all(|(a, b)| *a == b.0)
+            && entry
+                .coop_heads
+                .iter()
+                .zip(&coop_heads)
+                .all(|(a, b)| *a == b.0)
             && entry.parents == self.fold.heads()?)
     }
 
@@ -354,7 +358,14 @@ impl Ledger {
         let bytes = signed.encode()?;
         let id = EntryId(*blake3::hash(&bytes).as_bytes());
         let mut lookups = Lookups::default();
-        let judged = match self.judge(view, &mut lookups, &signed, &id, Origin::Local, &HashSet::new())? {
+        let judged = match self.judge(
+            view,
+            &mut lookups,
+            &signed,
+            &id,
+            Origin::Local,
+            &HashSet::new(),
+        )? {
             Err(refusal) => return Err(refusal.into()),
             Ok(Verdict::Ready(judged)) => judged,
             // Drafted on heads this node holds, at a time that makes its

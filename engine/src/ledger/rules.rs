@@ -327,4 +327,3 @@ fn check_body(
     }
     Ok(limits)
 }
-

@@ -171,7 +171,9 @@ impl Conflict {
                 tag::ALLOWANCE_REQUIRED,
                 postcard::to_stdvec(&(did_bytes(account), unit)),
             ),
-            Conflict::Frozen { account } => (tag::FROZEN, postcard::to_stdvec(&(did_bytes(account),))),
+            Conflict::Frozen { account } => {
+                (tag::FROZEN, postcard::to_stdvec(&(did_bytes(account),)))
+            }
             Conflict::Overflow { account, unit } => {
                 (tag::OVERFLOW, postcard::to_stdvec(&(account, unit)))
             }
@@ -400,7 +402,10 @@ mod tests {
                 unit: "hours".into()
             }
         );
-        assert!(Conflict::decode(&[0x7f, 1, 2]).is_err(), "an unknown tag is corrupt");
+        assert!(
+            Conflict::decode(&[0x7f, 1, 2]).is_err(),
+            "an unknown tag is corrupt"
+        );
         assert!(Conflict::decode(&[]).is_err());
     }
 }

@@ -186,7 +186,12 @@ impl Fold {
     /// Whether a general debit of `member`'s `unit` by another key, with id
     /// `id`, is concurrent with a grant: some grant of the member and unit
     /// does not descend from it.
-    fn needs_allowance(&self, id: &EntryId, member: &Did, unit: &str) -> Result<bool, StorageError> {
+    fn needs_allowance(
+        &self,
+        id: &EntryId,
+        member: &Did,
+        unit: &str,
+    ) -> Result<bool, StorageError> {
         Ok(self
             .grants(member, unit)?
             .iter()
