@@ -340,7 +340,56 @@ fn ledger(c: &mut Criterion) {
             start.elapsed()
         })
     });
+
+    // Eight co-ops on one node, one writer each: no co-op waits for
+    // another's ledger.
+    let coops: Vec<DocId> = (0..writers).map(|k| bench_coop(&node, k)).collect();
+    g.throughput(Throughput::Elements(writers));
+    g.bench_function("settle_durable_8_coops_8_writers", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            std::thread::scope(|s| {
+                for (w, coop) in coops.iter().enumerate() {
+                    let engine = &node.engine;
+                    s.spawn(move || {
+                        let (from, to) = (2 + w as u64 % 4, 2 + (w as u64 + 1) % 4);
+                        let settle = Settle {
+                            to: keypair(to).did(),
+                            amount: 1,
+                            unit: "hours".into(),
+                            memo: String::new(),
+                        };
+                        for _ in 0..iters {
+                            engine
+                                .settle(coop, &Signer::Device(keypair(from)), &settle)
+                                .expect("settle");
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
     g.finish();
+}
+
+/// Another co-op on `node` (its slug numbered `k`), with members 2..=5 whose
+/// limits are high enough for any bench.
+fn bench_coop(node: &TestNode, k: u64) -> DocId {
+    let admin = Signer::Device(keypair(1));
+    let mut new = new_coop(&keypair(1));
+    new.id = format!("bench-coop-{k}");
+    let id = node.engine.create_coop(&admin, &new).expect("co-op");
+    node.engine
+        .write(&id, &admin, |tx| {
+            for seed in 2..=5u64 {
+                coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)?;
+                coop::set_credit_limit(tx, &keypair(seed).did(), 1 << 40)?;
+            }
+            Ok(())
+        })
+        .expect("members");
+    id
 }
 
 // criterion's macros generate undocumented public functions.

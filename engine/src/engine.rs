@@ -125,6 +125,10 @@ pub enum Committed {
 
 type Listener = Arc<dyn Fn(&Committed) + Send + Sync>;
 
+/// A commit listener, as [`Engine::on_commit`] registered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerId(u64);
+
 pub(crate) struct DocState {
     pub(crate) doc: Automerge,
     since_snapshot: u64,
@@ -152,8 +156,10 @@ struct Inner {
     /// The key this node executes decisions and records due closes with,
     /// when it has one (`Engine::set_executor`).
     executor: Mutex<Option<Signer>>,
-    /// Called after every durable commit ([`Engine::on_commit`]).
-    listeners: RwLock<Vec<Listener>>,
+    /// Called after every durable commit ([`Engine::on_commit`]), by id.
+    listeners: RwLock<Vec<(ListenerId, Listener)>>,
+    /// The id the next listener gets.
+    next_listener: std::sync::atomic::AtomicU64,
 }
 
 fn now_secs() -> i64 {
@@ -220,6 +226,7 @@ impl Engine {
                 policies: crate::policy::Policies::new().map_err(OpenError::Wasm)?,
                 executor: Mutex::new(None),
                 listeners: RwLock::new(Vec::new()),
+                next_listener: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -481,12 +488,30 @@ impl Engine {
 
     /// Calls `f` after every commit, once it is durable, from the thread
     /// that committed: `f` must return quickly (send to a channel, say).
-    pub fn on_commit(&self, f: impl Fn(&Committed) + Send + Sync + 'static) {
+    /// Returns an id that [`Engine::remove_listener`] takes; a listener that
+    /// is never removed lives as long as the engine.
+    pub fn on_commit(&self, f: impl Fn(&Committed) + Send + Sync + 'static) -> ListenerId {
+        let id = ListenerId(
+            self.inner
+                .next_listener
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
         self.inner
             .listeners
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::new(f));
+            .push((id, Arc::new(f)));
+        id
+    }
+
+    /// Stops calling the listener `id`. A commit notifying listeners as
+    /// this returns may still call it once.
+    pub fn remove_listener(&self, id: ListenerId) {
+        self.inner
+            .listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(l, _)| *l != id);
     }
 
     fn notify_doc(&self, id: &DocId) {
@@ -502,7 +527,7 @@ impl Engine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for f in listeners {
+        for (_, f) in listeners {
             f(&event);
         }
     }

@@ -1378,3 +1378,41 @@ fn refused_or_denied(d: &Dom, change: SignedChange) {
     ));
     assert_eq!(d.proposal("p1").state, ProposalState::Open);
 }
+
+#[test]
+fn a_removed_commit_listener_hears_no_more_commits() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let node = TestNode::new();
+    let admin = keypair(1);
+    let (kept, removed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let k = kept.clone();
+    node.engine.on_commit(move |_| {
+        k.fetch_add(1, Ordering::SeqCst);
+    });
+    let r = removed.clone();
+    let id = node.engine.on_commit(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    let coop = node
+        .engine
+        .create_coop(&dev(&admin), &new_coop(&admin))
+        .expect("create");
+    assert_eq!(removed.load(Ordering::SeqCst), 1);
+    node.engine.remove_listener(id);
+    node.engine
+        .write(&coop, &dev(&admin), |tx| {
+            coop::add_member(tx, &keypair(2).did(), Role::Member, 1)
+        })
+        .expect("member");
+    assert_eq!(
+        removed.load(Ordering::SeqCst),
+        1,
+        "removed: heard nothing more"
+    );
+    assert_eq!(
+        kept.load(Ordering::SeqCst),
+        2,
+        "the other listener still hears"
+    );
+}

@@ -48,6 +48,7 @@ pub mod delegation;
 mod did;
 pub mod document;
 pub mod domain;
+mod governance;
 pub mod ledger;
 pub mod tally;
 

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use crate::did::Did;
 use crate::document::DocId;
-use crate::domain::{Choice, DomainMember, Method, ProposalState, Rules, Vote};
+use crate::governance::{Choice, DomainMember, Method, ProposalState, Rules, Vote};
 
 /// Weights counted at a close.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -247,7 +247,7 @@ impl DecisionReceipt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DomainRole;
+    use crate::governance::DomainRole;
 
     fn member(seed: u8, weight: i64, active: bool) -> DomainMember {
         DomainMember {

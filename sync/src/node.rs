@@ -6,18 +6,29 @@
 //! writing run as their own tasks, so a side busy sending a long catch-up
 //! keeps reading what the other side sends, and neither can block the
 //! other.
+//!
+//! **Tasks.** The node owns every task it starts (accepting, dialing, one
+//! per session, a reader and a writer per session) in one [`TaskTracker`],
+//! and stops them with one [`CancellationToken`]. A session's reader and
+//! writer are held in [`AbortOnDropHandle`]s, so they never outlive their
+//! session. [`SyncNode::shutdown`] runs in this order: stop accepting and
+//! dialing and tell sessions to end (cancel the token); let sessions send
+//! what they queued and close their connections (wait for the tracker);
+//! close the endpoint; stop hearing the engine's commits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use icn_engine::{Committed, Engine, Keypair};
+use icn_engine::{Committed, Engine, Keypair, ListenerId};
 use icn_schemas::Did;
 use iroh::endpoint::{Connection, PortmapperConfig, RecvStream, SendStream, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::session::{Session, SessionError};
 use crate::wire::{ALPN, Frame, FrameError, MAX_FRAME_BYTES};
@@ -42,6 +53,14 @@ const MAX_SESSIONS: usize = 4096;
 /// Redial delays: from the first to the longest.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How long a session's writer has to send what it queued when the session
+/// ends.
+const WRITER_FLUSH: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for sessions to flush before it closes the
+/// endpoint under them.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(10);
 
 /// How the node's endpoint is set up.
 #[derive(Debug, Clone)]
@@ -112,30 +131,19 @@ struct Inner {
     next_session: AtomicU64,
     hello_timeout: Duration,
     metrics: Metrics,
-    shutdown: watch::Sender<bool>,
-    /// Tasks still running (accepting, dialing, sessions): shutdown waits
-    /// for them, so that the engine is released when it returns.
-    tasks: AtomicUsize,
+    /// Cancelled when the node shuts down: every task watches it.
+    cancel: CancellationToken,
+    /// Every task the node started; shutdown waits for them, so that the
+    /// engine is released when it returns.
+    tasks: TaskTracker,
+    /// The engine listener that feeds live sessions.
+    listener: Mutex<Option<ListenerId>>,
 }
 
-/// Counts a running task for as long as it lives.
-struct TaskGuard(SyncNode);
-
-impl TaskGuard {
-    fn new(node: &SyncNode) -> TaskGuard {
-        node.inner.tasks.fetch_add(1, Ordering::SeqCst);
-        TaskGuard(node.clone())
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.inner.tasks.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A running sync node. Cheap to clone.
+/// A running sync node. Cheap to clone; clones share the node. Dropping the
+/// handles does not stop it: call [`SyncNode::shutdown`].
 #[derive(Clone)]
+#[must_use = "a sync node runs until shutdown() is called"]
 pub struct SyncNode {
     inner: Arc<Inner>,
 }
@@ -164,7 +172,6 @@ impl SyncNode {
             .bind()
             .await
             .map_err(|e| NodeError::Bind(e.to_string()))?;
-        let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             endpoint,
             engine: engine.clone(),
@@ -173,22 +180,23 @@ impl SyncNode {
             next_session: AtomicU64::new(0),
             hello_timeout: config.hello_timeout,
             metrics: Metrics::default(),
-            shutdown,
-            tasks: AtomicUsize::new(0),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            listener: Mutex::new(None),
         });
         // Every commit goes to every live session; the session decides
         // whether its peer may have it.
         let weak: Weak<Inner> = Arc::downgrade(&inner);
-        engine.on_commit(move |event| {
+        let listener = engine.on_commit(move |event| {
             if let Some(inner) = weak.upgrade() {
                 for live in inner.sessions().values() {
                     let _ = live.events.send(event.clone());
                 }
             }
         });
+        *inner.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
         let node = SyncNode { inner };
-        let guard = TaskGuard::new(&node);
-        tokio::spawn(async move { guard.0.clone().accept_loop().await });
+        node.inner.tasks.spawn(node.clone().accept_loop());
         Ok(node)
     }
 
@@ -221,32 +229,52 @@ impl SyncNode {
         let key = iroh::PublicKey::from_bytes(peer.as_bytes())
             .map_err(|e| NodeError::BadPeer(e.to_string()))?;
         let target = EndpointAddr::new(key).with_ip_addr(addr);
-        let guard = TaskGuard::new(self);
-        tokio::spawn(async move { guard.0.clone().dial_loop(peer, target).await });
+        self.inner.tasks.spawn(self.clone().dial_loop(peer, target));
         Ok(())
     }
 
-    /// Stops every session, closes the endpoint, and returns once every
-    /// task of the node has ended (at most a few seconds).
+    /// Stops the node and returns once every task it started has ended.
+    /// In order: stop accepting and dialing and tell every session to end;
+    /// let sessions send what they queued (each has a few seconds) and
+    /// close their connections; close the endpoint; stop hearing commits.
+    /// Calling it again does nothing more.
     pub async fn shutdown(&self) {
-        let _ = self.inner.shutdown.send(true);
+        self.inner.cancel.cancel();
+        self.inner.tasks.close();
+        // Sessions flush within their writer's deadline; past this, closing
+        // the endpoint makes whatever still waits on the network fail.
+        let flushed = tokio::time::timeout(SHUTDOWN_FLUSH, self.inner.tasks.wait())
+            .await
+            .is_ok();
+        if !flushed {
+            tracing::warn!(
+                "sync tasks still running after {SHUTDOWN_FLUSH:?}; closing the endpoint under them"
+            );
+        }
         self.inner.endpoint.close().await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.inner.tasks.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        self.inner.tasks.wait().await;
+        let listener = self
+            .inner
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(id) = listener {
+            self.inner.engine.remove_listener(id);
         }
     }
 
     async fn dial_loop(self, peer: Did, target: EndpointAddr) {
-        let mut shutdown = self.inner.shutdown.subscribe();
+        let cancel = self.inner.cancel.clone();
         let mut delay = BACKOFF_FIRST;
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
+        while !cancel.is_cancelled() {
             if !self.peers().contains(&peer) {
                 let started = Instant::now();
-                match self.inner.endpoint.connect(target.clone(), ALPN).await {
+                let connected = tokio::select! {
+                    c = self.inner.endpoint.connect(target.clone(), ALPN) => c,
+                    () = cancel.cancelled() => return,
+                };
+                match connected {
                     Ok(conn) => {
                         self.run(conn, true).await;
                         if started.elapsed() > Duration::from_secs(10) {
@@ -257,28 +285,30 @@ impl SyncNode {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
+                () = tokio::time::sleep(delay) => {}
+                () = cancel.cancelled() => return,
             }
             delay = (delay * 2).min(BACKOFF_MAX);
         }
     }
 
     async fn accept_loop(self) {
-        let mut shutdown = self.inner.shutdown.subscribe();
+        let cancel = self.inner.cancel.clone();
         loop {
             let incoming = tokio::select! {
                 i = self.inner.endpoint.accept() => i,
-                _ = shutdown.changed() => return,
+                () = cancel.cancelled() => return,
             };
             let Some(incoming) = incoming else {
                 return; // The endpoint closed.
             };
-            let guard = TaskGuard::new(&self);
-            tokio::spawn(async move {
-                let node = guard.0.clone();
+            let node = self.clone();
+            self.inner.tasks.spawn(async move {
                 let conn = match incoming.accept() {
-                    Ok(accepting) => accepting.await.map_err(|e| e.to_string()),
+                    Ok(accepting) => tokio::select! {
+                        c = accepting => c.map_err(|e| e.to_string()),
+                        () = node.inner.cancel.cancelled() => return,
+                    },
                     Err(e) => Err(e.to_string()),
                 };
                 match conn {
@@ -370,10 +400,19 @@ impl SyncNode {
         let session = Arc::new(Mutex::new(session));
         // Few frames wait decoded: each may be 16 MiB.
         let (frames_tx, mut frames) = mpsc::channel(2);
-        let reader = tokio::spawn(read_frames(recv, frames_tx, self.clone()));
+        // Both abort when dropped: they never outlive the session.
+        let reader = AbortOnDropHandle::new(self.inner.tasks.spawn(read_frames(
+            recv,
+            frames_tx,
+            self.clone(),
+        )));
         let (wire_tx, wire_rx) = mpsc::channel::<Vec<u8>>(4);
-        let writer = tokio::spawn(write_frames(send, wire_rx, self.clone()));
-        let mut shutdown = self.inner.shutdown.subscribe();
+        let mut writer = AbortOnDropHandle::new(self.inner.tasks.spawn(write_frames(
+            send,
+            wire_rx,
+            self.clone(),
+        )));
+        let cancel = self.inner.cancel.clone();
         let mut faults_seen = 0;
         let hello_by = tokio::time::Instant::now() + self.inner.hello_timeout;
         let result = loop {
@@ -382,7 +421,7 @@ impl SyncNode {
                 (s.has_output(), s.greeted())
             };
             let step = tokio::select! {
-                _ = shutdown.changed() => break Ok(()),
+                () = cancel.cancelled() => break Ok(()),
                 _ = tokio::time::sleep_until(hello_by), if !greeted => {
                     self.inner.metrics.faults.fetch_add(1, Ordering::Relaxed);
                     self.inner.metrics.peers_disconnected.fetch_add(1, Ordering::Relaxed);
@@ -433,15 +472,9 @@ impl SyncNode {
         reader.abort();
         let _ = reader.await;
         drop(wire_tx);
-        // Let what is queued go out before the connection closes.
-        let mut writer = writer;
-        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
-            .await
-            .is_err()
-        {
-            writer.abort();
-            let _ = writer.await;
-        }
+        // Let what is queued go out before the connection closes; the
+        // writer is aborted when dropped if it takes longer.
+        let _ = tokio::time::timeout(WRITER_FLUSH, &mut writer).await;
         let stats = lock(&session).stats().clone();
         let m = &self.inner.metrics;
         m.changes_in.fetch_add(stats.changes_in, Ordering::Relaxed);

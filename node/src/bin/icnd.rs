@@ -22,6 +22,8 @@ use icn_node::config::{Config, DEFAULT_LISTEN_ADDR, PeerAddr};
 use icn_node::control::Request;
 use icn_schemas::{Did, DocKind};
 use icn_sync::{NodeConfig, SyncNode};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The deployment guide's Prometheus port.
 const DEFAULT_METRICS_PORT: u16 = 9100;
@@ -65,19 +67,59 @@ impl Dialer {
     }
 }
 
-/// Runs `work` on the engine now and every `period`, off the async threads.
-fn every(period: Duration, engine: Engine, work: impl Fn(&Engine) + Send + Sync + 'static) {
-    let work = Arc::new(work);
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(period);
-        loop {
-            ticks.tick().await;
-            let (engine, work) = (engine.clone(), work.clone());
-            if let Err(e) = tokio::task::spawn_blocking(move || work(&engine)).await {
-                tracing::warn!(error = %e, "a periodic task failed");
+/// What the daemon runs besides sync and the gateway (periodic engine work,
+/// the control socket, the metrics endpoint): one tracker owns the tasks,
+/// one token stops them, and shutdown waits for them before it releases the
+/// engine.
+#[derive(Clone, Default)]
+struct Tasks {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Tasks {
+    /// Runs `work` on the engine now and every `period`, off the async
+    /// threads, until shutdown. A run in progress finishes.
+    fn every(
+        &self,
+        period: Duration,
+        engine: Engine,
+        work: impl Fn(&Engine) + Send + Sync + 'static,
+    ) {
+        let work = Arc::new(work);
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = cancel.cancelled() => return,
+                }
+                let (engine, work) = (engine.clone(), work.clone());
+                if let Err(e) = tokio::task::spawn_blocking(move || work(&engine)).await {
+                    tracing::warn!(error = %e, "a periodic task failed");
+                }
             }
-        }
-    });
+        });
+    }
+
+    /// Runs `task` until it ends or shutdown begins.
+    fn until_shutdown(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+
+    /// Stops every task and waits for them.
+    async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
 }
 
 /// Answers `icnctl` on the control socket.
@@ -283,7 +325,8 @@ async fn main() -> Result<()> {
     // The node's key records the closes that fall due and executes the
     // accepted decisions it learns of (docs/governance.md).
     engine.set_executor(icn_engine::Signer::Device(identity.clone()));
-    every(Duration::from_secs(30), engine.clone(), |engine| {
+    let tasks = Tasks::default();
+    tasks.every(Duration::from_secs(30), engine.clone(), |engine| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -320,7 +363,7 @@ async fn main() -> Result<()> {
     {
         let control = control_handler(engine.clone(), dialer.clone());
         let dir = data_dir.clone();
-        tokio::spawn(async move {
+        tasks.until_shutdown(async move {
             if let Err(e) = icn_node::control::serve(&dir, control).await {
                 tracing::warn!(error = %e, "the control socket stopped");
             }
@@ -328,7 +371,7 @@ async fn main() -> Result<()> {
     }
     // Relays registered in the co-ops this node holds, now and as they change.
     let relays = dialer.clone();
-    every(Duration::from_secs(60), engine.clone(), move |engine| {
+    tasks.every(Duration::from_secs(60), engine.clone(), move |engine| {
         for (did, addr) in registered_relays(engine) {
             relays.dial(did, addr);
         }
@@ -363,8 +406,12 @@ async fn main() -> Result<()> {
     let metrics = icn_gateway::metrics::router(move || {
         gw_metrics.render() + &sync_metrics(&sync_for_metrics)
     });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(metrics_listener, metrics).await {
+    let stop_metrics = tasks.cancel.clone();
+    tasks.tracker.spawn(async move {
+        let served = axum::serve(metrics_listener, metrics)
+            .with_graceful_shutdown(stop_metrics.cancelled_owned())
+            .await;
+        if let Err(e) = served {
             tracing::warn!(error = %e, "the metrics endpoint stopped");
         }
     });
@@ -383,6 +430,10 @@ async fn main() -> Result<()> {
         tracing::info!("gateway disabled");
         shutdown_signal().await;
     }
+    // The gateway has stopped taking requests. Then: the daemon's own tasks
+    // (periodic work finishes its run), sync (sessions flush, then the
+    // endpoint closes), and only then the control socket file goes.
+    tasks.shutdown().await;
     sync.shutdown().await;
     let _ = std::fs::remove_file(icn_node::control::socket_path(&data_dir));
 
