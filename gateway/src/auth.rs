@@ -320,6 +320,8 @@ pub fn delegation_hash(signed: &SignedDelegation) -> [u8; 32] {
 pub struct RateLimiter<K = Did> {
     burst: f64,
     per_second: f64,
+    /// The limits as configured, for the refusal to state.
+    limits: (u32, u32),
     buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
@@ -332,12 +334,14 @@ impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
         RateLimiter {
             burst: f64::from(burst.max(1)),
             per_second: f64::from(per_second.max(1)),
+            limits: (burst.max(1), per_second.max(1)),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Takes one token for `key`; `Err(seconds to wait)` when there is none.
-    pub fn take(&self, key: &K) -> Result<(), u64> {
+    /// Takes one token for `key`; refused, with how long to wait, when
+    /// there is none.
+    pub fn take(&self, key: &K) -> Result<(), Limited> {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_BUCKETS {
@@ -354,9 +358,25 @@ impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
             *tokens -= 1.0;
             Ok(())
         } else {
-            Err(((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64)
+            Err(Limited {
+                retry_after: ((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64,
+                burst: self.limits.0,
+                per_second: self.limits.1,
+            })
         }
     }
+}
+
+/// A request a [`RateLimiter`] refused: when to retry, and the limits it
+/// enforces, which the 429 states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// Seconds until a request would pass.
+    pub retry_after: u64,
+    /// Requests allowed at once.
+    pub burst: u32,
+    /// Requests allowed per second after the burst.
+    pub per_second: u32,
 }
 
 /// Parses a space- or comma-separated scope list; all scopes when empty.
@@ -483,7 +503,9 @@ mod tests {
         for _ in 0..100 {
             assert!(limiter.take(&did).is_ok());
         }
-        assert_eq!(limiter.take(&did), Err(1));
+        let refused = limiter.take(&did).expect_err("over the burst");
+        assert_eq!(refused.retry_after, 1);
+        assert_eq!((refused.burst, refused.per_second), (100, 10));
         assert!(limiter.take(&keypair(2).did()).is_ok(), "per DID");
     }
 }

@@ -65,14 +65,20 @@ impl AppError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
 
-    /// 429 with `Retry-After: seconds`.
-    pub fn too_many(retry_after: u64) -> Self {
+    /// 429 with `Retry-After: seconds`, stating the limits this node
+    /// enforces.
+    pub fn too_many(limited: crate::auth::Limited) -> Self {
+        let crate::auth::Limited {
+            retry_after,
+            burst,
+            per_second,
+        } = limited;
         AppError {
             retry_after: Some(retry_after),
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
-                    "rate limited: at most 10 requests per second after a burst of 100; retry in {retry_after} s"
+                    "rate limited: a burst of {burst} requests, then {per_second} per second; retry in {retry_after} s"
                 ),
             )
         }

@@ -699,7 +699,13 @@ async fn rate_limit_and_body_limit() {
     }
     let limited = api.get("/v1/gov/domains", &token).await;
     assert!(limited.headers.get(header::RETRY_AFTER).is_some());
-    limited.expect(429);
+    let refusal = limited.expect(429);
+    assert!(
+        refusal["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a burst of 5 requests, then 1 per second")),
+        "the 429 states the configured limits: {refusal}"
+    );
     // Another DID has its own bucket.
     let other = api.login(&keypair(2)).await;
     api.get("/v1/gov/domains", &other).await.expect(200);
