@@ -173,7 +173,7 @@ impl Engine {
                 )?;
             }
         }
-        for (key, value) in self.store().gateway_records(&[], None, usize::MAX)? {
+        for (key, value) in self.store().gateway_records()? {
             write_record(w, &Record::Gateway { key, value })?;
             counts.gateway += 1;
         }
@@ -233,7 +233,7 @@ impl Engine {
                     }
                 }
                 Record::Gateway { key, value } => {
-                    self.store().put_gateway_records(&[(key, value)])?;
+                    self.store().put_gateway_record(&(key, value))?;
                     taken.gateway += 1;
                 }
                 Record::End(counts) => break counts,
@@ -297,7 +297,7 @@ mod tests {
         }
         node.engine
             .store()
-            .put_gateway_records(&[(b"dx".to_vec(), b"y".to_vec())])
+            .put_gateway_record(&(b"dx".to_vec(), b"y".to_vec()))
             .expect("record");
         (node, coop_id)
     }
@@ -318,8 +318,8 @@ mod tests {
         let balances = |e: &Engine| e.trial_balance(&coop_id).expect("balance").accounts;
         assert_eq!(balances(&fresh.engine), balances(&node.engine));
         assert_eq!(
-            fresh.engine.store().gateway_record(b"dx").expect("read"),
-            Some(b"y".to_vec())
+            fresh.engine.store().gateway_records().expect("read"),
+            vec![(b"dx".to_vec(), b"y".to_vec())]
         );
         // It survives a restart of the restored node.
         let fresh = fresh.reopen();

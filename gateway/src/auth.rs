@@ -30,9 +30,6 @@ type HmacSha256 = Hmac<Sha256>;
 /// How long a challenge may wait for its signature.
 pub const CHALLENGE_SECONDS: u64 = 300;
 
-/// Record key prefix of stored delegations.
-const DELEGATION_TAG: u8 = b'd';
-
 /// The claims of the gateway's JWTs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Claims {
@@ -300,14 +297,6 @@ pub fn decode_signature(text: &str) -> Result<[u8; 64], AppError> {
     bytes
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .ok_or_else(|| AppError::bad_request("the signature must be 64 bytes in base64 or hex"))
-}
-
-/// The store key of a delegation with hash `hash`.
-pub fn delegation_key(hash: &[u8; 32]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(33);
-    key.push(DELEGATION_TAG);
-    key.extend_from_slice(hash);
-    key
 }
 
 /// The hash a delegation is stored under.

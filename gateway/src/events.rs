@@ -30,9 +30,6 @@ use tokio::sync::broadcast;
 
 use crate::auth::now_secs;
 
-const EVENT_TAG: u8 = b'e';
-const HEADS_TAG: u8 = b'h';
-
 /// Events a live subscriber may fall behind by before it re-reads the log.
 const LIVE_CAPACITY: usize = 4096;
 
@@ -73,30 +70,6 @@ impl Drop for EventsHandle {
     }
 }
 
-fn key(tag: u8, doc: &DocId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(41);
-    k.push(tag);
-    k.extend_from_slice(&doc.0);
-    k
-}
-
-fn event_key(coop: &DocId, seq: u64) -> Vec<u8> {
-    let mut k = key(EVENT_TAG, coop);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn heads_bytes(heads: &[ChangeHash]) -> Vec<u8> {
-    heads.iter().flat_map(|h| h.0).collect()
-}
-
-fn heads_from(bytes: &[u8]) -> Vec<ChangeHash> {
-    bytes
-        .chunks_exact(32)
-        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(ChangeHash))
-        .collect()
-}
-
 impl Events {
     /// Starts the writer: it first brings the logs up to date with the
     /// documents (a new log starts from the documents as they are), then
@@ -133,7 +106,7 @@ impl Events {
 
     fn run(&self, rx: mpsc::Receiver<Msg>) {
         for doc in self.engine.doc_ids() {
-            let stored = self.engine.store().gateway_record(&key(HEADS_TAG, &doc));
+            let stored = self.engine.store().event_heads(&doc);
             match stored {
                 Ok(Some(_)) => self.log_doc(&doc),
                 // A log that starts now starts from the document as it is.
@@ -163,8 +136,8 @@ impl Events {
 
     /// Logs what changed in `doc` since the heads the log covered.
     fn log_doc(&self, doc: &DocId) {
-        let before = match self.engine.store().gateway_record(&key(HEADS_TAG, doc)) {
-            Ok(b) => heads_from(&b.unwrap_or_default()),
+        let before: Vec<ChangeHash> = match self.engine.store().event_heads(doc) {
+            Ok(b) => b.unwrap_or_default().into_iter().map(ChangeHash).collect(),
             Err(e) => {
                 tracing::warn!(%doc, error = %e, "reading the event log");
                 return;
@@ -203,8 +176,9 @@ impl Events {
     ) {
         let mut records = Vec::new();
         let mut stored = Vec::new();
+        let logged = coop.filter(|_| !events.is_empty());
         let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(coop) = coop.filter(|_| !events.is_empty()) {
+        if let Some(coop) = logged {
             let mut seq = match last.get(&coop) {
                 Some(s) => *s,
                 None => match self.read_last_seq(&coop) {
@@ -219,15 +193,19 @@ impl Events {
             for (name, data) in events {
                 seq += 1;
                 let json = json!({"type": "Event", "seq": seq, "event": name, "coop_doc_id": coop.to_string(), "at": at, "data": data});
-                records.push((event_key(&coop, seq), json.to_string().into_bytes()));
+                records.push((seq, json.to_string().into_bytes()));
                 stored.push(Arc::new(Event { coop, seq, json }));
             }
             last.insert(coop, seq);
         }
-        if let Some((doc, heads)) = covered {
-            records.push((key(HEADS_TAG, &doc), heads_bytes(&heads)));
-        }
-        if let Err(e) = self.engine.store().put_gateway_records(&records) {
+        let covered: Option<(DocId, Vec<[u8; 32]>)> =
+            covered.map(|(doc, heads)| (doc, heads.iter().map(|h| h.0).collect()));
+        let written = self.engine.store().append_events(
+            logged.as_ref(),
+            &records,
+            covered.as_ref().map(|(doc, heads)| (doc, heads.as_slice())),
+        );
+        if let Err(e) = written {
             tracing::warn!(error = %e, "writing the event log");
             if let Some(coop) = coop {
                 last.remove(&coop);
@@ -241,13 +219,7 @@ impl Events {
     }
 
     fn read_last_seq(&self, coop: &DocId) -> Result<u64, icn_engine::StorageError> {
-        Ok(self
-            .engine
-            .store()
-            .last_gateway_record(&key(EVENT_TAG, coop))?
-            .and_then(|(k, _)| k.get(33..41).and_then(|s| s.try_into().ok()))
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
+        self.engine.store().last_event_seq(coop)
     }
 
     /// The last seq of `coop`'s log (0 when empty).
@@ -268,11 +240,7 @@ impl Events {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Value>, icn_engine::StorageError> {
-        let records = self.engine.store().gateway_records(
-            &key(EVENT_TAG, coop),
-            Some(&event_key(coop, after)),
-            limit,
-        )?;
+        let records = self.engine.store().events_after(coop, after, limit)?;
         Ok(records
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())

@@ -438,15 +438,9 @@ impl Gateway {
         if let Some(d) = cache.get(hash) {
             return Ok(Some(d.clone()));
         }
-        let Some(bytes) = self
-            .inner
-            .engine
-            .store()
-            .gateway_record(&auth::delegation_key(hash))?
-        else {
+        let Some(d) = self.inner.engine.store().delegation(hash)? else {
             return Ok(None);
         };
-        let d: SignedDelegation = postcard_decode(&bytes)?;
         // Bounded: a member who logs in again and again makes a new one
         // each time; the store keeps them all, the cache the recent ones.
         if cache.len() >= DELEGATION_CACHE {
@@ -459,10 +453,6 @@ impl Gateway {
 
 /// Delegations kept in memory before the cache starts over.
 const DELEGATION_CACHE: usize = 10_000;
-
-fn postcard_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    postcard::from_bytes(bytes).map_err(AppError::internal)
-}
 
 /// Who asks: a DID, and optionally the scopes wanted (default: all).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
@@ -560,11 +550,10 @@ async fn auth_verify(
         }
     };
     let hash = auth::delegation_hash(&signed);
-    let record = postcard::to_stdvec(&signed).map_err(AppError::internal)?;
     let engine = gw.inner.engine.clone();
     let fresh = blocking(move || {
         let store = engine.store();
-        let fresh = store.put_gateway_record_once(&auth::delegation_key(&hash), &record)?;
+        let fresh = store.put_delegation_once(&hash, &signed)?;
         store.make_durable()?;
         Ok(fresh)
     })

@@ -14,6 +14,11 @@
 //! | `gateway` | `e` ‖ co-op id (32) ‖ seq (u64 BE) | one WebSocket event of the co-op, JSON |
 //! | `gateway` | `h` ‖ doc id (32) | the document heads (32 bytes each) whose changes the event log has covered |
 //!
+//! The gateway reads and writes its records only through typed methods of
+//! [`crate::Store`] (`storage/gateway.rs`: `put_delegation_once`,
+//! `delegation`, `append_events`, `events_after`, `last_event_seq`,
+//! `event_heads`); no crate outside the engine builds a key of any tree.
+//!
 //! `seq` numbers a document's changes in the order this node stored them,
 //! which is always a causal order: a change is stored only once all its
 //! dependencies are.
@@ -103,6 +108,52 @@ pub(crate) fn snapshot_key(doc: &DocId, chunk: u32) -> [u8; 36] {
     key[..32].copy_from_slice(&doc.0);
     key[32..].copy_from_slice(&chunk.to_be_bytes());
     key
+}
+
+/// Row tags of the `gateway` tree, and its keys.
+pub(crate) mod gateway {
+    use icn_schemas::DocId;
+
+    pub(crate) const DELEGATION: u8 = b'd';
+    pub(crate) const EVENT: u8 = b'e';
+    pub(crate) const HEADS: u8 = b'h';
+
+    /// `d ‖ delegation hash`.
+    pub(crate) fn delegation_key(hash: &[u8; 32]) -> [u8; 33] {
+        let mut key = [0u8; 33];
+        key[0] = DELEGATION;
+        key[1..].copy_from_slice(hash);
+        key
+    }
+
+    /// `e ‖ co-op id`: the prefix of a co-op's event log.
+    pub(crate) fn events_prefix(coop: &DocId) -> [u8; 33] {
+        let mut key = [0u8; 33];
+        key[0] = EVENT;
+        key[1..].copy_from_slice(&coop.0);
+        key
+    }
+
+    /// `e ‖ co-op id ‖ seq`.
+    pub(crate) fn event_key(coop: &DocId, seq: u64) -> [u8; 41] {
+        let mut key = [0u8; 41];
+        key[..33].copy_from_slice(&events_prefix(coop));
+        key[33..].copy_from_slice(&seq.to_be_bytes());
+        key
+    }
+
+    /// The seq an event key ends in.
+    pub(crate) fn seq_of(key: &[u8]) -> Option<u64> {
+        key.get(33..41)?.try_into().ok().map(u64::from_be_bytes)
+    }
+
+    /// `h ‖ doc id`.
+    pub(crate) fn heads_key(doc: &DocId) -> [u8; 33] {
+        let mut key = [0u8; 33];
+        key[0] = HEADS;
+        key[1..].copy_from_slice(&doc.0);
+        key
+    }
 }
 
 /// Row tags of the `ledger` tree.

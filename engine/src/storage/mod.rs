@@ -8,6 +8,8 @@
 //! that queued behind the previous one.
 
 mod commit;
+mod gateway;
+pub use gateway::StoredEvent;
 pub mod layout;
 
 use std::fs::File;
@@ -95,14 +97,16 @@ struct Inner {
     ledger: sled::Tree,
     blobs: sled::Tree,
     peer_sync: sled::Tree,
+    /// The gateway's records, read and written only by `gateway.rs`.
     gateway: sled::Tree,
     /// Opened from a version 1 store whose ledger trees are not migrated yet.
     v1_ledger: bool,
     commit: GroupCommit,
 }
 
-/// A gateway record: its key and value.
-pub type Record = (Vec<u8>, Vec<u8>);
+/// A gateway record as stored: its key and value (a backup copies them as
+/// they are).
+pub(crate) type Record = (Vec<u8>, Vec<u8>);
 
 /// sled's page cache. Its default (1 GiB) is more than a member's phone can
 /// spare; what the engine reads often (recent entries, balances) fits well
@@ -446,72 +450,6 @@ impl Store {
             .peer_sync
             .insert(peer_doc_key(peer, doc), state)?;
         Ok(())
-    }
-
-    /// The gateway's record under `key` ([`layout`]: the delegations it
-    /// holds, its event log).
-    pub fn gateway_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.inner.gateway.get(key)?.map(|v| v.to_vec()))
-    }
-
-    /// Stores a gateway record if `key` holds none; returns `false` (and
-    /// changes nothing) when it already does. Not durable until
-    /// [`Store::make_durable`].
-    pub fn put_gateway_record_once(&self, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
-        let swapped =
-            self.inner
-                .gateway
-                .compare_and_swap(key, None as Option<&[u8]>, Some(value))?;
-        Ok(swapped.is_ok())
-    }
-
-    /// Stores gateway records, all or (after a crash) none. Not durable
-    /// until [`Store::make_durable`].
-    pub fn put_gateway_records(&self, records: &[Record]) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in records {
-            batch.insert(k.as_slice(), v.as_slice());
-        }
-        self.inner.gateway.apply_batch(batch)?;
-        Ok(())
-    }
-
-    /// The gateway records whose key starts with `prefix` and sorts after
-    /// `after` (all of them when `None`), in key order, at most `limit`.
-    pub fn gateway_records(
-        &self,
-        prefix: &[u8],
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<Record>, StorageError> {
-        let start = match after {
-            Some(a) => std::ops::Bound::Excluded(a.to_vec()),
-            None => std::ops::Bound::Included(prefix.to_vec()),
-        };
-        let mut out = Vec::new();
-        for kv in self
-            .inner
-            .gateway
-            .range::<Vec<u8>, _>((start, std::ops::Bound::Unbounded))
-        {
-            let (k, v) = kv?;
-            if !k.starts_with(prefix) || out.len() == limit {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// The last gateway record whose key starts with `prefix`.
-    pub fn last_gateway_record(&self, prefix: &[u8]) -> Result<Option<Record>, StorageError> {
-        Ok(self
-            .inner
-            .gateway
-            .scan_prefix(prefix)
-            .next_back()
-            .transpose()?
-            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     /// The tree holding every co-op's ledger ([`layout`]); the ledger's fold

@@ -1,0 +1,145 @@
+//! The gateway's records ([`super::layout`], tree `gateway`): the
+//! delegations members signed to log in, and each co-op's WebSocket event
+//! log with the document heads it covers. Only this file knows their keys.
+
+use icn_schemas::{DocId, SignedDelegation};
+
+use super::layout::gateway as keys;
+use super::{Record, StorageError, Store};
+
+fn corrupt(reason: impl ToString) -> StorageError {
+    StorageError::Corrupt {
+        tree: super::layout::GATEWAY,
+        reason: reason.to_string(),
+    }
+}
+
+/// An event of a co-op's log as stored: its seq and its JSON text.
+pub type StoredEvent = (u64, Vec<u8>);
+
+impl Store {
+    /// Stores the delegation `signed` under its hash, unless one is held
+    /// there already: then returns `false` and changes nothing. Not durable
+    /// until [`Store::make_durable`].
+    pub fn put_delegation_once(
+        &self,
+        hash: &[u8; 32],
+        signed: &SignedDelegation,
+    ) -> Result<bool, StorageError> {
+        let value = postcard::to_stdvec(signed).map_err(corrupt)?;
+        let swapped = self.inner.gateway.compare_and_swap(
+            keys::delegation_key(hash),
+            None as Option<&[u8]>,
+            Some(value),
+        )?;
+        Ok(swapped.is_ok())
+    }
+
+    /// The delegation stored under `hash`.
+    pub fn delegation(&self, hash: &[u8; 32]) -> Result<Option<SignedDelegation>, StorageError> {
+        self.inner
+            .gateway
+            .get(keys::delegation_key(hash))?
+            .map(|v| postcard::from_bytes(&v).map_err(corrupt))
+            .transpose()
+    }
+
+    /// Appends `events` (seq, JSON) to `coop`'s log and records the heads of
+    /// a document the log now covers, all or (after a crash) none. Not
+    /// durable until [`Store::make_durable`].
+    pub fn append_events(
+        &self,
+        coop: Option<&DocId>,
+        events: &[StoredEvent],
+        covered: Option<(&DocId, &[[u8; 32]])>,
+    ) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        if let Some(coop) = coop {
+            for (seq, json) in events {
+                batch.insert(&keys::event_key(coop, *seq)[..], json.as_slice());
+            }
+        }
+        if let Some((doc, heads)) = covered {
+            let bytes: Vec<u8> = heads.iter().flatten().copied().collect();
+            batch.insert(&keys::heads_key(doc)[..], bytes);
+        }
+        self.inner.gateway.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Up to `limit` events of `coop`'s log after seq `after`, in order.
+    pub fn events_after(
+        &self,
+        coop: &DocId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StorageError> {
+        let prefix = keys::events_prefix(coop);
+        let from = keys::event_key(coop, after);
+        let mut out = Vec::new();
+        for kv in self.inner.gateway.range::<&[u8], _>((
+            std::ops::Bound::Excluded(&from[..]),
+            std::ops::Bound::Unbounded,
+        )) {
+            let (k, v) = kv?;
+            if !k.starts_with(&prefix) || out.len() == limit {
+                break;
+            }
+            let seq = keys::seq_of(&k).ok_or_else(|| corrupt("an event key without a seq"))?;
+            out.push((seq, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last seq of `coop`'s log; 0 when it is empty.
+    pub fn last_event_seq(&self, coop: &DocId) -> Result<u64, StorageError> {
+        let last = self
+            .inner
+            .gateway
+            .scan_prefix(keys::events_prefix(coop))
+            .next_back()
+            .transpose()?;
+        match last {
+            None => Ok(0),
+            Some((k, _)) => keys::seq_of(&k).ok_or_else(|| corrupt("an event key without a seq")),
+        }
+    }
+
+    /// The heads of `doc` the event log covers; `None` before the log
+    /// first covered it.
+    pub fn event_heads(&self, doc: &DocId) -> Result<Option<Vec<[u8; 32]>>, StorageError> {
+        let Some(bytes) = self.inner.gateway.get(keys::heads_key(doc))? else {
+            return Ok(None);
+        };
+        if bytes.len() % 32 != 0 {
+            return Err(corrupt("covered heads are not 32-byte hashes"));
+        }
+        Ok(Some(
+            bytes
+                .chunks_exact(32)
+                .filter_map(|c| <[u8; 32]>::try_from(c).ok())
+                .collect(),
+        ))
+    }
+
+    /// Every gateway record as stored, for a backup.
+    pub(crate) fn gateway_records(&self) -> Result<Vec<Record>, StorageError> {
+        self.inner
+            .gateway
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Restores a backup's gateway record as it was stored. Not durable
+    /// until [`Store::make_durable`].
+    pub(crate) fn put_gateway_record(&self, (key, value): &Record) -> Result<(), StorageError> {
+        self.inner
+            .gateway
+            .insert(key.as_slice(), value.as_slice())?;
+        Ok(())
+    }
+}
