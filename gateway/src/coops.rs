@@ -12,8 +12,8 @@ use utoipa_axum::routes;
 
 use crate::auth::now_secs;
 use crate::error::AppError;
-use crate::ledger::coop_for;
 use crate::metrics::Metrics;
+use crate::scoped::{CoopAdmin, CoopRead, CoopWrite, Decided, InCoop};
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -146,17 +146,8 @@ async fn create(
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     responses((status = 200, description = "The co-op", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
-async fn get_coop(
-    State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
-) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::CoopRead)?;
-    blocking(move || {
-        let id = coop_for(&gw, &auth, &key)?;
-        Ok(Json(view(&id, &read(gw.engine(), &id)?)))
-    })
-    .await
+async fn get_coop(State(gw): State<Gateway>, c: InCoop<CoopRead>) -> Result<Json<Value>, AppError> {
+    blocking(move || Ok(Json(view(&c.id, &read(gw.engine(), &c.id)?)))).await
 }
 
 /// The fields to change.
@@ -178,13 +169,11 @@ struct UpdateRequest {
 )]
 async fn update(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
+    c: InCoop<CoopWrite>,
     Body(req): Body<UpdateRequest>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::CoopWrite)?;
+    let InCoop { auth, id, .. } = c;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &key)?;
         gw.engine().write(&id, &auth.signer(), |tx| {
             coop::set_profile(tx, req.name.as_deref(), req.description.as_deref())?;
             if let Some(limit) = req.default_credit_limit {
@@ -205,19 +194,10 @@ async fn update(
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     responses((status = 422, description = "A co-op's replicated history cannot be deleted; remove its members", body = crate::ErrorBody)),
 )]
-async fn delete(
-    State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
-) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::CoopAdmin)?;
-    blocking(move || {
-        coop_for(&gw, &auth, &key)?;
-        Err(AppError::unprocessable(
-            "a co-op cannot be deleted: its signed history and books are replicated on every member's device; remove its members instead (DELETE /v1/coops/{id}/members/{did})",
-        ))
-    })
-    .await
+async fn delete(_: InCoop<CoopAdmin>) -> Result<Json<Value>, AppError> {
+    Err(AppError::unprocessable(
+        "a co-op cannot be deleted: its signed history and books are replicated on every member's device; remove its members instead (DELETE /v1/coops/{id}/members/{did})",
+    ))
 }
 
 #[utoipa::path(
@@ -228,15 +208,9 @@ async fn delete(
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     responses((status = 200, description = "Its members", body = serde_json::Value)),
 )]
-async fn members(
-    State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
-) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::CoopRead)?;
+async fn members(State(gw): State<Gateway>, c: InCoop<CoopRead>) -> Result<Json<Value>, AppError> {
     blocking(move || {
-        let id = coop_for(&gw, &auth, &key)?;
-        let c = read(gw.engine(), &id)?;
+        let c = read(gw.engine(), &c.id)?;
         Ok(Json(json!(c.members.values().collect::<Vec<_>>())))
     })
     .await
@@ -261,14 +235,12 @@ struct MemberRequest {
 )]
 async fn add_member(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
+    c: InCoop<CoopAdmin>,
     Body(req): Body<MemberRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    auth.require(Scope::CoopAdmin)?;
+    let InCoop { auth, id, .. } = c;
     let did = parse_did(&req.did)?;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &key)?;
         let engine = gw.engine();
         if engine
             .read(&id, |r| {
@@ -318,10 +290,11 @@ fn member_of(engine: &Engine, id: &DocId, did: &icn_schemas::Did) -> Result<Valu
 )]
 async fn update_member(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path((key, did)): Path<(String, String)>,
+    c: InCoop<Decided>,
+    Path((_coop, did)): Path<(String, String)>,
     Body(req): Body<UpdateMemberRequest>,
 ) -> Result<Json<Value>, AppError> {
+    let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
     if did != auth.did || req.role.is_some() || req.credit_limit.is_some() {
         auth.require(Scope::CoopAdmin)?;
@@ -329,7 +302,6 @@ async fn update_member(
         auth.require(Scope::CoopWrite)?;
     }
     blocking(move || {
-        let id = coop_for(&gw, &auth, &key)?;
         let engine = gw.engine();
         member_of(engine, &id, &did)?;
         engine.write(&id, &auth.signer(), |tx| {
@@ -362,9 +334,10 @@ async fn update_member(
 )]
 async fn remove_member(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path((key, did)): Path<(String, String)>,
+    c: InCoop<Decided>,
+    Path((_coop, did)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
+    let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
     auth.require(if did == auth.did {
         Scope::CoopWrite
@@ -372,7 +345,6 @@ async fn remove_member(
         Scope::CoopAdmin
     })?;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &key)?;
         let engine = gw.engine();
         member_of(engine, &id, &did)?;
         engine.write(&id, &auth.signer(), |tx| {

@@ -5,15 +5,16 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use icn_engine::ledger::{Convert, Settle};
+use icn_schemas::DocId;
 use icn_schemas::ledger::{Account, EntryId};
-use icn_schemas::{DocId, DocKind, Scope};
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::{Auth, Body, Gateway, blocking, may_read, parse_did};
+use crate::scoped::{InCoop, LedgerRead, LedgerWrite};
+use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     OpenApiRouter::new()
@@ -56,9 +57,7 @@ async fn legacy_payment() -> AppError {
 
 /// The co-op `key` names, readable by `auth`.
 pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, AppError> {
-    let id = gw.index().resolve(DocKind::Coop, key)?;
-    may_read(gw.engine(), &id, &auth.did, &format!("co-op {key:?}"))?;
-    Ok(id)
+    crate::scoped::coop_id(gw, &auth.did, key)
 }
 
 #[utoipa::path(
@@ -71,16 +70,14 @@ pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, Ap
 )]
 async fn position(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path((coop, did)): Path<(String, String)>,
+    c: InCoop<LedgerRead>,
+    Path((_coop, did)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::LedgerRead)?;
     let member = parse_did(&did)?;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &coop)?;
-        let units = gw.engine().position(&id, &member)?;
+        let units = gw.engine().position(&c.id, &member)?;
         Ok(Json(json!({
-            "coop_id": coop,
+            "coop_id": c.key,
             "did": member,
             "positions": units,
         })))
@@ -122,15 +119,13 @@ fn own_account(auth: &Auth, from: Option<&str>) -> Result<(), AppError> {
 )]
 async fn settle(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(coop): Path<String>,
+    c: InCoop<LedgerWrite>,
     Body(req): Body<SettleRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    auth.require(Scope::LedgerWrite)?;
+    let InCoop { auth, id, .. } = c;
     own_account(&auth, req.from.as_deref())?;
     let to = parse_did(&req.to)?;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &coop)?;
         let settle = Settle {
             to,
             amount: req.amount,
@@ -176,15 +171,13 @@ struct ConvertRequest {
 )]
 async fn convert(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(coop): Path<String>,
+    c: InCoop<LedgerWrite>,
     Body(req): Body<ConvertRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    auth.require(Scope::LedgerWrite)?;
+    let InCoop { auth, id, .. } = c;
     own_account(&auth, req.from.as_deref())?;
     let to = req.to.as_deref().map(parse_did).transpose()?;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &coop)?;
         let convert = Convert {
             to,
             amount: req.amount,
@@ -228,13 +221,11 @@ struct HistoryQuery {
 )]
 async fn history(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(coop): Path<String>,
+    c: InCoop<LedgerRead>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::LedgerRead)?;
     let account = match q.account.as_deref() {
-        None => Account::Member(auth.did),
+        None => Account::Member(c.auth.did),
         Some("treasury") => Account::Treasury,
         Some(did) => Account::Member(parse_did(did)?),
     };
@@ -247,12 +238,11 @@ async fn history(
         })
         .transpose()?;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &coop)?;
         let page = gw
             .engine()
-            .history(&id, account, cursor, q.limit.unwrap_or(50))?;
+            .history(&c.id, account, cursor, q.limit.unwrap_or(50))?;
         Ok(Json(json!({
-            "coop_id": coop,
+            "coop_id": c.key,
             "account": account,
             "items": page.items,
             "next_cursor": page.next_cursor,
@@ -287,21 +277,18 @@ pub(crate) fn parse_hash(text: &str) -> Result<[u8; 32], AppError> {
 )]
 async fn by_decision(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(coop): Path<String>,
+    c: InCoop<LedgerRead>,
     Query(q): Query<DecisionQuery>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::LedgerRead)?;
     let hash = q
         .decision_hash
         .as_deref()
         .ok_or_else(|| AppError::bad_request("the decision_hash query parameter is required"))
         .and_then(parse_hash)?;
     blocking(move || {
-        let id = coop_for(&gw, &auth, &coop)?;
-        let items = gw.engine().entries_by_decision(&id, &hash)?;
+        let items = gw.engine().entries_by_decision(&c.id, &hash)?;
         Ok(Json(json!({
-            "coop_id": coop,
+            "coop_id": c.key,
             "decision_hash": hex::encode(hash),
             "items": items,
         })))

@@ -42,6 +42,7 @@ mod index;
 mod ledger;
 pub mod metrics;
 mod registry;
+mod scoped;
 mod ws;
 
 pub use error::{AppError, ErrorBody};

@@ -404,6 +404,9 @@ async fn coops_members_and_the_ledger() {
         .expect(409);
     api.get("/v1/coops/food-coop", &bob_token).await.expect(403);
     api.get("/v1/coops/no-such", &token).await.expect(404);
+    // A path that does not decode is refused as JSON, like every error.
+    api.get("/v1/coops/%FF", &token).await.expect(400);
+    api.get("/v1/ledger/%FF/history", &token).await.expect(400);
 
     let bob_did = bob.did().to_string();
     api.post(
