@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::now_secs;
 use crate::error::AppError;
 use crate::metrics::Metrics;
+use crate::scoped::{GovRead, GovWrite, InDomain};
 use crate::{Auth, Body, Gateway, blocking, may_read, optional_json, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -93,14 +94,7 @@ fn read_domain(engine: &Engine, id: &DocId) -> Result<Domain, AppError> {
 
 /// The domain `key` names, readable by `auth`.
 fn domain_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, AppError> {
-    let id = gw.index().resolve(DocKind::Domain, key)?;
-    may_read(
-        gw.engine(),
-        &id,
-        &auth.did,
-        &format!("governance domain {key:?}"),
-    )?;
-    Ok(id)
+    crate::scoped::domain_id(gw, &auth.did, key)
 }
 
 /// The domain of proposal `id`, readable by `auth`.
@@ -294,12 +288,10 @@ async fn create_domain(
 )]
 async fn get_domain(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
+    d: InDomain<GovRead>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::GovRead)?;
     blocking(move || {
-        let id = domain_for(&gw, &auth, &key)?;
+        let id = d.id;
         let d = read_domain(gw.engine(), &id)?;
         Ok(Json(domain_view(&gw, &id, &d)))
     })
@@ -316,13 +308,10 @@ async fn get_domain(
 )]
 async fn list_members(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
+    d: InDomain<GovRead>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::GovRead)?;
     blocking(move || {
-        let id = domain_for(&gw, &auth, &key)?;
-        let d = read_domain(gw.engine(), &id)?;
+        let d = read_domain(gw.engine(), &d.id)?;
         Ok(Json(json!(d.members.values().collect::<Vec<_>>())))
     })
     .await
@@ -339,14 +328,12 @@ async fn list_members(
 )]
 async fn add_member(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
+    d: InDomain<GovWrite>,
     Body(req): Body<MemberRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    auth.require(Scope::GovWrite)?;
+    let InDomain { auth, id, .. } = d;
     let (did, role, weight) = req.parse()?;
     blocking(move || {
-        let id = domain_for(&gw, &auth, &key)?;
         gw.engine().write(&id, &auth.signer(), |tx| {
             domain::add_member(tx, &did, role, weight)
         })?;
@@ -432,17 +419,11 @@ async fn list_proposals(
 )]
 async fn list_domain_proposals(
     State(gw): State<Gateway>,
-    auth: Auth,
-    Path(key): Path<String>,
+    d: InDomain<GovRead>,
     Query(filter): Query<ProposalFilter>,
 ) -> Result<Json<Value>, AppError> {
-    auth.require(Scope::GovRead)?;
     let state = parse_state(filter.state.as_deref())?;
-    blocking(move || {
-        let id = domain_for(&gw, &auth, &key)?;
-        Ok(Json(Value::Array(proposals_of(&gw, &[id], state))))
-    })
-    .await
+    blocking(move || Ok(Json(Value::Array(proposals_of(&gw, &[d.id], state))))).await
 }
 
 /// A new proposal: a `payload` (`{"type": "text", "body"}`, `budget`, `membership`, `config_change`, `freeze`, `unfreeze`), or `kind: "text"` with the description as its body.

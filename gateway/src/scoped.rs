@@ -1,7 +1,8 @@
-//! The preamble every co-op route shared, as one extractor: the caller's
-//! token, the scope the route needs, and the co-op its path names (`{id}`
-//! or `{coop}`, a name or a document id), resolved and readable by the
-//! caller. A handler that takes an [`InCoop`] starts where the rules do.
+//! The preamble every co-op and domain route shared, as one extractor: the
+//! caller's token, the scope the route needs, and the document its path
+//! names (`{id}`, `{coop}` or `{domain}`: a name or a document id),
+//! resolved and readable by the caller. A handler that takes an
+//! [`InCoop`] or an [`InDomain`] starts where the rules do.
 
 use std::marker::PhantomData;
 
@@ -40,22 +41,58 @@ scopes! {
     LedgerRead => Some(Scope::LedgerRead);
     /// `ledger:write`.
     LedgerWrite => Some(Scope::LedgerWrite);
+    /// `gov:read`.
+    GovRead => Some(Scope::GovRead);
+    /// `gov:write`.
+    GovWrite => Some(Scope::GovWrite);
     /// Any token: the handler requires a scope that depends on the request.
     Decided => None;
 }
 
-/// A request on one co-op by a caller holding scope `S`.
-pub(crate) struct InCoop<S> {
+/// A kind of document a route names in its path.
+pub(crate) trait Named {
+    /// Its kind.
+    const KIND: DocKind;
+    /// The path parameter that names it, besides `id`.
+    const PARAM: &'static str;
+    /// How a refusal names it.
+    const WHAT: &'static str;
+}
+
+/// A co-op document.
+pub(crate) enum CoopDoc {}
+impl Named for CoopDoc {
+    const KIND: DocKind = DocKind::Coop;
+    const PARAM: &'static str = "coop";
+    const WHAT: &'static str = "co-op";
+}
+
+/// A governance domain document.
+pub(crate) enum DomainDoc {}
+impl Named for DomainDoc {
+    const KIND: DocKind = DocKind::Domain;
+    const PARAM: &'static str = "domain";
+    const WHAT: &'static str = "governance domain";
+}
+
+/// A request on one document of kind `K` by a caller holding scope `S`.
+pub(crate) struct InDoc<K, S> {
     /// The caller.
     pub(crate) auth: Auth,
-    /// The co-op's document id.
+    /// The document's id.
     pub(crate) id: DocId,
     /// The name or id the path gave, as answers echo it.
     pub(crate) key: String,
-    scope: PhantomData<fn() -> S>,
+    marker: PhantomData<fn() -> (K, S)>,
 }
 
-impl<S: Needs> FromRequestParts<Gateway> for InCoop<S> {
+/// A request on one co-op.
+pub(crate) type InCoop<S> = InDoc<CoopDoc, S>;
+
+/// A request on one governance domain.
+pub(crate) type InDomain<S> = InDoc<DomainDoc, S>;
+
+impl<K: Named, S: Needs> FromRequestParts<Gateway> for InDoc<K, S> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, gw: &Gateway) -> Result<Self, AppError> {
@@ -68,23 +105,40 @@ impl<S: Needs> FromRequestParts<Gateway> for InCoop<S> {
             .map_err(|e| AppError::bad_request(e.body_text()))?;
         let key = params
             .iter()
-            .find(|(name, _)| matches!(*name, "id" | "coop"))
+            .find(|(name, _)| *name == "id" || *name == K::PARAM)
             .map(|(_, value)| value.to_owned())
-            .ok_or_else(|| AppError::internal("a co-op route names no co-op in its path"))?;
+            .ok_or_else(|| AppError::internal("a route names no document in its path"))?;
         let (gw, did, name) = (gw.clone(), auth.did, key.clone());
-        let id = blocking(move || coop_id(&gw, &did, &name)).await?;
-        Ok(InCoop {
+        let id = blocking(move || doc_id(&gw, K::KIND, K::WHAT, &did, &name)).await?;
+        Ok(InDoc {
             auth,
             id,
             key,
-            scope: PhantomData,
+            marker: PhantomData,
         })
     }
 }
 
+/// The document of `kind` named `key` (a name or a document id), if `did`
+/// may read it.
+fn doc_id(
+    gw: &Gateway,
+    kind: DocKind,
+    what: &str,
+    did: &Did,
+    key: &str,
+) -> Result<DocId, AppError> {
+    let id = gw.index().resolve(kind, key)?;
+    may_read(gw.engine(), &id, did, &format!("{what} {key:?}"))?;
+    Ok(id)
+}
+
 /// The co-op named `key` (a name or a document id), if `did` may read it.
 pub(crate) fn coop_id(gw: &Gateway, did: &Did, key: &str) -> Result<DocId, AppError> {
-    let id = gw.index().resolve(DocKind::Coop, key)?;
-    may_read(gw.engine(), &id, did, &format!("co-op {key:?}"))?;
-    Ok(id)
+    doc_id(gw, DocKind::Coop, CoopDoc::WHAT, did, key)
+}
+
+/// The domain named `key` (a name or a document id), if `did` may read it.
+pub(crate) fn domain_id(gw: &Gateway, did: &Did, key: &str) -> Result<DocId, AppError> {
+    doc_id(gw, DocKind::Domain, DomainDoc::WHAT, did, key)
 }
