@@ -64,6 +64,68 @@ impl Engine {
         self.store().put_blob(bytes)
     }
 
+    /// Opens draft proposal `id` of `domain` at `now` (unix seconds) for
+    /// `period` seconds (the domain's voting period when `None`). Refused
+    /// unless the proposal exists and is a draft, and the period is
+    /// positive; who may open it is the permission rules' to judge.
+    pub fn open_proposal(
+        &self,
+        domain: &DocId,
+        signer: &Signer,
+        id: &str,
+        now: i64,
+        period: Option<i64>,
+    ) -> Result<(), WriteError> {
+        self.write_with(domain, signer, |r, _, tx| {
+            let p = domain::Proposal::read(r, id)
+                .ok_or_else(|| SchemaError::Missing(format!("proposal {id}")))?;
+            if p.state != domain::ProposalState::Draft {
+                return Err(SchemaError::InvalidValue {
+                    field: "state",
+                    reason: format!("proposal {id} is {}, only a draft opens", p.state.as_str()),
+                });
+            }
+            let period = period.unwrap_or_else(|| domain::read_rules(r).voting_period_seconds);
+            if period <= 0 {
+                return Err(SchemaError::InvalidValue {
+                    field: "voting_period_seconds",
+                    reason: "must be positive".into(),
+                });
+            }
+            domain::open_proposal(tx, id, now, now.saturating_add(period))
+        })
+    }
+
+    /// Records `voter`'s vote on proposal `id` of `domain` at `at` (unix
+    /// seconds), replacing an earlier one. Refused unless the proposal
+    /// exists and is open.
+    #[allow(clippy::too_many_arguments)]
+    pub fn cast_vote(
+        &self,
+        domain: &DocId,
+        signer: &Signer,
+        id: &str,
+        voter: &Did,
+        choice: domain::Choice,
+        comment: Option<&str>,
+        at: i64,
+    ) -> Result<(), WriteError> {
+        self.write_with(domain, signer, |r, _, tx| {
+            let p = domain::Proposal::read(r, id)
+                .ok_or_else(|| SchemaError::Missing(format!("proposal {id}")))?;
+            if p.state != domain::ProposalState::Open {
+                return Err(SchemaError::InvalidValue {
+                    field: "state",
+                    reason: format!(
+                        "proposal {id} is {}; votes are cast while it is open",
+                        p.state.as_str()
+                    ),
+                });
+            }
+            domain::cast_vote(tx, id, voter, choice, comment, at)
+        })
+    }
+
     /// Closes open proposal `id`: counts the votes as the domain stands and
     /// records the close, at `now` (unix seconds). The proposer and admins
     /// close at any time, any member once voting time is over. Returns the

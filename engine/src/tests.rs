@@ -1416,3 +1416,53 @@ fn a_removed_commit_listener_hears_no_more_commits() {
         "the other listener still hears"
     );
 }
+
+#[test]
+fn proposals_open_once_from_draft_and_take_votes_only_while_open() {
+    let d = domain_fixture();
+    let e = d.engine();
+    let refused = |r: Result<(), WriteError>| {
+        matches!(
+            r,
+            Err(WriteError::Schema(
+                SchemaError::InvalidValue { .. } | SchemaError::Missing(_)
+            ))
+        )
+    };
+    let vote = |who: &Keypair| {
+        e.cast_vote(
+            &d.id,
+            &dev(who),
+            "p1",
+            &who.did(),
+            Choice::For,
+            None,
+            1_700_000_300,
+        )
+    };
+    assert!(refused(vote(&d.alice)), "no votes on a draft");
+    assert!(refused(e.open_proposal(
+        &d.id,
+        &dev(&d.alice),
+        "p1",
+        1_700_000_250,
+        Some(0)
+    )));
+    assert!(refused(e.open_proposal(
+        &d.id,
+        &dev(&d.alice),
+        "nope",
+        1_700_000_250,
+        None
+    )));
+    e.open_proposal(&d.id, &dev(&d.alice), "p1", 1_700_000_250, None)
+        .expect("the author opens the draft");
+    assert!(
+        refused(e.open_proposal(&d.id, &dev(&d.alice), "p1", 1_700_000_260, None)),
+        "only a draft opens"
+    );
+    vote(&d.alice).expect("a vote while open");
+    vote(&d.bob).expect("another");
+    let (tally, _) = e.tally(&d.id, "p1").expect("tally");
+    assert_eq!(tally.for_, 2);
+}

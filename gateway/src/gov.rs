@@ -582,27 +582,13 @@ async fn open_proposal(
     blocking(move || {
         let domain = proposal_domain(&gw, &auth, &id)?;
         let engine = gw.engine();
-        engine.write_with(&domain, &auth.signer(), |r, _, tx| {
-            let p = Proposal::read(r, &id)
-                .ok_or_else(|| icn_schemas::SchemaError::Missing(format!("proposal {id}")))?;
-            if p.state != ProposalState::Draft {
-                return Err(icn_schemas::SchemaError::InvalidValue {
-                    field: "state",
-                    reason: format!("proposal {id} is {}, only a draft opens", p.state.as_str()),
-                });
-            }
-            let period = req
-                .voting_period_seconds
-                .unwrap_or_else(|| domain::read_rules(r).voting_period_seconds);
-            if period <= 0 {
-                return Err(icn_schemas::SchemaError::InvalidValue {
-                    field: "voting_period_seconds",
-                    reason: "must be positive".into(),
-                });
-            }
-            let now = now_secs() as i64;
-            domain::open_proposal(tx, &id, now, now.saturating_add(period))
-        })?;
+        engine.open_proposal(
+            &domain,
+            &auth.signer(),
+            &id,
+            now_secs() as i64,
+            req.voting_period_seconds,
+        )?;
         Metrics::add(&gw.metrics().proposals_opened);
         Ok(Json(proposal_json(engine, &domain, &id)?))
     })
@@ -641,21 +627,15 @@ async fn vote(
     blocking(move || {
         let domain = proposal_domain(&gw, &auth, &id)?;
         let at = now_secs() as i64;
-        gw.engine()
-            .write_with(&domain, &auth.signer(), |r, _, tx| {
-                let p = Proposal::read(r, &id)
-                    .ok_or_else(|| icn_schemas::SchemaError::Missing(format!("proposal {id}")))?;
-                if p.state != ProposalState::Open {
-                    return Err(icn_schemas::SchemaError::InvalidValue {
-                        field: "state",
-                        reason: format!(
-                            "proposal {id} is {}; votes are cast while it is open",
-                            p.state.as_str()
-                        ),
-                    });
-                }
-                domain::cast_vote(tx, &id, &auth.did, choice, req.comment.as_deref(), at)
-            })?;
+        gw.engine().cast_vote(
+            &domain,
+            &auth.signer(),
+            &id,
+            &auth.did,
+            choice,
+            req.comment.as_deref(),
+            at,
+        )?;
         Metrics::add(&gw.metrics().votes_cast);
         Ok(Json(json!({
             "proposal_id": id,
