@@ -10,9 +10,11 @@
 
 pub mod bloom;
 pub mod node;
+mod replica;
 pub mod session;
 pub mod wire;
 
 pub use node::{NodeConfig, SyncNode};
+pub use replica::Replica;
 pub use session::{Session, SessionError, Stats};
 pub use wire::{ALPN, Frame};

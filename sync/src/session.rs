@@ -28,6 +28,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use automerge::sync::{Message, State};
 use icn_engine::ledger::{EntryRefusal, Ingest, LedgerError};
 use icn_engine::{ApplyError, Committed, Engine};
+
+use crate::replica::Replica;
 use icn_schemas::ledger::EntryId;
 use icn_schemas::{Did, DocId, DocKind};
 
@@ -121,9 +123,9 @@ struct Outgoing {
     whole: bool,
 }
 
-/// One session with one peer.
-pub struct Session {
-    engine: Engine,
+/// One session with one peer, on a [`Replica`] (the engine, on a node).
+pub struct Session<R: Replica = Engine> {
+    replica: R,
     me: Did,
     peer: Did,
     hello: bool,
@@ -142,18 +144,18 @@ pub struct Session {
     stats: Stats,
 }
 
-impl Session {
+impl<R: Replica> Session<R> {
     /// A session of this node (`me`) with `peer`, whose key the transport
     /// authenticated. Its first frame is the `Hello`.
-    pub fn new(engine: Engine, me: Did, peer: Did) -> Session {
-        let docs = engine
+    pub fn new(replica: R, me: Did, peer: Did) -> Session<R> {
+        let docs = replica
             .doc_ids()
             .into_iter()
-            .filter(|d| engine.may_receive(d, &peer))
+            .filter(|d| replica.may_receive(d, &peer))
             .map(|d| d.0)
             .collect();
         Session {
-            engine,
+            replica,
             me,
             peer,
             hello: false,
@@ -204,7 +206,7 @@ impl Session {
             let Some(id) = out.ids.pop_front() else {
                 break;
             };
-            if let Some(bytes) = self.engine.entry_bytes(&coop, &id).map_err(storage)? {
+            if let Some(bytes) = self.replica.entry_bytes(&coop, &id).map_err(storage)? {
                 size += bytes.len();
                 entries.push(bytes);
                 if let Some(l) = self.ledgers.get_mut(&coop) {
@@ -266,7 +268,7 @@ impl Session {
         self.check_backlog()?;
         match event {
             Committed::Doc { doc, .. } => {
-                if !self.engine.may_receive(doc, &self.peer) {
+                if !self.replica.may_receive(doc, &self.peer) {
                     return Ok(());
                 }
                 if self.docs.contains_key(doc) {
@@ -281,7 +283,7 @@ impl Session {
                 let Some(ledger) = self.ledgers.get_mut(coop) else {
                     return Ok(());
                 };
-                if !ledger.started || !self.engine.may_receive(coop, &self.peer) {
+                if !ledger.started || !self.replica.may_receive(coop, &self.peer) {
                     return Ok(());
                 }
                 let mut frame = Vec::new();
@@ -342,10 +344,10 @@ impl Session {
         // arrives from the side that does (starting both ways would make
         // the holder send the whole document twice).
         let start: Vec<DocId> = self
-            .engine
+            .replica
             .doc_ids()
             .into_iter()
-            .filter(|d| self.engine.may_receive(d, &self.peer))
+            .filter(|d| self.replica.may_receive(d, &self.peer))
             .collect();
         for doc in start {
             self.start_doc(doc)?;
@@ -358,15 +360,14 @@ impl Session {
             return Ok(());
         }
         let state = self
-            .engine
-            .store()
-            .peer_sync_state(self.peer.as_bytes(), &doc)
+            .replica
+            .peer_sync_state(&self.peer, &doc)
             .map_err(|e| SessionError::Storage(e.to_string()))?
             .and_then(|bytes| State::decode(&bytes).ok())
             .unwrap_or_default();
         self.docs.insert(doc, state);
         self.sync_doc(&doc)?;
-        if self.engine.kind(&doc) == Some(DocKind::Coop) {
+        if self.replica.kind(&doc) == Some(DocKind::Coop) {
             self.start_ledger(&doc)?;
         }
         Ok(())
@@ -379,7 +380,7 @@ impl Session {
         };
         let need = self.needs.get(doc).map(Vec::as_slice).unwrap_or_default();
         if let Some((message, signatures)) = self
-            .engine
+            .replica
             .generate_sync(doc, state, need)
             .map_err(|e| SessionError::Storage(e.to_string()))?
         {
@@ -398,12 +399,12 @@ impl Session {
         message: &[u8],
         signatures: &[icn_engine::ChangeSignature],
     ) -> Result<(), SessionError> {
-        let held = self.engine.kind(&doc).is_some();
+        let held = self.replica.kind(&doc).is_some();
         if !self.docs.contains_key(&doc) {
             // A document not held here is taken only if it names this node
             // as a reader (`receive_sync`'s check below); one held here is
             // synced only with a peer that may have it.
-            if held && !self.engine.may_receive(&doc, &self.peer) {
+            if held && !self.replica.may_receive(&doc, &self.peer) {
                 // Views of membership can lag; nothing is sent or taken.
                 tracing::debug!(peer = %self.peer, doc = %doc, "sync of a document not shared with this peer");
                 return Ok(());
@@ -417,33 +418,28 @@ impl Session {
         let Some(state) = self.docs.get_mut(&doc) else {
             return Ok(());
         };
-        let (engine, me) = (&self.engine, &self.me);
-        let received =
-            engine.receive_sync(&doc, state, message, signatures, |r| engine.may_read(r, me));
+        let received = self
+            .replica
+            .receive_sync(&doc, state, message, signatures, &self.me);
         match received {
-            Ok((applied, missing)) => {
-                self.stats.changes_in += applied.new.len() as u64;
+            Ok((new, missing)) => {
+                self.stats.changes_in += new;
                 let needs = self.needs.entry(doc).or_default();
-                let engine = &self.engine;
-                needs.retain(|h| {
-                    engine
-                        .read(&doc, |r| r.doc().get_change_meta_by_hash(h).is_none())
-                        .unwrap_or(true)
-                });
+                let replica = &self.replica;
+                needs.retain(|h| !replica.has_change(&doc, h));
                 for h in missing {
                     if !needs.contains(&h) && needs.len() < MAX_IDS_PER_FRAME {
                         needs.push(h);
                     }
                 }
-                if let Err(e) = self.engine.store().put_peer_sync_state(
-                    self.peer.as_bytes(),
-                    &doc,
-                    &state.encode(),
-                ) {
+                if let Err(e) = self
+                    .replica
+                    .put_peer_sync_state(&self.peer, &doc, &state.encode())
+                {
                     tracing::warn!(doc = %doc, error = %e, "keeping the sync state failed");
                 }
                 self.sync_doc(&doc)?;
-                if !held && self.engine.kind(&doc).is_some() {
+                if !held && self.replica.kind(&doc).is_some() {
                     self.newly_held(&doc)?;
                 }
                 Ok(())
@@ -480,13 +476,13 @@ impl Session {
     /// A document this node did not hold arrived: start its ledger, and
     /// ask again for offered documents that may hang off it.
     fn newly_held(&mut self, doc: &DocId) -> Result<(), SessionError> {
-        if self.engine.kind(doc) == Some(DocKind::Coop) {
+        if self.replica.kind(doc) == Some(DocKind::Coop) {
             self.start_ledger(doc)?;
         }
         let retry: Vec<DocId> = self
             .offered
             .iter()
-            .filter(|d| self.engine.kind(d).is_none() && !self.docs.contains_key(d))
+            .filter(|d| self.replica.kind(d).is_none() && !self.docs.contains_key(d))
             .copied()
             .collect();
         for d in retry {
@@ -502,7 +498,7 @@ impl Session {
             return Ok(());
         }
         ledger.started = true;
-        let heads = self.engine.ledger_heads(coop).map_err(storage)?;
+        let heads = self.replica.ledger_heads(coop).map_err(storage)?;
         self.outbox.push_back(Frame::LedgerHeads {
             coop: coop.0,
             heads: heads.iter().take(MAX_IDS_PER_FRAME).map(|h| h.0).collect(),
@@ -535,7 +531,7 @@ impl Session {
         }
         let mut lacking = false;
         for h in &ledger.their_heads {
-            lacking |= !self.engine.has_entry(coop, h).map_err(storage)?;
+            lacking |= !self.replica.has_entry(coop, h).map_err(storage)?;
         }
         if lacking {
             self.send_have(coop)?;
@@ -548,7 +544,7 @@ impl Session {
 
     /// Sends the filter of every entry id this node holds of `coop`.
     fn send_have(&mut self, coop: &DocId) -> Result<(), SessionError> {
-        let ids = self.engine.entry_ids(coop).map_err(storage)?;
+        let ids = self.replica.entry_ids(coop).map_err(storage)?;
         let bloom = Bloom::of(ids.iter().map(|i| &i.0));
         self.outbox.push_back(Frame::LedgerHave {
             coop: coop.0,
@@ -558,7 +554,7 @@ impl Session {
     }
 
     fn may_send_ledger(&self, coop: &DocId) -> bool {
-        self.engine.kind(coop) == Some(DocKind::Coop) && self.engine.may_receive(coop, &self.peer)
+        self.replica.kind(coop) == Some(DocKind::Coop) && self.replica.may_receive(coop, &self.peer)
     }
 
     fn on_have(&mut self, coop: DocId, bloom: Bloom) -> Result<(), SessionError> {
@@ -574,7 +570,7 @@ impl Session {
             ));
         }
         let ids: VecDeque<EntryId> = self
-            .engine
+            .replica
             .entry_ids(&coop)
             .map_err(storage)?
             .into_iter()
@@ -624,12 +620,12 @@ impl Session {
     }
 
     fn on_entries(&mut self, coop: DocId, entries: Vec<Vec<u8>>) -> Result<(), SessionError> {
-        if self.engine.kind(&coop) != Some(DocKind::Coop) {
+        if self.replica.kind(&coop) != Some(DocKind::Coop) {
             // The co-op's document has not arrived yet; its catch-up will
             // bring these again.
             return Ok(());
         }
-        let results = match self.engine.ingest_entries(&coop, entries) {
+        let results = match self.replica.ingest_entries(&coop, entries) {
             Ok(r) => r,
             Err(LedgerError::Storage(e)) => return Err(SessionError::Storage(e.to_string())),
             Err(e) => return self.fault(format!("entries of {coop}: {e}")),
@@ -666,7 +662,7 @@ impl Session {
     }
 
     fn on_done(&mut self, coop: DocId) -> Result<(), SessionError> {
-        if self.engine.kind(&coop) != Some(DocKind::Coop) {
+        if self.replica.kind(&coop) != Some(DocKind::Coop) {
             return Ok(());
         }
         let Some(ledger) = self.ledgers.get_mut(&coop) else {
@@ -686,7 +682,7 @@ impl Session {
                 .collect();
             let mut want = Vec::new();
             for h in heads {
-                if !self.engine.has_entry(&coop, &h).map_err(storage)? {
+                if !self.replica.has_entry(&coop, &h).map_err(storage)? {
                     want.push(h);
                 }
             }
@@ -696,7 +692,7 @@ impl Session {
     }
 
     fn want_missing_parents(&mut self, coop: &DocId) -> Result<(), SessionError> {
-        let missing = self.engine.missing_parents(coop).map_err(storage)?;
+        let missing = self.replica.missing_parents(coop).map_err(storage)?;
         self.want(coop, missing);
         Ok(())
     }
@@ -717,15 +713,14 @@ impl Session {
     }
 }
 
-impl Session {
+impl<R: Replica> Session<R> {
     fn on_blob_want(&mut self, hash: [u8; 32]) -> Result<(), SessionError> {
         // Blobs go to peers this node shares a document with.
         if self.docs.is_empty() {
             return Ok(());
         }
         let bytes = self
-            .engine
-            .store()
+            .replica
             .blob(&hash)
             .map_err(|e| SessionError::Storage(e.to_string()))?;
         if let Some(bytes) = bytes.filter(|b| b.len() <= crate::wire::MAX_BLOB_BYTES) {
@@ -742,7 +737,7 @@ impl Session {
             self.blobs_wanted.insert(hash, waiting);
             return self.fault("a blob whose bytes do not match its hash");
         }
-        self.engine
+        self.replica
             .put_module(&bytes)
             .map_err(|e| SessionError::Storage(e.to_string()))?;
         for doc in waiting {
