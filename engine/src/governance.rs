@@ -64,6 +64,23 @@ impl Engine {
         self.store().put_blob(bytes)
     }
 
+    /// Creates proposal `new` in `domain`, a draft. Refused if the domain
+    /// holds a proposal with its id already: checked in the same write, so
+    /// two creators of one id cannot both succeed here.
+    pub fn create_proposal(
+        &self,
+        domain: &DocId,
+        signer: &Signer,
+        new: &domain::NewProposal,
+    ) -> Result<(), WriteError> {
+        self.write_with(domain, signer, |r, _, tx| {
+            if domain::Proposal::read(r, &new.id).is_some() {
+                return Err(SchemaError::Exists(format!("proposal {:?}", new.id)));
+            }
+            domain::create_proposal(tx, new)
+        })
+    }
+
     /// Opens draft proposal `id` of `domain` at `now` (unix seconds) for
     /// `period` seconds (the domain's voting period when `None`). Refused
     /// unless the proposal exists and is a draft, and the period is

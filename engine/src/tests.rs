@@ -1440,6 +1440,22 @@ fn proposals_open_once_from_draft_and_take_votes_only_while_open() {
             1_700_000_300,
         )
     };
+    let again = e.create_proposal(
+        &d.id,
+        &dev(&d.bob),
+        &domain::NewProposal {
+            id: "p1".into(),
+            title: "Another roof".into(),
+            description: String::new(),
+            author: d.bob.did(),
+            created_at: 1_700_000_210,
+            payload: Payload::Text { body: "x".into() },
+        },
+    );
+    assert!(
+        matches!(again, Err(WriteError::Schema(SchemaError::Exists(_)))),
+        "one proposal per id: {again:?}"
+    );
     assert!(refused(vote(&d.alice)), "no votes on a draft");
     assert!(refused(e.open_proposal(
         &d.id,

@@ -154,6 +154,7 @@ impl From<SchemaError> for AppError {
     fn from(e: SchemaError) -> Self {
         match e {
             SchemaError::Missing(_) => Self::not_found(e.to_string()),
+            SchemaError::Exists(_) => Self::conflict(e.to_string()),
             SchemaError::InvalidValue { .. } => Self::unprocessable(e.to_string()),
             _ => Self::bad_request(e.to_string()),
         }

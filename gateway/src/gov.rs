@@ -515,17 +515,7 @@ async fn new_proposal(
             created_at: now_secs() as i64,
             payload,
         };
-        let exists = engine
-            .read(&domain, |r| Proposal::read(r, &id).is_some())
-            .unwrap_or(false);
-        if exists {
-            return Err(AppError::conflict(format!(
-                "proposal {id:?} already exists"
-            )));
-        }
-        engine.write(&domain, &auth.signer(), |tx| {
-            domain::create_proposal(tx, &new)
-        })?;
+        engine.create_proposal(&domain, &auth.signer(), &new)?;
         Metrics::add(&gw.metrics().proposals_created);
         Ok((
             StatusCode::CREATED,

@@ -255,6 +255,9 @@ pub enum SchemaError {
     /// Something other than the schema went wrong inside Automerge.
     #[error("automerge: {0}")]
     Automerge(String),
+    /// What a typed operation would create exists already.
+    #[error("{0} already exists")]
+    Exists(String),
     /// A value given to a typed operation is invalid.
     #[error("invalid {field}: {reason}")]
     InvalidValue {
