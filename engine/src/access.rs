@@ -79,13 +79,11 @@ fn coop_reader(r: Reader<'_>, peer: &Did) -> bool {
 }
 
 fn coop_of(r: Reader<'_>) -> Option<DocId> {
-    r.map_path(&[])
-        .and_then(|root| r.str(&root, "coop_id"))
-        .and_then(|id| id.parse::<DocId>().ok())
+    domain::coop_of(r)
 }
 
 fn is_relay(r: Reader<'_>, peer: &Did) -> bool {
-    r.map_path(&["relays", &peer.to_string()]).is_some()
+    coop::is_relay(r, peer)
 }
 
 fn domain_member(r: Reader<'_>, did: &Did) -> bool {

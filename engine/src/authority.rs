@@ -352,9 +352,7 @@ pub(crate) fn check_close(
     let close = domain::Proposal::close(after, id).ok_or_else(|| {
         forbidden("a close writes its whole record: outcome, tally, counted heads, time and closer")
     })?;
-    let written_state = after
-        .map_path(&["proposals", id])
-        .and_then(|p| after.str(&p, "state"));
+    let written_state = domain::written_state(after, id);
     if written_state.as_deref() != Some(close.outcome.as_str()) {
         return Err(forbidden("the state a close writes is its outcome"));
     }

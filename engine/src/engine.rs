@@ -713,10 +713,7 @@ fn closes(doc: &Automerge) -> BTreeMap<String, icn_schemas::tally::Close> {
     if DocKind::of(r) != Some(DocKind::Domain) {
         return BTreeMap::new();
     }
-    let Some(proposals) = r.map_path(&["proposals"]) else {
-        return BTreeMap::new();
-    };
-    r.keys(&proposals)
+    icn_schemas::domain::proposal_ids(r)
         .into_iter()
         .filter_map(|id| Some((id.clone(), icn_schemas::domain::Proposal::close(r, &id)?)))
         .collect()

@@ -11,7 +11,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use automerge::ObjId;
 use icn_engine::{Committed, Engine};
 use icn_schemas::{DocId, DocKind};
 
@@ -68,9 +67,9 @@ impl Index {
                 .engine
                 .read(&id, |r| {
                     let kind = DocKind::of(r);
-                    let name = r.str(&ObjId::Root, "id").unwrap_or_default();
-                    let proposals = match (kind, r.map_path(&["proposals"])) {
-                        (Some(DocKind::Domain), Some(p)) => r.keys(&p),
+                    let name = icn_schemas::document::slug(r);
+                    let proposals = match kind {
+                        Some(DocKind::Domain) => icn_schemas::domain::proposal_ids(r),
                         _ => Vec::new(),
                     };
                     Indexed {

@@ -355,6 +355,11 @@ impl Standing {
     }
 }
 
+/// Whether `node` is registered as one of the co-op's relays.
+pub fn is_relay(r: Reader<'_>, node: &Did) -> bool {
+    r.map_path(&["relays", &node.to_string()]).is_some()
+}
+
 /// Whether `device` is a live device of `member`: listed, not revoked, and
 /// either the member's own DID key or proven by the device.
 pub fn is_live_device(r: Reader<'_>, member: &Did, device: &Did) -> bool {

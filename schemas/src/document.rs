@@ -140,7 +140,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The map stored at `obj[key]`, if it is one.
-    pub fn map(&self, obj: &ObjId, key: &str) -> Option<ObjId> {
+    pub(crate) fn map(&self, obj: &ObjId, key: &str) -> Option<ObjId> {
         match self.get(obj, key)? {
             (Value::Object(ObjType::Map), id) => Some(id),
             _ => None,
@@ -148,7 +148,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Follows a path of map keys from the root.
-    pub fn map_path(&self, path: &[&str]) -> Option<ObjId> {
+    pub(crate) fn map_path(&self, path: &[&str]) -> Option<ObjId> {
         path.iter()
             .try_fold(ObjId::Root, |obj, key| self.map(&obj, key))
     }
@@ -161,7 +161,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The string at `obj[key]`.
-    pub fn str(&self, obj: &ObjId, key: &str) -> Option<String> {
+    pub(crate) fn str(&self, obj: &ObjId, key: &str) -> Option<String> {
         match self.scalar(obj, key)? {
             ScalarValue::Str(s) => Some(s.to_string()),
             _ => None,
@@ -169,7 +169,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The integer at `obj[key]`.
-    pub fn int(&self, obj: &ObjId, key: &str) -> Option<i64> {
+    pub(crate) fn int(&self, obj: &ObjId, key: &str) -> Option<i64> {
         match self.scalar(obj, key)? {
             ScalarValue::Int(i) => Some(i),
             ScalarValue::Uint(u) => i64::try_from(u).ok(),
@@ -178,7 +178,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The boolean at `obj[key]`.
-    pub fn bool(&self, obj: &ObjId, key: &str) -> Option<bool> {
+    pub(crate) fn bool(&self, obj: &ObjId, key: &str) -> Option<bool> {
         match self.scalar(obj, key)? {
             ScalarValue::Boolean(b) => Some(b),
             _ => None,
@@ -186,7 +186,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The keys of the map `obj`, sorted.
-    pub fn keys(&self, obj: &ObjId) -> Vec<String> {
+    pub(crate) fn keys(&self, obj: &ObjId) -> Vec<String> {
         match self.heads {
             None => self.doc.keys(obj).collect(),
             Some(heads) => self.doc.keys_at(obj, heads).collect(),
@@ -194,7 +194,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The DID-keyed entries of the map `obj`, skipping keys that are not DIDs.
-    pub fn did_keys(&self, obj: &ObjId) -> Vec<Did> {
+    pub(crate) fn did_keys(&self, obj: &ObjId) -> Vec<Did> {
         self.keys(obj)
             .iter()
             .filter_map(|k| k.parse().ok())
@@ -400,6 +400,12 @@ pub struct Genesis {
     pub creator: Did,
     /// When, unix seconds.
     pub created_at: i64,
+}
+
+/// A document's human id (`id` at the root, its slug), as written; empty
+/// when it has none.
+pub fn slug(r: Reader<'_>) -> String {
+    r.str(&ObjId::Root, "id").unwrap_or_default()
 }
 
 impl Genesis {

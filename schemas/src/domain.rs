@@ -33,6 +33,27 @@ use crate::document::{
 };
 pub use crate::governance::{Choice, DomainMember, DomainRole, Method, ProposalState, Rules, Vote};
 
+/// The ids of the proposals a domain document holds.
+pub fn proposal_ids(r: Reader<'_>) -> Vec<String> {
+    r.map_path(&["proposals"])
+        .map(|p| r.keys(&p))
+        .unwrap_or_default()
+}
+
+/// The state proposal `id` holds as written, whatever it is (a close writes
+/// its outcome there); `None` without a proposal or a state.
+pub fn written_state(r: Reader<'_>, id: &str) -> Option<String> {
+    let p = r.map_path(&["proposals", id])?;
+    r.str(&p, "state")
+}
+
+/// The co-op a domain document says it belongs to (`coop_id`), if any and
+/// if it is a document id.
+pub fn coop_of(r: Reader<'_>) -> Option<crate::DocId> {
+    r.str(&ObjId::Root, "coop_id")
+        .and_then(|id| id.parse::<crate::DocId>().ok())
+}
+
 /// Every field of the domain schema, as found at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
