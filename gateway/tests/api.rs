@@ -137,11 +137,14 @@ async fn auth_refuses_bad_signatures_replays_and_bad_tokens() {
 #[tokio::test]
 async fn expired_tokens_are_refused() {
     let mut config = config(&keypair(100));
-    config.token_seconds = 1;
+    // Expiry is in whole seconds, so a token of n seconds lives between
+    // n - 1 and n: five leave the first request four seconds even on a
+    // loaded host (one second failed there).
+    config.token_seconds = 5;
     let api = Api::with(config);
     let token = api.login(&keypair(1)).await;
     api.get("/v1/gov/domains", &token).await.expect(200);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
     let body = api.get("/v1/gov/domains", &token).await.expect(401);
     assert!(
         body["message"]
