@@ -186,6 +186,8 @@ impl Engine {
         coop: &DocId,
         encoded: Vec<Vec<u8>>,
     ) -> Result<Vec<Result<Ingest, EntryRefusal>>, LedgerError> {
+        // A co-op not held here costs no signature checks.
+        self.ledger(coop)?;
         // Decoding and signatures need neither lock.
         let batch = Batch::check(encoded);
         let decisions = self.decisions(*coop);
