@@ -107,8 +107,10 @@ fn str_value(value: Option<&ScalarValue>) -> Option<&str> {
     }
 }
 
-/// Checks one write in a co-op document (not the genesis).
+/// Checks one write in a co-op document (not the genesis), against `r`, the
+/// document at the change's dependencies.
 pub(crate) fn check_coop(
+    r: Reader<'_>,
     author: &Author,
     field: &CoopField,
     path: &str,
@@ -143,6 +145,39 @@ pub(crate) fn check_coop(
         }
         F::MemberCreditLimit(_) => admin_only("only admins set credit limits"),
         F::Relays => admin_only("only admins register relays"),
+        F::TrustedContacts => admin_only("only admins name trusted contacts"),
+        F::DeviceRevocation {
+            member: target,
+            device,
+        } => {
+            let listed = coop::has_device(r, target, device);
+            let unrevoking = matches!(value, Some(ScalarValue::Boolean(false)));
+            if unrevoking {
+                // `revoked: false` is how a device is first listed, and only then.
+                if listed {
+                    return Err(forbidden("a revoked device stays revoked; add a new key"));
+                }
+            } else if !listed {
+                return Err(forbidden("only a listed device is revoked"));
+            }
+            if path.ends_with("/revoked_by")
+                && str_value(value) != Some(author.member.to_string().as_str())
+            {
+                return Err(forbidden("revoked_by is the member who revokes"));
+            }
+            if *target == author.member {
+                require_scope(author, Scope::CoopWrite)
+            } else if is_admin() {
+                require_scope(author, Scope::CoopAdmin)
+            } else if !unrevoking && coop::is_trusted_contact(r, &author.member) {
+                // A trusted contact revokes, in an emergency; it adds nothing.
+                require_scope(author, Scope::CoopWrite)
+            } else {
+                Err(forbidden(
+                    "only the member, an admin or a trusted contact revokes a device",
+                ))
+            }
+        }
         F::MemberStatus(target) => {
             // A member may leave on its own; anything else is an admin's call.
             if *target == author.member && str_value(value) == Some(MemberStatus::Removed.as_str())

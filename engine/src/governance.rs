@@ -103,12 +103,7 @@ impl Engine {
                 });
             }
             let period = period.unwrap_or_else(|| domain::read_rules(r).voting_period_seconds);
-            if period <= 0 {
-                return Err(SchemaError::InvalidValue {
-                    field: "voting_period_seconds",
-                    reason: "must be positive".into(),
-                });
-            }
+            domain::check_voting_period(period)?;
             domain::open_proposal(tx, id, now, now.saturating_add(period))
         })
     }

@@ -6,7 +6,7 @@ use automerge::{ObjId, ReadDoc};
 use icn_schemas::coop::{self, MemberStatus, Role};
 use icn_schemas::domain::{self, Choice, DomainRole, Payload, ProposalState};
 use icn_schemas::tally::{Close, DecisionReceipt, Outcome, Tally};
-use icn_schemas::{DocId, SchemaError, Scope};
+use icn_schemas::{Did, DocId, SchemaError, Scope};
 
 use crate::authority::Denied;
 use crate::test_utils::{TestNode, delegation, forge, keypair, new_coop, new_domain};
@@ -220,6 +220,100 @@ fn status_admin_or_the_member_leaving() {
 }
 
 #[test]
+fn the_last_active_admin_stays() {
+    let c = coop_fixture();
+    let admin = c.admin.did();
+    for status in [MemberStatus::Removed, MemberStatus::Suspended] {
+        forbidden(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_status(tx, &admin, status)
+        }));
+    }
+    forbidden(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        coop::set_role(tx, &admin, Role::Member)
+    }));
+    // Handing over first, then leaving, is allowed; the new last admin stays.
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_role(tx, &c.alice.did(), Role::Admin)
+        })
+        .expect("promote");
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::set_status(tx, &admin, MemberStatus::Removed)
+        })
+        .expect("the former last admin leaves");
+    forbidden(c.engine().write(&c.id, &dev(&c.alice), |tx| {
+        coop::set_status(tx, &c.alice.did(), MemberStatus::Removed)
+    }));
+
+    let d = domain_fixture();
+    forbidden(d.engine().write(&d.id, &dev(&d.admin), |tx| {
+        domain::remove_member(tx, &d.admin.did())
+    }));
+    forbidden(d.engine().write(&d.id, &dev(&d.admin), |tx| {
+        domain::add_member(tx, &d.admin.did(), DomainRole::Member, 1)
+    }));
+    d.engine()
+        .write(&d.id, &dev(&d.admin), |tx| {
+            domain::add_member(tx, &d.alice.did(), DomainRole::Admin, 1)
+        })
+        .expect("promote");
+    d.engine()
+        .write(&d.id, &dev(&d.admin), |tx| {
+            domain::remove_member(tx, &d.admin.did())
+        })
+        .expect("the former last admin leaves");
+}
+
+/// What a peer refuses in governance values, whoever writes them: a voting
+/// period that is not positive or longer than a year, a blank title, a
+/// budget that moves nothing or less.
+#[test]
+fn governance_values_are_bounded() {
+    let d = domain_fixture();
+    let raw = |path: &'static [&'static str], value: automerge::ScalarValue| {
+        rule_of(d.engine().write(&d.id, &dev(&d.admin), |tx| {
+            let (key, parents) = path.split_last().expect("a path");
+            let mut obj = ObjId::Root;
+            for p in parents {
+                obj = tx
+                    .get(&obj, *p)?
+                    .map(|(_, o)| o)
+                    .ok_or_else(|| SchemaError::Missing((*p).into()))?;
+            }
+            tx.put(&obj, *key, value)?;
+            Ok(())
+        }))
+    };
+    for bad in [0, -1, domain::MAX_VOTING_PERIOD_SECONDS + 1] {
+        let rule = raw(&["rules", "voting_period_seconds"], bad.into());
+        assert!(
+            matches!(rule, Rule::Schema(SchemaError::WrongShape { .. })),
+            "{rule:?}"
+        );
+    }
+    let rule = raw(&["proposals", "p1", "title"], " ".into());
+    assert!(
+        matches!(rule, Rule::Schema(SchemaError::WrongShape { .. })),
+        "{rule:?}"
+    );
+    let rule = raw(&["proposals", "p1", "payload", "amount"], 0.into());
+    assert!(
+        matches!(rule, Rule::Schema(SchemaError::WrongShape { .. })),
+        "{rule:?}"
+    );
+    d.engine()
+        .write(&d.id, &dev(&d.admin), |tx| {
+            let rules = domain::Rules {
+                voting_period_seconds: domain::MAX_VOTING_PERIOD_SECONDS,
+                ..domain::Rules::default()
+            };
+            domain::set_rules(tx, &rules)
+        })
+        .expect("a year is allowed");
+}
+
+#[test]
 fn display_name_and_devices_by_the_member_or_admin() {
     let c = coop_fixture();
     c.engine()
@@ -323,6 +417,99 @@ fn display_name_and_devices_by_the_member_or_admin() {
             actor: stranger.did()
         }
     );
+}
+
+#[test]
+fn devices_are_revoked_for_good_by_the_member_an_admin_or_a_trusted_contact() {
+    let c = coop_fixture();
+    let alice = c.alice.did();
+    let add = |who: &Keypair, device: &Keypair| {
+        let proof = device.device_proof(&alice);
+        c.engine().write(&c.id, &dev(who), |tx| {
+            coop::add_device(tx, &alice, &device.did(), Some(&proof), Some("phone"), 1)
+        })
+    };
+    let revoke = |who: &Keypair, device: &Keypair, by: Did| {
+        c.engine().write(&c.id, &dev(who), |tx| {
+            coop::revoke_device_for(
+                tx,
+                &alice,
+                &device.did(),
+                &coop::Revocation {
+                    reason: "stolen".into(),
+                    at: 2,
+                    by,
+                },
+            )
+        })
+    };
+    let (phone, laptop, tablet) = (keypair(40), keypair(41), keypair(42));
+    add(&c.alice, &phone).expect("alice adds her phone");
+    add(&c.alice, &laptop).expect("alice adds her laptop");
+    add(&c.admin, &tablet).expect("an admin adds a device for her");
+    // Another member may not revoke alice's devices, until the co-op names
+    // him a trusted contact; even then he adds none.
+    forbidden(revoke(&c.bob, &phone, c.bob.did()));
+    forbidden(c.engine().write(&c.id, &dev(&c.bob), |tx| {
+        coop::add_trusted_contact(tx, &c.bob.did(), 1)
+    }));
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::add_trusted_contact(tx, &c.bob.did(), 1)
+        })
+        .expect("admins name trusted contacts");
+    forbidden(add(&c.bob, &keypair(43)));
+    forbidden(revoke(&c.bob, &phone, alice));
+    revoke(&c.bob, &phone, c.bob.did()).expect("a trusted contact revokes");
+    let recorded = &c.member(&c.alice).devices[&phone.did().key_string()];
+    assert!(recorded.revoked);
+    assert_eq!(recorded.revoked_reason.as_deref(), Some("stolen"));
+    assert_eq!(recorded.revoked_by, Some(c.bob.did()));
+    assert_eq!(
+        denied(c.engine().write(&c.id, &dev(&phone), |tx| {
+            coop::set_display_name(tx, &alice, "thief")
+        })),
+        Denied::NotALiveDevice { actor: phone.did() }
+    );
+    // Never undone: not by adding the key again, not by writing `revoked: false`.
+    assert!(matches!(
+        add(&c.alice, &phone),
+        Err(WriteError::Schema(SchemaError::Exists(_)))
+    ));
+    forbidden(c.engine().write(&c.id, &dev(&c.admin), |tx| {
+        let path = [
+            "members",
+            &alice.to_string(),
+            "devices",
+            &phone.did().key_string(),
+        ];
+        let mut obj = ObjId::Root;
+        for p in path {
+            obj = tx
+                .get(&obj, p)?
+                .map(|(_, o)| o)
+                .ok_or_else(|| SchemaError::Missing(p.into()))?;
+        }
+        tx.put(&obj, "revoked", false)?;
+        Ok(())
+    }));
+    // The member revokes its own; an admin revokes any; an unlisted key is
+    // not revoked.
+    revoke(&c.alice, &laptop, alice).expect("the member revokes");
+    revoke(&c.admin, &tablet, c.admin.did()).expect("an admin revokes");
+    assert!(matches!(
+        revoke(&c.alice, &keypair(44), alice),
+        Err(WriteError::Schema(SchemaError::Missing(_)))
+    ));
+    // A trusted contact removed revokes nothing more.
+    c.engine()
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::remove_trusted_contact(tx, &c.bob.did())
+        })
+        .expect("admins remove trusted contacts");
+    let spare = keypair(45);
+    add(&c.alice, &spare).expect("another device");
+    forbidden(revoke(&c.bob, &spare, c.bob.did()));
 }
 
 #[test]

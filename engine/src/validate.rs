@@ -416,9 +416,19 @@ fn check_change(
     let ops = decode_ops(&p.change)?;
     let paths = resolve_paths(applied, &p.change, &ops)?;
     let mut closing = BTreeSet::new();
+    let mut standing_changed = false;
     for (op, path) in ops.iter().zip(&paths) {
         let checked = classify_op(kind, op, path)?;
         check_permission(r, &author, &checked)?;
+        standing_changed |= matches!(
+            &checked,
+            Classified::Coop(
+                coop::CoopField::MemberRole(_)
+                    | coop::CoopField::MemberStatus(_)
+                    | coop::CoopField::Member(_),
+                ..
+            ) | Classified::Domain(domain::DomainField::Member(_), ..)
+        );
         // A close is judged whole, once its ops are all allowed.
         if let Classified::Domain(field, _, value) = &checked {
             let closed_state = || {
@@ -440,8 +450,26 @@ fn check_change(
             }
         }
     }
+    let own = [p.change.hash()];
+    if standing_changed {
+        // The last active admin may not step down, remove or suspend itself
+        // (or the others): nobody could add members or change the rules
+        // again. Two admins demoting each other concurrently can still leave
+        // none; docs/permissions.md says so.
+        let after = Reader::at(applied, &own);
+        let left = match kind {
+            DocKind::Coop => coop::has_active_admin(after),
+            DocKind::Domain => domain::has_active_admin(after),
+        };
+        if !left {
+            return Err(Rule::Denied(authority::Denied::Forbidden {
+                member: author.member,
+                path: "members".into(),
+                reason: "the last active admin stays: promote another member first",
+            }));
+        }
+    }
     if !closing.is_empty() {
-        let own = [p.change.hash()];
         let after = Reader::at(applied, &own);
         let deps: Vec<[u8; 32]> = p.change.deps().iter().map(|h| h.0).collect();
         for id in &closing {
@@ -509,7 +537,9 @@ fn classify_op<'a>(
 
 fn check_permission(r: Reader<'_>, author: &Author, op: &Classified<'_>) -> Result<(), Rule> {
     match op {
-        Classified::Coop(field, path, value) => authority::check_coop(author, field, path, *value)?,
+        Classified::Coop(field, path, value) => {
+            authority::check_coop(r, author, field, path, *value)?
+        }
         Classified::Domain(field, path, value) => {
             authority::check_domain(r, author, field, path, *value)?
         }

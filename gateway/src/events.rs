@@ -150,18 +150,31 @@ impl Events {
             }
             let old = Reader::at(r.doc(), &before);
             Some(match DocKind::of(r) {
-                Some(DocKind::Coop) => (Some(*doc), coop_events(old, r), now),
+                Some(DocKind::Coop) => (Some((*doc, None)), coop_events(old, r), now),
                 Some(DocKind::Domain) => {
-                    let coop = Domain::read(r)
+                    let attached = Domain::read(r)
                         .ok()
-                        .and_then(|d| d.coop_id)
-                        .and_then(|c| c.parse::<DocId>().ok());
-                    (coop, domain_events(old, r), now)
+                        .and_then(|d| Some((d.coop_id?.parse::<DocId>().ok()?, Some(d.creator))));
+                    (attached, domain_events(old, r), now)
                 }
                 None => (None, Vec::new(), now),
             })
         });
-        if let Some(Some((coop, events, now))) = diffed {
+        if let Some(Some((attached, events, now))) = diffed {
+            // A domain's events go to its co-op's log only when one of the
+            // co-op's members made it: naming a co-op in `coop_id` does not
+            // let a stranger push into the co-op's stream. (The co-op is
+            // read after the domain, never inside its read: lock order.)
+            let coop = match attached {
+                Some((coop, Some(creator))) => self
+                    .engine
+                    .read(&coop, |r| icn_schemas::coop::Standing::read(r, &creator))
+                    .flatten()
+                    .filter(|s| s.status != icn_schemas::coop::MemberStatus::Removed)
+                    .map(|_| coop),
+                Some((coop, None)) => Some(coop),
+                None => None,
+            };
             self.append(coop, events, Some((*doc, now)));
         }
     }

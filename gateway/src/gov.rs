@@ -17,7 +17,7 @@ use crate::auth::now_secs;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::scoped::{GovRead, GovWrite, InDomain};
-use crate::{Auth, Body, Gateway, blocking, may_read, optional_json, parse_did};
+use crate::{Auth, Body, Gateway, blocking, optional_json, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     OpenApiRouter::new()
@@ -97,16 +97,86 @@ fn domain_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, AppError> {
     crate::scoped::domain_id(gw, &auth.did, key)
 }
 
-/// The domain of proposal `id`, readable by `auth`.
-fn proposal_domain(gw: &Gateway, auth: &Auth, id: &str) -> Result<DocId, AppError> {
-    let domain = gw.index().proposal_domain(id)?;
-    may_read(
-        gw.engine(),
-        &domain,
-        &auth.did,
-        &format!("the domain of proposal {id:?}"),
-    )?;
-    Ok(domain)
+/// Where a proposal route finds its proposal: `?domain_id=` says which
+/// domain, when the caller belongs to several that hold the id.
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ProposalIn {
+    /// The domain's id or document id. Needed only when the proposal id is
+    /// used in more than one domain you belong to (proposal ids are unique
+    /// within a domain, not across domains).
+    domain_id: Option<String>,
+}
+
+/// The domain of proposal `id` that `auth` means. Proposal ids are chosen by
+/// their authors and are unique only within a domain, so a member of another
+/// domain can reuse one; only domains the caller reads are candidates, and
+/// `?domain_id=` settles the rest.
+fn proposal_domain(
+    gw: &Gateway,
+    auth: &Auth,
+    id: &str,
+    within: &ProposalIn,
+) -> Result<DocId, AppError> {
+    let holding = gw.index().proposal_domains(id);
+    if let Some(key) = &within.domain_id {
+        let domain = domain_for(gw, auth, key)?;
+        return if holding.contains(&domain) {
+            Ok(domain)
+        } else {
+            Err(AppError::not_found(format!(
+                "no proposal {id:?} in governance domain {key:?}"
+            )))
+        };
+    }
+    if holding.is_empty() {
+        return Err(AppError::not_found(format!(
+            "no proposal {id:?} on this node"
+        )));
+    }
+    let readable: Vec<DocId> = holding
+        .into_iter()
+        .filter(|d| gw.engine().may_receive(d, &auth.did))
+        .collect();
+    match readable.as_slice() {
+        [] => Err(AppError::forbidden(format!(
+            "{} is not a member of the domain of proposal {id:?}",
+            auth.did
+        ))),
+        [one] => Ok(*one),
+        several => {
+            let names: Vec<String> = several
+                .iter()
+                .map(|d| gw.index().name(d).unwrap_or_else(|| d.to_string()))
+                .collect();
+            Err(AppError::conflict(format!(
+                "proposal id {id:?} is used in {} domains you belong to ({}); add ?domain_id= to say which",
+                several.len(),
+                names.join(", ")
+            )))
+        }
+    }
+}
+
+/// For a domain attached to a co-op, `did` must be one of the co-op's
+/// members (not removed): nobody lists outsiders, or the co-op's members in
+/// a domain the co-op's members did not make.
+fn require_coop_member(
+    engine: &Engine,
+    coop: Option<&DocId>,
+    did: &Did,
+    what: &str,
+) -> Result<(), AppError> {
+    let Some(coop) = coop else { return Ok(()) };
+    let standing = engine
+        .read(coop, |r| icn_schemas::coop::Standing::read(r, did))
+        .flatten();
+    match standing {
+        Some(s) if s.status != icn_schemas::coop::MemberStatus::Removed => Ok(()),
+        _ => Err(AppError::forbidden(format!(
+            "{did} is not a member of the co-op {what} belongs to"
+        ))),
+    }
 }
 
 fn proposal_json(engine: &Engine, domain: &DocId, id: &str) -> Result<Value, AppError> {
@@ -243,10 +313,30 @@ async fn create_domain(
                 req.id
             )));
         }
-        let coop_id = match &req.coop_id {
+        // A domain attached to a co-op is made by one of its active members,
+        // for its members: resolving it by name also checks the caller reads it.
+        let coop = match &req.coop_id {
             None => None,
-            Some(c) => Some(gw.index().resolve(DocKind::Coop, c)?.to_string()),
+            Some(c) => {
+                let id = crate::scoped::coop_id(&gw, &auth.did, c)?;
+                let active = gw
+                    .engine()
+                    .read(&id, |r| icn_schemas::coop::Standing::read(r, &auth.did))
+                    .flatten()
+                    .is_some_and(|s| s.is_active());
+                if !active {
+                    return Err(AppError::forbidden(format!(
+                        "only the co-op's active members attach domains to it; {} is not one",
+                        auth.did
+                    )));
+                }
+                for (did, ..) in &members {
+                    require_coop_member(gw.engine(), Some(&id), did, "the domain")?;
+                }
+                Some(id)
+            }
         };
+        let coop_id = coop.map(|id| id.to_string());
         let signer = auth.signer();
         let engine = gw.engine();
         let new = NewDomain {
@@ -334,6 +424,11 @@ async fn add_member(
     let InDomain { auth, id, .. } = d;
     let (did, role, weight) = req.parse()?;
     blocking(move || {
+        let coop = gw
+            .engine()
+            .read(&id, icn_schemas::domain::coop_of)
+            .flatten();
+        require_coop_member(gw.engine(), coop.as_ref(), &did, "the domain")?;
         gw.engine().write(&id, &auth.signer(), |tx| {
             domain::add_member(tx, &did, role, weight)
         })?;
@@ -496,6 +591,7 @@ async fn new_proposal(
             )));
         }
     };
+    let chosen = req.id.is_some();
     let id = match req.id {
         Some(id) => id,
         None => {
@@ -506,6 +602,11 @@ async fn new_proposal(
     };
     blocking(move || {
         let domain = domain_for(&gw, &auth, &domain_key)?;
+        if chosen && !gw.index().proposal_domains(&id).is_empty() {
+            return Err(AppError::conflict(format!(
+                "proposal id {id:?} is in use on this node; an id names one proposal across domains here (omit id for a random one)"
+            )));
+        }
         let engine = gw.engine();
         let new = NewProposal {
             id: id.clone(),
@@ -530,17 +631,18 @@ async fn new_proposal(
     path = "/v1/gov/proposals/{id}",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The proposal's id")),
+    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
     responses((status = 200, description = "The proposal, its votes and outcome", body = serde_json::Value), (status = 404, description = "No such proposal", body = crate::ErrorBody)),
 )]
 async fn get_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
+    Query(within): Query<ProposalIn>,
 ) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
-        let domain = proposal_domain(&gw, &auth, &id)?;
+        let domain = proposal_domain(&gw, &auth, &id, &within)?;
         Ok(Json(proposal_json(gw.engine(), &domain, &id)?))
     })
     .await
@@ -557,7 +659,7 @@ struct OpenRequest {
     path = "/v1/gov/proposals/{id}/open",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The proposal's id")),
+    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
     request_body = Option<OpenRequest>,
     responses((status = 200, description = "The proposal, open (its author only)", body = serde_json::Value), (status = 422, description = "Not a draft", body = crate::ErrorBody)),
 )]
@@ -565,12 +667,13 @@ async fn open_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
+    Query(within): Query<ProposalIn>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovWrite)?;
     let req: OpenRequest = optional_json(&body)?;
     blocking(move || {
-        let domain = proposal_domain(&gw, &auth, &id)?;
+        let domain = proposal_domain(&gw, &auth, &id, &within)?;
         let engine = gw.engine();
         engine.open_proposal(
             &domain,
@@ -597,7 +700,7 @@ struct VoteRequest {
     path = "/v1/gov/proposals/{id}/vote",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The proposal's id")),
+    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
     request_body = VoteRequest,
     responses((status = 200, description = "The vote recorded (it may be changed while open)", body = serde_json::Value), (status = 422, description = "Not open", body = crate::ErrorBody)),
 )]
@@ -605,6 +708,7 @@ async fn vote(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
+    Query(within): Query<ProposalIn>,
     Body(req): Body<VoteRequest>,
 ) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovWrite)?;
@@ -615,7 +719,7 @@ async fn vote(
         ))
     })?;
     blocking(move || {
-        let domain = proposal_domain(&gw, &auth, &id)?;
+        let domain = proposal_domain(&gw, &auth, &id, &within)?;
         let at = now_secs() as i64;
         gw.engine().cast_vote(
             &domain,
@@ -643,17 +747,18 @@ async fn vote(
     path = "/v1/gov/proposals/{id}/vote",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The proposal's id")),
+    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
     responses((status = 200, description = "The tally now, and the outcome a close now would record", body = serde_json::Value)),
 )]
 async fn tally(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
+    Query(within): Query<ProposalIn>,
 ) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
-        let domain = proposal_domain(&gw, &auth, &id)?;
+        let domain = proposal_domain(&gw, &auth, &id, &within)?;
         let (tally, outcome) = gw.engine().tally(&domain, &id)?;
         let state = gw
             .engine()
@@ -674,17 +779,18 @@ async fn tally(
     path = "/v1/gov/proposals/{id}/close",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The proposal's id")),
+    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
     responses((status = 200, description = "The proposal closed: state, outcome, tally, decision_receipt_id", body = serde_json::Value), (status = 422, description = "Not open", body = crate::ErrorBody)),
 )]
 async fn close_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
+    Query(within): Query<ProposalIn>,
 ) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovWrite)?;
     blocking(move || {
-        let domain = proposal_domain(&gw, &auth, &id)?;
+        let domain = proposal_domain(&gw, &auth, &id, &within)?;
         let engine = gw.engine();
         let (_, receipt) =
             engine.close_proposal(&domain, &auth.signer(), &id, now_secs() as i64)?;

@@ -138,18 +138,14 @@ impl Index {
             .is_some_and(|s| !s.is_empty())
     }
 
-    /// The domain holding proposal `id`.
-    pub(crate) fn proposal_domain(&self, id: &str) -> Result<DocId, AppError> {
-        let state = self.fresh();
-        match state.proposals.get(id).map(only).unwrap_or(Ok(None)) {
-            Ok(None) => Err(AppError::not_found(format!(
-                "no proposal {id:?} on this node"
-            ))),
-            Ok(Some(domain)) => Ok(domain),
-            Err(()) => Err(AppError::conflict(format!(
-                "proposal id {id:?} is used in several domains; use /v1/gov/domains/{{id}}/proposals"
-            ))),
-        }
+    /// The domains holding a proposal with id `id`. Proposal ids are chosen
+    /// by their authors, so two domains can hold the same one.
+    pub(crate) fn proposal_domains(&self, id: &str) -> Vec<DocId> {
+        self.fresh()
+            .proposals
+            .get(id)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The name of a document.

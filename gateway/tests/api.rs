@@ -1006,3 +1006,247 @@ async fn auth_routes_are_limited_per_ip() {
     limited.expect(429);
     api.send(from([10, 0, 0, 2])).await.expect(200);
 }
+
+/// Holes found from outside (issue 13 §4), each refused now and each
+/// allowed path still open.
+#[tokio::test]
+async fn authorization_holes_found_from_outside_stay_closed() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let mallory = keypair(6);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let mallory_token = api.login(&mallory).await;
+    let bob_did = bob.did().to_string();
+    let alice_did = alice.did().to_string();
+
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "bakery", "default_credit_limit": 10}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/coops/bakery/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+
+    // A stranger cannot attach a domain to the co-op (nor learn its
+    // document id by trying), nor list its members there.
+    let refused = api
+        .post(
+            "/v1/gov/domains",
+            &mallory_token,
+            json!({"id": "fake-board", "coop_id": "bakery", "members": [alice_did]}),
+        )
+        .await
+        .expect(403);
+    assert!(!refused.to_string().contains("doc_id"), "{refused}");
+    // A member attaches one, but lists only the co-op's members.
+    api.post(
+        "/v1/gov/domains",
+        &bob_token,
+        json!({"id": "board-x", "coop_id": "bakery", "members": [mallory.did().to_string()]}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/gov/domains",
+        &bob_token,
+        json!({"id": "board", "coop_id": "bakery", "members": [alice_did]}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/v1/gov/domains/board/members",
+        &bob_token,
+        json!({"did": mallory.did().to_string()}),
+    )
+    .await
+    .expect(403);
+
+    // Governance input is validated.
+    for bad in [
+        json!({"id": "d1", "voting_period_days": 0}),
+        json!({"id": "d2", "voting_period_seconds": i64::MAX}),
+        json!({"id": "d3", "voting_period_seconds": -1}),
+    ] {
+        api.post("/v1/gov/domains", &token, bad).await.expect(422);
+    }
+    api.post(
+        "/v1/gov/domains/board/proposals",
+        &token,
+        json!({"title": "  "}),
+    )
+    .await
+    .expect(422);
+    api.post(
+        "/v1/gov/domains/board/proposals",
+        &token,
+        json!({"title": "Pay", "payload": {"type": "budget", "amount": -5,
+               "recipient": alice_did, "unit": "hours", "purpose": "x"}}),
+    )
+    .await
+    .expect(422);
+    let p = api
+        .post(
+            "/v1/gov/domains/board/proposals",
+            &token,
+            json!({"id": "p1", "title": "Ovens"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(p["id"], "p1");
+    api.post(
+        "/v1/gov/proposals/p1/open",
+        &token,
+        json!({"voting_period_seconds": 0}),
+    )
+    .await
+    .expect(422);
+    api.post(
+        "/v1/gov/proposals/p1/open",
+        &token,
+        json!({"voting_period_seconds": i64::MAX}),
+    )
+    .await
+    .expect(422);
+
+    // Proposal-id squatting: this node refuses an id in use anywhere here...
+    api.post(
+        "/v1/gov/domains",
+        &mallory_token,
+        json!({"id": "squat", "members": [alice_did]}),
+    )
+    .await
+    .expect(201);
+    api.post(
+        "/v1/gov/domains/squat/proposals",
+        &mallory_token,
+        json!({"id": "p1", "title": "Mine"}),
+    )
+    .await
+    .expect(409);
+    // ...and when a peer's write brings one anyway, the victim's routes stay
+    // usable: a caller who reads only one of the domains is not affected,
+    // and one who reads both names the domain.
+    let squat = api
+        .get("/v1/gov/domains/squat", &mallory_token)
+        .await
+        .expect(200)["doc_id"]
+        .as_str()
+        .expect("doc id")
+        .parse::<icn_schemas::DocId>()
+        .expect("doc id");
+    api.node
+        .engine
+        .create_proposal(
+            &squat,
+            &icn_engine::Signer::Device(mallory.clone()),
+            &icn_schemas::domain::NewProposal {
+                id: "p1".into(),
+                title: "Mine".into(),
+                description: String::new(),
+                author: mallory.did(),
+                created_at: 1,
+                payload: icn_schemas::domain::Payload::Text {
+                    body: String::new(),
+                },
+            },
+        )
+        .expect("a peer's proposal");
+    let seen = api
+        .get("/v1/gov/proposals/p1", &bob_token)
+        .await
+        .expect(200);
+    assert_eq!(seen["domain_id"], "board");
+    let ambiguous = api
+        .post("/v1/gov/proposals/p1/open", &token, json!({}))
+        .await
+        .expect(409);
+    assert!(
+        ambiguous["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("?domain_id=")),
+        "{ambiguous}"
+    );
+    api.post(
+        "/v1/gov/proposals/p1/open?domain_id=board",
+        &token,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    api.post(
+        "/v1/gov/proposals/p1/vote?domain_id=board",
+        &bob_token,
+        json!({"choice": "for"}),
+    )
+    .await
+    .expect(200);
+    api.get("/v1/gov/proposals/p1?domain_id=squat", &bob_token)
+        .await
+        .expect(403);
+    api.get("/v1/gov/proposals/p1?domain_id=nope", &token)
+        .await
+        .expect(404);
+
+    // A settlement to someone who is not a member is refused.
+    let refused = api
+        .post(
+            "/v1/ledger/bakery/settle",
+            &token,
+            json!({"from": alice_did, "to": mallory.did().to_string(), "amount": 1, "unit": "hours"}),
+        )
+        .await
+        .expect(422);
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a member")),
+        "{refused}"
+    );
+    api.post(
+        "/v1/ledger/bakery/settle",
+        &token,
+        json!({"from": alice_did, "to": bob_did, "amount": 1, "unit": "hours"}),
+    )
+    .await
+    .expect(201);
+
+    // The last admin stays; once another admin exists, it may leave.
+    for (method, body) in [("DELETE", None), ("PUT", Some(json!({"role": "member"})))] {
+        let refused = api
+            .call(
+                method,
+                &format!("/v1/coops/bakery/members/{alice_did}"),
+                Some(&token),
+                body,
+            )
+            .await
+            .expect(403);
+        assert!(
+            refused["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("last active admin")),
+            "{refused}"
+        );
+    }
+    api.call(
+        "PUT",
+        &format!("/v1/coops/bakery/members/{bob_did}"),
+        Some(&token),
+        Some(json!({"role": "admin"})),
+    )
+    .await
+    .expect(200);
+    api.call(
+        "DELETE",
+        &format!("/v1/coops/bakery/members/{alice_did}"),
+        Some(&token),
+        None,
+    )
+    .await
+    .expect(200);
+}

@@ -9,7 +9,9 @@
 //! policy/units/<unit>/{name, scale}                  str, int
 //! policy/rates/<from unit>/<to unit>/{num, den}      int, int: 1 from = num/den to
 //! members/<did>/{role, status, joined_at, display_name, credit_limit}
-//! members/<did>/devices/<device key>/{label, added_at, revoked, proof}
+//! members/<did>/devices/<device key>/{label, added_at, revoked, proof,
+//!                                    revoked_at, revoked_reason, revoked_by}
+//! policy/trusted_contacts/<did>/added_at
 //! relays/<node did>/{addr, added_at}
 //! ```
 
@@ -141,9 +143,23 @@ pub enum CoopField {
         /// The device key.
         device: Did,
     },
+    /// `members/<did>/devices/<key>/{revoked, revoked_at, revoked_reason,
+    /// revoked_by}`: a revocation, which never comes undone.
+    DeviceRevocation {
+        /// The member.
+        member: Did,
+        /// The device key.
+        device: Did,
+    },
+    /// `policy/trusted_contacts` and everything below it: the members who
+    /// may revoke any member's devices in an emergency.
+    TrustedContacts,
     /// `relays` and everything below it.
     Relays,
 }
+
+/// Why a device was revoked.
+pub const REVOKE_REASONS: &[&str] = &["lost", "stolen", "retired", "emergency"];
 
 /// Maps a path to its field and the shape it must hold.
 pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
@@ -165,6 +181,21 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
         ["policy", "default_credit_limit"] => (F::DefaultCreditLimit, Shape::NonNegative),
         ["policy", "treasury_domain"] => (F::TreasuryDomain, Shape::Str(64)),
         ["policy", "units"] => (F::Units, Shape::Map),
+        ["policy", "trusted_contacts", rest @ ..] => {
+            let shape = match rest {
+                [] => Shape::Map,
+                [contact] => {
+                    parse_did_key("trusted contact DID", contact)?;
+                    Shape::Map
+                }
+                [contact, "added_at"] => {
+                    parse_did_key("trusted contact DID", contact)?;
+                    Shape::NonNegative
+                }
+                _ => return Err(unknown()),
+            };
+            (F::TrustedContacts, shape)
+        }
         ["policy", "rates", rest @ ..] => {
             let shape = match rest {
                 [] => Shape::Map,
@@ -207,7 +238,15 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
                         [] => Shape::Map,
                         ["label"] => Shape::Str(200),
                         ["added_at"] => Shape::NonNegative,
-                        ["revoked"] => Shape::Bool,
+                        ["revoked" | "revoked_at" | "revoked_reason" | "revoked_by"] => {
+                            let shape = match rest[0] {
+                                "revoked" => Shape::Bool,
+                                "revoked_at" => Shape::NonNegative,
+                                "revoked_reason" => Shape::OneOf(REVOKE_REASONS),
+                                _ => Shape::Did,
+                            };
+                            return Ok((F::DeviceRevocation { member, device }, shape));
+                        }
                         ["proof"] => {
                             return Ok((F::DeviceProof { member, device }, Shape::Str(128)));
                         }
@@ -232,11 +271,15 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
     })
 }
 
-/// Whether an operation may delete the value at this path. Only relays can be
-/// removed outright; members and devices change status instead, so the record
-/// of who could act when is never lost.
+/// Whether an operation may delete the value at this path. Only relays and
+/// trusted contacts can be removed outright; members and devices change
+/// status instead, so the record of who could act when is never lost.
 pub fn deletable(field: &CoopField, path: &[&str]) -> bool {
-    matches!(field, CoopField::Relays) && path.len() == 2
+    match field {
+        CoopField::Relays => path.len() == 2,
+        CoopField::TrustedContacts => path.len() == 3,
+        _ => false,
+    }
 }
 
 /// A device of a member.
@@ -248,6 +291,15 @@ pub struct Device {
     pub added_at: Option<i64>,
     /// Whether the device was revoked. A revoked device never acts again.
     pub revoked: bool,
+    /// When, unix seconds, if the revocation says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    /// Why: one of [`REVOKE_REASONS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_reason: Option<String>,
+    /// Who revoked it: the member, an admin, or a trusted contact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<Did>,
     /// Whether the device signed its consent to act for the member (see
     /// [`device_proof_message`]). Validation checks the signature when the
     /// proof is written, so a proof in the document is a valid one. Whether a
@@ -302,7 +354,10 @@ impl Member {
                         Device {
                             label: r.str(&dev, "label"),
                             added_at: r.int(&dev, "added_at"),
-                            revoked: r.bool(&dev, "revoked").unwrap_or(false),
+                            revoked: is_revoked(r, &dev),
+                            revoked_at: r.int(&dev, "revoked_at"),
+                            revoked_reason: r.str(&dev, "revoked_reason"),
+                            revoked_by: r.str(&dev, "revoked_by").and_then(|s| s.parse().ok()),
                             proven: r.str(&dev, "proof").is_some(),
                         },
                     );
@@ -355,6 +410,16 @@ impl Standing {
     }
 }
 
+/// Whether some member is an active admin: the co-op can still add members
+/// and change its policy.
+pub fn has_active_admin(r: Reader<'_>) -> bool {
+    r.map_path(&["members"]).is_some_and(|members| {
+        r.did_keys(&members)
+            .iter()
+            .any(|did| Standing::read(r, did).is_some_and(|s| s.is_admin()))
+    })
+}
+
 /// Whether `node` is registered as one of the co-op's relays.
 pub fn is_relay(r: Reader<'_>, node: &Did) -> bool {
     r.map_path(&["relays", &node.to_string()]).is_some()
@@ -371,8 +436,32 @@ pub fn is_live_device(r: Reader<'_>, member: &Did, device: &Did) -> bool {
     ]) else {
         return false;
     };
-    let revoked = r.bool(&d, "revoked").unwrap_or(false);
-    !revoked && (device == member || r.str(&d, "proof").is_some())
+    !is_revoked(r, &d) && (device == member || r.str(&d, "proof").is_some())
+}
+
+/// A device is revoked once any revocation field is written: `revoked_at`
+/// is never deleted, so a concurrent `revoked: false` (re-adding the key)
+/// cannot win over a revocation.
+fn is_revoked(r: Reader<'_>, d: &ObjId) -> bool {
+    r.bool(d, "revoked").unwrap_or(false) || r.int(d, "revoked_at").is_some()
+}
+
+/// Whether `did` is one of the co-op's trusted contacts, who may revoke any
+/// member's devices in an emergency.
+pub fn is_trusted_contact(r: Reader<'_>, did: &Did) -> bool {
+    r.map_path(&["policy", "trusted_contacts", &did.to_string()])
+        .is_some()
+}
+
+/// Whether `device` is listed under `member`, revoked or not.
+pub fn has_device(r: Reader<'_>, member: &Did, device: &Did) -> bool {
+    r.map_path(&[
+        "members",
+        &member.to_string(),
+        "devices",
+        &device.key_string(),
+    ])
+    .is_some()
 }
 
 /// Finds the member for whom `device` is a live device. A member's own DID
@@ -484,6 +573,9 @@ pub struct Policy {
     pub default_credit_limit: i64,
     /// Units of account by id.
     pub units: BTreeMap<String, Unit>,
+    /// Members who may revoke any member's devices in an emergency.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_contacts: Vec<Did>,
 }
 
 /// A relay registered with the co-op.
@@ -532,6 +624,9 @@ impl Coop {
                         policy.units.insert(unit, Unit { name, scale });
                     }
                 }
+            }
+            if let Some(contacts) = r.map(&p, "trusted_contacts") {
+                policy.trusted_contacts = r.did_keys(&contacts);
             }
         }
         let mut members = BTreeMap::new();
@@ -709,9 +804,25 @@ pub fn add_device(
 ) -> Result<(), SchemaError> {
     let m = member_obj(tx, did)?;
     let devices = ensure_map(tx, &m, "devices")?;
-    let d = ensure_map(tx, &devices, &device.key_string())?;
+    let key = device.key_string();
+    let existing = tx.get(&devices, key.as_str())?.map(|(_, obj)| obj);
+    if let Some(obj) = &existing {
+        let revoked = tx
+            .get(obj, "revoked")?
+            .is_some_and(|(v, _)| v.as_bool() == Some(true))
+            || tx.get(obj, "revoked_at")?.is_some();
+        if revoked {
+            return Err(SchemaError::Exists(format!(
+                "device {device} was revoked: a revoked key is never added again"
+            )));
+        }
+    }
+    let new = existing.is_none();
+    let d = ensure_map(tx, &devices, &key)?;
     tx.put(&d, "added_at", non_negative("added_at", added_at)?)?;
-    tx.put(&d, "revoked", false)?;
+    if new {
+        tx.put(&d, "revoked", false)?;
+    }
     if let Some(proof) = proof {
         tx.put(&d, "proof", hex_encode(proof))?;
     }
@@ -733,6 +844,73 @@ pub fn revoke_device(
         "device",
     )?;
     tx.put(&d, "revoked", true)?;
+    Ok(())
+}
+
+/// Why, when and by whom a device is revoked.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// One of [`REVOKE_REASONS`].
+    pub reason: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who revokes it.
+    pub by: Did,
+}
+
+/// Revokes a device, recording why, when and by whom.
+pub fn revoke_device_for(
+    tx: &mut impl Transactable,
+    did: &Did,
+    device: &Did,
+    revocation: &Revocation,
+) -> Result<(), SchemaError> {
+    if !REVOKE_REASONS.contains(&revocation.reason.as_str()) {
+        return Err(SchemaError::InvalidValue {
+            field: "reason",
+            reason: format!(
+                "{:?} is not a reason: one of {}",
+                revocation.reason,
+                REVOKE_REASONS.join(", ")
+            ),
+        });
+    }
+    revoke_device(tx, did, device)?;
+    let d = existing_map(
+        tx,
+        &["members", &did.to_string(), "devices", &device.key_string()],
+        "device",
+    )?;
+    tx.put(&d, "revoked_at", non_negative("revoked_at", revocation.at)?)?;
+    tx.put(&d, "revoked_reason", revocation.reason.as_str())?;
+    tx.put(&d, "revoked_by", revocation.by.to_string())?;
+    Ok(())
+}
+
+/// Names `contact` a trusted contact: a member who may revoke any member's
+/// devices in an emergency.
+pub fn add_trusted_contact(
+    tx: &mut impl Transactable,
+    contact: &Did,
+    added_at: i64,
+) -> Result<(), SchemaError> {
+    let policy = ensure_map(tx, &ObjId::Root, "policy")?;
+    let contacts = ensure_map(tx, &policy, "trusted_contacts")?;
+    let c = ensure_map(tx, &contacts, &contact.to_string())?;
+    tx.put(&c, "added_at", non_negative("added_at", added_at)?)?;
+    Ok(())
+}
+
+/// Removes a trusted contact.
+pub fn remove_trusted_contact(
+    tx: &mut impl Transactable,
+    contact: &Did,
+) -> Result<(), SchemaError> {
+    let contacts = existing_map(tx, &["policy", "trusted_contacts"], "trusted contacts")?;
+    if tx.get(&contacts, contact.to_string())?.is_none() {
+        return Err(SchemaError::Missing(format!("trusted contact {contact}")));
+    }
+    tx.delete(&contacts, contact.to_string())?;
     Ok(())
 }
 

@@ -213,6 +213,10 @@ pub enum Shape {
     Int,
     /// A non-negative integer (Automerge `int` or `uint`).
     NonNegative,
+    /// An integer in an inclusive range (Automerge `int` or `uint`).
+    Range(i64, i64),
+    /// A string of at most the given number of bytes, not blank.
+    Text(usize),
     /// A boolean.
     Bool,
     /// One of a fixed set of strings.
@@ -288,6 +292,11 @@ pub fn check_shape(
         (Shape::Int, Some(ScalarValue::Int(_))) => true,
         (Shape::NonNegative, Some(ScalarValue::Int(i))) => *i >= 0,
         (Shape::NonNegative, Some(ScalarValue::Uint(u))) => i64::try_from(*u).is_ok(),
+        (Shape::Range(lo, hi), Some(ScalarValue::Int(i))) => (lo..=hi).contains(i),
+        (Shape::Range(lo, hi), Some(ScalarValue::Uint(u))) => {
+            i64::try_from(*u).is_ok_and(|i| (lo..=hi).contains(&i))
+        }
+        (Shape::Text(max), Some(ScalarValue::Str(s))) => s.len() <= max && !s.trim().is_empty(),
         (Shape::Bool, Some(ScalarValue::Boolean(_))) => true,
         (Shape::OneOf(options), Some(ScalarValue::Str(s))) => options.contains(&s.as_str()),
         (Shape::Did, Some(ScalarValue::Str(s))) => s.parse::<Did>().is_ok(),
@@ -309,6 +318,8 @@ fn describe(shape: Shape) -> String {
         Shape::Str(max) => format!("a string of at most {max} bytes"),
         Shape::Int => "an integer".into(),
         Shape::NonNegative => "a non-negative integer".into(),
+        Shape::Range(lo, hi) => format!("an integer from {lo} to {hi}"),
+        Shape::Text(max) => format!("a non-blank string of at most {max} bytes"),
         Shape::Bool => "a boolean".into(),
         Shape::OneOf(options) => format!("one of {}", options.join(", ")),
         Shape::Did => "a DID".into(),

@@ -31,7 +31,9 @@ use crate::document::{
     DocKind, GenesisField, Reader, SchemaError, Shape, check_ident, ensure_map, existing_map,
     parse_did_key, write_genesis,
 };
-pub use crate::governance::{Choice, DomainMember, DomainRole, Method, ProposalState, Rules, Vote};
+pub use crate::governance::{
+    Choice, DomainMember, DomainRole, MAX_VOTING_PERIOD_SECONDS, Method, ProposalState, Rules, Vote,
+};
 
 /// The ids of the proposals a domain document holds.
 pub fn proposal_ids(r: Reader<'_>) -> Vec<String> {
@@ -119,7 +121,7 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
         ["rules", rest @ ..] => {
             let shape = match rest {
                 ["quorum_percent"] | ["approval_percent"] => pct,
-                ["voting_period_seconds"] => Shape::NonNegative,
+                ["voting_period_seconds"] => Shape::Range(1, MAX_VOTING_PERIOD_SECONDS),
                 ["allow_veto"] => Shape::Bool,
                 ["method"] => Shape::Map,
                 ["method", "kind"] => Shape::OneOf(Method::KINDS),
@@ -145,7 +147,7 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
             let id = (*id).to_owned();
             match rest {
                 [] => (F::ProposalContent(id), Shape::Map),
-                ["title"] => (F::ProposalContent(id), Shape::Str(200)),
+                ["title"] => (F::ProposalContent(id), Shape::Text(200)),
                 ["description"] => (F::ProposalContent(id), Shape::Str(8000)),
                 ["created_at"] => (F::ProposalContent(id), Shape::NonNegative),
                 ["author"] => (F::ProposalAuthor(id), Shape::Did),
@@ -154,7 +156,7 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
                     let shape = match *field {
                         "type" => Shape::OneOf(PAYLOAD_TYPES),
                         "body" | "purpose" => Shape::Str(8000),
-                        "amount" => Shape::Int,
+                        "amount" => Shape::Range(1, i64::MAX),
                         "recipient" | "did" => Shape::Did,
                         "unit" | "role" | "key" => Shape::Str(64),
                         "value" => Shape::Str(4000),
@@ -207,6 +209,16 @@ impl DomainMember {
             active: r.str(&obj, "status").as_deref() != Some("removed"),
         })
     }
+}
+
+/// Whether some member is an active admin: the domain can still add members
+/// and change its rules.
+pub fn has_active_admin(r: Reader<'_>) -> bool {
+    r.map_path(&["members"]).is_some_and(|members| {
+        r.did_keys(&members).iter().any(|did| {
+            DomainMember::read(r, did).is_some_and(|m| m.active && m.role == DomainRole::Admin)
+        })
+    })
 }
 
 /// What a proposal would do if accepted.
@@ -546,6 +558,21 @@ fn percent(field: &'static str, v: i64) -> Result<i64, SchemaError> {
     }
 }
 
+/// Refuses a voting period that is not positive or is longer than
+/// [`MAX_VOTING_PERIOD_SECONDS`].
+pub fn check_voting_period(seconds: i64) -> Result<(), SchemaError> {
+    if (1..=MAX_VOTING_PERIOD_SECONDS).contains(&seconds) {
+        Ok(())
+    } else {
+        Err(SchemaError::InvalidValue {
+            field: "voting_period_seconds",
+            reason: format!(
+                "must be from 1 to {MAX_VOTING_PERIOD_SECONDS} (a year), not {seconds}"
+            ),
+        })
+    }
+}
+
 /// Replaces the voting rules.
 pub fn set_rules(tx: &mut impl Transactable, rules: &Rules) -> Result<(), SchemaError> {
     let obj = ensure_map(tx, &ObjId::Root, "rules")?;
@@ -559,12 +586,7 @@ pub fn set_rules(tx: &mut impl Transactable, rules: &Rules) -> Result<(), Schema
         "approval_percent",
         percent("approval_percent", rules.approval_percent)?,
     )?;
-    if rules.voting_period_seconds < 0 {
-        return Err(SchemaError::InvalidValue {
-            field: "voting_period_seconds",
-            reason: "must not be negative".into(),
-        });
-    }
+    check_voting_period(rules.voting_period_seconds)?;
     tx.put(&obj, "voting_period_seconds", rules.voting_period_seconds)?;
     tx.put(&obj, "allow_veto", rules.allow_veto)?;
     let m = ensure_map(tx, &obj, "method")?;
@@ -629,6 +651,20 @@ pub struct NewProposal {
 /// Writes a new proposal in the `draft` state.
 pub fn create_proposal(tx: &mut impl Transactable, new: &NewProposal) -> Result<(), SchemaError> {
     check_ident("proposal id", &new.id)?;
+    if new.title.trim().is_empty() {
+        return Err(SchemaError::InvalidValue {
+            field: "title",
+            reason: "a proposal needs a title".into(),
+        });
+    }
+    if let Payload::Budget { amount, .. } = &new.payload
+        && *amount <= 0
+    {
+        return Err(SchemaError::InvalidValue {
+            field: "amount",
+            reason: format!("a budget moves a positive amount, not {amount}"),
+        });
+    }
     let proposals = existing_map(tx, &["proposals"], "proposals")?;
     if tx.get(&proposals, new.id.as_str())?.is_some() {
         return Err(SchemaError::InvalidValue {

@@ -6,6 +6,9 @@
 
 use crate::did::Did;
 
+/// The longest voting period a domain or a proposal may set: one year.
+pub const MAX_VOTING_PERIOD_SECONDS: i64 = 366 * 24 * 3600;
+
 /// A member's role in a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

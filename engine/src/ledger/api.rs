@@ -59,6 +59,10 @@ pub enum EntryRefusal {
         /// The account debited.
         account: String,
     },
+    /// A posting for a member account of someone who is not a member (never
+    /// was, or was removed) at the cited heads.
+    #[error("{0} is not a member of the co-op")]
+    NotAMember(Did),
     /// An allowance entry signed by the wrong key.
     #[error("{0}")]
     BadAllowance(&'static str),

@@ -110,6 +110,8 @@ pub(super) struct Lookups {
     /// (cited heads, author, device) → may the author write through it.
     standing: HashMap<StandingKey, Result<(), EntryRefusal>>,
     limit: HashMap<(Vec<[u8; 32]>, Did), i64>,
+    /// (cited heads, account) → is it a member's (not removed).
+    member: HashMap<(Vec<[u8; 32]>, Did), bool>,
     unit: HashMap<(Vec<[u8; 32]>, String), bool>,
 }
 
@@ -298,6 +300,18 @@ fn check_body(
         *side = side
             .checked_add(p.amount)
             .ok_or_else(|| EntryRefusal::Overflow(p.unit.clone()))?;
+        if let Account::Member(did) = p.account {
+            let member = *lookups
+                .member
+                .entry((entry.coop_heads.clone(), did))
+                .or_insert_with(|| {
+                    coop::Standing::read(r, &did)
+                        .is_some_and(|s| s.status != coop::MemberStatus::Removed)
+                });
+            if !member {
+                return Err(EntryRefusal::NotAMember(did));
+            }
+        }
         if p.amount < 0 {
             match p.account {
                 Account::Member(did) if did == entry.author => {

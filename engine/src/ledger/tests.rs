@@ -215,6 +215,24 @@ fn peers_refuse_forged_unbalanced_and_unauthorised_entries() {
         refusal(e, &coop, sign_entry(&alice, theft)),
         EntryRefusal::NotTheirAccount { .. }
     ));
+    // Paying someone who is not a member: refused by peers, and by settle.
+    let stranger = keypair(99).did();
+    let outside = transfer(e, &coop, &alice, alice.did(), stranger, 5);
+    assert_eq!(
+        refusal(e, &coop, sign_entry(&alice, outside)),
+        EntryRefusal::NotAMember(stranger)
+    );
+    assert!(matches!(
+        e.settle(
+            &coop,
+            &dev(&alice),
+            &Settle {
+                to: stranger,
+                ..settle(&bob, 1)
+            }
+        ),
+        Err(LedgerError::Refused(EntryRefusal::NotAMember(_)))
+    ));
     // The treasury is not anyone's to debit without a decision.
     let mut treasury = transfer(e, &coop, &alice, alice.did(), bob.did(), 5);
     let Body::Transfer { postings, .. } = &mut treasury.body else {
