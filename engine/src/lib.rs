@@ -48,6 +48,7 @@ mod access;
 mod authority;
 pub mod backup;
 pub mod change;
+mod devices;
 mod docsync;
 mod engine;
 mod governance;

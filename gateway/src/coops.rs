@@ -22,6 +22,8 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(get_coop, update, delete))
         .routes(routes!(members, add_member))
         .routes(routes!(update_member, remove_member))
+        .routes(routes!(trusted_contacts, add_trusted_contact))
+        .routes(routes!(remove_trusted_contact))
 }
 
 fn view(id: &DocId, c: &Coop) -> Value {
@@ -351,6 +353,95 @@ async fn remove_member(
             coop::set_status(tx, &did, MemberStatus::Removed)
         })?;
         Ok(Json(member_of(engine, &id, &did)?))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/coops/{id}/trusted-contacts",
+    tag = "coops",
+    security(("bearer" = ["coop:read"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 200, description = "The members who may revoke any member's devices in an emergency (`POST /v1/identity/emergency-revoke`)", body = serde_json::Value)),
+)]
+async fn trusted_contacts(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopRead>,
+) -> Result<Json<Value>, AppError> {
+    blocking(move || {
+        let coop = read(gw.engine(), &c.id)?;
+        Ok(Json(json!(coop.policy.trusted_contacts)))
+    })
+    .await
+}
+
+/// A member to name a trusted contact.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+struct TrustedContactRequest {
+    /// The member's DID.
+    did: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/coops/{id}/trusted-contacts",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    request_body = TrustedContactRequest,
+    responses(
+        (status = 201, description = "The trusted contacts now (admins only)", body = serde_json::Value),
+        (status = 404, description = "Not a member of the co-op", body = crate::ErrorBody),
+    ),
+)]
+async fn add_trusted_contact(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopAdmin>,
+    Body(req): Body<TrustedContactRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let InCoop { auth, id, .. } = c;
+    let did = parse_did(&req.did)?;
+    blocking(move || {
+        let engine = gw.engine();
+        member_of(engine, &id, &did)?;
+        engine.write(&id, &auth.signer(), |tx| {
+            coop::add_trusted_contact(tx, &did, now_secs() as i64)
+        })?;
+        let coop = read(engine, &id)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!(coop.policy.trusted_contacts)),
+        ))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/coops/{id}/trusted-contacts/{did}",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The trusted contact's DID")),
+    responses(
+        (status = 200, description = "The trusted contacts now (admins only)", body = serde_json::Value),
+        (status = 404, description = "Not a trusted contact", body = crate::ErrorBody),
+    ),
+)]
+async fn remove_trusted_contact(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopAdmin>,
+    Path((_coop, did)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let InCoop { auth, id, .. } = c;
+    let did = parse_did(&did)?;
+    blocking(move || {
+        let engine = gw.engine();
+        engine.write(&id, &auth.signer(), |tx| {
+            coop::remove_trusted_contact(tx, &did)
+        })?;
+        let coop = read(engine, &id)?;
+        Ok(Json(json!(coop.policy.trusted_contacts)))
     })
     .await
 }

@@ -34,6 +34,7 @@ use utoipa_axum::routes;
 
 pub mod auth;
 mod coops;
+mod devices;
 mod docs;
 pub mod error;
 mod events;
@@ -209,6 +210,7 @@ fn api() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(docs::get_doc))
         .routes(routes!(ws::connect))
         .merge(coops::routes())
+        .merge(devices::routes())
         .merge(gov::routes())
         .merge(ledger::routes())
         .merge(registry::routes())

@@ -817,6 +817,14 @@ async fn every_route_is_documented_and_served() {
         ("get", "/v1/ws/{coop_id}"),
         ("get", "/v1/docs/{doc_id}"),
         ("get", "/v1/openapi.json"),
+        // Beyond the API directory: seed 002's identity lifecycle.
+        ("get", "/v1/devices/{did}"),
+        ("post", "/v1/devices/{did}"),
+        ("delete", "/v1/devices/{did}/{device}"),
+        ("post", "/v1/identity/emergency-revoke"),
+        ("get", "/v1/coops/{id}/trusted-contacts"),
+        ("post", "/v1/coops/{id}/trusted-contacts"),
+        ("delete", "/v1/coops/{id}/trusted-contacts/{did}"),
     ];
     for (method, path) in directory {
         assert!(
@@ -1249,4 +1257,233 @@ async fn authorization_holes_found_from_outside_stay_closed() {
     )
     .await
     .expect(200);
+}
+
+/// Seed 002's identity lifecycle over HTTP: list, register, lose a phone,
+/// and a trusted contact's emergency revoke, then recovery by an admin.
+#[tokio::test]
+async fn devices_lost_phones_and_the_emergency_revoke() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let carol = keypair(3);
+    let mallory = keypair(6);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let carol_token = api.login(&carol).await;
+    let mallory_token = api.login(&mallory).await;
+    let (alice_did, bob_did, carol_did) = (
+        alice.did().to_string(),
+        bob.did().to_string(),
+        carol.did().to_string(),
+    );
+    api.post("/v1/coops", &token, json!({"id": "garden"}))
+        .await
+        .expect(201);
+    for did in [&bob_did, &carol_did] {
+        api.post("/v1/coops/garden/members", &token, json!({"did": did}))
+            .await
+            .expect(201);
+    }
+    let listed = api
+        .get(&format!("/v1/devices/{alice_did}"), &bob_token)
+        .await
+        .expect(200);
+    assert_eq!(listed["devices"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["devices"][0]["is_did_key"], true);
+    assert_eq!(listed["devices"][0]["status"], "live");
+    api.get(&format!("/v1/devices/{alice_did}"), &mallory_token)
+        .await
+        .expect(404);
+    api.get("/v1/devices/not-a-did", &token).await.expect(400);
+
+    // Register a phone: with its proof, by alice; not by bob, not without proof.
+    let phone = keypair(30);
+    let phone_did = phone.did().to_string();
+    let proof = hex::encode(phone.device_proof(&alice.did()));
+    let path = format!("/v1/devices/{alice_did}");
+    api.post(&path, &token, json!({"device": phone_did}))
+        .await
+        .expect(400);
+    let wrong = hex::encode(phone.device_proof(&bob.did()));
+    api.post(&path, &token, json!({"device": phone_did, "proof": wrong}))
+        .await
+        .expect(400);
+    api.post(
+        &path,
+        &bob_token,
+        json!({"device": phone_did, "proof": proof, "label": "not his"}),
+    )
+    .await
+    .expect(403);
+    let added = api
+        .post(
+            &path,
+            &token,
+            json!({"device": phone_did, "proof": proof, "label": "iphone-12"}),
+        )
+        .await
+        .expect(201);
+    let row = |v: &serde_json::Value, device: &str| {
+        v["devices"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["device"] == device).cloned())
+            .unwrap_or_else(|| panic!("{device} not in {v}"))
+    };
+    assert_eq!(row(&added, &phone_did)["status"], "live");
+    assert_eq!(row(&added, &phone_did)["label"], "iphone-12");
+    // The phone acts for alice.
+    let garden = api.get("/v1/coops/garden", &token).await.expect(200)["doc_id"]
+        .as_str()
+        .expect("doc id")
+        .parse::<icn_schemas::DocId>()
+        .expect("doc id");
+    api.node
+        .engine
+        .write(&garden, &icn_engine::Signer::Device(phone.clone()), |tx| {
+            icn_schemas::coop::set_display_name(tx, &alice.did(), "Alice (phone)")
+        })
+        .expect("a live device writes");
+
+    // Lost: revoked with a reason, by alice; bob may not; reasons are checked.
+    let revoke = format!("/v1/devices/{alice_did}/{phone_did}");
+    api.call("DELETE", &revoke, Some(&token), None)
+        .await
+        .expect(400);
+    api.call(
+        "DELETE",
+        &format!("{revoke}?reason=misplaced"),
+        Some(&token),
+        None,
+    )
+    .await
+    .expect(400);
+    api.call(
+        "DELETE",
+        &format!("{revoke}?reason=lost"),
+        Some(&bob_token),
+        None,
+    )
+    .await
+    .expect(403);
+    let revoked = api
+        .call(
+            "DELETE",
+            &revoke,
+            Some(&token),
+            Some(json!({"reason": "lost"})),
+        )
+        .await
+        .expect(200);
+    let row_now = row(&revoked, &phone_did);
+    assert_eq!(row_now["status"], "revoked");
+    assert_eq!(row_now["revoked_reason"], "lost");
+    assert_eq!(row_now["revoked_by"], alice_did);
+    assert!(
+        api.node
+            .engine
+            .write(&garden, &icn_engine::Signer::Device(phone.clone()), |tx| {
+                icn_schemas::coop::set_display_name(tx, &alice.did(), "finder")
+            })
+            .is_err(),
+        "a revoked phone writes nothing"
+    );
+    // A revoked key is never registered again.
+    api.post(&path, &token, json!({"device": phone_did, "proof": proof}))
+        .await
+        .expect(409);
+    api.call(
+        "DELETE",
+        &format!("/v1/devices/{alice_did}/{}", keypair(31).did()),
+        Some(&token),
+        Some(json!({"reason": "lost"})),
+    )
+    .await
+    .expect(404);
+
+    // Emergency: only admins and trusted contacts.
+    let emergency = json!({"target_did": carol_did, "voucher_did": bob_did, "reason": "stolen"});
+    api.post(
+        "/v1/identity/emergency-revoke",
+        &bob_token,
+        emergency.clone(),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/coops/garden/trusted-contacts",
+        &bob_token,
+        json!({"did": bob_did}),
+    )
+    .await
+    .expect(403);
+    let contacts = api
+        .post(
+            "/v1/coops/garden/trusted-contacts",
+            &token,
+            json!({"did": bob_did}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(contacts, json!([bob_did]));
+    api.post(
+        "/v1/identity/emergency-revoke",
+        &bob_token,
+        json!({"target_did": carol_did, "voucher_did": alice_did}),
+    )
+    .await
+    .expect(400);
+    let all = api
+        .post(
+            "/v1/identity/emergency-revoke",
+            &bob_token,
+            emergency.clone(),
+        )
+        .await
+        .expect(200);
+    assert!(
+        all["devices"]
+            .as_array()
+            .is_some_and(|rows| rows.iter().all(|r| r["status"] == "revoked")),
+        "{all}"
+    );
+    // Carol acts nowhere now, not even through her token...
+    api.call(
+        "PUT",
+        &format!("/v1/coops/garden/members/{carol_did}"),
+        Some(&carol_token),
+        Some(json!({"display_name": "thief"})),
+    )
+    .await
+    .expect(403);
+    // ...until an admin registers a new key for her.
+    let new_key = keypair(32);
+    api.post(
+        &format!("/v1/devices/{carol_did}"),
+        &token,
+        json!({"device": new_key.did().to_string(),
+               "proof": hex::encode(new_key.device_proof(&carol.did())), "label": "new phone"}),
+    )
+    .await
+    .expect(201);
+    api.node
+        .engine
+        .write(
+            &garden,
+            &icn_engine::Signer::Device(new_key.clone()),
+            |tx| icn_schemas::coop::set_display_name(tx, &carol.did(), "Carol"),
+        )
+        .expect("the new key acts for carol");
+    // A trusted contact removed revokes nothing more.
+    api.call(
+        "DELETE",
+        &format!("/v1/coops/garden/trusted-contacts/{bob_did}"),
+        Some(&token),
+        None,
+    )
+    .await
+    .expect(200);
+    api.post("/v1/identity/emergency-revoke", &bob_token, emergency)
+        .await
+        .expect(403);
 }

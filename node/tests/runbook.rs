@@ -362,3 +362,133 @@ fn version_and_a_node_without_gateway() {
     let log = text(&stop(child));
     assert!(log.contains("gateway disabled"), "{log}");
 }
+
+/// Seed 002's lost phone and emergency revoke through `icnctl device`.
+#[test]
+fn devices_through_icnctl() {
+    let node_dir = tempfile::tempdir().expect("dir");
+    let node = Node {
+        dir: node_dir.path().to_owned(),
+        port: free_port(),
+        metrics: free_port(),
+    };
+    let icnd = node.start();
+    let gateway = node.url("");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (alice, bob, phone) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+    let alice_did = ok(icnctl(alice, &["id", "init"])).trim().to_owned();
+    let bob_did = ok(icnctl(bob, &["id", "init"])).trim().to_owned();
+    let phone_did = ok(icnctl(phone, &["id", "init"])).trim().to_owned();
+    let token = ok(icnctl(alice, &["auth", "login", "--gateway", &gateway]))
+        .trim()
+        .to_owned();
+    for (path, body) in [
+        ("/v1/coops", r#"{"id": "garden"}"#.to_owned()),
+        (
+            "/v1/coops/garden/members",
+            format!(r#"{{"did": "{bob_did}"}}"#),
+        ),
+    ] {
+        let status = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &node.url(path),
+        ]);
+        assert_eq!(text(&status), "201", "{path}");
+    }
+    let g = ["--gateway", gateway.as_str()];
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).expect("JSON") };
+
+    // The new phone signs its consent; alice registers it.
+    let proof = json(ok(icnctl(
+        phone,
+        &["device", "proof", "--member", &alice_did],
+    )));
+    assert_eq!(proof["device"], phone_did.as_str());
+    let proof = proof["proof"].as_str().expect("proof").to_owned();
+    let added = json(ok(icnctl(
+        alice,
+        &[
+            &[
+                "device", "add", "--device", &phone_did, "--proof", &proof, "--label", "phone",
+            ][..],
+            &g,
+        ]
+        .concat(),
+    )));
+    assert_eq!(added["outcomes"][0]["done"], true);
+    let listed = json(ok(icnctl(alice, &[&["device", "list"][..], &g].concat())));
+    assert_eq!(listed["devices"].as_array().map(Vec::len), Some(2));
+
+    // Bob may not revoke alice's phone (exit status 3); alice may.
+    let refused = icnctl(
+        bob,
+        &[
+            &[
+                "device", "revoke", &phone_did, "--reason", "lost", "--member", &alice_did,
+            ][..],
+            &g,
+        ]
+        .concat(),
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    let revoked = json(ok(icnctl(
+        alice,
+        &[
+            &["device", "revoke", &phone_did, "--reason", "lost"][..],
+            &g,
+        ]
+        .concat(),
+    )));
+    let phone_row = revoked["devices"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["device"] == phone_did.as_str()))
+        .cloned()
+        .expect("the phone's row");
+    assert_eq!(phone_row["status"], "revoked");
+    assert_eq!(phone_row["revoked_reason"], "lost");
+    // Twice is refused: the first revocation's record stands.
+    let again = icnctl(
+        alice,
+        &[
+            &["device", "revoke", &phone_did, "--reason", "stolen"][..],
+            &g,
+        ]
+        .concat(),
+    );
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+
+    // The emergency revoke: bob is no trusted contact; as the admin, alice
+    // revokes every device of bob's.
+    let refused = icnctl(
+        bob,
+        &[&["device", "emergency-revoke", &alice_did][..], &g].concat(),
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    let all = json(ok(icnctl(
+        alice,
+        &[
+            &["device", "emergency-revoke", &bob_did, "--reason", "stolen"][..],
+            &g,
+        ]
+        .concat(),
+    )));
+    assert!(
+        all["devices"]
+            .as_array()
+            .is_some_and(|rows| !rows.is_empty() && rows.iter().all(|r| r["status"] == "revoked")),
+        "{all}"
+    );
+    stop(icnd);
+}

@@ -15,8 +15,8 @@ use icn_node::control::Request;
 /// The identity lives in <data-dir>/identity.age, encrypted with a passphrase
 /// read from ICN_KEYSTORE_PASSPHRASE or asked for on the terminal. `status`
 /// and `network` talk to the icnd running on the same data directory,
-/// through its control socket <data-dir>/icnd.sock. `auth`, `ledger` and
-/// `gov` talk to a gateway (--gateway, or ICN_GATEWAY; default
+/// through its control socket <data-dir>/icnd.sock. `auth`, `ledger`,
+/// `gov` and `device` talk to a gateway (--gateway, or ICN_GATEWAY; default
 /// http://127.0.0.1:8080) with a token from --token or ICN_TOKEN, or log in
 /// with your identity first.
 ///
@@ -64,6 +64,72 @@ enum Command {
     /// Governance, through a gateway: domains, proposals, votes.
     #[command(subcommand)]
     Gov(GovCommand),
+    /// A member's devices, through a gateway: list, add, revoke, and the
+    /// emergency revoke of a member whose unlocked phone was stolen.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// List a member's devices (yours by default) in every co-op you share
+    /// with it on the gateway's node.
+    List {
+        /// The member (default: the identity in --data-dir).
+        #[arg(long)]
+        member: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// On the new device: sign its consent to act for a member, with the
+    /// identity in --data-dir. Prints {"device", "proof"} for `device add`.
+    Proof {
+        /// The member the device will act for.
+        #[arg(long)]
+        member: String,
+    },
+    /// Register a new device for a member (yours by default), with the
+    /// proof `device proof` printed on that device.
+    Add {
+        /// The new device's DID.
+        #[arg(long)]
+        device: String,
+        /// Its proof (hex or base64).
+        #[arg(long)]
+        proof: String,
+        /// A name for it.
+        #[arg(long)]
+        label: Option<String>,
+        /// The member (default: the identity in --data-dir).
+        #[arg(long)]
+        member: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Revoke a device for good: it never acts for the member again.
+    Revoke {
+        /// The device's DID.
+        device: String,
+        /// Why: lost, stolen, retired or emergency.
+        #[arg(long, value_parser = ["lost", "stolen", "retired", "emergency"])]
+        reason: String,
+        /// The member (default: the identity in --data-dir).
+        #[arg(long)]
+        member: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// As an admin or a trusted contact: revoke every device of a member at
+    /// once, its DID key included, until an admin registers a new key.
+    EmergencyRevoke {
+        /// The member whose devices are revoked.
+        member: String,
+        /// Why: lost, stolen, retired or emergency.
+        #[arg(long, default_value = "emergency", value_parser = ["lost", "stolen", "retired", "emergency"])]
+        reason: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 /// Where the gateway is, and how to authenticate to it.
@@ -270,6 +336,7 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
             )?;
         }
         Command::Gov(gov) => gov_command(data_dir, gov).await?,
+        Command::Device(device) => device_command(data_dir, device).await?,
         _ => unreachable!("only gateway commands come here"),
     }
     Ok(())
@@ -371,9 +438,81 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
     print(&answer)
 }
 
+/// `member`, or the DID of the identity in `data_dir`.
+fn member_or_me(data_dir: &std::path::Path, member: Option<String>) -> Result<String> {
+    match member {
+        Some(m) => Ok(m),
+        None => Ok(icn_node::load_identity(data_dir)
+            .context("no --member given, and no identity to default to")?
+            .did()
+            .to_string()),
+    }
+}
+
+async fn device_command(data_dir: &std::path::Path, command: DeviceCommand) -> Result<()> {
+    use serde_json::json;
+    let answer = match command {
+        DeviceCommand::List { member, gateway } => {
+            let member = member_or_me(data_dir, member)?;
+            client(data_dir, gateway)
+                .await?
+                .call("GET", &format!("/v1/devices/{member}"), None)
+                .await?
+        }
+        DeviceCommand::Proof { member } => {
+            let did: icn_schemas::Did = member.parse().context("--member is not a DID")?;
+            let key = icn_node::load_identity(data_dir)?;
+            json!({"device": key.did(), "member": did, "proof": hex::encode(key.device_proof(&did))})
+        }
+        DeviceCommand::Add {
+            device,
+            proof,
+            label,
+            member,
+            gateway,
+        } => {
+            let member = member_or_me(data_dir, member)?;
+            let body = json!({"device": device, "proof": proof, "label": label});
+            client(data_dir, gateway)
+                .await?
+                .call("POST", &format!("/v1/devices/{member}"), Some(body))
+                .await?
+        }
+        DeviceCommand::Revoke {
+            device,
+            reason,
+            member,
+            gateway,
+        } => {
+            let member = member_or_me(data_dir, member)?;
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "DELETE",
+                    &format!("/v1/devices/{member}/{device}"),
+                    Some(json!({ "reason": reason })),
+                )
+                .await?
+        }
+        DeviceCommand::EmergencyRevoke {
+            member,
+            reason,
+            gateway,
+        } => {
+            let body = json!({"target_did": member, "reason": reason});
+            client(data_dir, gateway)
+                .await?
+                .call("POST", "/v1/identity/emergency-revoke", Some(body))
+                .await?
+        }
+    };
+    print(&answer)
+}
+
 fn run(args: Args) -> Result<()> {
     match args.command {
-        command @ (Command::Auth(_) | Command::Ledger(_) | Command::Gov(_)) => {
+        command
+        @ (Command::Auth(_) | Command::Ledger(_) | Command::Gov(_) | Command::Device(_)) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

@@ -1,0 +1,397 @@
+//! A member's devices (seed 002, "Identity Lifecycle"): list them, register
+//! a new one, revoke a lost or stolen one, and the emergency revoke a
+//! trusted contact or an admin makes for a member whose unlocked phone was
+//! stolen.
+//!
+//! Devices are listed per co-op, in each co-op's document. A member's
+//! device routes act on every co-op this node holds that lists the member
+//! and that the caller reads; the answer says what happened in each.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use icn_schemas::coop::{self, REVOKE_REASONS, Revocation};
+use icn_schemas::{Did, DocId, DocKind, Scope};
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::now_secs;
+use crate::error::AppError;
+use crate::{Auth, Body, Gateway, blocking, parse_did};
+
+pub(crate) fn routes() -> OpenApiRouter<Gateway> {
+    OpenApiRouter::new()
+        .routes(routes!(list, register))
+        .routes(routes!(revoke))
+        .routes(routes!(emergency_revoke))
+}
+
+/// The co-ops on this node that list `member` and that `caller` reads.
+fn coops_listing(gw: &Gateway, caller: &Did, member: &Did) -> Vec<DocId> {
+    let engine = gw.engine();
+    gw.index()
+        .all(DocKind::Coop)
+        .into_iter()
+        .filter(|id| {
+            engine.may_receive(id, caller)
+                && engine
+                    .read(id, |r| coop::Standing::read(r, member))
+                    .flatten()
+                    .is_some()
+        })
+        .collect()
+}
+
+/// One row per (co-op, device).
+fn device_rows(gw: &Gateway, member: &Did, coops: &[DocId]) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for id in coops {
+        let Some((m, live)) = gw
+            .engine()
+            .read(id, |r| {
+                let m = coop::Member::read(r, member)?;
+                let live: Vec<bool> = m
+                    .devices
+                    .keys()
+                    .map(|k| {
+                        Did::from_key_string(k).is_ok_and(|d| coop::is_live_device(r, member, &d))
+                    })
+                    .collect();
+                Some((m, live))
+            })
+            .flatten()
+        else {
+            continue;
+        };
+        let coop_name = gw.index().name(id).unwrap_or_else(|| id.to_string());
+        for ((key, d), live) in m.devices.iter().zip(live) {
+            rows.push(json!({
+                "coop_id": coop_name,
+                "coop_doc_id": id.to_string(),
+                "device": Did::from_key_string(key).map(|d| d.to_string()).unwrap_or_else(|_| key.clone()),
+                "label": d.label,
+                "added_at": d.added_at,
+                "is_did_key": key == &member.key_string(),
+                "proven": d.proven,
+                "live": live,
+                "status": if d.revoked { "revoked" } else if live { "live" } else { "unproven" },
+                "revoked_at": d.revoked_at,
+                "revoked_reason": d.revoked_reason,
+                "revoked_by": d.revoked_by,
+            }));
+        }
+    }
+    rows
+}
+
+/// Runs `write` in every co-op of `coops`; the per-co-op outcomes, or the
+/// first refusal when every co-op refused.
+fn in_each(
+    gw: &Gateway,
+    coops: &[DocId],
+    mut write: impl FnMut(&DocId) -> Result<(), AppError>,
+) -> Result<Vec<Value>, AppError> {
+    let mut outcomes = Vec::new();
+    let mut first_refusal = None;
+    let mut done = 0;
+    for id in coops {
+        let coop_name = gw.index().name(id).unwrap_or_else(|| id.to_string());
+        match write(id) {
+            Ok(()) => {
+                done += 1;
+                outcomes.push(json!({"coop_id": coop_name, "done": true}));
+            }
+            Err(e) => {
+                outcomes.push(json!({"coop_id": coop_name, "done": false, "error": e.message()}));
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    match (done, first_refusal) {
+        (0, Some(e)) => Err(e),
+        _ => Ok(outcomes),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{did}",
+    tag = "devices",
+    security(("bearer" = ["coop:read"])),
+    params(("did" = String, Path, description = "The member's DID")),
+    responses(
+        (status = 200, description = "The member's devices in every co-op you share with it on this node: one row per co-op and device, with `status` `live`, `revoked` (and why, when, by whom) or `unproven`", body = serde_json::Value),
+        (status = 400, description = "Not a DID", body = crate::ErrorBody),
+        (status = 404, description = "No co-op you read lists this member", body = crate::ErrorBody),
+    ),
+)]
+async fn list(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(did): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopRead)?;
+    let member = parse_did(&did)?;
+    blocking(move || {
+        let coops = coops_listing(&gw, &auth.did, &member);
+        if coops.is_empty() {
+            return Err(AppError::not_found(format!(
+                "no co-op you read on this node lists {member}"
+            )));
+        }
+        Ok(Json(json!({
+            "did": member,
+            "devices": device_rows(&gw, &member, &coops),
+        })))
+    })
+    .await
+}
+
+/// A device to register: its key as a DID, a label, and its consent.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+struct RegisterRequest {
+    /// The device's key, `did:icn:…`.
+    device: String,
+    /// A name for it ("Alice's phone").
+    label: Option<String>,
+    /// The device's Ed25519 signature of the UTF-8 text
+    /// `icn-device/v1\n<member DID>`, hex or base64: its consent to act for
+    /// the member (`icnctl device proof` prints it). Not needed for the
+    /// member's own DID key.
+    proof: Option<String>,
+}
+
+fn decode_signature(text: &str) -> Result<[u8; 64], AppError> {
+    crate::auth::decode_signature(text)
+        .map_err(|_| AppError::bad_request("proof: a 64-byte Ed25519 signature, hex or base64"))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{did}",
+    tag = "devices",
+    security(("bearer" = ["coop:write"])),
+    params(("did" = String, Path, description = "The member's DID")),
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered in each co-op that lists the member (`outcomes`), and the member's devices now", body = serde_json::Value),
+        (status = 400, description = "Not a DID, or no valid proof", body = crate::ErrorBody),
+        (status = 403, description = "Neither the member nor an admin", body = crate::ErrorBody),
+        (status = 404, description = "No co-op you read lists this member", body = crate::ErrorBody),
+        (status = 409, description = "The key was revoked: a revoked key is never added again", body = crate::ErrorBody),
+    ),
+)]
+async fn register(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(did): Path<String>,
+    Body(req): Body<RegisterRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let member = parse_did(&did)?;
+    auth.require(if member == auth.did {
+        Scope::CoopWrite
+    } else {
+        Scope::CoopAdmin
+    })?;
+    let device = parse_did(&req.device)?;
+    let proof = match (&req.proof, device == member) {
+        (Some(p), _) => Some(decode_signature(p)?),
+        (None, true) => None,
+        (None, false) => {
+            return Err(AppError::bad_request(
+                "proof is required: the device's signature of \"icn-device/v1\\n<member DID>\"",
+            ));
+        }
+    };
+    if let Some(p) = &proof
+        && icn_engine::identity::verify(&device, &coop::device_proof_message(&member), p).is_err()
+    {
+        return Err(AppError::bad_request(format!(
+            "proof is not {device}'s signature of \"icn-device/v1\\n{member}\""
+        )));
+    }
+    blocking(move || {
+        let coops = coops_listing(&gw, &auth.did, &member);
+        if coops.is_empty() {
+            return Err(AppError::not_found(format!(
+                "no co-op you read on this node lists {member}"
+            )));
+        }
+        let now = now_secs() as i64;
+        let outcomes = in_each(&gw, &coops, |id| {
+            gw.engine().write(id, &auth.signer(), |tx| {
+                coop::add_device(
+                    tx,
+                    &member,
+                    &device,
+                    proof.as_ref(),
+                    req.label.as_deref(),
+                    now,
+                )
+            })?;
+            Ok(())
+        })?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({
+                "did": member,
+                "device": device,
+                "outcomes": outcomes,
+                "devices": device_rows(&gw, &member, &coops),
+            })),
+        ))
+    })
+    .await
+}
+
+/// Why a device is revoked.
+#[derive(serde::Deserialize, Default, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+struct RevokeRequest {
+    /// `lost`, `stolen`, `retired` or `emergency`.
+    reason: Option<String>,
+}
+
+fn reason(given: Option<&str>, default: Option<&str>) -> Result<String, AppError> {
+    let reason = given.or(default).ok_or_else(|| {
+        AppError::bad_request(format!("reason is required: {}", REVOKE_REASONS.join(", ")))
+    })?;
+    if REVOKE_REASONS.contains(&reason) {
+        Ok(reason.to_owned())
+    } else {
+        Err(AppError::bad_request(format!(
+            "{reason:?} is not a reason: {}",
+            REVOKE_REASONS.join(", ")
+        )))
+    }
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{did}/{device}",
+    tag = "devices",
+    security(("bearer" = ["coop:write"])),
+    params(
+        ("did" = String, Path, description = "The member's DID"),
+        ("device" = String, Path, description = "The device's key, `did:icn:…`"),
+        RevokeRequest,
+    ),
+    request_body(content = Option<RevokeRequest>, description = "The reason, in the body instead of the query"),
+    responses(
+        (status = 200, description = "Revoked in each co-op that lists it (`outcomes`): it never acts for the member again", body = serde_json::Value),
+        (status = 400, description = "Not a DID, or no valid reason", body = crate::ErrorBody),
+        (status = 403, description = "Neither the member, an admin nor a trusted contact", body = crate::ErrorBody),
+        (status = 404, description = "No co-op you read lists this device for the member", body = crate::ErrorBody),
+    ),
+)]
+async fn revoke(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path((did, device)): Path<(String, String)>,
+    Query(query): Query<RevokeRequest>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopWrite)?;
+    let member = parse_did(&did)?;
+    let device = parse_did(&device)?;
+    let body: RevokeRequest = crate::optional_json(&body)?;
+    let reason = reason(query.reason.as_deref().or(body.reason.as_deref()), None)?;
+    blocking(move || {
+        let coops: Vec<DocId> = coops_listing(&gw, &auth.did, &member)
+            .into_iter()
+            .filter(|id| {
+                gw.engine()
+                    .read(id, |r| coop::has_device(r, &member, &device))
+                    .unwrap_or(false)
+            })
+            .collect();
+        if coops.is_empty() {
+            return Err(AppError::not_found(format!(
+                "no co-op you read on this node lists {device} as a device of {member}"
+            )));
+        }
+        let revocation = Revocation {
+            reason,
+            at: now_secs() as i64,
+            by: auth.did,
+        };
+        let outcomes = in_each(&gw, &coops, |id| {
+            gw.engine()
+                .revoke_device(id, &auth.signer(), &member, &device, &revocation)?;
+            Ok(())
+        })?;
+        Ok(Json(json!({
+            "did": member,
+            "device": device,
+            "outcomes": outcomes,
+            "devices": device_rows(&gw, &member, &coops),
+        })))
+    })
+    .await
+}
+
+/// Seed 002's emergency revoke: every device of `target_did` at once.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+struct EmergencyRequest {
+    /// The member whose devices are revoked.
+    target_did: String,
+    /// Who vouches: the caller's own DID, if given.
+    voucher_did: Option<String>,
+    /// `lost`, `stolen`, `retired` or `emergency` (the default).
+    reason: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/identity/emergency-revoke",
+    tag = "devices",
+    security(("bearer" = ["coop:write"])),
+    request_body = EmergencyRequest,
+    responses(
+        (status = 200, description = "Every device of the member revoked, its DID key included, in each co-op where you are an admin or a trusted contact (`outcomes`): the member acts nowhere until an admin registers a new key for it", body = serde_json::Value),
+        (status = 400, description = "Not a DID, a bad reason, or a voucher that is not you", body = crate::ErrorBody),
+        (status = 403, description = "Neither an admin nor a trusted contact of any co-op listing the member", body = crate::ErrorBody),
+        (status = 404, description = "No co-op you read lists the member", body = crate::ErrorBody),
+    ),
+)]
+async fn emergency_revoke(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Body(req): Body<EmergencyRequest>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::CoopWrite)?;
+    let member = parse_did(&req.target_did)?;
+    if let Some(voucher) = &req.voucher_did
+        && parse_did(voucher)? != auth.did
+    {
+        return Err(AppError::bad_request(
+            "voucher_did is the caller: log in as the trusted contact or admin who vouches",
+        ));
+    }
+    let reason = reason(req.reason.as_deref(), Some("emergency"))?;
+    blocking(move || {
+        let coops = coops_listing(&gw, &auth.did, &member);
+        if coops.is_empty() {
+            return Err(AppError::not_found(format!(
+                "no co-op you read on this node lists {member}"
+            )));
+        }
+        let revocation = Revocation {
+            reason,
+            at: now_secs() as i64,
+            by: auth.did,
+        };
+        let outcomes = in_each(&gw, &coops, |id| {
+            gw.engine()
+                .revoke_all_devices(id, &auth.signer(), &member, &revocation)?;
+            Ok(())
+        })?;
+        Ok(Json(json!({
+            "did": member,
+            "outcomes": outcomes,
+            "devices": device_rows(&gw, &member, &coops),
+        })))
+    })
+    .await
+}
