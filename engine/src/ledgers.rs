@@ -406,6 +406,26 @@ impl Engine {
         })
     }
 
+    /// Seals `key` of `member` (every entry of `member`, when `key` is
+    /// `None`): nothing it signed (or the member authored) that is not in
+    /// this entry's past counts, whatever it cites ("Seals" in
+    /// `docs/ledger.md`). Written with a device's revocation and a member's
+    /// removal; the signer is a DID key, or a node holding its delegation.
+    pub fn seal(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        member: &Did,
+        key: Option<&Did>,
+    ) -> Result<(EntryId, Status), LedgerError> {
+        self.record(coop, signer, "seal", None, |_| {
+            Ok(Body::Seal {
+                member: *member,
+                key: key.copied(),
+            })
+        })
+    }
+
     /// Sets `amount` of the signer's member's credit in `unit` aside for
     /// `device`, which then spends it without being conflicted by anything
     /// the member's other keys do concurrently. The signer must be the

@@ -195,6 +195,14 @@ fn a_version_2_data_dir_opens_and_answers_as_recorded() {
     let dir = unpack();
     let engine = Engine::open(Store::open(dir.path()).expect("store")).expect("engine");
     let got = answers(&engine);
+    // Opening migrated it to the current layout (layout 3 adds the author
+    // index); everything else answers as recorded.
+    assert_eq!(
+        got["schema_version"],
+        json!(icn_engine::storage::layout_version())
+    );
+    let mut expected = expected;
+    expected["schema_version"] = got["schema_version"].clone();
     assert_eq!(
         got,
         expected,
@@ -211,6 +219,54 @@ fn a_version_2_data_dir_opens_and_answers_as_recorded() {
         .settle(&coop, &dev(&keypair(3)), &settle(&keypair(2), 1, "after"))
         .expect("settle after opening");
     assert_eq!(status, Status::Applied);
+    // The migrated author index serves seals: alice seals her phone; a
+    // backdated entry of the phone's (no parents, so the fold is redone
+    // from the start) is sealed, and what the phone wrote before still
+    // counts.
+    let (alice, phone) = (keypair(2), keypair(20));
+    let before: Vec<(String, Value)> = engine
+        .entry_ids(&coop)
+        .expect("ids")
+        .iter()
+        .map(|id| {
+            let (_, status) = engine.entry(&coop, id).expect("entry").expect("held");
+            (id.to_string(), json!(status))
+        })
+        .collect();
+    let (_, sealed) = engine
+        .seal(&coop, &dev(&alice), &alice.did(), Some(&phone.did()))
+        .expect("seal");
+    assert_eq!(sealed, Status::Applied);
+    let mut entry = transfer_entry(&engine, &coop, &alice, &keypair(3), 1);
+    entry.signer = phone.did();
+    entry.parents.clear();
+    if let Body::Transfer { from_allowance, .. } = &mut entry.body {
+        *from_allowance = true;
+    }
+    let thief = engine
+        .ingest_entries(&coop, vec![sign_entry(&phone, entry)])
+        .expect("ingest")
+        .remove(0)
+        .expect("valid at its heads");
+    let thief = match thief {
+        icn_engine::ledger::Ingest::Stored(id) => id,
+        other => panic!("stored, not {other:?}"),
+    };
+    let (_, status) = engine.entry(&coop, &thief).expect("entry").expect("held");
+    assert!(
+        matches!(
+            status,
+            Status::Conflicted {
+                conflict: icn_engine::ledger::Conflict::Sealed { .. }
+            }
+        ),
+        "{status:?}"
+    );
+    for (id, was) in before {
+        let id = id.parse().expect("entry id");
+        let (_, now) = engine.entry(&coop, &id).expect("entry").expect("held");
+        assert_eq!(json!(now), was, "entry {id} changed status");
+    }
     drop(engine);
     let engine = Engine::open(Store::open(dir.path()).expect("store")).expect("engine");
     assert!(engine.entry(&coop, &id).expect("entry").is_some());
@@ -257,6 +313,17 @@ fn settle(to: &Keypair, amount: i64, memo: &str) -> Settle {
 /// A transfer entry of `amount` hours from `from` to `to`, signed by
 /// `from`, citing the current co-op heads and ledger heads.
 fn transfer(engine: &Engine, coop: &DocId, from: &Keypair, to: &Keypair, amount: i64) -> Vec<u8> {
+    sign_entry(from, transfer_entry(engine, coop, from, to, amount))
+}
+
+/// [`transfer`], unsigned.
+fn transfer_entry(
+    engine: &Engine,
+    coop: &DocId,
+    from: &Keypair,
+    to: &Keypair,
+    amount: i64,
+) -> Entry {
     let mut postings = vec![
         Posting {
             account: Account::Member(from.did()),
@@ -270,29 +337,26 @@ fn transfer(engine: &Engine, coop: &DocId, from: &Keypair, to: &Keypair, amount:
         },
     ];
     icn_schemas::ledger::sort_postings(&mut postings);
-    sign_entry(
-        from,
-        Entry {
-            coop: *coop,
-            parents: engine.ledger_heads(coop).expect("heads"),
-            author: from.did(),
-            signer: from.did(),
-            timestamp: 1_764_000_000_000,
-            coop_heads: engine
-                .heads(coop)
-                .expect("held")
-                .iter()
-                .map(|h| h.0)
-                .collect(),
-            body: Body::Transfer {
-                postings,
-                from_allowance: false,
-            },
-            memo: "from a peer".into(),
-            decision: None,
-            delegation: None,
+    Entry {
+        coop: *coop,
+        parents: engine.ledger_heads(coop).expect("heads"),
+        author: from.did(),
+        signer: from.did(),
+        timestamp: 1_764_000_000_000,
+        coop_heads: engine
+            .heads(coop)
+            .expect("held")
+            .iter()
+            .map(|h| h.0)
+            .collect(),
+        body: Body::Transfer {
+            postings,
+            from_allowance: false,
         },
-    )
+        memo: "from a peer".into(),
+        decision: None,
+        delegation: None,
+    }
 }
 
 #[test]

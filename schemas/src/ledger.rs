@@ -159,6 +159,18 @@ pub enum Body {
         /// How much, positive.
         amount: i64,
     },
+    /// A seal: nothing signed by `key` (every entry `member` authored, when
+    /// `key` is `None`) that is not in this entry's past counts, whatever
+    /// co-op heads, parents or time it cites. Written with a device's
+    /// revocation, or a member's removal or suspension; the author is the
+    /// member (for its own device), an admin or a trusted contact, and signs
+    /// with its DID key or a delegation of it.
+    Seal {
+        /// The member whose key, or whose every entry, is sealed.
+        member: Did,
+        /// The key sealed: one of the member's devices, or its DID key.
+        key: Option<Did>,
+    },
 }
 
 /// A ledger entry, unsigned.
@@ -239,7 +251,9 @@ impl Entry {
     pub fn postings(&self) -> &[Posting] {
         match &self.body {
             Body::Transfer { postings, .. } => postings,
-            Body::Freeze { .. } | Body::Grant { .. } | Body::Release { .. } => &[],
+            Body::Freeze { .. } | Body::Grant { .. } | Body::Release { .. } | Body::Seal { .. } => {
+                &[]
+            }
         }
     }
 
@@ -441,6 +455,17 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
             out.push(4);
             put_unit_amount(out, unit, *amount)?;
         }
+        Body::Seal { member, key } => {
+            out.push(5);
+            out.extend_from_slice(member.as_bytes());
+            match key {
+                None => out.push(0),
+                Some(k) => {
+                    out.push(1);
+                    out.extend_from_slice(k.as_bytes());
+                }
+            }
+        }
     }
     put_len(out, e.memo.len(), MAX_MEMO, "memo too long")?;
     out.extend_from_slice(e.memo.as_bytes());
@@ -606,6 +631,10 @@ fn decode_entry(r: &mut Cursor<'_>) -> Result<Entry, DecodeError> {
             let (unit, amount) = r.unit_amount()?;
             Body::Release { unit, amount }
         }
+        5 => Body::Seal {
+            member: r.did()?,
+            key: if r.flag()? { Some(r.did()?) } else { None },
+        },
         _ => return Err(DecodeError::Invalid("unknown entry body")),
     };
     let len = r.len(MAX_MEMO, "memo too long")?;
@@ -661,7 +690,7 @@ mod tests {
             decision in prop::option::of(any::<[u8; 32]>()),
             timestamp in any::<u64>(),
             signature in prop::collection::vec(any::<u8>(), 64),
-            kind in 0u8..5,
+            kind in 0u8..7,
             who in any::<u8>(),
             frozen in any::<bool>(),
             allowance in (1i64..=i64::MAX),
@@ -684,7 +713,9 @@ mod tests {
                         },
                         2 => Body::Freeze { account: did(who), frozen },
                         3 => Body::Grant { device: did(who), unit: "hours".into(), amount: allowance },
-                        _ => Body::Release { unit: "hours".into(), amount: allowance },
+                        4 => Body::Release { unit: "hours".into(), amount: allowance },
+                        5 => Body::Seal { member: did(who), key: None },
+                        _ => Body::Seal { member: did(who), key: Some(did(who.wrapping_add(1))) },
                     },
                     memo,
                     decision,

@@ -181,6 +181,53 @@ fn check_decision_shape(entry: &Entry) -> Result<(), EntryRefusal> {
     }
 }
 
+/// Who may seal what ("Seals" in `docs/ledger.md`). A seal is signed with
+/// the author's DID key, directly or through its delegation, never by
+/// another device: a stolen phone seals nothing. The member seals its own
+/// devices; admins and trusted contacts seal any member's keys; admins seal
+/// a whole member, and a member seals itself when it leaves.
+fn check_seal(
+    r: icn_schemas::Reader<'_>,
+    entry: &icn_schemas::ledger::Entry,
+    member: &Did,
+    key: Option<&Did>,
+) -> Result<(), EntryRefusal> {
+    let forbidden = |reason| {
+        Err(EntryRefusal::Denied(Denied::Forbidden {
+            member: entry.author,
+            path: "the ledger's seals".into(),
+            reason,
+        }))
+    };
+    if entry.delegation.is_none() && entry.signer != entry.author {
+        return forbidden("a seal is signed with the author's DID key, or a delegation of it");
+    }
+    let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
+    let trusted = coop::is_trusted_contact(r, &entry.author);
+    match key {
+        Some(k) => {
+            if !coop::has_device(r, member, k) {
+                return forbidden("a sealed key is one of the member's listed devices");
+            }
+            let own_device = *member == entry.author && k != member;
+            if !(own_device || admin || trusted) {
+                return forbidden(
+                    "a member seals its own devices; admins and trusted contacts seal anyone's",
+                );
+            }
+        }
+        None => {
+            if coop::Standing::read(r, member).is_none() {
+                return forbidden("only a member is sealed");
+            }
+            if !(admin || *member == entry.author) {
+                return forbidden("admins seal a member; a member seals itself when it leaves");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The body's rules; returns the credit limits of the accounts it debits.
 fn check_body(
     doc: &Automerge,
@@ -266,6 +313,10 @@ fn check_body(
                 ));
             }
             unit_known(lookups, unit)?;
+            return Ok(Vec::new());
+        }
+        Body::Seal { member, key } => {
+            check_seal(r, entry, member, key.as_ref())?;
             return Ok(Vec::new());
         }
         // Under a decision, any active member records the freeze; whether

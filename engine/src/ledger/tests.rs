@@ -970,7 +970,10 @@ fn a_version_1_store_is_folded_into_the_new_layout_once() {
     };
     assert_eq!(node.engine.trial_balance(&coop).expect("tb"), tb);
     assert_eq!(hours(&node.engine, &coop, &alice), position);
-    assert_eq!(node.engine.store().schema_version().expect("version"), 2);
+    assert_eq!(
+        node.engine.store().schema_version().expect("version"),
+        crate::storage::layout::SCHEMA_VERSION
+    );
     // Migrated once: the old trees are gone, and a restart reads the fold.
     let node = node.reopen();
     assert_eq!(node.engine.trial_balance(&coop).expect("tb"), tb);
@@ -1406,4 +1409,165 @@ fn a_long_chain_arriving_children_first_is_folded_whole() {
         node.engine.trial_balance(&coop).expect("tb")
     );
     assert_eq!(other.engine.trial_balance(&coop).expect("tb").entries, 200);
+}
+
+/// A phone of alice's, registered with its proof.
+fn with_phone(node: &TestNode, coop: &DocId, alice: &Keypair, seed: u64) -> Keypair {
+    let phone = keypair(seed);
+    let proof = phone.device_proof(&alice.did());
+    node.engine
+        .write(coop, &dev(alice), |tx| {
+            coop::add_device(tx, &alice.did(), &phone.did(), Some(&proof), None, 1)
+        })
+        .expect("phone");
+    phone
+}
+
+fn reserved(engine: &Engine, coop: &DocId, who: &Keypair) -> i64 {
+    engine
+        .position(coop, &who.did())
+        .expect("position")
+        .into_iter()
+        .find(|p| p.unit == "hours")
+        .expect("hours")
+        .reserved
+}
+
+fn status(engine: &Engine, coop: &DocId, id: &EntryId) -> Status {
+    engine.entry(coop, id).expect("entry").expect("held").1
+}
+
+#[test]
+fn a_sealed_key_that_backdates_counts_for_nothing_it_was_not_seen_writing() {
+    let (node, coop, admin, alice, bob) = setup();
+    let e = &node.engine;
+    let phone = with_phone(&node, &coop, &alice, 30);
+    // What the phone wrote honestly: an allowance spend and a general
+    // payment (before any grant).
+    let (honest, s) = e
+        .settle(&coop, &dev(&phone), &settle(&bob, 5))
+        .expect("pay");
+    assert_eq!(s, Status::Applied);
+    e.grant_allowance(&coop, &dev(&alice), &phone.did(), "hours", 20)
+        .expect("grant");
+    let (spend, _) = e
+        .settle(&coop, &dev(&phone), &settle(&bob, 3))
+        .expect("spend");
+    assert_eq!(reserved(e, &coop, &alice), 17);
+    let old_heads: Vec<[u8; 32]> = e.heads(&coop).expect("heads").iter().map(|h| h.0).collect();
+    let old_parents = e.ledger_heads(&coop).expect("ledger heads");
+
+    // The thief's first backdated entry arrives before the seal: the old
+    // co-op heads and ledger parents, an old time, from the phone's
+    // allowance. It counts, for now.
+    let backdated = |amount: i64, memo: &str| {
+        let mut entry = transfer(e, &coop, &phone, alice.did(), bob.did(), amount);
+        entry.parents = old_parents.clone();
+        entry.coop_heads = old_heads.clone();
+        entry.timestamp = 1_000;
+        entry.memo = memo.into();
+        if let Body::Transfer { from_allowance, .. } = &mut entry.body {
+            *from_allowance = true;
+        }
+        sign_entry(&phone, entry)
+    };
+    let early = backdated(7, "thief, early");
+    let early_id = icn_schemas::ledger::SignedEntry::decode(&early)
+        .expect("decodes")
+        .1;
+    e.ingest_entries(&coop, vec![early]).expect("ingest")[0]
+        .as_ref()
+        .expect("valid at its heads");
+    assert_eq!(status(e, &coop, &early_id), Status::Applied);
+
+    // Alice, who had not seen it, revokes the phone and seals it. A plain
+    // member may not seal someone else's key; the phone may not seal at all.
+    let seal_alice = |who: &Keypair| e.seal(&coop, &dev(who), &alice.did(), Some(&phone.did()));
+    assert!(matches!(
+        seal_alice(&bob),
+        Err(LedgerError::Refused(EntryRefusal::Denied(_)))
+    ));
+    assert!(matches!(
+        seal_alice(&phone),
+        Err(LedgerError::Refused(EntryRefusal::Denied(_)))
+    ));
+    let alice_device = e.ledger_heads(&coop).expect("heads"); // the seal's past: everything held now
+    assert!(
+        alice_device.contains(&early_id),
+        "the early entry is a head"
+    );
+    // Seal first from a replica that never saw the early entry.
+    let other = replica(e, &coop);
+    let grant_bytes: Vec<Vec<u8>> = e
+        .entry_ids(&coop)
+        .expect("ids")
+        .iter()
+        .filter(|id| **id != early_id)
+        .map(|id| e.entry_bytes(&coop, id).expect("bytes").expect("held"))
+        .collect();
+    other
+        .engine
+        .ingest_entries(&coop, grant_bytes)
+        .expect("ingest");
+    other
+        .engine
+        .write(&coop, &dev(&alice), |tx| {
+            coop::revoke_device(tx, &alice.did(), &phone.did())
+        })
+        .expect("revoke");
+    let (seal, s) = other
+        .engine
+        .seal(&coop, &dev(&alice), &alice.did(), Some(&phone.did()))
+        .expect("seal");
+    assert_eq!(s, Status::Applied);
+    // The unspent allowance went back to alice.
+    assert_eq!(reserved(&other.engine, &coop, &alice), 0);
+    // Both replicas take everything, in opposite orders.
+    let late = backdated(11, "thief, after the seal");
+    let everything = |from: &Engine| -> Vec<Vec<u8>> {
+        from.entry_ids(&coop)
+            .expect("ids")
+            .iter()
+            .map(|id| from.entry_bytes(&coop, id).expect("bytes").expect("held"))
+            .collect()
+    };
+    e.apply_remote(
+        &coop,
+        other.engine.changes_since(&coop, &[]).expect("changes"),
+    )
+    .expect("co-op changes");
+    let mut to_e = everything(&other.engine);
+    to_e.push(late.clone());
+    e.ingest_entries(&coop, to_e).expect("ingest");
+    let mut to_other = vec![late];
+    to_other.extend(everything(e));
+    other
+        .engine
+        .ingest_entries(&coop, to_other)
+        .expect("ingest");
+
+    for replica in [e, &other.engine] {
+        let tb = replica.trial_balance(&coop).expect("tb");
+        assert_eq!(tb, e.trial_balance(&coop).expect("tb"), "replicas agree");
+        assert!(tb.totals.values().all(|t| *t == 0));
+        assert_eq!(status(replica, &coop, &honest), Status::Applied);
+        assert_eq!(status(replica, &coop, &spend), Status::Applied);
+        assert_eq!(status(replica, &coop, &seal), Status::Applied);
+        assert!(
+            matches!(
+                status(replica, &coop, &early_id),
+                Status::Conflicted {
+                    conflict: Conflict::Sealed { .. }
+                }
+            ),
+            "the early thief entry no longer counts"
+        );
+        assert_eq!(
+            balance(replica, &coop, &bob),
+            8,
+            "5 + 3, nothing of the thief's"
+        );
+        assert_eq!(reserved(replica, &coop, &alice), 0);
+    }
+    let _ = admin;
 }

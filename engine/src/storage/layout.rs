@@ -47,6 +47,13 @@
 //! | `x` | member ‖ unit ‖ depth ‖ entry id | (empty): general debits by keys other than the member's DID key |
 //! | `n` | (none) | number of entries, u64 BE |
 //! | `X` | domain id ‖ proposal id | the entry that executed that decision |
+//! | `u` | member ‖ depth ‖ entry id | (empty): entries by author, in order (layout 3) |
+//! | `s` | seal id | [`SealRow`]: a seal's subject, place, and the covered entries in its past |
+//! | `S` | 0 ‖ member ‖ seal id, or 1 ‖ account ‖ freeze id | (empty): seals by whom or what they cover |
+//! | `R` | seal id | the allowances a counted seal of a device gave back, postcard `Vec<(unit, amount)>` |
+//!
+//! Version 2 had no `u`, `s`, `S` or `R` rows; opening a version 2 store
+//! writes the `u` rows of its entries once (it held no seals).
 //!
 //! Version 1 kept entries in `ledger_entries` (co-op ‖ seq), `ledger_index`
 //! and `ledger_meta`, and folded them at every start; opening a version 1
@@ -56,7 +63,7 @@ use icn_schemas::DocId;
 
 /// Version of this layout. Bump it, and write a migration, when any row above
 /// changes meaning.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const DOC_META: &str = "doc_meta";
@@ -173,6 +180,10 @@ pub(crate) mod ledger {
     pub(crate) const OTHERS_DEBIT: u8 = b'x';
     pub(crate) const COUNT: u8 = b'n';
     pub(crate) const EXECUTED: u8 = b'X';
+    pub(crate) const BY_AUTHOR: u8 = b'u';
+    pub(crate) const SEAL: u8 = b's';
+    pub(crate) const SEALS_ON: u8 = b'S';
+    pub(crate) const RELEASED: u8 = b'R';
 }
 
 /// The `o` row of an entry: its place in the fold is its key.
@@ -192,6 +203,26 @@ pub(crate) struct OrderRow {
     pub(crate) treasury: Option<[u8; 32]>,
     /// For an applied entry executing a decision: the `X` row it wrote.
     pub(crate) executed: Option<Vec<u8>>,
+}
+
+/// The `s` row of a seal, or of an admin's freeze, which seals too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SealRow {
+    /// 0: one key of a member; 1: every entry of a member; 2: debits of an
+    /// account placed before the freeze.
+    pub(crate) kind: u8,
+    /// The member, or the account.
+    pub(crate) who: [u8; 32],
+    /// The key, for kind 0.
+    pub(crate) key: Option<[u8; 32]>,
+    /// The seal's depth (its place is depth ‖ id).
+    pub(crate) depth: u64,
+    /// The entries it covers that are in its past, sorted.
+    pub(crate) seen: Vec<[u8; 32]>,
+    /// Its author, and the key its authority comes from (the signer, or
+    /// the DID key behind a delegation): what a seal of its own author
+    /// would cover.
+    pub(crate) by: ([u8; 32], [u8; 32]),
 }
 
 /// The `g` row of a grant.

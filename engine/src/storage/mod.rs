@@ -154,6 +154,12 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StorageError> {
     }
 }
 
+/// The layout version this code writes ([`Store::schema_version`] of a
+/// store it opened).
+pub fn layout_version() -> u32 {
+    layout::SCHEMA_VERSION
+}
+
 impl Store {
     /// Opens (or creates) the store in `<data_dir>/store`.
     pub fn open(data_dir: &Path) -> Result<Store, StorageError> {
@@ -179,6 +185,15 @@ impl Store {
                 // engine folds into the new layout when it opens.
                 if found == 1 {
                     v1_ledger = true;
+                } else if found == 2 {
+                    // Layout 3 only adds rows: the author index, and seals
+                    // (none of which a layout 2 store holds).
+                    crate::ledger::fold::index_authors(&db.open_tree(layout::LEDGER)?)?;
+                    db.flush()?;
+                    meta.insert(
+                        layout::SCHEMA_VERSION_KEY,
+                        &layout::SCHEMA_VERSION.to_be_bytes(),
+                    )?;
                 } else if found != layout::SCHEMA_VERSION {
                     return Err(StorageError::UnsupportedVersion {
                         found,

@@ -34,14 +34,16 @@
 //! The fold is split by concern: [`keys`] (key parts and value codecs),
 //! [`reads`] (what it answers), [`effects`] (what an entry does to balances
 //! and allowances, and whether it may), [`decision`] (entries executing
-//! decisions) and [`conflict`] (why an entry does not count, and how that is
-//! stored). This file places entries in the order and folds them.
+//! decisions), [`seals`] (revocations, removals and freezes that backdating
+//! cannot escape) and [`conflict`] (why an entry does not count, and how
+//! that is stored). This file places entries in the order and folds them.
 
 mod conflict;
 mod decision;
 mod effects;
 mod keys;
 mod reads;
+mod seals;
 
 use icn_schemas::DocId;
 use icn_schemas::domain::Payload;
@@ -55,6 +57,29 @@ use reads::status_of;
 use super::rows::Rows;
 use crate::storage::StorageError;
 use crate::storage::layout::{GrantRow, OrderRow, ledger as tag};
+
+/// Layout 3 indexes entries by author (`u` rows); a layout 2 `ledger` tree
+/// gets them here, once, from its `o` rows. Writing a row twice is harmless,
+/// so a migration cut short runs again whole.
+pub(crate) fn index_authors(tree: &sled::Tree) -> Result<(), StorageError> {
+    let mut batch = sled::Batch::default();
+    for row in tree.iter() {
+        let (k, v) = row?;
+        if k.len() != 33 + 40 || k[32] != tag::ORDER {
+            continue;
+        }
+        let (_, bytes) = keys::split_order_value(&v)?;
+        let (signed, _) = SignedEntry::decode(bytes).map_err(corrupt)?;
+        let mut key = Vec::with_capacity(33 + 32 + 40);
+        key.extend_from_slice(&k[..32]);
+        key.push(tag::BY_AUTHOR);
+        key.extend_from_slice(signed.entry.author.as_bytes());
+        key.extend_from_slice(&k[33..]);
+        batch.insert(key, Vec::new());
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
+}
 
 /// What an accepted decision of a co-op's treasury domain decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +196,10 @@ impl Fold {
         for account in accounts {
             rows.put(rows.key(tag::BY_ACCOUNT, &[&account, &here]), Vec::new());
         }
+        rows.put(
+            rows.key(tag::BY_AUTHOR, &[entry.author.as_bytes(), &here]),
+            Vec::new(),
+        );
         if let Some(decision) = &entry.decision {
             rows.put(rows.key(tag::BY_DECISION, &[decision, &here]), Vec::new());
         }
@@ -184,6 +213,9 @@ impl Fold {
         let mut start = (depth, id);
         if let Body::Grant { unit, .. } = &entry.body {
             start = start.min(self.place_grant(id, &entry.parents, &entry.author, unit)?);
+        }
+        if let Some(subject) = seals::Subject::of(entry) {
+            start = start.min(self.place_seal(id, depth, entry, subject)?);
         }
         let last = self.last_place()?;
         let later = if last.is_none_or(|last| last < start) {
@@ -319,7 +351,14 @@ impl Fold {
         // that is not there would still cost a write.)
         let was_conflicted = row.conflict.is_some();
         row.executed = None;
-        let outcome = match self.decision_check(signed, row.treasury, decisions)? {
+        let sealed = self.sealed_by(id, depth, &signed.entry)?;
+        let judged = match sealed {
+            Some(seal) => Err(Conflict::Sealed {
+                seal: hex::encode(seal.0),
+            }),
+            None => self.decision_check(signed, row.treasury, decisions)?,
+        };
+        let outcome = match judged {
             Err(conflict) => Err(conflict),
             Ok(execution) => {
                 if let Some(key) = &execution {
@@ -367,6 +406,12 @@ impl Fold {
             row.frozen_before = Some(before);
             return Ok(Ok(()));
         }
+        if let Body::Seal { member, key } = &signed.entry.body {
+            if let Some(key) = key {
+                self.release_sealed(id, member, key)?;
+            }
+            return Ok(Ok(()));
+        }
         match self.effects(id, signed, &row.limits)? {
             Ok(effects) => {
                 for ((account, unit), after) in effects.balances {
@@ -387,6 +432,12 @@ impl Fold {
         }
         if let Some(key) = &row.executed {
             self.rows.delete(key.clone())?;
+        }
+        if let Body::Seal { member, key } = &signed.entry.body {
+            if let Some(key) = key {
+                self.restore(id, member, key)?;
+            }
+            return Ok(());
         }
         if let (Some(before), Body::Freeze { account, .. }) =
             (row.frozen_before, &signed.entry.body)

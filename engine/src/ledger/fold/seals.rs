@@ -1,0 +1,415 @@
+//! Seals: revocation, removal and freezes that no backdating escapes.
+//!
+//! An entry's co-op heads and parents are chosen by whoever signs it, so a
+//! stolen key can cite heads from before its revocation, and an entry with
+//! no parents sorts first in the fold. A **seal** closes that: a seal entry
+//! (`Body::Seal`, written with a device's revocation or a member's removal)
+//! and an admin's freeze each cover a subject, and an entry the subject
+//! covers counts only if it is in the seal's past: the party who sealed had
+//! seen it. That depends only on which entries a replica holds, never on
+//! the order they came in, so replicas still agree.
+//!
+//! - A seal of a key covers the entries it signed for its member (for a node
+//!   writing under a delegation, the DID key that signed the delegation),
+//!   and grants of allowance to it. When it counts, the key's unspent
+//!   allowances go back to the member.
+//! - A seal of a member covers every entry the member authored.
+//! - An admin's freeze (no decision) covers the entries debiting the account
+//!   that sort before it; those after it are the frozen-account rule's. It
+//!   seals only while no seal of its author's key covers it.
+//!
+//! Seal entries are covered by no seal: two seals always both stand. Only
+//! DID keys write them (`rules::check_seal`), so a stolen device seals
+//! nothing.
+//!
+//! Where a seal is placed, its past is complete (its parents are all
+//! folded), so the covered entries it saw are fixed then and stored in its
+//! `s` row; the fold is redone from the first covered entry it had not seen.
+//! An entry folded later consults the seals of its author and of the
+//! accounts it debits.
+
+use std::collections::HashSet;
+
+use icn_schemas::Did;
+use icn_schemas::ledger::{Account, Body, Entry, EntryId};
+
+use super::Fold;
+use super::keys::{account_key, corrupt, place_of};
+use crate::storage::StorageError;
+use crate::storage::layout::{SealRow, ledger as tag};
+
+/// The `S` index of seals by the member they cover.
+const ON_MEMBER: u8 = 0;
+/// The `S` index of freezes by the account they cover.
+const ON_ACCOUNT: u8 = 1;
+
+/// An entry at its place in the fold order.
+type Placed = ((u64, EntryId), Entry);
+
+/// What a seal covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Subject {
+    /// The entries `key` signed for `member`, and grants to `key`.
+    Key {
+        /// The member.
+        member: Did,
+        /// Its key.
+        key: Did,
+    },
+    /// Every entry `member` authored.
+    Member(Did),
+    /// Entries debiting an account, placed before the freeze.
+    Debits(Did),
+}
+
+/// The key an entry's authority comes from: its signer, or for a node
+/// writing under a delegation, the member's DID key that signed it.
+fn authority_key(entry: &Entry) -> Did {
+    if entry.delegation.is_some() {
+        entry.author
+    } else {
+        entry.signer
+    }
+}
+
+impl Subject {
+    /// The subject of a seal entry, or of an admin's freeze.
+    pub(super) fn of(entry: &Entry) -> Option<Subject> {
+        match &entry.body {
+            Body::Seal {
+                member,
+                key: Some(key),
+            } => Some(Subject::Key {
+                member: *member,
+                key: *key,
+            }),
+            Body::Seal { member, key: None } => Some(Subject::Member(*member)),
+            Body::Freeze {
+                account,
+                frozen: true,
+            } if entry.decision.is_none() => Some(Subject::Debits(*account)),
+            _ => None,
+        }
+    }
+
+    /// Whether the subject covers `entry`. A seal entry is covered by none.
+    pub(super) fn covers(&self, entry: &Entry) -> bool {
+        if matches!(entry.body, Body::Seal { .. }) {
+            return false;
+        }
+        match self {
+            Subject::Key { member, key } => {
+                entry.author == *member
+                    && (authority_key(entry) == *key
+                        || matches!(&entry.body, Body::Grant { device, .. } if device == key))
+            }
+            Subject::Member(member) => entry.author == *member,
+            Subject::Debits(account) => entry
+                .postings()
+                .iter()
+                .any(|p| p.account == Account::Member(*account) && p.amount < 0),
+        }
+    }
+
+    fn index(&self) -> (u8, Did) {
+        match self {
+            Subject::Key { member, .. } | Subject::Member(member) => (ON_MEMBER, *member),
+            Subject::Debits(account) => (ON_ACCOUNT, *account),
+        }
+    }
+
+    fn row(&self, depth: u64, seen: Vec<[u8; 32]>, by: &Entry) -> SealRow {
+        let (kind, who, key) = match self {
+            Subject::Key { member, key } => (0, member, Some(*key.as_bytes())),
+            Subject::Member(member) => (1, member, None),
+            Subject::Debits(account) => (2, account, None),
+        };
+        SealRow {
+            kind,
+            who: *who.as_bytes(),
+            key,
+            depth,
+            seen,
+            by: (*by.author.as_bytes(), *authority_key(by).as_bytes()),
+        }
+    }
+
+    /// Whether the subject covers an entry by `author` whose authority is
+    /// `key`, that is no seal and no grant.
+    fn covers_author(&self, author: &[u8; 32], key: &[u8; 32]) -> bool {
+        match self {
+            Subject::Key {
+                member,
+                key: sealed,
+            } => member.as_bytes() == author && sealed.as_bytes() == key,
+            Subject::Member(member) => member.as_bytes() == author,
+            Subject::Debits(_) => false,
+        }
+    }
+
+    fn of_row(row: &SealRow) -> Result<Subject, StorageError> {
+        let did = |bytes: &[u8; 32]| {
+            Did::from_bytes(bytes).map_err(|_| corrupt("a seal names a key that is not a DID"))
+        };
+        let who = did(&row.who)?;
+        Ok(match (row.kind, &row.key) {
+            (0, Some(key)) => Subject::Key {
+                member: who,
+                key: did(key)?,
+            },
+            (1, None) => Subject::Member(who),
+            (2, None) => Subject::Debits(who),
+            _ => return Err(corrupt("a seal row of an unknown kind")),
+        })
+    }
+}
+
+impl Fold {
+    /// Writes the rows of seal `id` at `depth`, with the covered entries in
+    /// its past; returns the first place from which the fold must be
+    /// redone: the first covered entry it had not seen, or the first debit
+    /// of an account a freeze it covers no longer seals (the end, when
+    /// there is none).
+    pub(super) fn place_seal(
+        &mut self,
+        id: EntryId,
+        depth: u64,
+        seal: &Entry,
+        subject: Subject,
+    ) -> Result<(u64, EntryId), StorageError> {
+        let parents = &seal.parents;
+        let candidates = self.covered(&subject, &id)?;
+        let seen = self.seen_among(parents, &candidates)?;
+        let mut start = (u64::MAX, id);
+        for (place, entry) in &candidates {
+            let before_it = *place < (depth, id);
+            if matches!(subject, Subject::Debits(_)) && !before_it {
+                break;
+            }
+            if seen.contains(&place.1) {
+                continue;
+            }
+            start = start.min(*place);
+            // A freeze by the sealed key seals nothing more.
+            if let Some(Subject::Debits(account)) = Subject::of(entry) {
+                let prefix = self
+                    .rows
+                    .key(tag::BY_ACCOUNT, &[&account_key(&Account::Member(account))]);
+                if let Some(first) = self.rows.scan(prefix.clone(), prefix).next() {
+                    start = start.min(place_of(&first?.0)?);
+                }
+            }
+        }
+        let mut seen: Vec<[u8; 32]> = seen.into_iter().map(|e| e.0).collect();
+        seen.sort_unstable();
+        let row = postcard::to_stdvec(&subject.row(depth, seen, seal)).map_err(corrupt)?;
+        let (on, who) = subject.index();
+        let rows = &mut self.rows;
+        rows.put(rows.key(tag::SEAL, &[&id.0]), row);
+        rows.put(
+            rows.key(tag::SEALS_ON, &[&[on], who.as_bytes(), &id.0]),
+            Vec::new(),
+        );
+        Ok(start)
+    }
+
+    /// The entries `subject` covers, in fold order, with their places; not
+    /// `seal` itself, which is being placed.
+    fn covered(
+        &self,
+        subject: &Subject,
+        seal: &EntryId,
+    ) -> Result<Vec<Placed>, StorageError> {
+        let prefix = match subject {
+            Subject::Key { member, .. } | Subject::Member(member) => {
+                self.rows.key(tag::BY_AUTHOR, &[member.as_bytes()])
+            }
+            Subject::Debits(account) => self
+                .rows
+                .key(tag::BY_ACCOUNT, &[&account_key(&Account::Member(*account))]),
+        };
+        let mut out = Vec::new();
+        for row in self.rows.scan(prefix.clone(), prefix) {
+            let (d, e) = place_of(&row?.0)?;
+            if e == *seal {
+                continue;
+            }
+            let (_, _, signed) = self.placed(d, &e)?;
+            if subject.covers(&signed.entry) {
+                out.push(((d, e), signed.entry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `candidates` are ancestors of an entry with these
+    /// `parents`. The walk stops below the shallowest candidate.
+    fn seen_among(
+        &self,
+        parents: &[EntryId],
+        candidates: &[Placed],
+    ) -> Result<HashSet<EntryId>, StorageError> {
+        let mut found = HashSet::new();
+        let Some(shallowest) = candidates.iter().map(|((d, _), _)| *d).min() else {
+            return Ok(found);
+        };
+        let wanted: HashSet<EntryId> = candidates.iter().map(|((_, e), _)| *e).collect();
+        let mut visited = HashSet::new();
+        let mut stack = parents.to_vec();
+        while let Some(id) = stack.pop() {
+            if !visited.insert(id) {
+                continue;
+            }
+            let Some(depth) = self.depth(&id)? else {
+                continue;
+            };
+            if depth < shallowest {
+                continue;
+            }
+            if wanted.contains(&id) {
+                found.insert(id);
+            }
+            if let Some(entry) = self.entry(&id)? {
+                stack.extend(entry.entry.parents.iter().copied());
+            }
+        }
+        Ok(found)
+    }
+
+    /// The seals indexed under `on` ‖ `who`, with their rows.
+    fn seals_on(&self, on: u8, who: &Did) -> Result<Vec<(EntryId, SealRow)>, StorageError> {
+        let prefix = self.rows.key(tag::SEALS_ON, &[&[on], who.as_bytes()]);
+        let mut out = Vec::new();
+        for row in self.rows.scan(prefix.clone(), prefix.clone()) {
+            let (k, _) = row?;
+            let id = <[u8; 32]>::try_from(&k[prefix.len()..])
+                .map(EntryId)
+                .map_err(|_| corrupt("bad seal index key"))?;
+            let value = self
+                .rows
+                .get(&self.rows.key(tag::SEAL, &[&id.0]))?
+                .ok_or_else(|| corrupt("an indexed seal has no row"))?;
+            out.push((id, postcard::from_bytes(&value).map_err(corrupt)?));
+        }
+        Ok(out)
+    }
+
+    /// The seal of a key or member that covers `entry` (`id`) without
+    /// having seen it, if any.
+    fn sealed_by_members(
+        &self,
+        id: &EntryId,
+        entry: &Entry,
+    ) -> Result<Option<EntryId>, StorageError> {
+        for (seal, row) in self.seals_on(ON_MEMBER, &entry.author)? {
+            if Subject::of_row(&row)?.covers(entry) && row.seen.binary_search(&id.0).is_err() {
+                return Ok(Some(seal));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The seal, or freeze, that entry `id` at `depth` does not count
+    /// under, if any.
+    pub(super) fn sealed_by(
+        &self,
+        id: &EntryId,
+        depth: u64,
+        entry: &Entry,
+    ) -> Result<Option<EntryId>, StorageError> {
+        if let Some(seal) = self.sealed_by_members(id, entry)? {
+            return Ok(Some(seal));
+        }
+        let mut debited: Vec<Did> = entry
+            .postings()
+            .iter()
+            .filter(|p| p.amount < 0)
+            .filter_map(|p| match p.account {
+                Account::Member(did) => Some(did),
+                Account::Treasury => None,
+            })
+            .collect();
+        debited.dedup();
+        for account in debited {
+            for (freeze, row) in self.seals_on(ON_ACCOUNT, &account)? {
+                let before_it = (depth, *id) < (row.depth, freeze);
+                if before_it
+                    && row.seen.binary_search(&id.0).is_err()
+                    && self.stands(&freeze, &row)?
+                {
+                    return Ok(Some(freeze));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether a freeze seals: no seal of its author's key, or of its
+    /// author, covers it unseen. (Read from its `s` row: the freeze may not
+    /// be placed yet while the fold is redone up to it.)
+    fn stands(&self, freeze: &EntryId, row: &SealRow) -> Result<bool, StorageError> {
+        let (author, key) = &row.by;
+        let author_did =
+            Did::from_bytes(author).map_err(|_| corrupt("a seal's author is not a DID"))?;
+        for (_, seal) in self.seals_on(ON_MEMBER, &author_did)? {
+            if Subject::of_row(&seal)?.covers_author(author, key)
+                && seal.seen.binary_search(&freeze.0).is_err()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// At a counted seal of `key`, the key's unspent allowances go back to
+    /// `member`; what went back is kept in an `R` row for [`Self::restore`].
+    pub(super) fn release_sealed(
+        &mut self,
+        seal: &EntryId,
+        member: &Did,
+        key: &Did,
+    ) -> Result<(), StorageError> {
+        let prefix = self
+            .rows
+            .key(tag::ALLOWANCE, &[member.as_bytes(), key.as_bytes()]);
+        let mut released = Vec::new();
+        for row in self.rows.scan(prefix.clone(), prefix.clone()) {
+            let (k, v) = row?;
+            let unit = String::from_utf8(k[prefix.len()..].to_vec())
+                .map_err(|_| corrupt("an allowance key's unit is not UTF-8"))?;
+            released.push((unit, super::keys::i64_of(&v)?));
+        }
+        if released.is_empty() {
+            return Ok(());
+        }
+        let deltas: Vec<_> = released
+            .iter()
+            .map(|(unit, amount)| ((*member, *key, unit.clone()), -amount))
+            .collect();
+        self.move_allowances(&deltas, true)?;
+        let row = postcard::to_stdvec(&released).map_err(corrupt)?;
+        let key = self.rows.key(tag::RELEASED, &[&seal.0]);
+        self.rows.put(key, row);
+        Ok(())
+    }
+
+    /// Undoes [`Self::release_sealed`] when the seal is unwound.
+    pub(super) fn restore(
+        &mut self,
+        seal: &EntryId,
+        member: &Did,
+        key: &Did,
+    ) -> Result<(), StorageError> {
+        let row_key = self.rows.key(tag::RELEASED, &[&seal.0]);
+        let Some(row) = self.rows.get(&row_key)? else {
+            return Ok(());
+        };
+        let released: Vec<(String, i64)> = postcard::from_bytes(&row).map_err(corrupt)?;
+        let deltas: Vec<_> = released
+            .into_iter()
+            .map(|(unit, amount)| ((*member, *key, unit), -amount))
+            .collect();
+        self.move_allowances(&deltas, false)?;
+        self.rows.delete(row_key)
+    }
+}
