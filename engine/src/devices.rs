@@ -1,13 +1,53 @@
 //! A member's devices: revoking one, or all of them at once (the emergency
 //! revoke of seed 002). Who may do it is the permission rules' to judge
 //! (`docs/permissions.md`); these commands write what they judge.
+//!
+//! A revocation is two writes: the co-op document marks the device revoked,
+//! so it acts at no later heads, and a seal in the co-op's ledger
+//! (`docs/ledger.md`, "Seals") makes whatever it signed that the revoker had
+//! not seen count for nothing, whatever heads and parents it cites.
 
 use icn_schemas::coop::{self, Revocation};
+use icn_schemas::ledger::EntryId;
 use icn_schemas::{Did, DocId, SchemaError};
 
 use crate::Engine;
 use crate::engine::WriteError;
 use crate::identity::Signer;
+use crate::ledger::LedgerError;
+
+/// What a revocation wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The keys revoked.
+    pub devices: Vec<Did>,
+    /// The seals written in the co-op's ledger, one per key; none when the
+    /// signer is a device key other than a DID key, which may not seal.
+    pub seals: Vec<EntryId>,
+}
+
+/// Why a revocation was not (wholly) written.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// The co-op document refused it; nothing was written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The document took the revocation, but the ledger refused the seal.
+    #[error("the device was revoked, but its seal was refused: {0}")]
+    Seal(#[from] LedgerError),
+}
+
+/// Whether `signer` writes seals: a DID key, or a node with a delegation
+/// (signed by the member's DID key).
+fn seals(engine: &Engine, coop: &DocId, signer: &Signer) -> bool {
+    match signer {
+        Signer::Delegated { .. } => true,
+        Signer::Device(key) => engine
+            .read(coop, |r| coop::device_owner(r, &key.did()))
+            .flatten()
+            .is_some_and(|owner| owner.did == key.did()),
+    }
+}
 
 impl Engine {
     /// Revokes `device` of `member` in co-op `coop`, recording `revocation`.
@@ -20,7 +60,8 @@ impl Engine {
         member: &Did,
         device: &Did,
         revocation: &Revocation,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Revoked, RevokeError> {
+        let sealing = seals(self, coop, signer);
         self.write_with(coop, signer, |r, _, tx| {
             let listed = coop::Member::read(r, member)
                 .and_then(|m| m.devices.get(&device.key_string()).cloned());
@@ -30,20 +71,29 @@ impl Engine {
                 ))),
                 _ => coop::revoke_device_for(tx, member, device, revocation),
             }
+        })?;
+        let mut seals = Vec::new();
+        if sealing {
+            seals.push(self.seal(coop, signer, member, Some(device))?.0);
+        }
+        Ok(Revoked {
+            devices: vec![*device],
+            seals,
         })
     }
 
     /// Revokes every device of `member` in co-op `coop` that is not revoked
     /// yet, its DID key included, in one change: the member acts nowhere
-    /// until a new key is registered for it. Returns the keys revoked.
+    /// until a new key is registered for it, and seals each.
     pub fn revoke_all_devices(
         &self,
         coop: &DocId,
         signer: &Signer,
         member: &Did,
         revocation: &Revocation,
-    ) -> Result<Vec<Did>, WriteError> {
-        self.write_with(coop, signer, |r, _, tx| {
+    ) -> Result<Revoked, RevokeError> {
+        let sealing = seals(self, coop, signer);
+        let devices = self.write_with(coop, signer, |r, _, tx| {
             let m = coop::Member::read(r, member)
                 .ok_or_else(|| SchemaError::Missing(format!("member {member}")))?;
             let mut revoked = Vec::new();
@@ -66,6 +116,13 @@ impl Engine {
                 });
             }
             Ok(revoked)
-        })
+        })?;
+        let mut seals = Vec::new();
+        if sealing {
+            for device in &devices {
+                seals.push(self.seal(coop, signer, member, Some(device))?.0);
+            }
+        }
+        Ok(Revoked { devices, seals })
     }
 }

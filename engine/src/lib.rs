@@ -68,6 +68,7 @@ pub mod test_utils;
 
 pub use authority::Denied;
 pub use change::{ChangeSignature, SignedChange, decode_batch, encode_batch};
+pub use devices::{RevokeError, Revoked};
 pub use engine::{Applied, ApplyError, Committed, Engine, ListenerId, OpenError, WriteError};
 pub use governance::{RegistryEntry, Trace};
 pub use identity::{Keypair, Signer};

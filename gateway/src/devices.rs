@@ -85,12 +85,13 @@ fn device_rows(gw: &Gateway, member: &Did, coops: &[DocId]) -> Vec<Value> {
     rows
 }
 
-/// Runs `write` in every co-op of `coops`; the per-co-op outcomes, or the
-/// first refusal when every co-op refused.
+/// Runs `write` in every co-op of `coops`; the per-co-op outcomes (with
+/// what `write` answered, under `written`), or the first refusal when every
+/// co-op refused.
 fn in_each(
     gw: &Gateway,
     coops: &[DocId],
-    mut write: impl FnMut(&DocId) -> Result<(), AppError>,
+    mut write: impl FnMut(&DocId) -> Result<Value, AppError>,
 ) -> Result<Vec<Value>, AppError> {
     let mut outcomes = Vec::new();
     let mut first_refusal = None;
@@ -98,9 +99,13 @@ fn in_each(
     for id in coops {
         let coop_name = gw.index().name(id).unwrap_or_else(|| id.to_string());
         match write(id) {
-            Ok(()) => {
+            Ok(written) => {
                 done += 1;
-                outcomes.push(json!({"coop_id": coop_name, "done": true}));
+                let mut outcome = json!({"coop_id": coop_name, "done": true});
+                if let (Value::Object(o), Value::Object(w)) = (&mut outcome, written) {
+                    o.extend(w);
+                }
+                outcomes.push(outcome);
             }
             Err(e) => {
                 outcomes.push(json!({"coop_id": coop_name, "done": false, "error": e.message()}));
@@ -230,7 +235,7 @@ async fn register(
                     now,
                 )
             })?;
-            Ok(())
+            Ok(Value::Null)
         })?;
         Ok((
             StatusCode::CREATED,
@@ -243,6 +248,14 @@ async fn register(
         ))
     })
     .await
+}
+
+/// The keys a revocation revoked and the seals it wrote in the ledger.
+fn revoked_json(revoked: &icn_engine::Revoked) -> Value {
+    json!({
+        "revoked": revoked.devices,
+        "seals": revoked.seals.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    })
 }
 
 /// Why a device is revoked.
@@ -317,9 +330,10 @@ async fn revoke(
             by: auth.did,
         };
         let outcomes = in_each(&gw, &coops, |id| {
-            gw.engine()
-                .revoke_device(id, &auth.signer(), &member, &device, &revocation)?;
-            Ok(())
+            let revoked =
+                gw.engine()
+                    .revoke_device(id, &auth.signer(), &member, &device, &revocation)?;
+            Ok(revoked_json(&revoked))
         })?;
         Ok(Json(json!({
             "did": member,
@@ -383,9 +397,10 @@ async fn emergency_revoke(
             by: auth.did,
         };
         let outcomes = in_each(&gw, &coops, |id| {
-            gw.engine()
-                .revoke_all_devices(id, &auth.signer(), &member, &revocation)?;
-            Ok(())
+            let revoked =
+                gw.engine()
+                    .revoke_all_devices(id, &auth.signer(), &member, &revocation)?;
+            Ok(revoked_json(&revoked))
         })?;
         Ok(Json(json!({
             "did": member,

@@ -180,6 +180,23 @@ impl From<WriteError> for AppError {
     }
 }
 
+impl From<icn_engine::RevokeError> for AppError {
+    fn from(e: icn_engine::RevokeError) -> Self {
+        match e {
+            icn_engine::RevokeError::Write(w) => w.into(),
+            icn_engine::RevokeError::Seal(l) => {
+                let AppError {
+                    status, message, ..
+                } = l.into();
+                AppError::new(
+                    status,
+                    format!("the device was revoked, but its seal was refused: {message}"),
+                )
+            }
+        }
+    }
+}
+
 impl From<LedgerError> for AppError {
     fn from(e: LedgerError) -> Self {
         match e {

@@ -1375,6 +1375,13 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
         )
         .await
         .expect(200);
+    // The revocation sealed the phone in the co-op's ledger.
+    assert_eq!(revoked["outcomes"][0]["revoked"], json!([phone_did]));
+    assert_eq!(
+        revoked["outcomes"][0]["seals"].as_array().map(Vec::len),
+        Some(1),
+        "{revoked}"
+    );
     let row_now = row(&revoked, &phone_did);
     assert_eq!(row_now["status"], "revoked");
     assert_eq!(row_now["revoked_reason"], "lost");
@@ -1446,6 +1453,11 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
             .as_array()
             .is_some_and(|rows| rows.iter().all(|r| r["status"] == "revoked")),
         "{all}"
+    );
+    assert_eq!(
+        all["outcomes"][0]["seals"].as_array().map(Vec::len),
+        all["devices"].as_array().map(Vec::len),
+        "a seal per key: {all}"
     );
     // Carol acts nowhere now, not even through her token...
     api.call(

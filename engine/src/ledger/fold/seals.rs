@@ -215,11 +215,7 @@ impl Fold {
 
     /// The entries `subject` covers, in fold order, with their places; not
     /// `seal` itself, which is being placed.
-    fn covered(
-        &self,
-        subject: &Subject,
-        seal: &EntryId,
-    ) -> Result<Vec<Placed>, StorageError> {
+    fn covered(&self, subject: &Subject, seal: &EntryId) -> Result<Vec<Placed>, StorageError> {
         let prefix = match subject {
             Subject::Key { member, .. } | Subject::Member(member) => {
                 self.rows.key(tag::BY_AUTHOR, &[member.as_bytes()])
