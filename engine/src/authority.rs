@@ -59,13 +59,14 @@ pub(crate) fn resolve_author(
     actor: Did,
     delegation: Option<Delegation>,
 ) -> Result<Author, Denied> {
-    // A delegated write counts as the member whose DID key signed the
-    // delegation; without one, the actor key itself must be a member device.
-    let signer = delegation.as_ref().map_or(actor, |d| d.member);
+    // A delegated write counts as the member who delegated, through the key
+    // that signed the delegation (its DID key, or one of its devices);
+    // without one, the actor key itself must be a member device.
+    let signer = delegation.as_ref().map_or(actor, |d| d.signing_key());
     let (member, admin) = match kind {
         DocKind::Coop => {
             let m = match &delegation {
-                Some(d) => coop::is_live_device(r, &d.member, &d.member)
+                Some(d) => coop::is_live_device(r, &d.member, &d.signing_key())
                     .then(|| coop::Standing::read(r, &d.member))
                     .flatten(),
                 None => coop::device_owner(r, &actor),
@@ -77,7 +78,16 @@ pub(crate) fn resolve_author(
             (m.did, m.is_admin())
         }
         // A domain lists members by DID; the DID key is the member's device.
+        // A device's delegation cannot be checked here (the domain does not
+        // list devices), so it writes no domain documents.
         DocKind::Domain => {
+            if delegation.as_ref().is_some_and(|d| d.device.is_some()) {
+                return Err(Denied::Forbidden {
+                    member: delegation.as_ref().map_or(actor, |d| d.member),
+                    path: "the domain".into(),
+                    reason: "a device's delegation writes no governance documents yet: vote through the member's DID key or a delegation it signed",
+                });
+            }
             let m = domain::DomainMember::read(r, &signer)
                 .ok_or(Denied::NotALiveDevice { actor: signer })?;
             if !m.active {
@@ -455,7 +465,7 @@ pub(crate) fn check_genesis(
     match genesis.kind {
         DocKind::Coop => {
             let m = coop::Standing::read(r, &member).ok_or("the creator must be a member")?;
-            let device = if delegation.is_some() { member } else { actor };
+            let device = delegation.map_or(actor, |d| d.signing_key());
             if !m.is_admin() || !coop::is_live_device(r, &member, &device) {
                 return Err(
                     "the creator must be an active admin whose key is a live device".into(),
@@ -463,6 +473,9 @@ pub(crate) fn check_genesis(
             }
         }
         DocKind::Domain => {
+            if delegation.is_some_and(|d| d.device.is_some()) {
+                return Err("a device's delegation creates no governance domain".into());
+            }
             let m = domain::DomainMember::read(r, &member).ok_or("the creator must be a member")?;
             if m.role != DomainRole::Admin || !m.active {
                 return Err("the creator must be an active admin".into());

@@ -3,7 +3,7 @@
 
 use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{ActorId, ReadDoc};
-use icn_schemas::{Delegation, DocId, SchemaError, Scope, SignedDelegation, coop, domain};
+use icn_schemas::{Delegation, Did, DocId, SchemaError, Scope, SignedDelegation, coop, domain};
 
 use crate::change::{SignedChange, signing_message};
 use crate::{Engine, Keypair, Store};
@@ -93,6 +93,7 @@ pub fn delegation(
     scopes.sort();
     scopes.dedup();
     let statement = Delegation {
+        device: None,
         member: member.did(),
         node: node.did(),
         scopes,
@@ -103,6 +104,33 @@ pub fn delegation(
     .statement();
     SignedDelegation {
         signature: member.sign(statement.as_bytes()),
+        statement,
+    }
+}
+
+/// A delegation from `member` to `node`, signed by `device`, one of the
+/// member's devices.
+pub fn device_delegation(
+    member: &Did,
+    device: &Keypair,
+    node: &Keypair,
+    scopes: &[Scope],
+) -> SignedDelegation {
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let statement = Delegation {
+        device: Some(device.did()),
+        member: *member,
+        node: node.did(),
+        scopes,
+        not_before: 0,
+        expires: 4_000_000_000,
+        nonce: "0123456789abcdef0123456789abcdef".into(),
+    }
+    .statement();
+    SignedDelegation {
+        signature: device.sign(statement.as_bytes()),
         statement,
     }
 }

@@ -1669,3 +1669,33 @@ fn proposals_open_once_from_draft_and_take_votes_only_while_open() {
     let (tally, _) = e.tally(&d.id, "p1").expect("tally");
     assert_eq!(tally.for_, 2);
 }
+
+/// Domains list members, not devices: a delegation a device signed writes
+/// nothing in them (its member votes with its DID key).
+#[test]
+fn a_device_delegation_writes_no_domain_document() {
+    let d = domain_fixture();
+    let node = keypair(77);
+    let phone = keypair(50);
+    let signer = Signer::Delegated {
+        node: node.clone(),
+        delegation: crate::test_utils::device_delegation(
+            &d.alice.did(),
+            &phone,
+            &node,
+            &[Scope::GovWrite],
+        ),
+    };
+    forbidden(d.engine().write(&d.id, &signer, |tx| {
+        domain::set_rules(tx, &domain::Rules::default())
+    }));
+    let by_did_key = Signer::Delegated {
+        node: node.clone(),
+        delegation: delegation(&d.admin, &node, &[Scope::GovWrite], 0, 4_000_000_000),
+    };
+    d.engine()
+        .write(&d.id, &by_did_key, |tx| {
+            domain::set_rules(tx, &domain::Rules::default())
+        })
+        .expect("the DID key's delegation writes");
+}

@@ -77,7 +77,12 @@ fn main() -> std::io::Result<()> {
     let authority =
         icn_gateway::auth::Authority::new(b"fuzz secret".to_vec(), keypair(9).did(), 3600);
     let challenge = authority
-        .challenge(keypair(1).did(), icn_schemas::Scope::ALL.to_vec(), 1_000)
+        .challenge(
+            keypair(1).did(),
+            None,
+            icn_schemas::Scope::ALL.to_vec(),
+            1_000,
+        )
         .map_err(|e| std::io::Error::other(e.message().to_owned()))?;
     // The member is keypair(1), as in the target.
     let member = keypair(1);

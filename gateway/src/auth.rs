@@ -116,12 +116,21 @@ impl Authority {
         mac.finalize().into_bytes().into()
     }
 
-    /// A fresh challenge for `member` with `scopes`, at `now`.
-    pub fn challenge(&self, member: Did, scopes: Vec<Scope>, now: u64) -> Result<String, AppError> {
+    /// A fresh challenge for `member` with `scopes`, at `now`, to be signed
+    /// by `device` (one of the member's devices) or, without one, by the
+    /// member's DID key.
+    pub fn challenge(
+        &self,
+        member: Did,
+        device: Option<Did>,
+        scopes: Vec<Scope>,
+        now: u64,
+    ) -> Result<String, AppError> {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(AppError::internal)?;
         let mut delegation = Delegation {
             member,
+            device,
             node: self.node,
             scopes,
             not_before: now,
@@ -136,9 +145,11 @@ impl Authority {
 
     fn nonce_tag(&self, d: &Delegation, random: &str) -> String {
         let scopes: Vec<&str> = d.scopes.iter().map(|s| s.as_str()).collect();
+        let device = d.device.map(|d| d.to_string()).unwrap_or_default();
         let mac = self.mac(&[
             b"icn-gateway/challenge/v1",
             d.member.to_string().as_bytes(),
+            device.as_bytes(),
             d.node.to_string().as_bytes(),
             scopes.join(" ").as_bytes(),
             &d.not_before.to_be_bytes(),
@@ -411,7 +422,7 @@ mod tests {
         let a = authority();
         let member = keypair(1);
         let challenge = a
-            .challenge(member.did(), Scope::ALL.to_vec(), 1000)
+            .challenge(member.did(), None, Scope::ALL.to_vec(), 1000)
             .expect("challenge");
         let sig = member.sign(challenge.as_bytes());
         for encoded in [
@@ -451,7 +462,7 @@ mod tests {
         let a = authority();
         let member = keypair(1);
         let challenge = a
-            .challenge(member.did(), vec![Scope::GovRead], 1000)
+            .challenge(member.did(), None, vec![Scope::GovRead], 1000)
             .expect("challenge");
         let sig = hex::encode(member.sign(challenge.as_bytes()));
         let (d, signed) = a

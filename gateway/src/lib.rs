@@ -207,6 +207,7 @@ fn api() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi_json))
         .routes(routes!(auth_challenge))
         .routes(routes!(auth_verify))
+        .routes(routes!(auth_logout))
         .routes(routes!(docs::get_doc))
         .routes(routes!(ws::connect))
         .merge(coops::routes())
@@ -360,6 +361,8 @@ pub(crate) struct Auth {
     pub(crate) did: Did,
     scopes: Vec<Scope>,
     delegation: SignedDelegation,
+    /// The stored delegation's hash (the token's `jti`).
+    pub(crate) delegation_hash: [u8; 32],
     node: Keypair,
 }
 
@@ -416,6 +419,11 @@ impl FromRequestParts<Gateway> for Auth {
             shared.metrics.auth_failed();
             AppError::unauthorized("the token's delegation is unknown here; authenticate again")
         })?;
+        let (gw2, hash, signed) = (gw.clone(), token.delegation, delegation.clone());
+        if let Err(e) = blocking(move || gw2.still_alive(&hash, &signed)).await {
+            shared.metrics.auth_failed();
+            return Err(e);
+        }
         let scopes = token
             .claims
             .scope
@@ -426,12 +434,61 @@ impl FromRequestParts<Gateway> for Auth {
             did: token.did,
             scopes,
             delegation,
+            delegation_hash: token.delegation,
             node: shared.config.node.clone(),
         })
     }
 }
 
 impl Gateway {
+    /// 401 unless the token's delegation still stands on this node: not
+    /// logged out, its signing key not revoked in any co-op held here, and
+    /// its member not removed from every co-op held here that lists it.
+    pub(crate) fn still_alive(
+        &self,
+        hash: &[u8; 32],
+        signed: &SignedDelegation,
+    ) -> Result<(), AppError> {
+        let engine = self.engine();
+        if engine.store().logged_out(hash)? {
+            return Err(AppError::unauthorized(
+                "this token was logged out; authenticate again",
+            ));
+        }
+        let delegation = signed
+            .statement
+            .parse::<icn_schemas::Delegation>()
+            .map_err(AppError::internal)?;
+        let (member, key) = (delegation.member, delegation.signing_key());
+        let mut listed = false;
+        let mut removed_everywhere = true;
+        for id in self.index().all(icn_schemas::DocKind::Coop) {
+            let standing = engine
+                .read(&id, |r| {
+                    let m = icn_schemas::coop::Member::read(r, &member)?;
+                    let revoked = m.devices.get(&key.key_string()).is_some_and(|d| d.revoked);
+                    Some((m.status, revoked))
+                })
+                .flatten();
+            let Some((status, revoked)) = standing else {
+                continue;
+            };
+            if revoked {
+                return Err(AppError::unauthorized(format!(
+                    "{key} was revoked; this token died with it"
+                )));
+            }
+            listed = true;
+            removed_everywhere &= status == icn_schemas::coop::MemberStatus::Removed;
+        }
+        if listed && removed_everywhere {
+            return Err(AppError::unauthorized(format!(
+                "{member} was removed from every co-op on this node; this token died with the membership"
+            )));
+        }
+        Ok(())
+    }
+
     fn delegation(&self, hash: &[u8; 32]) -> Result<Option<SignedDelegation>, AppError> {
         let mut cache = self
             .inner
@@ -457,10 +514,13 @@ impl Gateway {
 /// Delegations kept in memory before the cache starts over.
 const DELEGATION_CACHE: usize = 10_000;
 
-/// Who asks: a DID, and optionally the scopes wanted (default: all).
+/// Who asks: a member's DID, optionally the device that will sign (one of
+/// the member's registered devices; without it, the DID key signs), and the
+/// scopes wanted (default: all; a device's token has no `gov:write`).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct ChallengeRequest {
     did: String,
+    device: Option<String>,
     #[serde(default)]
     scopes: Vec<String>,
 }
@@ -509,9 +569,21 @@ async fn auth_challenge(
 ) -> Result<Json<serde_json::Value>, AppError> {
     gw.limit_ip(&ip)?;
     let did = parse_did(&req.did)?;
-    let scopes = auth::parse_scopes(&req.scopes)?;
+    let device = req.device.as_deref().map(parse_did).transpose()?;
+    let device = device.filter(|d| *d != did);
+    let mut scopes = auth::parse_scopes(&req.scopes)?;
+    if device.is_some() {
+        // Domains list members, not devices: a device's delegation cannot be
+        // checked there, so it writes no governance documents.
+        if !req.scopes.is_empty() && scopes.contains(&Scope::GovWrite) {
+            return Err(AppError::bad_request(
+                "a device's token has no gov:write yet: vote with the member's DID key",
+            ));
+        }
+        scopes.retain(|s| *s != Scope::GovWrite);
+    }
     let now = auth::now_secs();
-    let challenge = gw.inner.authority.challenge(did, scopes, now)?;
+    let challenge = gw.inner.authority.challenge(did, device, scopes, now)?;
     Ok(Json(serde_json::json!({
         "challenge": challenge,
         "expires_at": auth::rfc3339(now + auth::CHALLENGE_SECONDS),
@@ -554,7 +626,21 @@ async fn auth_verify(
     };
     let hash = auth::delegation_hash(&signed);
     let engine = gw.inner.engine.clone();
+    let gw2 = gw.clone();
+    let device = delegation.device;
     let fresh = blocking(move || {
+        if let Some(device) = device {
+            let live = gw2.index().all(icn_schemas::DocKind::Coop).iter().any(|id| {
+                engine
+                    .read(id, |r| icn_schemas::coop::is_live_device(r, &did, &device))
+                    .unwrap_or(false)
+            });
+            if !live {
+                return Err(AppError::unauthorized(format!(
+                    "{device} is not a live device of {did} in any co-op on this node; register it first (POST /v1/devices/{did})"
+                )));
+            }
+        }
         let store = engine.store();
         let fresh = store.put_delegation_once(&hash, &signed)?;
         store.make_durable()?;
@@ -574,8 +660,27 @@ async fn auth_verify(
         "token": token,
         "expires_at": auth::rfc3339(delegation.expires),
         "did": did.to_string(),
+        "device": delegation.device.map(|d| d.to_string()),
         "scopes": delegation.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
     })))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses((status = 200, description = "`{logged_out: true}`: this token, and every token of its delegation, is refused from now on", body = serde_json::Value)),
+)]
+async fn auth_logout(
+    axum::extract::State(gw): axum::extract::State<Gateway>,
+    auth: Auth,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let engine = gw.inner.engine.clone();
+    let hash = auth.delegation_hash;
+    blocking(move || Ok(engine.store().log_out(&hash)?)).await?;
+    tracing::info!(did = %auth.did, "logged out");
+    Ok(Json(serde_json::json!({ "logged_out": true })))
 }
 
 /// A DID from a request, or 400.

@@ -818,6 +818,7 @@ async fn every_route_is_documented_and_served() {
         ("get", "/v1/docs/{doc_id}"),
         ("get", "/v1/openapi.json"),
         // Beyond the API directory: seed 002's identity lifecycle.
+        ("post", "/v1/auth/logout"),
         ("get", "/v1/devices/{did}"),
         ("post", "/v1/devices/{did}"),
         ("delete", "/v1/devices/{did}/{device}"),
@@ -1459,7 +1460,7 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
         all["devices"].as_array().map(Vec::len),
         "a seal per key: {all}"
     );
-    // Carol acts nowhere now, not even through her token...
+    // Carol acts nowhere now: her DID key's token died with it...
     api.call(
         "PUT",
         &format!("/v1/coops/garden/members/{carol_did}"),
@@ -1467,7 +1468,7 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
         Some(json!({"display_name": "thief"})),
     )
     .await
-    .expect(403);
+    .expect(401);
     // ...until an admin registers a new key for her.
     let new_key = keypair(32);
     api.post(
@@ -1498,4 +1499,176 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
     api.post("/v1/identity/emergency-revoke", &bob_token, emergency)
         .await
         .expect(403);
+}
+
+/// Seed 002: a phone logs in with its own key; its token dies with a
+/// logout, with the phone's revocation, and with the member's removal.
+#[tokio::test]
+async fn devices_log_in_with_their_own_keys_and_tokens_die_with_them() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let (alice_did, bob_did) = (alice.did().to_string(), bob.did().to_string());
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "orchard", "default_credit_limit": 10}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/coops/orchard/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    let phone = keypair(40);
+    api.post(
+        &format!("/v1/devices/{alice_did}"),
+        &token,
+        json!({"device": phone.did().to_string(), "proof": hex::encode(phone.device_proof(&alice.did()))}),
+    )
+    .await
+    .expect(201);
+
+    // The phone signs the challenge for alice.
+    let device_login = |key: icn_engine::Keypair| {
+        let api = &api;
+        let alice_did = alice_did.clone();
+        async move {
+            let c = api
+                .call(
+                    "POST",
+                    "/v1/auth/challenge",
+                    None,
+                    Some(json!({"did": alice_did, "device": key.did().to_string()})),
+                )
+                .await
+                .expect(200);
+            let challenge = c["challenge"].as_str().expect("challenge").to_owned();
+            let sig = common::base64_no_pad(&key.sign(challenge.as_bytes()));
+            api.call(
+                "POST",
+                "/v1/auth/verify",
+                None,
+                Some(json!({"did": alice_did, "challenge": challenge, "signature": sig})),
+            )
+            .await
+        }
+    };
+    let v = device_login(phone.clone()).await.expect(200);
+    assert_eq!(v["did"], alice_did);
+    assert_eq!(v["device"], phone.did().to_string());
+    assert!(
+        !v["scopes"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == "gov:write")),
+        "{v}"
+    );
+    let phone_token = v["token"].as_str().expect("token").to_owned();
+    // A key that is no device of alice's cannot log in for her.
+    device_login(keypair(41)).await.expect(401);
+    // A device asks no gov:write.
+    api.call(
+        "POST",
+        "/v1/auth/challenge",
+        None,
+        Some(json!({"did": alice_did, "device": phone.did().to_string(), "scopes": ["gov:write"]})),
+    )
+    .await
+    .expect(400);
+
+    // Writes under the phone's delegation: a payment, its own name.
+    let paid = api
+        .post(
+            "/v1/ledger/orchard/settle",
+            &phone_token,
+            json!({"to": bob_did, "amount": 2, "unit": "hours", "memo": "from the phone"}),
+        )
+        .await
+        .expect(201);
+    let entry_id = paid["entry_id"].as_str().expect("entry id").to_owned();
+    api.call(
+        "PUT",
+        &format!("/v1/coops/orchard/members/{alice_did}"),
+        Some(&phone_token),
+        Some(json!({"display_name": "Alice (phone)"})),
+    )
+    .await
+    .expect(200);
+    api.post(
+        "/v1/gov/domains",
+        &phone_token,
+        json!({"id": "phone-domain"}),
+    )
+    .await
+    .expect(403);
+    // Another replica takes the phone's payment on the same terms.
+    let orchard = api.get("/v1/coops/orchard", &token).await.expect(200)["doc_id"]
+        .as_str()
+        .expect("doc id")
+        .parse::<icn_schemas::DocId>()
+        .expect("doc id");
+    let other = icn_engine::test_utils::TestNode::new();
+    other
+        .engine
+        .apply_remote(
+            &orchard,
+            api.node
+                .engine
+                .changes_since(&orchard, &[])
+                .expect("changes"),
+        )
+        .expect("the phone's co-op changes");
+    let taken = other
+        .engine
+        .ingest_entries(
+            &orchard,
+            api.node.engine.entries(&orchard).expect("entries"),
+        )
+        .expect("ingest");
+    assert!(taken.iter().all(Result::is_ok), "{taken:?}");
+    assert!(
+        other
+            .engine
+            .entry_ids(&orchard)
+            .expect("ids")
+            .iter()
+            .any(|id| id.to_string() == entry_id)
+    );
+
+    // Logout kills the token at once; another login works.
+    api.call("POST", "/v1/auth/logout", Some(&phone_token), None)
+        .await
+        .expect(200);
+    let refused = api.get("/v1/coops/orchard", &phone_token).await.expect(401);
+    assert!(refused.to_string().contains("logged out"), "{refused}");
+    let phone_token = device_login(phone.clone()).await.expect(200)["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    api.get("/v1/coops/orchard", &phone_token).await.expect(200);
+    // The phone's revocation kills its token.
+    api.call(
+        "DELETE",
+        &format!("/v1/devices/{alice_did}/{}?reason=lost", phone.did()),
+        Some(&token),
+        None,
+    )
+    .await
+    .expect(200);
+    let refused = api.get("/v1/coops/orchard", &phone_token).await.expect(401);
+    assert!(refused.to_string().contains("revoked"), "{refused}");
+    device_login(phone).await.expect(401);
+    // A removal kills the member's tokens; alice's own still works.
+    api.get("/v1/coops/orchard", &bob_token).await.expect(200);
+    api.call(
+        "DELETE",
+        &format!("/v1/coops/orchard/members/{bob_did}"),
+        Some(&token),
+        None,
+    )
+    .await
+    .expect(200);
+    api.get("/v1/coops", &bob_token).await.expect(401);
+    api.get("/v1/coops/orchard", &token).await.expect(200);
 }

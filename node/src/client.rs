@@ -53,10 +53,19 @@ impl Client {
     /// Logs in as `key`: asks a challenge, signs it, verifies it. Returns
     /// the gateway's answer (`token`, `expires_at`, …) and keeps the token.
     pub async fn login(&mut self, key: &Keypair) -> Result<Value> {
-        let did = key.did().to_string();
-        let challenge = self
-            .call("POST", "/v1/auth/challenge", Some(json!({ "did": did })))
-            .await?;
+        self.login_for(key, None).await
+    }
+
+    /// Logs in for `member` with `key`, one of the member's registered
+    /// devices (`key`'s own DID when `member` is `None`).
+    pub async fn login_for(&mut self, key: &Keypair, member: Option<&str>) -> Result<Value> {
+        let device = key.did().to_string();
+        let did = member.map_or_else(|| device.clone(), str::to_owned);
+        let mut ask = json!({ "did": did });
+        if member.is_some() {
+            ask["device"] = json!(device);
+        }
+        let challenge = self.call("POST", "/v1/auth/challenge", Some(ask)).await?;
         let challenge = challenge["challenge"]
             .as_str()
             .ok_or_else(|| anyhow!("the gateway answered no challenge"))?;

@@ -430,6 +430,38 @@ fn devices_through_icnctl() {
     assert_eq!(added["outcomes"][0]["done"], true);
     let listed = json(ok(icnctl(alice, &[&["device", "list"][..], &g].concat())));
     assert_eq!(listed["devices"].as_array().map(Vec::len), Some(2));
+    // The phone logs in for alice with its own key.
+    let login = json(ok(icnctl(
+        phone,
+        &[
+            "auth",
+            "login",
+            "--gateway",
+            &gateway,
+            "--member",
+            &alice_did,
+            "--output",
+            "json",
+        ],
+    )));
+    assert_eq!(login["did"], alice_did.as_str());
+    assert_eq!(login["device"], phone_did.as_str());
+    let phone_token = login["token"].as_str().expect("token").to_owned();
+    ok(icnctl(
+        phone,
+        &[
+            &[
+                "device",
+                "list",
+                "--member",
+                &alice_did,
+                "--token",
+                &phone_token,
+            ][..],
+            &g,
+        ]
+        .concat(),
+    ));
 
     // Bob may not revoke alice's phone (exit status 3); alice may.
     let refused = icnctl(
@@ -458,6 +490,36 @@ fn devices_through_icnctl() {
         .expect("the phone's row");
     assert_eq!(phone_row["status"], "revoked");
     assert_eq!(phone_row["revoked_reason"], "lost");
+    // The phone's token died with it, and it logs in no more.
+    let dead = icnctl(
+        phone,
+        &[
+            &[
+                "device",
+                "list",
+                "--member",
+                &alice_did,
+                "--token",
+                &phone_token,
+            ][..],
+            &g,
+        ]
+        .concat(),
+    );
+    assert_eq!(dead.status.code(), Some(3), "{}", text(&dead));
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("401"));
+    let again = icnctl(
+        phone,
+        &[
+            "auth",
+            "login",
+            "--gateway",
+            &gateway,
+            "--member",
+            &alice_did,
+        ],
+    );
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
     // Twice is refused: the first revocation's record stands.
     let again = icnctl(
         alice,

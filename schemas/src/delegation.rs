@@ -19,6 +19,12 @@
 //! the member, so any peer can check the write without trusting the node.
 //! Only the canonical form parses: one space after each colon, fields in this
 //! order, scopes sorted and unique, no trailing newline.
+//!
+//! A member's other device (a phone whose key is not the DID key) signs
+//! for the member too: the statement then has a `device: did:icn:…` line
+//! right after `member:`, and the device's key signs it. Peers accept what
+//! a node writes under it where the device is a live device of the member
+//! (`docs/permissions.md`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -97,8 +103,11 @@ impl fmt::Display for Scope {
 /// A parsed delegation statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delegation {
-    /// The member who delegates, and whose DID key signs the statement.
+    /// The member who delegates.
     pub member: Did,
+    /// The member's device whose key signs the statement; `None` when the
+    /// member's DID key signs it. Never the DID itself.
+    pub device: Option<Did>,
     /// The node allowed to write for the member.
     pub node: Did,
     /// What the node may do, sorted and unique.
@@ -156,14 +165,24 @@ pub enum DelegationError {
     #[error("the nonce must be 16 to 64 lowercase hex digits")]
     BadNonce,
     /// The signature does not verify with the member's key.
-    #[error("the delegation's signature is not the member's")]
+    #[error("the delegation's signature is not the member's (or its device's)")]
     BadSignature,
+    /// A `device` line naming the member's DID: the DID key signs without
+    /// one.
+    #[error("a delegation signed with the member's DID key has no device line")]
+    DeviceIsMember,
 }
 
 impl Delegation {
     /// The canonical statement text, which the member signs.
     pub fn statement(&self) -> String {
         self.to_string()
+    }
+
+    /// The key that signs the statement: the device's, or the member's DID
+    /// key.
+    pub fn signing_key(&self) -> Did {
+        self.device.unwrap_or(self.member)
     }
 
     /// Whether the delegation grants `scope`.
@@ -180,9 +199,13 @@ impl Delegation {
 impl fmt::Display for Delegation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scopes: Vec<&str> = self.scopes.iter().map(|s| s.as_str()).collect();
+        let device = self
+            .device
+            .map(|d| format!("\ndevice: {d}"))
+            .unwrap_or_default();
         write!(
             f,
-            "{DELEGATION_HEADER}\nmember: {}\nnode: {}\nscopes: {}\nnot_before: {}\nexpires: {}\nnonce: {}",
+            "{DELEGATION_HEADER}\nmember: {}{device}\nnode: {}\nscopes: {}\nnot_before: {}\nexpires: {}\nnonce: {}",
             self.member,
             self.node,
             scopes.join(" "),
@@ -200,23 +223,34 @@ impl FromStr for Delegation {
         if s.len() > MAX_STATEMENT_LEN {
             return Err(DelegationError::TooLong(s.len()));
         }
-        let mut lines = s.split('\n');
+        let mut lines = s.split('\n').peekable();
         if lines.next() != Some(DELEGATION_HEADER) {
             return Err(DelegationError::BadHeader);
         }
-        let mut field = |line: usize, name: &'static str| -> Result<&str, DelegationError> {
-            lines
-                .next()
-                .and_then(|l| l.strip_prefix(name))
+        fn value<'a>(line: Option<&'a str>, name: &str) -> Option<&'a str> {
+            line.and_then(|l| l.strip_prefix(name))
                 .and_then(|l| l.strip_prefix(": "))
-                .ok_or(DelegationError::BadLine { line, field: name })
+        }
+        let member = value(lines.next(), "member").ok_or(DelegationError::BadLine {
+            line: 2,
+            field: "member",
+        })?;
+        let device = match value(lines.peek().copied(), "device") {
+            Some(d) => {
+                lines.next();
+                Some(d)
+            }
+            None => None,
         };
-        let member = field(2, "member")?;
-        let node = field(3, "node")?;
-        let scopes = field(4, "scopes")?;
-        let not_before = field(5, "not_before")?;
-        let expires = field(6, "expires")?;
-        let nonce = field(7, "nonce")?;
+        let first = 3 + usize::from(device.is_some());
+        let mut field = |line: usize, name: &'static str| -> Result<&str, DelegationError> {
+            value(lines.next(), name).ok_or(DelegationError::BadLine { line, field: name })
+        };
+        let node = field(first, "node")?;
+        let scopes = field(first + 1, "scopes")?;
+        let not_before = field(first + 2, "not_before")?;
+        let expires = field(first + 3, "expires")?;
+        let nonce = field(first + 4, "nonce")?;
         if lines.next().is_some() {
             return Err(DelegationError::TrailingText);
         }
@@ -256,8 +290,14 @@ impl FromStr for Delegation {
         if !nonce_ok {
             return Err(DelegationError::BadNonce);
         }
+        let member = did("member", member)?;
+        let device = device.map(|d| did("device", d)).transpose()?;
+        if device == Some(member) {
+            return Err(DelegationError::DeviceIsMember);
+        }
         Ok(Delegation {
-            member: did("member", member)?,
+            member,
+            device,
             node: did("node", node)?,
             scopes,
             not_before,
@@ -272,18 +312,21 @@ impl FromStr for Delegation {
 pub struct SignedDelegation {
     /// The canonical statement text.
     pub statement: String,
-    /// Ed25519 signature by the member's DID key over `statement`.
+    /// Ed25519 signature over `statement` by the member's DID key, or by
+    /// the device the statement names.
     #[serde(with = "sig_bytes")]
     pub signature: [u8; 64],
 }
 
 impl SignedDelegation {
-    /// Parses the statement and checks the member's signature over it.
+    /// Parses the statement and checks its signature, by the member's DID
+    /// key or by the device it names. (Whether that device acts for the
+    /// member is the co-op document's to say.)
     pub fn verify(&self) -> Result<Delegation, DelegationError> {
         let delegation: Delegation = self.statement.parse()?;
         let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
         delegation
-            .member
+            .signing_key()
             .key()
             .map_err(|_| DelegationError::BadSignature)?
             .verify_strict(self.statement.as_bytes(), &signature)
@@ -325,6 +368,7 @@ mod tests {
         let (_, node) = did(2);
         let delegation = Delegation {
             member,
+            device: None,
             node,
             scopes: vec![Scope::CoopRead, Scope::CoopWrite, Scope::GovWrite],
             not_before: 1_700_000_000,
@@ -392,6 +436,35 @@ mod tests {
         assert_eq!(
             "hello".parse::<Delegation>(),
             Err(DelegationError::BadHeader)
+        );
+    }
+
+    #[test]
+    fn a_device_signs_for_its_member() {
+        let (_, mut delegation) = sample();
+        let (device_key, device) = did(3);
+        delegation.device = Some(device);
+        let statement = delegation.statement();
+        assert!(statement.contains(&format!("\ndevice: {device}\nnode: ")));
+        assert_eq!(statement.parse::<Delegation>().as_ref(), Ok(&delegation));
+        let signed = SignedDelegation {
+            signature: device_key.sign(statement.as_bytes()).to_bytes(),
+            statement: statement.clone(),
+        };
+        assert_eq!(signed.verify().map(|d| d.signing_key()), Ok(device));
+        // The member's key does not sign a statement naming a device.
+        let (member_key, _) = did(1);
+        let by_member = SignedDelegation {
+            signature: member_key.sign(statement.as_bytes()).to_bytes(),
+            statement,
+        };
+        assert_eq!(by_member.verify(), Err(DelegationError::BadSignature));
+        // A device line naming the member is not canonical.
+        let member = delegation.member;
+        delegation.device = Some(member);
+        assert_eq!(
+            delegation.statement().parse::<Delegation>(),
+            Err(DelegationError::DeviceIsMember)
         );
     }
 

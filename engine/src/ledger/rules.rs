@@ -199,7 +199,14 @@ fn check_seal(
             reason,
         }))
     };
-    if entry.delegation.is_none() && entry.signer != entry.author {
+    let by_did_key = match &entry.delegation {
+        None => entry.signer == entry.author,
+        Some(d) => d
+            .statement
+            .parse::<icn_schemas::Delegation>()
+            .is_ok_and(|d| d.device.is_none()),
+    };
+    if !by_did_key {
         return forbidden("a seal is signed with the author's DID key, or a delegation of it");
     }
     let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
@@ -237,10 +244,16 @@ fn check_body(
 ) -> Result<Vec<([u8; 32], i64)>, EntryRefusal> {
     let entry = &e.entry;
     let r = reader_at(doc, heads);
-    let device = if entry.delegation.is_some() {
-        entry.author
-    } else {
-        entry.signer
+    // The key whose standing counts: the signer, or for a node writing under
+    // a delegation, the key that signed the delegation (the member's DID
+    // key, or one of its devices). `check_signed` verified it.
+    let device = match &entry.delegation {
+        Some(d) => d
+            .statement
+            .parse::<icn_schemas::Delegation>()
+            .map_err(EntryRefusal::BadDelegation)?
+            .signing_key(),
+        None => entry.signer,
     };
     lookups
         .standing

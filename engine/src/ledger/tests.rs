@@ -1571,3 +1571,84 @@ fn a_sealed_key_that_backdates_counts_for_nothing_it_was_not_seen_writing() {
     }
     let _ = admin;
 }
+
+/// A node writing under a delegation its member's phone signed: it writes
+/// where the phone is live, and seals nothing; once the phone is revoked,
+/// nothing more, and what it wrote unseen by the revoker is sealed.
+#[test]
+fn a_device_delegation_writes_where_the_device_is_live() {
+    let (node, coop, _, alice, bob) = setup();
+    let e = &node.engine;
+    let phone = with_phone(&node, &coop, &alice, 31);
+    let gateway = keypair(77);
+    use icn_schemas::Scope;
+    let scopes = [Scope::CoopWrite, Scope::LedgerWrite, Scope::GovWrite];
+    let by_phone = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: crate::test_utils::device_delegation(&alice.did(), &phone, &gateway, &scopes),
+    };
+    let (paid, s) = e.settle(&coop, &by_phone, &settle(&bob, 4)).expect("pay");
+    assert_eq!(s, Status::Applied);
+    e.write(&coop, &by_phone, |tx| {
+        coop::set_display_name(tx, &alice.did(), "Alice (phone, via a node)")
+    })
+    .expect("a co-op write");
+    assert!(matches!(
+        e.seal(&coop, &by_phone, &alice.did(), Some(&keypair(99).did())),
+        Err(LedgerError::Refused(EntryRefusal::Denied(_)))
+    ));
+    // A key that is no device of alice's signs nothing for her.
+    let stranger = keypair(98);
+    let forged = Signer::Delegated {
+        node: gateway.clone(),
+        delegation: crate::test_utils::device_delegation(
+            &alice.did(),
+            &stranger,
+            &gateway,
+            &scopes,
+        ),
+    };
+    assert!(matches!(
+        e.settle(&coop, &forged, &settle(&bob, 1)),
+        Err(LedgerError::Refused(EntryRefusal::Denied(_)))
+    ));
+    // Revoked and sealed: the delegation writes no more, and its unseen
+    // backdated entry is sealed; the payment alice saw still counts.
+    let before_heads: Vec<[u8; 32]> = e.heads(&coop).expect("heads").iter().map(|h| h.0).collect();
+    let unseen = {
+        let mut entry = transfer(e, &coop, &gateway, alice.did(), bob.did(), 3);
+        entry.coop_heads = before_heads;
+        entry.delegation = match &by_phone {
+            Signer::Delegated { delegation, .. } => Some(delegation.clone()),
+            Signer::Device(_) => None,
+        };
+        sign_entry(&gateway, entry)
+    };
+    e.revoke_device(
+        &coop,
+        &dev(&alice),
+        &alice.did(),
+        &phone.did(),
+        &coop::Revocation {
+            reason: "lost".into(),
+            at: 2,
+            by: alice.did(),
+        },
+    )
+    .expect("revoke and seal");
+    assert!(e.settle(&coop, &by_phone, &settle(&bob, 1)).is_err());
+    let taken = e
+        .ingest_entries(&coop, vec![unseen])
+        .expect("ingest")
+        .remove(0);
+    let Ok(crate::ledger::Ingest::Stored(id)) = taken else {
+        panic!("valid at its heads: {taken:?}");
+    };
+    assert!(matches!(
+        status(e, &coop, &id),
+        Status::Conflicted {
+            conflict: Conflict::Sealed { .. }
+        }
+    ));
+    assert_eq!(status(e, &coop, &paid), Status::Applied);
+}

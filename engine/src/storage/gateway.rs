@@ -44,6 +44,23 @@ impl Store {
             .transpose()
     }
 
+    /// Records that the delegation stored under `hash` was logged out: the
+    /// gateway refuses its tokens from now on. Durable on return.
+    pub fn log_out(&self, hash: &[u8; 32]) -> Result<(), StorageError> {
+        self.inner
+            .gateway
+            .insert(keys::logged_out_key(hash), Vec::new())?;
+        self.make_durable()
+    }
+
+    /// Whether the delegation stored under `hash` was logged out.
+    pub fn logged_out(&self, hash: &[u8; 32]) -> Result<bool, StorageError> {
+        Ok(self
+            .inner
+            .gateway
+            .contains_key(keys::logged_out_key(hash))?)
+    }
+
     /// Appends `events` (seq, JSON) to `coop`'s log and records the heads of
     /// a document the log now covers, all or (after a crash) none. Not
     /// durable until [`Store::make_durable`].

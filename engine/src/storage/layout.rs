@@ -13,6 +13,7 @@
 //! | `gateway` | `d` ‖ delegation hash (32) | a [`icn_schemas::SignedDelegation`] a member signed at `POST /v1/auth/verify`, postcard |
 //! | `gateway` | `e` ‖ co-op id (32) ‖ seq (u64 BE) | one WebSocket event of the co-op, JSON |
 //! | `gateway` | `h` ‖ doc id (32) | the document heads (32 bytes each) whose changes the event log has covered |
+//! | `gateway` | `l` ‖ delegation hash (32) | (empty): the delegation was logged out (`POST /v1/auth/logout`); its tokens are refused |
 //!
 //! The gateway reads and writes its records only through typed methods of
 //! [`crate::Store`] (`storage/gateway.rs`: `put_delegation_once`,
@@ -124,6 +125,15 @@ pub(crate) mod gateway {
     pub(crate) const DELEGATION: u8 = b'd';
     pub(crate) const EVENT: u8 = b'e';
     pub(crate) const HEADS: u8 = b'h';
+    pub(crate) const LOGGED_OUT: u8 = b'l';
+
+    /// `l ‖ delegation hash`.
+    pub(crate) fn logged_out_key(hash: &[u8; 32]) -> [u8; 33] {
+        let mut key = [0u8; 33];
+        key[0] = LOGGED_OUT;
+        key[1..].copy_from_slice(hash);
+        key
+    }
 
     /// `d ‖ delegation hash`.
     pub(crate) fn delegation_key(hash: &[u8; 32]) -> [u8; 33] {

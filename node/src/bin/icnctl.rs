@@ -153,9 +153,14 @@ enum AuthCommand {
         #[arg(long, env = "ICN_GATEWAY", default_value = icn_node::client::DEFAULT_GATEWAY)]
         gateway: String,
         /// `token`: the token only; `json`: the whole answer (token,
-        /// expires_at, did, scopes).
+        /// expires_at, did, device, scopes).
         #[arg(long, default_value = "token", value_parser = ["token", "json"])]
         output: String,
+        /// Log in for this member, with the identity in --data-dir as one
+        /// of its registered devices (`icnctl device add`). The token has
+        /// no gov:write.
+        #[arg(long)]
+        member: Option<String>,
     },
 }
 
@@ -318,10 +323,14 @@ fn print(value: &serde_json::Value) -> Result<()> {
 
 async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result<()> {
     match command {
-        Command::Auth(AuthCommand::Login { gateway, output }) => {
+        Command::Auth(AuthCommand::Login {
+            gateway,
+            output,
+            member,
+        }) => {
             let key = icn_node::load_identity(data_dir)?;
             let mut client = Client::new(&gateway)?;
-            let answer = client.login(&key).await?;
+            let answer = client.login_for(&key, member.as_deref()).await?;
             if output == "json" {
                 print(&answer)?;
             } else {

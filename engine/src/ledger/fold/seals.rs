@@ -63,12 +63,15 @@ pub(super) enum Subject {
 }
 
 /// The key an entry's authority comes from: its signer, or for a node
-/// writing under a delegation, the member's DID key that signed it.
+/// writing under a delegation, the key that signed the delegation (the
+/// member's DID key, or one of its devices).
 fn authority_key(entry: &Entry) -> Did {
-    if entry.delegation.is_some() {
-        entry.author
-    } else {
-        entry.signer
+    match &entry.delegation {
+        Some(d) => d
+            .statement
+            .parse::<icn_schemas::Delegation>()
+            .map_or(entry.author, |d| d.signing_key()),
+        None => entry.signer,
     }
 }
 
