@@ -1652,3 +1652,56 @@ fn a_device_delegation_writes_where_the_device_is_live() {
     ));
     assert_eq!(status(e, &coop, &paid), Status::Applied);
 }
+
+/// An entry with no parents sorts first in the fold: before a freeze, it
+/// used to count whatever the freeze meant. Now an admin's freeze seals
+/// the debits of the account it had not seen that sort before it.
+#[test]
+fn a_freeze_seals_the_debits_it_had_not_seen_that_sort_before_it() {
+    let (node, coop, admin, alice, bob) = setup();
+    let e = &node.engine;
+    let (seen, _) = e.settle(&coop, &dev(&alice), &settle(&bob, 5)).expect("pay");
+    let (freeze, _) = e
+        .freeze(&coop, &dev(&admin), &alice.did(), true)
+        .expect("freeze");
+    // Alice's key backdates: no parents, so it sorts before the freeze.
+    let mut entry = transfer(e, &coop, &alice, alice.did(), bob.did(), 7);
+    entry.parents.clear();
+    let backdated = sign_entry(&alice, entry);
+    // A payment *to* alice that the freeze had not seen is the frozen-account
+    // rule's business, not the seal's: it does not debit alice.
+    let mut credit = transfer(e, &coop, &bob, bob.did(), alice.did(), 1);
+    credit.parents.clear();
+    let credit = sign_entry(&bob, credit);
+    let other = replica(e, &coop);
+    let mut all = e.entries(&coop).expect("entries");
+    e.ingest_entries(&coop, vec![backdated.clone(), credit.clone()])
+        .expect("ingest");
+    all.insert(0, backdated);
+    all.push(credit);
+    all.reverse();
+    other.engine.ingest_entries(&coop, all).expect("ingest");
+    for engine in [e, &other.engine] {
+        assert_eq!(
+            engine.trial_balance(&coop).expect("tb"),
+            e.trial_balance(&coop).expect("tb")
+        );
+        assert_eq!(status(engine, &coop, &seen), Status::Applied);
+        assert_eq!(status(engine, &coop, &freeze), Status::Applied);
+        let sealed = engine
+            .entry_ids(&coop)
+            .expect("ids")
+            .into_iter()
+            .filter(|id| {
+                matches!(
+                    status(engine, &coop, id),
+                    Status::Conflicted {
+                        conflict: Conflict::Sealed { .. }
+                    }
+                )
+            })
+            .count();
+        assert_eq!(sealed, 1, "the backdated debit, and only it");
+        assert_eq!(balance(engine, &coop, &alice), -4, "-5, +1: the credit counts");
+    }
+}
