@@ -8,7 +8,7 @@
 //! not seen count for nothing, whatever heads and parents it cites.
 
 use icn_schemas::coop::{self, Revocation};
-use icn_schemas::ledger::EntryId;
+use icn_schemas::ledger::{EntryId, Sealed};
 use icn_schemas::{Did, DocId, SchemaError};
 
 use crate::Engine;
@@ -74,7 +74,7 @@ impl Engine {
         })?;
         let mut seals = Vec::new();
         if sealing {
-            seals.push(self.seal(coop, signer, member, Some(device))?.0);
+            seals.push(self.seal(coop, signer, member, Sealed::Key(*device))?.0);
         }
         Ok(Revoked {
             devices: vec![*device],
@@ -120,7 +120,7 @@ impl Engine {
         let mut seals = Vec::new();
         if sealing {
             for device in &devices {
-                seals.push(self.seal(coop, signer, member, Some(device))?.0);
+                seals.push(self.seal(coop, signer, member, Sealed::Key(*device))?.0);
             }
         }
         Ok(Revoked { devices, seals })

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use automerge::Automerge;
 use icn_schemas::coop;
-use icn_schemas::ledger::{Account, Body, EntryId, Posting, SignedEntry};
+use icn_schemas::ledger::{Account, Body, EntryId, Posting, Sealed, SignedEntry};
 use icn_schemas::{Did, DocId, DocKind, Reader};
 
 use crate::Engine;
@@ -406,22 +406,21 @@ impl Engine {
         })
     }
 
-    /// Seals `key` of `member` (every entry of `member`, when `key` is
-    /// `None`): nothing it signed (or the member authored) that is not in
-    /// this entry's past counts, whatever it cites ("Seals" in
-    /// `docs/ledger.md`). Written with a device's revocation and a member's
-    /// removal; the signer is a DID key, or a node holding its delegation.
+    /// Seals what `of` covers of `member`'s entries: nothing of it that is
+    /// not in this entry's past counts, whatever it cites ("Seals" in
+    /// `docs/ledger.md`). A key's seal is written with its revocation, a
+    /// delegation's with a logout.
     pub fn seal(
         &self,
         coop: &DocId,
         signer: &Signer,
         member: &Did,
-        key: Option<&Did>,
+        of: Sealed,
     ) -> Result<(EntryId, Status), LedgerError> {
         self.record(coop, signer, "seal", None, |_| {
             Ok(Body::Seal {
                 member: *member,
-                key: key.copied(),
+                of,
             })
         })
     }

@@ -21,7 +21,7 @@ use icn_engine::test_utils::{keypair, new_coop, new_domain, sign_entry};
 use icn_engine::{Engine, Keypair, Signer, Store};
 use icn_schemas::coop::{self, Role};
 use icn_schemas::domain::{self, Choice, DomainRole, Payload};
-use icn_schemas::ledger::{Account, Body, Entry, Posting};
+use icn_schemas::ledger::{Account, Body, Entry, Posting, Sealed};
 use icn_schemas::{DocId, DocKind};
 use serde_json::{Value, json};
 
@@ -234,7 +234,7 @@ fn a_version_2_data_dir_opens_and_answers_as_recorded() {
         })
         .collect();
     let (_, sealed) = engine
-        .seal(&coop, &dev(&alice), &alice.did(), Some(&phone.did()))
+        .seal(&coop, &dev(&alice), &alice.did(), Sealed::Key(phone.did()))
         .expect("seal");
     assert_eq!(sealed, Status::Applied);
     let mut entry = transfer_entry(&engine, &coop, &alice, &keypair(3), 1);

@@ -312,7 +312,7 @@ pub fn decode_signature(text: &str) -> Result<[u8; 64], AppError> {
 
 /// The hash a delegation is stored under.
 pub fn delegation_hash(signed: &SignedDelegation) -> [u8; 32] {
-    *blake3::hash(signed.statement.as_bytes()).as_bytes()
+    signed.hash()
 }
 
 /// Token buckets per key (a DID, or an IP address for the routes before

@@ -670,17 +670,44 @@ async fn auth_verify(
     path = "/v1/auth/logout",
     tag = "auth",
     security(("bearer" = [])),
-    responses((status = 200, description = "`{logged_out: true}`: this token, and every token of its delegation, is refused from now on", body = serde_json::Value)),
+    responses((status = 200, description = "`{logged_out: true, seals}`: this token, and every token of its delegation, is refused from now on; with `ledger:write`, a seal of the delegation in each co-op's ledger (`seals`) makes whatever was written under it that this node had not seen count for nothing anywhere", body = serde_json::Value)),
 )]
 async fn auth_logout(
     axum::extract::State(gw): axum::extract::State<Gateway>,
     auth: Auth,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let engine = gw.inner.engine.clone();
     let hash = auth.delegation_hash;
-    blocking(move || Ok(engine.store().log_out(&hash)?)).await?;
-    tracing::info!(did = %auth.did, "logged out");
-    Ok(Json(serde_json::json!({ "logged_out": true })))
+    let did = auth.did;
+    let seals = blocking(move || {
+        let engine = gw.engine();
+        // First the seals, written under the delegation itself, then the
+        // tombstone that refuses its tokens here.
+        let mut seals = Vec::new();
+        if auth.scopes.contains(&Scope::LedgerWrite) {
+            for id in gw.index().all(icn_schemas::DocKind::Coop) {
+                let member = engine
+                    .read(&id, |r| icn_schemas::coop::Standing::read(r, &auth.did))
+                    .flatten()
+                    .is_some_and(|s| s.is_active());
+                if member {
+                    let (seal, _) = engine.seal(
+                        &id,
+                        &auth.signer(),
+                        &auth.did,
+                        icn_schemas::ledger::Sealed::Delegation(hash),
+                    )?;
+                    seals.push(seal.to_string());
+                }
+            }
+        }
+        engine.store().log_out(&hash)?;
+        Ok(seals)
+    })
+    .await?;
+    tracing::info!(did = %did, "logged out");
+    Ok(Json(
+        serde_json::json!({ "logged_out": true, "seals": seals }),
+    ))
 }
 
 /// A DID from a request, or 400.

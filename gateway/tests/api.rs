@@ -1636,10 +1636,13 @@ async fn devices_log_in_with_their_own_keys_and_tokens_die_with_them() {
             .any(|id| id.to_string() == entry_id)
     );
 
-    // Logout kills the token at once; another login works.
-    api.call("POST", "/v1/auth/logout", Some(&phone_token), None)
+    // Logout kills the token at once, and seals its delegation in the
+    // co-op's ledger; another login works.
+    let out = api
+        .call("POST", "/v1/auth/logout", Some(&phone_token), None)
         .await
         .expect(200);
+    assert_eq!(out["seals"].as_array().map(Vec::len), Some(1), "{out}");
     let refused = api.get("/v1/coops/orchard", &phone_token).await.expect(401);
     assert!(refused.to_string().contains("logged out"), "{refused}");
     let phone_token = device_login(phone.clone()).await.expect(200)["token"]

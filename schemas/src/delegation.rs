@@ -319,6 +319,12 @@ pub struct SignedDelegation {
 }
 
 impl SignedDelegation {
+    /// The hash that names it: blake3 of the statement (a gateway's tokens
+    /// carry it, and a logout's seal names it).
+    pub fn hash(&self) -> [u8; 32] {
+        *blake3::hash(self.statement.as_bytes()).as_bytes()
+    }
+
     /// Parses the statement and checks its signature, by the member's DID
     /// key or by the device it names. (Whether that device acts for the
     /// member is the co-op document's to say.)

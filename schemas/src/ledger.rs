@@ -159,18 +159,30 @@ pub enum Body {
         /// How much, positive.
         amount: i64,
     },
-    /// A seal: nothing signed by `key` (every entry `member` authored, when
-    /// `key` is `None`) that is not in this entry's past counts, whatever
-    /// co-op heads, parents or time it cites. Written with a device's
-    /// revocation, or a member's removal or suspension; the author is the
-    /// member (for its own device), an admin or a trusted contact, and signs
-    /// with its DID key or a delegation of it.
+    /// A seal: nothing of `member`'s that `of` covers and that is not in
+    /// this entry's past counts, whatever co-op heads, parents or time it
+    /// cites (`docs/ledger.md`, "Seals").
     Seal {
-        /// The member whose key, or whose every entry, is sealed.
+        /// The member sealed.
         member: Did,
-        /// The key sealed: one of the member's devices, or its DID key.
-        key: Option<Did>,
+        /// What of the member's is sealed.
+        of: Sealed,
     },
+}
+
+/// What a seal covers of its member's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Sealed {
+    /// Every entry the member authored.
+    Member,
+    /// The entries one key signed for the member (for a node writing under
+    /// a delegation, the key that signed the delegation): a device's
+    /// revocation.
+    Key(Did),
+    /// The entries a node wrote under one delegation, by the hash of its
+    /// statement ([`SignedDelegation::hash`]): a logout.
+    Delegation([u8; 32]),
 }
 
 /// A ledger entry, unsigned.
@@ -455,14 +467,18 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) -> Result<(), DecodeError> {
             out.push(4);
             put_unit_amount(out, unit, *amount)?;
         }
-        Body::Seal { member, key } => {
+        Body::Seal { member, of } => {
             out.push(5);
             out.extend_from_slice(member.as_bytes());
-            match key {
-                None => out.push(0),
-                Some(k) => {
+            match of {
+                Sealed::Member => out.push(0),
+                Sealed::Key(k) => {
                     out.push(1);
                     out.extend_from_slice(k.as_bytes());
+                }
+                Sealed::Delegation(h) => {
+                    out.push(2);
+                    out.extend_from_slice(h);
                 }
             }
         }
@@ -633,7 +649,12 @@ fn decode_entry(r: &mut Cursor<'_>) -> Result<Entry, DecodeError> {
         }
         5 => Body::Seal {
             member: r.did()?,
-            key: if r.flag()? { Some(r.did()?) } else { None },
+            of: match r.u8()? {
+                0 => Sealed::Member,
+                1 => Sealed::Key(r.did()?),
+                2 => Sealed::Delegation(r.array()?),
+                _ => return Err(DecodeError::Invalid("unknown seal kind")),
+            },
         },
         _ => return Err(DecodeError::Invalid("unknown entry body")),
     };
@@ -690,7 +711,7 @@ mod tests {
             decision in prop::option::of(any::<[u8; 32]>()),
             timestamp in any::<u64>(),
             signature in prop::collection::vec(any::<u8>(), 64),
-            kind in 0u8..7,
+            kind in 0u8..8,
             who in any::<u8>(),
             frozen in any::<bool>(),
             allowance in (1i64..=i64::MAX),
@@ -714,8 +735,9 @@ mod tests {
                         2 => Body::Freeze { account: did(who), frozen },
                         3 => Body::Grant { device: did(who), unit: "hours".into(), amount: allowance },
                         4 => Body::Release { unit: "hours".into(), amount: allowance },
-                        5 => Body::Seal { member: did(who), key: None },
-                        _ => Body::Seal { member: did(who), key: Some(did(who.wrapping_add(1))) },
+                        5 => Body::Seal { member: did(who), of: Sealed::Member },
+                        6 => Body::Seal { member: did(who), of: Sealed::Key(did(who.wrapping_add(1))) },
+                        _ => Body::Seal { member: did(who), of: Sealed::Delegation([who; 32]) },
                     },
                     memo,
                     decision,

@@ -181,17 +181,20 @@ fn check_decision_shape(entry: &Entry) -> Result<(), EntryRefusal> {
     }
 }
 
-/// Who may seal what ("Seals" in `docs/ledger.md`). A seal is signed with
-/// the author's DID key, directly or through its delegation, never by
-/// another device: a stolen phone seals nothing. The member seals its own
-/// devices; admins and trusted contacts seal any member's keys; admins seal
-/// a whole member, and a member seals itself when it leaves.
+/// Who may seal what ("Seals" in `docs/ledger.md`). A seal of a key or a
+/// member is signed with the author's DID key, directly or through its
+/// delegation, never by another device: a stolen phone seals nothing. The
+/// member seals its own devices; admins and trusted contacts seal any
+/// member's keys; admins seal a whole member, and a member seals itself
+/// when it leaves. A delegation is sealed by its member's DID key, or by
+/// the node writing under it (a logout: it only ever limits itself).
 fn check_seal(
     r: icn_schemas::Reader<'_>,
     entry: &icn_schemas::ledger::Entry,
     member: &Did,
-    key: Option<&Did>,
+    of: &icn_schemas::ledger::Sealed,
 ) -> Result<(), EntryRefusal> {
+    use icn_schemas::ledger::Sealed;
     let forbidden = |reason| {
         Err(EntryRefusal::Denied(Denied::Forbidden {
             member: entry.author,
@@ -199,20 +202,32 @@ fn check_seal(
             reason,
         }))
     };
-    let by_did_key = match &entry.delegation {
+    let delegation = entry
+        .delegation
+        .as_ref()
+        .map(|d| d.statement.parse::<icn_schemas::Delegation>())
+        .transpose()
+        .map_err(EntryRefusal::BadDelegation)?;
+    let by_did_key = match &delegation {
         None => entry.signer == entry.author,
-        Some(d) => d
-            .statement
-            .parse::<icn_schemas::Delegation>()
-            .is_ok_and(|d| d.device.is_none()),
+        Some(d) => d.device.is_none(),
     };
+    if let Sealed::Delegation(hash) = of {
+        let under_it = entry.delegation.as_ref().is_some_and(|d| d.hash() == *hash);
+        if *member != entry.author || !(by_did_key || under_it) {
+            return forbidden(
+                "a delegation is sealed by its member's DID key, or by the node writing under it",
+            );
+        }
+        return Ok(());
+    }
     if !by_did_key {
         return forbidden("a seal is signed with the author's DID key, or a delegation of it");
     }
     let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
     let trusted = coop::is_trusted_contact(r, &entry.author);
-    match key {
-        Some(k) => {
+    match of {
+        Sealed::Key(k) => {
             if !coop::has_device(r, member, k) {
                 return forbidden("a sealed key is one of the member's listed devices");
             }
@@ -223,7 +238,7 @@ fn check_seal(
                 );
             }
         }
-        None => {
+        Sealed::Member => {
             if coop::Standing::read(r, member).is_none() {
                 return forbidden("only a member is sealed");
             }
@@ -231,6 +246,7 @@ fn check_seal(
                 return forbidden("admins seal a member; a member seals itself when it leaves");
             }
         }
+        Sealed::Delegation(_) => {}
     }
     Ok(())
 }
@@ -328,8 +344,8 @@ fn check_body(
             unit_known(lookups, unit)?;
             return Ok(Vec::new());
         }
-        Body::Seal { member, key } => {
-            check_seal(r, entry, member, key.as_ref())?;
+        Body::Seal { member, of } => {
+            check_seal(r, entry, member, of)?;
             return Ok(Vec::new());
         }
         // Under a decision, any active member records the freeze; whether

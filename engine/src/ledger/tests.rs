@@ -1,7 +1,7 @@
 //! Ledger rules, both ways, on one and two replicas.
 
 use icn_schemas::coop::{self, MemberStatus, Role};
-use icn_schemas::ledger::{Account, Body, Entry, EntryId, Posting, SignedEntry};
+use icn_schemas::ledger::{Account, Body, Entry, EntryId, Posting, Sealed, SignedEntry};
 use icn_schemas::{Did, DocId};
 
 use super::{Conflict, EntryRefusal, Ingest, LedgerError, Settle, Status};
@@ -1482,7 +1482,8 @@ fn a_sealed_key_that_backdates_counts_for_nothing_it_was_not_seen_writing() {
 
     // Alice, who had not seen it, revokes the phone and seals it. A plain
     // member may not seal someone else's key; the phone may not seal at all.
-    let seal_alice = |who: &Keypair| e.seal(&coop, &dev(who), &alice.did(), Some(&phone.did()));
+    let seal_alice =
+        |who: &Keypair| e.seal(&coop, &dev(who), &alice.did(), Sealed::Key(phone.did()));
     assert!(matches!(
         seal_alice(&bob),
         Err(LedgerError::Refused(EntryRefusal::Denied(_)))
@@ -1517,7 +1518,7 @@ fn a_sealed_key_that_backdates_counts_for_nothing_it_was_not_seen_writing() {
         .expect("revoke");
     let (seal, s) = other
         .engine
-        .seal(&coop, &dev(&alice), &alice.did(), Some(&phone.did()))
+        .seal(&coop, &dev(&alice), &alice.did(), Sealed::Key(phone.did()))
         .expect("seal");
     assert_eq!(s, Status::Applied);
     // The unspent allowance went back to alice.
@@ -1594,7 +1595,12 @@ fn a_device_delegation_writes_where_the_device_is_live() {
     })
     .expect("a co-op write");
     assert!(matches!(
-        e.seal(&coop, &by_phone, &alice.did(), Some(&keypair(99).did())),
+        e.seal(
+            &coop,
+            &by_phone,
+            &alice.did(),
+            Sealed::Key(keypair(99).did())
+        ),
         Err(LedgerError::Refused(EntryRefusal::Denied(_)))
     ));
     // A key that is no device of alice's signs nothing for her.
@@ -1660,7 +1666,9 @@ fn a_device_delegation_writes_where_the_device_is_live() {
 fn a_freeze_seals_the_debits_it_had_not_seen_that_sort_before_it() {
     let (node, coop, admin, alice, bob) = setup();
     let e = &node.engine;
-    let (seen, _) = e.settle(&coop, &dev(&alice), &settle(&bob, 5)).expect("pay");
+    let (seen, _) = e
+        .settle(&coop, &dev(&alice), &settle(&bob, 5))
+        .expect("pay");
     let (freeze, _) = e
         .freeze(&coop, &dev(&admin), &alice.did(), true)
         .expect("freeze");
@@ -1702,6 +1710,82 @@ fn a_freeze_seals_the_debits_it_had_not_seen_that_sort_before_it() {
             })
             .count();
         assert_eq!(sealed, 1, "the backdated debit, and only it");
-        assert_eq!(balance(engine, &coop, &alice), -4, "-5, +1: the credit counts");
+        assert_eq!(
+            balance(engine, &coop, &alice),
+            -4,
+            "-5, +1: the credit counts"
+        );
     }
+}
+
+/// A logout seals the delegation: what the node wrote under it that the
+/// seal had not seen does not count, whatever it cites; the member's other
+/// delegations write on. A node seals its own delegation; a device's
+/// delegation seals no other.
+#[test]
+fn a_sealed_delegation_writes_nothing_unseen() {
+    use icn_schemas::Scope;
+    let (node, coop, _, alice, bob) = setup();
+    let e = &node.engine;
+    let gateway = keypair(77);
+    let delegated = |nonce_node: &Keypair| Signer::Delegated {
+        node: nonce_node.clone(),
+        delegation: crate::test_utils::delegation(
+            &alice,
+            nonce_node,
+            &[Scope::LedgerWrite],
+            0,
+            4_000_000_000,
+        ),
+    };
+    let session = delegated(&gateway);
+    let other_node = keypair(78);
+    let other_session = delegated(&other_node);
+    let Signer::Delegated { delegation, .. } = &session else {
+        unreachable!("delegated")
+    };
+    let hash = delegation.hash();
+    let (before, _) = e.settle(&coop, &session, &settle(&bob, 2)).expect("pay");
+    let old_parents = e.ledger_heads(&coop).expect("heads");
+    // A phone's delegation may not seal this one (the DID key's, or a
+    // delegation of it, may: "log out everywhere"); its own node may.
+    let phone = with_phone(&node, &coop, &alice, 32);
+    let by_phone = Signer::Delegated {
+        node: other_node.clone(),
+        delegation: crate::test_utils::device_delegation(
+            &alice.did(),
+            &phone,
+            &other_node,
+            &[Scope::LedgerWrite],
+        ),
+    };
+    assert!(matches!(
+        e.seal(&coop, &by_phone, &alice.did(), Sealed::Delegation(hash)),
+        Err(LedgerError::Refused(EntryRefusal::Denied(_)))
+    ));
+    e.seal(&coop, &session, &alice.did(), Sealed::Delegation(hash))
+        .expect("logout seals");
+    let mut late = transfer(e, &coop, &gateway, alice.did(), bob.did(), 3);
+    late.parents = old_parents;
+    late.delegation = Some(delegation.clone());
+    let taken = e
+        .ingest_entries(&coop, vec![sign_entry(&gateway, late)])
+        .expect("ingest")
+        .remove(0);
+    let Ok(crate::ledger::Ingest::Stored(late)) = taken else {
+        panic!("valid at its heads: {taken:?}");
+    };
+    assert!(matches!(
+        status(e, &coop, &late),
+        Status::Conflicted {
+            conflict: Conflict::Sealed { .. }
+        }
+    ));
+    assert_eq!(status(e, &coop, &before), Status::Applied);
+    let (other, s) = e
+        .settle(&coop, &other_session, &settle(&bob, 1))
+        .expect("another delegation");
+    assert_eq!(s, Status::Applied);
+    assert_eq!(status(e, &coop, &other), Status::Applied);
+    assert_eq!(balance(e, &coop, &bob), 3);
 }

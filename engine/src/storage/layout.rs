@@ -219,11 +219,11 @@ pub(crate) struct OrderRow {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SealRow {
     /// 0: one key of a member; 1: every entry of a member; 2: debits of an
-    /// account placed before the freeze.
+    /// account placed before the freeze; 3: one delegation of a member.
     pub(crate) kind: u8,
     /// The member, or the account.
     pub(crate) who: [u8; 32],
-    /// The key, for kind 0.
+    /// The key, for kind 0; the delegation's hash, for kind 3.
     pub(crate) key: Option<[u8; 32]>,
     /// The seal's depth (its place is depth ‖ id).
     pub(crate) depth: u64,

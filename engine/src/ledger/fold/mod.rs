@@ -47,7 +47,7 @@ mod seals;
 
 use icn_schemas::DocId;
 use icn_schemas::domain::Payload;
-use icn_schemas::ledger::{Body, EntryId, SignedEntry};
+use icn_schemas::ledger::{Body, EntryId, Sealed, SignedEntry};
 
 pub use conflict::{Conflict, Status};
 use effects::{allowance_deltas, general_debits_by_others};
@@ -406,8 +406,8 @@ impl Fold {
             row.frozen_before = Some(before);
             return Ok(Ok(()));
         }
-        if let Body::Seal { member, key } = &signed.entry.body {
-            if let Some(key) = key {
+        if let Body::Seal { member, of } = &signed.entry.body {
+            if let Sealed::Key(key) = of {
                 self.release_sealed(id, member, key)?;
             }
             return Ok(Ok(()));
@@ -433,8 +433,8 @@ impl Fold {
         if let Some(key) = &row.executed {
             self.rows.delete(key.clone())?;
         }
-        if let Body::Seal { member, key } = &signed.entry.body {
-            if let Some(key) = key {
+        if let Body::Seal { member, of } = &signed.entry.body {
+            if let Sealed::Key(key) = of {
                 self.restore(id, member, key)?;
             }
             return Ok(());

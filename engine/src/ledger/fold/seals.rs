@@ -31,7 +31,7 @@
 use std::collections::HashSet;
 
 use icn_schemas::Did;
-use icn_schemas::ledger::{Account, Body, Entry, EntryId};
+use icn_schemas::ledger::{Account, Body, Entry, EntryId, Sealed};
 
 use super::Fold;
 use super::keys::{account_key, corrupt, place_of};
@@ -58,6 +58,13 @@ pub(super) enum Subject {
     },
     /// Every entry `member` authored.
     Member(Did),
+    /// The entries a node wrote for `member` under one delegation.
+    Delegation {
+        /// The member.
+        member: Did,
+        /// The delegation's hash.
+        hash: [u8; 32],
+    },
     /// Entries debiting an account, placed before the freeze.
     Debits(Did),
 }
@@ -79,14 +86,17 @@ impl Subject {
     /// The subject of a seal entry, or of an admin's freeze.
     pub(super) fn of(entry: &Entry) -> Option<Subject> {
         match &entry.body {
-            Body::Seal {
-                member,
-                key: Some(key),
-            } => Some(Subject::Key {
-                member: *member,
-                key: *key,
+            Body::Seal { member, of } => Some(match of {
+                Sealed::Key(key) => Subject::Key {
+                    member: *member,
+                    key: *key,
+                },
+                Sealed::Member => Subject::Member(*member),
+                Sealed::Delegation(hash) => Subject::Delegation {
+                    member: *member,
+                    hash: *hash,
+                },
             }),
-            Body::Seal { member, key: None } => Some(Subject::Member(*member)),
             Body::Freeze {
                 account,
                 frozen: true,
@@ -107,6 +117,10 @@ impl Subject {
                         || matches!(&entry.body, Body::Grant { device, .. } if device == key))
             }
             Subject::Member(member) => entry.author == *member,
+            Subject::Delegation { member, hash } => {
+                entry.author == *member
+                    && entry.delegation.as_ref().is_some_and(|d| d.hash() == *hash)
+            }
             Subject::Debits(account) => entry
                 .postings()
                 .iter()
@@ -116,7 +130,9 @@ impl Subject {
 
     fn index(&self) -> (u8, Did) {
         match self {
-            Subject::Key { member, .. } | Subject::Member(member) => (ON_MEMBER, *member),
+            Subject::Key { member, .. }
+            | Subject::Member(member)
+            | Subject::Delegation { member, .. } => (ON_MEMBER, *member),
             Subject::Debits(account) => (ON_ACCOUNT, *account),
         }
     }
@@ -126,6 +142,7 @@ impl Subject {
             Subject::Key { member, key } => (0, member, Some(*key.as_bytes())),
             Subject::Member(member) => (1, member, None),
             Subject::Debits(account) => (2, account, None),
+            Subject::Delegation { member, hash } => (3, member, Some(*hash)),
         };
         SealRow {
             kind,
@@ -146,7 +163,9 @@ impl Subject {
                 key: sealed,
             } => member.as_bytes() == author && sealed.as_bytes() == key,
             Subject::Member(member) => member.as_bytes() == author,
-            Subject::Debits(_) => false,
+            // A freeze is signed by a key; whether under this delegation is
+            // not in its row, and a logout is no revocation of a key.
+            Subject::Delegation { .. } | Subject::Debits(_) => false,
         }
     }
 
@@ -162,6 +181,10 @@ impl Subject {
             },
             (1, None) => Subject::Member(who),
             (2, None) => Subject::Debits(who),
+            (3, Some(hash)) => Subject::Delegation {
+                member: who,
+                hash: *hash,
+            },
             _ => return Err(corrupt("a seal row of an unknown kind")),
         })
     }
@@ -220,7 +243,9 @@ impl Fold {
     /// `seal` itself, which is being placed.
     fn covered(&self, subject: &Subject, seal: &EntryId) -> Result<Vec<Placed>, StorageError> {
         let prefix = match subject {
-            Subject::Key { member, .. } | Subject::Member(member) => {
+            Subject::Key { member, .. }
+            | Subject::Member(member)
+            | Subject::Delegation { member, .. } => {
                 self.rows.key(tag::BY_AUTHOR, &[member.as_bytes()])
             }
             Subject::Debits(account) => self
