@@ -7,7 +7,7 @@
 //! (`docs/ledger.md`, "Seals") makes whatever it signed that the revoker had
 //! not seen count for nothing, whatever heads and parents it cites.
 
-use icn_schemas::coop::{self, Revocation};
+use icn_schemas::coop::{self, MemberStatus, Revocation};
 use icn_schemas::ledger::{EntryId, Sealed};
 use icn_schemas::{Did, DocId, SchemaError};
 
@@ -50,6 +50,38 @@ fn seals(engine: &Engine, coop: &DocId, signer: &Signer) -> bool {
 }
 
 impl Engine {
+    /// Sets `member`'s status in co-op `coop`. A removal or a suspension
+    /// by someone else (an admin) also seals the member in the co-op's
+    /// ledger, after the status change so that the seal cites it (when the
+    /// signer writes seals: a DID key, or a delegation of one): nothing the
+    /// member wrote that the admin had not seen counts, whatever co-op heads
+    /// it cites, and what it writes knowing of a later reinstatement counts
+    /// again. A member leaving on its own seals nothing. Returns the seal.
+    pub fn set_member_status(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        member: &Did,
+        status: MemberStatus,
+    ) -> Result<Option<EntryId>, RevokeError> {
+        self.write(coop, signer, |tx| coop::set_status(tx, member, status))?;
+        let leaving = match signer {
+            Signer::Device(k) => {
+                self.read(coop, |r| coop::device_owner(r, &k.did()).map(|s| s.did))
+                    .flatten()
+                    == Some(*member)
+            }
+            Signer::Delegated { delegation, .. } => delegation
+                .statement
+                .parse::<icn_schemas::Delegation>()
+                .is_ok_and(|d| d.member == *member),
+        };
+        if status == MemberStatus::Active || leaving || !seals(self, coop, signer) {
+            return Ok(None);
+        }
+        Ok(Some(self.seal(coop, signer, member, Sealed::Member)?.0))
+    }
+
     /// Revokes `device` of `member` in co-op `coop`, recording `revocation`.
     /// Refused when the device is not listed, or is revoked already (the
     /// first revocation's record stands).

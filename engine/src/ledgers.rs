@@ -25,6 +25,7 @@ use crate::authority::Denied;
 use crate::engine::Committed;
 use crate::identity::{self, Signer};
 use crate::ledger::decisions::{DocDecisions, counted_decisions, execution_body};
+use crate::ledger::fold::Beside;
 use crate::ledger::pipeline::{Batch, Draft, Ledger, View};
 use crate::ledger::{
     Convert, EntryRefusal, HistoryItem, HistoryPage, Ingest, LedgerError, Settle, Status,
@@ -145,8 +146,14 @@ impl Engine {
                 continue;
             }
             let decisions = self.decisions(coop);
-            self.with_ledger(&coop, |ledger, _| {
-                ledger.refold_decisions(receipts, &decisions)
+            self.with_ledger(&coop, |ledger, doc| {
+                ledger.refold_decisions(
+                    receipts,
+                    &Beside {
+                        doc,
+                        decisions: &decisions,
+                    },
+                )
             })?;
         }
         self.store().make_durable()?;
@@ -529,7 +536,15 @@ impl Engine {
         heads: &[EntryId],
     ) -> Result<TrialBalance, LedgerError> {
         let decisions = self.decisions(*coop);
-        self.with_fold(coop, |ledger| ledger.trial_balance_at(heads, &decisions))
+        self.with_ledger(coop, |ledger, doc| {
+            ledger.trial_balance_at(
+                heads,
+                &Beside {
+                    doc,
+                    decisions: &decisions,
+                },
+            )
+        })
     }
 
     /// The entries that touch `account`, in fold order, `limit` at a time

@@ -306,21 +306,25 @@ async fn update_member(
     blocking(move || {
         let engine = gw.engine();
         member_of(engine, &id, &did)?;
-        engine.write(&id, &auth.signer(), |tx| {
-            if let Some(role) = req.role {
-                coop::set_role(tx, &did, role)?;
-            }
-            if let Some(status) = req.status {
-                coop::set_status(tx, &did, status)?;
-            }
-            if let Some(limit) = req.credit_limit {
-                coop::set_credit_limit(tx, &did, limit)?;
-            }
-            if let Some(name) = &req.display_name {
-                coop::set_display_name(tx, &did, name)?;
-            }
-            Ok(())
-        })?;
+        let others = req.role.is_some() || req.credit_limit.is_some() || req.display_name.is_some();
+        if others {
+            engine.write(&id, &auth.signer(), |tx| {
+                if let Some(role) = req.role {
+                    coop::set_role(tx, &did, role)?;
+                }
+                if let Some(limit) = req.credit_limit {
+                    coop::set_credit_limit(tx, &did, limit)?;
+                }
+                if let Some(name) = &req.display_name {
+                    coop::set_display_name(tx, &did, name)?;
+                }
+                Ok(())
+            })?;
+        }
+        // A removal or suspension also seals the member in the ledger.
+        if let Some(status) = req.status {
+            engine.set_member_status(&id, &auth.signer(), &did, status)?;
+        }
         Ok(Json(member_of(engine, &id, &did)?))
     })
     .await
@@ -349,9 +353,9 @@ async fn remove_member(
     blocking(move || {
         let engine = gw.engine();
         member_of(engine, &id, &did)?;
-        engine.write(&id, &auth.signer(), |tx| {
-            coop::set_status(tx, &did, MemberStatus::Removed)
-        })?;
+        // The removal also seals the member in the ledger: nothing it wrote
+        // that this node had not seen counts, whatever it cites.
+        engine.set_member_status(&id, &auth.signer(), &did, MemberStatus::Removed)?;
         Ok(Json(member_of(engine, &id, &did)?))
     })
     .await

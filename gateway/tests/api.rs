@@ -1662,8 +1662,10 @@ async fn devices_log_in_with_their_own_keys_and_tokens_die_with_them() {
     let refused = api.get("/v1/coops/orchard", &phone_token).await.expect(401);
     assert!(refused.to_string().contains("revoked"), "{refused}");
     device_login(phone).await.expect(401);
-    // A removal kills the member's tokens; alice's own still works.
+    // A removal kills the member's tokens, and seals the member in the
+    // ledger; alice's own token still works.
     api.get("/v1/coops/orchard", &bob_token).await.expect(200);
+    let held = api.node.engine.entry_ids(&orchard).expect("ids");
     api.call(
         "DELETE",
         &format!("/v1/coops/orchard/members/{bob_did}"),
@@ -1672,6 +1674,31 @@ async fn devices_log_in_with_their_own_keys_and_tokens_die_with_them() {
     )
     .await
     .expect(200);
+    let seals: Vec<_> = api
+        .node
+        .engine
+        .entry_ids(&orchard)
+        .expect("ids")
+        .into_iter()
+        .filter(|id| !held.contains(id))
+        .map(|id| {
+            api.node
+                .engine
+                .entry(&orchard, &id)
+                .expect("entry")
+                .expect("held")
+                .0
+                .entry
+                .body
+        })
+        .collect();
+    assert_eq!(
+        seals,
+        vec![icn_schemas::ledger::Body::Seal {
+            member: bob.did(),
+            of: icn_schemas::ledger::Sealed::Member
+        }]
+    );
     api.get("/v1/coops", &bob_token).await.expect(401);
     api.get("/v1/coops/orchard", &token).await.expect(200);
 }

@@ -8,7 +8,7 @@ use automerge::Automerge;
 use icn_schemas::coop;
 use icn_schemas::ledger::{Account, Body, SignedEntry};
 
-use super::fold::{Decisions, Judged};
+use super::fold::{Beside, Decisions, Judged};
 use super::pipeline::Ledger;
 use super::rules::{heads_of, reader_at};
 use crate::storage::{StorageError, Store};
@@ -49,7 +49,7 @@ pub(crate) fn fold_v1_entries(
         };
         ledger
             .fold_mut()
-            .insert(id, &e, &bytes, judged, decisions)?;
+            .insert(id, &e, &bytes, judged, &Beside { doc, decisions })?;
     }
     ledger.commit()
 }

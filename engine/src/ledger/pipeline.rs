@@ -18,7 +18,7 @@ use icn_schemas::ledger::{Body, DecodeError, Entry, EntryId, SignedEntry};
 use icn_schemas::{Did, DocId, SignedDelegation};
 
 use super::api::{EntryRefusal, Ingest, LedgerError, MAX_PENDING, MAX_PENDING_PER_SIGNER};
-use super::fold::{Decisions, Fold, Judged, Status};
+use super::fold::{Beside, Decisions, Fold, Judged, Outside, Status};
 use super::rules::{Lookups, check_at_heads, check_signed, check_state, heads_of};
 use crate::identity;
 use crate::storage::{StorageError, Store};
@@ -33,6 +33,16 @@ pub(crate) struct View<'a> {
     pub(crate) doc: &'a Automerge,
     /// Accepted decisions, by domain and receipt.
     pub(crate) decisions: &'a dyn Decisions,
+}
+
+impl View<'_> {
+    /// What the fold reads of the same.
+    pub(crate) fn beside(&self) -> Beside<'_> {
+        Beside {
+            doc: self.doc,
+            decisions: self.decisions,
+        }
+    }
 }
 
 /// Where an entry came from, which is all that changes how it is judged.
@@ -227,7 +237,7 @@ impl Ledger {
         };
         match judged {
             Some(judged) if self.parents_known(&e, accepted)? => {
-                self.fold.insert(id, &e, &bytes, judged, view.decisions)?;
+                self.fold.insert(id, &e, &bytes, judged, &view.beside())?;
                 accepted.insert(id);
                 stored.push((id, bytes.into()));
                 Ok(Ok(Ingest::Stored(id)))
@@ -287,7 +297,7 @@ impl Ledger {
             // Its signature passed when it arrived.
             if let Ok(Some(judged)) = check_state(view.doc, &e, lookups) {
                 let bytes = e.encode()?;
-                self.fold.insert(id, &e, &bytes, judged, view.decisions)?;
+                self.fold.insert(id, &e, &bytes, judged, &view.beside())?;
                 accepted.insert(id);
                 stored.push((id, bytes.into()));
                 if let Some(kids) = children.get(&id) {
@@ -379,7 +389,7 @@ impl Ledger {
         self.atomically(|ledger| {
             match ledger
                 .fold
-                .insert(id, &signed, &bytes, judged, view.decisions)?
+                .insert(id, &signed, &bytes, judged, &view.beside())?
             {
                 Status::Applied => Ok(()),
                 // It lands at the end, so this is what it would be.
@@ -394,9 +404,9 @@ impl Ledger {
     pub(crate) fn refold_decisions(
         &mut self,
         receipts: &[[u8; 32]],
-        decisions: &dyn Decisions,
+        outside: &dyn Outside,
     ) -> Result<(), LedgerError> {
-        self.atomically(|ledger| Ok(ledger.fold.refold_decisions(receipts, decisions)?))
+        self.atomically(|ledger| Ok(ledger.fold.refold_decisions(receipts, outside)?))
     }
 }
 

@@ -8,7 +8,7 @@ use icn_schemas::ledger::{Account, EntryId, SignedEntry};
 use icn_schemas::{Did, Reader, coop};
 
 use super::api::{HistoryItem, HistoryPage, LedgerError, TrialBalance, UnitPosition};
-use super::fold::{Decisions, Fold, Status};
+use super::fold::{Fold, Outside, Status};
 use super::pipeline::Ledger;
 use crate::storage::StorageError;
 
@@ -98,7 +98,7 @@ impl Ledger {
     pub(crate) fn trial_balance_at(
         &self,
         heads: &[EntryId],
-        decisions: &dyn Decisions,
+        outside: &dyn Outside,
     ) -> Result<TrialBalance, LedgerError> {
         for head in heads {
             if !self.fold().contains(head)? {
@@ -107,7 +107,7 @@ impl Ledger {
         }
         let fold = self
             .fold()
-            .at(heads, decisions)?
+            .at(heads, outside)?
             .ok_or_else(|| StorageError::Corrupt {
                 tree: crate::storage::layout::LEDGER,
                 reason: "an ancestor of a held entry is missing".into(),

@@ -1789,3 +1789,81 @@ fn a_sealed_delegation_writes_nothing_unseen() {
     assert_eq!(status(e, &coop, &other), Status::Applied);
     assert_eq!(balance(e, &coop, &bob), 3);
 }
+
+/// A suspension seals the member: what it wrote that the admin had not
+/// seen does not count, whatever co-op heads it cites; once reinstated, what
+/// it writes knowing of it counts again, and backdating past the
+/// suspension still does not.
+#[test]
+fn a_suspension_seals_what_the_admin_had_not_seen_and_reinstatement_lifts_it() {
+    let (node, coop, admin, alice, bob) = setup();
+    let e = &node.engine;
+    let (seen, _) = e
+        .settle(&coop, &dev(&bob), &settle(&alice, 2))
+        .expect("pay");
+    let old_heads: Vec<[u8; 32]> = e.heads(&coop).expect("heads").iter().map(|h| h.0).collect();
+    let old_parents = e.ledger_heads(&coop).expect("ledger heads");
+    let backdated = |amount: i64| {
+        let mut entry = transfer(e, &coop, &bob, bob.did(), alice.did(), amount);
+        entry.coop_heads = old_heads.clone();
+        entry.parents = old_parents.clone();
+        entry.memo = format!("backdated {amount}");
+        sign_entry(&bob, entry)
+    };
+    let stored = |bytes: Vec<u8>| match e
+        .ingest_entries(&coop, vec![bytes])
+        .expect("ingest")
+        .remove(0)
+    {
+        Ok(crate::ledger::Ingest::Stored(id)) => id,
+        other => panic!("valid at its heads: {other:?}"),
+    };
+    let seal = e
+        .set_member_status(
+            &coop,
+            &dev(&admin),
+            &bob.did(),
+            coop::MemberStatus::Suspended,
+        )
+        .expect("suspend")
+        .expect("sealed");
+    assert_eq!(status(e, &coop, &seal), Status::Applied);
+    let during = stored(backdated(3));
+    // A suspended member writes nothing at current heads.
+    assert!(e.settle(&coop, &dev(&bob), &settle(&alice, 1)).is_err());
+    e.set_member_status(&coop, &dev(&admin), &bob.did(), coop::MemberStatus::Active)
+        .expect("reinstate");
+    let (after, s) = e
+        .settle(&coop, &dev(&bob), &settle(&alice, 4))
+        .expect("pay again");
+    assert_eq!(s, Status::Applied);
+    let still_backdated = stored(backdated(5));
+    let sealed = |id: &EntryId| {
+        matches!(
+            status(e, &coop, id),
+            Status::Conflicted {
+                conflict: Conflict::Sealed { .. }
+            }
+        )
+    };
+    assert_eq!(status(e, &coop, &seen), Status::Applied);
+    assert!(
+        sealed(&during),
+        "written unseen, citing heads before the suspension"
+    );
+    assert!(
+        sealed(&still_backdated),
+        "after the reinstatement, but backdated"
+    );
+    assert_eq!(status(e, &coop, &after), Status::Applied);
+    assert_eq!(balance(e, &coop, &alice), 6);
+    // Another replica, taking everything in the opposite order, agrees.
+    let other = replica(e, &coop);
+    let mut all = e.entries(&coop).expect("entries");
+    all.reverse();
+    other.engine.ingest_entries(&coop, all).expect("ingest");
+    assert_eq!(
+        other.engine.trial_balance(&coop).expect("tb"),
+        e.trial_balance(&coop).expect("tb")
+    );
+}

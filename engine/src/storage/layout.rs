@@ -233,6 +233,8 @@ pub(crate) struct SealRow {
     /// the DID key behind a delegation): what a seal of its own author
     /// would cover.
     pub(crate) by: ([u8; 32], [u8; 32]),
+    /// The co-op heads the seal cites.
+    pub(crate) heads: Vec<[u8; 32]>,
 }
 
 /// The `g` row of a grant.

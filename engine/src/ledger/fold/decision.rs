@@ -5,7 +5,7 @@
 use icn_schemas::DocId;
 use icn_schemas::ledger::SignedEntry;
 
-use super::{Conflict, Decisions, Fold};
+use super::{Conflict, Fold, Outside};
 use crate::ledger::decisions::execution_body;
 use crate::storage::StorageError;
 use crate::storage::layout::ledger as tag;
@@ -19,7 +19,7 @@ impl Fold {
         &self,
         signed: &SignedEntry,
         treasury: Option<[u8; 32]>,
-        decisions: &dyn Decisions,
+        decisions: &dyn Outside,
     ) -> Result<Result<Option<Vec<u8>>, Conflict>, StorageError> {
         let entry = &signed.entry;
         let Some(receipt) = &entry.decision else {

@@ -92,6 +92,50 @@ pub(crate) struct Decision {
     pub(crate) payload: Payload,
 }
 
+/// What the fold reads besides its own rows: the decisions entries cite
+/// (domain documents) and the co-op document's history.
+pub(crate) trait Outside {
+    /// [`Decisions::decision`].
+    fn decision(&self, domain: &DocId, receipt: &[u8; 32]) -> Option<Decision>;
+    /// Whether co-op heads `later` have every change of `earlier` in their
+    /// past (or among them). Both are held (entries are judged only once
+    /// their cited heads are).
+    fn descends(&self, later: &[[u8; 32]], earlier: &[[u8; 32]]) -> bool;
+}
+
+/// The co-op document's history, and the domain documents' decisions.
+pub(crate) struct Beside<'a> {
+    /// The co-op document.
+    pub(crate) doc: &'a automerge::Automerge,
+    /// Accepted decisions, by domain and receipt.
+    pub(crate) decisions: &'a dyn Decisions,
+}
+
+impl Outside for Beside<'_> {
+    fn decision(&self, domain: &DocId, receipt: &[u8; 32]) -> Option<Decision> {
+        self.decisions.decision(domain, receipt)
+    }
+
+    fn descends(&self, later: &[[u8; 32]], earlier: &[[u8; 32]]) -> bool {
+        if earlier.iter().all(|h| later.contains(h)) {
+            return true;
+        }
+        let later: Vec<automerge::ChangeHash> =
+            later.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        // The changes outside `later`'s past: few, for recent heads.
+        let after: std::collections::HashSet<automerge::ChangeHash> = self
+            .doc
+            .get_changes_meta(&later)
+            .iter()
+            .map(|c| c.hash)
+            .collect();
+        earlier.iter().all(|h| {
+            let h = automerge::ChangeHash(*h);
+            !after.contains(&h) && self.doc.get_change_meta_by_hash(&h).is_some()
+        })
+    }
+}
+
 /// Where the fold finds the decisions entries cite: the domain documents.
 pub(crate) trait Decisions {
     /// The decision whose receipt hash is `receipt`, when it is the counted,
@@ -162,7 +206,7 @@ impl Fold {
         signed: &SignedEntry,
         bytes: &[u8],
         judged: Judged,
-        decisions: &dyn Decisions,
+        outside: &dyn Outside,
     ) -> Result<Status, StorageError> {
         let Judged {
             mut limits,
@@ -215,7 +259,7 @@ impl Fold {
             start = start.min(self.place_grant(id, &entry.parents, &entry.author, unit)?);
         }
         if let Some(subject) = seals::Subject::of(entry) {
-            start = start.min(self.place_seal(id, depth, entry, subject)?);
+            start = start.min(self.place_seal(id, depth, entry, subject, outside)?);
         }
         let last = self.last_place()?;
         let later = if last.is_none_or(|last| last < start) {
@@ -238,10 +282,10 @@ impl Fold {
         refold.sort_unstable();
         for (d, e) in refold {
             if e == id {
-                status = self.apply(d, &e, signed, row.clone(), bytes, decisions)?;
+                status = self.apply(d, &e, signed, row.clone(), bytes, outside)?;
             } else {
                 let (stored_row, stored_bytes, stored) = self.placed(d, &e)?;
-                self.apply(d, &e, &stored, stored_row, &stored_bytes, decisions)?;
+                self.apply(d, &e, &stored, stored_row, &stored_bytes, outside)?;
             }
         }
         Ok(status)
@@ -314,7 +358,7 @@ impl Fold {
     pub(crate) fn refold_decisions(
         &mut self,
         receipts: &[[u8; 32]],
-        decisions: &dyn Decisions,
+        outside: &dyn Outside,
     ) -> Result<(), StorageError> {
         let mut start = None;
         for receipt in receipts {
@@ -329,7 +373,7 @@ impl Fold {
         };
         for (d, e) in self.unwind_from(start)? {
             let (row, bytes, stored) = self.placed(d, &e)?;
-            self.apply(d, &e, &stored, row, &bytes, decisions)?;
+            self.apply(d, &e, &stored, row, &bytes, outside)?;
         }
         Ok(())
     }
@@ -343,7 +387,7 @@ impl Fold {
         signed: &SignedEntry,
         mut row: OrderRow,
         bytes: &[u8],
-        decisions: &dyn Decisions,
+        outside: &dyn Outside,
     ) -> Result<Status, StorageError> {
         let conflicted_key = self.rows.key(tag::CONFLICTED, &[&place(depth, id)]);
         // The conflicted row exists exactly when the order row records a
@@ -351,12 +395,12 @@ impl Fold {
         // that is not there would still cost a write.)
         let was_conflicted = row.conflict.is_some();
         row.executed = None;
-        let sealed = self.sealed_by(id, depth, &signed.entry)?;
+        let sealed = self.sealed_by(id, depth, &signed.entry, outside)?;
         let judged = match sealed {
             Some(seal) => Err(Conflict::Sealed {
                 seal: hex::encode(seal.0),
             }),
-            None => self.decision_check(signed, row.treasury, decisions)?,
+            None => self.decision_check(signed, row.treasury, outside)?,
         };
         let outcome = match judged {
             Err(conflict) => Err(conflict),

@@ -9,7 +9,7 @@ use icn_schemas::{Did, DocId};
 use super::keys::{
     account_key, account_of, corrupt, i64_of, place, place_of, split_order_value, u64_of,
 };
-use super::{Conflict, Decisions, Fold, Judged, Status};
+use super::{Conflict, Fold, Judged, Outside, Status};
 use crate::ledger::rows::Rows;
 use crate::storage::StorageError;
 use crate::storage::layout::{OrderRow, ledger as tag};
@@ -231,7 +231,7 @@ impl Fold {
     pub(crate) fn at(
         &self,
         heads: &[EntryId],
-        decisions: &dyn Decisions,
+        outside: &dyn Outside,
     ) -> Result<Option<Fold>, StorageError> {
         let mut keep = HashSet::new();
         let mut stack: Vec<EntryId> = heads.to_vec();
@@ -261,7 +261,7 @@ impl Fold {
                 limits: row.limits,
                 treasury: row.treasury.map(DocId),
             };
-            fold.insert(id, &entry, bytes, judged, decisions)?;
+            fold.insert(id, &entry, bytes, judged, outside)?;
         }
         Ok(Some(fold))
     }

@@ -33,8 +33,8 @@ use std::collections::HashSet;
 use icn_schemas::Did;
 use icn_schemas::ledger::{Account, Body, Entry, EntryId, Sealed};
 
-use super::Fold;
 use super::keys::{account_key, corrupt, place_of};
+use super::{Fold, Outside};
 use crate::storage::StorageError;
 use crate::storage::layout::{SealRow, ledger as tag};
 
@@ -138,6 +138,7 @@ impl Subject {
     }
 
     fn row(&self, depth: u64, seen: Vec<[u8; 32]>, by: &Entry) -> SealRow {
+        let heads = by.coop_heads.clone();
         let (kind, who, key) = match self {
             Subject::Key { member, key } => (0, member, Some(*key.as_bytes())),
             Subject::Member(member) => (1, member, None),
@@ -151,7 +152,18 @@ impl Subject {
             depth,
             seen,
             by: (*by.author.as_bytes(), *authority_key(by).as_bytes()),
+            heads,
         }
+    }
+
+    /// Whether an entry this subject covers is exempt from its seal for
+    /// citing co-op heads that descend from the seal's: a member's entry
+    /// written knowing of its removal or suspension (and its reinstatement)
+    /// is judged by its cited heads like any other. Only a member's seal
+    /// ends so: a revoked key, a logged-out delegation and a freeze's
+    /// backward reach do not come back.
+    fn exempts(&self, cited: &[[u8; 32]], seal_heads: &[[u8; 32]], outside: &dyn Outside) -> bool {
+        matches!(self, Subject::Member(_)) && outside.descends(cited, seal_heads)
     }
 
     /// Whether the subject covers an entry by `author` whose authority is
@@ -202,6 +214,7 @@ impl Fold {
         depth: u64,
         seal: &Entry,
         subject: Subject,
+        outside: &dyn Outside,
     ) -> Result<(u64, EntryId), StorageError> {
         let parents = &seal.parents;
         let candidates = self.covered(&subject, &id)?;
@@ -212,7 +225,9 @@ impl Fold {
             if matches!(subject, Subject::Debits(_)) && !before_it {
                 break;
             }
-            if seen.contains(&place.1) {
+            if seen.contains(&place.1)
+                || subject.exempts(&entry.coop_heads, &seal.coop_heads, outside)
+            {
                 continue;
             }
             start = start.min(*place);
@@ -318,15 +333,20 @@ impl Fold {
         Ok(out)
     }
 
-    /// The seal of a key or member that covers `entry` (`id`) without
-    /// having seen it, if any.
+    /// The seal of a key, member or delegation that covers `entry` (`id`)
+    /// without having seen it, if any.
     fn sealed_by_members(
         &self,
         id: &EntryId,
         entry: &Entry,
+        outside: &dyn Outside,
     ) -> Result<Option<EntryId>, StorageError> {
         for (seal, row) in self.seals_on(ON_MEMBER, &entry.author)? {
-            if Subject::of_row(&row)?.covers(entry) && row.seen.binary_search(&id.0).is_err() {
+            let subject = Subject::of_row(&row)?;
+            if subject.covers(entry)
+                && row.seen.binary_search(&id.0).is_err()
+                && !subject.exempts(&entry.coop_heads, &row.heads, outside)
+            {
                 return Ok(Some(seal));
             }
         }
@@ -340,8 +360,9 @@ impl Fold {
         id: &EntryId,
         depth: u64,
         entry: &Entry,
+        outside: &dyn Outside,
     ) -> Result<Option<EntryId>, StorageError> {
-        if let Some(seal) = self.sealed_by_members(id, entry)? {
+        if let Some(seal) = self.sealed_by_members(id, entry, outside)? {
             return Ok(Some(seal));
         }
         let mut debited: Vec<Did> = entry
@@ -359,7 +380,7 @@ impl Fold {
                 let before_it = (depth, *id) < (row.depth, freeze);
                 if before_it
                     && row.seen.binary_search(&id.0).is_err()
-                    && self.stands(&freeze, &row)?
+                    && self.stands(&freeze, &row, outside)?
                 {
                     return Ok(Some(freeze));
                 }
@@ -371,13 +392,20 @@ impl Fold {
     /// Whether a freeze seals: no seal of its author's key, or of its
     /// author, covers it unseen. (Read from its `s` row: the freeze may not
     /// be placed yet while the fold is redone up to it.)
-    fn stands(&self, freeze: &EntryId, row: &SealRow) -> Result<bool, StorageError> {
+    fn stands(
+        &self,
+        freeze: &EntryId,
+        row: &SealRow,
+        outside: &dyn Outside,
+    ) -> Result<bool, StorageError> {
         let (author, key) = &row.by;
         let author_did =
             Did::from_bytes(author).map_err(|_| corrupt("a seal's author is not a DID"))?;
         for (_, seal) in self.seals_on(ON_MEMBER, &author_did)? {
-            if Subject::of_row(&seal)?.covers_author(author, key)
+            let subject = Subject::of_row(&seal)?;
+            if subject.covers_author(author, key)
                 && seal.seen.binary_search(&freeze.0).is_err()
+                && !subject.exempts(&row.heads, &seal.heads, outside)
             {
                 return Ok(false);
             }
