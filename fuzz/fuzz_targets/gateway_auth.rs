@@ -2,8 +2,9 @@
 //! bearer token, a challenge coming back to `/v1/auth/verify` (a delegation
 //! statement) and its signature. None of them panics on any input; an
 //! accepted token and a statement that parses are byte for byte what the
-//! gateway would write (one canonical form), and a challenge verifies only
-//! as one this gateway issued, signed by the member.
+//! gateway would write (one canonical form, `device:` line or not), and a
+//! challenge verifies only as one this gateway issued, signed by the member
+//! or by the device it names.
 //!
 //! The input is split at its first 0xff byte: token-or-challenge, then
 //! signature text.
@@ -45,6 +46,15 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         assert_eq!(d.member, member);
         assert_eq!(d.node, keypair(9).did());
         assert_eq!(signed.statement, text);
-        assert_eq!(signed.verify(), Ok(d), "the signature does not hold");
+        assert_eq!(
+            signed.verify(),
+            Ok(d.clone()),
+            "the signature does not hold"
+        );
+        assert_ne!(
+            d.device,
+            Some(member),
+            "a device line never names the member"
+        );
     }
 });

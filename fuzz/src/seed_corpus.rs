@@ -90,6 +90,24 @@ fn main() -> std::io::Result<()> {
     seed.push(0xff);
     seed.extend(hex::encode(member.sign(challenge.as_bytes())).into_bytes());
     std::fs::write(dir.join("challenge_hex"), seed)?;
+    // A device's challenge for the member (a `device:` line), signed by
+    // the device.
+    let device = keypair(2);
+    let for_device = authority
+        .challenge(
+            member.did(),
+            Some(device.did()),
+            vec![
+                icn_schemas::Scope::CoopRead,
+                icn_schemas::Scope::LedgerWrite,
+            ],
+            1_000,
+        )
+        .map_err(|e| std::io::Error::other(e.message().to_owned()))?;
+    let mut seed = for_device.clone().into_bytes();
+    seed.push(0xff);
+    seed.extend(hex::encode(device.sign(for_device.as_bytes())).into_bytes());
+    std::fs::write(dir.join("challenge_device_hex"), seed)?;
     let (delegation, signed) = authority
         .verify_challenge(
             &member.did(),
