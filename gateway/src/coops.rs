@@ -24,10 +24,25 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(update_member, remove_member))
         .routes(routes!(trusted_contacts, add_trusted_contact))
         .routes(routes!(remove_trusted_contact))
+        .routes(routes!(put_unit))
+        .routes(routes!(put_rate))
+        .routes(routes!(relays, add_relay))
+        .routes(routes!(remove_relay))
 }
 
-fn view(id: &DocId, c: &Coop) -> Value {
+fn view(engine: &Engine, id: &DocId, c: &Coop) -> Value {
+    let (rates, treasury) = engine
+        .read(id, |r| {
+            let rates: Vec<Value> = coop::rates(r)
+                .into_iter()
+                .map(|(from, to, num, den)| json!({"from": from, "to": to, "num": num, "den": den}))
+                .collect();
+            (rates, coop::treasury_domain(r).map(|d| d.to_string()))
+        })
+        .unwrap_or_default();
     json!({
+        "rates": rates,
+        "treasury_domain": treasury,
         "id": c.id,
         "doc_id": id.to_string(),
         "name": c.name,
@@ -62,7 +77,7 @@ async fn list(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppE
             if gw.engine().may_receive(&id, &auth.did)
                 && let Some(Ok(c)) = gw.engine().coop(&id)
             {
-                out.push(view(&id, &c));
+                out.push(view(gw.engine(), &id, &c));
             }
         }
         Ok(Json(Value::Array(out)))
@@ -134,7 +149,7 @@ async fn create(
         Metrics::add(&gw.metrics().coops_created);
         Ok((
             StatusCode::CREATED,
-            Json(view(&id, &read(gw.engine(), &id)?)),
+            Json(view(gw.engine(), &id, &read(gw.engine(), &id)?)),
         ))
     })
     .await
@@ -149,15 +164,22 @@ async fn create(
     responses((status = 200, description = "The co-op", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
 async fn get_coop(State(gw): State<Gateway>, c: InCoop<CoopRead>) -> Result<Json<Value>, AppError> {
-    blocking(move || Ok(Json(view(&c.id, &read(gw.engine(), &c.id)?)))).await
+    blocking(move || Ok(Json(view(gw.engine(), &c.id, &read(gw.engine(), &c.id)?)))).await
 }
 
-/// The fields to change.
+/// The settings to change (admins only). A field this route does not know
+/// is refused (400), never dropped.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct UpdateRequest {
     name: Option<String>,
     description: Option<String>,
+    #[schema(minimum = 0)]
     default_credit_limit: Option<i64>,
+    /// The governance domain (its id or document id) whose accepted
+    /// budgets, freezes and unfreezes the ledger executes: one attached to
+    /// this co-op.
+    treasury_domain: Option<String>,
 }
 
 #[utoipa::path(
@@ -176,14 +198,33 @@ async fn update(
 ) -> Result<Json<Value>, AppError> {
     let InCoop { auth, id, .. } = c;
     blocking(move || {
+        let treasury = match &req.treasury_domain {
+            None => None,
+            Some(key) => {
+                let domain = crate::scoped::domain_id(&gw, &auth.did, key)?;
+                let attached = gw
+                    .engine()
+                    .read(&domain, icn_schemas::domain::coop_of)
+                    .flatten();
+                if attached != Some(id) {
+                    return Err(AppError::unprocessable(format!(
+                        "the treasury domain must be attached to this co-op (create it with \"coop_id\"); {key:?} is not"
+                    )));
+                }
+                Some(domain)
+            }
+        };
         gw.engine().write(&id, &auth.signer(), |tx| {
             coop::set_profile(tx, req.name.as_deref(), req.description.as_deref())?;
             if let Some(limit) = req.default_credit_limit {
                 coop::set_default_credit_limit(tx, limit)?;
             }
+            if let Some(domain) = &treasury {
+                coop::set_treasury_domain(tx, domain)?;
+            }
             Ok(())
         })?;
-        Ok(Json(view(&id, &read(gw.engine(), &id)?)))
+        Ok(Json(view(gw.engine(), &id, &read(gw.engine(), &id)?)))
     })
     .await
 }
@@ -446,6 +487,189 @@ async fn remove_trusted_contact(
         })?;
         let coop = read(engine, &id)?;
         Ok(Json(json!(coop.policy.trusted_contacts)))
+    })
+    .await
+}
+
+/// A unit of account: a display name, and its scale (decimal places of the
+/// smallest step: 2 for cents).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UnitBody {
+    name: Option<String>,
+    #[schema(minimum = 0, maximum = 18)]
+    #[serde(default)]
+    scale: i64,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/coops/{id}/units/{unit}",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("unit" = String, Path, description = "The unit's id: a-z, 0-9, '-', '_', '.', ':'")),
+    request_body = UnitBody,
+    responses((status = 200, description = "The co-op, with the unit added or updated (admins only)", body = serde_json::Value), (status = 422, description = "Not a unit id, or a scale out of range", body = crate::ErrorBody)),
+)]
+async fn put_unit(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopAdmin>,
+    Path((_coop, unit)): Path<(String, String)>,
+    Body(req): Body<UnitBody>,
+) -> Result<Json<Value>, AppError> {
+    let InCoop { auth, id, .. } = c;
+    if !(0..=18).contains(&req.scale) {
+        return Err(AppError::bad_request("scale: 0 to 18 decimal places"));
+    }
+    blocking(move || {
+        gw.engine().write(&id, &auth.signer(), |tx| {
+            coop::put_unit(tx, &unit, req.name.as_deref(), req.scale)
+        })?;
+        Ok(Json(view(gw.engine(), &id, &read(gw.engine(), &id)?)))
+    })
+    .await
+}
+
+/// An exchange rate: 1 `from` = `num`/`den` `to`, in the units' smallest
+/// steps.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RateBody {
+    #[schema(minimum = 1)]
+    num: i64,
+    #[schema(minimum = 1)]
+    den: i64,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/coops/{id}/rates/{from}/{to}",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("from" = String, Path, description = "The unit paid"), ("to" = String, Path, description = "The unit received")),
+    request_body = RateBody,
+    responses((status = 200, description = "The co-op, with the rate set (admins only): `POST /v1/ledger/{coop}/settle/convert` converts at it", body = serde_json::Value), (status = 422, description = "A unit the policy lacks, the same unit twice, or a rate that is not positive", body = crate::ErrorBody)),
+)]
+async fn put_rate(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopAdmin>,
+    Path((_coop, from, to)): Path<(String, String, String)>,
+    Body(req): Body<RateBody>,
+) -> Result<Json<Value>, AppError> {
+    let InCoop { auth, id, .. } = c;
+    blocking(move || {
+        let engine = gw.engine();
+        let known = engine
+            .read(&id, |r| coop::has_unit(r, &from) && coop::has_unit(r, &to))
+            .unwrap_or(false);
+        if !known {
+            return Err(AppError::unprocessable(format!(
+                "both units must be in the policy first (PUT /v1/coops/{{id}}/units/{{unit}}): {from}, {to}"
+            )));
+        }
+        engine.write(&id, &auth.signer(), |tx| {
+            coop::set_rate(tx, &from, &to, req.num, req.den)
+        })?;
+        Ok(Json(view(engine, &id, &read(engine, &id)?)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/coops/{id}/relays",
+    tag = "coops",
+    security(("bearer" = ["coop:read"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 200, description = "The co-op's registered relays: `[{did, addr}]`. A relay holds the co-op's documents and ledger without being a member.", body = serde_json::Value)),
+)]
+async fn relays(State(gw): State<Gateway>, c: InCoop<CoopRead>) -> Result<Json<Value>, AppError> {
+    blocking(move || {
+        let coop = read(gw.engine(), &c.id)?;
+        Ok(Json(relay_list(&coop)))
+    })
+    .await
+}
+
+fn relay_list(coop: &Coop) -> Value {
+    Value::Array(
+        coop.relays
+            .iter()
+            .map(|(did, r)| json!({"did": did, "addr": r.addr}))
+            .collect(),
+    )
+}
+
+/// A relay to register: the node's DID (`icnctl status` on it) and where
+/// to dial it.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RelayBody {
+    did: String,
+    /// `ip:port` or `host:port` of its sync listener.
+    addr: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/coops/{id}/relays",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    request_body = RelayBody,
+    responses((status = 201, description = "The relays now (admins only); the node receives the co-op when it next syncs with a member", body = serde_json::Value), (status = 400, description = "Not a DID, or no address", body = crate::ErrorBody)),
+)]
+async fn add_relay(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopAdmin>,
+    Body(req): Body<RelayBody>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let InCoop { auth, id, .. } = c;
+    let did = parse_did(&req.did)?;
+    if req.addr.trim().is_empty() || req.addr.len() > 200 || !req.addr.contains(':') {
+        return Err(AppError::bad_request(
+            "addr: where to dial the relay, host:port (at most 200 bytes)",
+        ));
+    }
+    blocking(move || {
+        gw.engine().write(&id, &auth.signer(), |tx| {
+            coop::add_relay(tx, &did, req.addr.trim(), now_secs() as i64)
+        })?;
+        Ok((
+            StatusCode::CREATED,
+            Json(relay_list(&read(gw.engine(), &id)?)),
+        ))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/coops/{id}/relays/{did}",
+    tag = "coops",
+    security(("bearer" = ["coop:admin"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The relay's DID")),
+    responses((status = 200, description = "The relays now (admins only)", body = serde_json::Value), (status = 404, description = "Not a relay of the co-op", body = crate::ErrorBody)),
+)]
+async fn remove_relay(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopAdmin>,
+    Path((_coop, did)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let InCoop { auth, id, .. } = c;
+    let did = parse_did(&did)?;
+    blocking(move || {
+        let engine = gw.engine();
+        if !engine
+            .read(&id, |r| coop::is_relay(r, &did))
+            .unwrap_or(false)
+        {
+            return Err(AppError::not_found(format!(
+                "{did} is not a relay of this co-op"
+            )));
+        }
+        engine.write(&id, &auth.signer(), |tx| coop::remove_relay(tx, &did))?;
+        Ok(Json(relay_list(&read(engine, &id)?)))
     })
     .await
 }

@@ -21,6 +21,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(position))
         .routes(routes!(settle))
         .routes(routes!(convert))
+        .routes(routes!(freeze))
         .routes(routes!(history))
         .routes(routes!(by_decision))
         .routes(routes!(legacy_balance))
@@ -144,6 +145,55 @@ async fn settle(
             "memo": settle.memo,
         });
         Ok((StatusCode::CREATED, Json(answer)))
+    })
+    .await
+}
+
+/// An account to freeze (`frozen: true`, the default) or unfreeze.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FreezeRequest {
+    did: String,
+    #[serde(default = "yes")]
+    frozen: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/ledger/{coop}/freeze",
+    tag = "ledger",
+    security(("bearer" = ["ledger:write", "coop:admin"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    request_body = FreezeRequest,
+    responses((status = 201, description = "The freeze (or unfreeze) entry, with its status (admins only): from its place on, entries touching the account are conflicted, and debits it had not seen that sort before it are sealed", body = serde_json::Value), (status = 404, description = "Not a member of the co-op", body = crate::ErrorBody)),
+)]
+async fn freeze(
+    State(gw): State<Gateway>,
+    c: InCoop<LedgerWrite>,
+    Body(req): Body<FreezeRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let InCoop { auth, id, .. } = c;
+    auth.require(icn_schemas::Scope::CoopAdmin)?;
+    let did = parse_did(&req.did)?;
+    blocking(move || {
+        let engine = gw.engine();
+        let member = engine
+            .read(&id, |r| icn_schemas::coop::Standing::read(r, &did))
+            .flatten();
+        if member.is_none() {
+            return Err(AppError::not_found(format!(
+                "{did} is not a member of this co-op"
+            )));
+        }
+        let (entry, status) = engine.freeze(&id, &auth.signer(), &did, req.frozen)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(json!({"entry_id": entry, "status": status, "did": did, "frozen": req.frozen})),
+        ))
     })
     .await
 }

@@ -826,6 +826,13 @@ async fn every_route_is_documented_and_served() {
         ("get", "/v1/coops/{id}/trusted-contacts"),
         ("post", "/v1/coops/{id}/trusted-contacts"),
         ("delete", "/v1/coops/{id}/trusted-contacts/{did}"),
+        // Issue 14: a co-op's settings.
+        ("put", "/v1/coops/{id}/units/{unit}"),
+        ("put", "/v1/coops/{id}/rates/{from}/{to}"),
+        ("get", "/v1/coops/{id}/relays"),
+        ("post", "/v1/coops/{id}/relays"),
+        ("delete", "/v1/coops/{id}/relays/{did}"),
+        ("post", "/v1/ledger/{coop}/freeze"),
     ];
     for (method, path) in directory {
         assert!(
@@ -1701,4 +1708,195 @@ async fn devices_log_in_with_their_own_keys_and_tokens_die_with_them() {
     );
     api.get("/v1/coops", &bob_token).await.expect(401);
     api.get("/v1/coops/orchard", &token).await.expect(200);
+}
+
+/// Issue 14 §1: a co-op's settings over HTTP, each both ways.
+#[tokio::test]
+async fn coop_settings_relays_and_freezes_over_http() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let bob_did = bob.did().to_string();
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "bakery", "default_credit_limit": 50}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/coops/bakery/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    let put = |path: &str, who: &str, body: serde_json::Value| {
+        let (api, path, who) = (&api, path.to_owned(), who.to_owned());
+        async move { api.call("PUT", &path, Some(&who), Some(body)).await }
+    };
+
+    // Settings: unknown ones are refused, never dropped; admins only.
+    put("/v1/coops/bakery", &token, json!({"treasury": "x"}))
+        .await
+        .expect(400);
+    put(
+        "/v1/coops/bakery",
+        &bob_token,
+        json!({"default_credit_limit": 9}),
+    )
+    .await
+    .expect(403);
+    // Units and rates.
+    put(
+        "/v1/coops/bakery/units/eur",
+        &bob_token,
+        json!({"scale": 2}),
+    )
+    .await
+    .expect(403);
+    put("/v1/coops/bakery/units/eur", &token, json!({"scale": 40}))
+        .await
+        .expect(400);
+    let c = put(
+        "/v1/coops/bakery/units/eur",
+        &token,
+        json!({"name": "Euro", "scale": 2}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(c["policy"]["units"]["eur"]["scale"], 2);
+    put(
+        "/v1/coops/bakery/rates/hours/gold",
+        &token,
+        json!({"num": 1, "den": 1}),
+    )
+    .await
+    .expect(422);
+    put(
+        "/v1/coops/bakery/rates/hours/eur",
+        &token,
+        json!({"num": 0, "den": 1}),
+    )
+    .await
+    .expect(422);
+    let c = put(
+        "/v1/coops/bakery/rates/hours/eur",
+        &token,
+        json!({"num": 2500, "den": 1}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        c["rates"],
+        json!([{"from": "hours", "to": "eur", "num": 2500, "den": 1}])
+    );
+    api.post(
+        "/v1/ledger/bakery/settle/convert",
+        &token,
+        json!({"amount": 1, "from_unit": "hours", "to_unit": "eur", "to": bob_did}),
+    )
+    .await
+    .expect(201);
+    // The treasury domain: one attached to the co-op.
+    api.post("/v1/gov/domains", &token, json!({"id": "loose"}))
+        .await
+        .expect(201);
+    put(
+        "/v1/coops/bakery",
+        &token,
+        json!({"treasury_domain": "loose"}),
+    )
+    .await
+    .expect(422);
+    let board = api
+        .post(
+            "/v1/gov/domains",
+            &token,
+            json!({"id": "bakery-board", "coop_id": "bakery"}),
+        )
+        .await
+        .expect(201);
+    let c = put(
+        "/v1/coops/bakery",
+        &token,
+        json!({"treasury_domain": "bakery-board", "default_credit_limit": 60}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(c["treasury_domain"], board["doc_id"]);
+    assert_eq!(c["policy"]["default_credit_limit"], 60);
+
+    // Relays: register, list, unregister; admins only.
+    let relay = keypair(60).did().to_string();
+    api.post(
+        "/v1/coops/bakery/relays",
+        &bob_token,
+        json!({"did": relay, "addr": "127.0.0.1:7777"}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/coops/bakery/relays",
+        &token,
+        json!({"did": relay, "addr": ""}),
+    )
+    .await
+    .expect(400);
+    let relays = api
+        .post(
+            "/v1/coops/bakery/relays",
+            &token,
+            json!({"did": relay, "addr": "127.0.0.1:7777"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(relays, json!([{"did": relay, "addr": "127.0.0.1:7777"}]));
+    assert_eq!(
+        api.get("/v1/coops/bakery/relays", &bob_token)
+            .await
+            .expect(200),
+        relays
+    );
+    let path = format!("/v1/coops/bakery/relays/{relay}");
+    api.call("DELETE", &path, Some(&bob_token), None)
+        .await
+        .expect(403);
+    api.call("DELETE", &path, Some(&token), None)
+        .await
+        .expect(200);
+    api.call("DELETE", &path, Some(&token), None)
+        .await
+        .expect(404);
+
+    // Freezes: admins only; a frozen member pays nothing until unfrozen.
+    api.post(
+        "/v1/ledger/bakery/freeze",
+        &bob_token,
+        json!({"did": bob_did}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/ledger/bakery/freeze",
+        &token,
+        json!({"did": keypair(61).did().to_string()}),
+    )
+    .await
+    .expect(404);
+    api.post("/v1/ledger/bakery/freeze", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    let pay = json!({"to": alice.did().to_string(), "amount": 1, "unit": "hours"});
+    api.post("/v1/ledger/bakery/settle", &bob_token, pay.clone())
+        .await
+        .expect(422);
+    api.post(
+        "/v1/ledger/bakery/freeze",
+        &token,
+        json!({"did": bob_did, "frozen": false}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/ledger/bakery/settle", &bob_token, pay)
+        .await
+        .expect(201);
 }

@@ -554,3 +554,97 @@ fn devices_through_icnctl() {
     );
     stop(icnd);
 }
+
+/// Issue 14 §1 and §6: a co-op configured only through `icnctl` against a
+/// real `icnd`: settings, a unit, a rate, the treasury domain, a relay, a
+/// freeze; refusals exit with status 3.
+#[test]
+fn coop_settings_through_icnctl() {
+    let node_dir = tempfile::tempdir().expect("dir");
+    let node = Node {
+        dir: node_dir.path().to_owned(),
+        port: free_port(),
+        metrics: free_port(),
+    };
+    let icnd = node.start();
+    let gateway = node.url("");
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (admin, bob) = (dirs[0].path(), dirs[1].path());
+    ok(icnctl(admin, &["id", "init"]));
+    let bob_did = ok(icnctl(bob, &["id", "init"])).trim().to_owned();
+    let token = ok(icnctl(admin, &["auth", "login", "--gateway", &gateway]))
+        .trim()
+        .to_owned();
+    for (path, body) in [
+        ("/v1/coops", r#"{"id": "garden"}"#.to_owned()),
+        (
+            "/v1/coops/garden/members",
+            format!(r#"{{"did": "{bob_did}"}}"#),
+        ),
+        (
+            "/v1/gov/domains",
+            r#"{"id": "garden-board", "coop_id": "garden"}"#.to_owned(),
+        ),
+    ] {
+        let status = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &node.url(path),
+        ]);
+        assert_eq!(text(&status), "201", "{path}");
+    }
+    let g = ["--gateway", gateway.as_str()];
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).expect("JSON") };
+    let run = |dir: &Path, args: &[&str]| icnctl(dir, &[args, &g[..]].concat());
+
+    let set = json(ok(run(
+        admin,
+        &[
+            "coop",
+            "set",
+            "garden",
+            "--default-credit-limit",
+            "20",
+            "--treasury-domain",
+            "garden-board",
+        ],
+    )));
+    assert_eq!(set["policy"]["default_credit_limit"], 20);
+    assert!(set["treasury_domain"].is_string(), "{set}");
+    let refused = run(bob, &["coop", "set", "garden", "--name", "Mine"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+    ok(run(admin, &["coop", "unit", "garden", "eur", "--scale", "2"]));
+    let rated = json(ok(run(admin, &["coop", "rate", "garden", "hours", "eur", "2500", "1"])));
+    assert_eq!(rated["rates"][0]["num"], 2500);
+    let shown = json(ok(run(bob, &["coop", "show", "garden"])));
+    assert_eq!(shown["policy"]["units"]["eur"]["scale"], 2);
+
+    let relay = "did:icn:6MkqNiZbHEEp7MMwqz8P9ZyXPMhRUXNTbjwYQy6uWkaS";
+    let relays = json(ok(run(admin, &["relay", "add", "garden", relay, "127.0.0.1:7999"])));
+    assert_eq!(relays[0]["addr"], "127.0.0.1:7999");
+    assert_eq!(json(ok(run(bob, &["relay", "list", "garden"]))), relays);
+    let refused = run(bob, &["relay", "remove", "garden", relay]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert_eq!(
+        json(ok(run(admin, &["relay", "remove", "garden", relay]))),
+        serde_json::json!([])
+    );
+
+    let frozen = json(ok(run(admin, &["ledger", "freeze", "garden", &bob_did])));
+    assert_eq!(frozen["frozen"], true);
+    let refused = run(bob, &["ledger", "freeze", "garden", &bob_did, "--unfreeze"]);
+    assert_eq!(refused.status.code(), Some(3));
+    ok(run(admin, &["ledger", "freeze", "garden", &bob_did, "--unfreeze"]));
+    stop(icnd);
+}

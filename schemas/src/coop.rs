@@ -507,6 +507,26 @@ pub fn rate(r: Reader<'_>, from: &str, to: &str) -> Option<(i64, i64)> {
     (num > 0 && den > 0).then_some((num, den))
 }
 
+/// Every exchange rate of the policy: (from, to, num, den), 1 `from` =
+/// num/den `to`.
+pub fn rates(r: Reader<'_>) -> Vec<(String, String, i64, i64)> {
+    let Some(rates) = r.map_path(&["policy", "rates"]) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for from in r.keys(&rates) {
+        let Some(tos) = r.map(&rates, &from) else {
+            continue;
+        };
+        for to in r.keys(&tos) {
+            if let Some((num, den)) = rate(r, &from, &to) {
+                out.push((from.clone(), to, num, den));
+            }
+        }
+    }
+    out
+}
+
 /// The governance domain whose accepted decisions move the co-op's treasury
 /// and freeze accounts, if the policy names one.
 pub fn treasury_domain(r: Reader<'_>) -> Option<crate::DocId> {

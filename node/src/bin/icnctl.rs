@@ -16,7 +16,7 @@ use icn_node::control::Request;
 /// read from ICN_KEYSTORE_PASSPHRASE or asked for on the terminal. `status`
 /// and `network` talk to the icnd running on the same data directory,
 /// through its control socket <data-dir>/icnd.sock. `auth`, `ledger`,
-/// `gov` and `device` talk to a gateway (--gateway, or ICN_GATEWAY; default
+/// `gov`, `device`, `coop` and `relay` talk to a gateway (--gateway, or ICN_GATEWAY; default
 /// http://127.0.0.1:8080) with a token from --token or ICN_TOKEN, or log in
 /// with your identity first.
 ///
@@ -68,6 +68,109 @@ enum Command {
     /// emergency revoke of a member whose unlocked phone was stolen.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// A co-op's settings, through a gateway (admins): profile, credit
+    /// limit, treasury domain, units, exchange rates.
+    #[command(subcommand)]
+    Coop(CoopCommand),
+    /// A co-op's relays, through a gateway: the always-on nodes that hold
+    /// the co-op without being members.
+    #[command(subcommand)]
+    Relay(RelayCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CoopCommand {
+    /// Show a co-op: profile, policy (units, rates, credit limit, treasury
+    /// domain), members count, relays.
+    Show {
+        /// The co-op's id (or document id).
+        coop: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Change a co-op's settings. Example:
+    /// icnctl coop set food-coop --default-credit-limit 20 --treasury-domain food-board
+    Set {
+        /// The co-op's id (or document id).
+        coop: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// How far below zero a member may go, in each unit's smallest step.
+        #[arg(long)]
+        default_credit_limit: Option<i64>,
+        /// The governance domain (attached to this co-op) whose accepted
+        /// budgets and freezes the ledger executes.
+        #[arg(long)]
+        treasury_domain: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Add or update a unit of account. Example: icnctl coop unit food-coop eur --scale 2
+    Unit {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The unit's id: a-z, 0-9, '-', '_', '.', ':'.
+        unit: String,
+        /// A display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Decimal places of its smallest step (2 for cents).
+        #[arg(long, default_value_t = 0)]
+        scale: i64,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Set an exchange rate: 1 FROM = NUM/DEN TO. Example:
+    /// icnctl coop rate food-coop hours eur 2500 1
+    Rate {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The unit paid.
+        from: String,
+        /// The unit received.
+        to: String,
+        /// Numerator.
+        num: i64,
+        /// Denominator.
+        den: i64,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RelayCommand {
+    /// List a co-op's relays.
+    List {
+        /// The co-op's id (or document id).
+        coop: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Register a node as a relay of a co-op (its DID is what `icnctl status`
+    /// prints on it; ADDR is its sync listener, host:port). Example:
+    /// icnctl relay add food-coop did:icn:6Mkq… relay.example.org:7777
+    Add {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The relay node's DID.
+        did: String,
+        /// Where to dial it: host:port.
+        addr: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Unregister a relay.
+    Remove {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The relay node's DID.
+        did: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +276,20 @@ enum LedgerCommand {
         coop: String,
         /// The member's DID.
         did: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Freeze a member's account (admins): from the freeze's place on,
+    /// entries touching it are conflicted. Example:
+    /// icnctl ledger freeze food-coop did:icn:… (--unfreeze to lift it)
+    Freeze {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The member's DID.
+        did: String,
+        /// Lift the freeze instead.
+        #[arg(long)]
+        unfreeze: bool,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -344,8 +461,26 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
                     .await?,
             )?;
         }
+        Command::Ledger(LedgerCommand::Freeze {
+            coop,
+            did,
+            unfreeze,
+            gateway,
+        }) => {
+            let c = client(data_dir, gateway).await?;
+            print(
+                &c.call(
+                    "POST",
+                    &format!("/v1/ledger/{coop}/freeze"),
+                    Some(serde_json::json!({"did": did, "frozen": !unfreeze})),
+                )
+                .await?,
+            )?;
+        }
         Command::Gov(gov) => gov_command(data_dir, gov).await?,
         Command::Device(device) => device_command(data_dir, device).await?,
+        Command::Coop(coop) => coop_command(data_dir, coop).await?,
+        Command::Relay(relay) => relay_command(data_dir, relay).await?,
         _ => unreachable!("only gateway commands come here"),
     }
     Ok(())
@@ -447,6 +582,116 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
     print(&answer)
 }
 
+async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Result<()> {
+    use serde_json::json;
+    let answer = match command {
+        CoopCommand::Show { coop, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call("GET", &format!("/v1/coops/{coop}"), None)
+                .await?
+        }
+        CoopCommand::Set {
+            coop,
+            name,
+            description,
+            default_credit_limit,
+            treasury_domain,
+            gateway,
+        } => {
+            let mut body = serde_json::Map::new();
+            for (key, value) in [
+                ("name", name.map(|v| json!(v))),
+                ("description", description.map(|v| json!(v))),
+                (
+                    "default_credit_limit",
+                    default_credit_limit.map(|v| json!(v)),
+                ),
+                ("treasury_domain", treasury_domain.map(|v| json!(v))),
+            ] {
+                if let Some(v) = value {
+                    body.insert(key.into(), v);
+                }
+            }
+            if body.is_empty() {
+                anyhow::bail!("nothing to set: see icnctl coop set --help");
+            }
+            client(data_dir, gateway)
+                .await?
+                .call("PUT", &format!("/v1/coops/{coop}"), Some(body.into()))
+                .await?
+        }
+        CoopCommand::Unit {
+            coop,
+            unit,
+            name,
+            scale,
+            gateway,
+        } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "PUT",
+                    &format!("/v1/coops/{coop}/units/{unit}"),
+                    Some(json!({"name": name, "scale": scale})),
+                )
+                .await?
+        }
+        CoopCommand::Rate {
+            coop,
+            from,
+            to,
+            num,
+            den,
+            gateway,
+        } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "PUT",
+                    &format!("/v1/coops/{coop}/rates/{from}/{to}"),
+                    Some(json!({"num": num, "den": den})),
+                )
+                .await?
+        }
+    };
+    print(&answer)
+}
+
+async fn relay_command(data_dir: &std::path::Path, command: RelayCommand) -> Result<()> {
+    use serde_json::json;
+    let answer = match command {
+        RelayCommand::List { coop, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call("GET", &format!("/v1/coops/{coop}/relays"), None)
+                .await?
+        }
+        RelayCommand::Add {
+            coop,
+            did,
+            addr,
+            gateway,
+        } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/coops/{coop}/relays"),
+                    Some(json!({"did": did, "addr": addr})),
+                )
+                .await?
+        }
+        RelayCommand::Remove { coop, did, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call("DELETE", &format!("/v1/coops/{coop}/relays/{did}"), None)
+                .await?
+        }
+    };
+    print(&answer)
+}
+
 /// `member`, or the DID of the identity in `data_dir`.
 fn member_or_me(data_dir: &std::path::Path, member: Option<String>) -> Result<String> {
     match member {
@@ -520,8 +765,12 @@ async fn device_command(data_dir: &std::path::Path, command: DeviceCommand) -> R
 
 fn run(args: Args) -> Result<()> {
     match args.command {
-        command
-        @ (Command::Auth(_) | Command::Ledger(_) | Command::Gov(_) | Command::Device(_)) => {
+        command @ (Command::Auth(_)
+        | Command::Ledger(_)
+        | Command::Gov(_)
+        | Command::Device(_)
+        | Command::Coop(_)
+        | Command::Relay(_)) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
