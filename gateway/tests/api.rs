@@ -1900,3 +1900,107 @@ async fn coop_settings_relays_and_freezes_over_http() {
         .await
         .expect(201);
 }
+
+/// Issue 14 §2: with documented HTTP calls only, a budget proposal of the
+/// co-op's treasury domain executes, and the ledger, the registry and the
+/// trace show it.
+#[tokio::test]
+async fn a_budget_executes_end_to_end_over_http() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_did = bob.did().to_string();
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "market", "default_credit_limit": 10}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/coops/market/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    api.post(
+        "/v1/gov/domains",
+        &token,
+        json!({"id": "market-board", "coop_id": "market", "quorum_percent": 1}),
+    )
+    .await
+    .expect(201);
+    api.call(
+        "PUT",
+        "/v1/coops/market",
+        Some(&token),
+        Some(json!({"treasury_domain": "market-board"})),
+    )
+    .await
+    .expect(200);
+    let p = api
+        .post(
+            "/v1/gov/domains/market-board/proposals",
+            &token,
+            json!({"title": "Seed fund", "payload": {"type": "budget", "amount": 10,
+                   "recipient": bob_did, "unit": "hours", "purpose": "seeds"}}),
+        )
+        .await
+        .expect(201);
+    let id = p["id"].as_str().expect("id").to_owned();
+    api.post(&format!("/v1/gov/proposals/{id}/open"), &token, json!({}))
+        .await
+        .expect(200);
+    api.post(
+        &format!("/v1/gov/proposals/{id}/vote"),
+        &token,
+        json!({"choice": "for"}),
+    )
+    .await
+    .expect(200);
+    let closed = api
+        .post(&format!("/v1/gov/proposals/{id}/close"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(closed["outcome"], "accepted");
+    let receipt = closed["decision_receipt_id"]
+        .as_str()
+        .expect("receipt")
+        .to_owned();
+
+    let executed = api
+        .get(
+            &format!("/v1/ledger/market/entries/by-decision?decision_hash={receipt}"),
+            &token,
+        )
+        .await
+        .expect(200);
+    let executed = executed
+        .as_array()
+        .cloned()
+        .or_else(|| executed["items"].as_array().cloned())
+        .unwrap_or_else(|| panic!("entries: {executed}"));
+    assert_eq!(executed.len(), 1, "{executed:?}");
+    let position = api
+        .get(&format!("/v1/ledger/market/position/{bob_did}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(position["positions"][0]["balance"], 10);
+    let list = api
+        .get("/v1/registry/decisions?coop_id=market", &token)
+        .await
+        .expect(200);
+    assert!(
+        list.as_array().is_some_and(|l| l
+            .iter()
+            .any(|d| d["decision_receipt_id"] == receipt.as_str())),
+        "{list}"
+    );
+    let trace = api
+        .get(&format!("/v1/registry/decisions/{receipt}/trace"), &token)
+        .await
+        .expect(200);
+    assert_eq!(
+        trace["entries"].as_array().map(Vec::len),
+        Some(1),
+        "{trace}"
+    );
+}

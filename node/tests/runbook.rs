@@ -624,14 +624,23 @@ fn coop_settings_through_icnctl() {
     assert!(set["treasury_domain"].is_string(), "{set}");
     let refused = run(bob, &["coop", "set", "garden", "--name", "Mine"]);
     assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
-    ok(run(admin, &["coop", "unit", "garden", "eur", "--scale", "2"]));
-    let rated = json(ok(run(admin, &["coop", "rate", "garden", "hours", "eur", "2500", "1"])));
+    ok(run(
+        admin,
+        &["coop", "unit", "garden", "eur", "--scale", "2"],
+    ));
+    let rated = json(ok(run(
+        admin,
+        &["coop", "rate", "garden", "hours", "eur", "2500", "1"],
+    )));
     assert_eq!(rated["rates"][0]["num"], 2500);
     let shown = json(ok(run(bob, &["coop", "show", "garden"])));
     assert_eq!(shown["policy"]["units"]["eur"]["scale"], 2);
 
     let relay = "did:icn:6MkqNiZbHEEp7MMwqz8P9ZyXPMhRUXNTbjwYQy6uWkaS";
-    let relays = json(ok(run(admin, &["relay", "add", "garden", relay, "127.0.0.1:7999"])));
+    let relays = json(ok(run(
+        admin,
+        &["relay", "add", "garden", relay, "127.0.0.1:7999"],
+    )));
     assert_eq!(relays[0]["addr"], "127.0.0.1:7999");
     assert_eq!(json(ok(run(bob, &["relay", "list", "garden"]))), relays);
     let refused = run(bob, &["relay", "remove", "garden", relay]);
@@ -645,6 +654,9 @@ fn coop_settings_through_icnctl() {
     assert_eq!(frozen["frozen"], true);
     let refused = run(bob, &["ledger", "freeze", "garden", &bob_did, "--unfreeze"]);
     assert_eq!(refused.status.code(), Some(3));
-    ok(run(admin, &["ledger", "freeze", "garden", &bob_did, "--unfreeze"]));
+    ok(run(
+        admin,
+        &["ledger", "freeze", "garden", &bob_did, "--unfreeze"],
+    ));
     stop(icnd);
 }
