@@ -39,6 +39,7 @@ mod docs;
 pub mod error;
 mod events;
 mod gov;
+pub mod idempotency;
 mod index;
 mod ledger;
 pub mod metrics;
@@ -106,6 +107,8 @@ struct Shared {
     delegations: Mutex<HashMap<[u8; 32], SignedDelegation>>,
     /// The co-ops' event logs.
     events: events::EventsHandle,
+    /// One idempotent request per key at a time.
+    idempotency: idempotency::Locks,
 }
 
 impl Gateway {
@@ -113,7 +116,7 @@ impl Gateway {
     pub fn new(engine: Engine, config: Config) -> Gateway {
         let metrics = Arc::new(Metrics::default());
         metrics.follow(&engine);
-        Gateway {
+        let gateway = Gateway {
             inner: Arc::new(Shared {
                 authority: Authority::new(
                     config.jwt_secret.clone(),
@@ -128,8 +131,14 @@ impl Gateway {
                 metrics,
                 config,
                 delegations: Mutex::new(HashMap::new()),
+                idempotency: idempotency::Locks::default(),
             }),
+        };
+        let before = auth::now_secs().saturating_sub(idempotency::KEPT_SECONDS);
+        if let Err(e) = gateway.inner.engine.store().prune_idempotent(before) {
+            tracing::warn!(error = %e, "pruning old idempotent answers");
         }
+        gateway
     }
 
     /// The gateway's counters.
@@ -158,6 +167,10 @@ impl Gateway {
                     "this route does not take that method; see /v1/openapi.json",
                 )
             })
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                idempotency::layer,
+            ))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.inner.config.body_limit,
             ))
@@ -235,7 +248,35 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
             )
             .build()
     };
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+    let idempotency = || {
+        ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "Retry-safe writes: a repeated request with the same key (per member, for a day) answers the first answer, with `Idempotent-Replayed: true`, and writes nothing again; the same key with another request answers 422.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(255)),
+            ))
+            .build()
+    };
     for item in spec.paths.paths.values_mut() {
+        for op in [&mut item.post, &mut item.put, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                op.parameters
+                    .get_or_insert_with(Vec::new)
+                    .push(idempotency());
+            }
+        }
         for op in [
             &mut item.get,
             &mut item.post,

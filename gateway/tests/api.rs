@@ -2004,3 +2004,76 @@ async fn a_budget_executes_end_to_end_over_http() {
         "{trace}"
     );
 }
+
+/// Issue 14 §4: a settle retried with the same Idempotency-Key (after a
+/// lost answer, even with a new token) answers the first time's answer and
+/// pays once; the same key for another request is refused.
+#[tokio::test]
+async fn a_retried_settle_with_an_idempotency_key_pays_once() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_did = bob.did().to_string();
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "mill", "default_credit_limit": 100}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/coops/mill/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    let settle = |token: String, key: &'static str, amount: i64| {
+        let api = &api;
+        let body = json!({"to": bob_did, "amount": amount, "unit": "hours"});
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/v1/ledger/mill/settle")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("Idempotency-Key", key)
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            api.send(req).await
+        }
+    };
+    let first = settle(token.clone(), "pay-bread-1", 5).await;
+    assert_eq!(first.headers["idempotent-replayed"], "false");
+    let first = first.expect(201);
+    let again = settle(token.clone(), "pay-bread-1", 5).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.expect(201), first);
+    // After logging in again, still the same member's key.
+    let token2 = api.login(&alice).await;
+    assert_eq!(settle(token2, "pay-bread-1", 5).await.expect(201), first);
+    // The same key for another request is refused; a bad key too.
+    settle(token.clone(), "pay-bread-1", 6).await.expect(422);
+    settle(token.clone(), "has space", 1).await.expect(400);
+    // Two at once with one key: one payment.
+    let (a, b) = tokio::join!(
+        settle(token.clone(), "pay-bread-2", 7),
+        settle(token.clone(), "pay-bread-2", 7)
+    );
+    assert_eq!(a.expect(201), b.expect(201));
+    let position = api
+        .get(&format!("/v1/ledger/mill/position/{bob_did}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(position["positions"][0]["balance"], 12, "5 + 7, each once");
+    // Bob's own key "pay-bread-1" is another slot.
+    let bob_token = api.login(&bob).await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/ledger/mill/settle")
+        .header(header::AUTHORIZATION, format!("Bearer {bob_token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", "pay-bread-1")
+        .body(Body::from(
+            json!({"to": alice.did().to_string(), "amount": 1, "unit": "hours"}).to_string(),
+        ))
+        .expect("request");
+    assert_eq!(api.send(req).await.headers["idempotent-replayed"], "false");
+}

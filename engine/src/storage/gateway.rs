@@ -53,6 +53,56 @@ impl Store {
         self.make_durable()
     }
 
+    /// Keeps the answer to an idempotent request under `slot`, stored at
+    /// `at` (unix seconds). Durable on return.
+    pub fn put_idempotent(
+        &self,
+        slot: &[u8; 32],
+        at: u64,
+        record: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut value = Vec::with_capacity(8 + record.len());
+        value.extend_from_slice(&at.to_be_bytes());
+        value.extend_from_slice(record);
+        self.inner
+            .gateway
+            .insert(keys::idempotent_key(slot), value)?;
+        self.make_durable()
+    }
+
+    /// The answer kept under `slot`, if one was stored at or after `since`.
+    pub fn idempotent(&self, slot: &[u8; 32], since: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(value) = self.inner.gateway.get(keys::idempotent_key(slot))? else {
+            return Ok(None);
+        };
+        let at = value
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt("an idempotent answer is too short"))?;
+        Ok((at >= since).then(|| value[8..].to_vec()))
+    }
+
+    /// Forgets the answers stored before `before` (unix seconds); how many.
+    pub fn prune_idempotent(&self, before: u64) -> Result<usize, StorageError> {
+        let mut batch = sled::Batch::default();
+        let mut pruned = 0;
+        for row in self.inner.gateway.scan_prefix([keys::IDEMPOTENT]) {
+            let (k, v) = row?;
+            let at = v
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if at < before {
+                batch.remove(k);
+                pruned += 1;
+            }
+        }
+        self.inner.gateway.apply_batch(batch)?;
+        Ok(pruned)
+    }
+
     /// Whether the delegation stored under `hash` was logged out.
     pub fn logged_out(&self, hash: &[u8; 32]) -> Result<bool, StorageError> {
         Ok(self

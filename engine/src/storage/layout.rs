@@ -14,6 +14,7 @@
 //! | `gateway` | `e` ‖ co-op id (32) ‖ seq (u64 BE) | one WebSocket event of the co-op, JSON |
 //! | `gateway` | `h` ‖ doc id (32) | the document heads (32 bytes each) whose changes the event log has covered |
 //! | `gateway` | `l` ‖ delegation hash (32) | (empty): the delegation was logged out (`POST /v1/auth/logout`); its tokens are refused |
+//! | `gateway` | `i` ‖ blake3(DID ‖ Idempotency-Key) (32) | stored-at (u64 BE, unix seconds) ‖ the request's fingerprint and its answer, as the gateway encodes them |
 //!
 //! The gateway reads and writes its records only through typed methods of
 //! [`crate::Store`] (`storage/gateway.rs`: `put_delegation_once`,
@@ -126,6 +127,15 @@ pub(crate) mod gateway {
     pub(crate) const EVENT: u8 = b'e';
     pub(crate) const HEADS: u8 = b'h';
     pub(crate) const LOGGED_OUT: u8 = b'l';
+    pub(crate) const IDEMPOTENT: u8 = b'i';
+
+    /// `i ‖ slot`.
+    pub(crate) fn idempotent_key(slot: &[u8; 32]) -> [u8; 33] {
+        let mut key = [0u8; 33];
+        key[0] = IDEMPOTENT;
+        key[1..].copy_from_slice(slot);
+        key
+    }
 
     /// `l ‖ delegation hash`.
     pub(crate) fn logged_out_key(hash: &[u8; 32]) -> [u8; 33] {
