@@ -81,6 +81,33 @@ impl Engine {
         })
     }
 
+    /// Cancels proposal `id` of `domain`: refused unless it is a draft or
+    /// open; that only its author cancels is the permission rules' to judge.
+    pub fn cancel_proposal(
+        &self,
+        domain: &DocId,
+        signer: &Signer,
+        id: &str,
+    ) -> Result<(), WriteError> {
+        self.write_with(domain, signer, |r, _, tx| {
+            let p = domain::Proposal::read(r, id)
+                .ok_or_else(|| SchemaError::Missing(format!("proposal {id}")))?;
+            if !matches!(
+                p.state,
+                domain::ProposalState::Draft | domain::ProposalState::Open
+            ) {
+                return Err(SchemaError::InvalidValue {
+                    field: "state",
+                    reason: format!(
+                        "proposal {id} is {}: only a draft or an open proposal is cancelled",
+                        p.state.as_str()
+                    ),
+                });
+            }
+            domain::set_proposal_state(tx, id, domain::ProposalState::Cancelled)
+        })
+    }
+
     /// Opens draft proposal `id` of `domain` at `now` (unix seconds) for
     /// `period` seconds (the domain's voting period when `None`). Refused
     /// unless the proposal exists and is a draft, and the period is

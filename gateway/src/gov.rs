@@ -22,8 +22,10 @@ use crate::{Auth, Body, Gateway, blocking, optional_json, parse_did};
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     OpenApiRouter::new()
         .routes(routes!(list_domains, create_domain))
-        .routes(routes!(get_domain))
+        .routes(routes!(get_domain, update_domain))
         .routes(routes!(list_members, add_member))
+        .routes(routes!(remove_member))
+        .routes(routes!(cancel_proposal))
         .routes(routes!(list_domain_proposals, create_domain_proposal))
         .routes(routes!(list_proposals, create_proposal))
         .routes(routes!(get_proposal))
@@ -188,26 +190,164 @@ fn proposal_json(engine: &Engine, domain: &DocId, id: &str) -> Result<Value, App
     Ok(proposal_view(domain, &d, p))
 }
 
+/// Filters of the domain list.
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DomainFilter {
+    /// Only the domains attached to this co-op (its id or document id).
+    coop_id: Option<String>,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/gov/domains",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    responses((status = 200, description = "The governance domains you belong to", body = serde_json::Value)),
+    params(DomainFilter),
+    responses((status = 200, description = "The governance domains you belong to (attached to `coop_id`, when given)", body = serde_json::Value)),
 )]
-async fn list_domains(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppError> {
+async fn list_domains(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Query(filter): Query<DomainFilter>,
+) -> Result<Json<Value>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
+        let coop = filter
+            .coop_id
+            .as_deref()
+            .map(|c| crate::scoped::coop_id(&gw, &auth.did, c))
+            .transpose()?;
         let engine = gw.engine();
         let mut out = Vec::new();
         for id in gw.index().all(DocKind::Domain) {
             if engine.may_receive(&id, &auth.did)
                 && let Some(Ok(d)) = engine.domain(&id)
+                && coop.is_none_or(|c| d.coop_id.as_deref() == Some(c.to_string().as_str()))
             {
                 out.push(domain_view(&gw, &id, &d));
             }
         }
         Ok(Json(Value::Array(out)))
+    })
+    .await
+}
+
+/// The rules to change (admins). A field this route does not know is
+/// refused (400).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateDomainRequest {
+    name: Option<String>,
+    #[schema(minimum = 0, maximum = 100)]
+    quorum_percent: Option<i64>,
+    #[schema(minimum = 0, maximum = 100)]
+    approval_percent: Option<i64>,
+    #[schema(minimum = 1, maximum = 366)]
+    voting_period_days: Option<i64>,
+    #[schema(minimum = 1, maximum = 31622400)]
+    voting_period_seconds: Option<i64>,
+    /// `{"kind": "simple_majority" | "supermajority" (threshold) | "consent" (max_blocks) | "unanimous" | "wasm" (module)}`.
+    #[schema(value_type = Option<Object>)]
+    method: Option<Method>,
+    allow_veto: Option<bool>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/gov/domains/{id}",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    request_body = UpdateDomainRequest,
+    responses((status = 200, description = "The domain with its rules changed (admins only); proposals open now keep the schedule they opened with", body = serde_json::Value), (status = 422, description = "A value out of range", body = crate::ErrorBody)),
+)]
+async fn update_domain(
+    State(gw): State<Gateway>,
+    d: InDomain<GovWrite>,
+    Body(req): Body<UpdateDomainRequest>,
+) -> Result<Json<Value>, AppError> {
+    let InDomain { auth, id, .. } = d;
+    blocking(move || {
+        let engine = gw.engine();
+        engine.write_with(&id, &auth.signer(), |r, _, tx| {
+            let mut rules = domain::read_rules(r);
+            if let Some(q) = req.quorum_percent {
+                rules.quorum_percent = q;
+            }
+            if let Some(a) = req.approval_percent {
+                rules.approval_percent = a;
+            }
+            if let Some(days) = req.voting_period_days {
+                rules.voting_period_seconds = days.saturating_mul(86_400);
+            }
+            if let Some(secs) = req.voting_period_seconds {
+                rules.voting_period_seconds = secs;
+            }
+            if let Some(m) = req.method.clone() {
+                rules.method = m;
+            }
+            if let Some(v) = req.allow_veto {
+                rules.allow_veto = v;
+            }
+            domain::set_rules(tx, &rules)?;
+            if let Some(name) = &req.name {
+                domain::set_name(tx, name)?;
+            }
+            Ok(())
+        })?;
+        let d = read_domain(engine, &id)?;
+        Ok(Json(domain_view(&gw, &id, &d)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/gov/domains/{id}/members/{did}",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The domain's id, or its document id"), ("did" = String, Path, description = "The member's DID")),
+    responses((status = 200, description = "The member, removed (admins; a member may remove itself: leave). The last active admin stays.", body = serde_json::Value), (status = 404, description = "Not a member of the domain", body = crate::ErrorBody)),
+)]
+async fn remove_member(
+    State(gw): State<Gateway>,
+    d: InDomain<GovWrite>,
+    Path((_domain, did)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let InDomain { auth, id, .. } = d;
+    let did = parse_did(&did)?;
+    blocking(move || {
+        let engine = gw.engine();
+        engine.write(&id, &auth.signer(), |tx| domain::remove_member(tx, &did))?;
+        let member = engine
+            .read(&id, |r| domain::DomainMember::read(r, &did))
+            .flatten();
+        Ok(Json(json!(member)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/gov/proposals/{id}/cancel",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
+    responses((status = 200, description = "The proposal, cancelled (its author only, while a draft or open)", body = serde_json::Value), (status = 422, description = "Neither a draft nor open", body = crate::ErrorBody)),
+)]
+async fn cancel_proposal(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(within): Query<ProposalIn>,
+) -> Result<Json<Value>, AppError> {
+    auth.require(Scope::GovWrite)?;
+    blocking(move || {
+        let domain = proposal_domain(&gw, &auth, &id, &within)?;
+        let engine = gw.engine();
+        engine.cancel_proposal(&domain, &auth.signer(), &id)?;
+        Ok(Json(proposal_json(engine, &domain, &id)?))
     })
     .await
 }

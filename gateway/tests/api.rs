@@ -833,6 +833,9 @@ async fn every_route_is_documented_and_served() {
         ("post", "/v1/coops/{id}/relays"),
         ("delete", "/v1/coops/{id}/relays/{did}"),
         ("post", "/v1/ledger/{coop}/freeze"),
+        ("put", "/v1/gov/domains/{id}"),
+        ("delete", "/v1/gov/domains/{id}/members/{did}"),
+        ("post", "/v1/gov/proposals/{id}/cancel"),
     ];
     for (method, path) in directory {
         assert!(
@@ -2076,4 +2079,109 @@ async fn a_retried_settle_with_an_idempotency_key_pays_once() {
         ))
         .expect("request");
     assert_eq!(api.send(req).await.headers["idempotent-replayed"], "false");
+}
+
+/// Issue 14 §1: a domain's rules changed, members removed, proposals
+/// cancelled by their authors, domains listed by co-op; each both ways.
+#[tokio::test]
+async fn domains_change_rules_remove_members_and_cancel_proposals() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let bob_did = bob.did().to_string();
+    api.post("/v1/coops", &token, json!({"id": "guild"}))
+        .await
+        .expect(201);
+    api.post("/v1/coops/guild/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    api.post(
+        "/v1/gov/domains",
+        &token,
+        json!({"id": "guild-board", "coop_id": "guild", "members": [bob_did]}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/gov/domains", &token, json!({"id": "elsewhere"}))
+        .await
+        .expect(201);
+    let listed = api
+        .get("/v1/gov/domains?coop_id=guild", &token)
+        .await
+        .expect(200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], "guild-board");
+
+    // Rules: admins only; unknown fields and bad values refused.
+    let put = |who: &str, body: serde_json::Value| {
+        let (api, who) = (&api, who.to_owned());
+        async move {
+            api.call("PUT", "/v1/gov/domains/guild-board", Some(&who), Some(body))
+                .await
+        }
+    };
+    put(&bob_token, json!({"quorum_percent": 10}))
+        .await
+        .expect(403);
+    put(&token, json!({"quorum": 10})).await.expect(400);
+    put(&token, json!({"voting_period_days": 0}))
+        .await
+        .expect(422);
+    let changed = put(
+        &token,
+        json!({"quorum_percent": 10, "voting_period_days": 2, "name": "Board"}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(changed["rules"]["quorum_percent"], 10);
+    assert_eq!(changed["rules"]["voting_period_seconds"], 172_800);
+    assert_eq!(changed["name"], "Board");
+
+    // Cancel: the author only, while a draft or open.
+    let p = api
+        .post(
+            "/v1/gov/domains/guild-board/proposals",
+            &token,
+            json!({"title": "Paint the door"}),
+        )
+        .await
+        .expect(201);
+    let id = p["id"].as_str().expect("id").to_owned();
+    api.post(
+        &format!("/v1/gov/proposals/{id}/cancel"),
+        &bob_token,
+        json!({}),
+    )
+    .await
+    .expect(403);
+    let cancelled = api
+        .post(&format!("/v1/gov/proposals/{id}/cancel"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(cancelled["state"], "cancelled");
+    api.post(&format!("/v1/gov/proposals/{id}/cancel"), &token, json!({}))
+        .await
+        .expect(422);
+
+    // Members: an admin removes one; a member may leave; not others.
+    let path = format!("/v1/gov/domains/guild-board/members/{}", alice.did());
+    api.call("DELETE", &path, Some(&bob_token), None)
+        .await
+        .expect(403);
+    let removed = api
+        .call(
+            "DELETE",
+            &format!("/v1/gov/domains/guild-board/members/{bob_did}"),
+            Some(&token),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(removed["active"], false);
+    // The last admin stays.
+    api.call("DELETE", &path, Some(&token), None)
+        .await
+        .expect(403);
 }

@@ -558,6 +558,18 @@ fn percent(field: &'static str, v: i64) -> Result<i64, SchemaError> {
     }
 }
 
+/// Renames the domain.
+pub fn set_name(tx: &mut impl Transactable, name: &str) -> Result<(), SchemaError> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(SchemaError::InvalidValue {
+            field: "name",
+            reason: "a name of 1 to 200 bytes".into(),
+        });
+    }
+    tx.put(ObjId::Root, "name", name)?;
+    Ok(())
+}
+
 /// Refuses a voting period that is not positive or is longer than
 /// [`MAX_VOTING_PERIOD_SECONDS`].
 pub fn check_voting_period(seconds: i64) -> Result<(), SchemaError> {

@@ -299,6 +299,9 @@ enum LedgerCommand {
 enum GovCommand {
     /// List the governance domains you belong to.
     Domains {
+        /// Only the domains attached to this co-op.
+        #[arg(long)]
+        coop: Option<String>,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -358,6 +361,13 @@ enum GovCommand {
         /// A comment kept with the vote.
         #[arg(long)]
         comment: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Cancel your own proposal while it is a draft or open.
+    Cancel {
+        /// The proposal's id.
+        proposal: String,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -489,10 +499,24 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
 async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<()> {
     use serde_json::json;
     let answer = match command {
-        GovCommand::Domains { gateway } => {
+        GovCommand::Domains { coop, gateway } => {
+            let path = match coop {
+                Some(c) => format!("/v1/gov/domains?coop_id={c}"),
+                None => "/v1/gov/domains".into(),
+            };
             client(data_dir, gateway)
                 .await?
-                .call("GET", "/v1/gov/domains", None)
+                .call("GET", &path, None)
+                .await?
+        }
+        GovCommand::Cancel { proposal, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/gov/proposals/{proposal}/cancel"),
+                    Some(json!({})),
+                )
                 .await?
         }
         GovCommand::CreateDomain {
