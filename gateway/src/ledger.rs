@@ -22,6 +22,8 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(settle))
         .routes(routes!(convert))
         .routes(routes!(freeze))
+        .routes(routes!(entry))
+        .routes(routes!(trial_balance))
         .routes(routes!(history))
         .routes(routes!(by_decision))
         .routes(routes!(legacy_balance))
@@ -66,14 +68,42 @@ pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, Ap
     path = "/v1/ledger/{coop}/position/{did}",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "A member's DID")),
-    responses((status = 200, description = "Net position in every unit: balance, credit limit, reserved, available", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "A member's DID, or `treasury`")),
+    responses((status = 200, description = "Net position in every unit: balance, credit limit, reserved, available (for `treasury`: its balance in every unit)", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
 async fn position(
     State(gw): State<Gateway>,
     c: InCoop<LedgerRead>,
     Path((_coop, did)): Path<(String, String)>,
 ) -> Result<Json<Value>, AppError> {
+    if did == "treasury" {
+        return blocking(move || {
+            let tb = gw.engine().trial_balance(&c.id)?;
+            let units = gw
+                .engine()
+                .coop(&c.id)
+                .and_then(Result::ok)
+                .map(|coop| coop.policy.units.into_keys().collect::<Vec<_>>())
+                .unwrap_or_default();
+            let positions: Vec<Value> = units
+                .iter()
+                .map(|unit| {
+                    let balance = tb
+                        .accounts
+                        .get(&(Account::Treasury.to_string(), unit.clone()))
+                        .copied()
+                        .unwrap_or(0);
+                    json!({"unit": unit, "balance": balance})
+                })
+                .collect();
+            Ok(Json(json!({
+                "coop_id": c.key,
+                "did": "treasury",
+                "positions": positions,
+            })))
+        })
+        .await;
+    }
     let member = parse_did(&did)?;
     blocking(move || {
         let units = gw.engine().position(&c.id, &member)?;
@@ -81,6 +111,73 @@ async fn position(
             "coop_id": c.key,
             "did": member,
             "positions": units,
+        })))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/{coop}/entries/{id}",
+    tag = "ledger",
+    security(("bearer" = ["ledger:read"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("id" = String, Path, description = "The entry's id (hex)")),
+    responses((status = 200, description = "The entry and its status (applied, or conflicted with the reason), and its canonical encoding in hex", body = serde_json::Value), (status = 400, description = "Not an entry id", body = crate::ErrorBody), (status = 404, description = "Not held here", body = crate::ErrorBody)),
+)]
+async fn entry(
+    State(gw): State<Gateway>,
+    c: InCoop<LedgerRead>,
+    Path((_coop, id)): Path<(String, String)>,
+) -> Result<Json<Value>, AppError> {
+    let entry_id = id
+        .parse::<EntryId>()
+        .map_err(|_| AppError::bad_request(format!("{id:?} is not an entry id (64 hex)")))?;
+    blocking(move || {
+        let engine = gw.engine();
+        let (signed, status) = engine
+            .entry(&c.id, &entry_id)?
+            .ok_or_else(|| AppError::not_found(format!("no entry {id} in this ledger here")))?;
+        let bytes = engine.entry_bytes(&c.id, &entry_id)?.unwrap_or_default();
+        Ok(Json(json!({
+            "id": entry_id,
+            "entry": signed.entry,
+            "status": status,
+            "bytes": hex::encode(bytes),
+        })))
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/ledger/{coop}/trial-balance",
+    tag = "ledger",
+    security(("bearer" = ["ledger:read"])),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    responses((status = 200, description = "Every non-zero balance by account and unit, each unit's total (always 0), the number of entries, and the conflicted ones", body = serde_json::Value)),
+)]
+async fn trial_balance(
+    State(gw): State<Gateway>,
+    c: InCoop<LedgerRead>,
+) -> Result<Json<Value>, AppError> {
+    blocking(move || {
+        let tb = gw.engine().trial_balance(&c.id)?;
+        let accounts: Vec<Value> = tb
+            .accounts
+            .iter()
+            .map(|((account, unit), balance)| json!({"account": account, "unit": unit, "balance": balance}))
+            .collect();
+        let totals: serde_json::Map<String, Value> = tb
+            .totals
+            .iter()
+            .map(|(unit, total)| (unit.clone(), json!(total.to_string())))
+            .collect();
+        Ok(Json(json!({
+            "coop_id": c.key,
+            "accounts": accounts,
+            "totals": totals,
+            "entries": tb.entries,
+            "conflicted": tb.conflicted,
         })))
     })
     .await

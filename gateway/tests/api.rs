@@ -834,6 +834,8 @@ async fn every_route_is_documented_and_served() {
         ("delete", "/v1/coops/{id}/relays/{did}"),
         ("post", "/v1/ledger/{coop}/freeze"),
         ("put", "/v1/gov/domains/{id}"),
+        ("get", "/v1/ledger/{coop}/entries/{id}"),
+        ("get", "/v1/ledger/{coop}/trial-balance"),
         ("delete", "/v1/gov/domains/{id}/members/{did}"),
         ("post", "/v1/gov/proposals/{id}/cancel"),
     ];
@@ -2005,6 +2007,50 @@ async fn a_budget_executes_end_to_end_over_http() {
         trace["entries"].as_array().map(Vec::len),
         Some(1),
         "{trace}"
+    );
+
+    // Issue 14 §4: the reads operators need.
+    let treasury = api
+        .get("/v1/ledger/market/position/treasury", &token)
+        .await
+        .expect(200);
+    assert_eq!(treasury["positions"][0]["unit"], "hours");
+    assert_eq!(treasury["positions"][0]["balance"], -10);
+    let entry_id = executed[0]["id"]
+        .as_str()
+        .or_else(|| executed[0]["entry_id"].as_str())
+        .or_else(|| executed[0].as_str())
+        .unwrap_or_else(|| panic!("an entry id in {:?}", executed[0]))
+        .to_owned();
+    let one = api
+        .get(&format!("/v1/ledger/market/entries/{entry_id}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(one["status"]["status"], "applied");
+    assert!(!one["entry"]["decision"].is_null(), "{one}");
+    api.get("/v1/ledger/market/entries/nothex", &token)
+        .await
+        .expect(400);
+    api.get(
+        &format!("/v1/ledger/market/entries/{}", "0".repeat(64)),
+        &token,
+    )
+    .await
+    .expect(404);
+    let tb = api
+        .get("/v1/ledger/market/trial-balance", &token)
+        .await
+        .expect(200);
+    assert_eq!(tb["totals"]["hours"], "0");
+    assert!(tb["entries"].as_u64().is_some_and(|n| n >= 1), "{tb}");
+    let history = api
+        .get("/v1/ledger/market/history?account=treasury", &token)
+        .await
+        .expect(200);
+    assert_eq!(
+        history["items"].as_array().map(Vec::len),
+        Some(1),
+        "{history}"
     );
 }
 

@@ -87,9 +87,34 @@ impl Client {
 
     /// One request; the JSON answer, or the gateway's error.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        self.send(method, path, body, None).await
+    }
+
+    /// [`Client::call`] with an `Idempotency-Key`: sent again, the same
+    /// request writes nothing twice.
+    pub async fn call_with_key(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        key: &str,
+    ) -> Result<Value> {
+        self.send(method, path, body, Some(key)).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let method: reqwest::Method = method.parse().context("HTTP method")?;
         let mut request = self.http.request(method, &url);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

@@ -658,5 +658,29 @@ fn coop_settings_through_icnctl() {
         admin,
         &["ledger", "freeze", "garden", &bob_did, "--unfreeze"],
     ));
+
+    // Ledger commands: a retry-safe payment, its entry, history, the
+    // trial balance.
+    let pay = [
+        "ledger",
+        "settle",
+        "garden",
+        bob_did.as_str(),
+        "3",
+        "hours",
+        "--memo",
+        "seeds",
+        "--idempotency-key",
+        "seeds-1",
+    ];
+    let first = json(ok(run(admin, &pay)));
+    assert_eq!(json(ok(run(admin, &pay))), first, "the retry pays once");
+    let id = first["entry_id"].as_str().expect("entry id");
+    let entry = json(ok(run(bob, &["ledger", "entry", "garden", id])));
+    assert_eq!(entry["status"]["status"], "applied");
+    let history = json(ok(run(bob, &["ledger", "history", "garden"])));
+    assert_eq!(history["items"].as_array().map(Vec::len), Some(1));
+    let tb = json(ok(run(bob, &["ledger", "trial-balance", "garden"])));
+    assert_eq!(tb["totals"]["hours"], "0");
     stop(icnd);
 }

@@ -279,6 +279,56 @@ enum LedgerCommand {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Pay a member: AMOUNT of UNIT from you to DID. Example:
+    /// icnctl ledger settle food-coop did:icn:… 2 hours --memo "Garden help"
+    Settle {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// Who is paid.
+        to: String,
+        /// How much, in the unit's smallest step.
+        amount: i64,
+        /// The unit.
+        unit: String,
+        #[arg(long, default_value = "")]
+        memo: String,
+        /// Retry-safe: the same key sent again pays once.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// The entries touching an account (yours by default; a DID or
+    /// `treasury`), a page at a time.
+    History {
+        /// The co-op's id (or document id).
+        coop: String,
+        #[arg(long)]
+        account: Option<String>,
+        /// The `next_cursor` of the page before.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// One entry and its status.
+    Entry {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The entry's id.
+        id: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Every non-zero balance, each unit's total (always 0), conflicted entries.
+    TrialBalance {
+        /// The co-op's id (or document id).
+        coop: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
     /// Freeze a member's account (admins): from the freeze's place on,
     /// entries touching it are conflicted. Example:
     /// icnctl ledger freeze food-coop did:icn:… (--unfreeze to lift it)
@@ -485,6 +535,55 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
                     Some(serde_json::json!({"did": did, "frozen": !unfreeze})),
                 )
                 .await?,
+            )?;
+        }
+        Command::Ledger(LedgerCommand::Settle {
+            coop,
+            to,
+            amount,
+            unit,
+            memo,
+            idempotency_key,
+            gateway,
+        }) => {
+            let c = client(data_dir, gateway).await?;
+            let body = serde_json::json!({"to": to, "amount": amount, "unit": unit, "memo": memo});
+            let path = format!("/v1/ledger/{coop}/settle");
+            let answer = match idempotency_key {
+                Some(key) => c.call_with_key("POST", &path, Some(body), &key).await?,
+                None => c.call("POST", &path, Some(body)).await?,
+            };
+            print(&answer)?;
+        }
+        Command::Ledger(LedgerCommand::History {
+            coop,
+            account,
+            cursor,
+            limit,
+            gateway,
+        }) => {
+            let c = client(data_dir, gateway).await?;
+            let mut path = format!("/v1/ledger/{coop}/history?limit={limit}");
+            if let Some(a) = account {
+                path.push_str(&format!("&account={a}"));
+            }
+            if let Some(cur) = cursor {
+                path.push_str(&format!("&cursor={cur}"));
+            }
+            print(&c.call("GET", &path, None).await?)?;
+        }
+        Command::Ledger(LedgerCommand::Entry { coop, id, gateway }) => {
+            let c = client(data_dir, gateway).await?;
+            print(
+                &c.call("GET", &format!("/v1/ledger/{coop}/entries/{id}"), None)
+                    .await?,
+            )?;
+        }
+        Command::Ledger(LedgerCommand::TrialBalance { coop, gateway }) => {
+            let c = client(data_dir, gateway).await?;
+            print(
+                &c.call("GET", &format!("/v1/ledger/{coop}/trial-balance"), None)
+                    .await?,
             )?;
         }
         Command::Gov(gov) => gov_command(data_dir, gov).await?,
