@@ -682,5 +682,23 @@ fn coop_settings_through_icnctl() {
     assert_eq!(history["items"].as_array().map(Vec::len), Some(1));
     let tb = json(ok(run(bob, &["ledger", "trial-balance", "garden"])));
     assert_eq!(tb["totals"]["hours"], "0");
+
+    // Members: add, role, remove; refused for a non-admin.
+    let carol_dir = tempfile::tempdir().expect("dir");
+    let carol = ok(icnctl(carol_dir.path(), &["id", "init"]))
+        .trim()
+        .to_owned();
+    let refused = run(bob, &["member", "add", "garden", &carol]);
+    assert_eq!(refused.status.code(), Some(3));
+    ok(run(admin, &["member", "add", "garden", &carol]));
+    let promoted = json(ok(run(
+        admin,
+        &["member", "role", "garden", &carol, "admin"],
+    )));
+    assert_eq!(promoted["role"], "admin");
+    let removed = json(ok(run(admin, &["member", "remove", "garden", &carol])));
+    assert_eq!(removed["status"], "removed");
+    let listed = json(ok(run(bob, &["member", "list", "garden"])));
+    assert_eq!(listed.as_array().map(Vec::len), Some(3));
     stop(icnd);
 }

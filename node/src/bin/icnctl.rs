@@ -16,7 +16,7 @@ use icn_node::control::Request;
 /// read from ICN_KEYSTORE_PASSPHRASE or asked for on the terminal. `status`
 /// and `network` talk to the icnd running on the same data directory,
 /// through its control socket <data-dir>/icnd.sock. `auth`, `ledger`,
-/// `gov`, `device`, `coop` and `relay` talk to a gateway (--gateway, or ICN_GATEWAY; default
+/// `gov`, `device`, `coop`, `relay` and `member` talk to a gateway (--gateway, or ICN_GATEWAY; default
 /// http://127.0.0.1:8080) with a token from --token or ICN_TOKEN, or log in
 /// with your identity first.
 ///
@@ -76,6 +76,53 @@ enum Command {
     /// the co-op without being members.
     #[command(subcommand)]
     Relay(RelayCommand),
+    /// A co-op's members, through a gateway (admins): add, change the role,
+    /// remove (which seals what the member wrote that this node had not seen).
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum MemberCommand {
+    /// List a co-op's members.
+    List {
+        /// The co-op's id (or document id).
+        coop: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Add a member (its DID key becomes its first device).
+    Add {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The new member's DID (`icnctl id show` on its machine).
+        did: String,
+        /// `member` (default), `admin` or `observer`.
+        #[arg(long, default_value = "member")]
+        role: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Change a member's role.
+    Role {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The member's DID.
+        did: String,
+        /// `member`, `admin` or `observer`.
+        role: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Remove a member (you may remove yourself: leave).
+    Remove {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The member's DID.
+        did: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -590,6 +637,7 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
         Command::Device(device) => device_command(data_dir, device).await?,
         Command::Coop(coop) => coop_command(data_dir, coop).await?,
         Command::Relay(relay) => relay_command(data_dir, relay).await?,
+        Command::Member(member) => member_command(data_dir, member).await?,
         _ => unreachable!("only gateway commands come here"),
     }
     Ok(())
@@ -781,6 +829,55 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
     print(&answer)
 }
 
+async fn member_command(data_dir: &std::path::Path, command: MemberCommand) -> Result<()> {
+    use serde_json::json;
+    let answer = match command {
+        MemberCommand::List { coop, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call("GET", &format!("/v1/coops/{coop}/members"), None)
+                .await?
+        }
+        MemberCommand::Add {
+            coop,
+            did,
+            role,
+            gateway,
+        } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/coops/{coop}/members"),
+                    Some(json!({"did": did, "role": role})),
+                )
+                .await?
+        }
+        MemberCommand::Role {
+            coop,
+            did,
+            role,
+            gateway,
+        } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "PUT",
+                    &format!("/v1/coops/{coop}/members/{did}"),
+                    Some(json!({ "role": role })),
+                )
+                .await?
+        }
+        MemberCommand::Remove { coop, did, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call("DELETE", &format!("/v1/coops/{coop}/members/{did}"), None)
+                .await?
+        }
+    };
+    print(&answer)
+}
+
 async fn relay_command(data_dir: &std::path::Path, command: RelayCommand) -> Result<()> {
     use serde_json::json;
     let answer = match command {
@@ -893,7 +990,8 @@ fn run(args: Args) -> Result<()> {
         | Command::Gov(_)
         | Command::Device(_)
         | Command::Coop(_)
-        | Command::Relay(_)) => {
+        | Command::Relay(_)
+        | Command::Member(_)) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
