@@ -41,6 +41,7 @@ mod events;
 mod gov;
 pub mod idempotency;
 mod index;
+mod invites;
 mod ledger;
 pub mod metrics;
 mod registry;
@@ -225,6 +226,7 @@ fn api() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
         .routes(routes!(ws::connect))
         .merge(coops::routes())
         .merge(devices::routes())
+        .merge(invites::routes())
         .merge(gov::routes())
         .merge(ledger::routes())
         .merge(registry::routes())

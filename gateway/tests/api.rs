@@ -836,6 +836,12 @@ async fn every_route_is_documented_and_served() {
         ("put", "/v1/gov/domains/{id}"),
         ("get", "/v1/ledger/{coop}/entries/{id}"),
         ("get", "/v1/ledger/{coop}/trial-balance"),
+        ("post", "/v1/coops/{id}/invites"),
+        ("post", "/v1/coops/{id}/applications"),
+        ("get", "/v1/coops/{id}/applications"),
+        ("get", "/v1/coops/{id}/applications/{did}"),
+        ("post", "/v1/coops/{id}/applications/{did}/approve"),
+        ("post", "/v1/coops/{id}/applications/{did}/reject"),
         ("delete", "/v1/gov/domains/{id}/members/{did}"),
         ("post", "/v1/gov/proposals/{id}/cancel"),
     ];
@@ -2230,4 +2236,150 @@ async fn domains_change_rules_remove_members_and_cancel_proposals() {
     api.call("DELETE", &path, Some(&token), None)
         .await
         .expect(403);
+}
+
+/// Issue 14 §3 (seed 002, onboarding): an admin invites, a fresh DID
+/// applies with the code and sees its application; an admin approves and
+/// the applicant is a member. Used, forged and foreign codes are refused,
+/// and the applicant does nothing else in the co-op until approved.
+#[tokio::test]
+async fn a_new_member_joins_with_an_invite() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let bob = keypair(2);
+    let carol = keypair(3);
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let carol_token = api.login(&carol).await;
+    let (bob_did, carol_did) = (bob.did().to_string(), carol.did().to_string());
+    api.post("/v1/coops", &token, json!({"id": "pantry"}))
+        .await
+        .expect(201);
+    api.post("/v1/coops", &token, json!({"id": "other"}))
+        .await
+        .expect(201);
+    // Only admins invite.
+    api.post("/v1/coops/pantry/invites", &bob_token, json!({}))
+        .await
+        .expect(403);
+    api.post("/v1/coops/pantry/invites", &token, json!({"role": "king"}))
+        .await
+        .expect(400);
+    let invite = api
+        .post(
+            "/v1/coops/pantry/invites",
+            &token,
+            json!({"credit_limit": 15, "expires_in_seconds": 3600}),
+        )
+        .await
+        .expect(201);
+    let code = invite["code"].as_str().expect("code").to_owned();
+    let other = api
+        .post("/v1/coops/other/invites", &token, json!({}))
+        .await
+        .expect(201)["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+
+    // Before applying, bob reads nothing of the co-op.
+    api.get("/v1/coops/pantry", &bob_token).await.expect(403);
+    api.post(
+        "/v1/coops/pantry/applications",
+        &bob_token,
+        json!({"code": "icn-inv-forged"}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/coops/pantry/applications",
+        &bob_token,
+        json!({"code": other}),
+    )
+    .await
+    .expect(403);
+    let applied = api
+        .post(
+            "/v1/coops/pantry/applications",
+            &bob_token,
+            json!({"code": code}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(applied["state"], "pending");
+    // The code works once.
+    api.post(
+        "/v1/coops/pantry/applications",
+        &carol_token,
+        json!({"code": code}),
+    )
+    .await
+    .expect(409);
+    // Pending: bob sees his application, and still nothing else.
+    let path = format!("/v1/coops/pantry/applications/{bob_did}");
+    assert_eq!(
+        api.get(&path, &bob_token).await.expect(200)["state"],
+        "pending"
+    );
+    api.get(&path, &carol_token).await.expect(403);
+    api.get("/v1/coops/pantry", &bob_token).await.expect(403);
+    api.post(
+        "/v1/ledger/pantry/settle",
+        &bob_token,
+        json!({"to": alice.did().to_string(), "amount": 1, "unit": "hours"}),
+    )
+    .await
+    .expect(403);
+    let listed = api
+        .get("/v1/coops/pantry/applications", &token)
+        .await
+        .expect(200);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    // Approved: a member with the invite's credit limit.
+    api.post(&format!("{path}/approve"), &bob_token, json!({}))
+        .await
+        .expect(403);
+    let approved = api
+        .post(&format!("{path}/approve"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(approved["state"], "approved");
+    api.post(&format!("{path}/approve"), &token, json!({}))
+        .await
+        .expect(409);
+    let member = api
+        .get(&format!("/v1/coops/pantry/members"), &bob_token)
+        .await
+        .expect(200);
+    let bob_row = member
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["did"] == bob_did.as_str()).cloned())
+        .expect("bob is a member");
+    assert_eq!(bob_row["credit_limit"], 15);
+    assert_eq!(bob_row["role"], "member");
+    // Rejection, for another applicant.
+    let code2 = api
+        .post("/v1/coops/pantry/invites", &token, json!({}))
+        .await
+        .expect(201)["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    api.post(
+        "/v1/coops/pantry/applications",
+        &carol_token,
+        json!({"code": code2}),
+    )
+    .await
+    .expect(201);
+    let rejected = api
+        .post(
+            &format!("/v1/coops/pantry/applications/{carol_did}/reject"),
+            &token,
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(rejected["state"], "rejected");
+    api.get("/v1/coops/pantry", &carol_token).await.expect(403);
 }

@@ -700,5 +700,25 @@ fn coop_settings_through_icnctl() {
     assert_eq!(removed["status"], "removed");
     let listed = json(ok(run(bob, &["member", "list", "garden"])));
     assert_eq!(listed.as_array().map(Vec::len), Some(3));
+
+    // Onboarding: invite, accept, status, approve.
+    let dave_dir = tempfile::tempdir().expect("dir");
+    let dave = dave_dir.path();
+    let dave_did = ok(icnctl(dave, &["id", "init"])).trim().to_owned();
+    let invite = json(ok(run(
+        admin,
+        &["invite", "create", "garden", "--credit-limit", "5"],
+    )));
+    let code = invite["code"].as_str().expect("code").to_owned();
+    let applied = json(ok(run(dave, &["invite", "accept", "garden", &code])));
+    assert_eq!(applied["state"], "pending");
+    let again = run(dave, &["invite", "accept", "garden", &code]);
+    assert_eq!(again.status.code(), Some(3), "a code works once");
+    let status = json(ok(run(dave, &["invite", "status", "garden"])));
+    assert_eq!(status["state"], "pending");
+    let approved = json(ok(run(admin, &["invite", "approve", "garden", &dave_did])));
+    assert_eq!(approved["state"], "approved");
+    let listed = json(ok(run(dave, &["member", "list", "garden"])));
+    assert_eq!(listed.as_array().map(Vec::len), Some(4));
     stop(icnd);
 }

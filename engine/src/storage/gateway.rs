@@ -103,6 +103,80 @@ impl Store {
         Ok(pruned)
     }
 
+    /// Stores an invite under the hash of its code, unless one is there.
+    /// Durable on return.
+    pub fn put_invite(&self, hash: &[u8; 32], invite: &[u8]) -> Result<bool, StorageError> {
+        let swapped = self.inner.gateway.compare_and_swap(
+            keys::invite_key(hash),
+            None as Option<&[u8]>,
+            Some(invite),
+        )?;
+        self.make_durable()?;
+        Ok(swapped.is_ok())
+    }
+
+    /// The invite stored under the hash of its code.
+    pub fn invite(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .inner
+            .gateway
+            .get(keys::invite_key(hash))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Replaces the invite `old` with `new` if it is still `old`: how a
+    /// one-time code is used once, even by two applicants at the same
+    /// moment. Durable on return.
+    pub fn swap_invite(
+        &self,
+        hash: &[u8; 32],
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<bool, StorageError> {
+        let swapped =
+            self.inner
+                .gateway
+                .compare_and_swap(keys::invite_key(hash), Some(old), Some(new))?;
+        self.make_durable()?;
+        Ok(swapped.is_ok())
+    }
+
+    /// Stores `applicant`'s application to `coop`. Durable on return.
+    pub fn put_application(
+        &self,
+        coop: &DocId,
+        applicant: &[u8; 32],
+        application: &[u8],
+    ) -> Result<(), StorageError> {
+        self.inner
+            .gateway
+            .insert(keys::application_key(coop, applicant), application)?;
+        self.make_durable()
+    }
+
+    /// `applicant`'s application to `coop`.
+    pub fn application(
+        &self,
+        coop: &DocId,
+        applicant: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .inner
+            .gateway
+            .get(keys::application_key(coop, applicant))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Every application to `coop`.
+    pub fn applications(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, StorageError> {
+        self.inner
+            .gateway
+            .scan_prefix(keys::applications_prefix(coop))
+            .values()
+            .map(|v| Ok(v?.to_vec()))
+            .collect()
+    }
+
     /// Whether the delegation stored under `hash` was logged out.
     pub fn logged_out(&self, hash: &[u8; 32]) -> Result<bool, StorageError> {
         Ok(self

@@ -14,6 +14,8 @@
 //! | `gateway` | `e` ‖ co-op id (32) ‖ seq (u64 BE) | one WebSocket event of the co-op, JSON |
 //! | `gateway` | `h` ‖ doc id (32) | the document heads (32 bytes each) whose changes the event log has covered |
 //! | `gateway` | `l` ‖ delegation hash (32) | (empty): the delegation was logged out (`POST /v1/auth/logout`); its tokens are refused |
+//! | `gateway` | `v` ‖ blake3(invite code) (32) | an invite to a co-op, as the gateway encodes it (the code itself is never stored) |
+//! | `gateway` | `a` ‖ co-op id (32) ‖ applicant DID (32) | an application to join the co-op, as the gateway encodes it |
 //! | `gateway` | `i` ‖ blake3(DID ‖ Idempotency-Key) (32) | stored-at (u64 BE, unix seconds) ‖ the request's fingerprint and its answer, as the gateway encodes them |
 //!
 //! The gateway reads and writes its records only through typed methods of
@@ -128,6 +130,32 @@ pub(crate) mod gateway {
     pub(crate) const HEADS: u8 = b'h';
     pub(crate) const LOGGED_OUT: u8 = b'l';
     pub(crate) const IDEMPOTENT: u8 = b'i';
+    pub(crate) const INVITE: u8 = b'v';
+    pub(crate) const APPLICATION: u8 = b'a';
+
+    /// `v ‖ code hash`.
+    pub(crate) fn invite_key(hash: &[u8; 32]) -> [u8; 33] {
+        let mut key = [0u8; 33];
+        key[0] = INVITE;
+        key[1..].copy_from_slice(hash);
+        key
+    }
+
+    /// `a ‖ co-op id`: the prefix of a co-op's applications.
+    pub(crate) fn applications_prefix(coop: &DocId) -> [u8; 33] {
+        let mut key = [0u8; 33];
+        key[0] = APPLICATION;
+        key[1..].copy_from_slice(&coop.0);
+        key
+    }
+
+    /// `a ‖ co-op id ‖ applicant`.
+    pub(crate) fn application_key(coop: &DocId, applicant: &[u8; 32]) -> [u8; 65] {
+        let mut key = [0u8; 65];
+        key[..33].copy_from_slice(&applications_prefix(coop));
+        key[33..].copy_from_slice(applicant);
+        key
+    }
 
     /// `i ‖ slot`.
     pub(crate) fn idempotent_key(slot: &[u8; 32]) -> [u8; 33] {

@@ -16,7 +16,7 @@ use icn_node::control::Request;
 /// read from ICN_KEYSTORE_PASSPHRASE or asked for on the terminal. `status`
 /// and `network` talk to the icnd running on the same data directory,
 /// through its control socket <data-dir>/icnd.sock. `auth`, `ledger`,
-/// `gov`, `device`, `coop`, `relay` and `member` talk to a gateway (--gateway, or ICN_GATEWAY; default
+/// `gov`, `device`, `coop`, `relay`, `member` and `invite` talk to a gateway (--gateway, or ICN_GATEWAY; default
 /// http://127.0.0.1:8080) with a token from --token or ICN_TOKEN, or log in
 /// with your identity first.
 ///
@@ -80,6 +80,60 @@ enum Command {
     /// remove (which seals what the member wrote that this node had not seen).
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Onboarding, through a gateway: an admin creates a one-time code, a
+    /// newcomer applies with it, an admin approves.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum InviteCommand {
+    /// Create a one-time invite code (admins). Example:
+    /// icnctl invite create food-coop --credit-limit 20 --expires-in 86400
+    Create {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// `member` (default), `admin` or `observer`.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// The newcomer's credit limit (the policy's default when absent).
+        #[arg(long)]
+        credit_limit: Option<i64>,
+        /// Seconds the code lives (default 7 days, at most 30).
+        #[arg(long)]
+        expires_in: Option<u64>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Apply to a co-op with a code, as the identity in --data-dir (no
+    /// membership needed).
+    Accept {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The invite code.
+        code: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// An application's state (yours by default).
+    Status {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The applicant (admins may look at anyone's).
+        #[arg(long)]
+        did: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Approve an application (admins): the applicant becomes a member.
+    Approve {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The applicant's DID.
+        did: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -638,6 +692,7 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
         Command::Coop(coop) => coop_command(data_dir, coop).await?,
         Command::Relay(relay) => relay_command(data_dir, relay).await?,
         Command::Member(member) => member_command(data_dir, member).await?,
+        Command::Invite(invite) => invite_command(data_dir, invite).await?,
         _ => unreachable!("only gateway commands come here"),
     }
     Ok(())
@@ -829,6 +884,63 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
     print(&answer)
 }
 
+async fn invite_command(data_dir: &std::path::Path, command: InviteCommand) -> Result<()> {
+    use serde_json::json;
+    let answer = match command {
+        InviteCommand::Create {
+            coop,
+            role,
+            credit_limit,
+            expires_in,
+            gateway,
+        } => {
+            let mut body = json!({ "role": role });
+            if let Some(l) = credit_limit {
+                body["credit_limit"] = json!(l);
+            }
+            if let Some(e) = expires_in {
+                body["expires_in_seconds"] = json!(e);
+            }
+            client(data_dir, gateway)
+                .await?
+                .call("POST", &format!("/v1/coops/{coop}/invites"), Some(body))
+                .await?
+        }
+        InviteCommand::Accept {
+            coop,
+            code,
+            gateway,
+        } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/coops/{coop}/applications"),
+                    Some(json!({ "code": code })),
+                )
+                .await?
+        }
+        InviteCommand::Status { coop, did, gateway } => {
+            let did = member_or_me(data_dir, did)?;
+            client(data_dir, gateway)
+                .await?
+                .call("GET", &format!("/v1/coops/{coop}/applications/{did}"), None)
+                .await?
+        }
+        InviteCommand::Approve { coop, did, gateway } => {
+            client(data_dir, gateway)
+                .await?
+                .call(
+                    "POST",
+                    &format!("/v1/coops/{coop}/applications/{did}/approve"),
+                    Some(json!({})),
+                )
+                .await?
+        }
+    };
+    print(&answer)
+}
+
 async fn member_command(data_dir: &std::path::Path, command: MemberCommand) -> Result<()> {
     use serde_json::json;
     let answer = match command {
@@ -991,7 +1103,8 @@ fn run(args: Args) -> Result<()> {
         | Command::Device(_)
         | Command::Coop(_)
         | Command::Relay(_)
-        | Command::Member(_)) => {
+        | Command::Member(_)
+        | Command::Invite(_)) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
