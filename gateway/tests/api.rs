@@ -2348,7 +2348,7 @@ async fn a_new_member_joins_with_an_invite() {
         .await
         .expect(409);
     let member = api
-        .get(&format!("/v1/coops/pantry/members"), &bob_token)
+        .get("/v1/coops/pantry/members", &bob_token)
         .await
         .expect(200);
     let bob_row = member
