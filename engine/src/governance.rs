@@ -64,6 +64,15 @@ impl Engine {
         self.store().put_blob(bytes)
     }
 
+    /// Checks and stores a tally module uploaded by a member: `Err` with
+    /// why, when it is no valid WebAssembly module for the tally runner.
+    pub fn upload_module(&self, bytes: &[u8]) -> Result<Result<[u8; 32], String>, StorageError> {
+        if let Err(why) = self.policies().check(bytes) {
+            return Ok(Err(why));
+        }
+        self.put_module(bytes).map(Ok)
+    }
+
     /// Creates proposal `new` in `domain`, a draft. Refused if the domain
     /// holds a proposal with its id already: checked in the same write, so
     /// two creators of one id cannot both succeed here.

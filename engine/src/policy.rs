@@ -86,6 +86,19 @@ impl Policies {
         })
     }
 
+    /// Whether `bytes` is a WebAssembly module this runner takes: at most
+    /// [`MAX_MODULE_BYTES`], and valid for its configuration.
+    pub fn check(&self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(format!(
+                "a tally module has at most {MAX_MODULE_BYTES} bytes, this one {}",
+                bytes.len()
+            ));
+        }
+        Module::validate(&self.wasm, bytes)
+            .map_err(|e| format!("not a valid WebAssembly module: {e}"))
+    }
+
     /// Runs module `bytes` (whose hash is `hash`) on `input`.
     pub fn tally(&self, hash: &[u8; 32], bytes: &[u8], input: &[u8]) -> Outcome {
         self.run(hash, bytes, input).unwrap_or(Outcome::PolicyError)

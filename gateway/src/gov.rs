@@ -26,6 +26,8 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(list_members, add_member))
         .routes(routes!(remove_member))
         .routes(routes!(cancel_proposal))
+        .routes(routes!(upload_module))
+        .routes(routes!(get_module))
         .routes(routes!(list_domain_proposals, create_domain_proposal))
         .routes(routes!(list_proposals, create_proposal))
         .routes(routes!(get_proposal))
@@ -938,6 +940,67 @@ async fn close_proposal(
         let mut view = proposal_json(engine, &domain, &id)?;
         view["decision_receipt_id"] = json!(hex::encode(receipt.hash()));
         Ok(Json(view))
+    })
+    .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/modules",
+    tag = "governance",
+    security(("bearer" = ["gov:write"])),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly tally module (at most 1 MiB): it exports `memory`, `alloc(len) -> ptr` and `tally(ptr, len) -> outcome` (docs/governance.md)"),
+    responses(
+        (status = 201, description = "`{hash}`: the module's blake3 hash, hex. A domain names it in its rules: `{\"method\": {\"kind\": \"wasm\", \"module\": \"<hash>\"}}`; peers fetch it by hash", body = serde_json::Value),
+        (status = 422, description = "Not a valid WebAssembly module, or too large", body = crate::ErrorBody),
+    ),
+)]
+async fn upload_module(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    auth.require(Scope::GovWrite)?;
+    blocking(move || match gw.engine().upload_module(&body)? {
+        Ok(hash) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"hash": hex::encode(hash), "bytes": body.len()})),
+        )),
+        Err(why) => Err(AppError::unprocessable(why)),
+    })
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/modules/{hash}",
+    tag = "governance",
+    security(("bearer" = ["gov:read"])),
+    params(("hash" = String, Path, description = "The module's blake3 hash, hex")),
+    responses((status = 200, description = "The module's bytes (application/wasm)", content_type = "application/wasm", body = Vec<u8>), (status = 400, description = "Not a hash", body = crate::ErrorBody), (status = 404, description = "Not held here", body = crate::ErrorBody)),
+)]
+async fn get_module(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Path(hash): Path<String>,
+) -> Result<axum::response::Response, AppError> {
+    use axum::response::IntoResponse;
+    auth.require(Scope::GovRead)?;
+    let key = hex::decode(&hash)
+        .ok()
+        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        .ok_or_else(|| AppError::bad_request(format!("{hash:?} is not a blake3 hash (64 hex)")))?;
+    blocking(move || {
+        let bytes = gw
+            .engine()
+            .store()
+            .blob(&key)?
+            .ok_or_else(|| AppError::not_found(format!("no module {hash} here")))?;
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/wasm")],
+            bytes,
+        )
+            .into_response())
     })
     .await
 }

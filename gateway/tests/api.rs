@@ -842,6 +842,8 @@ async fn every_route_is_documented_and_served() {
         ("get", "/v1/coops/{id}/applications/{did}"),
         ("post", "/v1/coops/{id}/applications/{did}/approve"),
         ("post", "/v1/coops/{id}/applications/{did}/reject"),
+        ("post", "/v1/modules"),
+        ("get", "/v1/modules/{hash}"),
         ("delete", "/v1/gov/domains/{id}/members/{did}"),
         ("post", "/v1/gov/proposals/{id}/cancel"),
     ];
@@ -2382,4 +2384,54 @@ async fn a_new_member_joins_with_an_invite() {
         .expect(200);
     assert_eq!(rejected["state"], "rejected");
     api.get("/v1/coops/pantry", &carol_token).await.expect(403);
+}
+
+/// Issue 14 §1: a WASM tally module uploaded by content and addressed by
+/// its blake3 hash; a domain names it.
+#[tokio::test]
+async fn tally_modules_are_uploaded_by_content() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let token = api.login(&alice).await;
+    let upload = |bytes: Vec<u8>, token: Option<String>| {
+        let api = &api;
+        async move {
+            let mut req = Request::builder()
+                .method("POST")
+                .uri("/v1/modules")
+                .header(header::CONTENT_TYPE, "application/wasm");
+            if let Some(t) = token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            api.send(req.body(Body::from(bytes)).expect("request"))
+                .await
+        }
+    };
+    // The smallest valid module: the magic number and version 1.
+    let module = vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+    upload(module.clone(), None).await.expect(401);
+    upload(b"not wasm".to_vec(), Some(token.clone()))
+        .await
+        .expect(422);
+    let stored = upload(module.clone(), Some(token.clone()))
+        .await
+        .expect(201);
+    let hash = hex::encode(blake3::hash(&module).as_bytes());
+    assert_eq!(stored["hash"], hash);
+    let got = api.get(&format!("/v1/modules/{hash}"), &token).await;
+    assert_eq!(got.status.as_u16(), 200);
+    assert_eq!(got.bytes, module);
+    api.get(&format!("/v1/modules/{}", "0".repeat(64)), &token)
+        .await
+        .expect(404);
+    api.get("/v1/modules/xyz", &token).await.expect(400);
+    let domain = api
+        .post(
+            "/v1/gov/domains",
+            &token,
+            json!({"id": "wasm-board", "method": {"kind": "wasm", "module": hash}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(domain["rules"]["method"]["module"], hash);
 }
