@@ -27,8 +27,20 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(emergency_revoke))
 }
 
+/// The co-ops on this node that list `member` and that `caller` reads; 404
+/// when there are none.
+fn coops_listing(gw: &Gateway, caller: &Did, member: &Did) -> Result<Vec<DocId>, AppError> {
+    let coops = coops_listed(gw, caller, member);
+    if coops.is_empty() {
+        return Err(AppError::not_found(format!(
+            "no co-op you read on this node lists {member}"
+        )));
+    }
+    Ok(coops)
+}
+
 /// The co-ops on this node that list `member` and that `caller` reads.
-fn coops_listing(gw: &Gateway, caller: &Did, member: &Did) -> Vec<DocId> {
+fn coops_listed(gw: &Gateway, caller: &Did, member: &Did) -> Vec<DocId> {
     let engine = gw.engine();
     gw.index()
         .all(DocKind::Coop)
@@ -139,12 +151,7 @@ async fn list(
     auth.require(Scope::CoopRead)?;
     let member = parse_did(&did)?;
     blocking(move || {
-        let coops = coops_listing(&gw, &auth.did, &member);
-        if coops.is_empty() {
-            return Err(AppError::not_found(format!(
-                "no co-op you read on this node lists {member}"
-            )));
-        }
+        let coops = coops_listing(&gw, &auth.did, &member)?;
         Ok(Json(json!({
             "did": member,
             "devices": device_rows(&gw, &member, &coops),
@@ -217,12 +224,7 @@ async fn register(
         )));
     }
     blocking(move || {
-        let coops = coops_listing(&gw, &auth.did, &member);
-        if coops.is_empty() {
-            return Err(AppError::not_found(format!(
-                "no co-op you read on this node lists {member}"
-            )));
-        }
+        let coops = coops_listing(&gw, &auth.did, &member)?;
         let now = now_secs() as i64;
         let outcomes = in_each(&gw, &coops, |id| {
             gw.engine().write(id, &auth.signer(), |tx| {
@@ -311,7 +313,7 @@ async fn revoke(
     let body: RevokeRequest = crate::optional_json(&body)?;
     let reason = reason(query.reason.as_deref().or(body.reason.as_deref()), None)?;
     blocking(move || {
-        let coops: Vec<DocId> = coops_listing(&gw, &auth.did, &member)
+        let coops: Vec<DocId> = coops_listed(&gw, &auth.did, &member)
             .into_iter()
             .filter(|id| {
                 gw.engine()
@@ -385,12 +387,7 @@ async fn emergency_revoke(
     }
     let reason = reason(req.reason.as_deref(), Some("emergency"))?;
     blocking(move || {
-        let coops = coops_listing(&gw, &auth.did, &member);
-        if coops.is_empty() {
-            return Err(AppError::not_found(format!(
-                "no co-op you read on this node lists {member}"
-            )));
-        }
+        let coops = coops_listing(&gw, &auth.did, &member)?;
         let revocation = Revocation {
             reason,
             at: now_secs() as i64,

@@ -162,6 +162,37 @@ fn proposal_domain(
     }
 }
 
+/// Overrides the rules a request names (a period in days, then one in
+/// seconds, which wins).
+fn override_rules(
+    rules: &mut Rules,
+    quorum_percent: Option<i64>,
+    approval_percent: Option<i64>,
+    voting_period_days: Option<i64>,
+    voting_period_seconds: Option<i64>,
+    method: Option<Method>,
+    allow_veto: Option<bool>,
+) {
+    if let Some(q) = quorum_percent {
+        rules.quorum_percent = q;
+    }
+    if let Some(a) = approval_percent {
+        rules.approval_percent = a;
+    }
+    if let Some(days) = voting_period_days {
+        rules.voting_period_seconds = days.saturating_mul(86_400);
+    }
+    if let Some(secs) = voting_period_seconds {
+        rules.voting_period_seconds = secs;
+    }
+    if let Some(m) = method {
+        rules.method = m;
+    }
+    if let Some(v) = allow_veto {
+        rules.allow_veto = v;
+    }
+}
+
 /// For a domain attached to a co-op, `did` must be one of the co-op's
 /// members (not removed): nobody lists outsiders, or the co-op's members in
 /// a domain the co-op's members did not make.
@@ -274,24 +305,15 @@ async fn update_domain(
         let engine = gw.engine();
         engine.write_with(&id, &auth.signer(), |r, _, tx| {
             let mut rules = domain::read_rules(r);
-            if let Some(q) = req.quorum_percent {
-                rules.quorum_percent = q;
-            }
-            if let Some(a) = req.approval_percent {
-                rules.approval_percent = a;
-            }
-            if let Some(days) = req.voting_period_days {
-                rules.voting_period_seconds = days.saturating_mul(86_400);
-            }
-            if let Some(secs) = req.voting_period_seconds {
-                rules.voting_period_seconds = secs;
-            }
-            if let Some(m) = req.method.clone() {
-                rules.method = m;
-            }
-            if let Some(v) = req.allow_veto {
-                rules.allow_veto = v;
-            }
+            override_rules(
+                &mut rules,
+                req.quorum_percent,
+                req.approval_percent,
+                req.voting_period_days,
+                req.voting_period_seconds,
+                req.method.clone(),
+                req.allow_veto,
+            );
             domain::set_rules(tx, &rules)?;
             if let Some(name) = &req.name {
                 domain::set_name(tx, name)?;
@@ -425,24 +447,15 @@ async fn create_domain(
             Rules::PROFILES.join(", ")
         ))
     })?;
-    if let Some(q) = req.quorum_percent {
-        rules.quorum_percent = q;
-    }
-    if let Some(a) = req.approval_percent {
-        rules.approval_percent = a;
-    }
-    if let Some(days) = req.voting_period_days {
-        rules.voting_period_seconds = days.saturating_mul(86_400);
-    }
-    if let Some(secs) = req.voting_period_seconds {
-        rules.voting_period_seconds = secs;
-    }
-    if let Some(m) = req.method.clone() {
-        rules.method = m;
-    }
-    if let Some(v) = req.allow_veto {
-        rules.allow_veto = v;
-    }
+    override_rules(
+        &mut rules,
+        req.quorum_percent,
+        req.approval_percent,
+        req.voting_period_days,
+        req.voting_period_seconds,
+        req.method.clone(),
+        req.allow_veto,
+    );
     let members = req
         .members
         .iter()

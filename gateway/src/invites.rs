@@ -54,6 +54,14 @@ struct Application {
     decided_by: Option<String>,
 }
 
+/// Whether `did` is an active admin of `coop` as this node holds it.
+fn is_admin(gw: &Gateway, coop: &DocId, did: &Did) -> bool {
+    gw.engine()
+        .read(coop, |r| coop::Standing::read(r, did))
+        .flatten()
+        .is_some_and(|s| s.is_admin())
+}
+
 fn code_hash(code: &str) -> [u8; 32] {
     blake3::hash(code.trim().as_bytes()).into()
 }
@@ -125,11 +133,7 @@ async fn create_invite(
     }
     blocking(move || {
         // Only an admin invites: the same rule as adding a member.
-        let admin = gw
-            .engine()
-            .read(&id, |r| coop::Standing::read(r, &auth.did))
-            .flatten()
-            .is_some_and(|s| s.is_admin());
+        let admin = is_admin(&gw, &id, &auth.did);
         if !admin {
             return Err(AppError::forbidden(format!(
                 "{} is not an admin of this co-op: only admins invite",
@@ -253,6 +257,32 @@ fn read_application(gw: &Gateway, coop: &DocId, did: &Did) -> Result<Application
     decode(&bytes)
 }
 
+/// Decides `did`'s pending application as `state`, by `admin`, once `act`
+/// (the membership, for an approval) is done.
+fn decide(
+    gw: &Gateway,
+    coop: &DocId,
+    did: &Did,
+    admin: &Did,
+    state: &str,
+    act: impl FnOnce(&Application) -> Result<(), AppError>,
+) -> Result<Application, AppError> {
+    let mut a = read_application(gw, coop, did)?;
+    if a.state != "pending" {
+        return Err(AppError::conflict(format!(
+            "the application is {}",
+            a.state
+        )));
+    }
+    act(&a)?;
+    a.state = state.into();
+    a.decided_by = Some(admin.to_string());
+    gw.engine()
+        .store()
+        .put_application(coop, did.as_bytes(), &encode(&a)?)?;
+    Ok(a)
+}
+
 #[utoipa::path(
     get,
     path = "/v1/coops/{id}/applications/{did}",
@@ -269,11 +299,7 @@ async fn application(
     let did = parse_did(&did)?;
     blocking(move || {
         let id = gw.index().resolve(DocKind::Coop, &key)?;
-        let admin = gw
-            .engine()
-            .read(&id, |r| coop::Standing::read(r, &auth.did))
-            .flatten()
-            .is_some_and(|s| s.is_admin());
+        let admin = is_admin(&gw, &id, &auth.did);
         if did != auth.did && !admin {
             return Err(AppError::forbidden(
                 "an application is read by its applicant and the co-op's admins",
@@ -300,11 +326,7 @@ async fn list_applications(
     c: InCoop<CoopAdmin>,
 ) -> Result<Json<Value>, AppError> {
     blocking(move || {
-        let admin = gw
-            .engine()
-            .read(&c.id, |r| coop::Standing::read(r, &c.auth.did))
-            .flatten()
-            .is_some_and(|s| s.is_admin());
+        let admin = is_admin(&gw, &c.id, &c.auth.did);
         if !admin {
             return Err(AppError::forbidden("only admins list applications"));
         }
@@ -333,27 +355,17 @@ async fn approve(
     let InCoop { auth, id, key, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {
-        let mut a = read_application(&gw, &id, &did)?;
-        if a.state != "pending" {
-            return Err(AppError::conflict(format!(
-                "the application is {}",
-                a.state
-            )));
-        }
-        let role = Role::parse(&a.role).unwrap_or(Role::Member);
-        let limit = a.credit_limit;
-        gw.engine().write(&id, &auth.signer(), |tx| {
-            coop::add_member(tx, &did, role, now_secs() as i64)?;
-            if let Some(limit) = limit {
-                coop::set_credit_limit(tx, &did, limit)?;
-            }
+        let a = decide(&gw, &id, &did, &auth.did, "approved", |a| {
+            let role = Role::parse(&a.role).unwrap_or(Role::Member);
+            gw.engine().write(&id, &auth.signer(), |tx| {
+                coop::add_member(tx, &did, role, now_secs() as i64)?;
+                if let Some(limit) = a.credit_limit {
+                    coop::set_credit_limit(tx, &did, limit)?;
+                }
+                Ok(())
+            })?;
             Ok(())
         })?;
-        a.state = "approved".into();
-        a.decided_by = Some(auth.did.to_string());
-        gw.engine()
-            .store()
-            .put_application(&id, did.as_bytes(), &encode(&a)?)?;
         Ok(Json(application_view(&key, &a)))
     })
     .await
@@ -375,26 +387,10 @@ async fn reject(
     let InCoop { auth, id, key, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {
-        let admin = gw
-            .engine()
-            .read(&id, |r| coop::Standing::read(r, &auth.did))
-            .flatten()
-            .is_some_and(|s| s.is_admin());
-        if !admin {
+        if !is_admin(&gw, &id, &auth.did) {
             return Err(AppError::forbidden("only admins decide applications"));
         }
-        let mut a = read_application(&gw, &id, &did)?;
-        if a.state != "pending" {
-            return Err(AppError::conflict(format!(
-                "the application is {}",
-                a.state
-            )));
-        }
-        a.state = "rejected".into();
-        a.decided_by = Some(auth.did.to_string());
-        gw.engine()
-            .store()
-            .put_application(&id, did.as_bytes(), &encode(&a)?)?;
+        let a = decide(&gw, &id, &did, &auth.did, "rejected", |_| Ok(()))?;
         Ok(Json(application_view(&key, &a)))
     })
     .await

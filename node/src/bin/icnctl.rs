@@ -594,6 +594,20 @@ async fn client(data_dir: &std::path::Path, g: GatewayArgs) -> Result<Client> {
     }
 }
 
+/// One request to the gateway, with [`client`]'s token.
+async fn request(
+    data_dir: &std::path::Path,
+    gateway: GatewayArgs,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    client(data_dir, gateway)
+        .await?
+        .call(method, path, body)
+        .await
+}
+
 fn print(value: &serde_json::Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -706,20 +720,17 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
                 Some(c) => format!("/v1/gov/domains?coop_id={c}"),
                 None => "/v1/gov/domains".into(),
             };
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &path, None)
-                .await?
+            request(data_dir, gateway, "GET", &path, None).await?
         }
         GovCommand::Cancel { proposal, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/gov/proposals/{proposal}/cancel"),
-                    Some(json!({})),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/gov/proposals/{proposal}/cancel"),
+                Some(json!({})),
+            )
+            .await?
         }
         GovCommand::CreateDomain {
             id,
@@ -729,20 +740,14 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
             gateway,
         } => {
             let body = json!({"id": id, "name": name, "profile": profile, "members": members});
-            client(data_dir, gateway)
-                .await?
-                .call("POST", "/v1/gov/domains", Some(body))
-                .await?
+            request(data_dir, gateway, "POST", "/v1/gov/domains", Some(body)).await?
         }
         GovCommand::Proposals { domain, gateway } => {
             let path = match domain {
                 Some(d) => format!("/v1/gov/domains/{d}/proposals"),
                 None => "/v1/gov/proposals".into(),
             };
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &path, None)
-                .await?
+            request(data_dir, gateway, "GET", &path, None).await?
         }
         GovCommand::Propose {
             domain,
@@ -752,10 +757,7 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
         } => {
             let body = json!({"domain_id": domain, "title": title, "description": description,
                               "payload": {"type": "text", "body": description}});
-            client(data_dir, gateway)
-                .await?
-                .call("POST", "/v1/gov/proposals", Some(body))
-                .await?
+            request(data_dir, gateway, "POST", "/v1/gov/proposals", Some(body)).await?
         }
         GovCommand::Open {
             proposal,
@@ -763,14 +765,14 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
             gateway,
         } => {
             let body = json!({"voting_period_seconds": period_seconds});
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/gov/proposals/{proposal}/open"),
-                    Some(body),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/gov/proposals/{proposal}/open"),
+                Some(body),
+            )
+            .await?
         }
         GovCommand::Vote {
             proposal,
@@ -779,30 +781,34 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
             gateway,
         } => {
             let body = json!({"choice": choice, "comment": comment});
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/gov/proposals/{proposal}/vote"),
-                    Some(body),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/gov/proposals/{proposal}/vote"),
+                Some(body),
+            )
+            .await?
         }
         GovCommand::Close { proposal, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/gov/proposals/{proposal}/close"),
-                    Some(json!({})),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/gov/proposals/{proposal}/close"),
+                Some(json!({})),
+            )
+            .await?
         }
         GovCommand::Show { proposal, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &format!("/v1/gov/proposals/{proposal}"), None)
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "GET",
+                &format!("/v1/gov/proposals/{proposal}"),
+                None,
+            )
+            .await?
         }
     };
     print(&answer)
@@ -812,10 +818,7 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
     use serde_json::json;
     let answer = match command {
         CoopCommand::Show { coop, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &format!("/v1/coops/{coop}"), None)
-                .await?
+            request(data_dir, gateway, "GET", &format!("/v1/coops/{coop}"), None).await?
         }
         CoopCommand::Set {
             coop,
@@ -842,10 +845,14 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
             if body.is_empty() {
                 anyhow::bail!("nothing to set: see icnctl coop set --help");
             }
-            client(data_dir, gateway)
-                .await?
-                .call("PUT", &format!("/v1/coops/{coop}"), Some(body.into()))
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "PUT",
+                &format!("/v1/coops/{coop}"),
+                Some(body.into()),
+            )
+            .await?
         }
         CoopCommand::Unit {
             coop,
@@ -854,14 +861,14 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
             scale,
             gateway,
         } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "PUT",
-                    &format!("/v1/coops/{coop}/units/{unit}"),
-                    Some(json!({"name": name, "scale": scale})),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "PUT",
+                &format!("/v1/coops/{coop}/units/{unit}"),
+                Some(json!({"name": name, "scale": scale})),
+            )
+            .await?
         }
         CoopCommand::Rate {
             coop,
@@ -871,14 +878,14 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
             den,
             gateway,
         } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "PUT",
-                    &format!("/v1/coops/{coop}/rates/{from}/{to}"),
-                    Some(json!({"num": num, "den": den})),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "PUT",
+                &format!("/v1/coops/{coop}/rates/{from}/{to}"),
+                Some(json!({"num": num, "den": den})),
+            )
+            .await?
         }
     };
     print(&answer)
@@ -901,41 +908,49 @@ async fn invite_command(data_dir: &std::path::Path, command: InviteCommand) -> R
             if let Some(e) = expires_in {
                 body["expires_in_seconds"] = json!(e);
             }
-            client(data_dir, gateway)
-                .await?
-                .call("POST", &format!("/v1/coops/{coop}/invites"), Some(body))
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/coops/{coop}/invites"),
+                Some(body),
+            )
+            .await?
         }
         InviteCommand::Accept {
             coop,
             code,
             gateway,
         } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/coops/{coop}/applications"),
-                    Some(json!({ "code": code })),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/coops/{coop}/applications"),
+                Some(json!({ "code": code })),
+            )
+            .await?
         }
         InviteCommand::Status { coop, did, gateway } => {
             let did = member_or_me(data_dir, did)?;
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &format!("/v1/coops/{coop}/applications/{did}"), None)
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "GET",
+                &format!("/v1/coops/{coop}/applications/{did}"),
+                None,
+            )
+            .await?
         }
         InviteCommand::Approve { coop, did, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/coops/{coop}/applications/{did}/approve"),
-                    Some(json!({})),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/coops/{coop}/applications/{did}/approve"),
+                Some(json!({})),
+            )
+            .await?
         }
     };
     print(&answer)
@@ -945,10 +960,14 @@ async fn member_command(data_dir: &std::path::Path, command: MemberCommand) -> R
     use serde_json::json;
     let answer = match command {
         MemberCommand::List { coop, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &format!("/v1/coops/{coop}/members"), None)
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "GET",
+                &format!("/v1/coops/{coop}/members"),
+                None,
+            )
+            .await?
         }
         MemberCommand::Add {
             coop,
@@ -956,14 +975,14 @@ async fn member_command(data_dir: &std::path::Path, command: MemberCommand) -> R
             role,
             gateway,
         } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/coops/{coop}/members"),
-                    Some(json!({"did": did, "role": role})),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/coops/{coop}/members"),
+                Some(json!({"did": did, "role": role})),
+            )
+            .await?
         }
         MemberCommand::Role {
             coop,
@@ -971,20 +990,24 @@ async fn member_command(data_dir: &std::path::Path, command: MemberCommand) -> R
             role,
             gateway,
         } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "PUT",
-                    &format!("/v1/coops/{coop}/members/{did}"),
-                    Some(json!({ "role": role })),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "PUT",
+                &format!("/v1/coops/{coop}/members/{did}"),
+                Some(json!({ "role": role })),
+            )
+            .await?
         }
         MemberCommand::Remove { coop, did, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call("DELETE", &format!("/v1/coops/{coop}/members/{did}"), None)
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "DELETE",
+                &format!("/v1/coops/{coop}/members/{did}"),
+                None,
+            )
+            .await?
         }
     };
     print(&answer)
@@ -994,10 +1017,14 @@ async fn relay_command(data_dir: &std::path::Path, command: RelayCommand) -> Res
     use serde_json::json;
     let answer = match command {
         RelayCommand::List { coop, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &format!("/v1/coops/{coop}/relays"), None)
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "GET",
+                &format!("/v1/coops/{coop}/relays"),
+                None,
+            )
+            .await?
         }
         RelayCommand::Add {
             coop,
@@ -1005,20 +1032,24 @@ async fn relay_command(data_dir: &std::path::Path, command: RelayCommand) -> Res
             addr,
             gateway,
         } => {
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "POST",
-                    &format!("/v1/coops/{coop}/relays"),
-                    Some(json!({"did": did, "addr": addr})),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/coops/{coop}/relays"),
+                Some(json!({"did": did, "addr": addr})),
+            )
+            .await?
         }
         RelayCommand::Remove { coop, did, gateway } => {
-            client(data_dir, gateway)
-                .await?
-                .call("DELETE", &format!("/v1/coops/{coop}/relays/{did}"), None)
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "DELETE",
+                &format!("/v1/coops/{coop}/relays/{did}"),
+                None,
+            )
+            .await?
         }
     };
     print(&answer)
@@ -1040,10 +1071,14 @@ async fn device_command(data_dir: &std::path::Path, command: DeviceCommand) -> R
     let answer = match command {
         DeviceCommand::List { member, gateway } => {
             let member = member_or_me(data_dir, member)?;
-            client(data_dir, gateway)
-                .await?
-                .call("GET", &format!("/v1/devices/{member}"), None)
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "GET",
+                &format!("/v1/devices/{member}"),
+                None,
+            )
+            .await?
         }
         DeviceCommand::Proof { member } => {
             let did: icn_schemas::Did = member.parse().context("--member is not a DID")?;
@@ -1059,10 +1094,14 @@ async fn device_command(data_dir: &std::path::Path, command: DeviceCommand) -> R
         } => {
             let member = member_or_me(data_dir, member)?;
             let body = json!({"device": device, "proof": proof, "label": label});
-            client(data_dir, gateway)
-                .await?
-                .call("POST", &format!("/v1/devices/{member}"), Some(body))
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/devices/{member}"),
+                Some(body),
+            )
+            .await?
         }
         DeviceCommand::Revoke {
             device,
@@ -1071,14 +1110,14 @@ async fn device_command(data_dir: &std::path::Path, command: DeviceCommand) -> R
             gateway,
         } => {
             let member = member_or_me(data_dir, member)?;
-            client(data_dir, gateway)
-                .await?
-                .call(
-                    "DELETE",
-                    &format!("/v1/devices/{member}/{device}"),
-                    Some(json!({ "reason": reason })),
-                )
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "DELETE",
+                &format!("/v1/devices/{member}/{device}"),
+                Some(json!({ "reason": reason })),
+            )
+            .await?
         }
         DeviceCommand::EmergencyRevoke {
             member,
@@ -1086,10 +1125,14 @@ async fn device_command(data_dir: &std::path::Path, command: DeviceCommand) -> R
             gateway,
         } => {
             let body = json!({"target_did": member, "reason": reason});
-            client(data_dir, gateway)
-                .await?
-                .call("POST", "/v1/identity/emergency-revoke", Some(body))
-                .await?
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                "/v1/identity/emergency-revoke",
+                Some(body),
+            )
+            .await?
         }
     };
     print(&answer)
