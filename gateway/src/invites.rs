@@ -96,7 +96,7 @@ struct InviteRequest {
     role: Option<String>,
     #[schema(minimum = 0)]
     credit_limit: Option<i64>,
-    #[schema(minimum = 60, maximum = 2592000)]
+    #[schema(minimum = 1, maximum = 2592000)]
     expires_in_seconds: Option<u64>,
 }
 
@@ -126,9 +126,9 @@ async fn create_invite(
         return Err(AppError::bad_request("credit_limit: not negative"));
     }
     let lives = req.expires_in_seconds.unwrap_or(7 * 24 * 3600);
-    if !(60..=MAX_INVITE_SECONDS).contains(&lives) {
+    if !(1..=MAX_INVITE_SECONDS).contains(&lives) {
         return Err(AppError::bad_request(
-            "expires_in_seconds: from 60 to 2592000 (30 days)",
+            "expires_in_seconds: from 1 to 2592000 (30 days)",
         ));
     }
     blocking(move || {

@@ -2384,6 +2384,27 @@ async fn a_new_member_joins_with_an_invite() {
         .expect(200);
     assert_eq!(rejected["state"], "rejected");
     api.get("/v1/coops/pantry", &carol_token).await.expect(403);
+    // An expired code is refused (expiry is in whole seconds).
+    let short = api
+        .post(
+            "/v1/coops/pantry/invites",
+            &token,
+            json!({"expires_in_seconds": 1}),
+        )
+        .await
+        .expect(201)["code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let dave = api.login(&keypair(4)).await;
+    api.post(
+        "/v1/coops/pantry/applications",
+        &dave,
+        json!({"code": short}),
+    )
+    .await
+    .expect(410);
 }
 
 /// Issue 14 §1: a WASM tally module uploaded by content and addressed by
