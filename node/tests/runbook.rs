@@ -720,5 +720,19 @@ fn coop_settings_through_icnctl() {
     assert_eq!(approved["state"], "approved");
     let listed = json(ok(run(dave, &["member", "list", "garden"])));
     assert_eq!(listed.as_array().map(Vec::len), Some(4));
+
+    // The API directory's `auth token --coop`: a token for a co-op you read.
+    let token = ok(icnctl(
+        dave,
+        &["auth", "token", "--coop", "garden", "--gateway", &gateway],
+    ));
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+    let stranger = tempfile::tempdir().expect("dir");
+    ok(icnctl(stranger.path(), &["id", "init"]));
+    let refused = icnctl(
+        stranger.path(),
+        &["auth", "token", "--coop", "garden", "--gateway", &gateway],
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
     stop(icnd);
 }

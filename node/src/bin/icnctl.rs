@@ -366,6 +366,17 @@ enum AuthCommand {
         #[arg(long)]
         member: Option<String>,
     },
+    /// Log in and print the token, after checking it reads the co-op
+    /// (the API directory's form). Example:
+    /// export TOKEN=$(icnctl auth token --coop my-coop)
+    Token {
+        /// The co-op the token is for: refused (exit 3) if you cannot read it.
+        #[arg(long)]
+        coop: Option<String>,
+        /// The gateway's base URL.
+        #[arg(long, env = "ICN_GATEWAY", default_value = icn_node::client::DEFAULT_GATEWAY)]
+        gateway: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -628,6 +639,17 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
             } else {
                 println!("{}", answer["token"].as_str().unwrap_or_default());
             }
+        }
+        Command::Auth(AuthCommand::Token { coop, gateway }) => {
+            let key = icn_node::load_identity(data_dir)?;
+            let mut client = Client::new(&gateway)?;
+            let answer = client.login(&key).await?;
+            if let Some(coop) = coop {
+                client
+                    .call("GET", &format!("/v1/coops/{coop}"), None)
+                    .await?;
+            }
+            println!("{}", answer["token"].as_str().unwrap_or_default());
         }
         Command::Ledger(LedgerCommand::Position { coop, did, gateway }) => {
             let c = client(data_dir, gateway).await?;
