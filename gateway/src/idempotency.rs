@@ -6,9 +6,12 @@
 //! The answer is kept per member (the token's DID, so a retry after logging
 //! in again is still recognised) and key, with a fingerprint of the request
 //! (method, path and query, body): the same key with another request is
-//! refused (422). Answers are kept durably for [`KEPT_SECONDS`], pruned when
-//! the gateway starts; server errors (5xx) are not kept, so their retry runs
-//! again. Requests with the same key run one at a time.
+//! refused (422). Only answers that wrote something (2xx) are kept: a
+//! refused request writes nothing, so its retry is refused again, and a
+//! caller who may not write cannot fill the store. Answers are kept durably
+//! for [`KEPT_SECONDS`], pruned when the gateway starts and every
+//! [`PRUNE_EVERY`] answers after. Requests with the same key run one at a
+//! time.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -29,12 +32,19 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// How long an answer is kept: a day.
 pub const KEPT_SECONDS: u64 = 24 * 3600;
 
-/// Locks striped by slot, so requests with the same key run one at a time.
-pub(crate) struct Locks(Vec<tokio::sync::Mutex<()>>);
+/// How many answers are kept between two prunings.
+pub const PRUNE_EVERY: u64 = 4096;
+
+/// Locks striped by slot, so requests with the same key run one at a time;
+/// and the answers kept since the last pruning.
+pub(crate) struct Locks(Vec<tokio::sync::Mutex<()>>, std::sync::atomic::AtomicU64);
 
 impl Default for Locks {
     fn default() -> Self {
-        Locks((0..64).map(|_| tokio::sync::Mutex::new(())).collect())
+        Locks(
+            (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            std::sync::atomic::AtomicU64::new(0),
+        )
     }
 }
 
@@ -122,7 +132,7 @@ pub(crate) async fn layer(State(gw): State<Gateway>, req: Request, next: Next) -
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    if response.status().is_server_error() {
+    if !response.status().is_success() {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -141,6 +151,18 @@ pub(crate) async fn layer(State(gw): State<Gateway>, req: Request, next: Next) -
     let engine = gw.engine().clone();
     let stored =
         blocking(move || Ok(engine.store().put_idempotent(&slot, now_secs(), &record)?)).await;
+    let kept = gw
+        .inner
+        .idempotency
+        .1
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if kept % PRUNE_EVERY == PRUNE_EVERY - 1 {
+        let engine = gw.engine().clone();
+        let before = now_secs().saturating_sub(KEPT_SECONDS);
+        if let Err(e) = blocking(move || Ok(engine.store().prune_idempotent(before)?)).await {
+            tracing::warn!(error = %e.message(), "pruning old idempotent answers");
+        }
+    }
     if let Err(e) = stored {
         // The write happened; say so rather than invite a retry that
         // would repeat it.

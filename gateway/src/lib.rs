@@ -258,7 +258,7 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
             .parameter_in(ParameterIn::Header)
             .required(Required::False)
             .description(Some(
-                "Retry-safe writes: a repeated request with the same key (per member, for a day) answers the first answer, with `Idempotent-Replayed: true`, and writes nothing again; the same key with another request answers 422.",
+                "Retry-safe writes: a repeated request with the same key (per member, for a day) answers the first successful answer, with `Idempotent-Replayed: true`, and writes nothing again; a refused request leaves the key free; the same key with another request answers 422.",
             ))
             .schema(Some(
                 ObjectBuilder::new()

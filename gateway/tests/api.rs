@@ -2106,6 +2106,11 @@ async fn a_retried_settle_with_an_idempotency_key_pays_once() {
     // After logging in again, still the same member's key.
     let token2 = api.login(&alice).await;
     assert_eq!(settle(token2, "pay-bread-1", 5).await.expect(201), first);
+    // A refused request keeps nothing: its key stays free.
+    settle(token.clone(), "pay-later", 0).await.expect(422);
+    let later = settle(token.clone(), "pay-later", 1).await;
+    assert_eq!(later.headers["idempotent-replayed"], "false");
+    later.expect(201);
     // The same key for another request is refused; a bad key too.
     settle(token.clone(), "pay-bread-1", 6).await.expect(422);
     settle(token.clone(), "has space", 1).await.expect(400);
@@ -2119,7 +2124,11 @@ async fn a_retried_settle_with_an_idempotency_key_pays_once() {
         .get(&format!("/v1/ledger/mill/position/{bob_did}"), &token)
         .await
         .expect(200);
-    assert_eq!(position["positions"][0]["balance"], 12, "5 + 7, each once");
+    assert_eq!(
+        position["positions"][0]["balance"],
+        13,
+        "5 + 1 + 7, each once"
+    );
     // Bob's own key "pay-bread-1" is another slot.
     let bob_token = api.login(&bob).await;
     let req = Request::builder()
