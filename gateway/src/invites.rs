@@ -208,10 +208,21 @@ async fn apply(
         if invite.coop != id.0 {
             return Err(forged());
         }
-        if invite.used_by.is_some() {
-            return Err(AppError::conflict("this invite code was used already"));
+        let me = auth.did.to_string();
+        match &invite.used_by {
+            // The same applicant again (its answer was lost, or the node
+            // stopped between using the code and keeping the application):
+            // its application, made once.
+            Some(by) if *by == me => {
+                if let Some(bytes) = store.application(&id, auth.did.as_bytes())? {
+                    let a: Application = decode(&bytes)?;
+                    return Ok((StatusCode::CREATED, Json(application_view(&key, &a))));
+                }
+            }
+            Some(_) => return Err(AppError::conflict("this invite code was used already")),
+            None => {}
         }
-        if now_secs() >= invite.expires_at {
+        if invite.used_by.is_none() && now_secs() >= invite.expires_at {
             return Err(AppError::new(
                 StatusCode::GONE,
                 "this invite code expired; ask for a new one",
@@ -227,9 +238,11 @@ async fn apply(
                 auth.did
             )));
         }
-        invite.used_by = Some(auth.did.to_string());
-        if !store.swap_invite(&hash, &old, &encode(&invite)?)? {
-            return Err(AppError::conflict("this invite code was used already"));
+        if invite.used_by.is_none() {
+            invite.used_by = Some(me);
+            if !store.swap_invite(&hash, &old, &encode(&invite)?)? {
+                return Err(AppError::conflict("this invite code was used already"));
+            }
         }
         let application = Application {
             did: auth.did.to_string(),

@@ -2125,8 +2125,7 @@ async fn a_retried_settle_with_an_idempotency_key_pays_once() {
         .await
         .expect(200);
     assert_eq!(
-        position["positions"][0]["balance"],
-        13,
+        position["positions"][0]["balance"], 13,
         "5 + 1 + 7, each once"
     );
     // Bob's own key "pay-bread-1" is another slot.
@@ -2318,6 +2317,17 @@ async fn a_new_member_joins_with_an_invite() {
         .await
         .expect(201);
     assert_eq!(applied["state"], "pending");
+    // Applying again with the same code (a lost answer) is the same
+    // application, not a second one.
+    let again = api
+        .post(
+            "/v1/coops/pantry/applications",
+            &bob_token,
+            json!({"code": code}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(again, applied);
     // The code works once.
     api.post(
         "/v1/coops/pantry/applications",

@@ -712,7 +712,15 @@ fn coop_settings_through_icnctl() {
     let code = invite["code"].as_str().expect("code").to_owned();
     let applied = json(ok(run(dave, &["invite", "accept", "garden", &code])));
     assert_eq!(applied["state"], "pending");
-    let again = run(dave, &["invite", "accept", "garden", &code]);
+    // Accepting again is the same application (a retry); another
+    // applicant's use of the code is refused.
+    assert_eq!(
+        json(ok(run(dave, &["invite", "accept", "garden", &code]))),
+        applied
+    );
+    let eve_dir = tempfile::tempdir().expect("dir");
+    ok(icnctl(eve_dir.path(), &["id", "init"]));
+    let again = run(eve_dir.path(), &["invite", "accept", "garden", &code]);
     assert_eq!(again.status.code(), Some(3), "a code works once");
     let status = json(ok(run(dave, &["invite", "status", "garden"])));
     assert_eq!(status["state"], "pending");
