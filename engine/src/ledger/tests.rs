@@ -946,7 +946,20 @@ fn a_version_1_store_is_folded_into_the_new_layout_once() {
     drop(engine);
     // Rewrite the store as version 1 had it: entries by seq, no fold.
     {
-        let db = sled::open(dir.path().join("store")).expect("sled");
+        // The engine's last handle may close a moment after the drop
+        // returns (a background thread lets go of sled's file lock).
+        let mut tries = 0;
+        let db = loop {
+            match sled::open(dir.path().join("store")) {
+                Ok(db) => break db,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("sled: {e}"),
+            }
+        };
         db.drop_tree(crate::storage::layout::LEDGER).expect("drop");
         let old = db
             .open_tree(crate::storage::layout::V1_LEDGER_ENTRIES)
