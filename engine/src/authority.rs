@@ -156,6 +156,8 @@ pub(crate) fn check_coop(
         F::MemberCreditLimit(_) => admin_only("only admins set credit limits"),
         F::Relays => admin_only("only admins register relays"),
         F::TrustedContacts => admin_only("only admins name trusted contacts"),
+        F::Onboarding => admin_only("only admins set the onboarding policy"),
+        F::Decisions => admin_only("only admins apply governance decisions"),
         F::DeviceRevocation {
             member: target,
             device,

@@ -7,7 +7,7 @@
 
 use icn_schemas::domain::{self, ProposalState};
 use icn_schemas::tally::{self, Close, DecisionReceipt, Outcome, Tally};
-use icn_schemas::{Did, DocId, DocKind, SchemaError, coop};
+use icn_schemas::{Did, DocId, DocKind, SchemaError, coop, settings};
 
 use std::collections::BTreeMap;
 
@@ -314,6 +314,71 @@ impl Engine {
         }
     }
 
+    /// Carries out, with this node's executor key, every accepted decision
+    /// of a co-op's treasury domain held here that is not in effect yet:
+    /// one this node missed while stopped, or could not carry out when the
+    /// close arrived. Membership and config changes are applied when the
+    /// executor is an active admin of the co-op; ledger decisions are
+    /// recorded when no entry cites them yet. Returns how many it carried
+    /// out.
+    pub fn execute_pending(&self) -> usize {
+        let Some(signer) = self.executor() else {
+            return 0;
+        };
+        let Ok(executor) = member_of(&signer) else {
+            return 0;
+        };
+        let mut done = 0;
+        for coop in self.doc_ids() {
+            let (member, admin) = self
+                .read(&coop, |r| {
+                    let standing = coop::Standing::read(r, &executor).filter(|s| s.is_active());
+                    (
+                        DocKind::of(r) == Some(DocKind::Coop) && standing.is_some(),
+                        standing.is_some_and(|s| s.is_admin()),
+                    )
+                })
+                .unwrap_or((false, false));
+            if !member {
+                continue;
+            }
+            let Ok(registry) = self.registry(&coop) else {
+                continue;
+            };
+            for d in registry {
+                if d.advisory || d.receipt.outcome != Outcome::Accepted {
+                    continue;
+                }
+                let (domain, id) = (d.receipt.domain, d.receipt.proposal.as_str());
+                let carried = match &d.payload {
+                    Some(domain::Payload::Membership { .. } | domain::Payload::ConfigChange { .. }) => {
+                        admin
+                            && !self.applied_to(&coop, &d.receipt.hash())
+                            && self
+                                .apply_decision(&coop, &signer, &domain, id)
+                                .inspect_err(|e| tracing::info!(%coop, %domain, proposal = id, error = %e, "decision not applied here"))
+                                .unwrap_or(false)
+                    }
+                    Some(
+                        domain::Payload::Budget { .. }
+                        | domain::Payload::Freeze { .. }
+                        | domain::Payload::Unfreeze { .. },
+                    ) => {
+                        self.entries_by_decision(&coop, &d.receipt.hash())
+                            .is_ok_and(|e| e.is_empty())
+                            && self
+                                .execute_decision(&coop, &signer, &domain, id)
+                                .inspect_err(|e| tracing::info!(%coop, %domain, proposal = id, error = %e, "decision not executed here"))
+                                .is_ok()
+                    }
+                    _ => false,
+                };
+                done += usize::from(carried);
+            }
+        }
+        done
+    }
+
     /// The decision receipt of proposal `id`, once it is closed by a tally.
     pub fn receipt(&self, domain: &DocId, id: &str) -> Option<DecisionReceipt> {
         self.read(domain, |r| domain::Proposal::close(r, id))
@@ -323,31 +388,10 @@ impl Engine {
 }
 
 impl Engine {
-    /// Whether the co-op document shows what a membership or config-change
-    /// decision decided.
-    fn applied_to(&self, coop: &DocId, payload: &domain::Payload) -> bool {
-        self.read(coop, |r| match payload {
-            domain::Payload::Membership { action, did, role } => {
-                let standing = coop::Standing::read(r, did);
-                if action == "add" {
-                    standing.is_some_and(|s| {
-                        s.is_active() && role.as_deref().is_none_or(|role| s.role.as_str() == role)
-                    })
-                } else {
-                    standing.is_none_or(|s| s.status == coop::MemberStatus::Removed)
-                }
-            }
-            domain::Payload::ConfigChange { key, value } => {
-                coop::Coop::read(r).is_ok_and(|c| match key.as_str() {
-                    "default_credit_limit" => c.policy.default_credit_limit.to_string() == *value,
-                    "name" => c.name == *value,
-                    "description" => c.description == *value,
-                    _ => false,
-                })
-            }
-            _ => false,
-        })
-        .unwrap_or(false)
+    /// Whether the co-op document records decision `hash` as applied.
+    fn applied_to(&self, coop: &DocId, hash: &[u8; 32]) -> bool {
+        self.read(coop, |r| settings::decision_applied(r, hash))
+            .unwrap_or(false)
     }
 
     fn close_payload(&self, domain: &DocId, id: &str) -> Option<domain::Payload> {
@@ -361,9 +405,11 @@ impl Engine {
     /// `domain` to co-op `coop`, as `signer`, who must be an admin of the
     /// co-op: these are changes to the co-op document, which only admins
     /// write, so an admin's node carries them out. A membership adds the
-    /// member with its role (or removes it); a config change sets
-    /// `default_credit_limit`, `name` or `description`. Applying a decision
-    /// twice changes nothing more. Returns whether it is applied.
+    /// member with its role, changes its role, or removes it; a config
+    /// change sets one [`settings::Setting`]. The change also records the
+    /// decision, and a decision already recorded is not applied again (by
+    /// this node or any other), so it takes effect once on every replica.
+    /// Returns whether this call applied it.
     pub fn apply_decision(
         &self,
         coop: &DocId,
@@ -388,42 +434,61 @@ impl Engine {
         let payload = self
             .close_payload(domain, id)
             .ok_or_else(|| invalid(format!("proposal {id} has no payload")))?;
-        self.write(coop, signer, |tx| match &payload {
-            domain::Payload::Membership { action, did, role } if action == "add" => {
-                let role = match role.as_deref() {
-                    None => coop::Role::Member,
-                    Some(r) => {
-                        coop::Role::parse(r).ok_or_else(|| invalid(format!("unknown role {r}")))?
+        let hash = receipt.hash();
+        self.write_with(coop, signer, |r, _, tx| {
+            if settings::decision_applied(r, &hash) {
+                return Ok(false);
+            }
+            match &payload {
+                domain::Payload::Membership { action, did, role } => {
+                    let role = match role.as_deref() {
+                        None => None,
+                        Some(name) => Some(
+                            coop::Role::parse(name)
+                                .ok_or_else(|| invalid(format!("unknown role {name}")))?,
+                        ),
+                    };
+                    match action.as_str() {
+                        "add" => coop::add_member(
+                            tx,
+                            did,
+                            role.unwrap_or(coop::Role::Member),
+                            receipt.closed_at,
+                        )?,
+                        "role" => {
+                            let role = role.ok_or_else(|| {
+                                invalid("a role change names the new role".into())
+                            })?;
+                            if !coop::Standing::read(r, did).is_some_and(|s| s.is_active()) {
+                                return Err(invalid(format!("{did} is not an active member")));
+                            }
+                            coop::set_role(tx, did, role)?
+                        }
+                        "remove" => coop::set_status(tx, did, coop::MemberStatus::Removed)?,
+                        other => {
+                            return Err(invalid(format!(
+                                "membership action {other} is not add, role or remove"
+                            )));
+                        }
                     }
-                };
-                coop::add_member(tx, did, role, receipt.closed_at)
-            }
-            domain::Payload::Membership { did, .. } => {
-                coop::set_status(tx, did, coop::MemberStatus::Removed)
-            }
-            domain::Payload::ConfigChange { key, value } => match key.as_str() {
-                "default_credit_limit" => {
-                    let limit = value
-                        .parse()
-                        .map_err(|_| invalid(format!("{value} is not a whole number")))?;
-                    coop::set_default_credit_limit(tx, limit)
                 }
-                "name" => coop::set_profile(tx, Some(value), None),
-                "description" => coop::set_profile(tx, None, Some(value)),
-                other => Err(invalid(format!(
-                    "config key {other} is not one a decision sets"
-                ))),
-            },
-            _ => Err(invalid(format!(
-                "proposal {id} executes in the ledger, not the co-op document"
-            ))),
-        })?;
-        Ok(true)
+                domain::Payload::ConfigChange { key, value } => {
+                    settings::Setting::parse(key, value)?.apply(r, tx)?
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "proposal {id} executes in the ledger, not the co-op document"
+                    )));
+                }
+            }
+            settings::record_decision(tx, &hash, domain, id, receipt.closed_at)?;
+            Ok(true)
+        })
     }
 }
 
-/// A decision in a co-op's registry: a closed proposal of its treasury
-/// domain, with its receipt.
+/// A decision in a co-op's registry: a closed proposal of one of its
+/// domains, with its receipt.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RegistryEntry {
     /// The receipt's hash, hex.
@@ -432,6 +497,10 @@ pub struct RegistryEntry {
     pub receipt: DecisionReceipt,
     /// What the proposal decided.
     pub payload: Option<domain::Payload>,
+    /// Whether the domain is the co-op's governing (treasury) domain, whose
+    /// accepted decisions execute; another domain's decisions are advice.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub advisory: bool,
 }
 
 /// Where a decision stands in the ledger: receipt → execution → entries.
@@ -448,21 +517,35 @@ pub struct Trace {
 }
 
 impl Engine {
-    /// The decisions of `coop`'s treasury domain (every closed proposal),
-    /// newest close first.
+    /// The decisions of `coop`'s domains (every closed proposal of its
+    /// treasury domain and of each domain attached to it), newest close
+    /// first.
     pub fn registry(&self, coop: &DocId) -> Result<Vec<RegistryEntry>, crate::ledger::LedgerError> {
         let unknown = || crate::ledger::LedgerError::UnknownCoop(*coop);
-        let domain_id = self
+        let treasury = self
             .read(coop, |r| {
                 (DocKind::of(r) == Some(DocKind::Coop)).then(|| coop::treasury_domain(r))
             })
             .flatten()
             .ok_or_else(unknown)?;
-        let Some(domain_id) = domain_id else {
-            return Ok(Vec::new());
-        };
-        let mut entries: Vec<RegistryEntry> = self
-            .read(&domain_id, |r| {
+        let mut domains: Vec<DocId> = self
+            .doc_ids()
+            .into_iter()
+            .filter(|d| {
+                Some(*d) != treasury
+                    && self
+                        .read(d, |r| {
+                            DocKind::of(r) == Some(DocKind::Domain)
+                                && domain::coop_of(r) == Some(*coop)
+                        })
+                        .unwrap_or(false)
+            })
+            .collect();
+        domains.extend(treasury);
+        let mut entries = Vec::new();
+        for domain_id in domains {
+            let advisory = Some(domain_id) != treasury;
+            let closed = self.read(&domain_id, |r| {
                 domain::Domain::read(r)
                     .map(|d| {
                         d.proposals
@@ -474,16 +557,21 @@ impl Engine {
                                     hash: hex::encode(receipt.hash()),
                                     receipt,
                                     payload: p.payload,
+                                    advisory,
                                 })
                             })
-                            .collect()
+                            .collect::<Vec<_>>()
                     })
                     .unwrap_or_default()
-            })
-            .unwrap_or_default();
+            });
+            entries.extend(closed.unwrap_or_default());
+        }
         entries.sort_by(|a, b| {
-            (b.receipt.closed_at, &b.receipt.proposal)
-                .cmp(&(a.receipt.closed_at, &a.receipt.proposal))
+            (b.receipt.closed_at, &b.receipt.proposal, &b.hash).cmp(&(
+                a.receipt.closed_at,
+                &a.receipt.proposal,
+                &a.hash,
+            ))
         });
         Ok(entries)
     }
@@ -505,11 +593,7 @@ impl Engine {
             Some(domain::Payload::Membership { .. } | domain::Payload::ConfigChange { .. })
         );
         let executed = if in_document {
-            decision.receipt.outcome == Outcome::Accepted
-                && decision
-                    .payload
-                    .as_ref()
-                    .is_some_and(|p| self.applied_to(coop, p))
+            decision.receipt.outcome == Outcome::Accepted && self.applied_to(coop, hash)
         } else {
             entries
                 .iter()
@@ -530,6 +614,11 @@ impl Engine {
                 "the proposal was {}",
                 decision.receipt.outcome.as_str()
             ))
+        } else if decision.advisory {
+            Some(
+                "the domain is not the co-op's treasury domain: its decisions are advice"
+                    .to_owned(),
+            )
         } else if in_document {
             Some("not applied to the co-op document yet: an admin's node applies it".to_owned())
         } else if !executable {

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use icn_engine::Engine;
 use icn_schemas::coop::{self, Coop, MemberStatus, NewCoop, Role};
-use icn_schemas::{DocId, DocKind, Scope};
+use icn_schemas::{DocId, DocKind, Scope, settings};
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -180,6 +180,21 @@ struct UpdateRequest {
     /// budgets, freezes and unfreezes the ledger executes: one attached to
     /// this co-op.
     treasury_domain: Option<String>,
+    /// Who approves applications to join (`admin`, the default, or
+    /// `proposal`: an accepted membership proposal of the treasury domain)
+    /// and whether members who are not admins create invites.
+    #[schema(value_type = Option<Object>)]
+    onboarding: Option<OnboardingBody>,
+}
+
+/// The onboarding policy; a field left out keeps its value.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct OnboardingBody {
+    /// `admin` or `proposal`.
+    #[schema(value_type = Option<String>, pattern = "^(admin|proposal)$")]
+    approval: Option<settings::Approval>,
+    member_invites: Option<bool>,
 }
 
 #[utoipa::path(
@@ -214,13 +229,19 @@ async fn update(
                 Some(domain)
             }
         };
-        gw.engine().write(&id, &auth.signer(), |tx| {
+        gw.engine().write_with(&id, &auth.signer(), |r, _, tx| {
             coop::set_profile(tx, req.name.as_deref(), req.description.as_deref())?;
             if let Some(limit) = req.default_credit_limit {
                 coop::set_default_credit_limit(tx, limit)?;
             }
             if let Some(domain) = &treasury {
                 coop::set_treasury_domain(tx, domain)?;
+            }
+            if let Some(o) = &req.onboarding {
+                let mut policy = settings::Onboarding::read(r);
+                policy.approval = o.approval.unwrap_or(policy.approval);
+                policy.member_invites = o.member_invites.unwrap_or(policy.member_invites);
+                policy.write(tx)?;
             }
             Ok(())
         })?;

@@ -1,5 +1,6 @@
-//! The decision registry: closed proposals of each co-op's treasury domain,
-//! with their receipts, and the trace receipt → execution → ledger entries.
+//! The decision registry: closed proposals of each co-op's domains (its
+//! treasury domain, whose decisions execute, and the advisory domains
+//! attached to it), with their receipts, and the trace receipt → execution → ledger entries.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -37,6 +38,7 @@ fn view(gw: &Gateway, coop: &DocId, d: &RegistryEntry) -> Value {
         "outcome": d.receipt.outcome,
         "closed_at": d.receipt.closed_at,
         "payload": d.payload,
+        "advisory": d.advisory,
         "receipt": d.receipt,
     })
 }
@@ -60,7 +62,7 @@ fn coops(gw: &Gateway, auth: &Auth, key: Option<&str>) -> Result<Vec<DocId>, App
     tag = "registry",
     security(("bearer" = ["gov:read"])),
     params(CoopQuery),
-    responses((status = 200, description = "Decisions (closed proposals of treasury domains) with their receipts, newest first; each has decision_receipt_id", body = serde_json::Value)),
+    responses((status = 200, description = "Decisions (closed proposals of every domain of the co-op; `advisory: true` for a domain other than the treasury domain, whose decisions do not execute) with their receipts, newest first; each has decision_receipt_id", body = serde_json::Value)),
 )]
 async fn list(
     State(gw): State<Gateway>,

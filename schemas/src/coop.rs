@@ -13,6 +13,7 @@
 //!                                    revoked_at, revoked_reason, revoked_by}
 //! policy/trusted_contacts/<did>/added_at
 //! relays/<node did>/{addr, added_at}
+//! decisions/…, policy/onboarding/…                   see crate::settings
 //! ```
 
 use std::collections::BTreeMap;
@@ -156,6 +157,12 @@ pub enum CoopField {
     TrustedContacts,
     /// `relays` and everything below it.
     Relays,
+    /// `decisions` and everything below it: the governance decisions
+    /// applied to this document ([`crate::settings`]).
+    Decisions,
+    /// `policy/onboarding` and everything below it: who approves
+    /// applications and who invites.
+    Onboarding,
 }
 
 /// Why a device was revoked.
@@ -173,6 +180,7 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
             "policy" => (F::Policy, Shape::Map),
             "members" => (F::Members, Shape::Map),
             "relays" => (F::Relays, Shape::Map),
+            "decisions" => (F::Decisions, Shape::Map),
             other => match GenesisField::classify(other) {
                 Some((field, shape)) => (F::Genesis(field), shape),
                 None => return Err(unknown()),
@@ -181,6 +189,25 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
         ["policy", "default_credit_limit"] => (F::DefaultCreditLimit, Shape::NonNegative),
         ["policy", "treasury_domain"] => (F::TreasuryDomain, Shape::Str(64)),
         ["policy", "units"] => (F::Units, Shape::Map),
+        ["policy", "onboarding"] => (F::Onboarding, Shape::Map),
+        ["policy", "onboarding", "approval"] => (
+            F::Onboarding,
+            Shape::OneOf(crate::settings::Approval::NAMES),
+        ),
+        ["policy", "onboarding", "member_invites"] => (F::Onboarding, Shape::Bool),
+        ["decisions", hash, rest @ ..] => {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(unknown());
+            }
+            let shape = match rest {
+                [] => Shape::Map,
+                ["domain"] => Shape::Str(64),
+                ["proposal"] => Shape::Str(128),
+                ["applied_at"] => Shape::NonNegative,
+                _ => return Err(unknown()),
+            };
+            (F::Decisions, shape)
+        }
         ["policy", "trusted_contacts", rest @ ..] => {
             let shape = match rest {
                 [] => Shape::Map,
@@ -596,6 +623,8 @@ pub struct Policy {
     /// Members who may revoke any member's devices in an emergency.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trusted_contacts: Vec<Did>,
+    /// Who approves applications and who invites.
+    pub onboarding: crate::settings::Onboarding,
 }
 
 /// A relay registered with the co-op.
@@ -648,6 +677,7 @@ impl Coop {
             if let Some(contacts) = r.map(&p, "trusted_contacts") {
                 policy.trusted_contacts = r.did_keys(&contacts);
             }
+            policy.onboarding = crate::settings::Onboarding::read(r);
         }
         let mut members = BTreeMap::new();
         if let Some(m) = r.map(&root, "members") {

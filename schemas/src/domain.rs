@@ -158,9 +158,9 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
                         "body" | "purpose" => Shape::Str(8000),
                         "amount" => Shape::Range(1, i64::MAX),
                         "recipient" | "did" => Shape::Did,
-                        "unit" | "role" | "key" => Shape::Str(64),
+                        "unit" | "role" | "key" => Shape::Str(128),
                         "value" => Shape::Str(4000),
-                        "action" => Shape::OneOf(&["add", "remove"]),
+                        "action" => Shape::OneOf(&["add", "role", "remove"]),
                         _ => return Err(unknown()),
                     };
                     (F::ProposalContent(id), shape)
@@ -676,6 +676,32 @@ pub fn create_proposal(tx: &mut impl Transactable, new: &NewProposal) -> Result<
             field: "amount",
             reason: format!("a budget moves a positive amount, not {amount}"),
         });
+    }
+    match &new.payload {
+        Payload::ConfigChange { key, value } => {
+            crate::settings::Setting::parse(key, value)?;
+        }
+        Payload::Membership { action, role, .. } => {
+            if let Some(role) = role
+                && crate::coop::Role::parse(role).is_none()
+            {
+                return Err(SchemaError::InvalidValue {
+                    field: "role",
+                    reason: format!("{role} is not admin, member or observer"),
+                });
+            }
+            if !["add", "role", "remove"].contains(&action.as_str())
+                || (action == "role" && role.is_none())
+            {
+                return Err(SchemaError::InvalidValue {
+                    field: "action",
+                    reason: format!(
+                        "a membership proposal adds (role optional), changes the role of (role needed) or removes a member, not {action:?}"
+                    ),
+                });
+            }
+        }
+        _ => {}
     }
     let proposals = existing_map(tx, &["proposals"], "proposals")?;
     if tx.get(&proposals, new.id.as_str())?.is_some() {

@@ -50,6 +50,7 @@ pub mod document;
 pub mod domain;
 mod governance;
 pub mod ledger;
+pub mod settings;
 pub mod tally;
 
 pub use delegation::{Delegation, DelegationError, Scope, SignedDelegation};

@@ -8,6 +8,8 @@ use super::{Conflict, EntryRefusal, Ingest, LedgerError, Settle, Status};
 use crate::test_utils::{TestNode, keypair, new_coop, sign_entry};
 use crate::{Engine, Keypair, Signer};
 
+mod decisions;
+
 fn dev(k: &Keypair) -> Signer {
     Signer::Device(k.clone())
 }

@@ -335,6 +335,13 @@ async fn main() -> Result<()> {
         if !closed.is_empty() {
             tracing::info!(count = closed.len(), "recorded closes that fell due");
         }
+        let carried = engine.execute_pending();
+        if carried > 0 {
+            tracing::info!(
+                count = carried,
+                "carried out accepted decisions not yet in effect"
+            );
+        }
     });
 
     let relay_urls = config
