@@ -214,7 +214,7 @@ fn require_coop_member(
     }
 }
 
-fn proposal_json(engine: &Engine, domain: &DocId, id: &str) -> Result<Value, AppError> {
+pub(crate) fn proposal_json(engine: &Engine, domain: &DocId, id: &str) -> Result<Value, AppError> {
     let d = read_domain(engine, domain)?;
     let p = d
         .proposals

@@ -1,25 +1,34 @@
-//! Onboarding (seed 002, "New Member Onboarding"): an admin creates a
-//! one-time invite code with an expiry, a role and an initial credit limit;
-//! a person with a fresh DID logs in (any DID may), applies with the code,
-//! and watches the application; an admin approves it, and the applicant
+//! Onboarding (seed 002, "New Member Onboarding"): an admin (or a member,
+//! when the policy lets members invite) creates a one-time invite code with
+//! an expiry, a role and an initial credit limit; a person with a fresh DID
+//! logs in (any DID may), applies with the code, and watches the
+//! application. The co-op's policy says who approves it: an admin
+//! (`…/approve`), or an accepted membership proposal of the treasury domain
+//! (`…/propose`, then the usual open, vote and close). The applicant then
 //! becomes a member with its DID key as its first device.
 //!
 //! Invites and applications are this node's records (the `gateway` tree):
 //! the code is stored only as its hash, and is used once, atomically.
-//! Approve on the node the application was made on.
+//! Approve on the node the application was made on. An application's state
+//! is read from the co-op as it stands: `approved` once the applicant is an
+//! active member, however it became one; `rejected` when an admin rejected
+//! it or its admission proposal closed without being accepted.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use icn_schemas::coop::{self, Role};
-use icn_schemas::{Did, DocId, DocKind};
+use icn_schemas::domain::{self, Payload};
+use icn_schemas::settings::{Approval, Onboarding};
+use icn_schemas::tally::Outcome;
+use icn_schemas::{Did, DocId, DocKind, Scope};
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{now_secs, rfc3339};
 use crate::error::AppError;
-use crate::scoped::{CoopAdmin, InCoop};
+use crate::scoped::{CoopAdmin, CoopWrite, InCoop};
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -28,6 +37,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(apply, list_applications))
         .routes(routes!(application))
         .routes(routes!(approve))
+        .routes(routes!(propose))
         .routes(routes!(reject))
 }
 
@@ -74,16 +84,68 @@ fn decode<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, AppError>
     postcard::from_bytes(bytes).map_err(AppError::internal)
 }
 
-fn application_view(coop: &str, a: &Application) -> Value {
+/// The proposal that admits `did` to `coop` when applications are approved
+/// by proposal: one id per applicant, so proposing twice finds the first.
+fn admission_id(coop: &DocId, did: &Did) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"icn/admission/v1");
+    h.update(&coop.0);
+    h.update(did.as_bytes());
+    format!("admit-{}", &h.finalize().to_hex()[..16])
+}
+
+/// The application's state as the co-op stands, and its admission
+/// proposal (`(domain, id)`) when one exists.
+fn standing_of(gw: &Gateway, coop: &DocId, a: &Application) -> (String, Option<(DocId, String)>) {
+    let engine = gw.engine();
+    let Ok(did) = a.did.parse::<Did>() else {
+        return (a.state.clone(), None);
+    };
+    let treasury = engine.read(coop, coop::treasury_domain).flatten();
+    let id = admission_id(coop, &did);
+    let proposal = treasury.and_then(|domain| {
+        engine
+            .read(&domain, |r| domain::Proposal::read(r, &id))
+            .flatten()
+            .map(|p| (domain, p))
+    });
+    let member = engine
+        .read(coop, |r| coop::Standing::read(r, &did))
+        .flatten()
+        .is_some_and(|s| s.is_active());
+    let state = if a.state != "pending" {
+        a.state.clone()
+    } else if member {
+        "approved".into()
+    } else if proposal
+        .as_ref()
+        .and_then(|(_, p)| p.close.as_ref())
+        .is_some_and(|c| c.outcome != Outcome::Accepted)
+    {
+        "rejected".into()
+    } else {
+        "pending".into()
+    };
+    (state, proposal.map(|(domain, _)| (domain, id)))
+}
+
+fn application_view(gw: &Gateway, coop: &DocId, key: &str, a: &Application) -> Value {
+    let (state, proposal) = standing_of(gw, coop, a);
     json!({
-        "coop_id": coop,
+        "coop_id": key,
         "did": a.did,
-        "state": a.state,
+        "state": state,
         "role": a.role,
         "credit_limit": a.credit_limit,
         "applied_at": rfc3339(a.applied_at),
         "decided_by": a.decided_by,
+        "proposal_id": proposal.as_ref().map(|(_, id)| id),
+        "proposal_domain_id": proposal.map(|(domain, _)| domain.to_string()),
     })
+}
+
+fn onboarding(gw: &Gateway, coop: &DocId) -> Onboarding {
+    gw.engine().read(coop, Onboarding::read).unwrap_or_default()
 }
 
 /// An invite: the role the applicant gets (`member` by default), its
@@ -104,14 +166,17 @@ struct InviteRequest {
     post,
     path = "/v1/coops/{id}/invites",
     tag = "onboarding",
-    security(("bearer" = ["coop:admin"])),
+    security(("bearer" = ["coop:write"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     request_body = Option<InviteRequest>,
-    responses((status = 201, description = "`{code, expires_at, role, credit_limit}`: give the code to the person joining; it works once, until it expires (admins only)", body = serde_json::Value)),
+    responses(
+        (status = 201, description = "`{code, expires_at, role, credit_limit}`: give the code to the person joining; it works once, until it expires. Admins (with `coop:admin`) invite; members too when the policy's `onboarding.member_invites` is on, for the roles member and observer, without a credit limit of their choosing", body = serde_json::Value),
+        (status = 403, description = "You may not invite, or not for that role", body = crate::ErrorBody),
+    ),
 )]
 async fn create_invite(
     State(gw): State<Gateway>,
-    c: InCoop<CoopAdmin>,
+    c: InCoop<CoopWrite>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let InCoop { auth, id, key, .. } = c;
@@ -132,13 +197,26 @@ async fn create_invite(
         ));
     }
     blocking(move || {
-        // Only an admin invites: the same rule as adding a member.
-        let admin = is_admin(&gw, &id, &auth.did);
+        // An admin invites, as it adds members; a member only when the
+        // policy says so, and never an admin or a credit limit.
+        let admin = is_admin(&gw, &id, &auth.did) && auth.require(Scope::CoopAdmin).is_ok();
         if !admin {
-            return Err(AppError::forbidden(format!(
-                "{} is not an admin of this co-op: only admins invite",
-                auth.did
-            )));
+            let member = gw
+                .engine()
+                .read(&id, |r| coop::Standing::read(r, &auth.did))
+                .flatten()
+                .is_some_and(|s| s.is_active() && s.role == Role::Member);
+            if !(member && onboarding(&gw, &id).member_invites) {
+                return Err(AppError::forbidden(format!(
+                    "{} may not invite: admins (with coop:admin) invite, and members when the co-op's onboarding policy has member_invites",
+                    auth.did
+                )));
+            }
+            if role == "admin" || req.credit_limit.is_some() {
+                return Err(AppError::forbidden(
+                    "a member invites members and observers at the default credit limit; an admin invites admins or sets a limit",
+                ));
+            }
         }
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(AppError::internal)?;
@@ -216,7 +294,10 @@ async fn apply(
             Some(by) if *by == me => {
                 if let Some(bytes) = store.application(&id, auth.did.as_bytes())? {
                     let a: Application = decode(&bytes)?;
-                    return Ok((StatusCode::CREATED, Json(application_view(&key, &a))));
+                    return Ok((
+                        StatusCode::CREATED,
+                        Json(application_view(&gw, &id, &key, &a)),
+                    ));
                 }
             }
             Some(_) => return Err(AppError::conflict("this invite code was used already")),
@@ -255,7 +336,7 @@ async fn apply(
         store.put_application(&id, auth.did.as_bytes(), &encode(&application)?)?;
         Ok((
             StatusCode::CREATED,
-            Json(application_view(&key, &application)),
+            Json(application_view(&gw, &id, &key, &application)),
         ))
     })
     .await
@@ -281,11 +362,9 @@ fn decide(
     act: impl FnOnce(&Application) -> Result<(), AppError>,
 ) -> Result<Application, AppError> {
     let mut a = read_application(gw, coop, did)?;
-    if a.state != "pending" {
-        return Err(AppError::conflict(format!(
-            "the application is {}",
-            a.state
-        )));
+    let (now, _) = standing_of(gw, coop, &a);
+    if now != "pending" {
+        return Err(AppError::conflict(format!("the application is {now}")));
     }
     act(&a)?;
     a.state = state.into();
@@ -319,6 +398,8 @@ async fn application(
             ));
         }
         Ok(Json(application_view(
+            &gw,
+            &id,
             &key,
             &read_application(&gw, &id, &did)?,
         )))
@@ -345,7 +426,7 @@ async fn list_applications(
         }
         let mut out = Vec::new();
         for bytes in gw.engine().store().applications(&c.id)? {
-            out.push(application_view(&c.key, &decode(&bytes)?));
+            out.push(application_view(&gw, &c.id, &c.key, &decode(&bytes)?));
         }
         Ok(Json(Value::Array(out)))
     })
@@ -358,7 +439,7 @@ async fn list_applications(
     tag = "onboarding",
     security(("bearer" = ["coop:admin"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The applicant's DID")),
-    responses((status = 200, description = "The applicant is a member now, with the invite's role and credit limit, and its DID key as its first device (admins)", body = serde_json::Value), (status = 409, description = "Not pending", body = crate::ErrorBody)),
+    responses((status = 200, description = "The applicant is a member now, with the invite's role and credit limit, and its DID key as its first device (admins)", body = serde_json::Value), (status = 409, description = "Not pending, or the co-op admits members by proposal", body = crate::ErrorBody)),
 )]
 async fn approve(
     State(gw): State<Gateway>,
@@ -368,6 +449,11 @@ async fn approve(
     let InCoop { auth, id, key, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {
+        if onboarding(&gw, &id).approval == Approval::Proposal {
+            return Err(AppError::conflict(
+                "this co-op admits members by proposal: POST /v1/coops/{id}/applications/{did}/propose, then open, vote and close it",
+            ));
+        }
         let a = decide(&gw, &id, &did, &auth.did, "approved", |a| {
             let role = Role::parse(&a.role).unwrap_or(Role::Member);
             gw.engine().write(&id, &auth.signer(), |tx| {
@@ -379,7 +465,78 @@ async fn approve(
             })?;
             Ok(())
         })?;
-        Ok(Json(application_view(&key, &a)))
+        Ok(Json(application_view(&gw, &id, &key, &a)))
+    })
+    .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/coops/{id}/applications/{did}/propose",
+    tag = "onboarding",
+    security(("bearer" = ["gov:write"])),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The applicant's DID")),
+    responses(
+        (status = 201, description = "The admission proposal, a draft in the co-op's treasury domain, authored by you: open it, vote and close it (`/v1/gov/proposals/{id}/…`); accepted, an admin's node admits the applicant", body = serde_json::Value),
+        (status = 200, description = "The admission proposal made before", body = serde_json::Value),
+        (status = 409, description = "Not pending, the co-op admits members by an admin, or it names no treasury domain", body = crate::ErrorBody),
+    ),
+)]
+async fn propose(
+    State(gw): State<Gateway>,
+    c: InCoop<crate::scoped::GovWrite>,
+    Path((_coop, did)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let InCoop { auth, id, .. } = c;
+    let did = parse_did(&did)?;
+    blocking(move || {
+        if onboarding(&gw, &id).approval != Approval::Proposal {
+            return Err(AppError::conflict(
+                "this co-op's admins approve applications: POST /v1/coops/{id}/applications/{did}/approve",
+            ));
+        }
+        let a = read_application(&gw, &id, &did)?;
+        let (state, existing) = standing_of(&gw, &id, &a);
+        if let Some((domain, pid)) = existing {
+            return Ok((
+                StatusCode::OK,
+                Json(crate::gov::proposal_json(gw.engine(), &domain, &pid)?),
+            ));
+        }
+        if state != "pending" {
+            return Err(AppError::conflict(format!("the application is {state}")));
+        }
+        let domain = gw
+            .engine()
+            .read(&id, coop::treasury_domain)
+            .flatten()
+            .ok_or_else(|| {
+                AppError::conflict(
+                    "the co-op names no treasury domain to decide in: an admin sets one (PUT /v1/coops/{id} {\"treasury_domain\"})",
+                )
+            })?;
+        let pid = admission_id(&id, &did);
+        let new = domain::NewProposal {
+            id: pid.clone(),
+            title: format!("Admit {did}"),
+            description: format!(
+                "Application made with an invite on {}, for the role {}",
+                rfc3339(a.applied_at),
+                a.role
+            ),
+            author: auth.did,
+            created_at: now_secs() as i64,
+            payload: Payload::Membership {
+                action: "add".into(),
+                did,
+                role: Some(a.role.clone()),
+            },
+        };
+        gw.engine().create_proposal(&domain, &auth.signer(), &new)?;
+        Ok((
+            StatusCode::CREATED,
+            Json(crate::gov::proposal_json(gw.engine(), &domain, &pid)?),
+        ))
     })
     .await
 }
@@ -404,7 +561,7 @@ async fn reject(
             return Err(AppError::forbidden("only admins decide applications"));
         }
         let a = decide(&gw, &id, &did, &auth.did, "rejected", |_| Ok(()))?;
-        Ok(Json(application_view(&key, &a)))
+        Ok(Json(application_view(&gw, &id, &key, &a)))
     })
     .await
 }

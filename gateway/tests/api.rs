@@ -841,6 +841,7 @@ async fn every_route_is_documented_and_served() {
         ("get", "/v1/coops/{id}/applications"),
         ("get", "/v1/coops/{id}/applications/{did}"),
         ("post", "/v1/coops/{id}/applications/{did}/approve"),
+        ("post", "/v1/coops/{id}/applications/{did}/propose"),
         ("post", "/v1/coops/{id}/applications/{did}/reject"),
         ("post", "/v1/modules"),
         ("get", "/v1/modules/{hash}"),
@@ -2474,4 +2475,169 @@ async fn tally_modules_are_uploaded_by_content() {
         .await
         .expect(201);
     assert_eq!(domain["rules"]["method"]["module"], hash);
+}
+
+/// Issue 14 §3: when the policy says so, members invite, and applications
+/// are decided by a membership proposal of the treasury domain, not by an
+/// admin's word; the application's state follows the decision.
+#[tokio::test]
+async fn members_are_admitted_by_proposal_when_the_policy_says_so() {
+    let api = Api::new();
+    let (alice, bob, carol, dave) = (keypair(1), keypair(2), keypair(3), keypair(4));
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let carol_token = api.login(&carol).await;
+    let dave_token = api.login(&dave).await;
+    let (bob_did, carol_did, dave_did) = (
+        bob.did().to_string(),
+        carol.did().to_string(),
+        dave.did().to_string(),
+    );
+    api.post("/v1/coops", &token, json!({"id": "guild"}))
+        .await
+        .expect(201);
+    api.post("/v1/coops/guild/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    // Members do not invite until the policy lets them.
+    api.post("/v1/coops/guild/invites", &bob_token, json!({}))
+        .await
+        .expect(403);
+    api.post(
+        "/v1/gov/domains",
+        &token,
+        json!({"id": "guild-board", "coop_id": "guild", "quorum_percent": 1}),
+    )
+    .await
+    .expect(201);
+    // An unknown policy field is refused, and changes nothing.
+    api.call(
+        "PUT",
+        "/v1/coops/guild",
+        Some(&token),
+        Some(json!({"onboarding": {"approval": "lottery"}})),
+    )
+    .await
+    .expect(400);
+    let coop = api
+        .call(
+            "PUT",
+            "/v1/coops/guild",
+            Some(&token),
+            Some(json!({"treasury_domain": "guild-board",
+                        "onboarding": {"approval": "proposal", "member_invites": true}})),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        coop["policy"]["onboarding"]["approval"], "proposal",
+        "{coop}"
+    );
+
+    // A member invites members, not admins, and sets no credit limit.
+    api.post(
+        "/v1/coops/guild/invites",
+        &bob_token,
+        json!({"role": "admin"}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/coops/guild/invites",
+        &bob_token,
+        json!({"credit_limit": 500}),
+    )
+    .await
+    .expect(403);
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let invite = api
+            .post("/v1/coops/guild/invites", &bob_token, json!({}))
+            .await
+            .expect(201);
+        codes.push(invite["code"].as_str().expect("code").to_owned());
+    }
+    for (t, code) in [(&carol_token, &codes[0]), (&dave_token, &codes[1])] {
+        api.post("/v1/coops/guild/applications", t, json!({"code": code}))
+            .await
+            .expect(201);
+    }
+
+    // An admin's word is not enough here: a proposal decides.
+    let carol_path = format!("/v1/coops/guild/applications/{carol_did}");
+    api.post(&format!("{carol_path}/approve"), &token, json!({}))
+        .await
+        .expect(409);
+    let proposal = api
+        .post(&format!("{carol_path}/propose"), &token, json!({}))
+        .await
+        .expect(201);
+    let pid = proposal["id"].as_str().expect("id").to_owned();
+    assert_eq!(proposal["payload"]["action"], "add", "{proposal}");
+    let again = api
+        .post(&format!("{carol_path}/propose"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(again["id"], pid.as_str());
+    let seen = api.get(&carol_path, &carol_token).await.expect(200);
+    assert_eq!(seen["state"], "pending");
+    assert_eq!(seen["proposal_id"], pid.as_str());
+    api.get("/v1/coops/guild", &carol_token).await.expect(403);
+    api.post(&format!("/v1/gov/proposals/{pid}/open"), &token, json!({}))
+        .await
+        .expect(200);
+    api.post(
+        &format!("/v1/gov/proposals/{pid}/vote"),
+        &token,
+        json!({"choice": "for"}),
+    )
+    .await
+    .expect(200);
+    let closed = api
+        .post(&format!("/v1/gov/proposals/{pid}/close"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(closed["outcome"], "accepted");
+    assert_eq!(
+        api.get(&carol_path, &carol_token).await.expect(200)["state"],
+        "approved"
+    );
+    api.get("/v1/coops/guild", &carol_token).await.expect(200);
+    let receipt = closed["decision_receipt_id"].as_str().expect("receipt");
+    let trace = api
+        .get(&format!("/v1/registry/decisions/{receipt}/trace"), &token)
+        .await
+        .expect(200);
+    assert_eq!(trace["executed"], true, "{trace}");
+
+    // Dave's admission is voted down: his application is rejected.
+    let dave_path = format!("/v1/coops/guild/applications/{dave_did}");
+    let pid = api
+        .post(&format!("{dave_path}/propose"), &token, json!({}))
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    api.post(&format!("/v1/gov/proposals/{pid}/open"), &token, json!({}))
+        .await
+        .expect(200);
+    api.post(
+        &format!("/v1/gov/proposals/{pid}/vote"),
+        &token,
+        json!({"choice": "against"}),
+    )
+    .await
+    .expect(200);
+    api.post(&format!("/v1/gov/proposals/{pid}/close"), &token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(
+        api.get(&dave_path, &dave_token).await.expect(200)["state"],
+        "rejected"
+    );
+    api.post(&format!("{dave_path}/propose"), &token, json!({}))
+        .await
+        .expect(200);
+    api.get("/v1/coops/guild", &dave_token).await.expect(403);
 }

@@ -80,15 +80,17 @@ enum Command {
     /// remove (which seals what the member wrote that this node had not seen).
     #[command(subcommand)]
     Member(MemberCommand),
-    /// Onboarding, through a gateway: an admin creates a one-time code, a
-    /// newcomer applies with it, an admin approves.
+    /// Onboarding, through a gateway: an admin (or a member, if the policy
+    /// allows) creates a one-time code, a newcomer applies with it, an admin
+    /// approves it, or a membership proposal does (`coop set --approval`).
     #[command(subcommand)]
     Invite(InviteCommand),
 }
 
 #[derive(Subcommand, Debug)]
 enum InviteCommand {
-    /// Create a one-time invite code (admins). Example:
+    /// Create a one-time invite code (admins; members when the policy has
+    /// member_invites). Example:
     /// icnctl invite create food-coop --credit-limit 20 --expires-in 86400
     Create {
         /// The co-op's id (or document id).
@@ -127,6 +129,16 @@ enum InviteCommand {
     },
     /// Approve an application (admins): the applicant becomes a member.
     Approve {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The applicant's DID.
+        did: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Propose admitting an applicant, where the co-op admits by proposal:
+    /// prints the draft proposal; then `icnctl gov open | vote | close` it.
+    Propose {
         /// The co-op's id (or document id).
         coop: String,
         /// The applicant's DID.
@@ -205,6 +217,13 @@ enum CoopCommand {
         /// budgets and freezes the ledger executes.
         #[arg(long)]
         treasury_domain: Option<String>,
+        /// Who approves applications to join: `admin`, or `proposal` (an
+        /// accepted membership proposal of the treasury domain).
+        #[arg(long, value_parser = ["admin", "proposal"])]
+        approval: Option<String>,
+        /// Whether members who are not admins create invites.
+        #[arg(long)]
+        member_invites: Option<bool>,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -848,9 +867,21 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
             description,
             default_credit_limit,
             treasury_domain,
+            approval,
+            member_invites,
             gateway,
         } => {
             let mut body = serde_json::Map::new();
+            if approval.is_some() || member_invites.is_some() {
+                let mut onboarding = serde_json::Map::new();
+                if let Some(a) = approval {
+                    onboarding.insert("approval".into(), json!(a));
+                }
+                if let Some(m) = member_invites {
+                    onboarding.insert("member_invites".into(), json!(m));
+                }
+                body.insert("onboarding".into(), onboarding.into());
+            }
             for (key, value) in [
                 ("name", name.map(|v| json!(v))),
                 ("description", description.map(|v| json!(v))),
@@ -970,6 +1001,16 @@ async fn invite_command(data_dir: &std::path::Path, command: InviteCommand) -> R
                 gateway,
                 "POST",
                 &format!("/v1/coops/{coop}/applications/{did}/approve"),
+                Some(json!({})),
+            )
+            .await?
+        }
+        InviteCommand::Propose { coop, did, gateway } => {
+            request(
+                data_dir,
+                gateway,
+                "POST",
+                &format!("/v1/coops/{coop}/applications/{did}/propose"),
                 Some(json!({})),
             )
             .await?
