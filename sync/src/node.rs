@@ -50,9 +50,18 @@ const FRAMES_PER_SECOND: f64 = 1_000.0;
 const MAX_SESSIONS_PER_PEER: usize = 4;
 const MAX_SESSIONS: usize = 4096;
 
-/// Redial delays: from the first to the longest.
+/// Redial delays: from the first to the longest. While a peer was in a
+/// session within [`RECENT`], the delay stays under [`BACKOFF_RECENT_MAX`],
+/// so a peer that restarts (a relay, say) is back in sync within a few
+/// seconds; a peer gone longer is tried less often.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_RECENT_MAX: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const RECENT: Duration = Duration::from_secs(120);
+
+/// How long a node keeps dialing back a peer that had connected to it,
+/// after their last session ended (see [`SyncNode::dial`]).
+const DIAL_BACK_FOR: Duration = Duration::from_secs(600);
 
 /// How long a session's writer has to send what it queued when the session
 /// ends.
@@ -138,6 +147,8 @@ struct Inner {
     tasks: TaskTracker,
     /// The engine listener that feeds live sessions.
     listener: Mutex<Option<ListenerId>>,
+    /// Peers a dial loop keeps a session with.
+    dialing: Mutex<std::collections::HashSet<Did>>,
 }
 
 /// A running sync node. Cheap to clone; clones share the node. Dropping the
@@ -183,6 +194,7 @@ impl SyncNode {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
             listener: Mutex::new(None),
+            dialing: Mutex::default(),
         });
         // Every commit goes to every live session; the session decides
         // whether its peer may have it.
@@ -224,13 +236,40 @@ impl SyncNode {
     }
 
     /// Keeps a session with `peer` at `addr`: connects, and reconnects with
-    /// backoff whenever the session ends, until the node shuts down.
+    /// backoff whenever the session ends, until the node shuts down. A peer
+    /// dialed already is not dialed twice.
+    ///
+    /// A peer that connected to this node is also dialed back at the
+    /// address it came from once their session ends (a member's node whose
+    /// connection to its relay dropped, say), for [`DIAL_BACK_FOR`] after
+    /// the last session, unless this node dials it already.
     pub fn dial(&self, peer: Did, addr: SocketAddr) -> Result<(), NodeError> {
+        self.keep_dialing(peer, addr, None)
+    }
+
+    fn keep_dialing(
+        &self,
+        peer: Did,
+        addr: SocketAddr,
+        give_up: Option<Duration>,
+    ) -> Result<(), NodeError> {
         let key = iroh::PublicKey::from_bytes(peer.as_bytes())
             .map_err(|e| NodeError::BadPeer(e.to_string()))?;
+        if peer == self.inner.me || !self.inner.dialing().insert(peer) {
+            return Ok(());
+        }
         let target = EndpointAddr::new(key).with_ip_addr(addr);
-        self.inner.tasks.spawn(self.clone().dial_loop(peer, target));
+        let node = self.clone();
+        self.inner.tasks.spawn(async move {
+            node.dial_loop(peer, target, give_up).await;
+            node.inner.dialing().remove(&peer);
+        });
         Ok(())
+    }
+
+    /// Whether a dial loop keeps a session with `peer`.
+    pub fn dialing(&self, peer: &Did) -> bool {
+        self.inner.dialing().contains(peer)
     }
 
     /// Stops the node and returns once every task it started has ended.
@@ -264,11 +303,14 @@ impl SyncNode {
         }
     }
 
-    async fn dial_loop(self, peer: Did, target: EndpointAddr) {
+    async fn dial_loop(&self, peer: Did, target: EndpointAddr, give_up: Option<Duration>) {
         let cancel = self.inner.cancel.clone();
         let mut delay = BACKOFF_FIRST;
+        let mut last_session = Instant::now();
         while !cancel.is_cancelled() {
-            if !self.peers().contains(&peer) {
+            if self.peers().contains(&peer) {
+                last_session = Instant::now();
+            } else {
                 let started = Instant::now();
                 let connected = tokio::select! {
                     c = self.inner.endpoint.connect(target.clone(), ALPN) => c,
@@ -277,6 +319,7 @@ impl SyncNode {
                 match connected {
                     Ok(conn) => {
                         self.run(conn, true).await;
+                        last_session = Instant::now();
                         if started.elapsed() > Duration::from_secs(10) {
                             delay = BACKOFF_FIRST;
                         }
@@ -284,11 +327,20 @@ impl SyncNode {
                     Err(e) => tracing::debug!(peer = %peer, error = %e, "dial failed"),
                 }
             }
+            if give_up.is_some_and(|d| last_session.elapsed() > d) {
+                tracing::debug!(peer = %peer, "stopped dialing back");
+                return;
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = cancel.cancelled() => return,
             }
-            delay = (delay * 2).min(BACKOFF_MAX);
+            let cap = if last_session.elapsed() < RECENT {
+                BACKOFF_RECENT_MAX
+            } else {
+                BACKOFF_MAX
+            };
+            delay = (delay * 2).min(cap);
         }
     }
 
@@ -303,6 +355,10 @@ impl SyncNode {
                 return; // The endpoint closed.
             };
             let node = self.clone();
+            let from = match incoming.remote_addr() {
+                iroh::endpoint::IncomingAddr::Ip(addr) => Some(addr),
+                _ => None,
+            };
             self.inner.tasks.spawn(async move {
                 let conn = match incoming.accept() {
                     Ok(accepting) => tokio::select! {
@@ -312,20 +368,32 @@ impl SyncNode {
                     Err(e) => Err(e.to_string()),
                 };
                 match conn {
-                    Ok(conn) => node.run(conn, false).await,
+                    Ok(conn) => {
+                        let peer = Did::from_bytes(conn.remote_id().as_bytes()).ok();
+                        let ended_well = node.run(conn, false).await;
+                        // Dial back a peer whose session ended without its
+                        // fault, at the address it came from.
+                        if let (true, Some(peer), Some(addr)) = (ended_well, peer, from)
+                            && !node.inner.cancel.is_cancelled()
+                            && let Err(e) = node.keep_dialing(peer, addr, Some(DIAL_BACK_FOR))
+                        {
+                            tracing::debug!(peer = %peer, error = %e, "cannot dial back");
+                        }
+                    }
                     Err(e) => tracing::debug!(error = %e, "incoming connection failed"),
                 }
             });
         }
     }
 
-    /// Runs one session on `conn` until either side ends it.
-    async fn run(&self, conn: Connection, dialer: bool) {
+    /// Runs one session on `conn` until either side ends it. Returns
+    /// whether it ran and ended without a fault of either side.
+    async fn run(&self, conn: Connection, dialer: bool) -> bool {
         let peer = match Did::from_bytes(conn.remote_id().as_bytes()) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "a peer whose key is not a DID");
-                return;
+                return false;
             }
         };
         let streams = if dialer {
@@ -349,7 +417,7 @@ impl SyncNode {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(peer = %peer, error = %e, "no stream");
-                return;
+                return false;
             }
         };
         let id = self.inner.next_session.fetch_add(1, Ordering::Relaxed);
@@ -361,7 +429,7 @@ impl SyncNode {
                 drop(sessions);
                 tracing::warn!(peer = %peer, from_peer, "too many sessions; refused");
                 conn.close(2u32.into(), b"too many sessions");
-                return;
+                return false;
             }
             sessions.insert(
                 id,
@@ -379,10 +447,12 @@ impl SyncNode {
             Ok(()) => {
                 tracing::info!(peer = %peer, "sync session ended");
                 conn.close(0u32.into(), b"bye");
+                true
             }
             Err(e) => {
                 tracing::warn!(peer = %peer, error = %e, "sync session ended");
                 conn.close(1u32.into(), e.to_string().as_bytes());
+                false
             }
         }
     }
@@ -488,6 +558,10 @@ impl SyncNode {
 impl Inner {
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dialing(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<Did>> {
+        self.dialing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -52,10 +52,14 @@ impl Node {
     }
 
     async fn settle(&self, coop: DocId, to: &Node, amount: i64) {
+        self.settle_to(coop, to.key.did(), amount).await;
+    }
+
+    async fn settle_to(&self, coop: DocId, to: icn_schemas::Did, amount: i64) {
         let engine = self.engine().clone();
         let signer = Signer::Device(self.key.clone());
         let settle = Settle {
-            to: to.key.did(),
+            to,
             amount,
             unit: "hours".into(),
             memo: String::new(),
@@ -174,6 +178,105 @@ async fn members_who_never_meet_sync_through_a_relay() {
     .await;
     assert!(converged(relay.engine(), bob.engine(), &coop));
     for n in [&alice, &relay, &bob] {
+        n.sync.shutdown().await;
+    }
+}
+
+/// Issue 14 §5: a node registered as the co-op's relay while a session
+/// with it is already open (on the admin's node, or on a member's node the
+/// registration reaches from elsewhere) receives the co-op and every entry
+/// held before, without a new write or a new session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_registered_mid_session_is_caught_up_at_once() {
+    let admin = Node::start(1).await;
+    let member = Node::start(2).await;
+    let relay = Node::start(9).await;
+    let coop = coop_on(&admin, &[&member], None);
+    for i in 0..40 {
+        admin.settle(coop, &member, 1 + i % 3).await;
+    }
+    // The member's node holds the co-op; only it talks to the relay.
+    member.dial(&admin);
+    eventually("the member catches up", || {
+        converged(admin.engine(), member.engine(), &coop)
+    })
+    .await;
+    relay.dial(&member);
+    relay.dial(&admin);
+    eventually("the relay's sessions are open", || {
+        member.sync.peers().contains(&relay.key.did())
+            && admin.sync.peers().contains(&relay.key.did())
+    })
+    .await;
+    assert!(relay.engine().heads(&coop).is_none(), "not entitled yet");
+    // The admin registers the relay on its own node; the registration
+    // reaches the member's node, whose open session must now serve it.
+    let started = std::time::Instant::now();
+    admin
+        .engine()
+        .write(&coop, &Signer::Device(admin.key.clone()), |tx| {
+            coop::add_relay(tx, &relay.key.did(), &relay.addr().to_string(), 2)
+        })
+        .expect("register the relay");
+    eventually("the relay holds the co-op and its ledger", || {
+        converged(member.engine(), relay.engine(), &coop)
+            && relay
+                .engine()
+                .entry_ids(&coop)
+                .map(|i| i.len())
+                .unwrap_or(0)
+                == 40
+    })
+    .await;
+    eprintln!(
+        "relay caught up {:?} after its registration",
+        started.elapsed()
+    );
+    for n in [&admin, &member, &relay] {
+        n.sync.shutdown().await;
+    }
+}
+
+/// Issue 14 §5: a relay dials back the members it has seen. A member's
+/// node that restarts and dials nobody is found again by its relay, at the
+/// address it last came from, and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_dials_back_a_member_that_restarted() {
+    let admin = Node::start(1).await;
+    let member = Node::start(2).await;
+    let relay = Node::start(9).await;
+    let coop = coop_on(&admin, &[&member], Some(&relay));
+    admin.settle(coop, &member, 1).await;
+    admin.dial(&relay);
+    member.dial(&relay);
+    eventually("all three hold the co-op", || {
+        converged(admin.engine(), member.engine(), &coop)
+            && converged(admin.engine(), relay.engine(), &coop)
+    })
+    .await;
+    assert!(
+        !relay.sync.dialing(&member.key.did()),
+        "the member dialed in"
+    );
+    // The member's node stops, and comes back at its address dialing
+    // nobody; meanwhile the admin pays it again.
+    let addr = member.addr();
+    member.sync.shutdown().await;
+    let Node { test, sync, .. } = member;
+    drop(sync);
+    admin.settle_to(coop, keypair(2).did(), 2).await;
+    let member = Node::start_at(test.reopen(), 2, addr).await;
+    let started = std::time::Instant::now();
+    eventually("the relay dials the member back and it catches up", || {
+        converged(admin.engine(), member.engine(), &coop)
+    })
+    .await;
+    eprintln!(
+        "member caught up {:?} after it restarted",
+        started.elapsed()
+    );
+    assert!(relay.sync.dialing(&member.key.did()));
+    for n in [&admin, &member, &relay] {
         n.sync.shutdown().await;
     }
 }
