@@ -10,8 +10,10 @@ impl Engine {
     /// ledger): a live device of an active member, or a relay registered in
     /// the co-op document. For a governance domain: one of its active
     /// members, or, when the domain belongs to a co-op this node holds, a
-    /// live device of such a member or a relay of that co-op. `false` for a
-    /// document this node does not hold.
+    /// live device of such a member or a relay of that co-op; the co-op's
+    /// treasury domain also goes to a live device of any active member of
+    /// the co-op, whose node must check the decisions that move the books.
+    /// `false` for a document this node does not hold.
     pub fn may_receive(&self, doc: &DocId, peer: &Did) -> bool {
         // Documents are read one at a time: the ledger holds a co-op's lock
         // while it reads domains, so never the other way round.
@@ -25,9 +27,9 @@ impl Engine {
         }
     }
 
-    /// [`Engine::may_receive`] for a document as `r` shows it, which this
-    /// node may not hold yet: whether to take a document a peer offers.
-    pub fn may_read(&self, r: Reader<'_>, peer: &Did) -> bool {
+    /// [`Engine::may_receive`] for document `doc` as `r` shows it, which
+    /// this node may not hold yet: whether to take a document a peer offers.
+    pub fn may_read(&self, doc: &DocId, r: Reader<'_>, peer: &Did) -> bool {
         match DocKind::of(r) {
             Some(DocKind::Coop) => coop_reader(r, peer),
             Some(DocKind::Domain) => {
@@ -36,7 +38,9 @@ impl Engine {
                         self.read(&c, |c| {
                             is_relay(c, peer)
                                 || coop::device_owner(c, peer).is_some_and(|owner| {
-                                    owner.is_active() && domain_member(r, &owner.did)
+                                    owner.is_active()
+                                        && (coop::treasury_domain(c) == Some(*doc)
+                                            || domain_member(r, &owner.did))
                                 })
                         })
                         .unwrap_or(false)
@@ -58,15 +62,17 @@ impl Engine {
                 if is_relay(c, peer) {
                     return Some(None);
                 }
+                let treasury = coop::treasury_domain(c) == Some(*doc);
                 coop::device_owner(c, peer)
                     .filter(|o| o.is_active())
-                    .map(|o| Some(o.did))
+                    .map(|o| Some((o.did, treasury)))
             })
             .flatten();
         match owner {
             None => false,
-            Some(None) => true, // a relay of the co-op
-            Some(Some(owner)) => self
+            Some(None) => true,            // a relay of the co-op
+            Some(Some((_, true))) => true, // a member, of the treasury domain
+            Some(Some((owner, false))) => self
                 .read(doc, |r| domain_member(r, &owner))
                 .unwrap_or(false),
         }

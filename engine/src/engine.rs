@@ -468,9 +468,10 @@ impl Engine {
             if let Err(e) = self.refold_decisions(id, &applied.closes.receipts) {
                 tracing::warn!(domain = %id, error = %e, "refolding ledgers after a close failed");
             }
-            // Whichever node sees an accepted close executes it; the ledger
-            // counts one execution per decision.
-            self.execute_accepted(id, &applied.closes.proposals);
+            // A peer's close is carried out here only by
+            // `Engine::execute_pending`, once the closer's node has had time
+            // to do it: every member's node executing every close it hears of
+            // would write one (conflicted) execution each.
         }
         Ok(applied)
     }

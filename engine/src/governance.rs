@@ -19,6 +19,10 @@ use crate::storage::StorageError;
 
 /// The member a signer writes for: its own DID key, or the member who
 /// signed its delegation.
+/// How long after a close (by the closer's clock) other nodes wait before
+/// carrying it out themselves ([`Engine::execute_pending`]).
+pub const EXECUTION_GRACE_SECONDS: i64 = 30;
+
 fn member_of(signer: &Signer) -> Result<Did, SchemaError> {
     match signer {
         Signer::Device(key) => Ok(key.did()),
@@ -222,23 +226,6 @@ impl Engine {
         Ok((close, receipt))
     }
 
-    /// Executes, with this node's executor key, those of `proposals` (of
-    /// `domain`) whose counted close accepted them.
-    pub(crate) fn execute_accepted(&self, domain: &DocId, proposals: &[String]) {
-        let Some(signer) = self.executor() else {
-            return;
-        };
-        for id in proposals {
-            let accepted = self
-                .read(domain, |r| domain::Proposal::close(r, id))
-                .flatten()
-                .is_some_and(|c| c.outcome == Outcome::Accepted);
-            if accepted {
-                self.execute_in_ledgers(domain, &signer, id);
-            }
-        }
-    }
-
     /// Closes every open proposal whose voting time is over at `now` (unix
     /// seconds), in every domain held, with this node's executor key (any
     /// member may record such a close). Returns the proposals closed, by
@@ -315,13 +302,16 @@ impl Engine {
     }
 
     /// Carries out, with this node's executor key, every accepted decision
-    /// of a co-op's treasury domain held here that is not in effect yet:
-    /// one this node missed while stopped, or could not carry out when the
-    /// close arrived. Membership and config changes are applied when the
-    /// executor is an active admin of the co-op; ledger decisions are
-    /// recorded when no entry cites them yet. Returns how many it carried
-    /// out.
-    pub fn execute_pending(&self) -> usize {
+    /// of a co-op's treasury domain held here that is not in effect yet and
+    /// was closed at least [`EXECUTION_GRACE_SECONDS`] before `now` (unix
+    /// seconds): a close a peer recorded, whose node did not carry it out
+    /// (it may not write the co-op document, or holds only the domain), or
+    /// one this node missed while stopped. The grace lets the closer's own
+    /// execution arrive first, so that nodes do not all write one.
+    /// Membership and config changes are applied when the executor is an
+    /// active admin of the co-op; ledger decisions are recorded when no
+    /// entry cites them yet. Returns how many it carried out.
+    pub fn execute_pending(&self, now: i64) -> usize {
         let Some(signer) = self.executor() else {
             return 0;
         };
@@ -346,7 +336,10 @@ impl Engine {
                 continue;
             };
             for d in registry {
-                if d.advisory || d.receipt.outcome != Outcome::Accepted {
+                if d.advisory
+                    || d.receipt.outcome != Outcome::Accepted
+                    || d.receipt.closed_at.saturating_add(EXECUTION_GRACE_SECONDS) > now
+                {
                     continue;
                 }
                 let (domain, id) = (d.receipt.domain, d.receipt.proposal.as_str());

@@ -70,7 +70,7 @@ pub use authority::Denied;
 pub use change::{ChangeSignature, SignedChange, decode_batch, encode_batch};
 pub use devices::{RevokeError, Revoked};
 pub use engine::{Applied, ApplyError, Committed, Engine, ListenerId, OpenError, WriteError};
-pub use governance::{RegistryEntry, Trace};
+pub use governance::{EXECUTION_GRACE_SECONDS, RegistryEntry, Trace};
 pub use identity::{Keypair, Signer};
 pub use keystore::{Keystore, KeystoreError, Passphrase};
 pub use storage::{StorageError, Store};

@@ -109,7 +109,7 @@ impl Replica for Engine {
     ) -> Result<(u64, Vec<ChangeHash>), ApplyError> {
         let (applied, missing) =
             Engine::receive_sync(self, doc, state, message, signatures, |r| {
-                self.may_read(r, me)
+                self.may_read(doc, r, me)
             })?;
         Ok((applied.new.len() as u64, missing))
     }

@@ -1363,7 +1363,8 @@ fn a_node_that_learns_of_an_accepted_close_executes_it() {
         .engine
         .close_proposal(&domain, &dev(&alice), "p", 5)
         .expect("close");
-    // This node executes with its executor key once the close reaches it.
+    // This node executes with its executor key once the close reaches it
+    // and the closer's node has had its time to.
     node.engine.set_executor(dev(&bob));
     node.engine
         .apply_remote(
@@ -1371,6 +1372,18 @@ fn a_node_that_learns_of_an_accepted_close_executes_it() {
             closer.engine.changes_since(&domain, &[]).expect("close"),
         )
         .expect("the close");
+    assert_eq!(balance(&node.engine, &coop, &bob), 0, "not at once");
+    assert_eq!(
+        node.engine
+            .execute_pending(5 + crate::EXECUTION_GRACE_SECONDS - 1),
+        0
+    );
+    assert_eq!(
+        node.engine
+            .execute_pending(5 + crate::EXECUTION_GRACE_SECONDS),
+        1
+    );
+    assert_eq!(node.engine.execute_pending(1_000), 0, "once");
     assert_eq!(balance(&node.engine, &coop, &bob), 20);
     let receipt = node.engine.receipt(&domain, "p").expect("closed");
     let executions = node

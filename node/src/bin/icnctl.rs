@@ -193,6 +193,26 @@ enum MemberCommand {
 
 #[derive(Subcommand, Debug)]
 enum CoopCommand {
+    /// Create a co-op; you become its first admin. Example:
+    /// icnctl coop create food-coop --name "Food Co-op" --default-credit-limit 50 --unit hours
+    Create {
+        /// Its id: a-z, 0-9, '-', '_', '.', ':'.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+        /// How far below zero a member may go, in each unit's smallest step.
+        #[arg(long)]
+        default_credit_limit: Option<i64>,
+        /// Units of account, `id` or `id:scale`, repeatable [default: hours].
+        #[arg(long = "unit")]
+        units: Vec<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
     /// Show a co-op: profile, policy (units, rates, credit limit, treasury
     /// domain), members count, relays.
     Show {
@@ -487,6 +507,7 @@ enum GovCommand {
         gateway: GatewayArgs,
     },
     /// Create a governance domain; you become its first admin.
+    #[command(alias = "domain")]
     CreateDomain {
         /// Its id: a-z, 0-9, '-', '_', '.', ':'.
         id: String,
@@ -500,6 +521,16 @@ enum GovCommand {
         /// Members besides you (DIDs), repeatable.
         #[arg(long = "member")]
         members: Vec<String>,
+        /// The co-op it belongs to (its members may join it; it may be the
+        /// co-op's treasury domain).
+        #[arg(long)]
+        coop: Option<String>,
+        /// Share of members who must vote, overriding the profile.
+        #[arg(long)]
+        quorum_percent: Option<i64>,
+        /// Share of votes cast that must be for, overriding the profile.
+        #[arg(long)]
+        approval_percent: Option<i64>,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -520,6 +551,12 @@ enum GovCommand {
         /// Description (also the text's body).
         #[arg(long, default_value = "")]
         description: String,
+        /// What it does if accepted, as JSON (default: text). Examples:
+        /// '{"type":"budget","amount":10,"recipient":"did:icn:…","unit":"hours","purpose":"seeds"}',
+        /// '{"type":"membership","action":"add","did":"did:icn:…","role":"member"}',
+        /// '{"type":"config_change","key":"default_credit_limit","value":"50"}'.
+        #[arg(long)]
+        payload: Option<String>,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -563,6 +600,21 @@ enum GovCommand {
     Show {
         /// The proposal's id.
         proposal: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// A co-op's decisions (closed proposals of its domains), newest first.
+    Decisions {
+        /// The co-op's id (or document id).
+        coop: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Follow a decision: its receipt, whether it executed (and why not),
+    /// and the ledger entries citing it. Example: icnctl gov trace <decision_receipt_id>
+    Trace {
+        /// The decision receipt's id (64 hex digits), as `gov close` prints.
+        receipt: String,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -778,9 +830,21 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
             name,
             profile,
             members,
+            coop,
+            quorum_percent,
+            approval_percent,
             gateway,
         } => {
-            let body = json!({"id": id, "name": name, "profile": profile, "members": members});
+            let mut body = json!({"id": id, "name": name, "profile": profile, "members": members});
+            for (key, value) in [
+                ("coop_id", coop.map(|v| json!(v))),
+                ("quorum_percent", quorum_percent.map(|v| json!(v))),
+                ("approval_percent", approval_percent.map(|v| json!(v))),
+            ] {
+                if let Some(v) = value {
+                    body[key] = v;
+                }
+            }
             request(data_dir, gateway, "POST", "/v1/gov/domains", Some(body)).await?
         }
         GovCommand::Proposals { domain, gateway } => {
@@ -794,10 +858,16 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
             domain,
             title,
             description,
+            payload,
             gateway,
         } => {
+            let payload: serde_json::Value = match payload {
+                Some(p) => serde_json::from_str(&p)
+                    .map_err(|e| anyhow::anyhow!("--payload is not JSON: {e}"))?,
+                None => json!({"type": "text", "body": description}),
+            };
             let body = json!({"domain_id": domain, "title": title, "description": description,
-                              "payload": {"type": "text", "body": description}});
+                              "payload": payload});
             request(data_dir, gateway, "POST", "/v1/gov/proposals", Some(body)).await?
         }
         GovCommand::Open {
@@ -851,6 +921,26 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
             )
             .await?
         }
+        GovCommand::Decisions { coop, gateway } => {
+            request(
+                data_dir,
+                gateway,
+                "GET",
+                &format!("/v1/registry/decisions?coop_id={coop}"),
+                None,
+            )
+            .await?
+        }
+        GovCommand::Trace { receipt, gateway } => {
+            request(
+                data_dir,
+                gateway,
+                "GET",
+                &format!("/v1/registry/decisions/{receipt}/trace"),
+                None,
+            )
+            .await?
+        }
     };
     print(&answer)
 }
@@ -860,6 +950,41 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
     let answer = match command {
         CoopCommand::Show { coop, gateway } => {
             request(data_dir, gateway, "GET", &format!("/v1/coops/{coop}"), None).await?
+        }
+        CoopCommand::Create {
+            id,
+            name,
+            description,
+            default_credit_limit,
+            units,
+            gateway,
+        } => {
+            let mut body = json!({ "id": id });
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            if let Some(l) = default_credit_limit {
+                body["default_credit_limit"] = json!(l);
+            }
+            if !units.is_empty() {
+                let mut list = Vec::new();
+                for u in units {
+                    list.push(match u.split_once(':') {
+                        None => json!({ "id": u }),
+                        Some((id, scale)) => {
+                            let scale: i64 = scale.parse().map_err(|_| {
+                                anyhow::anyhow!("--unit {u}: the scale is a number")
+                            })?;
+                            json!({ "id": id, "scale": scale })
+                        }
+                    });
+                }
+                body["units"] = json!(list);
+            }
+            request(data_dir, gateway, "POST", "/v1/coops", Some(body)).await?
         }
         CoopCommand::Set {
             coop,

@@ -335,7 +335,7 @@ async fn main() -> Result<()> {
         if !closed.is_empty() {
             tracing::info!(count = closed.len(), "recorded closes that fell due");
         }
-        let carried = engine.execute_pending();
+        let carried = engine.execute_pending(now);
         if carried > 0 {
             tracing::info!(
                 count = carried,
@@ -376,11 +376,33 @@ async fn main() -> Result<()> {
             }
         });
     }
-    // Relays registered in the co-ops this node holds, now and as they change.
+    // Relays registered in the co-ops this node holds: now, whenever a
+    // document changes (a relay registered here or by a peer is dialed at
+    // once), and every minute.
     let relays = dialer.clone();
     tasks.every(Duration::from_secs(60), engine.clone(), move |engine| {
         for (did, addr) in registered_relays(engine) {
             relays.dial(did, addr);
+        }
+    });
+    let (changed, mut doc_changes) = tokio::sync::mpsc::channel::<()>(1);
+    let listener = engine.on_commit(move |event| {
+        if matches!(event, icn_engine::Committed::Doc { .. }) {
+            // One pending wake-up is enough: it reads every co-op.
+            let _ = changed.try_send(());
+        }
+    });
+    let (relays, on_change) = (dialer.clone(), engine.clone());
+    tasks.until_shutdown(async move {
+        while doc_changes.recv().await.is_some() {
+            let engine = on_change.clone();
+            let Ok(found) = tokio::task::spawn_blocking(move || registered_relays(&engine)).await
+            else {
+                continue;
+            };
+            for (did, addr) in found {
+                relays.dial(did, addr);
+            }
         }
     });
 
@@ -440,6 +462,7 @@ async fn main() -> Result<()> {
     // The gateway has stopped taking requests. Then: the daemon's own tasks
     // (periodic work finishes its run), sync (sessions flush, then the
     // endpoint closes), and only then the control socket file goes.
+    engine.remove_listener(listener);
     tasks.shutdown().await;
     sync.shutdown().await;
     let _ = std::fs::remove_file(icn_node::control::socket_path(&data_dir));

@@ -54,7 +54,7 @@ fn an_admitted_member_removed_later_is_not_readmitted_by_the_decision() {
             .expect("a no-op")
     );
     node.engine.set_executor(dev(&admin));
-    assert_eq!(node.engine.execute_pending(), 0);
+    assert_eq!(node.engine.execute_pending(1_000), 0);
     assert_eq!(
         standing(&node, &coop, &carol.did()).map(|s| s.status),
         Some(MemberStatus::Removed)
@@ -72,10 +72,10 @@ fn a_decision_missed_by_every_admin_is_applied_by_the_next_sweep() {
     assert!(standing(&node, &coop, &carol.did()).is_none());
     // A member's node sweeps and leaves it for an admin.
     node.engine.set_executor(dev(&alice));
-    assert_eq!(node.engine.execute_pending(), 0);
+    assert_eq!(node.engine.execute_pending(1_000), 0);
     node.engine.set_executor(dev(&admin));
-    assert_eq!(node.engine.execute_pending(), 1);
-    assert_eq!(node.engine.execute_pending(), 0, "once");
+    assert_eq!(node.engine.execute_pending(1_000), 1);
+    assert_eq!(node.engine.execute_pending(1_000), 0, "once");
     assert_eq!(
         standing(&node, &coop, &carol.did()).map(|s| s.role),
         Some(Role::Member)
