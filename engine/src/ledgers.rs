@@ -26,7 +26,7 @@ use crate::engine::Committed;
 use crate::identity::{self, Signer};
 use crate::ledger::decisions::{DocDecisions, counted_decisions, execution_body};
 use crate::ledger::fold::Beside;
-use crate::ledger::pipeline::{Batch, Draft, Ledger, View};
+use crate::ledger::pipeline::{Batch, Draft, Ledger, Submitted, View};
 use crate::ledger::{
     Convert, EntryRefusal, HistoryItem, HistoryPage, Ingest, LedgerError, Settle, Status,
     TrialBalance, UnitPosition,
@@ -214,6 +214,44 @@ impl Engine {
             });
         }
         Ok(results)
+    }
+
+    /// Takes one entry a client signed itself (its canonical encoding):
+    /// judged exactly as a peer's entry, and, like a local write, refused
+    /// with nothing stored if it would be conflicted where it lands. An
+    /// entry citing parents or co-op heads not held here waits, as a peer's
+    /// does (`Ingest::Pending`).
+    pub fn submit_entry(&self, coop: &DocId, encoded: Vec<u8>) -> Result<Ingest, LedgerError> {
+        self.ledger(coop)?;
+        let batch = Batch::check(vec![encoded.clone()]);
+        let decisions = self.decisions(*coop);
+        let taken = self.with_ledger(coop, |ledger, doc| {
+            let view = View {
+                doc,
+                decisions: &decisions,
+            };
+            ledger.submit(&view, batch)
+        })?;
+        match taken {
+            Submitted::Known(id) => Ok(Ingest::Known(id)),
+            Submitted::Stored(id, bytes) => {
+                self.store().make_durable()?;
+                self.notify(Committed::Entries {
+                    coop: *coop,
+                    entries: vec![(id, bytes.into())],
+                });
+                // Entries waiting for this one may be complete now.
+                self.ingest_entries(coop, Vec::new())?;
+                Ok(Ingest::Stored(id))
+            }
+            Submitted::Waits => self
+                .ingest_entries(coop, vec![encoded])?
+                .pop()
+                .ok_or(LedgerError::Refused(EntryRefusal::Decode(
+                    icn_schemas::ledger::DecodeError::Truncated,
+                )))?
+                .map_err(LedgerError::Refused),
+        }
     }
 
     /// Records a settlement by the signer's member: validated exactly as a

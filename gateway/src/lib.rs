@@ -36,6 +36,7 @@ pub mod auth;
 mod coops;
 mod devices;
 mod docs;
+mod entries;
 pub mod error;
 mod events;
 mod gov;
@@ -229,6 +230,7 @@ fn api() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
         .merge(invites::routes())
         .merge(gov::routes())
         .merge(ledger::routes())
+        .merge(entries::routes())
         .merge(registry::routes())
         .split_for_parts();
     add_common_errors(&mut spec);

@@ -835,6 +835,8 @@ async fn every_route_is_documented_and_served() {
         ("post", "/v1/ledger/{coop}/freeze"),
         ("put", "/v1/gov/domains/{id}"),
         ("get", "/v1/ledger/{coop}/entries/{id}"),
+        ("get", "/v1/ledger/{coop}/heads"),
+        ("post", "/v1/ledger/{coop}/entries"),
         ("get", "/v1/ledger/{coop}/trial-balance"),
         ("post", "/v1/coops/{id}/invites"),
         ("post", "/v1/coops/{id}/applications"),

@@ -463,6 +463,67 @@ fn devices_through_icnctl() {
         .concat(),
     ));
 
+    // An allowance for the phone, signed by alice's DID key in icnctl: over
+    // her room (credit limit 0, balance 0) it is refused, nothing stored;
+    // with room it counts. The phone gives some back, signed by its own key.
+    let over = icnctl(
+        alice,
+        &[
+            &["ledger", "grant", "garden", &phone_did, "4", "hours"][..],
+            &g,
+        ]
+        .concat(),
+    );
+    assert_eq!(over.status.code(), Some(3), "{}", text(&over));
+    ok(icnctl(
+        alice,
+        &[
+            &["coop", "set", "garden", "--default-credit-limit", "10"][..],
+            &g,
+        ]
+        .concat(),
+    ));
+    let granted = json(ok(icnctl(
+        alice,
+        &[
+            &["ledger", "grant", "garden", &phone_did, "4", "hours"][..],
+            &g,
+        ]
+        .concat(),
+    )));
+    assert_eq!(granted["status"]["status"], "applied", "{granted}");
+    let released = json(ok(icnctl(
+        phone,
+        &[
+            &[
+                "ledger", "release", "garden", "1", "hours", "--member", &alice_did,
+            ][..],
+            &g,
+        ]
+        .concat(),
+    )));
+    assert_eq!(released["status"]["status"], "applied", "{released}");
+    let position = json(ok(icnctl(
+        alice,
+        &[&["ledger", "position", "garden", &alice_did][..], &g].concat(),
+    )));
+    assert_eq!(
+        position["positions"][0]["allowances"][&phone_did], 3,
+        "{position}"
+    );
+    // The phone is not bob's device: it cannot act for him (exit 3).
+    let refused = icnctl(
+        phone,
+        &[
+            &[
+                "ledger", "release", "garden", "9", "hours", "--member", &bob_did,
+            ][..],
+            &g,
+        ]
+        .concat(),
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+
     // Bob may not revoke alice's phone (exit status 3); alice may.
     let refused = icnctl(
         bob,

@@ -54,6 +54,17 @@ enum Origin {
     Local,
 }
 
+/// What became of an entry a client submitted.
+pub(crate) enum Submitted {
+    /// Held already.
+    Known(EntryId),
+    /// Stored and counted: its id and bytes.
+    Stored(EntryId, Vec<u8>),
+    /// Its parents or cited heads are not all here: for the ingest path to
+    /// keep waiting.
+    Waits,
+}
+
 /// The judgement of an entry that broke no rule.
 enum Verdict {
     /// Held already, stored or waiting.
@@ -397,6 +408,48 @@ impl Ledger {
             }
         })?;
         Ok((id, bytes))
+    }
+
+    /// Takes one entry a client signed and submitted: judged as a peer's
+    /// would be, then, when its parents and cited heads are all here,
+    /// folded and refused (nothing stored) if it comes out conflicted, as a
+    /// local write is. The caller makes it durable.
+    pub(crate) fn submit(
+        &mut self,
+        view: &View<'_>,
+        batch: Batch,
+    ) -> Result<Submitted, LedgerError> {
+        let Batch {
+            mut encoded,
+            mut decoded,
+            signatures_ok,
+        } = batch;
+        let (Some(bytes), Some(decoded)) = (encoded.pop(), decoded.pop()) else {
+            return Err(LedgerError::Refused(EntryRefusal::Decode(
+                DecodeError::Truncated,
+            )));
+        };
+        let (e, id) = decoded.map_err(|d| LedgerError::Refused(EntryRefusal::Decode(d)))?;
+        let mut lookups = Lookups::default();
+        let origin = Origin::Peer {
+            signature_checked: signatures_ok,
+        };
+        let judged = match self.judge(view, &mut lookups, &e, &id, origin, &HashSet::new())? {
+            Err(refusal) => return Err(refusal.into()),
+            Ok(Verdict::Known) => return Ok(Submitted::Known(id)),
+            Ok(Verdict::Waits) => return Ok(Submitted::Waits),
+            Ok(Verdict::Ready(judged)) => judged,
+        };
+        if !self.parents_known(&e, &HashSet::new())? {
+            return Ok(Submitted::Waits);
+        }
+        self.atomically(|ledger| {
+            match ledger.fold.insert(id, &e, &bytes, judged, &view.beside())? {
+                Status::Applied => Ok(()),
+                Status::Conflicted { conflict } => Err(LedgerError::Conflict(conflict)),
+            }
+        })?;
+        Ok(Submitted::Stored(id, bytes))
     }
 
     /// Folds again from the first entry citing one of `receipts`, whose

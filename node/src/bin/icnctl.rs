@@ -494,6 +494,40 @@ enum LedgerCommand {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Set AMOUNT of UNIT of your credit aside for one of your devices,
+    /// which then spends it, offline too, without ever being conflicted by
+    /// what your other keys do. Signed here with your DID key (the identity
+    /// in --data-dir) and submitted as is. Example:
+    /// icnctl ledger grant food-coop did:icn:<phone key> 20 hours
+    Grant {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The device key the allowance is for.
+        device: String,
+        /// In the unit's smallest step.
+        amount: i64,
+        /// The unit.
+        unit: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Give AMOUNT of UNIT of this device's unspent allowance back to your
+    /// general credit. Signed here with the device's key (the identity in
+    /// --data-dir), for the member --member names. Example:
+    /// icnctl --data-dir ./phone ledger release food-coop 5 hours --member did:icn:…
+    Release {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// In the unit's smallest step.
+        amount: i64,
+        /// The unit.
+        unit: String,
+        /// The member whose device this is.
+        #[arg(long)]
+        member: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -676,6 +710,75 @@ async fn client(data_dir: &std::path::Path, g: GatewayArgs) -> Result<Client> {
     }
 }
 
+/// Builds an entry with `body` by `member` (the identity's own DID when
+/// `None`), citing the heads the gateway names, signs it with the identity
+/// in `data_dir`, and submits its canonical bytes
+/// (`POST /v1/ledger/{coop}/entries`).
+async fn sign_and_submit(
+    data_dir: &std::path::Path,
+    g: GatewayArgs,
+    coop: &str,
+    member: Option<icn_schemas::Did>,
+    body: icn_schemas::ledger::Body,
+    memo: &str,
+) -> Result<serde_json::Value> {
+    use icn_schemas::ledger::{Entry, EntryId, SignedEntry};
+    let key = icn_node::load_identity(data_dir)?;
+    let client = match g.token {
+        Some(token) => Client::new(&g.gateway)?.with_token(token),
+        None => {
+            let mut client = Client::new(&g.gateway)?;
+            let member = member.map(|m| m.to_string());
+            client.login_for(&key, member.as_deref()).await?;
+            client
+        }
+    };
+    let heads = client
+        .call("GET", &format!("/v1/ledger/{coop}/heads"), None)
+        .await?;
+    let hashes = |field: &str| -> Result<Vec<[u8; 32]>> {
+        heads[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                let h = h.as_str().unwrap_or_default();
+                h.parse::<EntryId>().map(|id| id.0).map_err(|_| {
+                    anyhow::anyhow!("the gateway named a head {h:?} that is not a hash")
+                })
+            })
+            .collect()
+    };
+    let coop_id = heads["coop_doc_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("the gateway named no co-op document id")?;
+    let entry = Entry {
+        coop: coop_id,
+        parents: hashes("ledger_heads")?.into_iter().map(EntryId).collect(),
+        author: member.unwrap_or_else(|| key.did()),
+        signer: key.did(),
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        coop_heads: hashes("coop_heads")?,
+        body,
+        memo: memo.to_owned(),
+        decision: None,
+        delegation: None,
+    };
+    let signature = key.sign(&entry.signing_message()?);
+    let bytes = SignedEntry { entry, signature }.encode()?;
+    client
+        .call(
+            "POST",
+            &format!("/v1/ledger/{coop}/entries"),
+            Some(serde_json::json!({ "bytes": hex::encode(bytes) })),
+        )
+        .await
+}
+
 /// One request to the gateway, with [`client`]'s token.
 async fn request(
     data_dir: &std::path::Path,
@@ -743,6 +846,36 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
                     Some(serde_json::json!({"did": did, "frozen": !unfreeze})),
                 )
                 .await?,
+            )?;
+        }
+        Command::Ledger(LedgerCommand::Grant {
+            coop,
+            device,
+            amount,
+            unit,
+            gateway,
+        }) => {
+            let device = icn_schemas::Did::parse_valid(&device)
+                .map_err(|e| anyhow::anyhow!("{device:?}: {e}"))?;
+            let body = icn_schemas::ledger::Body::Grant {
+                device,
+                unit,
+                amount,
+            };
+            print(&sign_and_submit(data_dir, gateway, &coop, None, body, "allowance").await?)?;
+        }
+        Command::Ledger(LedgerCommand::Release {
+            coop,
+            amount,
+            unit,
+            member,
+            gateway,
+        }) => {
+            let member = icn_schemas::Did::parse_valid(&member)
+                .map_err(|e| anyhow::anyhow!("{member:?}: {e}"))?;
+            let body = icn_schemas::ledger::Body::Release { unit, amount };
+            print(
+                &sign_and_submit(data_dir, gateway, &coop, Some(member), body, "release").await?,
             )?;
         }
         Command::Ledger(LedgerCommand::Settle {
