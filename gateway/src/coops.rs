@@ -324,14 +324,18 @@ async fn add_member(
     .await
 }
 
-/// The fields to change: role, status (`active`, `suspended`, `removed`), credit_limit, display_name.
+/// The fields to change: role, status (`active`, `suspended`, `removed`), credit_limit, credit_limits, display_name.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct UpdateMemberRequest {
     #[schema(value_type = Option<String>)]
     role: Option<Role>,
     #[schema(value_type = Option<String>)]
     status: Option<MemberStatus>,
+    #[schema(minimum = 0)]
     credit_limit: Option<i64>,
+    /// Limits in single units, over `credit_limit`: `{"eur": 5000}`.
+    credit_limits: Option<std::collections::BTreeMap<String, i64>>,
     display_name: Option<String>,
 }
 
@@ -360,7 +364,8 @@ async fn update_member(
 ) -> Result<Json<Value>, AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
-    if did != auth.did || req.role.is_some() || req.credit_limit.is_some() {
+    let limits = req.credit_limit.is_some() || req.credit_limits.is_some();
+    if did != auth.did || req.role.is_some() || limits {
         auth.require(Scope::CoopAdmin)?;
     } else {
         auth.require(Scope::CoopWrite)?;
@@ -368,9 +373,22 @@ async fn update_member(
     blocking(move || {
         let engine = gw.engine();
         member_of(engine, &id, &did)?;
-        let others = req.role.is_some() || req.credit_limit.is_some() || req.display_name.is_some();
+        let others = req.role.is_some() || limits || req.display_name.is_some();
+        if let Some(unknown) = req.credit_limits.iter().flatten().find_map(|(unit, _)| {
+            (!engine
+                .read(&id, |r| coop::has_unit(r, unit))
+                .unwrap_or(false))
+            .then(|| unit.clone())
+        }) {
+            return Err(AppError::unprocessable(format!(
+                "credit_limits: the policy has no unit {unknown:?}"
+            )));
+        }
         if others {
             engine.write(&id, &auth.signer(), |tx| {
+                for (unit, limit) in req.credit_limits.iter().flatten() {
+                    coop::set_credit_limit_in(tx, &did, unit, *limit)?;
+                }
                 if let Some(role) = req.role {
                     coop::set_role(tx, &did, role)?;
                 }
@@ -521,6 +539,10 @@ struct UnitBody {
     #[schema(minimum = 0, maximum = 18)]
     #[serde(default)]
     scale: i64,
+    /// Members' credit limit in this unit, over the policy's default (a
+    /// member's own limit still wins).
+    #[schema(minimum = 0)]
+    credit_limit: Option<i64>,
 }
 
 #[utoipa::path(
@@ -544,7 +566,11 @@ async fn put_unit(
     }
     blocking(move || {
         gw.engine().write(&id, &auth.signer(), |tx| {
-            coop::put_unit(tx, &unit, req.name.as_deref(), req.scale)
+            coop::put_unit(tx, &unit, req.name.as_deref(), req.scale)?;
+            if let Some(limit) = req.credit_limit {
+                coop::set_unit_credit_limit(tx, &unit, limit)?;
+            }
+            Ok(())
         })?;
         Ok(Json(view(gw.engine(), &id, &read(gw.engine(), &id)?)))
     })

@@ -1780,6 +1780,49 @@ async fn coop_settings_relays_and_freezes_over_http() {
     .await
     .expect(200);
     assert_eq!(c["policy"]["units"]["eur"]["scale"], 2);
+    // Credit limits per unit: the unit's, and one member's in one unit.
+    let c = put(
+        "/v1/coops/bakery/units/eur",
+        &token,
+        json!({"name": "Euro", "scale": 2, "credit_limit": 1000}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(c["policy"]["units"]["eur"]["credit_limit"], 1000);
+    let member_path = format!("/v1/coops/bakery/members/{bob_did}");
+    put(&member_path, &token, json!({"credit_limits": {"gold": 5}}))
+        .await
+        .expect(422);
+    put(&member_path, &token, json!({"credit_limit_eur": 5}))
+        .await
+        .expect(400);
+    put(
+        &member_path,
+        &bob_token,
+        json!({"credit_limits": {"eur": 9999}}),
+    )
+    .await
+    .expect(403);
+    let m = put(
+        &member_path,
+        &token,
+        json!({"credit_limits": {"eur": 3000}}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(m["credit_limits"]["eur"], 3000, "{m}");
+    let position = api
+        .get(&format!("/v1/ledger/bakery/position/{bob_did}"), &bob_token)
+        .await
+        .expect(200);
+    let limit_in = |unit: &str| {
+        position["positions"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["unit"] == unit))
+            .map(|p| p["credit_limit"].clone())
+    };
+    assert_eq!(limit_in("eur"), Some(json!(3000)), "{position}");
+    assert_eq!(limit_in("hours"), Some(json!(50)), "{position}");
     put(
         "/v1/coops/bakery/rates/hours/gold",
         &token,

@@ -696,6 +696,30 @@ fn coop_settings_through_icnctl() {
     assert_eq!(rated["rates"][0]["num"], 2500);
     let shown = json(ok(run(bob, &["coop", "show", "garden"])));
     assert_eq!(shown["policy"]["units"]["eur"]["scale"], 2);
+    // Credit limits per unit: the unit's, then bob's own in eur.
+    let shown = json(ok(run(
+        admin,
+        &[
+            "coop",
+            "unit",
+            "garden",
+            "eur",
+            "--scale",
+            "2",
+            "--credit-limit",
+            "700",
+        ],
+    )));
+    assert_eq!(shown["policy"]["units"]["eur"]["credit_limit"], 700);
+    let bob_row = json(ok(run(
+        admin,
+        &[
+            "member", "limit", "garden", &bob_did, "900", "--unit", "eur",
+        ],
+    )));
+    assert_eq!(bob_row["credit_limits"]["eur"], 900, "{bob_row}");
+    let refused = run(bob, &["member", "limit", "garden", &bob_did, "5000"]);
+    assert_eq!(refused.status.code(), Some(3));
 
     let relay = "did:icn:6MkqNiZbHEEp7MMwqz8P9ZyXPMhRUXNTbjwYQy6uWkaS";
     let relays = json(ok(run(

@@ -6,9 +6,10 @@
 //! type="coop" schema=1 id creator created_at       written by the genesis only
 //! name description                                   strings
 //! policy/default_credit_limit                        int
-//! policy/units/<unit>/{name, scale}                  str, int
+//! policy/units/<unit>/{name, scale, credit_limit}    str, int, int
 //! policy/rates/<from unit>/<to unit>/{num, den}      int, int: 1 from = num/den to
 //! members/<did>/{role, status, joined_at, display_name, credit_limit}
+//! members/<did>/credit_limits/<unit>                 int: its limit in one unit
 //! members/<did>/devices/<device key>/{label, added_at, revoked, proof,
 //!                                    revoked_at, revoked_reason, revoked_by}
 //! policy/trusted_contacts/<did>/added_at
@@ -244,7 +245,7 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
             let shape = match rest {
                 [] => Shape::Map,
                 ["name"] => Shape::Str(64),
-                ["scale"] => Shape::NonNegative,
+                ["scale"] | ["credit_limit"] => Shape::NonNegative,
                 _ => return Err(unknown()),
             };
             (F::Unit((*unit).to_owned()), shape)
@@ -257,6 +258,11 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
                 ["status"] => (F::MemberStatus(member), Shape::OneOf(MemberStatus::NAMES)),
                 ["joined_at"] => (F::MemberJoinedAt(member), Shape::NonNegative),
                 ["credit_limit"] => (F::MemberCreditLimit(member), Shape::NonNegative),
+                ["credit_limits"] => (F::MemberCreditLimit(member), Shape::Map),
+                ["credit_limits", unit] => {
+                    check_ident("unit", unit)?;
+                    (F::MemberCreditLimit(member), Shape::NonNegative)
+                }
                 ["display_name"] => (F::MemberDisplayName(member), Shape::Str(200)),
                 ["devices"] => (F::MemberDevices(member), Shape::Map),
                 ["devices", key, rest @ ..] => {
@@ -353,8 +359,11 @@ pub struct Member {
     pub joined_at: Option<i64>,
     /// A name to show.
     pub display_name: Option<String>,
-    /// Override of the co-op's default credit limit.
+    /// Override of the co-op's default credit limit, in every unit.
     pub credit_limit: Option<i64>,
+    /// Overrides in one unit each, over `credit_limit`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub credit_limits: BTreeMap<String, i64>,
     /// Devices by base58 key.
     pub devices: BTreeMap<String, Device>,
 }
@@ -398,6 +407,15 @@ impl Member {
             joined_at: r.int(obj, "joined_at"),
             display_name: r.str(obj, "display_name"),
             credit_limit: r.int(obj, "credit_limit"),
+            credit_limits: r
+                .map(obj, "credit_limits")
+                .map(|l| {
+                    r.keys(&l)
+                        .into_iter()
+                        .filter_map(|unit| Some((unit.clone(), r.int(&l, &unit)?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             devices,
         })
     }
@@ -525,6 +543,33 @@ pub fn credit_limit(r: Reader<'_>, member: &Did) -> i64 {
     .max(0)
 }
 
+/// How far below zero `member` may go in `unit`, first found of: the
+/// member's limit for that unit (`members/<did>/credit_limits/<unit>`), the
+/// member's limit (`members/<did>/credit_limit`, every unit), the unit's
+/// (`policy/units/<unit>/credit_limit`), the policy's default.
+pub fn credit_limit_in(r: Reader<'_>, member: &Did, unit: &str) -> i64 {
+    let m = r.map_path(&["members", &member.to_string()]);
+    let own_in_unit = m
+        .as_ref()
+        .and_then(|m| r.map(m, "credit_limits"))
+        .and_then(|l| r.int(&l, unit));
+    let own = || m.as_ref().and_then(|m| r.int(m, "credit_limit"));
+    let unit_default = || {
+        r.map_path(&["policy", "units", unit])
+            .and_then(|u| r.int(&u, "credit_limit"))
+    };
+    let default = || {
+        r.map_path(&["policy"])
+            .and_then(|p| r.int(&p, "default_credit_limit"))
+    };
+    own_in_unit
+        .or_else(own)
+        .or_else(unit_default)
+        .or_else(default)
+        .unwrap_or(0)
+        .max(0)
+}
+
 /// The conversion rate from one unit to another: one smallest step of `from`
 /// is worth `num / den` smallest steps of `to`. `None` unless both are
 /// positive.
@@ -611,6 +656,9 @@ pub struct Unit {
     pub name: Option<String>,
     /// Decimal places of the smallest step.
     pub scale: i64,
+    /// Members' credit limit in this unit, over the policy's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit_limit: Option<i64>,
 }
 
 /// The co-op's policy.
@@ -670,7 +718,15 @@ impl Coop {
                     if let Some(u) = r.map(&units, &unit) {
                         let scale = r.int(&u, "scale").unwrap_or(0);
                         let name = r.str(&u, "name");
-                        policy.units.insert(unit, Unit { name, scale });
+                        let credit_limit = r.int(&u, "credit_limit");
+                        policy.units.insert(
+                            unit,
+                            Unit {
+                                name,
+                                scale,
+                                credit_limit,
+                            },
+                        );
                     }
                 }
             }
@@ -839,6 +895,33 @@ pub fn set_credit_limit(
 ) -> Result<(), SchemaError> {
     let m = member_obj(tx, did)?;
     tx.put(&m, "credit_limit", non_negative("credit_limit", limit)?)?;
+    Ok(())
+}
+
+/// Sets `did`'s credit limit in `unit` alone, over its limit for every
+/// unit.
+pub fn set_credit_limit_in(
+    tx: &mut impl Transactable,
+    did: &Did,
+    unit: &str,
+    limit: i64,
+) -> Result<(), SchemaError> {
+    check_ident("unit", unit)?;
+    let m = member_obj(tx, did)?;
+    let limits = ensure_map(tx, &m, "credit_limits")?;
+    tx.put(&limits, unit, non_negative("credit_limit", limit)?)?;
+    Ok(())
+}
+
+/// Sets the credit limit of every member in `unit` who has none of their
+/// own, over the policy's default.
+pub fn set_unit_credit_limit(
+    tx: &mut impl Transactable,
+    unit: &str,
+    limit: i64,
+) -> Result<(), SchemaError> {
+    let u = existing_map(tx, &["policy", "units", unit], &format!("unit {unit}"))?;
+    tx.put(&u, "credit_limit", non_negative("credit_limit", limit)?)?;
     Ok(())
 }
 

@@ -36,6 +36,10 @@ pub enum Setting {
     DefaultCreditLimit(i64),
     /// `credit_limit/<did>`: one member's credit limit.
     CreditLimit(Did, i64),
+    /// `credit_limit/<did>/<unit>`: one member's credit limit in one unit.
+    CreditLimitIn(Did, String, i64),
+    /// `units/<unit>/credit_limit`: members' credit limit in one unit.
+    UnitCreditLimit(String, i64),
     /// `units/<unit>`: a unit of account with `value` decimal places (0–18).
     Unit {
         /// Unit id.
@@ -58,7 +62,8 @@ pub enum Setting {
 
 /// The keys a config change may name, for error messages and docs.
 pub const SETTING_KEYS: &str = "name, description, default_credit_limit, credit_limit/<did>, \
-     units/<unit> (value: decimal places, 0 to 18), rates/<from>/<to> (value: num/den)";
+     credit_limit/<did>/<unit>, units/<unit> (value: decimal places, 0 to 18), \
+     units/<unit>/credit_limit, rates/<from>/<to> (value: num/den)";
 
 impl Setting {
     /// Parses a config change's key and value.
@@ -86,6 +91,17 @@ impl Setting {
                     .parse::<Did>()
                     .map_err(|e| invalid(format!("{key}: {e}")))?;
                 Setting::CreditLimit(did, whole(value)?)
+            }
+            ["credit_limit", did, unit] => {
+                let did = did
+                    .parse::<Did>()
+                    .map_err(|e| invalid(format!("{key}: {e}")))?;
+                check_ident("unit", unit)?;
+                Setting::CreditLimitIn(did, (*unit).to_owned(), whole(value)?)
+            }
+            ["units", unit, "credit_limit"] => {
+                check_ident("unit", unit)?;
+                Setting::UnitCreditLimit((*unit).to_owned(), whole(value)?)
             }
             ["units", unit] => {
                 check_ident("unit", unit)?;
@@ -135,6 +151,10 @@ impl Setting {
             Setting::Description(d) => coop::set_profile(tx, None, Some(d)),
             Setting::DefaultCreditLimit(limit) => coop::set_default_credit_limit(tx, *limit),
             Setting::CreditLimit(did, limit) => coop::set_credit_limit(tx, did, *limit),
+            Setting::CreditLimitIn(did, unit, limit) => {
+                coop::set_credit_limit_in(tx, did, unit, *limit)
+            }
+            Setting::UnitCreditLimit(unit, limit) => coop::set_unit_credit_limit(tx, unit, *limit),
             Setting::Unit { unit, scale } => coop::put_unit(tx, unit, None, *scale),
             Setting::Rate { from, to, num, den } => {
                 for unit in [from, to] {

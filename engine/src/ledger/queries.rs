@@ -24,11 +24,11 @@ impl Ledger {
         member: &Did,
     ) -> Result<Vec<UnitPosition>, LedgerError> {
         let r = Reader::now(doc);
-        let limit = coop::credit_limit(r, member);
         let units = coop::Coop::read(r)?.policy.units;
         let fold = self.fold();
         let mut positions = Vec::with_capacity(units.len());
         for unit in units.into_keys() {
+            let limit = coop::credit_limit_in(r, member, &unit);
             let balance = fold.balance(Account::Member(*member), &unit)?;
             let reserved = fold.reserved(member, &unit)?;
             positions.push(UnitPosition {

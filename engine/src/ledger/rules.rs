@@ -109,7 +109,8 @@ type StandingKey = (Vec<[u8; 32]>, Did, Did);
 pub(super) struct Lookups {
     /// (cited heads, author, device) → may the author write through it.
     standing: HashMap<StandingKey, Result<(), EntryRefusal>>,
-    limit: HashMap<(Vec<[u8; 32]>, Did), i64>,
+    /// (cited heads, author, unit) → the author's credit limit in it.
+    limit: HashMap<(Vec<[u8; 32]>, Did, String), i64>,
     /// (cited heads, account) → is it a member's (not removed).
     member: HashMap<(Vec<[u8; 32]>, Did), bool>,
     unit: HashMap<(Vec<[u8; 32]>, String), bool>,
@@ -301,11 +302,11 @@ fn check_body(
             Err(EntryRefusal::UnknownUnit(unit.to_owned()))
         }
     };
-    let author_limit = |lookups: &mut Lookups| {
+    let author_limit = |lookups: &mut Lookups, unit: &str| {
         *lookups
             .limit
-            .entry((entry.coop_heads.clone(), entry.author))
-            .or_insert_with(|| coop::credit_limit(r, &entry.author))
+            .entry((entry.coop_heads.clone(), entry.author, unit.to_owned()))
+            .or_insert_with(|| coop::credit_limit_in(r, &entry.author, unit))
     };
     let owner = entry.signer == entry.author && entry.delegation.is_none();
     let postings = match &entry.body {
@@ -332,7 +333,7 @@ fn check_body(
                 ));
             }
             unit_known(lookups, unit)?;
-            let limit = author_limit(lookups);
+            let limit = author_limit(lookups, unit);
             return Ok(vec![(*entry.author.as_bytes(), limit)]);
         }
         Body::Release { unit, .. } => {
@@ -395,8 +396,13 @@ fn check_body(
         if p.amount < 0 {
             match p.account {
                 Account::Member(did) if did == entry.author => {
-                    if limits.is_empty() {
-                        limits.push((*did.as_bytes(), author_limit(lookups)));
+                    // One limit judges the entry: the author's in the unit
+                    // it debits, or, for the rare entry that debits the
+                    // author in several units, the smallest of theirs.
+                    let limit = author_limit(lookups, &p.unit);
+                    match limits.first_mut() {
+                        None => limits.push((*did.as_bytes(), limit)),
+                        Some((_, l)) => *l = (*l).min(limit),
                     }
                 }
                 // The treasury is debited only by a conversion at the

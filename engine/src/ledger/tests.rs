@@ -1895,3 +1895,57 @@ fn a_suspension_seals_what_the_admin_had_not_seen_and_reinstatement_lifts_it() {
         e.trial_balance(&coop).expect("tb")
     );
 }
+
+#[test]
+fn credit_limits_are_per_unit_where_the_policy_says_so() {
+    let (node, coop, admin, alice, bob) = setup();
+    let signer = dev(&admin);
+    node.engine
+        .write(&coop, &signer, |tx| {
+            coop::put_unit(tx, "eur", None, 2)?;
+            // Members may go 5.00 eur below zero, not the default 100.
+            coop::set_unit_credit_limit(tx, "eur", 500)
+        })
+        .expect("a unit with its own limit");
+    let pay = |who: &Keypair, unit: &str, amount: i64| {
+        node.engine.settle(
+            &coop,
+            &dev(who),
+            &Settle {
+                to: admin.did(),
+                amount,
+                unit: unit.into(),
+                memo: String::new(),
+            },
+        )
+    };
+    assert!(matches!(
+        pay(&alice, "eur", 501),
+        Err(LedgerError::Conflict(Conflict::CreditLimit { .. }))
+    ));
+    pay(&alice, "eur", 500).expect("within the unit's limit");
+    pay(&alice, "hours", 100).expect("hours keep the default");
+    // A member's limit in one unit wins over the unit's.
+    node.engine
+        .write(&coop, &signer, |tx| {
+            coop::set_credit_limit_in(tx, &bob.did(), "eur", 2_000)
+        })
+        .expect("bob's own eur limit");
+    pay(&bob, "eur", 2_000).expect("within bob's eur limit");
+    let position = |who: &Keypair, unit: &str| {
+        node.engine
+            .position(&coop, &who.did())
+            .expect("position")
+            .into_iter()
+            .find(|p| p.unit == unit)
+            .expect("unit")
+    };
+    assert_eq!(position(&alice, "eur").credit_limit, 500);
+    assert_eq!(position(&alice, "hours").credit_limit, 100);
+    assert_eq!(position(&bob, "eur").credit_limit, 2_000);
+    // A replica judges the same.
+    let other = replica(&node.engine, &coop);
+    let tb = exchange(&node.engine, &other.engine, &coop);
+    assert_eq!(tb.entries, 3);
+    assert!(tb.conflicted.is_empty());
+}

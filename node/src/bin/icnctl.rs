@@ -76,8 +76,8 @@ enum Command {
     /// the co-op without being members.
     #[command(subcommand)]
     Relay(RelayCommand),
-    /// A co-op's members, through a gateway (admins): add, change the role,
-    /// remove (which seals what the member wrote that this node had not seen).
+    /// A co-op's members, through a gateway (admins): add, change the role
+    /// or the credit limit, remove (which seals what the member wrote that this node had not seen).
     #[command(subcommand)]
     Member(MemberCommand),
     /// Onboarding, through a gateway: an admin (or a member, if the policy
@@ -180,6 +180,22 @@ enum MemberCommand {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// Set a member's credit limit: in every unit, or with --unit in one
+    /// (which wins over the other). Example:
+    /// icnctl member limit food-coop did:icn:… 5000 --unit eur
+    Limit {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// The member's DID.
+        did: String,
+        /// How far below zero, in the unit's smallest step.
+        limit: i64,
+        /// Only in this unit.
+        #[arg(long)]
+        unit: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
     /// Remove a member (you may remove yourself: leave).
     Remove {
         /// The co-op's id (or document id).
@@ -259,6 +275,10 @@ enum CoopCommand {
         /// Decimal places of its smallest step (2 for cents).
         #[arg(long, default_value_t = 0)]
         scale: i64,
+        /// Members' credit limit in this unit, over the default (a
+        /// member's own limit still wins).
+        #[arg(long)]
+        credit_limit: Option<i64>,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -1170,14 +1190,19 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
             unit,
             name,
             scale,
+            credit_limit,
             gateway,
         } => {
+            let mut body = json!({"name": name, "scale": scale});
+            if let Some(limit) = credit_limit {
+                body["credit_limit"] = json!(limit);
+            }
             request(
                 data_dir,
                 gateway,
                 "PUT",
                 &format!("/v1/coops/{coop}/units/{unit}"),
-                Some(json!({"name": name, "scale": scale})),
+                Some(body),
             )
             .await?
         }
@@ -1317,6 +1342,26 @@ async fn member_command(data_dir: &std::path::Path, command: MemberCommand) -> R
                 "PUT",
                 &format!("/v1/coops/{coop}/members/{did}"),
                 Some(json!({ "role": role })),
+            )
+            .await?
+        }
+        MemberCommand::Limit {
+            coop,
+            did,
+            limit,
+            unit,
+            gateway,
+        } => {
+            let body = match unit {
+                Some(unit) => json!({ "credit_limits": { unit: limit } }),
+                None => json!({ "credit_limit": limit }),
+            };
+            request(
+                data_dir,
+                gateway,
+                "PUT",
+                &format!("/v1/coops/{coop}/members/{did}"),
+                Some(body),
             )
             .await?
         }
