@@ -462,6 +462,7 @@ async fn trusted_contacts(
 
 /// A member to name a trusted contact.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 struct TrustedContactRequest {
     /// The member's DID.
     did: String,

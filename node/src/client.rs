@@ -9,6 +9,14 @@ use serde_json::{Value, json};
 /// Default gateway, as `icnd` binds it.
 pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
 
+/// A request's body.
+enum Payload {
+    /// JSON.
+    Json(Value),
+    /// Bytes of a content type.
+    Raw(String, Vec<u8>),
+}
+
 /// A gateway at a base URL, with a token once logged in.
 pub struct Client {
     base: String,
@@ -87,7 +95,7 @@ impl Client {
 
     /// One request; the JSON answer, or the gateway's error.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
-        self.send(method, path, body, None).await
+        self.send(method, path, body.map(Payload::Json), None).await
     }
 
     /// [`Client::call`] with an `Idempotency-Key`: sent again, the same
@@ -99,14 +107,27 @@ impl Client {
         body: Option<Value>,
         key: &str,
     ) -> Result<Value> {
-        self.send(method, path, body, Some(key)).await
+        self.send(method, path, body.map(Payload::Json), Some(key))
+            .await
+    }
+
+    /// `POST path` with `bytes` as the body, of `content_type` (a module,
+    /// say); the answer is JSON.
+    pub async fn upload(&self, path: &str, content_type: &str, bytes: Vec<u8>) -> Result<Value> {
+        self.send(
+            "POST",
+            path,
+            Some(Payload::Raw(content_type.to_owned(), bytes)),
+            None,
+        )
+        .await
     }
 
     async fn send(
         &self,
         method: &str,
         path: &str,
-        body: Option<Value>,
+        body: Option<Payload>,
         idempotency_key: Option<&str>,
     ) -> Result<Value> {
         let url = format!("{}{path}", self.base);
@@ -118,10 +139,16 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_string());
+        match body {
+            None => {}
+            Some(Payload::Json(body)) => {
+                request = request
+                    .header("content-type", "application/json")
+                    .body(body.to_string());
+            }
+            Some(Payload::Raw(content_type, bytes)) => {
+                request = request.header("content-type", content_type).body(bytes);
+            }
         }
         let response = request
             .send()

@@ -720,6 +720,34 @@ fn coop_settings_through_icnctl() {
     assert_eq!(bob_row["credit_limits"]["eur"], 900, "{bob_row}");
     let refused = run(bob, &["member", "limit", "garden", &bob_did, "5000"]);
     assert_eq!(refused.status.code(), Some(3));
+    // Trusted contacts: named by an admin, listed for members.
+    let named = json(ok(run(
+        admin,
+        &["coop", "trusted", "garden", "--add", &bob_did],
+    )));
+    assert_eq!(named, serde_json::json!([bob_did]));
+    assert_eq!(json(ok(run(bob, &["coop", "trusted", "garden"]))), named);
+    let refused = run(bob, &["coop", "trusted", "garden", "--remove", &bob_did]);
+    assert_eq!(refused.status.code(), Some(3));
+    ok(run(
+        admin,
+        &["coop", "trusted", "garden", "--remove", &bob_did],
+    ));
+    // A tally module, uploaded by content: the answer is its hash.
+    let wasm = admin.join("tally.wasm");
+    let module = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
+    std::fs::write(&wasm, module).expect("write the module");
+    let uploaded = json(ok(run(
+        admin,
+        &["gov", "module", wasm.to_str().expect("utf-8")],
+    )));
+    assert_eq!(
+        uploaded["hash"],
+        hex::encode(blake3::hash(&module).as_bytes())
+    );
+    std::fs::write(&wasm, b"not wasm").expect("write");
+    let refused = run(admin, &["gov", "module", wasm.to_str().expect("utf-8")]);
+    assert_eq!(refused.status.code(), Some(3));
 
     let relay = "did:icn:6MkqNiZbHEEp7MMwqz8P9ZyXPMhRUXNTbjwYQy6uWkaS";
     let relays = json(ok(run(

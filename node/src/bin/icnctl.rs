@@ -298,6 +298,21 @@ enum CoopCommand {
         #[command(flatten)]
         gateway: GatewayArgs,
     },
+    /// The members who may revoke any member's devices in an emergency
+    /// (`device emergency-revoke`): list them, or, as an admin, name or
+    /// unname one. Example: icnctl coop trusted food-coop --add did:icn:…
+    Trusted {
+        /// The co-op's id (or document id).
+        coop: String,
+        /// Name this member a trusted contact.
+        #[arg(long, conflicts_with = "remove")]
+        add: Option<String>,
+        /// Unname this trusted contact.
+        #[arg(long)]
+        remove: Option<String>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -661,6 +676,15 @@ enum GovCommand {
     Decisions {
         /// The co-op's id (or document id).
         coop: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
+    /// Upload a WebAssembly tally module (at most 1 MiB); prints its hash,
+    /// which a domain's rules name: {"method": {"kind": "wasm", "module":
+    /// "<hash>"}}. Example: icnctl gov module quadratic.wasm
+    Module {
+        /// The module's file.
+        file: PathBuf,
         #[command(flatten)]
         gateway: GatewayArgs,
     },
@@ -1074,6 +1098,14 @@ async fn gov_command(data_dir: &std::path::Path, command: GovCommand) -> Result<
             )
             .await?
         }
+        GovCommand::Module { file, gateway } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            client(data_dir, gateway)
+                .await?
+                .upload("/v1/modules", "application/wasm", bytes)
+                .await?
+        }
         GovCommand::Decisions { coop, gateway } => {
             request(
                 data_dir,
@@ -1205,6 +1237,30 @@ async fn coop_command(data_dir: &std::path::Path, command: CoopCommand) -> Resul
                 Some(body),
             )
             .await?
+        }
+        CoopCommand::Trusted {
+            coop,
+            add,
+            remove,
+            gateway,
+        } => {
+            let path = format!("/v1/coops/{coop}/trusted-contacts");
+            match (add, remove) {
+                (Some(did), _) => {
+                    request(
+                        data_dir,
+                        gateway,
+                        "POST",
+                        &path,
+                        Some(json!({ "did": did })),
+                    )
+                    .await?
+                }
+                (None, Some(did)) => {
+                    request(data_dir, gateway, "DELETE", &format!("{path}/{did}"), None).await?
+                }
+                (None, None) => request(data_dir, gateway, "GET", &path, None).await?,
+            }
         }
         CoopCommand::Rate {
             coop,
