@@ -116,8 +116,66 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, bearer_challenge());
+        }
         response
     }
+}
+
+/// What a 401 asks for: a bearer token from `POST /v1/auth/verify`.
+fn bearer_challenge() -> HeaderValue {
+    HeaderValue::from_static("Bearer realm=\"icn\"")
+}
+
+/// Answers every error as JSON `{error, message}`, whoever made it: the
+/// rejections axum's extractors make on their own (a path that does not
+/// decode, a query value out of range, a WebSocket route asked without an
+/// upgrade) are plain text, and are rewritten here with the same status and
+/// headers. A 401 always carries `WWW-Authenticate`.
+pub(crate) async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let mut response = if json {
+        response
+    } else {
+        let (mut parts, body) = response.into_parts();
+        let text = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .unwrap_or_default();
+        let message = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        };
+        let (json_parts, json_body) = AppError::new(status, message).into_response().into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        for (name, value) in &json_parts.headers {
+            parts.headers.insert(name, value.clone());
+        }
+        Response::from_parts(parts, json_body)
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .entry(header::WWW_AUTHENTICATE)
+            .or_insert_with(bearer_challenge);
+    }
+    response
 }
 
 impl From<JsonRejection> for AppError {

@@ -176,6 +176,7 @@ impl Gateway {
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.inner.config.body_limit,
             ))
+            .layer(axum::middleware::from_fn(error::json_errors))
             .with_state(self.clone());
         match cors(&self.inner.config.cors_origins) {
             Some(layer) => api.layer(layer),
@@ -220,6 +221,7 @@ fn api() -> (Router<Gateway>, utoipa::openapi::OpenApi) {
     let (router, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
+        .routes(routes!(openapi_yaml))
         .routes(routes!(auth_challenge))
         .routes(routes!(auth_verify))
         .routes(routes!(auth_logout))
@@ -363,6 +365,23 @@ pub async fn serve(
 )]
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.yaml",
+    tag = "health",
+    responses((status = 200, description = "This document as YAML (what Swagger UI and Redoc mount; also `docs/api/openapi.yaml`)", content_type = "application/yaml", body = String)),
+)]
+async fn openapi_yaml() -> Result<impl axum::response::IntoResponse, AppError> {
+    let yaml = openapi().to_yaml().map_err(AppError::internal)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/yaml"),
+        )],
+        yaml,
+    ))
 }
 
 #[utoipa::path(

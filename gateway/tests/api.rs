@@ -588,6 +588,45 @@ async fn coops_members_and_the_ledger() {
     let loaded = automerge::Automerge::load(&raw.bytes).expect("stock automerge loads it");
     use automerge::ReadDoc;
     assert!(loaded.get(automerge::ROOT, "name").expect("read").is_some());
+    // Caching: one ETag per representation, Vary: Accept, 304 when unchanged.
+    let conditional = |accept: &str, tag: &str| {
+        Request::get(format!("/v1/docs/{doc_id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::ACCEPT, accept)
+            .header(header::IF_NONE_MATCH, tag)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let raw_tag = raw.headers[header::ETAG].to_str().expect("tag").to_owned();
+    assert_eq!(raw.headers[header::VARY], "Accept");
+    let as_json = api.send(conditional("application/json", "\"x\"")).await;
+    assert_eq!(as_json.status, StatusCode::OK);
+    let json_tag = as_json.headers[header::ETAG]
+        .to_str()
+        .expect("tag")
+        .to_owned();
+    assert_ne!(json_tag, raw_tag, "one tag per representation");
+    let unchanged = api.send(conditional("application/json", &json_tag)).await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert!(unchanged.bytes.is_empty());
+    let other = api
+        .send(conditional("application/octet-stream", &json_tag))
+        .await;
+    assert_eq!(
+        other.status,
+        StatusCode::OK,
+        "the JSON's tag is not the bytes'"
+    );
+    api.call(
+        "PUT",
+        "/v1/coops/food-coop",
+        Some(&token),
+        Some(json!({"description": "changed"})),
+    )
+    .await
+    .expect(200);
+    let changed = api.send(conditional("application/json", &json_tag)).await;
+    assert_eq!(changed.status, StatusCode::OK, "a new state, a new tag");
     api.get(&format!("/v1/docs/{doc_id}"), &api.login(&keypair(3)).await)
         .await
         .expect(403);
@@ -769,6 +808,24 @@ async fn openapi_is_served_and_committed() {
         "docs/api/openapi.json differs from the code; regenerate it with \
          ICN_UPDATE_OPENAPI=1 cargo test -p icn-gateway --test api openapi"
     );
+    // The YAML (Swagger UI and Redoc mount it): served, committed, and the
+    // same document.
+    let yaml_path = path.with_extension("yaml");
+    let yaml = api.call("GET", "/v1/openapi.yaml", None, None).await;
+    assert_eq!(yaml.status.as_u16(), 200);
+    let yaml = String::from_utf8(yaml.bytes).expect("utf-8");
+    if std::env::var_os("ICN_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&yaml_path, &yaml).expect("write docs/api/openapi.yaml");
+    }
+    assert!(
+        std::fs::read_to_string(&yaml_path).unwrap_or_default() == yaml,
+        "docs/api/openapi.yaml differs from the code; regenerate it with \
+         ICN_UPDATE_OPENAPI=1 cargo test -p icn-gateway --test api openapi"
+    );
+    assert!(
+        yaml.contains("/v1/ledger/{coop}/entries:"),
+        "a YAML OpenAPI document"
+    );
 }
 
 /// Every route of the API directory and the runbook is documented, and
@@ -836,6 +893,7 @@ async fn every_route_is_documented_and_served() {
         ("put", "/v1/gov/domains/{id}"),
         ("get", "/v1/ledger/{coop}/entries/{id}"),
         ("get", "/v1/ledger/{coop}/heads"),
+        ("get", "/v1/openapi.yaml"),
         ("post", "/v1/ledger/{coop}/entries"),
         ("get", "/v1/ledger/{coop}/trial-balance"),
         ("post", "/v1/coops/{id}/invites"),
@@ -2685,4 +2743,42 @@ async fn members_are_admitted_by_proposal_when_the_policy_says_so() {
         .await
         .expect(200);
     api.get("/v1/coops/guild", &dave_token).await.expect(403);
+}
+
+/// Issue 15 §1: every error is JSON `{error, message}`, including the
+/// rejections axum makes before a handler runs, and a 401 says how to
+/// authenticate.
+#[tokio::test]
+async fn every_error_is_json_and_401_says_how_to_authenticate() {
+    let api = Api::new();
+    let alice = keypair(1);
+    let token = api.login(&alice).await;
+    api.post("/v1/coops", &token, json!({"id": "errs"}))
+        .await
+        .expect(201);
+    for (path, status) in [
+        ("/v1/ledger/errs/history?limit=-1", 400),
+        ("/v1/ledger/errs/history?limit=lots", 400),
+        ("/v1/coops/%FF", 400),
+        ("/v1/ws/errs", 400),
+        ("/v1/nope", 404),
+    ] {
+        let reply = api.get(path, &token).await;
+        assert_eq!(reply.status.as_u16(), status, "{path}: {:?}", reply.json());
+        let body = reply.json();
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{path}: {body}"
+        );
+    }
+    let reply = api.call("GET", "/v1/coops", None, None).await;
+    assert_eq!(reply.status.as_u16(), 401);
+    assert_eq!(
+        reply
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer realm=\"icn\"")
+    );
+    assert!(reply.json()["message"].is_string());
 }
