@@ -6,7 +6,8 @@
 //!      or {"type": "AuthError", "message": "…"}, then closes
 //! server: {"type": "Event", "seq": 42, "event": "SettlementCreated", "at": …, "data": {…}}
 //! client: {"type": "Backfill", "after_seq": 30}
-//! server: the events 31…, then {"type": "BackfillDone", "last_seq": 41, "more": false}
+//! server: the events 31…, then {"type": "BackfillDone", "last_seq": 41, "through": 41, "more": false}
+//!         (`last_seq`: the log's last; `through`: the last this answer sent)
 //! ```
 //!
 //! The client authenticates within [`AUTH_SECONDS`] with a token that
@@ -234,6 +235,12 @@ async fn backfill(gw: &Gateway, socket: &mut WebSocket, coop: &DocId, after: u64
         Metrics::add(&gw.inner.metrics.ws_events);
         last = e["seq"].as_u64().unwrap_or(last);
     }
-    let done = json!({"type": "BackfillDone", "last_seq": last, "more": more});
+    // `last_seq` is the log's, whatever was asked; `through` is the last
+    // this answer sent (the request's `after_seq` when it sent none).
+    let (events, id) = (gw.inner.events.events.clone(), *coop);
+    let log_last = tokio::task::spawn_blocking(move || events.last_seq(&id))
+        .await
+        .ok()?;
+    let done = json!({"type": "BackfillDone", "last_seq": log_last, "through": last, "more": more});
     send(socket, &done).await.then_some(last)
 }

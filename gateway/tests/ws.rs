@@ -198,6 +198,12 @@ async fn events_stream_live_backfill_and_survive_a_restart() {
         seqs.push(msg["seq"].as_u64().expect("seq"));
     }
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    // Asked from beyond the end, it says where the log really ends.
+    send(&mut s, json!({"type": "Backfill", "after_seq": last + 50})).await;
+    let done = next(&mut s).await;
+    assert_eq!(done["type"], "BackfillDone");
+    assert_eq!(done["last_seq"].as_u64(), Some(last), "{done}");
+    assert_eq!(done["through"].as_u64(), Some(last + 50), "{done}");
     send(&mut s, json!({"type": "Backfill"})).await;
     assert_eq!(next(&mut s).await["type"], "Error");
     s.close(None).await.expect("close");
