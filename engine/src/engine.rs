@@ -121,6 +121,15 @@ pub enum Committed {
         /// Each entry's id and canonical encoding.
         entries: Vec<(icn_schemas::ledger::EntryId, Arc<[u8]>)>,
     },
+    /// Entries held before whose status changed after the fact: a merge
+    /// placed an entry before them (a settle answered `applied` is
+    /// conflicted now, or the other way), or a close they execute changed.
+    Statuses {
+        /// Which co-op.
+        coop: DocId,
+        /// Each entry's id and its status now.
+        changed: Vec<(icn_schemas::ledger::EntryId, crate::ledger::Status)>,
+    },
 }
 
 type Listener = Arc<dyn Fn(&Committed) + Send + Sync>;

@@ -115,6 +115,20 @@ impl Engine {
         f(&mut ledger, &doc.doc)
     }
 
+    /// Tells listeners of the entries of `coop` whose status changed in
+    /// what was just made durable.
+    fn notify_statuses(&self, coop: &DocId) -> Result<(), LedgerError> {
+        let ledger = self.ledger(coop)?;
+        let changed = lock(&ledger).take_changed();
+        if !changed.is_empty() {
+            self.notify(Committed::Statuses {
+                coop: *coop,
+                changed,
+            });
+        }
+        Ok(())
+    }
+
     /// Runs `f` on `coop`'s ledger alone, locked.
     fn with_fold<T>(
         &self,
@@ -157,6 +171,9 @@ impl Engine {
             })?;
         }
         self.store().make_durable()?;
+        for coop in self.ledgers().coops() {
+            self.notify_statuses(&coop)?;
+        }
         Ok(())
     }
 
@@ -212,6 +229,7 @@ impl Engine {
                 coop: *coop,
                 entries: stored,
             });
+            self.notify_statuses(coop)?;
         }
         Ok(results)
     }
@@ -240,6 +258,7 @@ impl Engine {
                     coop: *coop,
                     entries: vec![(id, bytes.into())],
                 });
+                self.notify_statuses(coop)?;
                 // Entries waiting for this one may be complete now.
                 self.ingest_entries(coop, Vec::new())?;
                 Ok(Ingest::Stored(id))
@@ -368,6 +387,8 @@ impl Engine {
             coop: *coop,
             entries: vec![(id, bytes.into())],
         });
+        // A seal or a freeze placed among earlier entries changes theirs.
+        self.notify_statuses(coop)?;
         Ok((id, Status::Applied))
     }
 

@@ -129,6 +129,18 @@ impl Events {
                         .collect();
                     self.append(Some(coop), events, None);
                 }
+                Msg::Commit(Committed::Statuses { coop, changed }) => {
+                    let events = changed
+                        .iter()
+                        .map(|(id, status)| {
+                            (
+                                "EntryStatusChanged",
+                                json!({"entry_id": id, "status": status}),
+                            )
+                        })
+                        .collect();
+                    self.append(Some(coop), events, None);
+                }
                 Msg::Commit(_) => {}
             }
         }

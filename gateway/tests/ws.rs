@@ -233,3 +233,122 @@ async fn events_stream_live_backfill_and_survive_a_restart() {
     drop(s);
     server.stop().await;
 }
+
+/// Issue 15 §1: when a merge changes an entry's status after the fact (a
+/// settle answered `applied` that an earlier-ordered entry makes
+/// conflicted), subscribers hear of it, so apps need not poll.
+#[tokio::test]
+async fn a_status_changed_after_the_fact_is_pushed() {
+    use icn_schemas::ledger::{Account, Body, Entry, EntryId, Posting, SignedEntry, sort_postings};
+    let api = Api::new();
+    let (alice, bob) = (keypair(1), keypair(2));
+    let token = api.login(&alice).await;
+    let bob_did = bob.did().to_string();
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "late", "default_credit_limit": 10}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/coops/late/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    let heads = api.get("/v1/ledger/late/heads", &token).await.expect(200);
+    let server = api.serve().await;
+    let mut s = connect(server.addr, "late").await;
+    assert_eq!(auth(&mut s, &token).await["type"], "AuthOk");
+
+    let first = api
+        .post(
+            "/v1/ledger/late/settle",
+            &token,
+            json!({"to": bob_did, "amount": 8, "unit": "hours"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(first["status"]["status"], "applied");
+    let first_id: EntryId = first["entry_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("entry id");
+    event(&mut s, "SettlementCreated").await;
+
+    // Alice's phone, offline, also paid 8 on the heads it had; its entry
+    // sorts first (same depth, smaller id), so the settle above no longer
+    // fits her limit of 10.
+    let coop_heads: Vec<[u8; 32]> = heads["coop_heads"]
+        .as_array()
+        .expect("heads")
+        .iter()
+        .map(|h| h.as_str().expect("hex").parse::<EntryId>().expect("hash").0)
+        .collect();
+    let coop: icn_schemas::DocId = heads["coop_doc_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("doc id");
+    let mut postings = vec![
+        Posting {
+            account: Account::Member(alice.did()),
+            unit: "hours".into(),
+            amount: -8,
+        },
+        Posting {
+            account: Account::Member(bob.did()),
+            unit: "hours".into(),
+            amount: 8,
+        },
+    ];
+    sort_postings(&mut postings);
+    let earlier = (0..1000u64)
+        .map(|n| {
+            let entry = Entry {
+                coop,
+                parents: Vec::new(),
+                author: alice.did(),
+                signer: alice.did(),
+                timestamp: 1_790_000_000_000 + n,
+                coop_heads: coop_heads.clone(),
+                body: Body::Transfer {
+                    postings: postings.clone(),
+                    from_allowance: false,
+                },
+                memo: "offline".into(),
+                decision: None,
+                delegation: None,
+            };
+            let signature = alice.sign(&entry.signing_message().expect("message"));
+            SignedEntry { entry, signature }
+        })
+        .find(|e| e.id().expect("id") < first_id)
+        .expect("an entry ordered first");
+    let submitted = api
+        .post(
+            "/v1/ledger/late/entries",
+            &token,
+            json!({"bytes": hex::encode(earlier.encode().expect("encode"))}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(submitted["status"]["status"], "applied", "{submitted}");
+    let changed = event(&mut s, "EntryStatusChanged").await;
+    assert_eq!(
+        changed["data"]["entry_id"],
+        first_id.to_string(),
+        "{changed}"
+    );
+    assert_eq!(
+        changed["data"]["status"]["status"], "conflicted",
+        "{changed}"
+    );
+    assert_eq!(
+        changed["data"]["status"]["reason"], "credit_limit",
+        "{changed}"
+    );
+    s.close(None).await.expect("close");
+    drop(s);
+    gone(&api).await;
+    server.stop().await;
+}

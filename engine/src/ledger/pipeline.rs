@@ -109,6 +109,12 @@ impl Ledger {
         &mut self.fold
     }
 
+    /// The entries held before whose status changed in what was committed
+    /// since the last call.
+    pub(crate) fn take_changed(&mut self) -> Vec<(EntryId, Status)> {
+        self.fold.take_changed()
+    }
+
     pub(super) fn pending(&self) -> &HashMap<EntryId, SignedEntry> {
         &self.pending
     }

@@ -161,6 +161,9 @@ pub(crate) struct Fold {
     /// The last place in the order, once read: most entries extend the
     /// heads and land after it, and then nothing needs unwinding.
     last: Option<Option<(u64, EntryId)>>,
+    /// Entries held before whose status a refold changed, since the last
+    /// [`Fold::take_changed`]: what apps are told happened after the fact.
+    changed: Vec<(EntryId, Status)>,
 }
 
 impl Fold {
@@ -169,6 +172,7 @@ impl Fold {
         Fold {
             rows: Rows::stored(coop, tree),
             last: None,
+            changed: Vec::new(),
         }
     }
 
@@ -181,6 +185,30 @@ impl Fold {
     pub(crate) fn discard(&mut self) {
         self.rows.discard();
         self.last = None;
+        self.changed.clear();
+    }
+
+    /// The entries held before whose status changed since the last call,
+    /// each with its status now (committed: call it after a commit).
+    pub(crate) fn take_changed(&mut self) -> Vec<(EntryId, Status)> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Folds again an entry held before, noting a change of its status.
+    fn reapply(
+        &mut self,
+        depth: u64,
+        id: &EntryId,
+        outside: &dyn Outside,
+    ) -> Result<(), StorageError> {
+        let (row, bytes, stored) = self.placed(depth, id)?;
+        let before = status_of(&row)?;
+        let now = self.apply(depth, id, &stored, row, &bytes, outside)?;
+        if now != before {
+            self.changed.retain(|(e, _)| e != id);
+            self.changed.push((*id, now));
+        }
+        Ok(())
     }
 
     fn last_place(&mut self) -> Result<Option<(u64, EntryId)>, StorageError> {
@@ -284,8 +312,7 @@ impl Fold {
             if e == id {
                 status = self.apply(d, &e, signed, row.clone(), bytes, outside)?;
             } else {
-                let (stored_row, stored_bytes, stored) = self.placed(d, &e)?;
-                self.apply(d, &e, &stored, stored_row, &stored_bytes, outside)?;
+                self.reapply(d, &e, outside)?;
             }
         }
         Ok(status)
@@ -372,8 +399,7 @@ impl Fold {
             return Ok(());
         };
         for (d, e) in self.unwind_from(start)? {
-            let (row, bytes, stored) = self.placed(d, &e)?;
-            self.apply(d, &e, &stored, row, &bytes, outside)?;
+            self.reapply(d, &e, outside)?;
         }
         Ok(())
     }

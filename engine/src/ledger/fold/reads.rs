@@ -246,6 +246,7 @@ impl Fold {
         let mut fold = Fold {
             rows: Rows::in_memory(self.rows.coop()),
             last: None,
+            changed: Vec::new(),
         };
         // In this fold's order, parents always come first.
         let prefix = self.rows.key(tag::ORDER, &[]);
