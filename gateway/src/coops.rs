@@ -65,6 +65,7 @@ fn read(engine: &Engine, id: &DocId) -> Result<Coop, AppError> {
 #[utoipa::path(
     get,
     path = "/v1/coops",
+    operation_id = "list_coops",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
     responses((status = 200, description = "The co-ops you belong to", body = serde_json::Value)),

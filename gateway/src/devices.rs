@@ -134,6 +134,7 @@ fn in_each(
 #[utoipa::path(
     get,
     path = "/v1/devices/{did}",
+    operation_id = "list_devices",
     tag = "devices",
     security(("bearer" = ["coop:read"])),
     params(("did" = String, Path, description = "The member's DID")),

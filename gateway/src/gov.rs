@@ -329,6 +329,7 @@ async fn update_domain(
 #[utoipa::path(
     delete,
     path = "/v1/gov/domains/{id}/members/{did}",
+    operation_id = "remove_domain_member",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The domain's id, or its document id"), ("did" = String, Path, description = "The member's DID")),
@@ -565,6 +566,7 @@ async fn list_members(
 #[utoipa::path(
     post,
     path = "/v1/gov/domains/{id}/members",
+    operation_id = "add_domain_member",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The domain's id, or its document id")),

@@ -59,6 +59,7 @@ fn coops(gw: &Gateway, auth: &Auth, key: Option<&str>) -> Result<Vec<DocId>, App
 #[utoipa::path(
     get,
     path = "/v1/registry/decisions",
+    operation_id = "list_decisions",
     tag = "registry",
     security(("bearer" = ["gov:read"])),
     params(CoopQuery),

@@ -826,6 +826,19 @@ async fn openapi_is_served_and_committed() {
         yaml.contains("/v1/ledger/{coop}/entries:"),
         "a YAML OpenAPI document"
     );
+    // Generated clients name a method per operation: no two share an id.
+    let mut ids = std::collections::BTreeMap::new();
+    for (path, ops) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            if let Some(id) = op["operationId"].as_str() {
+                let earlier = ids.insert(id.to_owned(), format!("{method} {path}"));
+                assert!(
+                    earlier.is_none(),
+                    "operationId {id} twice: {earlier:?} and {method} {path}"
+                );
+            }
+        }
+    }
 }
 
 /// Every route of the API directory and the runbook is documented, and
