@@ -11,12 +11,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use icn_engine::ledger::{EntryRefusal, Ingest};
 use icn_schemas::ledger::SignedEntry;
-use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::scoped::{InCoop, LedgerRead, LedgerWrite};
+use crate::views::{HeadsAnswer, StatusView, SubmitAnswer};
 use crate::{Body, Gateway, blocking};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -31,9 +31,12 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
     params(("coop" = String, Path, description = "The co-op's id, or its document id")),
-    responses((status = 200, description = "What a new entry cites: `coop_heads` (the co-op document's heads) and `ledger_heads` (the ledger's, its parents), each a sorted list of 64-hex hashes", body = serde_json::Value)),
+    responses((status = 200, description = "What a new entry cites: `coop_heads` (the co-op document's heads) and `ledger_heads` (the ledger's, its parents), each a sorted list of 64-hex hashes", body = HeadsAnswer)),
 )]
-async fn heads(State(gw): State<Gateway>, c: InCoop<LedgerRead>) -> Result<Json<Value>, AppError> {
+async fn heads(
+    State(gw): State<Gateway>,
+    c: InCoop<LedgerRead>,
+) -> Result<Json<HeadsAnswer>, AppError> {
     blocking(move || {
         let engine = gw.engine();
         let mut coop_heads: Vec<String> = engine
@@ -49,11 +52,11 @@ async fn heads(State(gw): State<Gateway>, c: InCoop<LedgerRead>) -> Result<Json<
             .map(ToString::to_string)
             .collect();
         ledger_heads.sort();
-        Ok(Json(json!({
-            "coop_doc_id": c.id.to_string(),
-            "coop_heads": coop_heads,
-            "ledger_heads": ledger_heads,
-        })))
+        Ok(Json(HeadsAnswer {
+            coop_doc_id: c.id.to_string(),
+            coop_heads,
+            ledger_heads,
+        }))
     })
     .await
 }
@@ -74,9 +77,9 @@ struct SubmitRequest {
     params(("coop" = String, Path, description = "The co-op's id, or its document id")),
     request_body = SubmitRequest,
     responses(
-        (status = 201, description = "Stored and counted: `{entry_id, status}`", body = serde_json::Value),
-        (status = 200, description = "Held already (a retry): the same answer", body = serde_json::Value),
-        (status = 202, description = "Stored as waiting: it cites parents or co-op heads this node does not hold yet; `status` is pending", body = serde_json::Value),
+        (status = 201, description = "Stored and counted: `{entry_id, status}`", body = SubmitAnswer),
+        (status = 200, description = "Held already (a retry): the same answer", body = SubmitAnswer),
+        (status = 202, description = "Stored as waiting: it cites parents or co-op heads this node does not hold yet; `status` is pending", body = SubmitAnswer),
         (status = 400, description = "Not hex", body = crate::ErrorBody),
         (status = 403, description = "The entry's author is not you", body = crate::ErrorBody),
         (status = 422, description = "Refused by the rules (bad signature, encoding, unbalanced, …) or conflicted where it would land (over the credit limit, frozen, …); nothing stored", body = crate::ErrorBody),
@@ -86,7 +89,7 @@ async fn submit(
     State(gw): State<Gateway>,
     c: InCoop<LedgerWrite>,
     Body(req): Body<SubmitRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<SubmitAnswer>), AppError> {
     let bytes = hex::decode(req.bytes.trim())
         .map_err(|e| AppError::bad_request(format!("bytes: not hex ({e})")))?;
     blocking(move || {
@@ -113,10 +116,16 @@ async fn submit(
             Ingest::Pending(id) => (StatusCode::ACCEPTED, id),
         };
         let status = match engine.entry(&c.id, &id)? {
-            Some((_, status)) => serde_json::to_value(status).map_err(AppError::internal)?,
-            None => json!({"status": "pending"}),
+            Some((_, status)) => StatusView::of(&status)?,
+            None => StatusView::pending(),
         };
-        Ok((code, Json(json!({ "entry_id": id, "status": status }))))
+        Ok((
+            code,
+            Json(SubmitAnswer {
+                entry_id: id.to_string(),
+                status,
+            }),
+        ))
     })
     .await
 }

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::scoped::{InCoop, LedgerRead, LedgerWrite};
+use crate::views::{PositionAnswer, PositionView, SettleAnswer, StatusView};
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -69,13 +70,13 @@ pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, Ap
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
     params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "A member's DID, or `treasury`")),
-    responses((status = 200, description = "Net position in every unit: balance, credit limit, reserved, available (for `treasury`: its balance in every unit)", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
+    responses((status = 200, description = "Net position in every unit: balance, credit limit, reserved, available (for `treasury`: its balance in every unit)", body = PositionAnswer), (status = 400, description = "Neither a DID nor `treasury`", body = crate::ErrorBody), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
 async fn position(
     State(gw): State<Gateway>,
     c: InCoop<LedgerRead>,
     Path((_coop, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<PositionAnswer>, AppError> {
     if did == "treasury" {
         return blocking(move || {
             let tb = gw.engine().trial_balance(&c.id)?;
@@ -85,33 +86,53 @@ async fn position(
                 .and_then(Result::ok)
                 .map(|coop| coop.policy.units.into_keys().collect::<Vec<_>>())
                 .unwrap_or_default();
-            let positions: Vec<Value> = units
+            let positions = units
                 .iter()
-                .map(|unit| {
-                    let balance = tb
+                .map(|unit| PositionView {
+                    unit: unit.clone(),
+                    balance: tb
                         .accounts
                         .get(&(Account::Treasury.to_string(), unit.clone()))
                         .copied()
-                        .unwrap_or(0);
-                    json!({"unit": unit, "balance": balance})
+                        .unwrap_or(0),
+                    credit_limit: None,
+                    reserved: None,
+                    available: None,
+                    allowances: None,
                 })
                 .collect();
-            Ok(Json(json!({
-                "coop_id": c.key,
-                "did": "treasury",
-                "positions": positions,
-            })))
+            Ok(Json(PositionAnswer {
+                coop_id: c.key,
+                did: "treasury".into(),
+                positions,
+            }))
         })
         .await;
     }
     let member = parse_did(&did)?;
     blocking(move || {
         let units = gw.engine().position(&c.id, &member)?;
-        Ok(Json(json!({
-            "coop_id": c.key,
-            "did": member,
-            "positions": units,
-        })))
+        let positions = units
+            .into_iter()
+            .map(|p| PositionView {
+                unit: p.unit,
+                balance: p.balance,
+                credit_limit: Some(p.credit_limit),
+                reserved: Some(p.reserved),
+                available: Some(p.available),
+                allowances: Some(
+                    p.allowances
+                        .into_iter()
+                        .map(|(d, a)| (d.to_string(), a))
+                        .collect(),
+                ),
+            })
+            .collect();
+        Ok(Json(PositionAnswer {
+            coop_id: c.key,
+            did: member.to_string(),
+            positions,
+        }))
     })
     .await
 }
@@ -213,13 +234,13 @@ fn own_account(auth: &Auth, from: Option<&str>) -> Result<(), AppError> {
     security(("bearer" = ["ledger:write"])),
     params(("coop" = String, Path, description = "The co-op's id, or its document id")),
     request_body = SettleRequest,
-    responses((status = 201, description = "The entry recorded, with its status", body = serde_json::Value), (status = 422, description = "Beyond the credit limit, an unknown unit, a frozen account", body = crate::ErrorBody)),
+    responses((status = 201, description = "The entry recorded, with its status", body = SettleAnswer), (status = 400, description = "Malformed: a DID that does not parse, a missing field", body = crate::ErrorBody), (status = 403, description = "Not your account, or not a member", body = crate::ErrorBody), (status = 422, description = "Beyond the credit limit, an unknown unit, a frozen account", body = crate::ErrorBody)),
 )]
 async fn settle(
     State(gw): State<Gateway>,
     c: InCoop<LedgerWrite>,
     Body(req): Body<SettleRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<SettleAnswer>), AppError> {
     let InCoop { auth, id, .. } = c;
     own_account(&auth, req.from.as_deref())?;
     let to = parse_did(&req.to)?;
@@ -232,15 +253,15 @@ async fn settle(
         };
         let (entry, status) = gw.engine().settle(&id, &auth.signer(), &settle)?;
         Metrics::add(&gw.metrics().settlements);
-        let answer = json!({
-            "entry_id": entry,
-            "status": status,
-            "from": auth.did,
-            "to": settle.to,
-            "amount": settle.amount,
-            "unit": settle.unit,
-            "memo": settle.memo,
-        });
+        let answer = SettleAnswer {
+            entry_id: entry.to_string(),
+            status: StatusView::of(&status)?,
+            from: auth.did.to_string(),
+            to: settle.to.to_string(),
+            amount: settle.amount,
+            unit: settle.unit,
+            memo: settle.memo,
+        };
         Ok((StatusCode::CREATED, Json(answer)))
     })
     .await

@@ -47,6 +47,7 @@ mod ledger;
 pub mod metrics;
 mod registry;
 mod scoped;
+mod views;
 mod ws;
 
 pub use error::{AppError, ErrorBody};

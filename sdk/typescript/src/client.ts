@@ -2,7 +2,10 @@
 // types generated from its OpenAPI document, and follow a co-op's events.
 
 import createFetchClient, { type Client as FetchClient } from "openapi-fetch";
-import type { paths } from "./schema.js";
+import type { components, paths } from "./schema.js";
+
+/** A response body the OpenAPI document names. */
+export type Schema<N extends keyof components["schemas"]> = components["schemas"][N];
 import type { Signer } from "./signer.js";
 
 /** An error the gateway answered: `{error, message}` with its status. */
@@ -223,7 +226,7 @@ export class IcnClient {
     settle: { to: string; amount: number; unit: string; memo?: string },
     options: { idempotencyKey?: string } = {},
   ) {
-    return this.call<{ entry_id: string; status: { status: string } }>(
+    return this.call<Schema<"SettleAnswer">>(
       "POST",
       `/v1/ledger/${encodeURIComponent(coop)}/settle`,
       settle,
@@ -233,7 +236,7 @@ export class IcnClient {
 
   /** A member's balance, limit and available amount in every unit. */
   position(coop: string, did: string) {
-    return this.call<{ positions: Array<{ unit: string; balance: number; credit_limit: number; available: number }> }>(
+    return this.call<Schema<"PositionAnswer">>(
       "GET",
       `/v1/ledger/${encodeURIComponent(coop)}/position/${did}`,
     );

@@ -7,6 +7,7 @@ export type {
   IcnEvent,
   Session,
   SubscribeHandlers,
+  Schema,
   SubscribeOptions,
   Subscription,
   WebSocketCtor,

@@ -2,7 +2,7 @@
 // allowance so that no other key of its member can make them conflicted,
 // kept until the node is reachable and submitted then, each once.
 
-import type { IcnClient } from "./client.js";
+import type { IcnClient, Schema } from "./client.js";
 import { IcnError } from "./client.js";
 import { signEntry, toHex } from "./entry.js";
 import type { Signer } from "./signer.js";
@@ -78,13 +78,14 @@ export class OfflineQueue {
    * node is reachable, before going offline.
    */
   async prepare(coop: string): Promise<void> {
-    const heads = await this.client.call<{ coop_doc_id: string; coop_heads: string[]; ledger_heads: string[] }>(
+    const heads = await this.client.call<Schema<"HeadsAnswer">>(
       "GET",
       `/v1/ledger/${encodeURIComponent(coop)}/heads`,
     );
-    const position = await this.client.call<{
-      positions: Array<{ unit: string; allowances?: Record<string, number> }>;
-    }>("GET", `/v1/ledger/${encodeURIComponent(coop)}/position/${this.options.member}`);
+    const position = await this.client.call<Schema<"PositionAnswer">>(
+      "GET",
+      `/v1/ledger/${encodeURIComponent(coop)}/position/${this.options.member}`,
+    );
     const allowance: Record<string, number> = {};
     for (const p of position.positions) allowance[p.unit] = p.allowances?.[this.options.device.did] ?? 0;
     this.known.set(coop, {
@@ -162,7 +163,7 @@ export class OfflineQueue {
     for (const item of items) {
       if (item.state !== "queued" && item.state !== "waiting") continue;
       try {
-        const answer = await this.client.call<{ entry_id: string; status: { status: string; reason?: string } }>(
+        const answer = await this.client.call<Schema<"SubmitAnswer">>(
           "POST",
           `/v1/ledger/${encodeURIComponent(item.coop)}/entries`,
           { bytes: item.bytes },
@@ -170,7 +171,7 @@ export class OfflineQueue {
         );
         const status = answer.status.status;
         item.state = status === "applied" ? "applied" : status === "pending" ? "waiting" : "conflicted";
-        item.reason = answer.status.reason;
+        item.reason = answer.status.reason ?? undefined;
       } catch (e) {
         if (e instanceof IcnError && e.status !== 429 && e.status < 500) {
           item.state = "refused";

@@ -941,6 +941,15 @@ export interface components {
             did: string;
             frozen?: boolean;
         };
+        /** @description What a new entry cites. */
+        HeadsAnswer: {
+            /** @description The co-op document's id (base58): the entry's `coop`. */
+            coop_doc_id: string;
+            /** @description The co-op document's heads, sorted, 64 hex each. */
+            coop_heads: string[];
+            /** @description The ledger's heads (the entry's parents), sorted, 64 hex each. */
+            ledger_heads: string[];
+        };
         /**
          * @description An invite: the role the applicant gets (`member` by default), its
          *     credit limit (the policy's default when absent), and how long the code
@@ -1001,6 +1010,42 @@ export interface components {
             /** Format: int64 */
             voting_period_seconds?: number | null;
         };
+        /** @description An account's position in every unit of the co-op. */
+        PositionAnswer: {
+            /** @description The co-op as the path named it. */
+            coop_id: string;
+            /** @description The member's DID, or `treasury`. */
+            did: string;
+            positions: components["schemas"]["PositionView"][];
+        };
+        /** @description An account's standing in one unit. */
+        PositionView: {
+            /** @description Unspent allowance per device DID (members only). */
+            allowances?: {
+                [key: string]: number;
+            } | null;
+            /**
+             * Format: int64
+             * @description `balance + credit_limit − reserved` (members only).
+             */
+            available?: number | null;
+            /**
+             * Format: int64
+             * @description Credits less debits, in the unit's smallest step.
+             */
+            balance: number;
+            /**
+             * Format: int64
+             * @description How far below zero the member may go (members only).
+             */
+            credit_limit?: number | null;
+            /**
+             * Format: int64
+             * @description Set aside in device allowances (members only).
+             */
+            reserved?: number | null;
+            unit: string;
+        };
         /**
          * @description An exchange rate: 1 `from` = `num`/`den` `to`, in the units' smallest
          *     steps.
@@ -1039,6 +1084,18 @@ export interface components {
             /** @description `lost`, `stolen`, `retired` or `emergency`. */
             reason?: string | null;
         };
+        /** @description A settlement recorded. */
+        SettleAnswer: {
+            /** Format: int64 */
+            amount: number;
+            /** @description The entry's id, 64 hex. */
+            entry_id: string;
+            from: string;
+            memo: string;
+            status: components["schemas"]["StatusView"];
+            to: string;
+            unit: string;
+        };
         /** @description A settlement: `amount` of `unit` from you (`from`, if given, must be your DID) to `to`. */
         SettleRequest: {
             /** Format: int64 */
@@ -1047,6 +1104,24 @@ export interface components {
             memo?: string;
             to: string;
             unit: string;
+        };
+        /** @description Where an entry stands. */
+        StatusView: {
+            /** @description Why it is conflicted: `credit_limit`, `frozen`, `sealed`, … */
+            reason?: string | null;
+            /**
+             * @description `applied` (it counts), `conflicted` (it is kept and forwarded but
+             *     counts for nothing) or `pending` (waiting for what it cites).
+             */
+            status: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** @description A submitted entry and where it stands. */
+        SubmitAnswer: {
+            /** @description The entry's id, 64 hex. */
+            entry_id: string;
+            status: components["schemas"]["StatusView"];
         };
         /** @description A signed entry: its canonical encoding (`docs/ledger.md`), hex. */
         SubmitRequest: {
@@ -4558,7 +4633,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SubmitAnswer"];
                 };
             };
             /** @description Stored and counted: `{entry_id, status}` */
@@ -4567,7 +4642,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SubmitAnswer"];
                 };
             };
             /** @description Stored as waiting: it cites parents or co-op heads this node does not hold yet; `status` is pending */
@@ -4576,7 +4651,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SubmitAnswer"];
                 };
             };
             /** @description Not hex */
@@ -4859,7 +4934,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["HeadsAnswer"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -4988,7 +5063,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["PositionAnswer"];
+                };
+            };
+            /** @description Neither a DID nor `treasury` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -5054,10 +5138,10 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SettleAnswer"];
                 };
             };
-            /** @description Malformed JSON or invalid fields */
+            /** @description Malformed: a DID that does not parse, a missing field */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5075,7 +5159,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Missing scope, or not a member */
+            /** @description Not your account, or not a member */
             403: {
                 headers: {
                     [name: string]: unknown;
