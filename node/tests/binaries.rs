@@ -1,19 +1,16 @@
 //! `icnd` and `icnctl` as an operator runs them: real processes, a temporary
 //! data directory, a free port on loopback.
 
+mod common;
+
+use common::{free_port, free_udp_port};
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const PASS: &str = "correct horse battery staple";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -131,13 +128,6 @@ fn icnctl_id_init_show_sign() {
     icn_engine::identity::verify(&did, b"challenge-123", &sig).expect("a valid signature");
     let b64 = icnctl(&["id", "sign", "challenge-123", "--base64"]);
     assert!(!String::from_utf8_lossy(&b64.stdout).trim().ends_with('='));
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
 }
 
 fn icnctl(dir: &std::path::Path, args: &[&str]) -> Output {

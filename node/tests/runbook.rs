@@ -3,19 +3,15 @@
 //! metrics, `icnctl` ledger and governance commands, identity export and
 //! import, and a restart that keeps everything (tokens included).
 
-use std::net::TcpListener;
+mod common;
+
+use common::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const PASS: &str = "correct horse battery staple";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 struct Node {
     dir: PathBuf,

@@ -6,26 +6,15 @@
 //! joins by invite; a budget executes and is traced; a relay registered
 //! mid-run catches up; the two members' nodes never meet.
 
-use std::net::{TcpListener, UdpSocket};
+mod common;
+
+use common::{free_port, free_udp_port};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const PASS: &str = "correct horse battery staple";
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free UDP port")
-        .port()
-}
 
 struct Node {
     dir: PathBuf,
@@ -36,12 +25,12 @@ struct Node {
 
 impl Node {
     fn start(dir: &Path) -> Node {
-        let (port, listen) = (free_tcp_port(), format!("127.0.0.1:{}", free_udp_port()));
+        let (port, listen) = (free_port(), format!("127.0.0.1:{}", free_udp_port()));
         let child = Command::new(env!("CARGO_BIN_EXE_icnd"))
             .args(["--data-dir", dir.to_str().expect("utf-8")])
             .args(["--gateway-bind", &format!("127.0.0.1:{port}")])
             .args(["--listen-addr", &listen])
-            .args(["--metrics-port", &free_tcp_port().to_string()])
+            .args(["--metrics-port", &free_port().to_string()])
             .env("ICN_KEYSTORE_PASSPHRASE", PASS)
             .env_remove("ICN_GATEWAY_JWT_SECRET")
             .env_remove("RUST_LOG")
