@@ -19,5 +19,5 @@ export { base58, unbase58, didFromPublicKey, publicKeyOfDid } from "./did.js";
 export type { paths, components } from "./schema.js";
 export { encodeUnsigned, signingMessage, signEntry, sortPostings, toHex } from "./entry.js";
 export type { EntryBody, EntryFields, Posting, SignedEntry } from "./entry.js";
-export { OfflineQueue, memoryStore } from "./queue.js";
+export { OfflineQueue, grantAllowance, memoryStore } from "./queue.js";
 export type { OfflineQueueOptions, QueueStore, Queued } from "./queue.js";

@@ -186,3 +186,36 @@ export class OfflineQueue {
     return items;
   }
 }
+
+/**
+ * Sets `amount` of `unit` of the member's credit aside for `device`, signed
+ * here by the member's DID key (`signer`; the gateway never holds it) and
+ * submitted as is. The client must be logged in as that member.
+ */
+export async function grantAllowance(
+  client: IcnClient,
+  signer: Signer,
+  coop: string,
+  grant: { device: string; unit: string; amount: number },
+): Promise<Schema<"SubmitAnswer">> {
+  const heads = await client.call<Schema<"HeadsAnswer">>("GET", `/v1/ledger/${encodeURIComponent(coop)}/heads`);
+  const { encoded, id } = await signEntry(
+    {
+      coop: heads.coop_doc_id,
+      parents: heads.ledger_heads,
+      author: signer.did,
+      signer: signer.did,
+      timestamp: Date.now(),
+      coop_heads: heads.coop_heads,
+      body: { type: "grant", device: grant.device, unit: grant.unit, amount: grant.amount },
+      memo: "allowance",
+    },
+    signer,
+  );
+  return client.call<Schema<"SubmitAnswer">>(
+    "POST",
+    `/v1/ledger/${encodeURIComponent(coop)}/entries`,
+    { bytes: toHex(encoded) },
+    { idempotencyKey: id },
+  );
+}
