@@ -178,8 +178,9 @@ struct UpdateRequest {
     #[schema(minimum = 0)]
     default_credit_limit: Option<i64>,
     /// The governance domain (its id or document id) whose accepted
-    /// budgets, freezes and unfreezes the ledger executes: one attached to
-    /// this co-op.
+    /// decisions execute (budgets, freezes and unfreezes in the ledger,
+    /// membership and config changes in the co-op): one attached to this
+    /// co-op.
     treasury_domain: Option<String>,
     /// Who approves applications to join (`admin`, the default, or
     /// `proposal`: an accepted membership proposal of the treasury domain)

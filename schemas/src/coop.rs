@@ -113,7 +113,7 @@ pub enum CoopField {
     /// `policy/default_credit_limit`.
     DefaultCreditLimit,
     /// `policy/treasury_domain`: the governance domain whose accepted
-    /// decisions move the treasury and freeze accounts.
+    /// decisions execute (treasury, freezes, membership, settings).
     TreasuryDomain,
     /// `policy/units`.
     Units,
@@ -599,8 +599,9 @@ pub fn rates(r: Reader<'_>) -> Vec<(String, String, i64, i64)> {
     out
 }
 
-/// The governance domain whose accepted decisions move the co-op's treasury
-/// and freeze accounts, if the policy names one.
+/// The governance domain whose accepted decisions execute (they move the
+/// treasury, freeze accounts, admit members, change settings), if the
+/// policy names one.
 pub fn treasury_domain(r: Reader<'_>) -> Option<crate::DocId> {
     r.map_path(&["policy"])
         .and_then(|p| r.str(&p, "treasury_domain"))

@@ -250,7 +250,8 @@ enum CoopCommand {
         #[arg(long)]
         default_credit_limit: Option<i64>,
         /// The governance domain (attached to this co-op) whose accepted
-        /// budgets and freezes the ledger executes.
+        /// decisions execute: budgets and freezes in the ledger, membership
+        /// and config changes in the co-op.
         #[arg(long)]
         treasury_domain: Option<String>,
         /// Who approves applications to join: `admin`, or `proposal` (an

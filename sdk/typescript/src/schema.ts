@@ -1200,8 +1200,9 @@ export interface components {
             onboarding?: Record<string, never> | null;
             /**
              * @description The governance domain (its id or document id) whose accepted
-             *     budgets, freezes and unfreezes the ledger executes: one attached to
-             *     this co-op.
+             *     decisions execute (budgets, freezes and unfreezes in the ledger,
+             *     membership and config changes in the co-op): one attached to this
+             *     co-op.
              */
             treasury_domain?: string | null;
         };
