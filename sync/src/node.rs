@@ -63,6 +63,10 @@ const RECENT: Duration = Duration::from_secs(120);
 /// after their last session ended (see [`SyncNode::dial`]).
 const DIAL_BACK_FOR: Duration = Duration::from_secs(600);
 
+/// Most peers dialed back at once: any key may connect, so what a node
+/// dials back on its own is bounded.
+const MAX_DIAL_BACKS: usize = 256;
+
 /// How long a session's writer has to send what it queued when the session
 /// ends.
 const WRITER_FLUSH: Duration = Duration::from_secs(5);
@@ -149,6 +153,8 @@ struct Inner {
     listener: Mutex<Option<ListenerId>>,
     /// Peers a dial loop keeps a session with.
     dialing: Mutex<std::collections::HashSet<Did>>,
+    /// How many of those are dialed back (at most [`MAX_DIAL_BACKS`]).
+    dial_backs: std::sync::atomic::AtomicUsize,
 }
 
 /// A running sync node. Cheap to clone; clones share the node. Dropping the
@@ -195,6 +201,7 @@ impl SyncNode {
             tasks: TaskTracker::new(),
             listener: Mutex::new(None),
             dialing: Mutex::default(),
+            dial_backs: std::sync::atomic::AtomicUsize::new(0),
         });
         // Every commit goes to every live session; the session decides
         // whether its peer may have it.
@@ -242,7 +249,9 @@ impl SyncNode {
     /// A peer that connected to this node is also dialed back at the
     /// address it came from once their session ends (a member's node whose
     /// connection to its relay dropped, say), for [`DIAL_BACK_FOR`] after
-    /// the last session, unless this node dials it already.
+    /// the last session, unless this node dials it already; only a peer
+    /// that may receive a document held here, and at most
+    /// [`MAX_DIAL_BACKS`] peers at once.
     pub fn dial(&self, peer: Did, addr: SocketAddr) -> Result<(), NodeError> {
         self.keep_dialing(peer, addr, None)
     }
@@ -260,11 +269,42 @@ impl SyncNode {
         }
         let target = EndpointAddr::new(key).with_ip_addr(addr);
         let node = self.clone();
+        if give_up.is_some() {
+            self.inner.dial_backs.fetch_add(1, Ordering::Relaxed);
+        }
         self.inner.tasks.spawn(async move {
             node.dial_loop(peer, target, give_up).await;
             node.inner.dialing().remove(&peer);
+            if give_up.is_some() {
+                node.inner.dial_backs.fetch_sub(1, Ordering::Relaxed);
+            }
         });
         Ok(())
+    }
+
+    /// Dials back `peer` at `addr` if it may receive a document this node
+    /// holds (a stranger's key is not dialed back) and fewer than
+    /// [`MAX_DIAL_BACKS`] peers are dialed back already.
+    async fn dial_back(&self, peer: Did, addr: SocketAddr) {
+        if self.inner.dial_backs.load(Ordering::Relaxed) >= MAX_DIAL_BACKS {
+            tracing::debug!(peer = %peer, "too many peers dialed back; not this one");
+            return;
+        }
+        let engine = self.inner.engine.clone();
+        let shares = tokio::task::spawn_blocking(move || {
+            engine
+                .doc_ids()
+                .iter()
+                .any(|doc| engine.may_receive(doc, &peer))
+        })
+        .await
+        .unwrap_or(false);
+        if !shares {
+            return;
+        }
+        if let Err(e) = self.keep_dialing(peer, addr, Some(DIAL_BACK_FOR)) {
+            tracing::debug!(peer = %peer, error = %e, "cannot dial back");
+        }
     }
 
     /// Whether a dial loop keeps a session with `peer`.
@@ -375,9 +415,8 @@ impl SyncNode {
                         // fault, at the address it came from.
                         if let (true, Some(peer), Some(addr)) = (ended_well, peer, from)
                             && !node.inner.cancel.is_cancelled()
-                            && let Err(e) = node.keep_dialing(peer, addr, Some(DIAL_BACK_FOR))
                         {
-                            tracing::debug!(peer = %peer, error = %e, "cannot dial back");
+                            node.dial_back(peer, addr).await;
                         }
                     }
                     Err(e) => tracing::debug!(error = %e, "incoming connection failed"),

@@ -276,6 +276,21 @@ async fn a_relay_dials_back_a_member_that_restarted() {
         started.elapsed()
     );
     assert!(relay.sync.dialing(&member.key.did()));
+    // A stranger's key, which may receive nothing held here, is not dialed
+    // back: any key may connect, and what a node dials is bounded.
+    let stranger = Node::start(7).await;
+    stranger.dial(&relay);
+    eventually("the stranger's session opens", || {
+        relay.sync.peers().contains(&stranger.key.did())
+    })
+    .await;
+    stranger.sync.shutdown().await;
+    eventually("the stranger's session ends", || {
+        !relay.sync.peers().contains(&stranger.key.did())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!relay.sync.dialing(&stranger.key.did()));
     for n in [&admin, &member, &relay] {
         n.sync.shutdown().await;
     }
