@@ -1,12 +1,13 @@
 //! Co-ops and their members.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use icn_engine::Engine;
 use icn_schemas::coop::{self, Coop, MemberStatus, NewCoop, Role};
-use icn_schemas::{DocId, DocKind, Scope, settings};
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use icn_schemas::{Did, DocId, DocKind, Scope, settings};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -14,6 +15,7 @@ use crate::auth::now_secs;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::scoped::{CoopAdmin, CoopRead, CoopWrite, Decided, InCoop};
+use crate::views::{Page, PageQuery, whole};
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -30,29 +32,61 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(remove_relay))
 }
 
-fn view(engine: &Engine, id: &DocId, c: &Coop) -> Value {
-    let (rates, treasury) = engine
+/// A co-op: its profile, policy and relays, and how many members it has.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct CoopView {
+    /// Its slug, e.g. `food-coop`.
+    id: String,
+    /// Its document id.
+    doc_id: DocId,
+    name: String,
+    description: String,
+    creator: Did,
+    /// Unix seconds.
+    created_at: i64,
+    policy: coop::Policy,
+    /// How many members it lists (removed ones included).
+    members: usize,
+    /// Its relays, by node DID.
+    relays: BTreeMap<Did, coop::Relay>,
+    /// Its exchange rates.
+    rates: Vec<RateView>,
+    /// The governance domain whose accepted decisions execute, once set.
+    treasury_domain: Option<DocId>,
+}
+
+/// An exchange rate: `num/den` of `to` for one of `from`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RateView {
+    from: String,
+    to: String,
+    num: i64,
+    den: i64,
+}
+
+fn view(engine: &Engine, id: &DocId, c: &Coop) -> CoopView {
+    let (rates, treasury_domain) = engine
         .read(id, |r| {
-            let rates: Vec<Value> = coop::rates(r)
+            let rates = coop::rates(r)
                 .into_iter()
-                .map(|(from, to, num, den)| json!({"from": from, "to": to, "num": num, "den": den}))
+                .map(|(from, to, num, den)| RateView { from, to, num, den })
                 .collect();
-            (rates, coop::treasury_domain(r).map(|d| d.to_string()))
+            (rates, coop::treasury_domain(r))
         })
         .unwrap_or_default();
-    json!({
-        "rates": rates,
-        "treasury_domain": treasury,
-        "id": c.id,
-        "doc_id": id.to_string(),
-        "name": c.name,
-        "description": c.description,
-        "creator": c.creator,
-        "created_at": c.created_at,
-        "policy": c.policy,
-        "members": c.members.len(),
-        "relays": c.relays,
-    })
+    CoopView {
+        rates,
+        treasury_domain,
+        id: c.id.clone(),
+        doc_id: *id,
+        name: c.name.clone(),
+        description: c.description.clone(),
+        creator: c.creator,
+        created_at: c.created_at,
+        policy: c.policy.clone(),
+        members: c.members.len(),
+        relays: c.relays.clone(),
+    }
 }
 
 fn read(engine: &Engine, id: &DocId) -> Result<Coop, AppError> {
@@ -68,9 +102,14 @@ fn read(engine: &Engine, id: &DocId) -> Result<Coop, AppError> {
     operation_id = "list_coops",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    responses((status = 200, description = "The co-ops you belong to", body = serde_json::Value)),
+    params(PageQuery),
+    responses((status = 200, description = "The co-ops you belong to (or relay), by document id", body = Page<CoopView>)),
 )]
-async fn list(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppError> {
+async fn list(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<CoopView>>, AppError> {
     auth.require(Scope::CoopRead)?;
     blocking(move || {
         let mut out = Vec::new();
@@ -81,7 +120,8 @@ async fn list(State(gw): State<Gateway>, auth: Auth) -> Result<Json<Value>, AppE
                 out.push(view(gw.engine(), &id, &c));
             }
         }
-        Ok(Json(Value::Array(out)))
+        out.sort_by_key(|c| c.doc_id.to_string());
+        Ok(Json(q.page(out, |c| c.doc_id.to_string())?))
     })
     .await
 }
@@ -111,13 +151,13 @@ struct NewCoopRequest {
     tag = "coops",
     security(("bearer" = ["coop:write"])),
     request_body = NewCoopRequest,
-    responses((status = 201, description = "The co-op; you are its first admin", body = serde_json::Value), (status = 409, description = "A co-op with this id exists", body = crate::ErrorBody)),
+    responses((status = 201, description = "The co-op; you are its first admin", body = CoopView), (status = 409, description = "A co-op with this id exists", body = crate::ErrorBody)),
 )]
 async fn create(
     State(gw): State<Gateway>,
     auth: Auth,
     Body(req): Body<NewCoopRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<CoopView>), AppError> {
     auth.require(Scope::CoopWrite)?;
     let units = match req.units {
         None => vec![("hours".to_owned(), 0)],
@@ -162,9 +202,12 @@ async fn create(
     tag = "coops",
     security(("bearer" = ["coop:read"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
-    responses((status = 200, description = "The co-op", body = serde_json::Value), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
+    responses((status = 200, description = "The co-op", body = CoopView), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
-async fn get_coop(State(gw): State<Gateway>, c: InCoop<CoopRead>) -> Result<Json<Value>, AppError> {
+async fn get_coop(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopRead>,
+) -> Result<Json<CoopView>, AppError> {
     blocking(move || Ok(Json(view(gw.engine(), &c.id, &read(gw.engine(), &c.id)?)))).await
 }
 
@@ -206,13 +249,13 @@ struct OnboardingBody {
     security(("bearer" = ["coop:write"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     request_body = UpdateRequest,
-    responses((status = 200, description = "The co-op updated (admins only)", body = serde_json::Value)),
+    responses((status = 200, description = "The co-op updated (admins only)", body = CoopView)),
 )]
 async fn update(
     State(gw): State<Gateway>,
     c: InCoop<CoopWrite>,
     Body(req): Body<UpdateRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<CoopView>, AppError> {
     let InCoop { auth, id, .. } = c;
     blocking(move || {
         let treasury = match &req.treasury_domain {
@@ -260,7 +303,7 @@ async fn update(
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     responses((status = 422, description = "A co-op's replicated history cannot be deleted; remove its members", body = crate::ErrorBody)),
 )]
-async fn delete(_: InCoop<CoopAdmin>) -> Result<Json<Value>, AppError> {
+async fn delete(_: InCoop<CoopAdmin>) -> Result<Json<CoopView>, AppError> {
     Err(AppError::unprocessable(
         "a co-op cannot be deleted: its signed history and books are replicated on every member's device; remove its members instead (DELETE /v1/coops/{id}/members/{did})",
     ))
@@ -271,22 +314,28 @@ async fn delete(_: InCoop<CoopAdmin>) -> Result<Json<Value>, AppError> {
     path = "/v1/coops/{id}/members",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
-    responses((status = 200, description = "Its members", body = serde_json::Value)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    responses((status = 200, description = "Its members, removed ones included, by DID", body = Page<coop::Member>)),
 )]
-async fn members(State(gw): State<Gateway>, c: InCoop<CoopRead>) -> Result<Json<Value>, AppError> {
+async fn members(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopRead>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<coop::Member>>, AppError> {
     blocking(move || {
         let c = read(gw.engine(), &c.id)?;
-        Ok(Json(json!(c.members.values().collect::<Vec<_>>())))
+        let members = c.members.into_values().collect();
+        Ok(Json(q.page(members, |m| m.did.to_string())?))
     })
     .await
 }
 
-/// A member to add: DID and role (`member` by default, or `admin`).
+/// A member to add: DID and role (`member` by default, `admin` or `observer`).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct MemberRequest {
+    #[schema(value_type = Did)]
     did: String,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Role>)]
     role: Option<Role>,
 }
 
@@ -297,13 +346,13 @@ struct MemberRequest {
     security(("bearer" = ["coop:admin"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     request_body = MemberRequest,
-    responses((status = 201, description = "The member added", body = serde_json::Value), (status = 409, description = "Already a member", body = crate::ErrorBody)),
+    responses((status = 201, description = "The member added", body = coop::Member), (status = 409, description = "Already a member", body = crate::ErrorBody)),
 )]
 async fn add_member(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Body(req): Body<MemberRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<coop::Member>), AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&req.did)?;
     blocking(move || {
@@ -320,8 +369,7 @@ async fn add_member(
         engine.write(&id, &auth.signer(), |tx| {
             coop::add_member(tx, &did, role, now_secs() as i64)
         })?;
-        let member = engine.read(&id, |r| coop::Member::read(r, &did)).flatten();
-        Ok((StatusCode::CREATED, Json(json!(member))))
+        Ok((StatusCode::CREATED, Json(member_of(engine, &id, &did)?)))
     })
     .await
 }
@@ -330,9 +378,9 @@ async fn add_member(
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateMemberRequest {
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<Role>)]
     role: Option<Role>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<MemberStatus>)]
     status: Option<MemberStatus>,
     #[schema(minimum = 0)]
     credit_limit: Option<i64>,
@@ -341,11 +389,10 @@ struct UpdateMemberRequest {
     display_name: Option<String>,
 }
 
-fn member_of(engine: &Engine, id: &DocId, did: &icn_schemas::Did) -> Result<Value, AppError> {
+fn member_of(engine: &Engine, id: &DocId, did: &Did) -> Result<coop::Member, AppError> {
     engine
         .read(id, |r| coop::Member::read(r, did))
         .flatten()
-        .map(|m| json!(m))
         .ok_or_else(|| AppError::not_found(format!("{did} is not a member")))
 }
 
@@ -354,16 +401,16 @@ fn member_of(engine: &Engine, id: &DocId, did: &icn_schemas::Did) -> Result<Valu
     path = "/v1/coops/{id}/members/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The member's DID")),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The member's DID")),
     request_body = UpdateMemberRequest,
-    responses((status = 200, description = "The member updated (role, status, credit_limit: admins; display_name: the member too)", body = serde_json::Value)),
+    responses((status = 200, description = "The member updated (role, status, credit_limit: admins; display_name: the member too)", body = coop::Member)),
 )]
 async fn update_member(
     State(gw): State<Gateway>,
     c: InCoop<Decided>,
     Path((_coop, did)): Path<(String, String)>,
     Body(req): Body<UpdateMemberRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<coop::Member>, AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
     let limits = req.credit_limit.is_some() || req.credit_limits.is_some();
@@ -417,14 +464,14 @@ async fn update_member(
     path = "/v1/coops/{id}/members/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The member's DID")),
-    responses((status = 200, description = "The member, removed (a member may remove itself: leave)", body = serde_json::Value)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The member's DID")),
+    responses((status = 200, description = "The member, removed (a member may remove itself: leave)", body = coop::Member)),
 )]
 async fn remove_member(
     State(gw): State<Gateway>,
     c: InCoop<Decided>,
     Path((_coop, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<coop::Member>, AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
     auth.require(if did == auth.did {
@@ -448,16 +495,17 @@ async fn remove_member(
     path = "/v1/coops/{id}/trusted-contacts",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
-    responses((status = 200, description = "The members who may revoke any member's devices in an emergency (`POST /v1/identity/emergency-revoke`)", body = serde_json::Value)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    responses((status = 200, description = "The members who may revoke any member's devices in an emergency (`POST /v1/identity/emergency-revoke`)", body = Page<Did>)),
 )]
 async fn trusted_contacts(
     State(gw): State<Gateway>,
     c: InCoop<CoopRead>,
-) -> Result<Json<Value>, AppError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<Did>>, AppError> {
     blocking(move || {
         let coop = read(gw.engine(), &c.id)?;
-        Ok(Json(json!(coop.policy.trusted_contacts)))
+        Ok(Json(q.page(coop.policy.trusted_contacts, Did::to_string)?))
     })
     .await
 }
@@ -478,7 +526,7 @@ struct TrustedContactRequest {
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     request_body = TrustedContactRequest,
     responses(
-        (status = 201, description = "The trusted contacts now (admins only)", body = serde_json::Value),
+        (status = 201, description = "The trusted contacts now, all in one page (admins only)", body = Page<Did>),
         (status = 404, description = "Not a member of the co-op", body = crate::ErrorBody),
     ),
 )]
@@ -486,7 +534,7 @@ async fn add_trusted_contact(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Body(req): Body<TrustedContactRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<Page<Did>>), AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&req.did)?;
     blocking(move || {
@@ -498,7 +546,7 @@ async fn add_trusted_contact(
         let coop = read(engine, &id)?;
         Ok((
             StatusCode::CREATED,
-            Json(json!(coop.policy.trusted_contacts)),
+            Json(whole(coop.policy.trusted_contacts)),
         ))
     })
     .await
@@ -509,9 +557,9 @@ async fn add_trusted_contact(
     path = "/v1/coops/{id}/trusted-contacts/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The trusted contact's DID")),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The trusted contact's DID")),
     responses(
-        (status = 200, description = "The trusted contacts now (admins only)", body = serde_json::Value),
+        (status = 200, description = "The trusted contacts now, all in one page (admins only)", body = Page<Did>),
         (status = 404, description = "Not a trusted contact", body = crate::ErrorBody),
     ),
 )]
@@ -519,7 +567,7 @@ async fn remove_trusted_contact(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Path((_coop, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Page<Did>>, AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {
@@ -528,7 +576,7 @@ async fn remove_trusted_contact(
             coop::remove_trusted_contact(tx, &did)
         })?;
         let coop = read(engine, &id)?;
-        Ok(Json(json!(coop.policy.trusted_contacts)))
+        Ok(Json(whole(coop.policy.trusted_contacts)))
     })
     .await
 }
@@ -555,14 +603,14 @@ struct UnitBody {
     security(("bearer" = ["coop:admin"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id"), ("unit" = String, Path, description = "The unit's id: a-z, 0-9, '-', '_', '.', ':'")),
     request_body = UnitBody,
-    responses((status = 200, description = "The co-op, with the unit added or updated (admins only)", body = serde_json::Value), (status = 422, description = "Not a unit id, or a scale out of range", body = crate::ErrorBody)),
+    responses((status = 200, description = "The co-op, with the unit added or updated (admins only)", body = CoopView), (status = 422, description = "Not a unit id, or a scale out of range", body = crate::ErrorBody)),
 )]
 async fn put_unit(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Path((_coop, unit)): Path<(String, String)>,
     Body(req): Body<UnitBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<CoopView>, AppError> {
     let InCoop { auth, id, .. } = c;
     if !(0..=18).contains(&req.scale) {
         return Err(AppError::bad_request("scale: 0 to 18 decimal places"));
@@ -598,14 +646,14 @@ struct RateBody {
     security(("bearer" = ["coop:admin"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id"), ("from" = String, Path, description = "The unit paid"), ("to" = String, Path, description = "The unit received")),
     request_body = RateBody,
-    responses((status = 200, description = "The co-op, with the rate set (admins only): `POST /v1/ledger/{coop}/settle/convert` converts at it", body = serde_json::Value), (status = 422, description = "A unit the policy lacks, the same unit twice, or a rate that is not positive", body = crate::ErrorBody)),
+    responses((status = 200, description = "The co-op, with the rate set (admins only): `POST /v1/ledger/{coop}/settle/convert` converts at it", body = CoopView), (status = 422, description = "A unit the policy lacks, the same unit twice, or a rate that is not positive", body = crate::ErrorBody)),
 )]
 async fn put_rate(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Path((_coop, from, to)): Path<(String, String, String)>,
     Body(req): Body<RateBody>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<CoopView>, AppError> {
     let InCoop { auth, id, .. } = c;
     blocking(move || {
         let engine = gw.engine();
@@ -630,24 +678,36 @@ async fn put_rate(
     path = "/v1/coops/{id}/relays",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
-    responses((status = 200, description = "The co-op's registered relays: `[{did, addr}]`. A relay holds the co-op's documents and ledger without being a member.", body = serde_json::Value)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    responses((status = 200, description = "The co-op's registered relays, by DID. A relay holds the co-op's documents and ledger without being a member.", body = Page<RelayView>)),
 )]
-async fn relays(State(gw): State<Gateway>, c: InCoop<CoopRead>) -> Result<Json<Value>, AppError> {
+async fn relays(
+    State(gw): State<Gateway>,
+    c: InCoop<CoopRead>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<RelayView>>, AppError> {
     blocking(move || {
         let coop = read(gw.engine(), &c.id)?;
-        Ok(Json(relay_list(&coop)))
+        Ok(Json(q.page(relay_list(&coop), |r| r.did.to_string())?))
     })
     .await
 }
 
-fn relay_list(coop: &Coop) -> Value {
-    Value::Array(
-        coop.relays
-            .iter()
-            .map(|(did, r)| json!({"did": did, "addr": r.addr}))
-            .collect(),
-    )
+/// A relay of the co-op: its node's DID and where to dial it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RelayView {
+    did: Did,
+    addr: Option<String>,
+}
+
+fn relay_list(coop: &Coop) -> Vec<RelayView> {
+    coop.relays
+        .iter()
+        .map(|(did, r)| RelayView {
+            did: *did,
+            addr: r.addr.clone(),
+        })
+        .collect()
 }
 
 /// A relay to register: the node's DID (`icnctl status` on it) and where
@@ -667,13 +727,13 @@ struct RelayBody {
     security(("bearer" = ["coop:admin"])),
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     request_body = RelayBody,
-    responses((status = 201, description = "The relays now (admins only); the node receives the co-op when it next syncs with a member", body = serde_json::Value), (status = 400, description = "Not a DID, or no address", body = crate::ErrorBody)),
+    responses((status = 201, description = "The relays now (admins only); the node receives the co-op when it next syncs with a member; all in one page", body = Page<RelayView>), (status = 400, description = "Not a DID, or no address", body = crate::ErrorBody)),
 )]
 async fn add_relay(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Body(req): Body<RelayBody>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<Page<RelayView>>), AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&req.did)?;
     if req.addr.trim().is_empty() || req.addr.len() > 200 || !req.addr.contains(':') {
@@ -687,7 +747,7 @@ async fn add_relay(
         })?;
         Ok((
             StatusCode::CREATED,
-            Json(relay_list(&read(gw.engine(), &id)?)),
+            Json(whole(relay_list(&read(gw.engine(), &id)?))),
         ))
     })
     .await
@@ -698,14 +758,14 @@ async fn add_relay(
     path = "/v1/coops/{id}/relays/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The relay's DID")),
-    responses((status = 200, description = "The relays now (admins only)", body = serde_json::Value), (status = 404, description = "Not a relay of the co-op", body = crate::ErrorBody)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The relay's DID")),
+    responses((status = 200, description = "The relays now, all in one page (admins only)", body = Page<RelayView>), (status = 404, description = "Not a relay of the co-op", body = crate::ErrorBody)),
 )]
 async fn remove_relay(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Path((_coop, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Page<RelayView>>, AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {
@@ -719,7 +779,7 @@ async fn remove_relay(
             )));
         }
         engine.write(&id, &auth.signer(), |tx| coop::remove_relay(tx, &did))?;
-        Ok(Json(relay_list(&read(engine, &id)?)))
+        Ok(Json(whole(relay_list(&read(engine, &id)?))))
     })
     .await
 }

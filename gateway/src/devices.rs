@@ -11,13 +11,14 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use icn_schemas::coop::{self, REVOKE_REASONS, Revocation};
+use icn_schemas::ledger::EntryId;
 use icn_schemas::{Did, DocId, DocKind, Scope};
-use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::now_secs;
 use crate::error::AppError;
+use crate::views::{Page, PageQuery};
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -55,8 +56,78 @@ fn coops_listed(gw: &Gateway, caller: &Did, member: &Did) -> Vec<DocId> {
         .collect()
 }
 
+/// Where a device stands in one co-op.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum DeviceStatus {
+    /// It acts for the member.
+    Live,
+    /// It never acts for the member again.
+    Revoked,
+    /// Listed without the device's consent (a proof), so it does not act.
+    Unproven,
+}
+
+/// A device of a member, as one co-op lists it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DeviceRow {
+    /// The co-op's id.
+    coop_id: String,
+    coop_doc_id: DocId,
+    /// The device's key, `did:icn:…`.
+    device: String,
+    label: Option<String>,
+    /// Unix seconds.
+    added_at: Option<i64>,
+    /// Whether it is the member's DID key itself.
+    is_did_key: bool,
+    /// Whether the device consented (signed its proof).
+    proven: bool,
+    /// Whether it acts for the member now.
+    live: bool,
+    status: DeviceStatus,
+    /// Unix seconds.
+    revoked_at: Option<i64>,
+    /// `lost`, `stolen`, `retired` or `emergency`.
+    revoked_reason: Option<String>,
+    revoked_by: Option<Did>,
+}
+
+/// What a write did in one co-op.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Outcome {
+    /// The co-op's id.
+    coop_id: String,
+    /// Whether it was written there.
+    done: bool,
+    /// Why not, when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// The keys a revocation revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked: Option<Vec<Did>>,
+    /// The seals it wrote in the co-op's ledger, one per key (none when a
+    /// device other than the DID key revoked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seals: Option<Vec<EntryId>>,
+}
+
+/// What a device write did: in each co-op, and the member's devices now.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DevicesAnswer {
+    /// The member.
+    did: Did,
+    /// The device written, when one was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<Did>,
+    /// One per co-op that lists the member.
+    outcomes: Vec<Outcome>,
+    /// The member's devices now, in every co-op you share with it.
+    devices: Vec<DeviceRow>,
+}
+
 /// One row per (co-op, device).
-fn device_rows(gw: &Gateway, member: &Did, coops: &[DocId]) -> Vec<Value> {
+fn device_rows(gw: &Gateway, member: &Did, coops: &[DocId]) -> Vec<DeviceRow> {
     let mut rows = Vec::new();
     for id in coops {
         let Some((m, live)) = gw
@@ -78,20 +149,28 @@ fn device_rows(gw: &Gateway, member: &Did, coops: &[DocId]) -> Vec<Value> {
         };
         let coop_name = gw.index().name(id).unwrap_or_else(|| id.to_string());
         for ((key, d), live) in m.devices.iter().zip(live) {
-            rows.push(json!({
-                "coop_id": coop_name,
-                "coop_doc_id": id.to_string(),
-                "device": Did::from_key_string(key).map(|d| d.to_string()).unwrap_or_else(|_| key.clone()),
-                "label": d.label,
-                "added_at": d.added_at,
-                "is_did_key": key == &member.key_string(),
-                "proven": d.proven,
-                "live": live,
-                "status": if d.revoked { "revoked" } else if live { "live" } else { "unproven" },
-                "revoked_at": d.revoked_at,
-                "revoked_reason": d.revoked_reason,
-                "revoked_by": d.revoked_by,
-            }));
+            rows.push(DeviceRow {
+                coop_id: coop_name.clone(),
+                coop_doc_id: *id,
+                device: Did::from_key_string(key)
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|_| key.clone()),
+                label: d.label.clone(),
+                added_at: d.added_at,
+                is_did_key: key == &member.key_string(),
+                proven: d.proven,
+                live,
+                status: if d.revoked {
+                    DeviceStatus::Revoked
+                } else if live {
+                    DeviceStatus::Live
+                } else {
+                    DeviceStatus::Unproven
+                },
+                revoked_at: d.revoked_at,
+                revoked_reason: d.revoked_reason.clone(),
+                revoked_by: d.revoked_by,
+            });
         }
     }
     rows
@@ -103,8 +182,8 @@ fn device_rows(gw: &Gateway, member: &Did, coops: &[DocId]) -> Vec<Value> {
 fn in_each(
     gw: &Gateway,
     coops: &[DocId],
-    mut write: impl FnMut(&DocId) -> Result<Value, AppError>,
-) -> Result<Vec<Value>, AppError> {
+    mut write: impl FnMut(&DocId) -> Result<Option<icn_engine::Revoked>, AppError>,
+) -> Result<Vec<Outcome>, AppError> {
     let mut outcomes = Vec::new();
     let mut first_refusal = None;
     let mut done = 0;
@@ -113,14 +192,26 @@ fn in_each(
         match write(id) {
             Ok(written) => {
                 done += 1;
-                let mut outcome = json!({"coop_id": coop_name, "done": true});
-                if let (Value::Object(o), Value::Object(w)) = (&mut outcome, written) {
-                    o.extend(w);
-                }
-                outcomes.push(outcome);
+                let (revoked, seals) = match written {
+                    Some(r) => (Some(r.devices), Some(r.seals)),
+                    None => (None, None),
+                };
+                outcomes.push(Outcome {
+                    coop_id: coop_name,
+                    done: true,
+                    error: None,
+                    revoked,
+                    seals,
+                });
             }
             Err(e) => {
-                outcomes.push(json!({"coop_id": coop_name, "done": false, "error": e.message()}));
+                outcomes.push(Outcome {
+                    coop_id: coop_name,
+                    done: false,
+                    error: Some(e.message().to_owned()),
+                    revoked: None,
+                    seals: None,
+                });
                 first_refusal.get_or_insert(e);
             }
         }
@@ -137,9 +228,9 @@ fn in_each(
     operation_id = "list_devices",
     tag = "devices",
     security(("bearer" = ["coop:read"])),
-    params(("did" = String, Path, description = "The member's DID")),
+    params(("did" = Did, Path, description = "The member's DID"), PageQuery),
     responses(
-        (status = 200, description = "The member's devices in every co-op you share with it on this node: one row per co-op and device, with `status` `live`, `revoked` (and why, when, by whom) or `unproven`", body = serde_json::Value),
+        (status = 200, description = "The member's devices in every co-op you share with it on this node: one row per co-op and device, with `status` `live`, `revoked` (and why, when, by whom) or `unproven`", body = Page<DeviceRow>),
         (status = 400, description = "Not a DID", body = crate::ErrorBody),
         (status = 404, description = "No co-op you read lists this member", body = crate::ErrorBody),
     ),
@@ -148,15 +239,16 @@ async fn list(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(did): Path<String>,
-) -> Result<Json<Value>, AppError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<DeviceRow>>, AppError> {
     auth.require(Scope::CoopRead)?;
     let member = parse_did(&did)?;
     blocking(move || {
         let coops = coops_listing(&gw, &auth.did, &member)?;
-        Ok(Json(json!({
-            "did": member,
-            "devices": device_rows(&gw, &member, &coops),
-        })))
+        let rows = device_rows(&gw, &member, &coops);
+        Ok(Json(q.page(rows, |r| {
+            format!("{}/{}", r.coop_doc_id, r.device)
+        })?))
     })
     .await
 }
@@ -185,10 +277,10 @@ fn decode_signature(text: &str) -> Result<[u8; 64], AppError> {
     path = "/v1/devices/{did}",
     tag = "devices",
     security(("bearer" = ["coop:write"])),
-    params(("did" = String, Path, description = "The member's DID")),
+    params(("did" = Did, Path, description = "The member's DID")),
     request_body = RegisterRequest,
     responses(
-        (status = 201, description = "Registered in each co-op that lists the member (`outcomes`), and the member's devices now", body = serde_json::Value),
+        (status = 201, description = "Registered in each co-op that lists the member (`outcomes`), and the member's devices now", body = DevicesAnswer),
         (status = 400, description = "Not a DID, or no valid proof", body = crate::ErrorBody),
         (status = 403, description = "Neither the member nor an admin", body = crate::ErrorBody),
         (status = 404, description = "No co-op you read lists this member", body = crate::ErrorBody),
@@ -200,7 +292,7 @@ async fn register(
     auth: Auth,
     Path(did): Path<String>,
     Body(req): Body<RegisterRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<DevicesAnswer>), AppError> {
     let member = parse_did(&did)?;
     auth.require(if member == auth.did {
         Scope::CoopWrite
@@ -238,27 +330,19 @@ async fn register(
                     now,
                 )
             })?;
-            Ok(Value::Null)
+            Ok(None)
         })?;
         Ok((
             StatusCode::CREATED,
-            Json(json!({
-                "did": member,
-                "device": device,
-                "outcomes": outcomes,
-                "devices": device_rows(&gw, &member, &coops),
-            })),
+            Json(DevicesAnswer {
+                did: member,
+                device: Some(device),
+                outcomes,
+                devices: device_rows(&gw, &member, &coops),
+            }),
         ))
     })
     .await
-}
-
-/// The keys a revocation revoked and the seals it wrote in the ledger.
-fn revoked_json(revoked: &icn_engine::Revoked) -> Value {
-    json!({
-        "revoked": revoked.devices,
-        "seals": revoked.seals.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-    })
 }
 
 /// Why a device is revoked.
@@ -289,13 +373,13 @@ fn reason(given: Option<&str>, default: Option<&str>) -> Result<String, AppError
     tag = "devices",
     security(("bearer" = ["coop:write"])),
     params(
-        ("did" = String, Path, description = "The member's DID"),
-        ("device" = String, Path, description = "The device's key, `did:icn:…`"),
+        ("did" = Did, Path, description = "The member's DID"),
+        ("device" = Did, Path, description = "The device's key, `did:icn:…`"),
         RevokeRequest,
     ),
     request_body(content = Option<RevokeRequest>, description = "The reason, in the body instead of the query"),
     responses(
-        (status = 200, description = "Revoked in each co-op that lists it (`outcomes`): it never acts for the member again", body = serde_json::Value),
+        (status = 200, description = "Revoked in each co-op that lists it (`outcomes`): it never acts for the member again", body = DevicesAnswer),
         (status = 400, description = "Not a DID, or no valid reason", body = crate::ErrorBody),
         (status = 403, description = "Neither the member, an admin nor a trusted contact", body = crate::ErrorBody),
         (status = 404, description = "No co-op you read lists this device for the member", body = crate::ErrorBody),
@@ -307,7 +391,7 @@ async fn revoke(
     Path((did, device)): Path<(String, String)>,
     Query(query): Query<RevokeRequest>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<DevicesAnswer>, AppError> {
     auth.require(Scope::CoopWrite)?;
     let member = parse_did(&did)?;
     let device = parse_did(&device)?;
@@ -336,14 +420,14 @@ async fn revoke(
             let revoked =
                 gw.engine()
                     .revoke_device(id, &auth.signer(), &member, &device, &revocation)?;
-            Ok(revoked_json(&revoked))
+            Ok(Some(revoked))
         })?;
-        Ok(Json(json!({
-            "did": member,
-            "device": device,
-            "outcomes": outcomes,
-            "devices": device_rows(&gw, &member, &coops),
-        })))
+        Ok(Json(DevicesAnswer {
+            did: member,
+            device: Some(device),
+            outcomes,
+            devices: device_rows(&gw, &member, &coops),
+        }))
     })
     .await
 }
@@ -366,7 +450,7 @@ struct EmergencyRequest {
     security(("bearer" = ["coop:write"])),
     request_body = EmergencyRequest,
     responses(
-        (status = 200, description = "Every device of the member revoked, its DID key included, in each co-op where you are an admin or a trusted contact (`outcomes`): the member acts nowhere until an admin registers a new key for it", body = serde_json::Value),
+        (status = 200, description = "Every device of the member revoked, its DID key included, in each co-op where you are an admin or a trusted contact (`outcomes`): the member acts nowhere until an admin registers a new key for it", body = DevicesAnswer),
         (status = 400, description = "Not a DID, a bad reason, or a voucher that is not you", body = crate::ErrorBody),
         (status = 403, description = "Neither an admin nor a trusted contact of any co-op listing the member", body = crate::ErrorBody),
         (status = 404, description = "No co-op you read lists the member", body = crate::ErrorBody),
@@ -376,7 +460,7 @@ async fn emergency_revoke(
     State(gw): State<Gateway>,
     auth: Auth,
     Body(req): Body<EmergencyRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<DevicesAnswer>, AppError> {
     auth.require(Scope::CoopWrite)?;
     let member = parse_did(&req.target_did)?;
     if let Some(voucher) = &req.voucher_did
@@ -398,13 +482,14 @@ async fn emergency_revoke(
             let revoked =
                 gw.engine()
                     .revoke_all_devices(id, &auth.signer(), &member, &revocation)?;
-            Ok(revoked_json(&revoked))
+            Ok(Some(revoked))
         })?;
-        Ok(Json(json!({
-            "did": member,
-            "outcomes": outcomes,
-            "devices": device_rows(&gw, &member, &coops),
-        })))
+        Ok(Json(DevicesAnswer {
+            did: member,
+            device: None,
+            outcomes,
+            devices: device_rows(&gw, &member, &coops),
+        }))
     })
     .await
 }

@@ -14,7 +14,7 @@ use crate::{Auth, Gateway, blocking, may_read};
     path = "/v1/docs/{doc_id}",
     tag = "documents",
     security(("bearer" = ["coop:read"])),
-    params(("doc_id" = String, Path, description = "The document id (base58)")),
+    params(("doc_id" = icn_schemas::DocId, Path, description = "The document id (base58)")),
     responses((status = 200, description = "The document as JSON; with `Accept: application/octet-stream`, its `Automerge::save()` bytes, which stock Automerge libraries load. The ETag names its state and the representation (`Vary: Accept`).", content((serde_json::Value = "application/json"), (Vec<u8> = "application/octet-stream"))), (status = 304, description = "`If-None-Match` names the current ETag: nothing changed"), (status = 404, description = "Not held by this node", body = crate::ErrorBody)),
 )]
 /// `GET /v1/docs/{doc_id}`: JSON, or raw bytes for

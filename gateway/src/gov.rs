@@ -8,8 +8,8 @@ use icn_schemas::domain::{
     self, Choice, Domain, DomainRole, Method, NewDomain, NewProposal, Payload, Proposal,
     ProposalState, Rules,
 };
+use icn_schemas::tally::{Outcome, Tally};
 use icn_schemas::{Did, DocId, DocKind, Scope};
-use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -17,6 +17,7 @@ use crate::auth::now_secs;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::scoped::{GovRead, GovWrite, InDomain};
+use crate::views::{Page, PageQuery};
 use crate::{Auth, Body, Gateway, blocking, optional_json, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -36,57 +37,150 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(close_proposal))
 }
 
-fn domain_view(gw: &Gateway, doc: &DocId, d: &Domain) -> Value {
+/// A governance domain: its rules and members, and how many proposals it holds.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct DomainView {
+    id: String,
+    doc_id: DocId,
+    name: String,
+    /// `default`, `consent`, … : where its rules came from.
+    profile: String,
+    /// The co-op it is attached to (its id), if any.
+    coop_id: Option<String>,
+    /// The co-op's document id.
+    coop_doc_id: Option<String>,
+    creator: Did,
+    /// Unix seconds.
+    created_at: i64,
+    rules: Rules,
+    members: Vec<domain::DomainMember>,
+    /// How many proposals it holds.
+    proposals: usize,
+}
+
+fn domain_view(gw: &Gateway, doc: &DocId, d: &Domain) -> DomainView {
     let coop = d.coop_id.as_ref().map(|c| {
         c.parse::<DocId>()
             .ok()
             .and_then(|id| gw.index().name(&id))
             .unwrap_or_else(|| c.clone())
     });
-    json!({
-        "id": d.id,
-        "doc_id": doc.to_string(),
-        "name": d.name,
-        "profile": d.profile,
-        "coop_id": coop,
-        "coop_doc_id": d.coop_id,
-        "creator": d.creator,
-        "created_at": d.created_at,
-        "rules": d.rules,
-        "members": d.members.values().collect::<Vec<_>>(),
-        "proposals": d.proposals.len(),
-    })
+    DomainView {
+        id: d.id.clone(),
+        doc_id: *doc,
+        name: d.name.clone(),
+        profile: d.profile.clone(),
+        coop_id: coop,
+        coop_doc_id: d.coop_id.clone(),
+        creator: d.creator,
+        created_at: d.created_at,
+        rules: d.rules.clone(),
+        members: d.members.values().cloned().collect(),
+        proposals: d.proposals.len(),
+    }
 }
 
-fn proposal_view(domain_doc: &DocId, d: &Domain, p: &Proposal) -> Value {
-    let votes: Vec<Value> = p
+/// A member's vote on a proposal.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct VoteView {
+    voter: Did,
+    choice: Choice,
+    comment: Option<String>,
+    /// Unix seconds.
+    at: Option<i64>,
+}
+
+/// A proposal, its votes, and once closed its outcome and receipt.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ProposalView {
+    /// Unique within its domain.
+    id: String,
+    domain_id: String,
+    domain_doc_id: DocId,
+    title: String,
+    description: String,
+    author: Did,
+    state: ProposalState,
+    /// Unix seconds.
+    created_at: i64,
+    opened_at: Option<i64>,
+    closes_at: Option<i64>,
+    payload: Option<Payload>,
+    votes: Vec<VoteView>,
+    outcome: Option<Outcome>,
+    tally: Option<Tally>,
+    closed_at: Option<i64>,
+    closed_by: Option<Did>,
+    /// The decision receipt's hash, once closed.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    decision_receipt_id: Option<String>,
+}
+
+fn proposal_view(domain_doc: &DocId, d: &Domain, p: &Proposal) -> ProposalView {
+    let votes = p
         .votes
         .iter()
-        .map(|(voter, v)| json!({"voter": voter, "choice": v.choice, "comment": v.comment, "at": v.at}))
+        .map(|(voter, v)| VoteView {
+            voter: *voter,
+            choice: v.choice,
+            comment: v.comment.clone(),
+            at: v.at,
+        })
         .collect();
     let receipt = p
         .close
         .as_ref()
         .map(|c| icn_schemas::tally::DecisionReceipt::new(*domain_doc, &p.id, c));
-    json!({
-        "id": p.id,
-        "domain_id": d.id,
-        "domain_doc_id": domain_doc.to_string(),
-        "title": p.title,
-        "description": p.description,
-        "author": p.author,
-        "state": p.state,
-        "created_at": p.created_at,
-        "opened_at": p.opened_at,
-        "closes_at": p.closes_at,
-        "payload": p.payload,
-        "votes": votes,
-        "outcome": p.close.as_ref().map(|c| c.outcome),
-        "tally": p.close.as_ref().map(|c| c.tally),
-        "closed_at": p.close.as_ref().map(|c| c.closed_at),
-        "closed_by": p.close.as_ref().map(|c| c.closed_by),
-        "decision_receipt_id": receipt.map(|r| hex::encode(r.hash())),
-    })
+    ProposalView {
+        id: p.id.clone(),
+        domain_id: d.id.clone(),
+        domain_doc_id: *domain_doc,
+        title: p.title.clone(),
+        description: p.description.clone(),
+        author: p.author,
+        state: p.state,
+        created_at: p.created_at,
+        opened_at: p.opened_at,
+        closes_at: p.closes_at,
+        payload: p.payload.clone(),
+        votes,
+        outcome: p.close.as_ref().map(|c| c.outcome),
+        tally: p.close.as_ref().map(|c| c.tally),
+        closed_at: p.close.as_ref().map(|c| c.closed_at),
+        closed_by: p.close.as_ref().map(|c| c.closed_by),
+        decision_receipt_id: receipt.map(|r| hex::encode(r.hash())),
+    }
+}
+
+/// A vote recorded.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct VoteAnswer {
+    proposal_id: String,
+    voter: Did,
+    choice: Choice,
+    comment: Option<String>,
+    /// Unix seconds.
+    at: i64,
+}
+
+/// A proposal's tally now.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TallyAnswer {
+    proposal_id: String,
+    state: Option<ProposalState>,
+    tally: Tally,
+    /// What a close now would record (`null` when it cannot be closed).
+    outcome_if_closed_now: Option<Outcome>,
+}
+
+/// A module stored.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ModuleAnswer {
+    /// Its blake3 hash, hex: what a domain's rules name.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    hash: String,
+    /// Its size.
+    bytes: usize,
 }
 
 fn read_domain(engine: &Engine, id: &DocId) -> Result<Domain, AppError> {
@@ -214,7 +308,11 @@ fn require_coop_member(
     }
 }
 
-pub(crate) fn proposal_json(engine: &Engine, domain: &DocId, id: &str) -> Result<Value, AppError> {
+pub(crate) fn proposal_json(
+    engine: &Engine,
+    domain: &DocId,
+    id: &str,
+) -> Result<ProposalView, AppError> {
     let d = read_domain(engine, domain)?;
     let p = d
         .proposals
@@ -236,14 +334,15 @@ struct DomainFilter {
     path = "/v1/gov/domains",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(DomainFilter),
-    responses((status = 200, description = "The governance domains you belong to (attached to `coop_id`, when given)", body = serde_json::Value)),
+    params(DomainFilter, PageQuery),
+    responses((status = 200, description = "The governance domains you belong to (attached to `coop_id`, when given), by document id", body = Page<DomainView>)),
 )]
 async fn list_domains(
     State(gw): State<Gateway>,
     auth: Auth,
     Query(filter): Query<DomainFilter>,
-) -> Result<Json<Value>, AppError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<DomainView>>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
         let coop = filter
@@ -261,7 +360,8 @@ async fn list_domains(
                 out.push(domain_view(&gw, &id, &d));
             }
         }
-        Ok(Json(Value::Array(out)))
+        out.sort_by_key(|d| d.doc_id.to_string());
+        Ok(Json(q.page(out, |d| d.doc_id.to_string())?))
     })
     .await
 }
@@ -293,13 +393,13 @@ struct UpdateDomainRequest {
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The domain's id, or its document id")),
     request_body = UpdateDomainRequest,
-    responses((status = 200, description = "The domain with its rules changed (admins only); proposals open now keep the schedule they opened with", body = serde_json::Value), (status = 422, description = "A value out of range", body = crate::ErrorBody)),
+    responses((status = 200, description = "The domain with its rules changed (admins only); proposals open now keep the schedule they opened with", body = DomainView), (status = 422, description = "A value out of range", body = crate::ErrorBody)),
 )]
 async fn update_domain(
     State(gw): State<Gateway>,
     d: InDomain<GovWrite>,
     Body(req): Body<UpdateDomainRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<DomainView>, AppError> {
     let InDomain { auth, id, .. } = d;
     blocking(move || {
         let engine = gw.engine();
@@ -332,14 +432,14 @@ async fn update_domain(
     operation_id = "remove_domain_member",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id"), ("did" = String, Path, description = "The member's DID")),
-    responses((status = 200, description = "The member, removed (admins; a member may remove itself: leave). The last active admin stays.", body = serde_json::Value), (status = 404, description = "Not a member of the domain", body = crate::ErrorBody)),
+    params(("id" = String, Path, description = "The domain's id, or its document id"), ("did" = Did, Path, description = "The member's DID")),
+    responses((status = 200, description = "The member, removed (admins; a member may remove itself: leave). The last active admin stays.", body = domain::DomainMember), (status = 404, description = "Not a member of the domain", body = crate::ErrorBody)),
 )]
 async fn remove_member(
     State(gw): State<Gateway>,
     d: InDomain<GovWrite>,
     Path((_domain, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<domain::DomainMember>, AppError> {
     let InDomain { auth, id, .. } = d;
     let did = parse_did(&did)?;
     blocking(move || {
@@ -347,8 +447,9 @@ async fn remove_member(
         engine.write(&id, &auth.signer(), |tx| domain::remove_member(tx, &did))?;
         let member = engine
             .read(&id, |r| domain::DomainMember::read(r, &did))
-            .flatten();
-        Ok(Json(json!(member)))
+            .flatten()
+            .ok_or_else(|| AppError::not_found(format!("{did} is not a member")))?;
+        Ok(Json(member))
     })
     .await
 }
@@ -359,14 +460,14 @@ async fn remove_member(
     tag = "governance",
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
-    responses((status = 200, description = "The proposal, cancelled (its author only, while a draft or open)", body = serde_json::Value), (status = 422, description = "Neither a draft nor open", body = crate::ErrorBody)),
+    responses((status = 200, description = "The proposal, cancelled (its author only, while a draft or open)", body = ProposalView), (status = 422, description = "Neither a draft nor open", body = crate::ErrorBody)),
 )]
 async fn cancel_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
     Query(within): Query<ProposalIn>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ProposalView>, AppError> {
     auth.require(Scope::GovWrite)?;
     blocking(move || {
         let domain = proposal_domain(&gw, &auth, &id, &within)?;
@@ -430,13 +531,13 @@ struct NewDomainRequest {
     tag = "governance",
     security(("bearer" = ["gov:write"])),
     request_body = NewDomainRequest,
-    responses((status = 201, description = "The domain; you are its first admin", body = serde_json::Value), (status = 409, description = "A domain with this id exists", body = crate::ErrorBody)),
+    responses((status = 201, description = "The domain; you are its first admin", body = DomainView), (status = 409, description = "A domain with this id exists", body = crate::ErrorBody)),
 )]
 async fn create_domain(
     State(gw): State<Gateway>,
     auth: Auth,
     Body(req): Body<NewDomainRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<DomainView>), AppError> {
     auth.require(Scope::GovWrite)?;
     let profile = req
         .profile
@@ -530,12 +631,12 @@ async fn create_domain(
     tag = "governance",
     security(("bearer" = ["gov:read"])),
     params(("id" = String, Path, description = "The domain's id, or its document id")),
-    responses((status = 200, description = "The domain", body = serde_json::Value), (status = 404, description = "No such domain", body = crate::ErrorBody)),
+    responses((status = 200, description = "The domain", body = DomainView), (status = 404, description = "No such domain", body = crate::ErrorBody)),
 )]
 async fn get_domain(
     State(gw): State<Gateway>,
     d: InDomain<GovRead>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<DomainView>, AppError> {
     blocking(move || {
         let id = d.id;
         let d = read_domain(gw.engine(), &id)?;
@@ -549,16 +650,18 @@ async fn get_domain(
     path = "/v1/gov/domains/{id}/members",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id")),
-    responses((status = 200, description = "Its members, with roles and weights", body = serde_json::Value)),
+    params(("id" = String, Path, description = "The domain's id, or its document id"), PageQuery),
+    responses((status = 200, description = "Its members, with roles and weights, by DID", body = Page<domain::DomainMember>)),
 )]
 async fn list_members(
     State(gw): State<Gateway>,
     d: InDomain<GovRead>,
-) -> Result<Json<Value>, AppError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<domain::DomainMember>>, AppError> {
     blocking(move || {
         let d = read_domain(gw.engine(), &d.id)?;
-        Ok(Json(json!(d.members.values().collect::<Vec<_>>())))
+        let members = d.members.into_values().collect();
+        Ok(Json(q.page(members, |m| m.did.to_string())?))
     })
     .await
 }
@@ -571,13 +674,13 @@ async fn list_members(
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The domain's id, or its document id")),
     request_body = MemberRequest,
-    responses((status = 201, description = "The member added (admins only)", body = serde_json::Value)),
+    responses((status = 201, description = "The member added (admins only)", body = domain::DomainMember)),
 )]
 async fn add_member(
     State(gw): State<Gateway>,
     d: InDomain<GovWrite>,
     Body(req): Body<MemberRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<domain::DomainMember>), AppError> {
     let InDomain { auth, id, .. } = d;
     let (did, role, weight) = req.parse()?;
     blocking(move || {
@@ -595,7 +698,7 @@ async fn add_member(
             weight,
             active: true,
         };
-        Ok((StatusCode::CREATED, Json(json!(member))))
+        Ok((StatusCode::CREATED, Json(member)))
     })
     .await
 }
@@ -604,11 +707,19 @@ async fn add_member(
 #[derive(serde::Deserialize, Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ProposalFilter {
+    /// Only this domain's (its id or document id).
     domain_id: Option<String>,
+    /// Only proposals in this state.
+    #[param(value_type = Option<ProposalState>)]
     state: Option<String>,
 }
 
-fn proposals_of(gw: &Gateway, domains: &[DocId], state: Option<ProposalState>) -> Vec<Value> {
+/// The proposals of `domains`, by domain document id then proposal id.
+fn proposals_of(
+    gw: &Gateway,
+    domains: &[DocId],
+    state: Option<ProposalState>,
+) -> Vec<ProposalView> {
     let mut out = Vec::new();
     for id in domains {
         if let Some(Ok(d)) = gw.engine().domain(id) {
@@ -619,7 +730,13 @@ fn proposals_of(gw: &Gateway, domains: &[DocId], state: Option<ProposalState>) -
             }
         }
     }
+    out.sort_by_key(proposal_key);
     out
+}
+
+/// A proposal's place in a list: proposal ids are unique within a domain.
+fn proposal_key(p: &ProposalView) -> String {
+    format!("{}/{}", p.domain_doc_id, p.id)
 }
 
 fn parse_state(state: Option<&str>) -> Result<Option<ProposalState>, AppError> {
@@ -636,14 +753,15 @@ fn parse_state(state: Option<&str>) -> Result<Option<ProposalState>, AppError> {
     path = "/v1/gov/proposals",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(ProposalFilter),
-    responses((status = 200, description = "Proposals of the domains you belong to", body = serde_json::Value)),
+    params(ProposalFilter, PageQuery),
+    responses((status = 200, description = "Proposals of the domains you belong to", body = Page<ProposalView>)),
 )]
 async fn list_proposals(
     State(gw): State<Gateway>,
     auth: Auth,
     Query(filter): Query<ProposalFilter>,
-) -> Result<Json<Value>, AppError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<ProposalView>>, AppError> {
     auth.require(Scope::GovRead)?;
     let state = parse_state(filter.state.as_deref())?;
     blocking(move || {
@@ -656,7 +774,9 @@ async fn list_proposals(
                 .filter(|id| gw.engine().may_receive(id, &auth.did))
                 .collect(),
         };
-        Ok(Json(Value::Array(proposals_of(&gw, &domains, state))))
+        Ok(Json(
+            q.page(proposals_of(&gw, &domains, state), proposal_key)?,
+        ))
     })
     .await
 }
@@ -666,16 +786,22 @@ async fn list_proposals(
     path = "/v1/gov/domains/{id}/proposals",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id"), ProposalFilter),
-    responses((status = 200, description = "The domain's proposals", body = serde_json::Value)),
+    params(("id" = String, Path, description = "The domain's id, or its document id"), ProposalFilter, PageQuery),
+    responses((status = 200, description = "The domain's proposals", body = Page<ProposalView>)),
 )]
 async fn list_domain_proposals(
     State(gw): State<Gateway>,
     d: InDomain<GovRead>,
     Query(filter): Query<ProposalFilter>,
-) -> Result<Json<Value>, AppError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<ProposalView>>, AppError> {
     let state = parse_state(filter.state.as_deref())?;
-    blocking(move || Ok(Json(Value::Array(proposals_of(&gw, &[d.id], state))))).await
+    blocking(move || {
+        Ok(Json(
+            q.page(proposals_of(&gw, &[d.id], state), proposal_key)?,
+        ))
+    })
+    .await
 }
 
 /// A new proposal: a `payload` (`{"type": "text", "body"}`, `budget`, `membership`, `config_change`, `freeze`, `unfreeze`), or `kind: "text"` with the description as its body.
@@ -697,13 +823,13 @@ struct NewProposalRequest {
     tag = "governance",
     security(("bearer" = ["gov:write"])),
     request_body = NewProposalRequest,
-    responses((status = 201, description = "The proposal, a draft", body = serde_json::Value)),
+    responses((status = 201, description = "The proposal, a draft", body = ProposalView)),
 )]
 async fn create_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Body(req): Body<NewProposalRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<ProposalView>), AppError> {
     let Some(domain) = req.domain_id.clone() else {
         return Err(AppError::bad_request(
             "domain_id is required (or POST /v1/gov/domains/{id}/proposals)",
@@ -719,14 +845,14 @@ async fn create_proposal(
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The domain's id, or its document id")),
     request_body = NewProposalRequest,
-    responses((status = 201, description = "The proposal, a draft", body = serde_json::Value)),
+    responses((status = 201, description = "The proposal, a draft", body = ProposalView)),
 )]
 async fn create_domain_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(key): Path<String>,
     Body(req): Body<NewProposalRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<ProposalView>), AppError> {
     new_proposal(gw, auth, key, req).await
 }
 
@@ -735,7 +861,7 @@ async fn new_proposal(
     auth: Auth,
     domain_key: String,
     req: NewProposalRequest,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<ProposalView>), AppError> {
     auth.require(Scope::GovWrite)?;
     let payload = match (req.payload, req.kind.as_deref()) {
         (Some(p), _) => p,
@@ -789,14 +915,14 @@ async fn new_proposal(
     tag = "governance",
     security(("bearer" = ["gov:read"])),
     params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
-    responses((status = 200, description = "The proposal, its votes and outcome", body = serde_json::Value), (status = 404, description = "No such proposal", body = crate::ErrorBody)),
+    responses((status = 200, description = "The proposal, its votes and outcome", body = ProposalView), (status = 404, description = "No such proposal", body = crate::ErrorBody)),
 )]
 async fn get_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
     Query(within): Query<ProposalIn>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ProposalView>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
         let domain = proposal_domain(&gw, &auth, &id, &within)?;
@@ -818,7 +944,7 @@ struct OpenRequest {
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
     request_body = Option<OpenRequest>,
-    responses((status = 200, description = "The proposal, open (its author only)", body = serde_json::Value), (status = 422, description = "Not a draft", body = crate::ErrorBody)),
+    responses((status = 200, description = "The proposal, open (its author only)", body = ProposalView), (status = 422, description = "Not a draft", body = crate::ErrorBody)),
 )]
 async fn open_proposal(
     State(gw): State<Gateway>,
@@ -826,7 +952,7 @@ async fn open_proposal(
     Path(id): Path<String>,
     Query(within): Query<ProposalIn>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ProposalView>, AppError> {
     auth.require(Scope::GovWrite)?;
     let req: OpenRequest = optional_json(&body)?;
     blocking(move || {
@@ -859,7 +985,7 @@ struct VoteRequest {
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
     request_body = VoteRequest,
-    responses((status = 200, description = "The vote recorded (it may be changed while open)", body = serde_json::Value), (status = 422, description = "Not open", body = crate::ErrorBody)),
+    responses((status = 200, description = "The vote recorded (it may be changed while open)", body = VoteAnswer), (status = 422, description = "Not open", body = crate::ErrorBody)),
 )]
 async fn vote(
     State(gw): State<Gateway>,
@@ -867,7 +993,7 @@ async fn vote(
     Path(id): Path<String>,
     Query(within): Query<ProposalIn>,
     Body(req): Body<VoteRequest>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<VoteAnswer>, AppError> {
     auth.require(Scope::GovWrite)?;
     let choice = Choice::parse(&req.choice).ok_or_else(|| {
         AppError::bad_request(format!(
@@ -888,13 +1014,13 @@ async fn vote(
             at,
         )?;
         Metrics::add(&gw.metrics().votes_cast);
-        Ok(Json(json!({
-            "proposal_id": id,
-            "voter": auth.did,
-            "choice": choice,
-            "comment": req.comment,
-            "at": at,
-        })))
+        Ok(Json(VoteAnswer {
+            proposal_id: id,
+            voter: auth.did,
+            choice,
+            comment: req.comment,
+            at,
+        }))
     })
     .await
 }
@@ -905,14 +1031,14 @@ async fn vote(
     tag = "governance",
     security(("bearer" = ["gov:read"])),
     params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
-    responses((status = 200, description = "The tally now, and the outcome a close now would record", body = serde_json::Value)),
+    responses((status = 200, description = "The tally now, and the outcome a close now would record", body = TallyAnswer)),
 )]
 async fn tally(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
     Query(within): Query<ProposalIn>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TallyAnswer>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
         let domain = proposal_domain(&gw, &auth, &id, &within)?;
@@ -921,12 +1047,12 @@ async fn tally(
             .engine()
             .read(&domain, |r| Proposal::read(r, &id).map(|p| p.state))
             .flatten();
-        Ok(Json(json!({
-            "proposal_id": id,
-            "state": state,
-            "tally": tally,
-            "outcome_if_closed_now": outcome,
-        })))
+        Ok(Json(TallyAnswer {
+            proposal_id: id,
+            state,
+            tally,
+            outcome_if_closed_now: outcome,
+        }))
     })
     .await
 }
@@ -937,14 +1063,14 @@ async fn tally(
     tag = "governance",
     security(("bearer" = ["gov:write"])),
     params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
-    responses((status = 200, description = "The proposal closed: state, outcome, tally, decision_receipt_id", body = serde_json::Value), (status = 422, description = "Not open", body = crate::ErrorBody)),
+    responses((status = 200, description = "The proposal closed: state, outcome, tally, decision_receipt_id", body = ProposalView), (status = 422, description = "Not open", body = crate::ErrorBody)),
 )]
 async fn close_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(id): Path<String>,
     Query(within): Query<ProposalIn>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ProposalView>, AppError> {
     auth.require(Scope::GovWrite)?;
     blocking(move || {
         let domain = proposal_domain(&gw, &auth, &id, &within)?;
@@ -953,7 +1079,7 @@ async fn close_proposal(
             engine.close_proposal(&domain, &auth.signer(), &id, now_secs() as i64)?;
         Metrics::add(&gw.metrics().proposals_closed);
         let mut view = proposal_json(engine, &domain, &id)?;
-        view["decision_receipt_id"] = json!(hex::encode(receipt.hash()));
+        view.decision_receipt_id = Some(hex::encode(receipt.hash()));
         Ok(Json(view))
     })
     .await
@@ -966,7 +1092,7 @@ async fn close_proposal(
     security(("bearer" = ["gov:write"])),
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly tally module (at most 1 MiB): it exports `memory`, `alloc(len) -> ptr` and `tally(ptr, len) -> outcome` (docs/governance.md)"),
     responses(
-        (status = 201, description = "`{hash}`: the module's blake3 hash, hex. A domain names it in its rules: `{\"method\": {\"kind\": \"wasm\", \"module\": \"<hash>\"}}`; peers fetch it by hash", body = serde_json::Value),
+        (status = 201, description = "`{hash}`: the module's blake3 hash, hex. A domain names it in its rules: `{\"method\": {\"kind\": \"wasm\", \"module\": \"<hash>\"}}`; peers fetch it by hash", body = ModuleAnswer),
         (status = 422, description = "Not a valid WebAssembly module, or too large", body = crate::ErrorBody),
     ),
 )]
@@ -974,12 +1100,15 @@ async fn upload_module(
     State(gw): State<Gateway>,
     auth: Auth,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<ModuleAnswer>), AppError> {
     auth.require(Scope::GovWrite)?;
     blocking(move || match gw.engine().upload_module(&body)? {
         Ok(hash) => Ok((
             StatusCode::CREATED,
-            Json(json!({"hash": hex::encode(hash), "bytes": body.len()})),
+            Json(ModuleAnswer {
+                hash: hex::encode(hash),
+                bytes: body.len(),
+            }),
         )),
         Err(why) => Err(AppError::unprocessable(why)),
     })
@@ -991,7 +1120,7 @@ async fn upload_module(
     path = "/v1/modules/{hash}",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("hash" = String, Path, description = "The module's blake3 hash, hex")),
+    params(("hash" = String, Path, pattern = "^[0-9a-f]{64}$", description = "The module's blake3 hash, hex")),
     responses((status = 200, description = "The module's bytes (application/wasm)", content_type = "application/wasm", body = Vec<u8>), (status = 400, description = "Not a hash", body = crate::ErrorBody), (status = 404, description = "Not held here", body = crate::ErrorBody)),
 )]
 async fn get_module(

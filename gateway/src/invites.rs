@@ -15,20 +15,20 @@
 //! it or its admission proposal closed without being accepted.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use icn_schemas::coop::{self, Role};
 use icn_schemas::domain::{self, Payload};
 use icn_schemas::settings::{Approval, Onboarding};
 use icn_schemas::tally::Outcome;
 use icn_schemas::{Did, DocId, DocKind, Scope};
-use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{now_secs, rfc3339};
 use crate::error::AppError;
 use crate::scoped::{CoopAdmin, CoopWrite, InCoop};
+use crate::views::{Page, PageQuery};
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -129,19 +129,58 @@ fn standing_of(gw: &Gateway, coop: &DocId, a: &Application) -> (String, Option<(
     (state, proposal.map(|(domain, _)| (domain, id)))
 }
 
-fn application_view(gw: &Gateway, coop: &DocId, key: &str, a: &Application) -> Value {
+/// An application to join, and where it stands.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ApplicationView {
+    /// The co-op, as the path named it.
+    coop_id: String,
+    /// The applicant.
+    #[schema(value_type = Did)]
+    did: String,
+    /// `pending`, `approved` or `rejected`.
+    #[schema(pattern = "^(pending|approved|rejected)$")]
+    state: String,
+    /// The role it gets: `member`, `admin` or `observer`.
+    role: String,
+    credit_limit: Option<i64>,
+    /// RFC 3339.
+    applied_at: String,
+    #[schema(value_type = Option<Did>)]
+    decided_by: Option<String>,
+    /// Its admission proposal, when the co-op admits by proposal.
+    proposal_id: Option<String>,
+    /// That proposal's domain (document id).
+    proposal_domain_id: Option<DocId>,
+}
+
+fn application_view(gw: &Gateway, coop: &DocId, key: &str, a: &Application) -> ApplicationView {
     let (state, proposal) = standing_of(gw, coop, a);
-    json!({
-        "coop_id": key,
-        "did": a.did,
-        "state": state,
-        "role": a.role,
-        "credit_limit": a.credit_limit,
-        "applied_at": rfc3339(a.applied_at),
-        "decided_by": a.decided_by,
-        "proposal_id": proposal.as_ref().map(|(_, id)| id),
-        "proposal_domain_id": proposal.map(|(domain, _)| domain.to_string()),
-    })
+    let (proposal_domain_id, proposal_id) = proposal.unzip();
+    ApplicationView {
+        coop_id: key.to_owned(),
+        did: a.did.clone(),
+        state,
+        role: a.role.clone(),
+        credit_limit: a.credit_limit,
+        applied_at: rfc3339(a.applied_at),
+        decided_by: a.decided_by.clone(),
+        proposal_id,
+        proposal_domain_id,
+    }
+}
+
+/// A one-time invite code.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct InviteAnswer {
+    /// The co-op, as the path named it.
+    coop_id: String,
+    /// Give it to the person joining: it works once, until it expires.
+    code: String,
+    /// RFC 3339.
+    expires_at: String,
+    /// The role it gives.
+    role: String,
+    credit_limit: Option<i64>,
 }
 
 fn onboarding(gw: &Gateway, coop: &DocId) -> Onboarding {
@@ -155,6 +194,7 @@ fn onboarding(gw: &Gateway, coop: &DocId) -> Onboarding {
 #[serde(deny_unknown_fields)]
 struct InviteRequest {
     /// `member` (default), `admin` or `observer`.
+    #[schema(value_type = Option<Role>)]
     role: Option<String>,
     #[schema(minimum = 0)]
     credit_limit: Option<i64>,
@@ -170,7 +210,7 @@ struct InviteRequest {
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     request_body = Option<InviteRequest>,
     responses(
-        (status = 201, description = "`{code, expires_at, role, credit_limit}`: give the code to the person joining; it works once, until it expires. Admins (with `coop:admin`) invite; members too when the policy's `onboarding.member_invites` is on, for the roles member and observer, without a credit limit of their choosing", body = serde_json::Value),
+        (status = 201, description = "`{code, expires_at, role, credit_limit}`: give the code to the person joining; it works once, until it expires. Admins (with `coop:admin`) invite; members too when the policy's `onboarding.member_invites` is on, for the roles member and observer, without a credit limit of their choosing", body = InviteAnswer),
         (status = 403, description = "You may not invite, or not for that role", body = crate::ErrorBody),
     ),
 )]
@@ -178,7 +218,7 @@ async fn create_invite(
     State(gw): State<Gateway>,
     c: InCoop<CoopWrite>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<InviteAnswer>), AppError> {
     let InCoop { auth, id, key, .. } = c;
     let req: InviteRequest = crate::optional_json(&body)?;
     let role = req.role.clone().unwrap_or_else(|| "member".into());
@@ -235,13 +275,13 @@ async fn create_invite(
             .put_invite(&code_hash(&code), &encode(&invite)?)?;
         Ok((
             StatusCode::CREATED,
-            Json(json!({
-                "coop_id": key,
-                "code": code,
-                "expires_at": rfc3339(expires_at),
-                "role": role,
-                "credit_limit": req.credit_limit,
-            })),
+            Json(InviteAnswer {
+                coop_id: key,
+                code,
+                expires_at: rfc3339(expires_at),
+                role,
+                credit_limit: req.credit_limit,
+            }),
         ))
     })
     .await
@@ -262,7 +302,7 @@ struct ApplyRequest {
     params(("id" = String, Path, description = "The co-op's id, or its document id")),
     request_body = ApplyRequest,
     responses(
-        (status = 201, description = "Your application, pending until an admin approves it; you need not be a member (any DID's token applies)", body = serde_json::Value),
+        (status = 201, description = "Your application, pending until an admin approves it; you need not be a member (any DID's token applies)", body = ApplicationView),
         (status = 403, description = "Not an invite code of this co-op", body = crate::ErrorBody),
         (status = 409, description = "The code was used already, or you are a member", body = crate::ErrorBody),
         (status = 410, description = "The code expired", body = crate::ErrorBody),
@@ -273,7 +313,7 @@ async fn apply(
     auth: Auth,
     Path(key): Path<String>,
     Body(req): Body<ApplyRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<ApplicationView>), AppError> {
     blocking(move || {
         // The applicant is no member yet: the co-op is named by its code's
         // holder, not read.
@@ -380,14 +420,14 @@ fn decide(
     path = "/v1/coops/{id}/applications/{did}",
     tag = "onboarding",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The applicant's DID")),
-    responses((status = 200, description = "The application and its state: pending, approved or rejected (the applicant, or an admin)", body = serde_json::Value), (status = 404, description = "No application of this DID here", body = crate::ErrorBody)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
+    responses((status = 200, description = "The application and its state: pending, approved or rejected (the applicant, or an admin)", body = ApplicationView), (status = 404, description = "No application of this DID here", body = crate::ErrorBody)),
 )]
 async fn application(
     State(gw): State<Gateway>,
     auth: Auth,
     Path((key, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ApplicationView>, AppError> {
     let did = parse_did(&did)?;
     blocking(move || {
         let id = gw.index().resolve(DocKind::Coop, &key)?;
@@ -412,13 +452,14 @@ async fn application(
     path = "/v1/coops/{id}/applications",
     tag = "onboarding",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
-    responses((status = 200, description = "Every application made on this node, with its state (admins)", body = serde_json::Value)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    responses((status = 200, description = "Every application made on this node, with its state (admins), by DID", body = Page<ApplicationView>)),
 )]
 async fn list_applications(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
-) -> Result<Json<Value>, AppError> {
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<ApplicationView>>, AppError> {
     blocking(move || {
         let admin = is_admin(&gw, &c.id, &c.auth.did);
         if !admin {
@@ -428,7 +469,8 @@ async fn list_applications(
         for bytes in gw.engine().store().applications(&c.id)? {
             out.push(application_view(&gw, &c.id, &c.key, &decode(&bytes)?));
         }
-        Ok(Json(Value::Array(out)))
+        out.sort_by(|a, b| a.did.cmp(&b.did));
+        Ok(Json(q.page(out, |a| a.did.clone())?))
     })
     .await
 }
@@ -438,14 +480,14 @@ async fn list_applications(
     path = "/v1/coops/{id}/applications/{did}/approve",
     tag = "onboarding",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The applicant's DID")),
-    responses((status = 200, description = "The applicant is a member now, with the invite's role and credit limit, and its DID key as its first device (admins)", body = serde_json::Value), (status = 409, description = "Not pending, or the co-op admits members by proposal", body = crate::ErrorBody)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
+    responses((status = 200, description = "The applicant is a member now, with the invite's role and credit limit, and its DID key as its first device (admins)", body = ApplicationView), (status = 409, description = "Not pending, or the co-op admits members by proposal", body = crate::ErrorBody)),
 )]
 async fn approve(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Path((_coop, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ApplicationView>, AppError> {
     let InCoop { auth, id, key, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {
@@ -475,10 +517,10 @@ async fn approve(
     path = "/v1/coops/{id}/applications/{did}/propose",
     tag = "onboarding",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The applicant's DID")),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
     responses(
-        (status = 201, description = "The admission proposal, a draft in the co-op's treasury domain, authored by you: open it, vote and close it (`/v1/gov/proposals/{id}/…`); accepted, an admin's node admits the applicant", body = serde_json::Value),
-        (status = 200, description = "The admission proposal made before", body = serde_json::Value),
+        (status = 201, description = "The admission proposal, a draft in the co-op's treasury domain, authored by you: open it, vote and close it (`/v1/gov/proposals/{id}/…`); accepted, an admin's node admits the applicant", body = crate::gov::ProposalView),
+        (status = 200, description = "The admission proposal made before", body = crate::gov::ProposalView),
         (status = 409, description = "Not pending, the co-op admits members by an admin, or it names no treasury domain", body = crate::ErrorBody),
     ),
 )]
@@ -486,7 +528,7 @@ async fn propose(
     State(gw): State<Gateway>,
     c: InCoop<crate::scoped::GovWrite>,
     Path((_coop, did)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<crate::gov::ProposalView>), AppError> {
     let InCoop { auth, id, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {
@@ -546,14 +588,14 @@ async fn propose(
     path = "/v1/coops/{id}/applications/{did}/reject",
     tag = "onboarding",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "The applicant's DID")),
-    responses((status = 200, description = "The application, rejected (admins)", body = serde_json::Value), (status = 409, description = "Not pending", body = crate::ErrorBody)),
+    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
+    responses((status = 200, description = "The application, rejected (admins)", body = ApplicationView), (status = 409, description = "Not pending", body = crate::ErrorBody)),
 )]
 async fn reject(
     State(gw): State<Gateway>,
     c: InCoop<CoopAdmin>,
     Path((_coop, did)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<ApplicationView>, AppError> {
     let InCoop { auth, id, key, .. } = c;
     let did = parse_did(&did)?;
     blocking(move || {

@@ -5,16 +5,19 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use icn_engine::ledger::{Convert, Settle};
-use icn_schemas::DocId;
+use std::collections::BTreeMap;
+
 use icn_schemas::ledger::{Account, EntryId};
-use serde_json::{Value, json};
+use icn_schemas::{Did, DocId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::scoped::{InCoop, LedgerRead, LedgerWrite};
-use crate::views::{PositionAnswer, PositionView, SettleAnswer, StatusView};
+use crate::views::{
+    EntryView, Page, PageQuery, PositionAnswer, PositionView, SettleAnswer, StatusView,
+};
 use crate::{Auth, Body, Gateway, blocking, parse_did};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -35,7 +38,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     get,
     path = "/v1/ledger/{coop}/balance/{did}",
     tag = "ledger (legacy, not served)",
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "A member's DID")),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "A member's DID")),
     responses((status = 404, description = "Not served: use GET /v1/ledger/{coop}/position/{did}", body = crate::ErrorBody)),
 )]
 /// The payment-rail vocabulary is not served (API directory, ADR-0006).
@@ -69,7 +72,7 @@ pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, Ap
     path = "/v1/ledger/{coop}/position/{did}",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = String, Path, description = "A member's DID, or `treasury`")),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "A member's DID, or `treasury`")),
     responses((status = 200, description = "Net position in every unit: balance, credit limit, reserved, available (for `treasury`: its balance in every unit)", body = PositionAnswer), (status = 400, description = "Neither a DID nor `treasury`", body = crate::ErrorBody), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
 async fn position(
@@ -137,19 +140,76 @@ async fn position(
     .await
 }
 
+/// An entry, where it stands, and its canonical bytes.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct EntryDetail {
+    id: EntryId,
+    entry: icn_schemas::ledger::Entry,
+    status: StatusView,
+    /// The signed entry's canonical encoding (docs/ledger.md), hex.
+    #[schema(pattern = "^([0-9a-f]{2})*$")]
+    bytes: String,
+}
+
+/// A co-op's trial balance.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TrialBalanceView {
+    /// The co-op, as the path named it.
+    coop_id: String,
+    /// Every non-zero balance.
+    accounts: Vec<BalanceRow>,
+    /// Each unit's sum over every account, a decimal string: always `0`.
+    totals: BTreeMap<String, String>,
+    /// Entries held.
+    entries: usize,
+    /// The conflicted entries, in fold order.
+    conflicted: Vec<EntryId>,
+}
+
+/// One account's balance in one unit.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct BalanceRow {
+    /// A DID, or `treasury`.
+    account: String,
+    unit: String,
+    balance: i64,
+}
+
+/// A freeze or unfreeze recorded.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct FreezeAnswer {
+    entry_id: EntryId,
+    status: StatusView,
+    did: Did,
+    frozen: bool,
+}
+
+/// A cross-unit settlement recorded.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ConvertAnswer {
+    entry_id: EntryId,
+    status: StatusView,
+    from: Did,
+    to: Did,
+    amount: i64,
+    from_unit: String,
+    to_unit: String,
+    memo: String,
+}
+
 #[utoipa::path(
     get,
     path = "/v1/ledger/{coop}/entries/{id}",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("id" = String, Path, description = "The entry's id (hex)")),
-    responses((status = 200, description = "The entry and its status (applied, or conflicted with the reason), and its canonical encoding in hex", body = serde_json::Value), (status = 400, description = "Not an entry id", body = crate::ErrorBody), (status = 404, description = "Not held here", body = crate::ErrorBody)),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("id" = EntryId, Path, description = "The entry's id (hex)")),
+    responses((status = 200, description = "The entry and its status (applied, or conflicted with the reason), and its canonical encoding in hex", body = EntryDetail), (status = 400, description = "Not an entry id", body = crate::ErrorBody), (status = 404, description = "Not held here", body = crate::ErrorBody)),
 )]
 async fn entry(
     State(gw): State<Gateway>,
     c: InCoop<LedgerRead>,
     Path((_coop, id)): Path<(String, String)>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<EntryDetail>, AppError> {
     let entry_id = id
         .parse::<EntryId>()
         .map_err(|_| AppError::bad_request(format!("{id:?} is not an entry id (64 hex)")))?;
@@ -159,12 +219,12 @@ async fn entry(
             .entry(&c.id, &entry_id)?
             .ok_or_else(|| AppError::not_found(format!("no entry {id} in this ledger here")))?;
         let bytes = engine.entry_bytes(&c.id, &entry_id)?.unwrap_or_default();
-        Ok(Json(json!({
-            "id": entry_id,
-            "entry": signed.entry,
-            "status": status,
-            "bytes": hex::encode(bytes),
-        })))
+        Ok(Json(EntryDetail {
+            id: entry_id,
+            entry: signed.entry,
+            status: StatusView::of(&status)?,
+            bytes: hex::encode(bytes),
+        }))
     })
     .await
 }
@@ -175,31 +235,35 @@ async fn entry(
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
     params(("coop" = String, Path, description = "The co-op's id, or its document id")),
-    responses((status = 200, description = "Every non-zero balance by account and unit, each unit's total (always 0), the number of entries, and the conflicted ones", body = serde_json::Value)),
+    responses((status = 200, description = "Every non-zero balance by account and unit, each unit's total (always 0), the number of entries, and the conflicted ones", body = TrialBalanceView)),
 )]
 async fn trial_balance(
     State(gw): State<Gateway>,
     c: InCoop<LedgerRead>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TrialBalanceView>, AppError> {
     blocking(move || {
         let tb = gw.engine().trial_balance(&c.id)?;
-        let accounts: Vec<Value> = tb
+        let accounts = tb
             .accounts
-            .iter()
-            .map(|((account, unit), balance)| json!({"account": account, "unit": unit, "balance": balance}))
+            .into_iter()
+            .map(|((account, unit), balance)| BalanceRow {
+                account,
+                unit,
+                balance,
+            })
             .collect();
-        let totals: serde_json::Map<String, Value> = tb
+        let totals = tb
             .totals
             .iter()
-            .map(|(unit, total)| (unit.clone(), json!(total.to_string())))
+            .map(|(unit, total)| (unit.clone(), total.to_string()))
             .collect();
-        Ok(Json(json!({
-            "coop_id": c.key,
-            "accounts": accounts,
-            "totals": totals,
-            "entries": tb.entries,
-            "conflicted": tb.conflicted,
-        })))
+        Ok(Json(TrialBalanceView {
+            coop_id: c.key,
+            accounts,
+            totals,
+            entries: tb.entries,
+            conflicted: tb.conflicted,
+        }))
     })
     .await
 }
@@ -287,13 +351,13 @@ fn yes() -> bool {
     security(("bearer" = ["ledger:write", "coop:admin"])),
     params(("coop" = String, Path, description = "The co-op's id, or its document id")),
     request_body = FreezeRequest,
-    responses((status = 201, description = "The freeze (or unfreeze) entry, with its status (admins only): from its place on, entries touching the account are conflicted, and debits it had not seen that sort before it are sealed", body = serde_json::Value), (status = 404, description = "Not a member of the co-op", body = crate::ErrorBody)),
+    responses((status = 201, description = "The freeze (or unfreeze) entry, with its status (admins only): from its place on, entries touching the account are conflicted, and debits it had not seen that sort before it are sealed", body = FreezeAnswer), (status = 404, description = "Not a member of the co-op", body = crate::ErrorBody)),
 )]
 async fn freeze(
     State(gw): State<Gateway>,
     c: InCoop<LedgerWrite>,
     Body(req): Body<FreezeRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<FreezeAnswer>), AppError> {
     let InCoop { auth, id, .. } = c;
     auth.require(icn_schemas::Scope::CoopAdmin)?;
     let did = parse_did(&req.did)?;
@@ -310,7 +374,12 @@ async fn freeze(
         let (entry, status) = engine.freeze(&id, &auth.signer(), &did, req.frozen)?;
         Ok((
             StatusCode::CREATED,
-            Json(json!({"entry_id": entry, "status": status, "did": did, "frozen": req.frozen})),
+            Json(FreezeAnswer {
+                entry_id: entry,
+                status: StatusView::of(&status)?,
+                did,
+                frozen: req.frozen,
+            }),
         ))
     })
     .await
@@ -335,13 +404,13 @@ struct ConvertRequest {
     security(("bearer" = ["ledger:write"])),
     params(("coop" = String, Path, description = "The co-op's id, or its document id")),
     request_body = ConvertRequest,
-    responses((status = 201, description = "The entry recorded, at the policy's rate", body = serde_json::Value), (status = 422, description = "No rate, a fractional result, beyond the credit limit", body = crate::ErrorBody)),
+    responses((status = 201, description = "The entry recorded, at the policy's rate", body = ConvertAnswer), (status = 422, description = "No rate, a fractional result, beyond the credit limit", body = crate::ErrorBody)),
 )]
 async fn convert(
     State(gw): State<Gateway>,
     c: InCoop<LedgerWrite>,
     Body(req): Body<ConvertRequest>,
-) -> Result<(StatusCode, Json<Value>), AppError> {
+) -> Result<(StatusCode, Json<ConvertAnswer>), AppError> {
     let InCoop { auth, id, .. } = c;
     own_account(&auth, req.from.as_deref())?;
     let to = req.to.as_deref().map(parse_did).transpose()?;
@@ -355,28 +424,28 @@ async fn convert(
         };
         let (entry, status) = gw.engine().convert(&id, &auth.signer(), &convert)?;
         Metrics::add(&gw.metrics().settlements);
-        let answer = json!({
-            "entry_id": entry,
-            "status": status,
-            "from": auth.did,
-            "to": convert.to.unwrap_or(auth.did),
-            "amount": convert.amount,
-            "from_unit": convert.from_unit,
-            "to_unit": convert.to_unit,
-            "memo": convert.memo,
-        });
+        let answer = ConvertAnswer {
+            entry_id: entry,
+            status: StatusView::of(&status)?,
+            from: auth.did,
+            to: convert.to.unwrap_or(auth.did),
+            amount: convert.amount,
+            from_unit: convert.from_unit,
+            to_unit: convert.to_unit,
+            memo: convert.memo,
+        };
         Ok((StatusCode::CREATED, Json(answer)))
     })
     .await
 }
 
-/// `account`: a DID or `treasury` (default: yours); `cursor`: the `next_cursor` of the page before; `limit`: 1 to 500 (default 50).
+/// Whose history.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// A DID or `treasury` (default: yours).
+    #[param(value_type = Option<Account>)]
     account: Option<String>,
-    cursor: Option<String>,
-    limit: Option<usize>,
 }
 
 #[utoipa::path(
@@ -384,20 +453,22 @@ struct HistoryQuery {
     path = "/v1/ledger/{coop}/history",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), HistoryQuery),
-    responses((status = 200, description = "A page of entries touching the account, in fold order, and the next cursor", body = serde_json::Value)),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), HistoryQuery, PageQuery),
+    responses((status = 200, description = "A page of entries touching the account, in fold order (the cursor is an entry id)", body = Page<EntryView>)),
 )]
 async fn history(
     State(gw): State<Gateway>,
     c: InCoop<LedgerRead>,
     Query(q): Query<HistoryQuery>,
-) -> Result<Json<Value>, AppError> {
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<EntryView>>, AppError> {
     let account = match q.account.as_deref() {
         None => Account::Member(c.auth.did),
         Some("treasury") => Account::Treasury,
         Some(did) => Account::Member(parse_did(did)?),
     };
-    let cursor = q
+    let limit = page.limit()?;
+    let cursor = page
         .cursor
         .as_deref()
         .map(|c| {
@@ -406,15 +477,11 @@ async fn history(
         })
         .transpose()?;
     blocking(move || {
-        let page = gw
-            .engine()
-            .history(&c.id, account, cursor, q.limit.unwrap_or(50))?;
-        Ok(Json(json!({
-            "coop_id": c.key,
-            "account": account,
-            "items": page.items,
-            "next_cursor": page.next_cursor,
-        })))
+        let page = gw.engine().history(&c.id, account, cursor, limit)?;
+        Ok(Json(Page {
+            items: EntryView::all(page.items)?,
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        }))
     })
     .await
 }
@@ -423,6 +490,7 @@ async fn history(
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct DecisionQuery {
+    #[param(pattern = "^[0-9a-f]{64}$")]
     decision_hash: Option<String>,
 }
 
@@ -440,14 +508,15 @@ pub(crate) fn parse_hash(text: &str) -> Result<[u8; 32], AppError> {
     path = "/v1/ledger/{coop}/entries/by-decision",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), DecisionQuery),
-    responses((status = 200, description = "Entries citing the decision receipt (empty for text proposals)", body = serde_json::Value)),
+    params(("coop" = String, Path, description = "The co-op's id, or its document id"), DecisionQuery, PageQuery),
+    responses((status = 200, description = "Entries citing the decision receipt, in fold order (none for text proposals)", body = Page<EntryView>)),
 )]
 async fn by_decision(
     State(gw): State<Gateway>,
     c: InCoop<LedgerRead>,
     Query(q): Query<DecisionQuery>,
-) -> Result<Json<Value>, AppError> {
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<EntryView>>, AppError> {
     let hash = q
         .decision_hash
         .as_deref()
@@ -455,11 +524,9 @@ async fn by_decision(
         .and_then(parse_hash)?;
     blocking(move || {
         let items = gw.engine().entries_by_decision(&c.id, &hash)?;
-        Ok(Json(json!({
-            "coop_id": c.key,
-            "decision_hash": hex::encode(hash),
-            "items": items,
-        })))
+        Ok(Json(
+            page.page(EntryView::all(items)?, |e| e.id.to_string())?,
+        ))
     })
     .await
 }

@@ -273,7 +273,8 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
             ))
             .build()
     };
-    for item in spec.paths.paths.values_mut() {
+    for (path, item) in spec.paths.paths.iter_mut() {
+        let names_something = path.contains('{');
         for op in [&mut item.post, &mut item.put, &mut item.delete]
             .into_iter()
             .flatten()
@@ -302,6 +303,13 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
             if op.request_body.is_some() {
                 add("400", "Malformed JSON or invalid fields");
                 add("413", "The body is larger than the limit");
+            }
+            let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            if has_params || names_something {
+                add("400", "A malformed path or query parameter");
+            }
+            if names_something {
+                add("404", "Nothing with that id here");
             }
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 add("401", "Missing, invalid or expired token");
@@ -372,7 +380,7 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     get,
     path = "/v1/openapi.yaml",
     tag = "health",
-    responses((status = 200, description = "This document as YAML (what Swagger UI and Redoc mount; also `docs/api/openapi.yaml`)", content_type = "application/yaml", body = String)),
+    responses((status = 200, description = "This document as YAML (what Swagger UI and Redoc mount; also `docs/api/openapi.yaml`)", content_type = "application/yaml", body = serde_json::Value)),
 )]
 async fn openapi_yaml() -> Result<impl axum::response::IntoResponse, AppError> {
     let yaml = openapi().to_yaml().map_err(AppError::internal)?;
@@ -389,10 +397,50 @@ async fn openapi_yaml() -> Result<impl axum::response::IntoResponse, AppError> {
     get,
     path = "/v1/health",
     tag = "health",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`: the gateway is up", body = serde_json::Value)),
+    responses((status = 200, description = "The gateway is up", body = Health)),
 )]
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The gateway's health.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok`.
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
+}
+
+/// A challenge to sign.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ChallengeAnswer {
+    /// Sign this exact string (a delegation statement) with the DID key, or
+    /// the device's key when `device` was given.
+    challenge: String,
+    /// RFC 3339; 5 minutes from now.
+    expires_at: String,
+}
+
+/// A token.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TokenAnswer {
+    /// A JWT for `Authorization: Bearer`.
+    token: String,
+    /// RFC 3339.
+    expires_at: String,
+    did: Did,
+    /// The device key it was signed with, when not the DID key.
+    device: Option<Did>,
+    /// What it may do: `coop:read`, `ledger:write`, …
+    scopes: Vec<String>,
+}
+
+/// A logout.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct LogoutAnswer {
+    logged_out: bool,
+    /// The seals written, one per co-op, as entry ids.
+    seals: Vec<String>,
 }
 
 /// A JSON body whose errors answer in the API's shape.
@@ -625,13 +673,13 @@ impl Gateway {
     path = "/v1/auth/challenge",
     tag = "auth",
     request_body = ChallengeRequest,
-    responses((status = 200, description = "`{challenge, expires_at}`: sign the exact challenge string (a delegation statement) with your DID key within 5 minutes", body = serde_json::Value), (status = 400, description = "Not a DID, or an unknown scope", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
+    responses((status = 200, description = "Sign the exact challenge string (a delegation statement) with your DID key within 5 minutes", body = ChallengeAnswer), (status = 400, description = "Not a DID, or an unknown scope", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
 )]
 async fn auth_challenge(
     axum::extract::State(gw): axum::extract::State<Gateway>,
     ip: ClientIp,
     Body(req): Body<ChallengeRequest>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<ChallengeAnswer>, AppError> {
     gw.limit_ip(&ip)?;
     let did = parse_did(&req.did)?;
     let device = req.device.as_deref().map(parse_did).transpose()?;
@@ -649,10 +697,10 @@ async fn auth_challenge(
     }
     let now = auth::now_secs();
     let challenge = gw.inner.authority.challenge(did, device, scopes, now)?;
-    Ok(Json(serde_json::json!({
-        "challenge": challenge,
-        "expires_at": auth::rfc3339(now + auth::CHALLENGE_SECONDS),
-    })))
+    Ok(Json(ChallengeAnswer {
+        challenge,
+        expires_at: auth::rfc3339(now + auth::CHALLENGE_SECONDS),
+    }))
 }
 
 /// The challenge, and your signature of it: base64 (padded or not) or hex.
@@ -668,13 +716,13 @@ struct VerifyRequest {
     path = "/v1/auth/verify",
     tag = "auth",
     request_body = VerifyRequest,
-    responses((status = 200, description = "`{token, expires_at, did, scopes}`: a JWT for `Authorization: Bearer`", body = serde_json::Value), (status = 400, description = "Malformed signature or challenge", body = crate::ErrorBody), (status = 401, description = "Wrong signature; a challenge expired, already used, or not issued here", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
+    responses((status = 200, description = "A JWT for `Authorization: Bearer`", body = TokenAnswer), (status = 400, description = "Malformed signature or challenge", body = crate::ErrorBody), (status = 401, description = "Wrong signature; a challenge expired, already used, or not issued here", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
 )]
 async fn auth_verify(
     axum::extract::State(gw): axum::extract::State<Gateway>,
     ip: ClientIp,
     Body(req): Body<VerifyRequest>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<TokenAnswer>, AppError> {
     gw.limit_ip(&ip)?;
     let did = parse_did(&req.did)?;
     let now = auth::now_secs();
@@ -721,13 +769,17 @@ async fn auth_verify(
     let token = gw.inner.authority.token(&delegation, &hash, now);
     gw.inner.metrics.token_issued();
     tracing::info!(did = %did, "issued a token");
-    Ok(Json(serde_json::json!({
-        "token": token,
-        "expires_at": auth::rfc3339(delegation.expires),
-        "did": did.to_string(),
-        "device": delegation.device.map(|d| d.to_string()),
-        "scopes": delegation.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-    })))
+    Ok(Json(TokenAnswer {
+        token,
+        expires_at: auth::rfc3339(delegation.expires),
+        did,
+        device: delegation.device,
+        scopes: delegation
+            .scopes
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -735,12 +787,12 @@ async fn auth_verify(
     path = "/v1/auth/logout",
     tag = "auth",
     security(("bearer" = [])),
-    responses((status = 200, description = "`{logged_out: true, seals}`: this token, and every token of its delegation, is refused from now on; with `ledger:write`, a seal of the delegation in each co-op's ledger (`seals`) makes whatever was written under it that this node had not seen count for nothing anywhere", body = serde_json::Value)),
+    responses((status = 200, description = "This token, and every token of its delegation, is refused from now on; with `ledger:write`, a seal of the delegation in each co-op's ledger (`seals`) makes whatever was written under it that this node had not seen count for nothing anywhere", body = LogoutAnswer)),
 )]
 async fn auth_logout(
     axum::extract::State(gw): axum::extract::State<Gateway>,
     auth: Auth,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<Json<LogoutAnswer>, AppError> {
     let hash = auth.delegation_hash;
     let did = auth.did;
     let seals = blocking(move || {
@@ -770,9 +822,10 @@ async fn auth_logout(
     })
     .await?;
     tracing::info!(did = %did, "logged out");
-    Ok(Json(
-        serde_json::json!({ "logged_out": true, "seals": seals }),
-    ))
+    Ok(Json(LogoutAnswer {
+        logged_out: true,
+        seals,
+    }))
 }
 
 /// A DID from a request, or 400.

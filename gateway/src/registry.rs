@@ -5,13 +5,15 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use icn_engine::RegistryEntry;
+use icn_schemas::domain::Payload;
+use icn_schemas::tally::{DecisionReceipt, Outcome};
 use icn_schemas::{DocId, DocKind, Scope};
-use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::AppError;
 use crate::ledger::{coop_for, parse_hash};
+use crate::views::{EntryView, Page, PageQuery};
 use crate::{Auth, Gateway, blocking};
 
 pub(crate) fn routes() -> OpenApiRouter<Gateway> {
@@ -28,19 +30,53 @@ struct CoopQuery {
     coop_id: Option<String>,
 }
 
-fn view(gw: &Gateway, coop: &DocId, d: &RegistryEntry) -> Value {
-    json!({
-        "decision_receipt_id": d.hash,
-        "coop_id": gw.index().name(coop),
-        "coop_doc_id": coop.to_string(),
-        "domain_doc_id": d.receipt.domain.to_string(),
-        "proposal_id": d.receipt.proposal,
-        "outcome": d.receipt.outcome,
-        "closed_at": d.receipt.closed_at,
-        "payload": d.payload,
-        "advisory": d.advisory,
-        "receipt": d.receipt,
-    })
+/// A decision: a closed proposal of one of a co-op's domains, with its receipt.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DecisionView {
+    /// The receipt's hash, hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
+    decision_receipt_id: String,
+    /// The co-op's id.
+    coop_id: Option<String>,
+    coop_doc_id: DocId,
+    domain_doc_id: DocId,
+    proposal_id: String,
+    outcome: Outcome,
+    /// Unix seconds.
+    closed_at: i64,
+    /// What the proposal decided.
+    payload: Option<Payload>,
+    /// `true` for a domain other than the co-op's treasury domain: its
+    /// decisions are advice and do not execute.
+    advisory: bool,
+    receipt: DecisionReceipt,
+}
+
+/// Where a decision stands in the ledger.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct TraceView {
+    decision: DecisionView,
+    /// Whether an entry executing it counts.
+    executed: bool,
+    /// Why not, when it does not.
+    reason: Option<String>,
+    /// Every entry citing the receipt, in fold order, with its status.
+    entries: Vec<EntryView>,
+}
+
+fn view(gw: &Gateway, coop: &DocId, d: &RegistryEntry) -> DecisionView {
+    DecisionView {
+        decision_receipt_id: d.hash.clone(),
+        coop_id: gw.index().name(coop),
+        coop_doc_id: *coop,
+        domain_doc_id: d.receipt.domain,
+        proposal_id: d.receipt.proposal.clone(),
+        outcome: d.receipt.outcome,
+        closed_at: d.receipt.closed_at,
+        payload: d.payload.clone(),
+        advisory: d.advisory,
+        receipt: d.receipt.clone(),
+    }
 }
 
 /// The co-ops to search: the one named, or every one `auth` may read.
@@ -62,14 +98,15 @@ fn coops(gw: &Gateway, auth: &Auth, key: Option<&str>) -> Result<Vec<DocId>, App
     operation_id = "list_decisions",
     tag = "registry",
     security(("bearer" = ["gov:read"])),
-    params(CoopQuery),
-    responses((status = 200, description = "Decisions (closed proposals of every domain of the co-op; `advisory: true` for a domain other than the treasury domain, whose decisions do not execute) with their receipts, newest first; each has decision_receipt_id", body = serde_json::Value)),
+    params(CoopQuery, PageQuery),
+    responses((status = 200, description = "Decisions (closed proposals of every domain of the co-op; `advisory: true` for a domain other than the treasury domain, whose decisions do not execute) with their receipts, newest first in each co-op; each has decision_receipt_id", body = Page<DecisionView>)),
 )]
 async fn list(
     State(gw): State<Gateway>,
     auth: Auth,
     Query(q): Query<CoopQuery>,
-) -> Result<Json<Value>, AppError> {
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<DecisionView>>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
         let mut out = Vec::new();
@@ -78,7 +115,9 @@ async fn list(
                 out.push(view(&gw, &coop, &d));
             }
         }
-        Ok(Json(Value::Array(out)))
+        Ok(Json(page.page(out, |d| {
+            format!("{}/{}", d.coop_doc_id, d.decision_receipt_id)
+        })?))
     })
     .await
 }
@@ -111,15 +150,15 @@ fn find(
     path = "/v1/registry/decisions/{hash}",
     tag = "registry",
     security(("bearer" = ["gov:read"])),
-    params(("hash" = String, Path, description = "The decision receipt's hash, 64 hex digits"), CoopQuery),
-    responses((status = 200, description = "The decision and its receipt", body = serde_json::Value), (status = 404, description = "Not in the co-ops you belong to", body = crate::ErrorBody)),
+    params(("hash" = String, Path, pattern = "^[0-9a-f]{64}$", description = "The decision receipt's hash, 64 hex digits"), CoopQuery),
+    responses((status = 200, description = "The decision and its receipt", body = DecisionView), (status = 404, description = "Not in the co-ops you belong to", body = crate::ErrorBody)),
 )]
 async fn decision(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(hash): Path<String>,
     Query(q): Query<CoopQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<DecisionView>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
         let (coop, d) = find(&gw, &auth, q.coop_id.as_deref(), &hash)?;
@@ -133,15 +172,15 @@ async fn decision(
     path = "/v1/registry/decisions/{hash}/trace",
     tag = "registry",
     security(("bearer" = ["gov:read"])),
-    params(("hash" = String, Path, description = "The decision receipt's hash, 64 hex digits"), CoopQuery),
-    responses((status = 200, description = "DecisionReceipt → execution → ledger entries", body = serde_json::Value), (status = 404, description = "Not in the co-ops you belong to", body = crate::ErrorBody)),
+    params(("hash" = String, Path, pattern = "^[0-9a-f]{64}$", description = "The decision receipt's hash, 64 hex digits"), CoopQuery),
+    responses((status = 200, description = "DecisionReceipt → execution → ledger entries", body = TraceView), (status = 404, description = "Not in the co-ops you belong to", body = crate::ErrorBody)),
 )]
 async fn trace(
     State(gw): State<Gateway>,
     auth: Auth,
     Path(hash): Path<String>,
     Query(q): Query<CoopQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TraceView>, AppError> {
     auth.require(Scope::GovRead)?;
     blocking(move || {
         // `Engine::trace` finds the decision in the registry itself.
@@ -159,12 +198,12 @@ async fn trace(
                 hex::encode(wanted)
             ))
         })?;
-        Ok(Json(json!({
-            "decision": view(&gw, &coop, &trace.decision),
-            "executed": trace.executed,
-            "reason": trace.reason,
-            "entries": trace.entries,
-        })))
+        Ok(Json(TraceView {
+            decision: view(&gw, &coop, &trace.decision),
+            executed: trace.executed,
+            reason: trace.reason,
+            entries: EntryView::all(trace.entries)?,
+        }))
     })
     .await
 }

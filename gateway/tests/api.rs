@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode, header};
 use common::{Api, config};
 use icn_engine::test_utils::keypair;
 use icn_gateway::Config;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn health_and_unknown_routes() {
@@ -307,7 +307,7 @@ async fn governance_lifecycle_through_a_delegation() {
     .expect(403);
     assert_eq!(
         api.get("/v1/gov/domains", &eve).await.expect(200),
-        json!([])
+        json!({"items": [], "next_cursor": null})
     );
 
     let closed = api
@@ -333,12 +333,32 @@ async fn governance_lifecycle_through_a_delegation() {
         .expect(200);
     assert_eq!(got["state"], "rejected");
     let all = api.get("/v1/gov/proposals", &token).await.expect(200);
-    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
+    // Paged: one at a time, the cursor leads to the other, then the end.
+    let first = api
+        .get("/v1/gov/proposals?limit=1", &token)
+        .await
+        .expect(200);
+    let cursor = first["next_cursor"].as_str().expect("a next cursor");
+    let second = api
+        .get(
+            &format!("/v1/gov/proposals?limit=1&cursor={cursor}"),
+            &token,
+        )
+        .await
+        .expect(200);
+    assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
+    assert_eq!(second["next_cursor"], Value::Null);
+    for bad in ["limit=0", "limit=501", "limit=-1", "cursor=nope"] {
+        api.get(&format!("/v1/gov/proposals?{bad}"), &token)
+            .await
+            .expect(400);
+    }
     let open = api
         .get("/v1/gov/domains/ops-test/proposals?state=draft", &token)
         .await
         .expect(200);
-    assert_eq!(open.as_array().map(Vec::len), Some(1));
+    assert_eq!(open["items"].as_array().map(Vec::len), Some(1));
     api.get("/v1/gov/proposals?state=sideways", &token)
         .await
         .expect(400);
@@ -363,7 +383,7 @@ async fn governance_lifecycle_through_a_delegation() {
         .get("/v1/gov/domains/ops-test/members", &token)
         .await
         .expect(200);
-    assert_eq!(members.as_array().map(Vec::len), Some(3));
+    assert_eq!(members["items"].as_array().map(Vec::len), Some(3));
 
     // Every write is a change signed by the node and carrying alice's
     // delegation: the engine holds them as it would from a peer.
@@ -437,7 +457,7 @@ async fn coops_members_and_the_ledger() {
         .get("/v1/coops/food-coop/members", &bob_token)
         .await
         .expect(200);
-    assert_eq!(members.as_array().map(Vec::len), Some(2));
+    assert_eq!(members["items"].as_array().map(Vec::len), Some(2));
     // A member may not promote itself.
     let promote = api
         .call(
@@ -562,7 +582,7 @@ async fn coops_members_and_the_ledger() {
         .get("/v1/registry/decisions?coop_id=food-coop", &token)
         .await
         .expect(200);
-    assert_eq!(reg, json!([]));
+    assert_eq!(reg, json!({"items": [], "next_cursor": null}));
     api.get(
         &format!("/v1/registry/decisions/{}", "00".repeat(32)),
         &token,
@@ -711,7 +731,7 @@ async fn registry_lists_treasury_decisions_with_their_trace() {
     let receipt = closed["decision_receipt_id"].as_str().expect("receipt");
 
     let list = api.get("/v1/registry/decisions", &token).await.expect(200);
-    assert_eq!(list[0]["decision_receipt_id"], receipt);
+    assert_eq!(list["items"][0]["decision_receipt_id"], receipt);
     let one = api
         .get(&format!("/v1/registry/decisions/{receipt}"), &token)
         .await
@@ -1384,9 +1404,9 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
         .get(&format!("/v1/devices/{alice_did}"), &bob_token)
         .await
         .expect(200);
-    assert_eq!(listed["devices"].as_array().map(Vec::len), Some(1));
-    assert_eq!(listed["devices"][0]["is_did_key"], true);
-    assert_eq!(listed["devices"][0]["status"], "live");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["items"][0]["is_did_key"], true);
+    assert_eq!(listed["items"][0]["status"], "live");
     api.get(&format!("/v1/devices/{alice_did}"), &mallory_token)
         .await
         .expect(404);
@@ -1527,7 +1547,7 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
         )
         .await
         .expect(201);
-    assert_eq!(contacts, json!([bob_did]));
+    assert_eq!(contacts["items"], json!([bob_did]));
     api.post(
         "/v1/identity/emergency-revoke",
         &bob_token,
@@ -1979,7 +1999,10 @@ async fn coop_settings_relays_and_freezes_over_http() {
         )
         .await
         .expect(201);
-    assert_eq!(relays, json!([{"did": relay, "addr": "127.0.0.1:7777"}]));
+    assert_eq!(
+        relays,
+        json!({"items": [{"did": relay, "addr": "127.0.0.1:7777"}], "next_cursor": null})
+    );
     assert_eq!(
         api.get("/v1/coops/bakery/relays", &bob_token)
             .await
@@ -2103,10 +2126,9 @@ async fn a_budget_executes_end_to_end_over_http() {
         )
         .await
         .expect(200);
-    let executed = executed
+    let executed = executed["items"]
         .as_array()
         .cloned()
-        .or_else(|| executed["items"].as_array().cloned())
         .unwrap_or_else(|| panic!("entries: {executed}"));
     assert_eq!(executed.len(), 1, "{executed:?}");
     let position = api
@@ -2119,7 +2141,7 @@ async fn a_budget_executes_end_to_end_over_http() {
         .await
         .expect(200);
     assert!(
-        list.as_array().is_some_and(|l| l
+        list["items"].as_array().is_some_and(|l| l
             .iter()
             .any(|d| d["decision_receipt_id"] == receipt.as_str())),
         "{list}"
@@ -2290,8 +2312,12 @@ async fn domains_change_rules_remove_members_and_cancel_proposals() {
         .get("/v1/gov/domains?coop_id=guild", &token)
         .await
         .expect(200);
-    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
-    assert_eq!(listed[0]["id"], "guild-board");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["items"][0]["id"], "guild-board");
 
     // Rules: admins only; unknown fields and bad values refused.
     let put = |who: &str, body: serde_json::Value| {
@@ -2472,7 +2498,7 @@ async fn a_new_member_joins_with_an_invite() {
         .get("/v1/coops/pantry/applications", &token)
         .await
         .expect(200);
-    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
     // Approved: a member with the invite's credit limit.
     api.post(&format!("{path}/approve"), &bob_token, json!({}))
         .await
@@ -2489,7 +2515,7 @@ async fn a_new_member_joins_with_an_invite() {
         .get("/v1/coops/pantry/members", &bob_token)
         .await
         .expect(200);
-    let bob_row = member
+    let bob_row = member["items"]
         .as_array()
         .and_then(|m| m.iter().find(|m| m["did"] == bob_did.as_str()).cloned())
         .expect("bob is a member");

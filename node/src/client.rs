@@ -98,6 +98,34 @@ impl Client {
         self.send(method, path, body.map(Payload::Json), None).await
     }
 
+    /// `GET path` of a list, following `next_cursor` to its end: every item
+    /// of every page, as one page (`{items, next_cursor: null}`). An answer
+    /// that is not a page is answered as it is.
+    pub async fn list(&self, path: &str) -> Result<Value> {
+        let mut page = self.call("GET", path, None).await?;
+        let mut items = match page.get_mut("items").map(Value::take) {
+            Some(Value::Array(items)) => items,
+            _ => return Ok(page),
+        };
+        let join = if path.contains('?') { '&' } else { '?' };
+        // A list that changes under the walk could hand back a cursor it
+        // handed before; at most this many pages are followed.
+        for _ in 0..10_000 {
+            let Some(cursor) = page["next_cursor"].as_str().map(str::to_owned) else {
+                break;
+            };
+            let cursor: String = form_urlencoded::byte_serialize(cursor.as_bytes()).collect();
+            page = self
+                .call("GET", &format!("{path}{join}cursor={cursor}"), None)
+                .await?;
+            match page.get_mut("items").map(Value::take) {
+                Some(Value::Array(more)) => items.extend(more),
+                _ => anyhow::bail!("page after page, {path} answered something not a page"),
+            }
+        }
+        Ok(serde_json::json!({"items": items, "next_cursor": null}))
+    }
+
     /// [`Client::call`] with an `Idempotency-Key`: sent again, the same
     /// request writes nothing twice.
     pub async fn call_with_key(

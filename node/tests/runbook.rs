@@ -217,8 +217,8 @@ fn the_runbook_works_end_to_end_and_survives_a_restart() {
         &["gov", "proposals", "--gateway", &gateway, "--token", &token],
     ));
     let proposals: serde_json::Value = serde_json::from_str(&proposals).expect("JSON");
-    let id = proposals[0]["id"].as_str().expect("id").to_owned();
-    assert_eq!(proposals[0]["state"], "accepted");
+    let id = proposals["items"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(proposals["items"][0]["state"], "accepted");
     // A refusal: a clear message and exit status 3.
     let refused = icnctl(
         member,
@@ -425,7 +425,7 @@ fn devices_through_icnctl() {
     )));
     assert_eq!(added["outcomes"][0]["done"], true);
     let listed = json(ok(icnctl(alice, &[&["device", "list"][..], &g].concat())));
-    assert_eq!(listed["devices"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
     // The phone logs in for alice with its own key.
     let login = json(ok(icnctl(
         phone,
@@ -721,7 +721,7 @@ fn coop_settings_through_icnctl() {
         admin,
         &["coop", "trusted", "garden", "--add", &bob_did],
     )));
-    assert_eq!(named, serde_json::json!([bob_did]));
+    assert_eq!(named["items"], serde_json::json!([bob_did]));
     assert_eq!(json(ok(run(bob, &["coop", "trusted", "garden"]))), named);
     let refused = run(bob, &["coop", "trusted", "garden", "--remove", &bob_did]);
     assert_eq!(refused.status.code(), Some(3));
@@ -750,13 +750,13 @@ fn coop_settings_through_icnctl() {
         admin,
         &["relay", "add", "garden", relay, "127.0.0.1:7999"],
     )));
-    assert_eq!(relays[0]["addr"], "127.0.0.1:7999");
+    assert_eq!(relays["items"][0]["addr"], "127.0.0.1:7999");
     assert_eq!(json(ok(run(bob, &["relay", "list", "garden"]))), relays);
     let refused = run(bob, &["relay", "remove", "garden", relay]);
     assert_eq!(refused.status.code(), Some(3));
     assert_eq!(
         json(ok(run(admin, &["relay", "remove", "garden", relay]))),
-        serde_json::json!([])
+        serde_json::json!({"items": [], "next_cursor": null})
     );
 
     let frozen = json(ok(run(admin, &["ledger", "freeze", "garden", &bob_did])));
@@ -808,7 +808,7 @@ fn coop_settings_through_icnctl() {
     let removed = json(ok(run(admin, &["member", "remove", "garden", &carol])));
     assert_eq!(removed["status"], "removed");
     let listed = json(ok(run(bob, &["member", "list", "garden"])));
-    assert_eq!(listed.as_array().map(Vec::len), Some(3));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(3));
 
     // Onboarding: invite, accept, status, approve.
     let dave_dir = tempfile::tempdir().expect("dir");
@@ -836,7 +836,7 @@ fn coop_settings_through_icnctl() {
     let approved = json(ok(run(admin, &["invite", "approve", "garden", &dave_did])));
     assert_eq!(approved["state"], "approved");
     let listed = json(ok(run(dave, &["member", "list", "garden"])));
-    assert_eq!(listed.as_array().map(Vec::len), Some(4));
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(4));
 
     // The API directory's `auth token --coop`: a token for a co-op you read.
     let token = ok(icnctl(

@@ -29,6 +29,7 @@ use crate::document::{
 };
 
 /// A member's role in a co-op.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -64,6 +65,7 @@ impl Role {
 }
 
 /// Whether a member may act.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemberStatus {
@@ -316,6 +318,7 @@ pub fn deletable(field: &CoopField, path: &[&str]) -> bool {
 }
 
 /// A device of a member.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Device {
     /// A name the member chose.
@@ -347,6 +350,7 @@ pub fn device_proof_message(member: &Did) -> Vec<u8> {
 }
 
 /// A member of a co-op.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Member {
     /// The member's DID.
@@ -651,6 +655,7 @@ pub fn has_unit(r: Reader<'_>, unit: &str) -> bool {
 }
 
 /// A unit of account.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Unit {
     /// A name to show, e.g. "hours".
@@ -663,6 +668,7 @@ pub struct Unit {
 }
 
 /// The co-op's policy.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Policy {
     /// Credit limit of a member without an override.
@@ -677,6 +683,7 @@ pub struct Policy {
 }
 
 /// A relay registered with the co-op.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Relay {
     /// Where to dial it, `ip:port`.

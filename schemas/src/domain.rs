@@ -222,6 +222,7 @@ pub fn has_active_admin(r: Reader<'_>) -> bool {
 }
 
 /// What a proposal would do if accepted.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Payload {
@@ -270,6 +271,7 @@ pub enum Payload {
 }
 
 /// A proposal.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Proposal {
     /// Id within the domain.

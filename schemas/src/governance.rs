@@ -10,6 +10,7 @@ use crate::did::Did;
 pub const MAX_VOTING_PERIOD_SECONDS: i64 = 366 * 24 * 3600;
 
 /// A member's role in a domain.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DomainRole {
@@ -40,6 +41,7 @@ impl DomainRole {
 }
 
 /// The lifecycle state of a proposal.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProposalState {
@@ -105,6 +107,7 @@ impl ProposalState {
 }
 
 /// A vote's choice.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Choice {
@@ -144,6 +147,7 @@ impl Choice {
 }
 
 /// How votes are tallied.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Method {
@@ -179,6 +183,7 @@ impl Method {
 }
 
 /// Voting rules.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rules {
     /// Participation needed, percent of the weighted membership.
@@ -259,6 +264,7 @@ impl Rules {
 }
 
 /// A member of a domain.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DomainMember {
     /// DID.
@@ -272,6 +278,7 @@ pub struct DomainMember {
 }
 
 /// A vote.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Vote {
     /// Choice.

@@ -108,6 +108,7 @@ impl serde::Serialize for Account {
 
 /// One leg of an entry: `amount` (in the unit's smallest step) added to
 /// `account`'s balance of `unit`. Negative amounts are debits.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Posting {
     /// Whose balance.
@@ -119,6 +120,7 @@ pub struct Posting {
 }
 
 /// What an entry does.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Body {
@@ -171,6 +173,7 @@ pub enum Body {
 }
 
 /// What a seal covers of its member's entries.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "kind", content = "id", rename_all = "snake_case")]
 pub enum Sealed {
@@ -186,6 +189,7 @@ pub enum Sealed {
 }
 
 /// A ledger entry, unsigned.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entry {
     /// The co-op whose ledger this is.
@@ -202,6 +206,7 @@ pub struct Entry {
     /// Heads of the co-op document the entry was written against, sorted,
     /// unique, at least one.
     #[serde(serialize_with = "hashes_hex")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<EntryId>))]
     pub coop_heads: Vec<[u8; 32]>,
     /// What it does.
     pub body: Body,
@@ -209,6 +214,7 @@ pub struct Entry {
     pub memo: String,
     /// The decision receipt it executes, if any.
     #[serde(serialize_with = "opt_hash_hex")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<EntryId>))]
     pub decision: Option<[u8; 32]>,
     /// The author's delegation, when a node signs for the author.
     #[serde(skip)]

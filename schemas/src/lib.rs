@@ -50,6 +50,8 @@ pub mod document;
 pub mod domain;
 mod governance;
 pub mod ledger;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod settings;
 pub mod tally;
 

@@ -191,6 +191,7 @@ pub fn record_decision(
 }
 
 /// Who approves an application to join.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Approval {
@@ -215,6 +216,7 @@ impl Approval {
 }
 
 /// How the co-op takes in members.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Onboarding {
     /// Who approves applications.

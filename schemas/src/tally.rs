@@ -27,6 +27,7 @@ use crate::document::DocId;
 use crate::governance::{Choice, DomainMember, Method, ProposalState, Rules, Vote};
 
 /// Weights counted at a close.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tally {
     /// Sum of the weights of the active members.
@@ -45,6 +46,7 @@ pub struct Tally {
 }
 
 /// How a closed proposal ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -145,6 +147,7 @@ pub fn decide(rules: &Rules, t: &Tally) -> Option<Outcome> {
 }
 
 /// What a close records under `proposals/<id>/close`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Close {
     /// How it ended.
@@ -184,6 +187,7 @@ pub fn parse_heads(text: &str) -> Option<Vec<[u8; 32]>> {
 
 /// A decision receipt: the content-addressed record of a closed proposal,
 /// which ledger entries executing it cite.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DecisionReceipt {
     /// The domain document.

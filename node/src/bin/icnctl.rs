@@ -832,10 +832,13 @@ async fn request(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    client(data_dir, gateway)
-        .await?
-        .call(method, path, body)
-        .await
+    let client = client(data_dir, gateway).await?;
+    if method == "GET" {
+        // A list is printed whole: every page, followed.
+        client.list(path).await
+    } else {
+        client.call(method, path, body).await
+    }
 }
 
 fn print(value: &serde_json::Value) -> Result<()> {

@@ -896,9 +896,105 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description An account: a member's DID, or `treasury`.
+         * @example treasury
+         */
+        Account: string;
+        /** @description An application to join, and where it stands. */
+        ApplicationView: {
+            /** @description RFC 3339. */
+            applied_at: string;
+            /** @description The co-op, as the path named it. */
+            coop_id: string;
+            /** Format: int64 */
+            credit_limit?: number | null;
+            decided_by?: null | components["schemas"]["Did"];
+            /** @description The applicant. */
+            did: components["schemas"]["Did"];
+            proposal_domain_id?: null | components["schemas"]["DocId"];
+            /** @description Its admission proposal, when the co-op admits by proposal. */
+            proposal_id?: string | null;
+            /** @description The role it gets: `member`, `admin` or `observer`. */
+            role: string;
+            /** @description `pending`, `approved` or `rejected`. */
+            state: string;
+        };
         /** @description An application: the invite code. */
         ApplyRequest: {
             code: string;
+        };
+        /**
+         * @description Who approves an application to join.
+         * @enum {string}
+         */
+        Approval: "admin" | "proposal";
+        /** @description One account's balance in one unit. */
+        BalanceRow: {
+            /** @description A DID, or `treasury`. */
+            account: string;
+            /** Format: int64 */
+            balance: number;
+            unit: string;
+        };
+        /** @description What an entry does. */
+        Body: {
+            /**
+             * @description Whether the author's debits come out of the signer's allowance
+             *     (a device spending offline credit the member set aside for it)
+             *     rather than the member's general credit.
+             */
+            from_allowance: boolean;
+            /** @enum {string} */
+            kind: "transfer";
+            /** @description The legs. */
+            postings: components["schemas"]["Posting"][];
+        } | {
+            /** @description Whose account. */
+            account: components["schemas"]["Did"];
+            /** @description `true` to freeze, `false` to unfreeze. */
+            frozen: boolean;
+            /** @enum {string} */
+            kind: "freeze";
+        } | {
+            /**
+             * Format: int64
+             * @description How much, positive.
+             */
+            amount: number;
+            /** @description The device (or delegate node) key the allowance is for. */
+            device: components["schemas"]["Did"];
+            /** @enum {string} */
+            kind: "grant";
+            /** @description Unit id from the co-op's policy. */
+            unit: string;
+        } | {
+            /**
+             * Format: int64
+             * @description How much, positive.
+             */
+            amount: number;
+            /** @enum {string} */
+            kind: "release";
+            /** @description Unit id from the co-op's policy. */
+            unit: string;
+        } | {
+            /** @enum {string} */
+            kind: "seal";
+            /** @description The member sealed. */
+            member: components["schemas"]["Did"];
+            /** @description What of the member's is sealed. */
+            of: components["schemas"]["Sealed"];
+        };
+        /** @description A challenge to sign. */
+        ChallengeAnswer: {
+            /**
+             * @description Sign this exact string (a delegation statement) with the DID key, or
+             *     the device's key when `device` was given.
+             */
+            challenge: string;
+            /** @description RFC 3339; 5 minutes from now. */
+            expires_at: string;
         };
         /**
          * @description Who asks: a member's DID, optionally the device that will sign (one of
@@ -910,6 +1006,23 @@ export interface components {
             did: string;
             scopes?: string[];
         };
+        /**
+         * @description A vote's choice.
+         * @enum {string}
+         */
+        Choice: "for" | "against" | "abstain" | "block";
+        /** @description A cross-unit settlement recorded. */
+        ConvertAnswer: {
+            /** Format: int64 */
+            amount: number;
+            entry_id: components["schemas"]["EntryId"];
+            from: components["schemas"]["Did"];
+            from_unit: string;
+            memo: string;
+            status: components["schemas"]["StatusView"];
+            to: components["schemas"]["Did"];
+            to_unit: string;
+        };
         /** @description A cross-unit settlement: `amount` of `from_unit` from you, its value in `to_unit` to `to` (yourself when absent). */
         ConvertRequest: {
             /** Format: int64 */
@@ -920,6 +1033,197 @@ export interface components {
             to?: string | null;
             to_unit: string;
         };
+        /** @description A co-op: its profile, policy and relays, and how many members it has. */
+        CoopView: {
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            created_at: number;
+            creator: components["schemas"]["Did"];
+            description: string;
+            /** @description Its document id. */
+            doc_id: components["schemas"]["DocId"];
+            /** @description Its slug, e.g. `food-coop`. */
+            id: string;
+            /** @description How many members it lists (removed ones included). */
+            members: number;
+            name: string;
+            policy: components["schemas"]["Policy"];
+            /** @description Its exchange rates. */
+            rates: components["schemas"]["RateView"][];
+            /** @description Its relays, by node DID. */
+            relays: {
+                [key: string]: components["schemas"]["Relay"];
+            };
+            treasury_domain?: null | components["schemas"]["DocId"];
+        };
+        /**
+         * @description A decision receipt: the content-addressed record of a closed proposal,
+         *     which ledger entries executing it cite.
+         */
+        DecisionReceipt: {
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            closed_at: number;
+            /** @description The heads counted, lowercase hex. */
+            counted_heads: string[];
+            /** @description The domain document. */
+            domain: components["schemas"]["DocId"];
+            /** @description How it ended. */
+            outcome: components["schemas"]["Outcome"];
+            /** @description The proposal id within it. */
+            proposal: string;
+            /** @description The tally. */
+            tally: components["schemas"]["Tally"];
+        };
+        /** @description A decision: a closed proposal of one of a co-op's domains, with its receipt. */
+        DecisionView: {
+            /**
+             * @description `true` for a domain other than the co-op's treasury domain: its
+             *     decisions are advice and do not execute.
+             */
+            advisory: boolean;
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            closed_at: number;
+            coop_doc_id: components["schemas"]["DocId"];
+            /** @description The co-op's id. */
+            coop_id?: string | null;
+            /** @description The receipt's hash, hex. */
+            decision_receipt_id: string;
+            domain_doc_id: components["schemas"]["DocId"];
+            outcome: components["schemas"]["Outcome"];
+            payload?: null | components["schemas"]["Payload"];
+            proposal_id: string;
+            receipt: components["schemas"]["DecisionReceipt"];
+        };
+        /** @description A device of a member. */
+        Device: {
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            added_at?: number | null;
+            /** @description A name the member chose. */
+            label?: string | null;
+            /**
+             * @description Whether the device signed its consent to act for the member (see
+             *     [`device_proof_message`]). Validation checks the signature when the
+             *     proof is written, so a proof in the document is a valid one. Whether a
+             *     key may act is [`is_live_device`]'s to say.
+             */
+            proven: boolean;
+            /** @description Whether the device was revoked. A revoked device never acts again. */
+            revoked: boolean;
+            /**
+             * Format: int64
+             * @description When, unix seconds, if the revocation says.
+             */
+            revoked_at?: number | null;
+            revoked_by?: null | components["schemas"]["Did"];
+            /** @description Why: one of [`REVOKE_REASONS`]. */
+            revoked_reason?: string | null;
+        };
+        /** @description A device of a member, as one co-op lists it. */
+        DeviceRow: {
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            added_at?: number | null;
+            coop_doc_id: components["schemas"]["DocId"];
+            /** @description The co-op's id. */
+            coop_id: string;
+            /** @description The device's key, `did:icn:…`. */
+            device: string;
+            /** @description Whether it is the member's DID key itself. */
+            is_did_key: boolean;
+            label?: string | null;
+            /** @description Whether it acts for the member now. */
+            live: boolean;
+            /** @description Whether the device consented (signed its proof). */
+            proven: boolean;
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            revoked_at?: number | null;
+            revoked_by?: null | components["schemas"]["Did"];
+            /** @description `lost`, `stolen`, `retired` or `emergency`. */
+            revoked_reason?: string | null;
+            status: components["schemas"]["DeviceStatus"];
+        };
+        /**
+         * @description Where a device stands in one co-op.
+         * @enum {string}
+         */
+        DeviceStatus: "live" | "revoked" | "unproven";
+        /** @description What a device write did: in each co-op, and the member's devices now. */
+        DevicesAnswer: {
+            device?: null | components["schemas"]["Did"];
+            /** @description The member's devices now, in every co-op you share with it. */
+            devices: components["schemas"]["DeviceRow"][];
+            /** @description The member. */
+            did: components["schemas"]["Did"];
+            /** @description One per co-op that lists the member. */
+            outcomes: components["schemas"]["Outcome"][];
+        };
+        /**
+         * @description A DID: `did:icn:` and an Ed25519 public key in base58btc.
+         * @example did:icn:4y8UeDugpmZe21L1Ujoapm8FaHxhRV1M4sZtTXSyZPq2
+         */
+        Did: string;
+        /**
+         * @description A document id: 32 bytes in base58btc.
+         * @example HkPVJhLhTf3h1BtwDfh2sPZtd2qaoN1fCvBYpETw8WA3
+         */
+        DocId: string;
+        /** @description A member of a domain. */
+        DomainMember: {
+            /** @description Whether the member is still in the domain. */
+            active: boolean;
+            /** @description DID. */
+            did: components["schemas"]["Did"];
+            /** @description Role. */
+            role: components["schemas"]["DomainRole"];
+            /**
+             * Format: int64
+             * @description Vote weight.
+             */
+            weight: number;
+        };
+        /**
+         * @description A member's role in a domain.
+         * @enum {string}
+         */
+        DomainRole: "admin" | "member";
+        /** @description A governance domain: its rules and members, and how many proposals it holds. */
+        DomainView: {
+            /** @description The co-op's document id. */
+            coop_doc_id?: string | null;
+            /** @description The co-op it is attached to (its id), if any. */
+            coop_id?: string | null;
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            created_at: number;
+            creator: components["schemas"]["Did"];
+            doc_id: components["schemas"]["DocId"];
+            id: string;
+            members: components["schemas"]["DomainMember"][];
+            name: string;
+            /** @description `default`, `consent`, … : where its rules came from. */
+            profile: string;
+            /** @description How many proposals it holds. */
+            proposals: number;
+            rules: components["schemas"]["Rules"];
+        };
         /** @description Seed 002's emergency revoke: every device of `target_did` at once. */
         EmergencyRequest: {
             /** @description `lost`, `stolen`, `retired` or `emergency` (the default). */
@@ -929,12 +1233,67 @@ export interface components {
             /** @description Who vouches: the caller's own DID, if given. */
             voucher_did?: string | null;
         };
+        /** @description A ledger entry, unsigned. */
+        Entry: {
+            /** @description The member the entry is by. */
+            author: components["schemas"]["Did"];
+            /** @description What it does. */
+            body: components["schemas"]["Body"];
+            /** @description The co-op whose ledger this is. */
+            coop: components["schemas"]["DocId"];
+            /**
+             * @description Heads of the co-op document the entry was written against, sorted,
+             *     unique, at least one.
+             */
+            coop_heads: components["schemas"]["EntryId"][];
+            decision?: null | components["schemas"]["EntryId"];
+            /** @description Free text. */
+            memo: string;
+            /** @description Parent entries, sorted, unique. */
+            parents: components["schemas"]["EntryId"][];
+            /**
+             * @description The key that signs it: a device of the author, or a node holding the
+             *     author's delegation.
+             */
+            signer: components["schemas"]["Did"];
+            /**
+             * Format: int64
+             * @description Unix milliseconds, as the author's clock said.
+             */
+            timestamp: number;
+        };
+        /** @description An entry, where it stands, and its canonical bytes. */
+        EntryDetail: {
+            /** @description The signed entry's canonical encoding (docs/ledger.md), hex. */
+            bytes: string;
+            entry: components["schemas"]["Entry"];
+            id: components["schemas"]["EntryId"];
+            status: components["schemas"]["StatusView"];
+        };
+        /**
+         * @description A ledger entry's id: the blake3 hash of its canonical bytes, 64 lowercase hex digits.
+         * @example 8f2a33c0e1d4b5a697887766554433221100ffeeddccbbaa9988776655443322
+         */
+        EntryId: string;
+        /** @description An entry of a ledger, with where it stands. */
+        EntryView: {
+            entry: components["schemas"]["Entry"];
+            id: components["schemas"]["EntryId"];
+            status: components["schemas"]["StatusView"];
+        };
         /** @description The API's error body: `{"error": "Forbidden", "message": "…"}`. */
         ErrorBody: {
             /** @description The status's reason phrase. */
             error: string;
             /** @description What went wrong, for a person. */
             message: string;
+        };
+        /** @description A freeze or unfreeze recorded. */
+        FreezeAnswer: {
+            did: components["schemas"]["Did"];
+            entry_id: components["schemas"]["EntryId"];
+            frozen: boolean;
+            status: components["schemas"]["StatusView"];
         };
         /** @description An account to freeze (`frozen: true`, the default) or unfreeze. */
         FreezeRequest: {
@@ -950,6 +1309,24 @@ export interface components {
             /** @description The ledger's heads (the entry's parents), sorted, 64 hex each. */
             ledger_heads: string[];
         };
+        /** @description The gateway's health. */
+        Health: {
+            /** @description `ok`. */
+            status: string;
+        };
+        /** @description A one-time invite code. */
+        InviteAnswer: {
+            /** @description Give it to the person joining: it works once, until it expires. */
+            code: string;
+            /** @description The co-op, as the path named it. */
+            coop_id: string;
+            /** Format: int64 */
+            credit_limit?: number | null;
+            /** @description RFC 3339. */
+            expires_at: string;
+            /** @description The role it gives. */
+            role: string;
+        };
         /**
          * @description An invite: the role the applicant gets (`member` by default), its
          *     credit limit (the policy's default when absent), and how long the code
@@ -960,13 +1337,88 @@ export interface components {
             credit_limit?: number | null;
             /** Format: int64 */
             expires_in_seconds?: number | null;
-            /** @description `member` (default), `admin` or `observer`. */
-            role?: string | null;
+            role?: null | components["schemas"]["Role"];
         };
-        /** @description A member to add: DID and role (`member` by default, or `admin`). */
+        /** @description A logout. */
+        LogoutAnswer: {
+            logged_out: boolean;
+            /** @description The seals written, one per co-op, as entry ids. */
+            seals: string[];
+        };
+        /** @description A member of a co-op. */
+        Member: {
+            /**
+             * Format: int64
+             * @description Override of the co-op's default credit limit, in every unit.
+             */
+            credit_limit?: number | null;
+            /** @description Overrides in one unit each, over `credit_limit`. */
+            credit_limits?: {
+                [key: string]: number;
+            };
+            /** @description Devices by base58 key. */
+            devices: {
+                [key: string]: components["schemas"]["Device"];
+            };
+            /** @description The member's DID. */
+            did: components["schemas"]["Did"];
+            /** @description A name to show. */
+            display_name?: string | null;
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            joined_at?: number | null;
+            /** @description Role. */
+            role: components["schemas"]["Role"];
+            /** @description Status. */
+            status: components["schemas"]["MemberStatus"];
+        };
+        /** @description A member to add: DID and role (`member` by default, `admin` or `observer`). */
         MemberRequest: {
-            did: string;
-            role?: string | null;
+            did: components["schemas"]["Did"];
+            role?: null | components["schemas"]["Role"];
+        };
+        /**
+         * @description Whether a member may act.
+         * @enum {string}
+         */
+        MemberStatus: "active" | "suspended" | "removed";
+        /** @description How votes are tallied. */
+        Method: {
+            /** @enum {string} */
+            kind: "simple_majority";
+        } | {
+            /** @enum {string} */
+            kind: "supermajority";
+            /**
+             * Format: int64
+             * @description Percent.
+             */
+            threshold: number;
+        } | {
+            /** @enum {string} */
+            kind: "consent";
+            /**
+             * Format: int64
+             * @description Blocks tolerated.
+             */
+            max_blocks: number;
+        } | {
+            /** @enum {string} */
+            kind: "unanimous";
+        } | {
+            /** @enum {string} */
+            kind: "wasm";
+            /** @description Module hash. */
+            module: string;
+        };
+        /** @description A module stored. */
+        ModuleAnswer: {
+            /** @description Its size. */
+            bytes: number;
+            /** @description Its blake3 hash, hex: what a domain's rules name. */
+            hash: string;
         };
         /** @description A new co-op: id, name, description, the default credit limit (0) and units (`["hours"]`). */
         NewCoopRequest: {
@@ -1005,10 +1457,354 @@ export interface components {
             payload?: Record<string, never> | null;
             title: string;
         };
+        /** @description How the co-op takes in members. */
+        Onboarding: {
+            /** @description Who approves applications. */
+            approval: components["schemas"]["Approval"];
+            /** @description Whether members who are not admins create invites. */
+            member_invites: boolean;
+        };
         /** @description How long voting lasts; the domain's voting period when absent. The body may be empty. */
         OpenRequest: {
             /** Format: int64 */
             voting_period_seconds?: number | null;
+        };
+        /** @description What a write did in one co-op. */
+        Outcome: {
+            /** @description The co-op's id. */
+            coop_id: string;
+            /** @description Whether it was written there. */
+            done: boolean;
+            /** @description Why not, when it was not. */
+            error?: string | null;
+            /** @description The keys a revocation revoked. */
+            revoked?: components["schemas"]["Did"][] | null;
+            /**
+             * @description The seals it wrote in the co-op's ledger, one per key (none when a
+             *     device other than the DID key revoked).
+             */
+            seals?: components["schemas"]["EntryId"][] | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_ApplicationView: {
+            /** @description The items, in the list's order. */
+            items: {
+                /** @description RFC 3339. */
+                applied_at: string;
+                /** @description The co-op, as the path named it. */
+                coop_id: string;
+                /** Format: int64 */
+                credit_limit?: number | null;
+                decided_by?: null | components["schemas"]["Did"];
+                /** @description The applicant. */
+                did: components["schemas"]["Did"];
+                proposal_domain_id?: null | components["schemas"]["DocId"];
+                /** @description Its admission proposal, when the co-op admits by proposal. */
+                proposal_id?: string | null;
+                /** @description The role it gets: `member`, `admin` or `observer`. */
+                role: string;
+                /** @description `pending`, `approved` or `rejected`. */
+                state: string;
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_CoopView: {
+            /** @description The items, in the list's order. */
+            items: {
+                /**
+                 * Format: int64
+                 * @description Unix seconds.
+                 */
+                created_at: number;
+                creator: components["schemas"]["Did"];
+                description: string;
+                /** @description Its document id. */
+                doc_id: components["schemas"]["DocId"];
+                /** @description Its slug, e.g. `food-coop`. */
+                id: string;
+                /** @description How many members it lists (removed ones included). */
+                members: number;
+                name: string;
+                policy: components["schemas"]["Policy"];
+                /** @description Its exchange rates. */
+                rates: components["schemas"]["RateView"][];
+                /** @description Its relays, by node DID. */
+                relays: {
+                    [key: string]: components["schemas"]["Relay"];
+                };
+                treasury_domain?: null | components["schemas"]["DocId"];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_DecisionView: {
+            /** @description The items, in the list's order. */
+            items: {
+                /**
+                 * @description `true` for a domain other than the co-op's treasury domain: its
+                 *     decisions are advice and do not execute.
+                 */
+                advisory: boolean;
+                /**
+                 * Format: int64
+                 * @description Unix seconds.
+                 */
+                closed_at: number;
+                coop_doc_id: components["schemas"]["DocId"];
+                /** @description The co-op's id. */
+                coop_id?: string | null;
+                /** @description The receipt's hash, hex. */
+                decision_receipt_id: string;
+                domain_doc_id: components["schemas"]["DocId"];
+                outcome: components["schemas"]["Outcome"];
+                payload?: null | components["schemas"]["Payload"];
+                proposal_id: string;
+                receipt: components["schemas"]["DecisionReceipt"];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_DeviceRow: {
+            /** @description The items, in the list's order. */
+            items: {
+                /**
+                 * Format: int64
+                 * @description Unix seconds.
+                 */
+                added_at?: number | null;
+                coop_doc_id: components["schemas"]["DocId"];
+                /** @description The co-op's id. */
+                coop_id: string;
+                /** @description The device's key, `did:icn:…`. */
+                device: string;
+                /** @description Whether it is the member's DID key itself. */
+                is_did_key: boolean;
+                label?: string | null;
+                /** @description Whether it acts for the member now. */
+                live: boolean;
+                /** @description Whether the device consented (signed its proof). */
+                proven: boolean;
+                /**
+                 * Format: int64
+                 * @description Unix seconds.
+                 */
+                revoked_at?: number | null;
+                revoked_by?: null | components["schemas"]["Did"];
+                /** @description `lost`, `stolen`, `retired` or `emergency`. */
+                revoked_reason?: string | null;
+                status: components["schemas"]["DeviceStatus"];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_Did: {
+            /** @description The items, in the list's order. */
+            items: string[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_DomainMember: {
+            /** @description The items, in the list's order. */
+            items: {
+                /** @description Whether the member is still in the domain. */
+                active: boolean;
+                /** @description DID. */
+                did: components["schemas"]["Did"];
+                /** @description Role. */
+                role: components["schemas"]["DomainRole"];
+                /**
+                 * Format: int64
+                 * @description Vote weight.
+                 */
+                weight: number;
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_DomainView: {
+            /** @description The items, in the list's order. */
+            items: {
+                /** @description The co-op's document id. */
+                coop_doc_id?: string | null;
+                /** @description The co-op it is attached to (its id), if any. */
+                coop_id?: string | null;
+                /**
+                 * Format: int64
+                 * @description Unix seconds.
+                 */
+                created_at: number;
+                creator: components["schemas"]["Did"];
+                doc_id: components["schemas"]["DocId"];
+                id: string;
+                members: components["schemas"]["DomainMember"][];
+                name: string;
+                /** @description `default`, `consent`, … : where its rules came from. */
+                profile: string;
+                /** @description How many proposals it holds. */
+                proposals: number;
+                rules: components["schemas"]["Rules"];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_EntryView: {
+            /** @description The items, in the list's order. */
+            items: {
+                entry: components["schemas"]["Entry"];
+                id: components["schemas"]["EntryId"];
+                status: components["schemas"]["StatusView"];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_Member: {
+            /** @description The items, in the list's order. */
+            items: {
+                /**
+                 * Format: int64
+                 * @description Override of the co-op's default credit limit, in every unit.
+                 */
+                credit_limit?: number | null;
+                /** @description Overrides in one unit each, over `credit_limit`. */
+                credit_limits?: {
+                    [key: string]: number;
+                };
+                /** @description Devices by base58 key. */
+                devices: {
+                    [key: string]: components["schemas"]["Device"];
+                };
+                /** @description The member's DID. */
+                did: components["schemas"]["Did"];
+                /** @description A name to show. */
+                display_name?: string | null;
+                /**
+                 * Format: int64
+                 * @description Unix seconds.
+                 */
+                joined_at?: number | null;
+                /** @description Role. */
+                role: components["schemas"]["Role"];
+                /** @description Status. */
+                status: components["schemas"]["MemberStatus"];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_ProposalView: {
+            /** @description The items, in the list's order. */
+            items: {
+                author: components["schemas"]["Did"];
+                /** Format: int64 */
+                closed_at?: number | null;
+                closed_by?: null | components["schemas"]["Did"];
+                /** Format: int64 */
+                closes_at?: number | null;
+                /**
+                 * Format: int64
+                 * @description Unix seconds.
+                 */
+                created_at: number;
+                /** @description The decision receipt's hash, once closed. */
+                decision_receipt_id?: string | null;
+                description: string;
+                domain_doc_id: components["schemas"]["DocId"];
+                domain_id: string;
+                /** @description Unique within its domain. */
+                id: string;
+                /** Format: int64 */
+                opened_at?: number | null;
+                outcome?: null | components["schemas"]["Outcome"];
+                payload?: null | components["schemas"]["Payload"];
+                state: components["schemas"]["ProposalState"];
+                tally?: null | components["schemas"]["Tally"];
+                title: string;
+                votes: components["schemas"]["VoteView"][];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description A page of a list: every list route answers this shape. */
+        Page_RelayView: {
+            /** @description The items, in the list's order. */
+            items: {
+                addr?: string | null;
+                did: components["schemas"]["Did"];
+            }[];
+            /** @description Pass as `cursor` for the next page; `null` on the last page. */
+            next_cursor?: string | null;
+        };
+        /** @description What a proposal would do if accepted. */
+        Payload: {
+            /** @description Body. */
+            body: string;
+            /** @enum {string} */
+            type: "text";
+        } | {
+            /**
+             * Format: int64
+             * @description Amount in the unit's smallest step.
+             */
+            amount: number;
+            /** @description Why. */
+            purpose: string;
+            /** @description Who receives it. */
+            recipient: components["schemas"]["Did"];
+            /** @enum {string} */
+            type: "budget";
+            /** @description Unit id. */
+            unit: string;
+        } | {
+            /** @description `add` or `remove`. */
+            action: string;
+            /** @description Who. */
+            did: components["schemas"]["Did"];
+            /** @description Role when added. */
+            role?: string | null;
+            /** @enum {string} */
+            type: "membership";
+        } | {
+            /** @description Key. */
+            key: string;
+            /** @enum {string} */
+            type: "config_change";
+            /** @description New value. */
+            value: string;
+        } | {
+            /** @description Whose. */
+            did: components["schemas"]["Did"];
+            /** @enum {string} */
+            type: "freeze";
+        } | {
+            /** @description Whose. */
+            did: components["schemas"]["Did"];
+            /** @enum {string} */
+            type: "unfreeze";
+        };
+        /** @description The co-op's policy. */
+        Policy: {
+            /**
+             * Format: int64
+             * @description Credit limit of a member without an override.
+             */
+            default_credit_limit: number;
+            /** @description Who approves applications and who invites. */
+            onboarding: components["schemas"]["Onboarding"];
+            /** @description Members who may revoke any member's devices in an emergency. */
+            trusted_contacts?: components["schemas"]["Did"][];
+            /** @description Units of account by id. */
+            units: {
+                [key: string]: components["schemas"]["Unit"];
+            };
         };
         /** @description An account's position in every unit of the co-op. */
         PositionAnswer: {
@@ -1047,6 +1843,55 @@ export interface components {
             unit: string;
         };
         /**
+         * @description One leg of an entry: `amount` (in the unit's smallest step) added to
+         *     `account`'s balance of `unit`. Negative amounts are debits.
+         */
+        Posting: {
+            /** @description Whose balance. */
+            account: components["schemas"]["Account"];
+            /**
+             * Format: int64
+             * @description Non-zero amount.
+             */
+            amount: number;
+            /** @description Unit id from the co-op's policy. */
+            unit: string;
+        };
+        /**
+         * @description The lifecycle state of a proposal.
+         * @enum {string}
+         */
+        ProposalState: "draft" | "open" | "accepted" | "rejected" | "no_quorum" | "policy_error" | "cancelled" | "vetoed";
+        /** @description A proposal, its votes, and once closed its outcome and receipt. */
+        ProposalView: {
+            author: components["schemas"]["Did"];
+            /** Format: int64 */
+            closed_at?: number | null;
+            closed_by?: null | components["schemas"]["Did"];
+            /** Format: int64 */
+            closes_at?: number | null;
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            created_at: number;
+            /** @description The decision receipt's hash, once closed. */
+            decision_receipt_id?: string | null;
+            description: string;
+            domain_doc_id: components["schemas"]["DocId"];
+            domain_id: string;
+            /** @description Unique within its domain. */
+            id: string;
+            /** Format: int64 */
+            opened_at?: number | null;
+            outcome?: null | components["schemas"]["Outcome"];
+            payload?: null | components["schemas"]["Payload"];
+            state: components["schemas"]["ProposalState"];
+            tally?: null | components["schemas"]["Tally"];
+            title: string;
+            votes: components["schemas"]["VoteView"][];
+        };
+        /**
          * @description An exchange rate: 1 `from` = `num`/`den` `to`, in the units' smallest
          *     steps.
          */
@@ -1055,6 +1900,15 @@ export interface components {
             den: number;
             /** Format: int64 */
             num: number;
+        };
+        /** @description An exchange rate: `num/den` of `to` for one of `from`. */
+        RateView: {
+            /** Format: int64 */
+            den: number;
+            from: string;
+            /** Format: int64 */
+            num: number;
+            to: string;
         };
         /** @description A device to register: its key as a DID, a label, and its consent. */
         RegisterRequest: {
@@ -1070,6 +1924,11 @@ export interface components {
              */
             proof?: string | null;
         };
+        /** @description A relay registered with the co-op. */
+        Relay: {
+            /** @description Where to dial it, `ip:port`. */
+            addr?: string | null;
+        };
         /**
          * @description A relay to register: the node's DID (`icnctl status` on it) and where
          *     to dial it.
@@ -1079,10 +1938,64 @@ export interface components {
             addr: string;
             did: string;
         };
+        /** @description A relay of the co-op: its node's DID and where to dial it. */
+        RelayView: {
+            addr?: string | null;
+            did: components["schemas"]["Did"];
+        };
         /** @description Why a device is revoked. */
         RevokeRequest: {
             /** @description `lost`, `stolen`, `retired` or `emergency`. */
             reason?: string | null;
+        };
+        /**
+         * @description A member's role in a co-op.
+         * @enum {string}
+         */
+        Role: "admin" | "member" | "observer";
+        /** @description Voting rules. */
+        Rules: {
+            /** @description Whether an admin may veto an open proposal. */
+            allow_veto: boolean;
+            /**
+             * Format: int64
+             * @description Approval needed, percent of for + against.
+             */
+            approval_percent: number;
+            /** @description Tally method. */
+            method: components["schemas"]["Method"];
+            /**
+             * Format: int64
+             * @description Participation needed, percent of the weighted membership.
+             */
+            quorum_percent: number;
+            /**
+             * Format: int64
+             * @description Default voting period.
+             */
+            voting_period_seconds: number;
+        };
+        /** @description What a seal covers of its member's entries. */
+        Sealed: {
+            /** @enum {string} */
+            kind: "member";
+        } | {
+            /**
+             * @description The entries one key signed for the member (for a node writing under
+             *     a delegation, the key that signed the delegation): a device's
+             *     revocation.
+             */
+            id: components["schemas"]["Did"];
+            /** @enum {string} */
+            kind: "key";
+        } | {
+            /**
+             * @description The entries a node wrote under one delegation, by the hash of its
+             *     statement ([`SignedDelegation::hash`]): a logout.
+             */
+            id: number[];
+            /** @enum {string} */
+            kind: "delegation";
         };
         /** @description A settlement recorded. */
         SettleAnswer: {
@@ -1127,10 +2040,101 @@ export interface components {
         SubmitRequest: {
             bytes: string;
         };
+        /** @description Weights counted at a close. */
+        Tally: {
+            /**
+             * Format: int64
+             * @description Weight abstaining (counts for quorum only).
+             */
+            abstain: number;
+            /**
+             * Format: int64
+             * @description Weight voting against.
+             */
+            against: number;
+            /**
+             * Format: int64
+             * @description Weight blocking.
+             */
+            block: number;
+            /**
+             * Format: int64
+             * @description Members blocking (consent counts members, not weight).
+             */
+            blockers: number;
+            /**
+             * Format: int64
+             * @description Sum of the weights of the active members.
+             */
+            eligible: number;
+            /**
+             * Format: int64
+             * @description Weight voting for.
+             */
+            for: number;
+        };
+        /** @description A proposal's tally now. */
+        TallyAnswer: {
+            outcome_if_closed_now?: null | components["schemas"]["Outcome"];
+            proposal_id: string;
+            state?: null | components["schemas"]["ProposalState"];
+            tally: components["schemas"]["Tally"];
+        };
+        /** @description A token. */
+        TokenAnswer: {
+            device?: null | components["schemas"]["Did"];
+            did: components["schemas"]["Did"];
+            /** @description RFC 3339. */
+            expires_at: string;
+            /** @description What it may do: `coop:read`, `ledger:write`, … */
+            scopes: string[];
+            /** @description A JWT for `Authorization: Bearer`. */
+            token: string;
+        };
+        /** @description Where a decision stands in the ledger. */
+        TraceView: {
+            decision: components["schemas"]["DecisionView"];
+            /** @description Every entry citing the receipt, in fold order, with its status. */
+            entries: components["schemas"]["EntryView"][];
+            /** @description Whether an entry executing it counts. */
+            executed: boolean;
+            /** @description Why not, when it does not. */
+            reason?: string | null;
+        };
+        /** @description A co-op's trial balance. */
+        TrialBalanceView: {
+            /** @description Every non-zero balance. */
+            accounts: components["schemas"]["BalanceRow"][];
+            /** @description The conflicted entries, in fold order. */
+            conflicted: components["schemas"]["EntryId"][];
+            /** @description The co-op, as the path named it. */
+            coop_id: string;
+            /** @description Entries held. */
+            entries: number;
+            /** @description Each unit's sum over every account, a decimal string: always `0`. */
+            totals: {
+                [key: string]: string;
+            };
+        };
         /** @description A member to name a trusted contact. */
         TrustedContactRequest: {
             /** @description The member's DID. */
             did: string;
+        };
+        /** @description A unit of account. */
+        Unit: {
+            /**
+             * Format: int64
+             * @description Members' credit limit in this unit, over the policy's default.
+             */
+            credit_limit?: number | null;
+            /** @description A name to show, e.g. "hours". */
+            name?: string | null;
+            /**
+             * Format: int64
+             * @description Decimal places of the smallest step.
+             */
+            scale: number;
         };
         /**
          * @description A unit of account: a display name, and its scale (decimal places of the
@@ -1180,8 +2184,8 @@ export interface components {
                 [key: string]: number;
             } | null;
             display_name?: string | null;
-            role?: string | null;
-            status?: string | null;
+            role?: null | components["schemas"]["Role"];
+            status?: null | components["schemas"]["MemberStatus"];
         };
         /**
          * @description The settings to change (admins only). A field this route does not know
@@ -1212,10 +2216,33 @@ export interface components {
             did: string;
             signature: string;
         };
+        /** @description A vote recorded. */
+        VoteAnswer: {
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            at: number;
+            choice: components["schemas"]["Choice"];
+            comment?: string | null;
+            proposal_id: string;
+            voter: components["schemas"]["Did"];
+        };
         /** @description A vote: `for`, `against`, `abstain` or `block`. */
         VoteRequest: {
             choice: string;
             comment?: string | null;
+        };
+        /** @description A member's vote on a proposal. */
+        VoteView: {
+            /**
+             * Format: int64
+             * @description Unix seconds.
+             */
+            at?: number | null;
+            choice: components["schemas"]["Choice"];
+            comment?: string | null;
+            voter: components["schemas"]["Did"];
         };
     };
     responses: never;
@@ -1239,13 +2266,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description `{challenge, expires_at}`: sign the exact challenge string (a delegation statement) with your DID key within 5 minutes */
+            /** @description Sign the exact challenge string (a delegation statement) with your DID key within 5 minutes */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ChallengeAnswer"];
                 };
             };
             /** @description Not a DID, or an unknown scope */
@@ -1289,13 +2316,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `{logged_out: true, seals}`: this token, and every token of its delegation, is refused from now on; with `ledger:write`, a seal of the delegation in each co-op's ledger (`seals`) makes whatever was written under it that this node had not seen count for nothing anywhere */
+            /** @description This token, and every token of its delegation, is refused from now on; with `ledger:write`, a seal of the delegation in each co-op's ledger (`seals`) makes whatever was written under it that this node had not seen count for nothing anywhere */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["LogoutAnswer"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -1340,13 +2376,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description `{token, expires_at, did, scopes}`: a JWT for `Authorization: Bearer` */
+            /** @description A JWT for `Authorization: Bearer` */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TokenAnswer"];
                 };
             };
             /** @description Malformed signature or challenge */
@@ -1389,20 +2425,34 @@ export interface operations {
     };
     list_coops: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The co-ops you belong to */
+            /** @description The co-ops you belong to (or relay), by document id */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_CoopView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -1456,7 +2506,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CoopView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -1533,7 +2583,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CoopView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -1599,7 +2658,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CoopView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -1622,6 +2681,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1664,6 +2732,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Missing, invalid or expired token */
             401: {
                 headers: {
@@ -1675,6 +2752,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1704,7 +2790,12 @@ export interface operations {
     };
     list_applications: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
+            };
             header?: never;
             path: {
                 /** @description The co-op's id, or its document id */
@@ -1714,13 +2805,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Every application made on this node, with its state (admins) */
+            /** @description Every application made on this node, with its state (admins), by DID */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ApplicationView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -1734,6 +2834,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1777,7 +2886,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ApplicationView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -1800,6 +2909,15 @@ export interface operations {
             };
             /** @description Not an invite code of this co-op */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1853,7 +2971,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The applicant's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -1865,7 +2983,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ApplicationView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -1917,7 +3044,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The applicant's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -1929,7 +3056,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ApplicationView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -1943,6 +3079,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1981,7 +3126,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The applicant's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -1993,7 +3138,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
                 };
             };
             /** @description The admission proposal, a draft in the co-op's treasury domain, authored by you: open it, vote and close it (`/v1/gov/proposals/{id}/…`); accepted, an admin's node admits the applicant */
@@ -2002,7 +3147,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2016,6 +3170,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2054,7 +3217,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The applicant's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -2066,7 +3229,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ApplicationView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2080,6 +3252,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2132,7 +3313,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["InviteAnswer"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -2162,6 +3343,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Nothing with that id here */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than the limit */
             413: {
                 headers: {
@@ -2184,7 +3374,12 @@ export interface operations {
     };
     members: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
+            };
             header?: never;
             path: {
                 /** @description The co-op's id, or its document id */
@@ -2194,13 +3389,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Its members */
+            /** @description Its members, removed ones included, by DID */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_Member"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2214,6 +3418,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2257,7 +3470,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Member"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -2280,6 +3493,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2327,7 +3549,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The member's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -2343,7 +3565,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Member"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -2366,6 +3588,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2404,7 +3635,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The member's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -2416,7 +3647,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Member"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2430,6 +3670,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2477,7 +3726,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CoopView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -2500,6 +3749,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2538,7 +3796,12 @@ export interface operations {
     };
     relays: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
+            };
             header?: never;
             path: {
                 /** @description The co-op's id, or its document id */
@@ -2548,13 +3811,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The co-op's registered relays: `[{did, addr}]`. A relay holds the co-op's documents and ledger without being a member. */
+            /** @description The co-op's registered relays, by DID. A relay holds the co-op's documents and ledger without being a member. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_RelayView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2568,6 +3840,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2605,13 +3886,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The relays now (admins only); the node receives the co-op when it next syncs with a member */
+            /** @description The relays now (admins only); the node receives the co-op when it next syncs with a member; all in one page */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_RelayView"];
                 };
             };
             /** @description Not a DID, or no address */
@@ -2634,6 +3915,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2672,19 +3962,28 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The relay's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The relays now (admins only) */
+            /** @description The relays now, all in one page (admins only) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_RelayView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2727,7 +4026,12 @@ export interface operations {
     };
     trusted_contacts: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
+            };
             header?: never;
             path: {
                 /** @description The co-op's id, or its document id */
@@ -2743,7 +4047,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_Did"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2757,6 +4070,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2794,13 +4116,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The trusted contacts now (admins only) */
+            /** @description The trusted contacts now, all in one page (admins only) */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_Did"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -2870,19 +4192,28 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 id: string;
                 /** @description The trusted contact's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The trusted contacts now (admins only) */
+            /** @description The trusted contacts now, all in one page (admins only) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_Did"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -2950,7 +4281,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CoopView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -2973,6 +4304,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3011,11 +4351,16 @@ export interface operations {
     };
     list_devices: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
+            };
             header?: never;
             path: {
                 /** @description The member's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -3027,7 +4372,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_DeviceRow"];
                 };
             };
             /** @description Not a DID */
@@ -3086,7 +4431,7 @@ export interface operations {
             };
             path: {
                 /** @description The member's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -3102,7 +4447,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DevicesAnswer"];
                 };
             };
             /** @description Not a DID, or no valid proof */
@@ -3182,9 +4527,9 @@ export interface operations {
             };
             path: {
                 /** @description The member's DID */
-                did: string;
+                did: components["schemas"]["Did"];
                 /** @description The device's key, `did:icn:…` */
-                device: string;
+                device: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -3201,7 +4546,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DevicesAnswer"];
                 };
             };
             /** @description Not a DID, or no valid reason */
@@ -3266,7 +4611,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description The document id (base58) */
-                doc_id: string;
+                doc_id: components["schemas"]["DocId"];
             };
             cookie?: never;
         };
@@ -3288,6 +4633,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description Missing, invalid or expired token */
             401: {
@@ -3332,6 +4686,10 @@ export interface operations {
             query?: {
                 /** @description Only the domains attached to this co-op (its id or document id). */
                 coop_id?: string;
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -3339,13 +4697,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The governance domains you belong to (attached to `coop_id`, when given) */
+            /** @description The governance domains you belong to (attached to `coop_id`, when given), by document id */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_DomainView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -3399,7 +4766,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DomainView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -3476,7 +4843,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DomainView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -3542,7 +4918,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DomainView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -3565,6 +4941,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3603,7 +4988,12 @@ export interface operations {
     };
     list_members: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
+            };
             header?: never;
             path: {
                 /** @description The domain's id, or its document id */
@@ -3613,13 +5003,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Its members, with roles and weights */
+            /** @description Its members, with roles and weights, by DID */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_DomainMember"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -3633,6 +5032,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3676,7 +5084,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DomainMember"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -3699,6 +5107,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3737,7 +5154,7 @@ export interface operations {
                 /** @description The domain's id, or its document id */
                 id: string;
                 /** @description The member's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -3749,7 +5166,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DomainMember"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -3793,8 +5219,14 @@ export interface operations {
     list_domain_proposals: {
         parameters: {
             query?: {
+                /** @description Only this domain's (its id or document id). */
                 domain_id?: string;
-                state?: string;
+                /** @description Only proposals in this state. */
+                state?: components["schemas"]["ProposalState"];
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
             };
             header?: never;
             path: {
@@ -3811,7 +5243,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ProposalView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -3825,6 +5266,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3868,7 +5318,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -3891,6 +5341,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3921,8 +5380,14 @@ export interface operations {
     list_proposals: {
         parameters: {
             query?: {
+                /** @description Only this domain's (its id or document id). */
                 domain_id?: string;
-                state?: string;
+                /** @description Only proposals in this state. */
+                state?: components["schemas"]["ProposalState"];
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -3936,7 +5401,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ProposalView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -3990,7 +5464,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -4065,7 +5539,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -4134,7 +5617,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -4148,6 +5640,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4203,7 +5704,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -4217,6 +5727,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4276,7 +5795,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ProposalView"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -4299,6 +5818,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4360,7 +5888,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TallyAnswer"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -4374,6 +5911,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4424,7 +5970,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["VoteAnswer"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -4447,6 +5993,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4492,13 +6047,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `{"status": "ok"}`: the gateway is up */
+            /** @description The gateway is up */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Health"];
                 };
             };
         };
@@ -4525,7 +6080,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DevicesAnswer"];
                 };
             };
             /** @description Not a DID, a bad reason, or a voucher that is not you */
@@ -4592,12 +6147,21 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 coop: string;
                 /** @description A member's DID */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not served: use GET /v1/ledger/{coop}/position/{did} */
             404: {
                 headers: {
@@ -4682,6 +6246,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Nothing with that id here */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than the limit */
             413: {
                 headers: {
@@ -4715,6 +6288,10 @@ export interface operations {
         parameters: {
             query?: {
                 decision_hash?: string;
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
             };
             header?: never;
             path: {
@@ -4725,13 +6302,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Entries citing the decision receipt (empty for text proposals) */
+            /** @description Entries citing the decision receipt, in fold order (none for text proposals) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_EntryView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -4745,6 +6331,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4771,7 +6366,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 coop: string;
                 /** @description The entry's id (hex) */
-                id: string;
+                id: components["schemas"]["EntryId"];
             };
             cookie?: never;
         };
@@ -4783,7 +6378,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["EntryDetail"];
                 };
             };
             /** @description Not an entry id */
@@ -4858,7 +6453,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["FreezeAnswer"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -4938,6 +6533,15 @@ export interface operations {
                     "application/json": components["schemas"]["HeadsAnswer"];
                 };
             };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Missing, invalid or expired token */
             401: {
                 headers: {
@@ -4949,6 +6553,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4970,9 +6583,12 @@ export interface operations {
     history: {
         parameters: {
             query?: {
-                account?: string;
-                cursor?: string;
+                /** @description A DID or `treasury` (default: yours). */
+                account?: components["schemas"]["Account"];
+                /** @description Items per page, 1 to 500 (default 100). */
                 limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
             };
             header?: never;
             path: {
@@ -4983,13 +6599,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description A page of entries touching the account, in fold order, and the next cursor */
+            /** @description A page of entries touching the account, in fold order (the cursor is an entry id) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_EntryView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -5003,6 +6628,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5033,6 +6667,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not served: use POST /v1/ledger/{coop}/settle */
             404: {
                 headers: {
@@ -5052,7 +6695,7 @@ export interface operations {
                 /** @description The co-op's id, or its document id */
                 coop: string;
                 /** @description A member's DID, or `treasury` */
-                did: string;
+                did: components["schemas"]["Did"];
             };
             cookie?: never;
         };
@@ -5169,6 +6812,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Nothing with that id here */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than the limit */
             413: {
                 headers: {
@@ -5223,7 +6875,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ConvertAnswer"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -5246,6 +6898,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5300,7 +6961,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TrialBalanceView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -5314,6 +6984,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5355,7 +7034,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModuleAnswer"];
                 };
             };
             /** @description Malformed JSON or invalid fields */
@@ -5517,7 +7196,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/yaml": string;
+                    "application/yaml": unknown;
                 };
             };
         };
@@ -5526,6 +7205,10 @@ export interface operations {
         parameters: {
             query?: {
                 coop_id?: string;
+                /** @description Items per page, 1 to 500 (default 100). */
+                limit?: number;
+                /** @description The `next_cursor` of the page before; absent for the first page. */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -5533,13 +7216,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Decisions (closed proposals of every domain of the co-op; `advisory: true` for a domain other than the treasury domain, whose decisions do not execute) with their receipts, newest first; each has decision_receipt_id */
+            /** @description Decisions (closed proposals of every domain of the co-op; `advisory: true` for a domain other than the treasury domain, whose decisions do not execute) with their receipts, newest first in each co-op; each has decision_receipt_id */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_DecisionView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -5591,7 +7283,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DecisionView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -5652,7 +7353,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TraceView"];
+                };
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, invalid or expired token */
@@ -5711,6 +7421,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A malformed path or query parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description No such co-op */
             404: {
