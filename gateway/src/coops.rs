@@ -120,7 +120,6 @@ async fn list(
                 out.push(view(gw.engine(), &id, &c));
             }
         }
-        out.sort_by_key(|c| c.doc_id.to_string());
         Ok(Json(q.page(out, |c| c.doc_id.to_string())?))
     })
     .await
@@ -137,10 +136,12 @@ enum UnitRequest {
 /// A new co-op: id, name, description, the default credit limit (0) and units (`["hours"]`).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct NewCoopRequest {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$")]
     id: String,
     name: Option<String>,
     #[serde(default)]
     description: String,
+    #[schema(minimum = 0)]
     default_credit_limit: Option<i64>,
     units: Option<Vec<UnitRequest>>,
 }
@@ -201,7 +202,7 @@ async fn create(
     path = "/v1/coops/{id}",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     responses((status = 200, description = "The co-op", body = CoopView), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
 async fn get_coop(
@@ -228,7 +229,6 @@ struct UpdateRequest {
     /// Who approves applications to join (`admin`, the default, or
     /// `proposal`: an accepted membership proposal of the treasury domain)
     /// and whether members who are not admins create invites.
-    #[schema(value_type = Option<Object>)]
     onboarding: Option<OnboardingBody>,
 }
 
@@ -247,7 +247,7 @@ struct OnboardingBody {
     path = "/v1/coops/{id}",
     tag = "coops",
     security(("bearer" = ["coop:write"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = UpdateRequest,
     responses((status = 200, description = "The co-op updated (admins only)", body = CoopView)),
 )]
@@ -300,7 +300,7 @@ async fn update(
     path = "/v1/coops/{id}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     responses((status = 422, description = "A co-op's replicated history cannot be deleted; remove its members", body = crate::ErrorBody)),
 )]
 async fn delete(_: InCoop<CoopAdmin>) -> Result<Json<CoopView>, AppError> {
@@ -314,7 +314,7 @@ async fn delete(_: InCoop<CoopAdmin>) -> Result<Json<CoopView>, AppError> {
     path = "/v1/coops/{id}/members",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), PageQuery),
     responses((status = 200, description = "Its members, removed ones included, by DID", body = Page<coop::Member>)),
 )]
 async fn members(
@@ -344,7 +344,7 @@ struct MemberRequest {
     path = "/v1/coops/{id}/members",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = MemberRequest,
     responses((status = 201, description = "The member added", body = coop::Member), (status = 409, description = "Already a member", body = crate::ErrorBody)),
 )]
@@ -401,7 +401,7 @@ fn member_of(engine: &Engine, id: &DocId, did: &Did) -> Result<coop::Member, App
     path = "/v1/coops/{id}/members/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The member's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The member's DID")),
     request_body = UpdateMemberRequest,
     responses((status = 200, description = "The member updated (role, status, credit_limit: admins; display_name: the member too)", body = coop::Member)),
 )]
@@ -464,7 +464,7 @@ async fn update_member(
     path = "/v1/coops/{id}/members/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The member's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The member's DID")),
     responses((status = 200, description = "The member, removed (a member may remove itself: leave)", body = coop::Member)),
 )]
 async fn remove_member(
@@ -495,7 +495,7 @@ async fn remove_member(
     path = "/v1/coops/{id}/trusted-contacts",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), PageQuery),
     responses((status = 200, description = "The members who may revoke any member's devices in an emergency (`POST /v1/identity/emergency-revoke`)", body = Page<Did>)),
 )]
 async fn trusted_contacts(
@@ -515,6 +515,7 @@ async fn trusted_contacts(
 #[serde(deny_unknown_fields)]
 struct TrustedContactRequest {
     /// The member's DID.
+    #[schema(value_type = icn_schemas::Did)]
     did: String,
 }
 
@@ -523,7 +524,7 @@ struct TrustedContactRequest {
     path = "/v1/coops/{id}/trusted-contacts",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = TrustedContactRequest,
     responses(
         (status = 201, description = "The trusted contacts now, all in one page (admins only)", body = Page<Did>),
@@ -557,7 +558,7 @@ async fn add_trusted_contact(
     path = "/v1/coops/{id}/trusted-contacts/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The trusted contact's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The trusted contact's DID")),
     responses(
         (status = 200, description = "The trusted contacts now, all in one page (admins only)", body = Page<Did>),
         (status = 404, description = "Not a trusted contact", body = crate::ErrorBody),
@@ -601,7 +602,7 @@ struct UnitBody {
     path = "/v1/coops/{id}/units/{unit}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("unit" = String, Path, description = "The unit's id: a-z, 0-9, '-', '_', '.', ':'")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("unit" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,31}$", description = "The unit's id: a-z, 0-9, '-', '_', '.', ':'")),
     request_body = UnitBody,
     responses((status = 200, description = "The co-op, with the unit added or updated (admins only)", body = CoopView), (status = 422, description = "Not a unit id, or a scale out of range", body = crate::ErrorBody)),
 )]
@@ -644,7 +645,7 @@ struct RateBody {
     path = "/v1/coops/{id}/rates/{from}/{to}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("from" = String, Path, description = "The unit paid"), ("to" = String, Path, description = "The unit received")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("from" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,31}$", description = "The unit paid"), ("to" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,31}$", description = "The unit received")),
     request_body = RateBody,
     responses((status = 200, description = "The co-op, with the rate set (admins only): `POST /v1/ledger/{coop}/settle/convert` converts at it", body = CoopView), (status = 422, description = "A unit the policy lacks, the same unit twice, or a rate that is not positive", body = crate::ErrorBody)),
 )]
@@ -678,7 +679,7 @@ async fn put_rate(
     path = "/v1/coops/{id}/relays",
     tag = "coops",
     security(("bearer" = ["coop:read"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), PageQuery),
     responses((status = 200, description = "The co-op's registered relays, by DID. A relay holds the co-op's documents and ledger without being a member.", body = Page<RelayView>)),
 )]
 async fn relays(
@@ -715,8 +716,10 @@ fn relay_list(coop: &Coop) -> Vec<RelayView> {
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RelayBody {
+    #[schema(value_type = icn_schemas::Did)]
     did: String,
     /// `ip:port` or `host:port` of its sync listener.
+    #[schema(pattern = "^\\S+:[0-9]{1,5}$", max_length = 200)]
     addr: String,
 }
 
@@ -725,7 +728,7 @@ struct RelayBody {
     path = "/v1/coops/{id}/relays",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = RelayBody,
     responses((status = 201, description = "The relays now (admins only); the node receives the co-op when it next syncs with a member; all in one page", body = Page<RelayView>), (status = 400, description = "Not a DID, or no address", body = crate::ErrorBody)),
 )]
@@ -758,7 +761,7 @@ async fn add_relay(
     path = "/v1/coops/{id}/relays/{did}",
     tag = "coops",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The relay's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The relay's DID")),
     responses((status = 200, description = "The relays now, all in one page (admins only)", body = Page<RelayView>), (status = 404, description = "Not a relay of the co-op", body = crate::ErrorBody)),
 )]
 async fn remove_relay(

@@ -257,6 +257,7 @@ async fn list(
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct RegisterRequest {
     /// The device's key, `did:icn:…`.
+    #[schema(value_type = icn_schemas::Did)]
     device: String,
     /// A name for it ("Alice's phone").
     label: Option<String>,
@@ -264,6 +265,9 @@ struct RegisterRequest {
     /// `icn-device/v1\n<member DID>`, hex or base64: its consent to act for
     /// the member (`icnctl device proof` prints it). Not needed for the
     /// member's own DID key.
+    #[schema(
+        pattern = "^([0-9a-fA-F]{128}|[A-Za-z0-9+/]{85}[AQgw](==)?|[A-Za-z0-9_-]{85}[AQgw](==)?)$"
+    )]
     proof: Option<String>,
 }
 
@@ -281,7 +285,8 @@ fn decode_signature(text: &str) -> Result<[u8; 64], AppError> {
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered in each co-op that lists the member (`outcomes`), and the member's devices now", body = DevicesAnswer),
-        (status = 400, description = "Not a DID, or no valid proof", body = crate::ErrorBody),
+        (status = 400, description = "Not a DID, or a proof that is not a signature", body = crate::ErrorBody),
+        (status = 422, description = "No proof for a key other than the member's DID key, or a proof that is not the device's signature", body = crate::ErrorBody),
         (status = 403, description = "Neither the member nor an admin", body = crate::ErrorBody),
         (status = 404, description = "No co-op you read lists this member", body = crate::ErrorBody),
         (status = 409, description = "The key was revoked: a revoked key is never added again", body = crate::ErrorBody),
@@ -304,7 +309,7 @@ async fn register(
         (Some(p), _) => Some(decode_signature(p)?),
         (None, true) => None,
         (None, false) => {
-            return Err(AppError::bad_request(
+            return Err(AppError::unprocessable(
                 "proof is required: the device's signature of \"icn-device/v1\\n<member DID>\"",
             ));
         }
@@ -312,7 +317,7 @@ async fn register(
     if let Some(p) = &proof
         && icn_engine::identity::verify(&device, &coop::device_proof_message(&member), p).is_err()
     {
-        return Err(AppError::bad_request(format!(
+        return Err(AppError::unprocessable(format!(
             "proof is not {device}'s signature of \"icn-device/v1\\n{member}\""
         )));
     }
@@ -346,10 +351,10 @@ async fn register(
 }
 
 /// Why a device is revoked.
-#[derive(serde::Deserialize, Default, utoipa::IntoParams, utoipa::ToSchema)]
-#[into_params(parameter_in = Query)]
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
 struct RevokeRequest {
     /// `lost`, `stolen`, `retired` or `emergency`.
+    #[schema(pattern = "^(lost|stolen|retired|emergency)$")]
     reason: Option<String>,
 }
 
@@ -375,7 +380,7 @@ fn reason(given: Option<&str>, default: Option<&str>) -> Result<String, AppError
     params(
         ("did" = Did, Path, description = "The member's DID"),
         ("device" = Did, Path, description = "The device's key, `did:icn:…`"),
-        RevokeRequest,
+        ("reason" = String, Query, pattern = "^(lost|stolen|retired|emergency)$", description = "`lost`, `stolen`, `retired` or `emergency` (or in the body)"),
     ),
     request_body(content = Option<RevokeRequest>, description = "The reason, in the body instead of the query"),
     responses(
@@ -436,10 +441,13 @@ async fn revoke(
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct EmergencyRequest {
     /// The member whose devices are revoked.
+    #[schema(value_type = icn_schemas::Did)]
     target_did: String,
     /// Who vouches: the caller's own DID, if given.
+    #[schema(value_type = Option<icn_schemas::Did>)]
     voucher_did: Option<String>,
     /// `lost`, `stolen`, `retired` or `emergency` (the default).
+    #[schema(pattern = "^(lost|stolen|retired|emergency)$")]
     reason: Option<String>,
 }
 
@@ -451,8 +459,8 @@ struct EmergencyRequest {
     request_body = EmergencyRequest,
     responses(
         (status = 200, description = "Every device of the member revoked, its DID key included, in each co-op where you are an admin or a trusted contact (`outcomes`): the member acts nowhere until an admin registers a new key for it", body = DevicesAnswer),
-        (status = 400, description = "Not a DID, a bad reason, or a voucher that is not you", body = crate::ErrorBody),
-        (status = 403, description = "Neither an admin nor a trusted contact of any co-op listing the member", body = crate::ErrorBody),
+        (status = 400, description = "Not a DID, or a bad reason", body = crate::ErrorBody),
+        (status = 403, description = "Neither an admin nor a trusted contact of any co-op listing the member, or a voucher that is not you", body = crate::ErrorBody),
         (status = 404, description = "No co-op you read lists the member", body = crate::ErrorBody),
     ),
 )]
@@ -466,8 +474,8 @@ async fn emergency_revoke(
     if let Some(voucher) = &req.voucher_did
         && parse_did(voucher)? != auth.did
     {
-        return Err(AppError::bad_request(
-            "voucher_did is the caller: log in as the trusted contact or admin who vouches",
+        return Err(AppError::forbidden(
+            "voucher_did is not the caller: log in as the trusted contact or admin who vouches",
         ));
     }
     let reason = reason(req.reason.as_deref(), Some("emergency"))?;

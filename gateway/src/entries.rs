@@ -30,7 +30,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     path = "/v1/ledger/{coop}/heads",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     responses((status = 200, description = "What a new entry cites: `coop_heads` (the co-op document's heads) and `ledger_heads` (the ledger's, its parents), each a sorted list of 64-hex hashes", body = HeadsAnswer)),
 )]
 async fn heads(
@@ -74,7 +74,7 @@ struct SubmitRequest {
     path = "/v1/ledger/{coop}/entries",
     tag = "ledger",
     security(("bearer" = ["ledger:write"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = SubmitRequest,
     responses(
         (status = 201, description = "Stored and counted: `{entry_id, status}`", body = SubmitAnswer),

@@ -360,7 +360,6 @@ async fn list_domains(
                 out.push(domain_view(&gw, &id, &d));
             }
         }
-        out.sort_by_key(|d| d.doc_id.to_string());
         Ok(Json(q.page(out, |d| d.doc_id.to_string())?))
     })
     .await
@@ -381,7 +380,6 @@ struct UpdateDomainRequest {
     #[schema(minimum = 1, maximum = 31622400)]
     voting_period_seconds: Option<i64>,
     /// `{"kind": "simple_majority" | "supermajority" (threshold) | "consent" (max_blocks) | "unanimous" | "wasm" (module)}`.
-    #[schema(value_type = Option<Object>)]
     method: Option<Method>,
     allow_veto: Option<bool>,
 }
@@ -391,7 +389,7 @@ struct UpdateDomainRequest {
     path = "/v1/gov/domains/{id}",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The domain's id, or its document id")),
     request_body = UpdateDomainRequest,
     responses((status = 200, description = "The domain with its rules changed (admins only); proposals open now keep the schedule they opened with", body = DomainView), (status = 422, description = "A value out of range", body = crate::ErrorBody)),
 )]
@@ -432,7 +430,7 @@ async fn update_domain(
     operation_id = "remove_domain_member",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id"), ("did" = Did, Path, description = "The member's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The domain's id, or its document id"), ("did" = Did, Path, description = "The member's DID")),
     responses((status = 200, description = "The member, removed (admins; a member may remove itself: leave). The last active admin stays.", body = domain::DomainMember), (status = 404, description = "Not a member of the domain", body = crate::ErrorBody)),
 )]
 async fn remove_member(
@@ -459,7 +457,7 @@ async fn remove_member(
     path = "/v1/gov/proposals/{id}/cancel",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$", description = "The proposal's id"), ProposalIn),
     responses((status = 200, description = "The proposal, cancelled (its author only, while a draft or open)", body = ProposalView), (status = 422, description = "Neither a draft nor open", body = crate::ErrorBody)),
 )]
 async fn cancel_proposal(
@@ -482,13 +480,16 @@ async fn cancel_proposal(
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 enum MemberRequest {
+    #[schema(value_type = Did)]
     Did(String),
     Full {
+        #[schema(value_type = Did)]
         did: String,
         /// `admin` or `member` (default).
-        #[schema(value_type = Option<String>)]
+        #[schema(value_type = Option<DomainRole>)]
         role: Option<DomainRole>,
         /// Vote weight (default 1).
+        #[schema(minimum = 0)]
         weight: Option<i64>,
     },
 }
@@ -509,16 +510,24 @@ impl MemberRequest {
 /// A new governance domain: a profile's rules, with overrides.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct NewDomainRequest {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$")]
     id: String,
     name: Option<String>,
+    /// The rules to start from (docs/governance.md).
+    #[schema(pattern = "^(cooperative_default|working_group|supermajority|consensus|unanimous)$")]
     profile: Option<String>,
+    /// The co-op to attach it to (its id or document id).
+    #[schema(pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$")]
     coop_id: Option<String>,
+    #[schema(minimum = 0, maximum = 100)]
     quorum_percent: Option<i64>,
+    #[schema(minimum = 0, maximum = 100)]
     approval_percent: Option<i64>,
+    #[schema(minimum = 1, maximum = 366)]
     voting_period_days: Option<i64>,
+    #[schema(minimum = 1, maximum = 31622400)]
     voting_period_seconds: Option<i64>,
     /// `{"kind": "simple_majority" | "supermajority" (threshold) | "consent" (max_blocks) | "unanimous" | "wasm" (module)}`.
-    #[schema(value_type = Option<Object>)]
     method: Option<Method>,
     allow_veto: Option<bool>,
     #[serde(default)]
@@ -531,7 +540,7 @@ struct NewDomainRequest {
     tag = "governance",
     security(("bearer" = ["gov:write"])),
     request_body = NewDomainRequest,
-    responses((status = 201, description = "The domain; you are its first admin", body = DomainView), (status = 409, description = "A domain with this id exists", body = crate::ErrorBody)),
+    responses((status = 201, description = "The domain; you are its first admin", body = DomainView), (status = 404, description = "No such co-op (`coop_id`)", body = crate::ErrorBody), (status = 409, description = "A domain with this id exists", body = crate::ErrorBody)),
 )]
 async fn create_domain(
     State(gw): State<Gateway>,
@@ -630,7 +639,7 @@ async fn create_domain(
     path = "/v1/gov/domains/{id}",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The domain's id, or its document id")),
     responses((status = 200, description = "The domain", body = DomainView), (status = 404, description = "No such domain", body = crate::ErrorBody)),
 )]
 async fn get_domain(
@@ -650,7 +659,7 @@ async fn get_domain(
     path = "/v1/gov/domains/{id}/members",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id"), PageQuery),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The domain's id, or its document id"), PageQuery),
     responses((status = 200, description = "Its members, with roles and weights, by DID", body = Page<domain::DomainMember>)),
 )]
 async fn list_members(
@@ -672,7 +681,7 @@ async fn list_members(
     operation_id = "add_domain_member",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The domain's id, or its document id")),
     request_body = MemberRequest,
     responses((status = 201, description = "The member added (admins only)", body = domain::DomainMember)),
 )]
@@ -714,7 +723,7 @@ struct ProposalFilter {
     state: Option<String>,
 }
 
-/// The proposals of `domains`, by domain document id then proposal id.
+/// The proposals of `domains` in `state`.
 fn proposals_of(
     gw: &Gateway,
     domains: &[DocId],
@@ -730,7 +739,6 @@ fn proposals_of(
             }
         }
     }
-    out.sort_by_key(proposal_key);
     out
 }
 
@@ -786,7 +794,7 @@ async fn list_proposals(
     path = "/v1/gov/domains/{id}/proposals",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id"), ProposalFilter, PageQuery),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The domain's id, or its document id"), ProposalFilter, PageQuery),
     responses((status = 200, description = "The domain's proposals", body = Page<ProposalView>)),
 )]
 async fn list_domain_proposals(
@@ -807,13 +815,16 @@ async fn list_domain_proposals(
 /// A new proposal: a `payload` (`{"type": "text", "body"}`, `budget`, `membership`, `config_change`, `freeze`, `unfreeze`), or `kind: "text"` with the description as its body.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct NewProposalRequest {
-    domain_id: Option<String>,
+    /// Unique within the domain (the gateway picks `prop-…` when absent).
+    #[schema(pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$")]
     id: Option<String>,
     title: String,
     #[serde(default)]
     description: String,
-    #[schema(value_type = Option<Object>)]
     payload: Option<Payload>,
+    /// `text`: a text proposal whose body is the description (the default
+    /// without a payload).
+    #[schema(pattern = "^text$")]
     kind: Option<String>,
 }
 
@@ -822,20 +833,15 @@ struct NewProposalRequest {
     path = "/v1/gov/proposals",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    request_body = NewProposalRequest,
-    responses((status = 201, description = "The proposal, a draft", body = ProposalView)),
+    request_body = NewProposalInDomain,
+    responses((status = 201, description = "The proposal, a draft", body = ProposalView), (status = 404, description = "No such domain (`domain_id`)", body = crate::ErrorBody)),
 )]
 async fn create_proposal(
     State(gw): State<Gateway>,
     auth: Auth,
-    Body(req): Body<NewProposalRequest>,
+    Body(req): Body<NewProposalInDomain>,
 ) -> Result<(StatusCode, Json<ProposalView>), AppError> {
-    let Some(domain) = req.domain_id.clone() else {
-        return Err(AppError::bad_request(
-            "domain_id is required (or POST /v1/gov/domains/{id}/proposals)",
-        ));
-    };
-    new_proposal(gw, auth, domain, req).await
+    new_proposal(gw, auth, req.domain_id, req.proposal).await
 }
 
 #[utoipa::path(
@@ -843,7 +849,7 @@ async fn create_proposal(
     path = "/v1/gov/domains/{id}/proposals",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The domain's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The domain's id, or its document id")),
     request_body = NewProposalRequest,
     responses((status = 201, description = "The proposal, a draft", body = ProposalView)),
 )]
@@ -854,6 +860,16 @@ async fn create_domain_proposal(
     Body(req): Body<NewProposalRequest>,
 ) -> Result<(StatusCode, Json<ProposalView>), AppError> {
     new_proposal(gw, auth, key, req).await
+}
+
+/// A new proposal, in the domain it names.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+struct NewProposalInDomain {
+    /// The domain's id or document id.
+    #[schema(pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$")]
+    domain_id: String,
+    #[serde(flatten)]
+    proposal: NewProposalRequest,
 }
 
 async fn new_proposal(
@@ -914,7 +930,7 @@ async fn new_proposal(
     path = "/v1/gov/proposals/{id}",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$", description = "The proposal's id"), ProposalIn),
     responses((status = 200, description = "The proposal, its votes and outcome", body = ProposalView), (status = 404, description = "No such proposal", body = crate::ErrorBody)),
 )]
 async fn get_proposal(
@@ -934,6 +950,7 @@ async fn get_proposal(
 /// How long voting lasts; the domain's voting period when absent. The body may be empty.
 #[derive(serde::Deserialize, Default, utoipa::ToSchema)]
 struct OpenRequest {
+    #[schema(minimum = 1, maximum = 31622400)]
     voting_period_seconds: Option<i64>,
 }
 
@@ -942,7 +959,7 @@ struct OpenRequest {
     path = "/v1/gov/proposals/{id}/open",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$", description = "The proposal's id"), ProposalIn),
     request_body = Option<OpenRequest>,
     responses((status = 200, description = "The proposal, open (its author only)", body = ProposalView), (status = 422, description = "Not a draft", body = crate::ErrorBody)),
 )]
@@ -974,6 +991,7 @@ async fn open_proposal(
 /// A vote: `for`, `against`, `abstain` or `block`.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct VoteRequest {
+    #[schema(value_type = Choice)]
     choice: String,
     comment: Option<String>,
 }
@@ -983,7 +1001,7 @@ struct VoteRequest {
     path = "/v1/gov/proposals/{id}/vote",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$", description = "The proposal's id"), ProposalIn),
     request_body = VoteRequest,
     responses((status = 200, description = "The vote recorded (it may be changed while open)", body = VoteAnswer), (status = 422, description = "Not open", body = crate::ErrorBody)),
 )]
@@ -1030,7 +1048,7 @@ async fn vote(
     path = "/v1/gov/proposals/{id}/vote",
     tag = "governance",
     security(("bearer" = ["gov:read"])),
-    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$", description = "The proposal's id"), ProposalIn),
     responses((status = 200, description = "The tally now, and the outcome a close now would record", body = TallyAnswer)),
 )]
 async fn tally(
@@ -1062,7 +1080,7 @@ async fn tally(
     path = "/v1/gov/proposals/{id}/close",
     tag = "governance",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The proposal's id"), ProposalIn),
+    params(("id" = String, Path, pattern = "^[a-z0-9][a-z0-9._:-]{0,63}$", description = "The proposal's id"), ProposalIn),
     responses((status = 200, description = "The proposal closed: state, outcome, tally, decision_receipt_id", body = ProposalView), (status = 422, description = "Not open", body = crate::ErrorBody)),
 )]
 async fn close_proposal(

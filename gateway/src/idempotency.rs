@@ -65,7 +65,11 @@ pub(crate) async fn layer(State(gw): State<Gateway>, req: Request, next: Next) -
     let Some(key) = req.headers().get(HEADER).cloned() else {
         return next.run(req).await;
     };
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        // Reads, and methods no route takes (which answer 405).
         return next.run(req).await;
     }
     let key = match key.to_str() {

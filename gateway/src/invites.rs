@@ -207,7 +207,7 @@ struct InviteRequest {
     path = "/v1/coops/{id}/invites",
     tag = "onboarding",
     security(("bearer" = ["coop:write"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = Option<InviteRequest>,
     responses(
         (status = 201, description = "`{code, expires_at, role, credit_limit}`: give the code to the person joining; it works once, until it expires. Admins (with `coop:admin`) invite; members too when the policy's `onboarding.member_invites` is on, for the roles member and observer, without a credit limit of their choosing", body = InviteAnswer),
@@ -299,7 +299,7 @@ struct ApplyRequest {
     path = "/v1/coops/{id}/applications",
     tag = "onboarding",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = ApplyRequest,
     responses(
         (status = 201, description = "Your application, pending until an admin approves it; you need not be a member (any DID's token applies)", body = ApplicationView),
@@ -420,7 +420,7 @@ fn decide(
     path = "/v1/coops/{id}/applications/{did}",
     tag = "onboarding",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
     responses((status = 200, description = "The application and its state: pending, approved or rejected (the applicant, or an admin)", body = ApplicationView), (status = 404, description = "No application of this DID here", body = crate::ErrorBody)),
 )]
 async fn application(
@@ -452,7 +452,7 @@ async fn application(
     path = "/v1/coops/{id}/applications",
     tag = "onboarding",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), PageQuery),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), PageQuery),
     responses((status = 200, description = "Every application made on this node, with its state (admins), by DID", body = Page<ApplicationView>)),
 )]
 async fn list_applications(
@@ -469,7 +469,6 @@ async fn list_applications(
         for bytes in gw.engine().store().applications(&c.id)? {
             out.push(application_view(&gw, &c.id, &c.key, &decode(&bytes)?));
         }
-        out.sort_by(|a, b| a.did.cmp(&b.did));
         Ok(Json(q.page(out, |a| a.did.clone())?))
     })
     .await
@@ -480,7 +479,7 @@ async fn list_applications(
     path = "/v1/coops/{id}/applications/{did}/approve",
     tag = "onboarding",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
     responses((status = 200, description = "The applicant is a member now, with the invite's role and credit limit, and its DID key as its first device (admins)", body = ApplicationView), (status = 409, description = "Not pending, or the co-op admits members by proposal", body = crate::ErrorBody)),
 )]
 async fn approve(
@@ -517,7 +516,7 @@ async fn approve(
     path = "/v1/coops/{id}/applications/{did}/propose",
     tag = "onboarding",
     security(("bearer" = ["gov:write"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
     responses(
         (status = 201, description = "The admission proposal, a draft in the co-op's treasury domain, authored by you: open it, vote and close it (`/v1/gov/proposals/{id}/…`); accepted, an admin's node admits the applicant", body = crate::gov::ProposalView),
         (status = 200, description = "The admission proposal made before", body = crate::gov::ProposalView),
@@ -588,7 +587,7 @@ async fn propose(
     path = "/v1/coops/{id}/applications/{did}/reject",
     tag = "onboarding",
     security(("bearer" = ["coop:admin"])),
-    params(("id" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
+    params(("id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "The applicant's DID")),
     responses((status = 200, description = "The application, rejected (admins)", body = ApplicationView), (status = 409, description = "Not pending", body = crate::ErrorBody)),
 )]
 async fn reject(

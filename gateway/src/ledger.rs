@@ -38,7 +38,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
     get,
     path = "/v1/ledger/{coop}/balance/{did}",
     tag = "ledger (legacy, not served)",
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "A member's DID")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "A member's DID")),
     responses((status = 404, description = "Not served: use GET /v1/ledger/{coop}/position/{did}", body = crate::ErrorBody)),
 )]
 /// The payment-rail vocabulary is not served (API directory, ADR-0006).
@@ -52,7 +52,7 @@ async fn legacy_balance() -> AppError {
     post,
     path = "/v1/ledger/{coop}/payment",
     tag = "ledger (legacy, not served)",
-    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     responses((status = 404, description = "Not served: use POST /v1/ledger/{coop}/settle", body = crate::ErrorBody)),
 )]
 /// The payment-rail vocabulary is not served (API directory, ADR-0006).
@@ -72,7 +72,7 @@ pub(crate) fn coop_for(gw: &Gateway, auth: &Auth, key: &str) -> Result<DocId, Ap
     path = "/v1/ledger/{coop}/position/{did}",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "A member's DID, or `treasury`")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("did" = icn_schemas::Did, Path, description = "A member's DID, or `treasury`")),
     responses((status = 200, description = "Net position in every unit: balance, credit limit, reserved, available (for `treasury`: its balance in every unit)", body = PositionAnswer), (status = 400, description = "Neither a DID nor `treasury`", body = crate::ErrorBody), (status = 404, description = "No such co-op", body = crate::ErrorBody)),
 )]
 async fn position(
@@ -202,7 +202,7 @@ struct ConvertAnswer {
     path = "/v1/ledger/{coop}/entries/{id}",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), ("id" = EntryId, Path, description = "The entry's id (hex)")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), ("id" = EntryId, Path, description = "The entry's id (hex)")),
     responses((status = 200, description = "The entry and its status (applied, or conflicted with the reason), and its canonical encoding in hex", body = EntryDetail), (status = 400, description = "Not an entry id", body = crate::ErrorBody), (status = 404, description = "Not held here", body = crate::ErrorBody)),
 )]
 async fn entry(
@@ -234,7 +234,7 @@ async fn entry(
     path = "/v1/ledger/{coop}/trial-balance",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     responses((status = 200, description = "Every non-zero balance by account and unit, each unit's total (always 0), the number of entries, and the conflicted ones", body = TrialBalanceView)),
 )]
 async fn trial_balance(
@@ -271,9 +271,13 @@ async fn trial_balance(
 /// A settlement: `amount` of `unit` from you (`from`, if given, must be your DID) to `to`.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct SettleRequest {
+    #[schema(value_type = Option<icn_schemas::Did>)]
     from: Option<String>,
+    #[schema(value_type = icn_schemas::Did)]
     to: String,
+    #[schema(minimum = 1)]
     amount: i64,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._:-]{0,31}$")]
     unit: String,
     #[serde(default)]
     memo: String,
@@ -296,7 +300,7 @@ fn own_account(auth: &Auth, from: Option<&str>) -> Result<(), AppError> {
     path = "/v1/ledger/{coop}/settle",
     tag = "ledger",
     security(("bearer" = ["ledger:write"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = SettleRequest,
     responses((status = 201, description = "The entry recorded, with its status", body = SettleAnswer), (status = 400, description = "Malformed: a DID that does not parse, a missing field", body = crate::ErrorBody), (status = 403, description = "Not your account, or not a member", body = crate::ErrorBody), (status = 422, description = "Beyond the credit limit, an unknown unit, a frozen account", body = crate::ErrorBody)),
 )]
@@ -335,6 +339,7 @@ async fn settle(
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FreezeRequest {
+    #[schema(value_type = icn_schemas::Did)]
     did: String,
     #[serde(default = "yes")]
     frozen: bool,
@@ -349,7 +354,7 @@ fn yes() -> bool {
     path = "/v1/ledger/{coop}/freeze",
     tag = "ledger",
     security(("bearer" = ["ledger:write", "coop:admin"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = FreezeRequest,
     responses((status = 201, description = "The freeze (or unfreeze) entry, with its status (admins only): from its place on, entries touching the account are conflicted, and debits it had not seen that sort before it are sealed", body = FreezeAnswer), (status = 404, description = "Not a member of the co-op", body = crate::ErrorBody)),
 )]
@@ -388,10 +393,15 @@ async fn freeze(
 /// A cross-unit settlement: `amount` of `from_unit` from you, its value in `to_unit` to `to` (yourself when absent).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct ConvertRequest {
+    #[schema(value_type = Option<icn_schemas::Did>)]
     from: Option<String>,
+    #[schema(value_type = Option<icn_schemas::Did>)]
     to: Option<String>,
+    #[schema(minimum = 1)]
     amount: i64,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._:-]{0,31}$")]
     from_unit: String,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._:-]{0,31}$")]
     to_unit: String,
     #[serde(default)]
     memo: String,
@@ -402,7 +412,7 @@ struct ConvertRequest {
     path = "/v1/ledger/{coop}/settle/convert",
     tag = "ledger",
     security(("bearer" = ["ledger:write"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     request_body = ConvertRequest,
     responses((status = 201, description = "The entry recorded, at the policy's rate", body = ConvertAnswer), (status = 422, description = "No rate, a fractional result, beyond the credit limit", body = crate::ErrorBody)),
 )]
@@ -453,7 +463,7 @@ struct HistoryQuery {
     path = "/v1/ledger/{coop}/history",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), HistoryQuery, PageQuery),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), HistoryQuery, PageQuery),
     responses((status = 200, description = "A page of entries touching the account, in fold order (the cursor is an entry id)", body = Page<EntryView>)),
 )]
 async fn history(
@@ -491,7 +501,7 @@ async fn history(
 #[into_params(parameter_in = Query)]
 struct DecisionQuery {
     #[param(pattern = "^[0-9a-f]{64}$")]
-    decision_hash: Option<String>,
+    decision_hash: String,
 }
 
 pub(crate) fn parse_hash(text: &str) -> Result<[u8; 32], AppError> {
@@ -508,7 +518,7 @@ pub(crate) fn parse_hash(text: &str) -> Result<[u8; 32], AppError> {
     path = "/v1/ledger/{coop}/entries/by-decision",
     tag = "ledger",
     security(("bearer" = ["ledger:read"])),
-    params(("coop" = String, Path, description = "The co-op's id, or its document id"), DecisionQuery, PageQuery),
+    params(("coop" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id"), DecisionQuery, PageQuery),
     responses((status = 200, description = "Entries citing the decision receipt, in fold order (none for text proposals)", body = Page<EntryView>)),
 )]
 async fn by_decision(
@@ -517,11 +527,7 @@ async fn by_decision(
     Query(q): Query<DecisionQuery>,
     Query(page): Query<PageQuery>,
 ) -> Result<Json<Page<EntryView>>, AppError> {
-    let hash = q
-        .decision_hash
-        .as_deref()
-        .ok_or_else(|| AppError::bad_request("the decision_hash query parameter is required"))
-        .and_then(parse_hash)?;
+    let hash = parse_hash(&q.decision_hash)?;
     blocking(move || {
         let items = gw.engine().entries_by_decision(&c.id, &hash)?;
         Ok(Json(

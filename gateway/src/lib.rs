@@ -29,6 +29,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::{Json, Router};
 use icn_engine::{Engine, Keypair, Signer};
 use icn_schemas::{Did, DocId, Scope, SignedDelegation};
+use serde::Deserialize as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -161,6 +162,12 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let (routes, _) = api();
         let api = routes
+            // Only where a route takes the method: another method answers
+            // 405 whatever Idempotency-Key it carries.
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                idempotency::layer,
+            ))
             .fallback(|| async {
                 AppError::not_found("no such route; the routes are listed at /v1/openapi.json")
             })
@@ -170,10 +177,6 @@ impl Gateway {
                     "this route does not take that method; see /v1/openapi.json",
                 )
             })
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                idempotency::layer,
-            ))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.inner.config.body_limit,
             ))
@@ -269,7 +272,8 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .min_length(Some(1))
-                    .max_length(Some(255)),
+                    .max_length(Some(255))
+                    .pattern(Some("^[!-~]{1,255}$")),
             ))
             .build()
     };
@@ -283,6 +287,12 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
                 op.parameters
                     .get_or_insert_with(Vec::new)
                     .push(idempotency());
+                op.responses
+                    .responses
+                    .entry("422".to_owned())
+                    .or_insert_with(|| {
+                        error("The Idempotency-Key was used for another request").into()
+                    });
             }
         }
         for op in [
@@ -308,7 +318,12 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
             if has_params || names_something {
                 add("400", "A malformed path or query parameter");
             }
-            if names_something {
+            let names_by_query = op
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| p.parameter_in == ParameterIn::Query && p.name.ends_with("_id"));
+            if names_something || names_by_query {
                 add("404", "Nothing with that id here");
             }
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
@@ -444,18 +459,51 @@ struct LogoutAnswer {
 }
 
 /// A JSON body whose errors answer in the API's shape.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(AppError))]
 pub(crate) struct Body<T>(pub(crate) T);
 
-/// A JSON body that may be empty (then the defaults).
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        let Json(value) = Json::<serde_json::Value>::from_request(req, state).await?;
+        T::deserialize(integral(value))
+            .map(Body)
+            .map_err(|e| AppError::bad_request(format!("the body is not the JSON expected: {e}")))
+    }
+}
+
+/// `value` with every number that is a whole number within 64 bits as an
+/// integer: JSON does not tell `1` from `1.0`, and a client (or JSON
+/// Schema) may write either; `1.5` stays a fraction and is refused where an
+/// integer is wanted.
+fn integral(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
+                Value::from(f as i64)
+            }
+            _ => Value::Number(n),
+        },
+        Value::Array(items) => Value::Array(items.into_iter().map(integral).collect()),
+        Value::Object(fields) => {
+            Value::Object(fields.into_iter().map(|(k, v)| (k, integral(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// A JSON body that may be empty or `null` (then the defaults).
 pub(crate) fn optional_json<T: Default + serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, AppError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| AppError::bad_request(format!("the body is not JSON: {e}")))?;
+    Option::<T>::deserialize(integral(value))
+        .map(Option::unwrap_or_default)
         .map_err(|e| AppError::bad_request(format!("the body is not the JSON expected: {e}")))
 }
 
@@ -632,10 +680,35 @@ const DELEGATION_CACHE: usize = 10_000;
 /// scopes wanted (default: all; a device's token has no `gov:write`).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct ChallengeRequest {
+    #[schema(value_type = icn_schemas::Did)]
     did: String,
+    /// The device key that will sign, when not the DID key.
+    #[schema(value_type = Option<icn_schemas::Did>)]
     device: Option<String>,
+    /// The scopes to ask for (default: all).
     #[serde(default)]
+    #[schema(value_type = Vec<ScopeName>)]
     scopes: Vec<String>,
+}
+
+/// A scope a token may carry.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // only its schema is used: requests parse scopes with `Scope`
+enum ScopeName {
+    #[schema(rename = "coop:read")]
+    CoopRead,
+    #[schema(rename = "coop:write")]
+    CoopWrite,
+    #[schema(rename = "coop:admin")]
+    CoopAdmin,
+    #[schema(rename = "gov:read")]
+    GovRead,
+    #[schema(rename = "gov:write")]
+    GovWrite,
+    #[schema(rename = "ledger:read")]
+    LedgerRead,
+    #[schema(rename = "ledger:write")]
+    LedgerWrite,
 }
 
 /// The client's IP address, when the server knows it (`icnd` serves with
@@ -673,7 +746,7 @@ impl Gateway {
     path = "/v1/auth/challenge",
     tag = "auth",
     request_body = ChallengeRequest,
-    responses((status = 200, description = "Sign the exact challenge string (a delegation statement) with your DID key within 5 minutes", body = ChallengeAnswer), (status = 400, description = "Not a DID, or an unknown scope", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
+    responses((status = 200, description = "Sign the exact challenge string (a delegation statement) with your DID key within 5 minutes", body = ChallengeAnswer), (status = 400, description = "Not a DID, or an unknown scope", body = crate::ErrorBody), (status = 422, description = "`gov:write` asked for a device's token", body = crate::ErrorBody), (status = 429, description = "Too many from this address; see Retry-After", body = crate::ErrorBody)),
 )]
 async fn auth_challenge(
     axum::extract::State(gw): axum::extract::State<Gateway>,
@@ -689,7 +762,7 @@ async fn auth_challenge(
         // Domains list members, not devices: a device's delegation cannot be
         // checked there, so it writes no governance documents.
         if !req.scopes.is_empty() && scopes.contains(&Scope::GovWrite) {
-            return Err(AppError::bad_request(
+            return Err(AppError::unprocessable(
                 "a device's token has no gov:write yet: vote with the member's DID key",
             ));
         }
@@ -706,8 +779,12 @@ async fn auth_challenge(
 /// The challenge, and your signature of it: base64 (padded or not) or hex.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 struct VerifyRequest {
+    #[schema(value_type = icn_schemas::Did)]
     did: String,
+    #[schema(min_length = 1)]
     challenge: String,
+    /// 64 bytes: base64 (padded or not, standard or URL-safe) or hex.
+    #[schema(min_length = 1)]
     signature: String,
 }
 

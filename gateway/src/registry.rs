@@ -115,11 +115,15 @@ async fn list(
                 out.push(view(&gw, &coop, &d));
             }
         }
-        Ok(Json(page.page(out, |d| {
-            format!("{}/{}", d.coop_doc_id, d.decision_receipt_id)
-        })?))
+        Ok(Json(page.page(out, decision_key)?))
     })
     .await
+}
+
+/// A decision's place in the list: by co-op, then newest close first.
+fn decision_key(d: &DecisionView) -> String {
+    let age = i64::MAX.saturating_sub(d.closed_at.max(0));
+    format!("{}/{age:020}/{}", d.coop_doc_id, d.decision_receipt_id)
 }
 
 /// The co-op whose registry holds decision `hash`.

@@ -179,8 +179,13 @@ pub(crate) struct PageQuery {
 }
 
 impl PageQuery {
-    /// The page size asked for, or 400.
+    /// The page size asked for, or 400 (so is an empty cursor).
     pub(crate) fn limit(&self) -> Result<usize, AppError> {
+        if self.cursor.as_deref() == Some("") {
+            return Err(AppError::bad_request(
+                "cursor: the next_cursor of the page before, not empty",
+            ));
+        }
         match self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
@@ -190,35 +195,30 @@ impl PageQuery {
         }
     }
 
-    /// The page of `items` (already in the list's order) after the cursor,
-    /// each item named by `key`, a string unique in the list: a cursor is
-    /// the key of the last item of the page before. A cursor naming no item
-    /// is refused (400) rather than read as the start.
+    /// The page of `items` after the cursor, in the order of their keys
+    /// (`key`: a string unique in the list). A cursor is the key of the last
+    /// item of the page before, and the next page starts after it wherever
+    /// it falls: an item added or removed meanwhile moves no other item
+    /// across the cursor, and a cursor naming no item is a place all the
+    /// same.
     pub(crate) fn page<T>(
         &self,
         items: Vec<T>,
         key: impl Fn(&T) -> String,
     ) -> Result<Page<T>, AppError> {
         let limit = self.limit()?;
-        let start = match &self.cursor {
-            None => 0,
-            Some(cursor) => {
-                items
-                    .iter()
-                    .position(|item| key(item) == *cursor)
-                    .ok_or_else(|| {
-                        AppError::bad_request(format!(
-                            "{cursor:?} is not a cursor of this list (the list changed, or the cursor is of another list)"
-                        ))
-                    })?
-                    + 1
-            }
+        let mut keyed: Vec<(String, T)> =
+            items.into_iter().map(|item| (key(&item), item)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let after = |k: &str| self.cursor.as_deref().is_none_or(|c| k > c);
+        let mut rest = keyed.into_iter().filter(|(k, _)| after(k));
+        let page: Vec<(String, T)> = rest.by_ref().take(limit).collect();
+        let next_cursor = match rest.next() {
+            Some(_) => page.last().map(|(k, _)| k.clone()),
+            None => None,
         };
-        let rest = items.len().saturating_sub(start);
-        let page: Vec<T> = items.into_iter().skip(start).take(limit).collect();
-        let next_cursor = (rest > limit).then(|| page.last().map(&key)).flatten();
         Ok(Page {
-            items: page,
+            items: page.into_iter().map(|(_, item)| item).collect(),
             next_cursor,
         })
     }
@@ -263,7 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_limits_and_unknown_cursors_are_refused() {
+    fn bad_limits_are_refused() {
         for limit in [0, MAX_PAGE + 1] {
             assert!(
                 query(Some(limit), None)
@@ -271,10 +271,15 @@ mod tests {
                     .is_err()
             );
         }
-        assert!(
-            query(None, Some("9"))
-                .page(vec![1u32], u32::to_string)
-                .is_err()
-        );
+    }
+
+    #[test]
+    fn a_cursor_is_a_place_even_when_its_item_is_gone() {
+        // The page before ended at "b", which was removed since.
+        let page = query(Some(2), Some("b"))
+            .page(vec!["d", "a", "c", "e"], |s| s.to_string())
+            .expect("a page");
+        assert_eq!(page.items, vec!["c", "d"]);
+        assert_eq!(page.next_cursor.as_deref(), Some("d"));
     }
 }

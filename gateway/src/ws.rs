@@ -41,7 +41,7 @@ const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
     get,
     path = "/v1/ws/{coop_id}",
     tag = "events",
-    params(("coop_id" = String, Path, description = "The co-op's id, or its document id")),
+    params(("coop_id" = String, Path, pattern = "^([a-z0-9][a-z0-9._:-]{0,63}|[1-9A-HJ-NP-Za-km-z]{32,44})$", description = "The co-op's id, or its document id")),
     responses((status = 101, description = "WebSocket: send {\"type\": \"Auth\", \"token\"}; receive AuthOk or AuthError, then Event {seq, event, at, data}; send {\"type\": \"Backfill\", \"after_seq\"} for logged events, answered by BackfillDone. Events: SettlementCreated, LedgerEntryRecorded, EntryStatusChanged (an entry's status changed after the fact), MemberAdded, MemberRemoved, RoleUpdated, SettingsUpdated, GovernanceDomainCreated, GovernanceProposalCreated, GovernanceProposalOpened, GovernanceProposalClosed, GovernanceVoteCast."), (status = 404, description = "No such co-op", body = crate::ErrorBody), (status = 429, description = "Too many connections from this address; see Retry-After", body = crate::ErrorBody)),
 )]
 pub(crate) async fn connect(

@@ -349,7 +349,7 @@ async fn governance_lifecycle_through_a_delegation() {
         .expect(200);
     assert_ne!(first["items"][0]["id"], second["items"][0]["id"]);
     assert_eq!(second["next_cursor"], Value::Null);
-    for bad in ["limit=0", "limit=501", "limit=-1", "cursor=nope"] {
+    for bad in ["limit=0", "limit=501", "limit=-1"] {
         api.get(&format!("/v1/gov/proposals?{bad}"), &token)
             .await
             .expect(400);
@@ -1419,11 +1419,11 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
     let path = format!("/v1/devices/{alice_did}");
     api.post(&path, &token, json!({"device": phone_did}))
         .await
-        .expect(400);
+        .expect(422);
     let wrong = hex::encode(phone.device_proof(&bob.did()));
     api.post(&path, &token, json!({"device": phone_did, "proof": wrong}))
         .await
-        .expect(400);
+        .expect(422);
     api.post(
         &path,
         &bob_token,
@@ -1554,7 +1554,7 @@ async fn devices_lost_phones_and_the_emergency_revoke() {
         json!({"target_did": carol_did, "voucher_did": alice_did}),
     )
     .await
-    .expect(400);
+    .expect(403);
     let all = api
         .post(
             "/v1/identity/emergency-revoke",
@@ -1689,7 +1689,7 @@ async fn devices_log_in_with_their_own_keys_and_tokens_die_with_them() {
         Some(json!({"did": alice_did, "device": phone.did().to_string(), "scopes": ["gov:write"]})),
     )
     .await
-    .expect(400);
+    .expect(422);
 
     // Writes under the phone's delegation: a payment, its own name.
     let paid = api

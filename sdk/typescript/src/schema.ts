@@ -897,6 +897,7 @@ export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
         /**
+         * Format: account
          * @description An account: a member's DID, or `treasury`.
          * @example treasury
          */
@@ -1002,9 +1003,10 @@ export interface components {
          *     scopes wanted (default: all; a device's token has no `gov:write`).
          */
         ChallengeRequest: {
-            device?: string | null;
-            did: string;
-            scopes?: string[];
+            device?: null | components["schemas"]["Did"];
+            did: components["schemas"]["Did"];
+            /** @description The scopes to ask for (default: all). */
+            scopes?: components["schemas"]["ScopeName"][];
         };
         /**
          * @description A vote's choice.
@@ -1027,10 +1029,10 @@ export interface components {
         ConvertRequest: {
             /** Format: int64 */
             amount: number;
-            from?: string | null;
+            from?: null | components["schemas"]["Did"];
             from_unit: string;
             memo?: string;
-            to?: string | null;
+            to?: null | components["schemas"]["Did"];
             to_unit: string;
         };
         /** @description A co-op: its profile, policy and relays, and how many members it has. */
@@ -1174,11 +1176,13 @@ export interface components {
             outcomes: components["schemas"]["Outcome"][];
         };
         /**
+         * Format: did
          * @description A DID: `did:icn:` and an Ed25519 public key in base58btc.
          * @example did:icn:4y8UeDugpmZe21L1Ujoapm8FaHxhRV1M4sZtTXSyZPq2
          */
         Did: string;
         /**
+         * Format: doc-id
          * @description A document id: 32 bytes in base58btc.
          * @example HkPVJhLhTf3h1BtwDfh2sPZtd2qaoN1fCvBYpETw8WA3
          */
@@ -1229,9 +1233,8 @@ export interface components {
             /** @description `lost`, `stolen`, `retired` or `emergency` (the default). */
             reason?: string | null;
             /** @description The member whose devices are revoked. */
-            target_did: string;
-            /** @description Who vouches: the caller's own DID, if given. */
-            voucher_did?: string | null;
+            target_did: components["schemas"]["Did"];
+            voucher_did?: null | components["schemas"]["Did"];
         };
         /** @description A ledger entry, unsigned. */
         Entry: {
@@ -1271,6 +1274,7 @@ export interface components {
             status: components["schemas"]["StatusView"];
         };
         /**
+         * Format: hash
          * @description A ledger entry's id: the blake3 hash of its canonical bytes, 64 lowercase hex digits.
          * @example 8f2a33c0e1d4b5a697887766554433221100ffeeddccbbaa9988776655443322
          */
@@ -1297,7 +1301,7 @@ export interface components {
         };
         /** @description An account to freeze (`frozen: true`, the default) or unfreeze. */
         FreezeRequest: {
-            did: string;
+            did: components["schemas"]["Did"];
             frozen?: boolean;
         };
         /** @description What a new entry cites. */
@@ -1434,12 +1438,13 @@ export interface components {
             allow_veto?: boolean | null;
             /** Format: int64 */
             approval_percent?: number | null;
+            /** @description The co-op to attach it to (its id or document id). */
             coop_id?: string | null;
             id: string;
             members?: components["schemas"]["MemberRequest"][];
-            /** @description `{"kind": "simple_majority" | "supermajority" (threshold) | "consent" (max_blocks) | "unanimous" | "wasm" (module)}`. */
-            method?: Record<string, never> | null;
+            method?: null | components["schemas"]["Method"];
             name?: string | null;
+            /** @description The rules to start from (docs/governance.md). */
             profile?: string | null;
             /** Format: int64 */
             quorum_percent?: number | null;
@@ -1448,13 +1453,22 @@ export interface components {
             /** Format: int64 */
             voting_period_seconds?: number | null;
         };
+        /** @description A new proposal, in the domain it names. */
+        NewProposalInDomain: components["schemas"]["NewProposalRequest"] & {
+            /** @description The domain's id or document id. */
+            domain_id: string;
+        };
         /** @description A new proposal: a `payload` (`{"type": "text", "body"}`, `budget`, `membership`, `config_change`, `freeze`, `unfreeze`), or `kind: "text"` with the description as its body. */
         NewProposalRequest: {
             description?: string;
-            domain_id?: string | null;
+            /** @description Unique within the domain (the gateway picks `prop-…` when absent). */
             id?: string | null;
+            /**
+             * @description `text`: a text proposal whose body is the description (the default
+             *     without a payload).
+             */
             kind?: string | null;
-            payload?: Record<string, never> | null;
+            payload?: null | components["schemas"]["Payload"];
             title: string;
         };
         /** @description How the co-op takes in members. */
@@ -1463,6 +1477,12 @@ export interface components {
             approval: components["schemas"]["Approval"];
             /** @description Whether members who are not admins create invites. */
             member_invites: boolean;
+        };
+        /** @description The onboarding policy; a field left out keeps its value. */
+        OnboardingBody: {
+            /** @description `admin` or `proposal`. */
+            approval?: string | null;
+            member_invites?: boolean | null;
         };
         /** @description How long voting lasts; the domain's voting period when absent. The body may be empty. */
         OpenRequest: {
@@ -1913,7 +1933,7 @@ export interface components {
         /** @description A device to register: its key as a DID, a label, and its consent. */
         RegisterRequest: {
             /** @description The device's key, `did:icn:…`. */
-            device: string;
+            device: components["schemas"]["Did"];
             /** @description A name for it ("Alice's phone"). */
             label?: string | null;
             /**
@@ -1936,7 +1956,7 @@ export interface components {
         RelayBody: {
             /** @description `ip:port` or `host:port` of its sync listener. */
             addr: string;
-            did: string;
+            did: components["schemas"]["Did"];
         };
         /** @description A relay of the co-op: its node's DID and where to dial it. */
         RelayView: {
@@ -1975,6 +1995,11 @@ export interface components {
              */
             voting_period_seconds: number;
         };
+        /**
+         * @description A scope a token may carry.
+         * @enum {string}
+         */
+        ScopeName: "coop:read" | "coop:write" | "coop:admin" | "gov:read" | "gov:write" | "ledger:read" | "ledger:write";
         /** @description What a seal covers of its member's entries. */
         Sealed: {
             /** @enum {string} */
@@ -2013,9 +2038,9 @@ export interface components {
         SettleRequest: {
             /** Format: int64 */
             amount: number;
-            from?: string | null;
+            from?: null | components["schemas"]["Did"];
             memo?: string;
-            to: string;
+            to: components["schemas"]["Did"];
             unit: string;
         };
         /** @description Where an entry stands. */
@@ -2119,7 +2144,7 @@ export interface components {
         /** @description A member to name a trusted contact. */
         TrustedContactRequest: {
             /** @description The member's DID. */
-            did: string;
+            did: components["schemas"]["Did"];
         };
         /** @description A unit of account. */
         Unit: {
@@ -2165,8 +2190,7 @@ export interface components {
             allow_veto?: boolean | null;
             /** Format: int64 */
             approval_percent?: number | null;
-            /** @description `{"kind": "simple_majority" | "supermajority" (threshold) | "consent" (max_blocks) | "unanimous" | "wasm" (module)}`. */
-            method?: Record<string, never> | null;
+            method?: null | components["schemas"]["Method"];
             name?: string | null;
             /** Format: int64 */
             quorum_percent?: number | null;
@@ -2196,12 +2220,7 @@ export interface components {
             default_credit_limit?: number | null;
             description?: string | null;
             name?: string | null;
-            /**
-             * @description Who approves applications to join (`admin`, the default, or
-             *     `proposal`: an accepted membership proposal of the treasury domain)
-             *     and whether members who are not admins create invites.
-             */
-            onboarding?: Record<string, never> | null;
+            onboarding?: null | components["schemas"]["OnboardingBody"];
             /**
              * @description The governance domain (its id or document id) whose accepted
              *     decisions execute (budgets, freezes and unfreezes in the ledger,
@@ -2213,7 +2232,8 @@ export interface components {
         /** @description The challenge, and your signature of it: base64 (padded or not) or hex. */
         VerifyRequest: {
             challenge: string;
-            did: string;
+            did: components["schemas"]["Did"];
+            /** @description 64 bytes: base64 (padded or not, standard or URL-safe) or hex. */
             signature: string;
         };
         /** @description A vote recorded. */
@@ -2230,7 +2250,7 @@ export interface components {
         };
         /** @description A vote: `for`, `against`, `abstain` or `block`. */
         VoteRequest: {
-            choice: string;
+            choice: components["schemas"]["Choice"];
             comment?: string | null;
         };
         /** @description A member's vote on a proposal. */
@@ -2293,6 +2313,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description `gov:write` asked for a device's token */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Too many from this address; see Retry-After */
             429: {
                 headers: {
@@ -2345,6 +2374,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2554,6 +2592,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -2699,6 +2746,15 @@ export interface operations {
             };
             /** @description The body is larger than the limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2952,6 +3008,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -3104,6 +3169,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -3195,6 +3269,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -3270,6 +3353,15 @@ export interface operations {
             };
             /** @description Not pending */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3354,6 +3446,15 @@ export interface operations {
             };
             /** @description The body is larger than the limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3527,6 +3628,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -3613,6 +3723,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -3679,6 +3798,15 @@ export interface operations {
             };
             /** @description Nothing with that id here */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3940,6 +4068,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -4006,6 +4143,15 @@ export interface operations {
             };
             /** @description Not a relay of the co-op */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4170,6 +4316,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -4236,6 +4391,15 @@ export interface operations {
             };
             /** @description Not a trusted contact */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4450,7 +4614,7 @@ export interface operations {
                     "application/json": components["schemas"]["DevicesAnswer"];
                 };
             };
-            /** @description Not a DID, or no valid proof */
+            /** @description Not a DID, or a proof that is not a signature */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4504,6 +4668,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No proof for a key other than the member's DID key, or a proof that is not the device's signature */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -4517,9 +4690,9 @@ export interface operations {
     };
     revoke: {
         parameters: {
-            query?: {
-                /** @description `lost`, `stolen`, `retired` or `emergency`. */
-                reason?: string;
+            query: {
+                /** @description `lost`, `stolen`, `retired` or `emergency` (or in the body) */
+                reason: string;
             };
             header?: {
                 /** @description Retry-safe writes: a repeated request with the same key (per member, for a day) answers the first successful answer, with `Idempotent-Replayed: true`, and writes nothing again; a refused request leaves the key free; the same key with another request answers 422. */
@@ -4587,6 +4760,15 @@ export interface operations {
             };
             /** @description The body is larger than the limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4733,6 +4915,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Nothing with that id here */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -4796,6 +4987,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No such co-op (`coop_id`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A domain with this id exists */
             409: {
                 headers: {
@@ -4807,6 +5007,15 @@ export interface operations {
             };
             /** @description The body is larger than the limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5132,6 +5341,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -5198,6 +5416,15 @@ export interface operations {
             };
             /** @description Not a member of the domain */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5366,6 +5593,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -5431,6 +5667,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Nothing with that id here */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Rate limited; see Retry-After */
             429: {
                 headers: {
@@ -5454,7 +5699,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["NewProposalRequest"];
+                "application/json": components["schemas"]["NewProposalInDomain"];
             };
         };
         responses: {
@@ -5494,8 +5739,26 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description No such domain (`domain_id`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The body is larger than the limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6083,7 +6346,7 @@ export interface operations {
                     "application/json": components["schemas"]["DevicesAnswer"];
                 };
             };
-            /** @description Not a DID, a bad reason, or a voucher that is not you */
+            /** @description Not a DID, or a bad reason */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6101,7 +6364,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Neither an admin nor a trusted contact of any co-op listing the member */
+            /** @description Neither an admin nor a trusted contact of any co-op listing the member, or a voucher that is not you */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6121,6 +6384,15 @@ export interface operations {
             };
             /** @description The body is larger than the limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6286,8 +6558,8 @@ export interface operations {
     };
     by_decision: {
         parameters: {
-            query?: {
-                decision_hash?: string;
+            query: {
+                decision_hash: string;
                 /** @description Items per page, 1 to 500 (default 100). */
                 limit?: number;
                 /** @description The `next_cursor` of the page before; absent for the first page. */
@@ -6494,6 +6766,15 @@ export interface operations {
             };
             /** @description The body is larger than the limit */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The Idempotency-Key was used for another request */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7245,6 +7526,15 @@ export interface operations {
             };
             /** @description Missing scope, or not a member */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Nothing with that id here */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
