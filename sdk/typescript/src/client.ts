@@ -220,6 +220,22 @@ export class IcnClient {
     return json as T;
   }
 
+  /**
+   * Every item of a list route (`{items, next_cursor}`), page after page:
+   * `for await (const m of client.items("/v1/coops/food-coop/members")) …`.
+   */
+  async *items<T = unknown>(path: string, options: { limit?: number } = {}): AsyncGenerator<T> {
+    let cursor: string | null = null;
+    do {
+      const url = new URL(path, "http://x");
+      if (options.limit) url.searchParams.set("limit", String(options.limit));
+      if (cursor !== null) url.searchParams.set("cursor", cursor);
+      const page: { items: T[]; next_cursor: string | null } = await this.call("GET", url.pathname + url.search);
+      yield* page.items;
+      cursor = page.next_cursor;
+    } while (cursor !== null);
+  }
+
   /** Pays `amount` of `unit` to `to` from the logged-in member. */
   settle(
     coop: string,

@@ -52,6 +52,10 @@ test("a member logs in, pays, retries safely, renews its token and follows event
   await client.call("POST", "/v1/coops/sdk-coop/members", { did: bob.did });
   const coop = await client.api.GET("/v1/coops/{id}", { params: { path: { id: "sdk-coop" } } });
   assert.equal(coop.data.id, "sdk-coop");
+  // A list, one item per page, walked to its end.
+  const members = [];
+  for await (const m of client.items("/v1/coops/sdk-coop/members", { limit: 1 })) members.push(m.did);
+  assert.deepEqual(members.sort(), [alice.did, bob.did].sort());
 
   const events = [];
   const states = [];
