@@ -49,6 +49,7 @@ pub mod metrics;
 mod registry;
 mod scoped;
 mod views;
+mod web;
 mod ws;
 
 pub use error::{AppError, ErrorBody};
@@ -168,6 +169,7 @@ impl Gateway {
                 self.clone(),
                 idempotency::layer,
             ))
+            .merge(web::routes())
             .fallback(|| async {
                 AppError::not_found("no such route; the routes are listed at /v1/openapi.json")
             })

@@ -2821,3 +2821,43 @@ async fn every_error_is_json_and_401_says_how_to_authenticate() {
     );
     assert!(reply.json()["message"].is_string());
 }
+
+/// The member web app is served at `/` from the binary, with a policy that
+/// keeps the page to this node, and revalidates by ETag.
+#[tokio::test]
+async fn the_web_app_is_served_at_the_root() {
+    let api = Api::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/app.css", "text/css"),
+    ] {
+        let reply = api.call("GET", path, None, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let header = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(header("content-type").starts_with(kind), "{path}");
+        assert!(header("content-security-policy").contains("default-src 'none'"));
+        assert!(!reply.bytes.is_empty());
+        let etag = header("etag");
+        let again = api
+            .send(
+                Request::builder()
+                    .uri(path)
+                    .header(header::IF_NONE_MATCH, &etag)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED, "{path}");
+    }
+    let page = String::from_utf8(api.call("GET", "/", None, None).await.bytes).expect("utf-8");
+    assert!(page.contains(r#"<script type="module" src="/app.js">"#));
+    assert!(!page.contains("http://") && !page.contains("https://"));
+}
