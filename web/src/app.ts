@@ -6,9 +6,13 @@
 import {
   createClient,
   generateSigner,
+  grantAllowance,
   IcnError,
+  OfflineQueue,
   signerFromKeyPair,
+  toHex,
   type IcnClient,
+  type Queued,
   type IcnEvent,
   type Schema,
   type Signer,
@@ -37,12 +41,18 @@ const state = {
   applications: [] as Application[],
   invite: null as string | null,
   sub: null as Subscription | null,
+  /** A second key of this browser, registered as the member's device, that
+   * spends an allowance: what pays while the node is out of reach. */
+  spender: null as Signer | null,
+  queue: null as OfflineQueue | null,
+  queued: [] as Queued[],
 };
 
-// Timings the browser tests and the benchmark read.
+// Timings the benchmark reads (web/bench): when the app became usable, and
+// for each live event the wall-clock times it arrived and was on screen.
 const perf = ((window as unknown as { icnPerf?: unknown }).icnPerf = {
   ready: 0,
-  events: [] as { seq: number; event: string; at: number; shown: number }[],
+  events: [] as { seq: number; event: string; received: number; shown: number }[],
 });
 
 const $ = (id: string) => document.getElementById(id) as HTMLElement;
@@ -131,6 +141,10 @@ async function refreshWallet() {
   ]);
   state.positions = pos.positions;
   state.history = history.items.slice().reverse();
+  if (state.queue) {
+    await state.queue.prepare(state.coop.id);
+    state.queued = (await state.queue.items()).filter((q) => q.coop === state.coop!.id && q.state === "queued");
+  }
 }
 
 async function refreshProposals() {
@@ -179,7 +193,7 @@ function follow() {
     state.coop.doc_id,
     {
       onEvent: (e: IcnEvent) => {
-        perf.events.push({ seq: e.seq, event: e.event, at: e.at, shown: 0 });
+        perf.events.push({ seq: e.seq, event: e.event, received: Date.now(), shown: 0 });
         if (e.event === "SettlementCreated") {
           const data = e.data as { entry_id?: string; body?: { postings?: { account: string; amount: number }[] } };
           if (data.body?.postings?.some((p) => p.account === me() && p.amount > 0)) paidNotice = data.entry_id ?? null;
@@ -187,6 +201,7 @@ function follow() {
         refreshSoon();
       },
       onState: (s) => {
+        if (s === "open") void flush();
         const live = $("live");
         live.textContent = s === "open" ? "Live" : s === "reconnecting" ? "Reconnecting…" : "Offline";
         live.className = s;
@@ -258,9 +273,8 @@ function paint(app: HTMLElement) {
     .map(([v, label]) => `<button class="secondary" data-view="${v}" ${state.view === v ? 'aria-current="page"' : ""}>${label}</button>`)
     .join("")}<button class="secondary" data-leave>All co-ops</button></nav>`;
   app.innerHTML = `<h2 id="coop-name">${esc(c.name)}</h2>${nav}<section aria-labelledby="coop-name">${screen()}</section>`;
-  const latest = perf.events.at(-1);
-  if (latest && !latest.shown) {
-    const now = performance.now();
+  if (perf.events.at(-1)?.shown === 0) {
+    const now = Date.now();
     for (const e of perf.events) if (!e.shown) e.shown = now;
   }
   const paid = state.history.find((h) => h.id === paidNotice);
@@ -317,8 +331,19 @@ function wallet(): string {
       <label>Memo <input name="memo" maxlength="200"></label>
       <button>Pay</button>
     </form>
+    <h3>Offline payments</h3>
+    <p id="allowance">${state.spender ? esc(state.positions.map((p) => show(p.allowances?.[state.spender!.did] ?? 0, p.unit)).join(", ") || "nothing") : "Nothing"} set aside: this browser pays that much while the node is out of reach, and it counts when it is back.</p>
+    <form id="set-aside">
+      <div class="row">
+        <label>Set aside <input name="amount" required inputmode="decimal" autocomplete="off"></label>
+        <label>Unit <select name="unit">${units.map((u) => `<option>${esc(u)}</option>`).join("")}</select></label>
+      </div>
+      <button class="secondary">Set aside for offline</button>
+    </form>
     <h3>History</h3>
-    <ul class="list" id="history">${state.history
+    <ul class="list" id="history">${state.queued
+      .map((q) => `<li data-queued="${esc(q.id)}"><span class="amount out">${esc(`${show(q.amount, q.unit)} to ${short(q.to)}${q.memo ? ` — ${q.memo}` : ""}`)}</span><span class="status pending">pending: queued on this device</span></li>`)
+      .join("")}${state.history
       .map((h) => {
         const d = describe(h);
         return `<li data-entry="${esc(h.id)}"><span class="amount ${d.mine >= 0 ? "in" : "out"}">${esc(d.text)}</span><span class="status ${esc(h.status.status)}">${esc(statusText(h.status))}</span></li>`;
@@ -359,6 +384,64 @@ function admin(): string {
 
 // ---- What the member does.
 
+/** A store for the offline queue, in IndexedDB. */
+const queueStore = {
+  load: async () => (await load<Queued[]>("queue")) ?? [],
+  save: async (items: Queued[]) => void (await save("queue", items)),
+};
+
+function useSpender(signer: Signer) {
+  state.spender = signer;
+  state.queue = new OfflineQueue(state.client!, { device: signer, member: me(), store: queueStore });
+}
+
+/** Sets credit aside for this browser's spending key, making and
+ * registering that key the first time. */
+async function setAside(amount: number, unit: string) {
+  const client = state.client!;
+  if (!state.spender) {
+    const { signer, keys } = await generateSigner(false);
+    const proof = await signer.sign(new TextEncoder().encode(`icn-device/v1\n${me()}`));
+    await client.call("POST", `/v1/devices/${me()}`, {
+      device: signer.did,
+      label: "This browser (offline payments)",
+      proof: toHex(proof),
+    });
+    await save("spender", keys);
+    useSpender(signer);
+  }
+  const answer = await grantAllowance(client, state.signer!, state.coop!.id, { device: state.spender!.did, unit, amount });
+  if (answer.status.status !== "applied") throw new Error(`the allowance is ${statusText(answer.status)}`);
+}
+
+let flushing = false;
+/** Sends what was queued while offline; each is counted once. */
+async function flush() {
+  if (!state.queue || flushing || !navigator.onLine) return;
+  flushing = true;
+  try {
+    const before = state.queued.length;
+    const done = await state.queue.flush();
+    const sent = done.filter((q) => q.state !== "queued");
+    await queueStore.save(done.filter((q) => q.state === "queued"));
+    if (before && sent.length) {
+      const bad = sent.filter((q) => q.state === "refused" || q.state === "conflicted");
+      notice(bad.length ? `${bad.length} queued payment(s) not counted: ${bad[0].reason}` : `Sent ${sent.length} queued payment(s)`, bad.length > 0);
+    }
+  } catch {
+    // Still out of reach: they stay queued.
+  } finally {
+    flushing = false;
+  }
+  await refresh();
+}
+
+addEventListener("online", () => void flush());
+addEventListener("offline", () => {
+  $("live").textContent = "Offline: payments queue here";
+  $("live").className = "closed";
+});
+
 async function makeKey() {
   const { keys } = await generateSigner(false);
   await save("device", keys);
@@ -369,6 +452,8 @@ async function start(keys: CryptoKeyPair) {
   state.signer = await signerFromKeyPair(keys);
   state.client = createClient({ baseUrl: location.origin });
   await state.client.authenticate(state.signer);
+  const spender = await load<CryptoKeyPair>("spender");
+  if (spender) useSpender(await signerFromKeyPair(spender));
   await refreshCoops();
   const last = await load<string>("coop");
   const app = await load<{ coop: string }>("application");
@@ -412,10 +497,30 @@ async function onSubmit(form: HTMLFormElement) {
     });
     await refreshCoops();
     await openCoop(coop.doc_id);
+  } else if (which === "set-aside") {
+    const amount = parseAmount(f.amount, f.unit);
+    if (amount === null) return notice(`Not an amount of ${f.unit}`, true);
+    await setAside(amount, f.unit);
+    form.reset();
+    notice(`Set aside ${show(amount, f.unit)} for offline payments`);
+    await refresh();
   } else if (which === "pay") {
     const amount = parseAmount(f.amount, f.unit);
     if (amount === null) return notice(`Not an amount of ${f.unit}`, true);
-    const paid = await client.settle(state.coop!.id, { to: f.to.trim(), amount, unit: f.unit, memo: f.memo }, { idempotencyKey: crypto.randomUUID() });
+    const payment = { to: f.to.trim(), amount, unit: f.unit, memo: f.memo };
+    let paid;
+    try {
+      if (!navigator.onLine) throw new TypeError("offline");
+      paid = await client.settle(state.coop!.id, payment, { idempotencyKey: crypto.randomUUID() });
+    } catch (e) {
+      if (e instanceof IcnError || !state.queue) throw e;
+      // The node is out of reach: pay from this browser's allowance.
+      await state.queue.pay(state.coop!.id, payment);
+      form.reset();
+      state.queued = (await state.queue.items()).filter((q) => q.coop === state.coop!.id && q.state === "queued");
+      notice(`Queued ${show(amount, f.unit)}: it is sent when the node is back`);
+      return render();
+    }
     form.reset();
     notice(paid.status.status === "applied" ? `Paid ${show(amount, f.unit)}` : `Recorded, ${statusText(paid.status)}`, paid.status.status !== "applied");
     await refresh();

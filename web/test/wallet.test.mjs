@@ -1,6 +1,7 @@
 // The wallet in two real browsers against a real icnd: keys made in the
 // browser, a co-op started and joined by invite, payments each way seen
-// live on the other member's page, a vote, the devices screen. Every main
+// live on the other member's page, a payment made offline from an
+// allowance and counted on reconnect, a vote, the devices screen. Every main
 // screen is kept as a screenshot (ICN_WEB_SCREENSHOTS).
 
 import assert from "node:assert/strict";
@@ -79,6 +80,25 @@ test("two members pay each other in two browsers and see it live", async () => {
     await a.getByRole("button", { name: "Pay", exact: true }).click();
     await a.locator("#notice", { hasText: "credit limit" }).waitFor();
     assert.equal(await a.locator("#history li").count(), 2);
+
+    // Bob sets 5 hours aside for this browser, loses the network, and pays
+    // Alice 2 from it: queued on his device, pending. Back online, it is
+    // sent, counted, and Alice sees it.
+    await b.getByLabel("Set aside").fill("5");
+    await b.getByRole("button", { name: "Set aside for offline" }).click();
+    await b.locator("#allowance", { hasText: "5 hours set aside" }).waitFor();
+    await bob.context.setOffline(true);
+    await b.getByLabel("To (their DID)").fill(aliceDid);
+    await b.getByLabel("Amount").fill("2");
+    await b.getByLabel("Memo").fill("offline seeds");
+    await b.getByRole("button", { name: "Pay", exact: true }).click();
+    await b.locator("#history li", { hasText: "offline seeds" }).filter({ hasText: "pending" }).waitFor();
+    await shot(b, "5b-offline-pending");
+    assert.equal(await a.locator('#balances [data-unit="hours"] .amount').textContent(), "−2 hours");
+    await bob.context.setOffline(false);
+    await b.locator("#history li", { hasText: "offline seeds" }).filter({ hasText: "counted" }).waitFor();
+    await a.locator('#balances [data-unit="hours"] .amount', { hasText: /^0 hours$/ }).waitFor();
+    await a.locator("#history li", { hasText: "offline seeds" }).filter({ hasText: "counted" }).waitFor();
 
     // Carol joins from a script, attaches a board with all three, and opens
     // a proposal; Bob votes in his browser.
