@@ -21,7 +21,10 @@ test("two members pay each other in two browsers and see it live", async () => {
     const alice = await member(browser, node.baseUrl);
     const a = alice.page;
     await shot(a, "1-welcome");
-    await a.getByRole("button", { name: "Create my key" }).click();
+    // By keyboard: the first stop is the button that makes the key.
+    await a.keyboard.press("Tab");
+    assert.equal(await a.evaluate(() => document.activeElement.textContent), "Create my key");
+    await a.keyboard.press("Enter");
     const aliceDid = (await a.locator("#my-did").textContent()).trim();
     assert.match(aliceDid, /^did:icn:/);
     await a.getByLabel("Co-op id (a-z, 0-9, -)").fill("garden");
@@ -135,6 +138,11 @@ test("two members pay each other in two browsers and see it live", async () => {
     await b.locator("#devices li", { hasText: "This key" }).filter({ hasText: "live" }).waitFor();
     await shot(b, "7-devices");
 
+    // Phone-sized: nothing wider than the screen; every field has a label.
+    for (const p of [a, b]) {
+      assert.ok(await p.evaluate(() => document.documentElement.scrollWidth <= innerWidth));
+      assert.equal(await p.locator("input:not(label input), select:not(label select)").count(), 0);
+    }
     for (const m of [alice, bob]) {
       assert.deepEqual(m.foreign, [], "no request leaves the node");
       assert.deepEqual(m.errors, [], "no script error");
