@@ -133,10 +133,14 @@ test("two members pay each other in two browsers and see it live", async () => {
     const tally = await carol.call("GET", `/v1/gov/proposals/${proposal.id}/vote`);
     assert.equal(tally.tally.for, 1);
 
-    // Devices: Bob's key, live.
+    // Devices: Bob's key and this browser's spending key, live; he revokes
+    // the spending key as lost.
     await b.getByRole("button", { name: "Devices" }).click();
     await b.locator("#devices li", { hasText: "This key" }).filter({ hasText: "live" }).waitFor();
     await shot(b, "7-devices");
+    const spending = b.locator("#devices li", { hasText: "offline payments" });
+    await spending.getByRole("button", { name: "Revoke (lost)" }).click();
+    await spending.filter({ hasText: "revoked · lost" }).waitFor();
 
     // Phone-sized: nothing wider than the screen; every field has a label.
     for (const p of [a, b]) {
