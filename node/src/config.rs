@@ -19,6 +19,7 @@
 //!
 //! [observability]
 //! log_level = "info"
+//! log_format = "text"        # or "json": one object per line
 //! metrics_port = 9100        # Prometheus, on the gateway's IP; 0: any free port
 //! ```
 //!
@@ -89,6 +90,8 @@ pub struct Gateway {
 pub struct Observability {
     /// Log level, as `--log-level`.
     pub log_level: Option<String>,
+    /// `text` or `json`, as `--log-format`.
+    pub log_format: Option<crate::logging::LogFormat>,
     /// Port of the Prometheus endpoint (`/metrics`), on the gateway's IP.
     pub metrics_port: Option<u16>,
 }
@@ -155,9 +158,14 @@ bootstrap_peers = ["icn://{key}@192.168.1.100:7777"]
 metrics_port = 9100
 health_port = 8080
 log_level = "info"
+log_format = "json"
 "#
         );
         let config: Config = toml::from_str(&text).expect("parses");
+        assert_eq!(
+            config.observability.log_format,
+            Some(crate::logging::LogFormat::Json)
+        );
         assert_eq!(
             config.network.listen_addr,
             Some("0.0.0.0:7777".parse().expect("addr"))

@@ -8,6 +8,7 @@ use std::path::Path;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod logging;
 
 use anyhow::{Context, Result};
 use icn_engine::{Keypair, Keystore, KeystoreError, Passphrase};

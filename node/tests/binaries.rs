@@ -202,3 +202,69 @@ fn icnctl_dials_a_peer_through_the_running_icnd() {
     assert!(!none.status.success());
     assert!(String::from_utf8_lossy(&none.stderr).contains("no icnd is running"));
 }
+
+/// `--log-format json` writes one JSON object per line, and `kill -USR1`
+/// switches the level to debug and back while the node runs.
+#[test]
+fn json_logs_and_the_level_switches_on_sigusr1() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_icnd"))
+        .args(["--data-dir", dir.path().to_str().expect("utf-8 path")])
+        .args(["--gateway-bind", &format!("127.0.0.1:{port}")])
+        .args(["--listen-addr", "127.0.0.1:0", "--metrics-port", "0"])
+        .args(["--log-format", "json", "--log-level", "info"])
+        .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn icnd");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_healthy(port);
+    // Every line is a JSON object; the switch says the filter now in force.
+    let until_filter = |filter: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(wait)
+                .unwrap_or_else(|_| panic!("the log never said the filter is {filter}"));
+            let event: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+            assert!(
+                event["timestamp"].is_string() && event["level"].is_string(),
+                "{line}"
+            );
+            if event["message"] == "SIGUSR1: log level changed" && event["filter"] == filter {
+                return;
+            }
+        }
+    };
+    let usr1 = || {
+        let status = Command::new("kill")
+            .args(["-USR1", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    usr1();
+    until_filter("debug");
+    usr1();
+    until_filter("info");
+    let out = terminate(child);
+    assert!(out.status.success());
+    drop(reader);
+}

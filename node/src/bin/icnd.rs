@@ -196,7 +196,7 @@ struct Args {
     /// Configuration file (TOML: data_dir, [network] listen_addr,
     /// bootstrap_peers, relay_urls, [gateway] enabled, bind_addr,
     /// cors_origins, token_ttl_seconds, rate_burst, rate_per_second,
-    /// body_limit_bytes, [observability] log_level, metrics_port; see
+    /// body_limit_bytes, [observability] log_level, log_format, metrics_port; see
     /// docs/operations.md).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -218,9 +218,14 @@ struct Args {
     #[arg(long)]
     metrics_port: Option<u16>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it
-    /// [default: info].
+    /// [default: info]. `kill -USR1 <pid>` switches to debug and back while
+    /// the node runs.
     #[arg(long)]
     log_level: Option<String>,
+    /// Log format: text, or json (one object per line) [default: text, or
+    /// [observability] log_format].
+    #[arg(long, value_enum)]
+    log_format: Option<icn_node::logging::LogFormat>,
 }
 
 /// The sync counters, in the Prometheus text format.
@@ -297,9 +302,12 @@ async fn main() -> Result<()> {
         .log_level
         .or(config.observability.log_level.clone())
         .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let log_format = args
+        .log_format
+        .or(config.observability.log_format)
+        .unwrap_or(icn_node::logging::LogFormat::Text);
+    let logging = icn_node::logging::init(&log_level, log_format)?;
+    tokio::spawn(switch_log_level_on_usr1(logging));
     let data_dir = args
         .data_dir
         .or(config.data_dir.clone())
@@ -471,6 +479,24 @@ async fn main() -> Result<()> {
     engine.store().make_durable().context("final flush")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `kill -USR1`: debug logs on, and off again.
+async fn switch_log_level_on_usr1(logging: icn_node::logging::Logging) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut usr1 = match signal(SignalKind::user_defined1()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGUSR1: the log level stays");
+            return;
+        }
+    };
+    while usr1.recv().await.is_some() {
+        match logging.toggle() {
+            Ok(filter) => tracing::warn!(filter = %filter, "SIGUSR1: log level changed"),
+            Err(e) => tracing::warn!(error = %e, "SIGUSR1: the log level stays"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
