@@ -21,11 +21,12 @@
 //! log_level = "info"
 //! log_format = "text"        # or "json": one object per line
 //! metrics_port = 9100        # Prometheus, on the gateway's IP; 0: any free port
+//! health_port = 8081         # /health and /ready (also on the metrics port)
 //! ```
 //!
 //! Every field is optional; a flag given on the command line wins over the
-//! file. Keys the guide mentions that this node does not use (`mdns_enabled`,
-//! `health_port`, …) are accepted and ignored.
+//! file. Keys the guide mentions that this node does not use
+//! (`mdns_enabled`, …) are accepted and ignored.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,9 @@ pub struct Observability {
     pub log_level: Option<String>,
     /// `text` or `json`, as `--log-format`.
     pub log_format: Option<crate::logging::LogFormat>,
+    /// Port of `/health` and `/ready`, on the gateway's IP, as
+    /// `--health-port` (they are on the metrics port too).
+    pub health_port: Option<u16>,
     /// Port of the Prometheus endpoint (`/metrics`), on the gateway's IP.
     pub metrics_port: Option<u16>,
 }

@@ -268,3 +268,78 @@ fn json_logs_and_the_level_switches_on_sigusr1() {
     assert!(out.status.success());
     drop(reader);
 }
+
+/// `--health-port` serves `/health` and `/ready` with the gateway off (as
+/// relays run); `/ready` is 503 while no configured bootstrap peer is
+/// reached, and both are on the metrics port too.
+#[test]
+fn health_and_readiness_with_the_gateway_off() {
+    let status_of = |port: u16, path: &str| -> (String, serde_json::Value) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(r) = get(port, path) {
+                let (head, body) = r.split_once("\r\n\r\n").unwrap_or((&r, ""));
+                let status = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                let json = serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null);
+                return (status, json);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing answered {path} on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let start = |dir: &std::path::Path, config: Option<&std::path::Path>| {
+        let (health, metrics) = (free_port(), free_port());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_icnd"));
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd
+            .args(["--data-dir", dir.to_str().expect("utf-8 path")])
+            .args(["--gateway-enable", "false"])
+            .args(["--listen-addr", "127.0.0.1:0"])
+            .args(["--health-port", &health.to_string()])
+            .args(["--metrics-port", &metrics.to_string()])
+            .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn icnd");
+        (child, health, metrics)
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, health, metrics) = start(dir.path(), None);
+    let (status, body) = status_of(health, "/health");
+    assert_eq!(
+        (status.as_str(), &body["status"]),
+        ("200", &serde_json::json!("ok"))
+    );
+    let (status, body) = status_of(health, "/ready");
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(body["sync_bound"], true);
+    assert_eq!(status_of(metrics, "/ready").0, "200");
+    terminate(child);
+
+    // A bootstrap peer nobody answers for: not ready, and it says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("icnd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nbootstrap_peers = [\"icn://did:icn:6MkqNiZbHEEp7MMwqz8P9ZyXPMhRUXNTbjwYQy6uWkaS@127.0.0.1:{}\"]\n",
+            free_udp_port()
+        ),
+    )
+    .expect("config");
+    let (child, health, _) = start(dir.path(), Some(&config));
+    let (status, body) = status_of(health, "/ready");
+    assert_eq!(status, "503", "{body}");
+    assert_eq!(body["bootstrap_peers"], 1);
+    assert_eq!(body["bootstrap_peers_connected"], 0);
+    assert_eq!(status_of(health, "/health").0, "200");
+    terminate(child);
+}

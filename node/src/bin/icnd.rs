@@ -226,6 +226,52 @@ struct Args {
     /// [observability] log_format].
     #[arg(long, value_enum)]
     log_format: Option<icn_node::logging::LogFormat>,
+    /// Port of /health (liveness) and /ready (store open, sync bound, a
+    /// bootstrap peer reached), on the gateway's IP, served even with the
+    /// gateway off; both are on the metrics port too [default: none, or
+    /// [observability] health_port].
+    #[arg(long)]
+    health_port: Option<u16>,
+}
+
+/// `/health`: the process answers. `/ready`: the store is open, sync is
+/// bound, and, when bootstrap peers are configured, one of them is
+/// connected (503 until then, with what is missing).
+fn health_router(sync: SyncNode, bootstrap: Vec<icn_schemas::Did>) -> axum::Router {
+    use axum::Json;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    axum::Router::new()
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let (sync, bootstrap) = (sync.clone(), bootstrap.clone());
+                async move {
+                    let bound = !sync.local_addrs().is_empty();
+                    let peers = sync.peers();
+                    let reached = bootstrap.iter().filter(|d| peers.contains(d)).count();
+                    let ready = bound && (bootstrap.is_empty() || reached > 0);
+                    let status = if ready {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let body = serde_json::json!({
+                        "status": if ready { "ready" } else { "not ready" },
+                        "store": "open",
+                        "sync_bound": bound,
+                        "peers_connected": peers.len(),
+                        "bootstrap_peers": bootstrap.len(),
+                        "bootstrap_peers_connected": reached,
+                    });
+                    (status, Json(body))
+                }
+            }),
+        )
 }
 
 /// The sync counters, in the Prometheus text format.
@@ -370,10 +416,13 @@ async fn main() -> Result<()> {
     .with_context(|| format!("starting sync on {listen_addr}"))?;
     tracing::info!(addrs = ?sync.local_addrs(), "sync listening as {}", identity.did());
     let dialer = Dialer::new(sync.clone());
+    let mut bootstrap = Vec::new();
     for peer in &config.network.bootstrap_peers {
         let peer: PeerAddr = peer.parse()?;
         dialer.dial(peer.did, peer.addr);
+        bootstrap.push(peer.did);
     }
+    let health = health_router(sync.clone(), bootstrap);
     #[cfg(unix)]
     {
         let control = control_handler(engine.clone(), dialer.clone());
@@ -442,7 +491,9 @@ async fn main() -> Result<()> {
     let (gw_metrics, sync_for_metrics) = (gateway.metrics().clone(), sync.clone());
     let metrics = icn_gateway::metrics::router(move || {
         gw_metrics.render() + &sync_metrics(&sync_for_metrics)
-    });
+    })
+    .merge(health.clone());
+    let metrics_port = metrics_listener.local_addr()?.port();
     let stop_metrics = tasks.cancel.clone();
     tasks.tracker.spawn(async move {
         let served = axum::serve(metrics_listener, metrics)
@@ -457,12 +508,40 @@ async fn main() -> Result<()> {
         .gateway_enable
         .or(config.gateway.enabled)
         .unwrap_or(true);
+    let health_port = args.health_port.or(config.observability.health_port);
+    // On the gateway's own port (the deployment guide's example puts both
+    // on 8080), the gateway serves them; on the metrics port, they are
+    // there already; on another, they get their own listener.
+    let health_on_gateway = gateway_enabled && health_port == Some(gateway_bind.port());
+    if let Some(port) = health_port.filter(|p| *p != metrics_port && !health_on_gateway) {
+        let addr = SocketAddr::new(gateway_bind.ip(), port);
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("binding /health and /ready to {addr} (set [observability] health_port or --health-port)")
+        })?;
+        tracing::info!(
+            "health on http://{}/health and /ready",
+            listener.local_addr()?
+        );
+        let (stop, health) = (tasks.cancel.clone(), health.clone());
+        tasks.tracker.spawn(async move {
+            let served = axum::serve(listener, health)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "the health endpoint stopped");
+            }
+        });
+    }
     if gateway_enabled {
         let listener = tokio::net::TcpListener::bind(gateway_bind)
             .await
             .with_context(|| format!("binding the gateway to {gateway_bind}"))?;
         tracing::info!("gateway listening on http://{}", listener.local_addr()?);
-        icn_gateway::serve(listener, gateway, shutdown_signal()).await?;
+        let mut router = gateway.router();
+        if health_on_gateway {
+            router = router.merge(health);
+        }
+        icn_gateway::serve_router(listener, router, shutdown_signal()).await?;
     } else {
         tracing::info!("gateway disabled");
         shutdown_signal().await;
