@@ -196,7 +196,7 @@ struct Args {
     /// Configuration file (TOML: data_dir, [network] listen_addr,
     /// bootstrap_peers, relay_urls, [gateway] enabled, bind_addr,
     /// cors_origins, token_ttl_seconds, rate_burst, rate_per_second,
-    /// body_limit_bytes, [observability] log_level, log_format, metrics_port; see
+    /// body_limit_bytes, [observability] log_level, log_format, metrics_port, health_port; see
     /// docs/operations.md).
     #[arg(long)]
     config: Option<PathBuf>,
