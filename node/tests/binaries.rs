@@ -343,3 +343,35 @@ fn health_and_readiness_with_the_gateway_off() {
     assert_eq!(status_of(health, "/health").0, "200");
     terminate(child);
 }
+
+/// `--listen-addr 127.0.0.1:P` binds that address and nothing else, and a
+/// second node on the same port stops with a message that says why.
+#[test]
+fn sync_binds_only_its_address_and_says_when_it_is_taken() {
+    let (a, b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let port = free_port();
+    let first = start_icnd_on(a.path(), port, &listen, PASS);
+    wait_healthy(port);
+    let status = Command::new(env!("CARGO_BIN_EXE_icnctl"))
+        .args(["--data-dir", a.path().to_str().expect("utf-8"), "status"])
+        .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+        .output()
+        .expect("icnctl status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON status");
+    assert_eq!(status["sync_addrs"], serde_json::json!([listen]));
+
+    let second = start_icnd_on(b.path(), free_port(), &listen, PASS)
+        .wait_with_output()
+        .expect("the second icnd exits");
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains(&format!("address {listen} is already in use")),
+        "{said}"
+    );
+    terminate(first);
+}

@@ -165,6 +165,24 @@ pub struct SyncNode {
     inner: Arc<Inner>,
 }
 
+/// What an operator reads when the endpoint cannot bind: iroh says only
+/// that it failed, so the address is tried once more here for the reason
+/// (in use, not an address of this host, not permitted).
+fn why_not_bound(addr: SocketAddr, iroh: &str) -> String {
+    match std::net::UdpSocket::bind(addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            format!(
+                "address {addr} is already in use (another icnd, or another program on that UDP port)"
+            )
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            format!("address {addr} is not an address of this host")
+        }
+        Err(e) => format!("address {addr}: {e}"),
+        Ok(_) => format!("address {addr}: {iroh}"),
+    }
+}
+
 impl SyncNode {
     /// Binds the endpoint with the node's `key` and starts accepting peers.
     pub async fn spawn(
@@ -178,17 +196,32 @@ impl SyncNode {
         } else {
             RelayMode::custom(config.relay_urls.clone())
         };
-        let endpoint = Endpoint::builder(presets::Minimal)
+        let mut builder = Endpoint::builder(presets::Minimal)
             .secret_key(secret)
             .alpns(vec![ALPN.to_vec()])
             .relay_mode(relay_mode)
             .clear_address_lookup()
             .portmapper_config(PortmapperConfig::Disabled)
+            // Only the address asked for: without this, iroh also binds
+            // its defaults (UDP `[::]` on a random port).
+            .clear_ip_transports()
             .bind_addr(config.bind)
-            .map_err(|e| NodeError::Bind(e.to_string()))?
+            .map_err(|e| NodeError::Bind(e.to_string()))?;
+        if config.bind.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED) {
+            // Every interface: IPv6 ones too, on the same port, where the
+            // host has IPv6 (not required).
+            let v6 = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), config.bind.port());
+            builder = builder
+                .bind_addr_with_opts(
+                    v6,
+                    iroh::endpoint::BindOpts::default().set_is_required(false),
+                )
+                .map_err(|e| NodeError::Bind(e.to_string()))?;
+        }
+        let endpoint = builder
             .bind()
             .await
-            .map_err(|e| NodeError::Bind(e.to_string()))?;
+            .map_err(|e| NodeError::Bind(why_not_bound(config.bind, &e.to_string())))?;
         let inner = Arc::new(Inner {
             endpoint,
             engine: engine.clone(),
