@@ -3,7 +3,7 @@
 //! but cargo. A strict Content-Security-Policy keeps the page to this node:
 //! no script, style or connection goes anywhere else.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -12,35 +12,50 @@ use axum::routing::get;
 
 use crate::Gateway;
 
-/// A file of the app, with its ETag.
+/// A file of the app; its ETag is its hash, computed on first use.
 struct Asset {
     bytes: &'static [u8],
     content_type: &'static str,
-    etag: LazyLock<HeaderValue>,
+    etag: OnceLock<HeaderValue>,
 }
 
-macro_rules! asset {
-    ($path:literal, $content_type:literal) => {
+impl Asset {
+    const fn new(bytes: &'static [u8], content_type: &'static str) -> Asset {
         Asset {
-            bytes: include_bytes!(concat!("../../web/dist/", $path)),
-            content_type: $content_type,
-            etag: LazyLock::new(|| {
-                let hash = blake3::hash(include_bytes!(concat!("../../web/dist/", $path)));
+            bytes,
+            content_type,
+            etag: OnceLock::new(),
+        }
+    }
+
+    fn etag(&self) -> HeaderValue {
+        self.etag
+            .get_or_init(|| {
+                let hash = blake3::hash(self.bytes);
                 HeaderValue::from_str(&format!("\"{}\"", &hash.to_hex()[..32]))
                     .expect("hex is a header value")
-            }),
-        }
-    };
+            })
+            .clone()
+    }
 }
 
-static INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
-static APP_JS: Asset = asset!("app.js", "text/javascript; charset=utf-8");
-static APP_CSS: Asset = asset!("app.css", "text/css; charset=utf-8");
+static INDEX: Asset = Asset::new(
+    include_bytes!("../../web/dist/index.html"),
+    "text/html; charset=utf-8",
+);
+static APP_JS: Asset = Asset::new(
+    include_bytes!("../../web/dist/app.js"),
+    "text/javascript; charset=utf-8",
+);
+static APP_CSS: Asset = Asset::new(
+    include_bytes!("../../web/dist/app.css"),
+    "text/css; charset=utf-8",
+);
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
-    let etag = asset.etag.clone();
+    let etag = asset.etag();
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, etag.clone());
     // Revalidated on every load: a new icnd serves its own app at once.
