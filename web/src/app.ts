@@ -399,18 +399,26 @@ function useSpender(signer: Signer) {
  * registering that key the first time. */
 async function setAside(amount: number, unit: string) {
   const client = state.client!;
-  if (!state.spender) {
+  const rows = await all<Device>(`/v1/devices/${me()}`);
+  const row = (did: string) => rows.find((d) => d.device === did && d.coop_doc_id === state.coop!.doc_id);
+  if (!state.spender || row(state.spender.did)?.status === "revoked") {
+    // A new key (the old one, if any, was revoked: it never acts again).
+    // Kept before it is registered: a key registered and then lost with
+    // the page could never be used.
     const { signer, keys } = await generateSigner(false);
-    const proof = await signer.sign(new TextEncoder().encode(`icn-device/v1\n${me()}`));
-    await client.call("POST", `/v1/devices/${me()}`, {
-      device: signer.did,
-      label: "This browser (offline payments)",
-      proof: toHex(proof),
-    });
     await save("spender", keys);
     useSpender(signer);
   }
-  const answer = await grantAllowance(client, state.signer!, state.coop!.id, { device: state.spender!.did, unit, amount });
+  const spender = state.spender!;
+  if (!row(spender.did)) {
+    const proof = await spender.sign(new TextEncoder().encode(`icn-device/v1\n${me()}`));
+    await client.call("POST", `/v1/devices/${me()}`, {
+      device: spender.did,
+      label: "This browser (offline payments)",
+      proof: toHex(proof),
+    });
+  }
+  const answer = await grantAllowance(client, state.signer!, state.coop!.id, { device: spender.did, unit, amount });
   if (answer.status.status !== "applied") throw new Error(`the allowance is ${statusText(answer.status)}`);
 }
 

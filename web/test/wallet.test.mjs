@@ -141,6 +141,13 @@ test("two members pay each other in two browsers and see it live", async () => {
     const spending = b.locator("#devices li", { hasText: "offline payments" });
     await spending.getByRole("button", { name: "Revoke (lost)" }).click();
     await spending.filter({ hasText: "revoked · lost" }).waitFor();
+    // Setting credit aside again makes and registers a new spending key.
+    await b.getByRole("button", { name: "Wallet" }).click();
+    await b.getByLabel("Set aside").fill("1");
+    await b.getByRole("button", { name: "Set aside for offline" }).click();
+    await b.locator("#allowance", { hasText: "1 hours set aside" }).waitFor();
+    await b.getByRole("button", { name: "Devices" }).click();
+    await b.locator("#devices li", { hasText: "offline payments" }).filter({ hasText: "live" }).waitFor();
 
     // Phone-sized: nothing wider than the screen; every field has a label.
     for (const p of [a, b]) {
