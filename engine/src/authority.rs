@@ -269,6 +269,9 @@ pub(crate) fn check_domain(
                 admin_only("only admins add and remove domain members")
             }
         }
+        // That it records the heads it was written on is checked with the
+        // whole change (`validate::check_change`).
+        F::MemberSeal(_) => admin_only("only admins seal and unseal members"),
         F::Proposals => admin_only("only admins create the proposals map"),
         F::ProposalContent(id) => match state(id) {
             None => Ok(()),

@@ -76,6 +76,10 @@ impl Engine {
                 .parse::<icn_schemas::Delegation>()
                 .is_ok_and(|d| d.member == *member),
         };
+        if status != MemberStatus::Active {
+            // In the co-op's domains too, where the signer is an admin.
+            self.seal_in_domains(coop, signer, Some(&[*member]));
+        }
         if status == MemberStatus::Active || leaving || !seals(self, coop, signer) {
             return Ok(None);
         }
@@ -104,6 +108,10 @@ impl Engine {
                 _ => coop::revoke_device_for(tx, member, device, revocation),
             }
         })?;
+        if device == member {
+            // The DID key votes: its domains seal the member.
+            self.seal_in_domains(coop, signer, Some(&[*member]));
+        }
         let mut seals = Vec::new();
         if sealing {
             seals.push(self.seal(coop, signer, member, Sealed::Key(*device))?.0);
@@ -149,6 +157,9 @@ impl Engine {
             }
             Ok(revoked)
         })?;
+        if devices.contains(member) {
+            self.seal_in_domains(coop, signer, Some(&[*member]));
+        }
         let mut seals = Vec::new();
         if sealing {
             for device in &devices {

@@ -708,6 +708,13 @@ impl ClosesChanged {
             changed.receipts.push(receipt(id, close));
             changed.receipts.extend(old.map(|c| receipt(id, c)));
         }
+        // A close that stopped counting (its closer was sealed unseen).
+        for (id, close) in before {
+            if !after.contains_key(id) {
+                changed.proposals.push(id.clone());
+                changed.receipts.push(receipt(id, close));
+            }
+        }
         changed
     }
 

@@ -17,13 +17,13 @@ use crate::engine::WriteError;
 use crate::identity::Signer;
 use crate::storage::StorageError;
 
-/// The member a signer writes for: its own DID key, or the member who
-/// signed its delegation.
 /// How long after a close (by the closer's clock) other nodes wait before
 /// carrying it out themselves ([`Engine::execute_pending`]).
 pub const EXECUTION_GRACE_SECONDS: i64 = 30;
 
-fn member_of(signer: &Signer) -> Result<Did, SchemaError> {
+/// The member a signer writes for: its own DID key, or the member who
+/// signed its delegation.
+pub(crate) fn member_of(signer: &Signer) -> Result<Did, SchemaError> {
     match signer {
         Signer::Device(key) => Ok(key.did()),
         Signer::Delegated { delegation, .. } => crate::identity::verify_delegation(delegation)

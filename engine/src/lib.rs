@@ -51,6 +51,7 @@ pub mod change;
 mod devices;
 mod docsync;
 mod engine;
+mod gov_seals;
 mod governance;
 pub mod identity;
 pub mod keystore;

@@ -416,6 +416,7 @@ fn check_change(
     let ops = decode_ops(&p.change)?;
     let paths = resolve_paths(applied, &p.change, &ops)?;
     let mut closing = BTreeSet::new();
+    let mut sealing = Vec::new();
     let mut standing_changed = false;
     for (op, path) in ops.iter().zip(&paths) {
         let checked = classify_op(kind, op, path)?;
@@ -440,6 +441,7 @@ fn check_change(
                     .is_some_and(|s| icn_schemas::tally::Outcome::parse(&s).is_some())
             };
             match field {
+                domain::DomainField::MemberSeal(did) => sealing.push((*did, *value)),
                 domain::DomainField::Close(id) => {
                     closing.insert(id.clone());
                 }
@@ -448,6 +450,22 @@ fn check_change(
                 }
                 _ => {}
             }
+        }
+    }
+    if !sealing.is_empty() {
+        // A seal records what its writer had seen: the heads it was written on.
+        let deps: Vec<[u8; 32]> = p.change.deps().iter().map(|h| h.0).collect();
+        let held = icn_schemas::tally::heads_text(&deps);
+        // An empty seal (re-adding the member ends its seal) records nothing.
+        let wrong = sealing.iter().find(
+            |(_, v)| !matches!(v, Some(ScalarValue::Str(s)) if s.is_empty() || s.as_str() == held),
+        );
+        if let Some((did, _)) = wrong {
+            return Err(Rule::Denied(authority::Denied::Forbidden {
+                member: author.member,
+                path: format!("members/{did}/sealed"),
+                reason: "a seal records exactly the heads it was written on",
+            }));
         }
     }
     let own = [p.change.hash()];

@@ -13,6 +13,12 @@
 //! outcome; and the budget counts exactly once if it was accepted, never
 //! otherwise.
 //!
+//! Member 4's DID key is stolen: the thief votes and closes on member 4's
+//! replica, before and after the admin's emergency revoke (a step that may
+//! come at any time) reaches it. Replicas still converge, member 4's vote
+//! counts as the admin saw it when sealing, and a close by member 4 counts
+//! only if the admin had seen it.
+//!
 //! Set `PROPTEST_CASES` to run more cases.
 
 use automerge::ChangeHash;
@@ -29,10 +35,13 @@ enum Step {
         voter: u64,
         choice: u8,
     },
+    /// The admin (1), the proposer (2) or the thief (4) closes.
     Close {
-        admin: bool,
+        closer: u64,
         now: i64,
     },
+    /// The admin revokes every key of member 4, sealing it.
+    Revoke,
     /// A member records the execution of the decision its replica sees.
     Execute {
         member: u64,
@@ -47,8 +56,10 @@ fn steps(replicas: usize) -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec(
         prop_oneof![
             4 => (1u64..=5, 0u8..4).prop_map(|(voter, choice)| Step::Vote { voter, choice }),
-            1 => (any::<bool>(), 0i64..200).prop_map(|(admin, now)| Step::Close { admin, now }),
-            1 => (2u64..=5).prop_map(|member| Step::Execute { member }),
+            1 => (prop::sample::select(vec![1u64, 2, 4]), 0i64..200)
+                .prop_map(|(closer, now)| Step::Close { closer, now }),
+            1 => Just(Step::Revoke),
+            1 => prop::sample::select(vec![2u64, 3, 5]).prop_map(|member| Step::Execute { member }),
             3 => (0..replicas, 0..replicas).prop_map(|(from, to)| Step::Exchange { from, to }),
         ],
         1..40,
@@ -148,10 +159,23 @@ proptest! {
                         domain::cast_vote(tx, "p", &keypair(*voter).did(), choice, None, 5)
                     });
                 }
-                Step::Close { admin, now } => {
-                    let closer = if *admin { 1 } else { 2 };
-                    let engine = &nodes[home(closer, replicas)].engine;
-                    let _ = engine.close_proposal(&id, &Signer::Device(keypair(closer)), "p", *now);
+                Step::Close { closer, now } => {
+                    let engine = &nodes[home(*closer, replicas)].engine;
+                    let _ = engine.close_proposal(&id, &Signer::Device(keypair(*closer)), "p", *now);
+                }
+                Step::Revoke => {
+                    let revocation = coop::Revocation {
+                        reason: "stolen".into(),
+                        at: 50,
+                        by: keypair(1).did(),
+                    };
+                    // Refused once done.
+                    let _ = nodes[home(1, replicas)].engine.revoke_all_devices(
+                        &coop_id,
+                        &Signer::Device(keypair(1)),
+                        &keypair(4).did(),
+                        &revocation,
+                    );
                 }
                 Step::Execute { member } => {
                     let engine = &nodes[home(*member, replicas)].engine;
@@ -203,6 +227,24 @@ proptest! {
                 (t, tally::decide(&d.rules, &t))
             }).expect("held");
             prop_assert_eq!(recount, (close.tally, Some(close.outcome)));
+        }
+        // Nothing the thief wrote after the seal counts.
+        let sealed = nodes[0]
+            .engine
+            .read(&id, |r| {
+                let seal = domain::seal_of(r, &keypair(4).did())?;
+                let at = Reader::at(r.doc(), &seal);
+                Some(domain::Proposal::read(at, "p").expect("proposal at the seal"))
+            })
+            .flatten();
+        if let Some(seen) = sealed {
+            prop_assert_eq!(
+                reference.votes.get(&keypair(4).did()),
+                seen.votes.get(&keypair(4).did())
+            );
+            if let Some(close) = reference.close.as_ref().filter(|c| c.closed_by == keypair(4).did()) {
+                prop_assert_eq!(seen.close.as_ref(), Some(close));
+            }
         }
     }
 }

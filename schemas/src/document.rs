@@ -139,6 +139,19 @@ impl<'a> Reader<'a> {
         got.ok().flatten()
     }
 
+    /// Every map stored at `obj[key]`, conflicting writes included, in
+    /// Automerge's order (the one [`Reader::map`] reads last).
+    pub(crate) fn maps_all(&self, obj: &ObjId, key: &str) -> Vec<ObjId> {
+        let all = match self.heads {
+            None => self.doc.get_all(obj, key),
+            Some(heads) => self.doc.get_all_at(obj, key, heads),
+        };
+        all.unwrap_or_default()
+            .into_iter()
+            .filter_map(|(v, id)| matches!(v, Value::Object(ObjType::Map)).then_some(id))
+            .collect()
+    }
+
     /// The map stored at `obj[key]`, if it is one.
     pub(crate) fn map(&self, obj: &ObjId, key: &str) -> Option<ObjId> {
         match self.get(obj, key)? {

@@ -8,7 +8,7 @@
 //! name profile                                              strings
 //! rules/{quorum_percent, approval_percent, voting_period_seconds, allow_veto}
 //! rules/method/{kind, threshold, max_blocks, module}
-//! members/<did>/{role, weight, status}
+//! members/<did>/{role, weight, status, sealed}
 //! proposals/<id>/{title, description, author, created_at, payload/…}   set once, at creation
 //! proposals/<id>/{state, opened_at, closes_at}
 //! proposals/<id>/votes/<voter did>/{choice, comment, at}
@@ -20,6 +20,13 @@
 //! several nodes close at once, Automerge's conflict rule picks one `close`
 //! object everywhere, and that one is the proposal's outcome
 //! ([`crate::tally`]).
+//!
+//! A **seal** (`members/<did>/sealed`: the heads its writer held, written
+//! by an admin when the co-op revokes the member's key, removes or suspends
+//! it) makes the member's governance what the sealer had seen: its votes
+//! count as they stood at those heads, and a close it recorded counts only
+//! if the sealer had seen it, whatever heads the thief's changes cite
+//! (`docs/governance.md`, "Seals"). Re-adding the member ends the seal.
 
 use std::collections::BTreeMap;
 
@@ -70,8 +77,11 @@ pub enum DomainField {
     Rules,
     /// `members`.
     Members,
-    /// `members/<did>` and its fields.
+    /// `members/<did>` and its fields but `sealed`.
     Member(Did),
+    /// `members/<did>/sealed`: the heads its writer held when it sealed the
+    /// member, as [`crate::tally::heads_text`] writes them.
+    MemberSeal(Did),
     /// `proposals`.
     Proposals,
     /// `proposals/<id>` itself, and the fields set once when it is created:
@@ -133,6 +143,9 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
         }
         ["members", member, rest @ ..] => {
             let did = parse_did_key("member DID", member)?;
+            if rest == ["sealed"] {
+                return Ok((F::MemberSeal(did), Shape::Str(64 * 65)));
+            }
             let shape = match rest {
                 [] => Shape::Map,
                 ["role"] => Shape::OneOf(DomainRole::NAMES),
@@ -305,19 +318,17 @@ impl Proposal {
         let mut votes = BTreeMap::new();
         if let Some(vs) = r.map(&obj, "votes") {
             for voter in r.did_keys(&vs) {
-                if let Some(v) = r.map(&vs, &voter.to_string())
-                    && let Some(choice) = r.str(&v, "choice").as_deref().and_then(Choice::parse)
-                {
-                    let vote = Vote {
-                        choice,
-                        comment: r.str(&v, "comment"),
-                        at: r.int(&v, "at"),
-                    };
+                // A sealed member's vote is the one its sealer had seen.
+                let vote = match seal_of(r, &voter) {
+                    Some(seal) => read_vote(Reader::at(r.doc(), &seal), id, &voter),
+                    None => read_vote(r, id, &voter),
+                };
+                if let Some(vote) = vote {
                     votes.insert(voter, vote);
                 }
             }
         }
-        let close = read_close(r, &obj);
+        let close = read_close(r, &obj, id);
         Some(Proposal {
             id: id.to_owned(),
             title: r.str(&obj, "title").unwrap_or_default(),
@@ -336,18 +347,19 @@ impl Proposal {
     /// Reads only the state of a proposal, which authorisation needs often.
     pub fn state(r: Reader<'_>, id: &str) -> Option<ProposalState> {
         let obj = r.map_path(&["proposals", id])?;
-        state_of(r, &obj, read_close(r, &obj).as_ref())
+        state_of(r, &obj, read_close(r, &obj, id).as_ref())
     }
 
     /// Reads only the close of a proposal.
     pub fn close(r: Reader<'_>, id: &str) -> Option<crate::tally::Close> {
-        read_close(r, &r.map_path(&["proposals", id])?)
+        read_close(r, &r.map_path(&["proposals", id])?, id)
     }
 }
 
 /// A closed proposal's state is its close's outcome: when closes conflict,
 /// the `state` and `close` keys could pick different winners, and the close
-/// is the one that was tallied.
+/// is the one that was tallied. A proposal whose closes are all sealed
+/// (none counts) is still open: only an open proposal is closed.
 fn state_of(
     r: Reader<'_>,
     obj: &ObjId,
@@ -355,13 +367,47 @@ fn state_of(
 ) -> Option<ProposalState> {
     match close {
         Some(close) => Some(close.outcome.state()),
-        None => ProposalState::parse(&r.str(obj, "state")?),
+        None => {
+            let written = ProposalState::parse(&r.str(obj, "state")?)?;
+            let closed = crate::tally::Outcome::parse(written.as_str()).is_some();
+            Some(if closed { ProposalState::Open } else { written })
+        }
     }
 }
 
-fn read_close(r: Reader<'_>, proposal: &ObjId) -> Option<crate::tally::Close> {
+/// The vote `voter` holds on proposal `id` as `r` reads it.
+fn read_vote(r: Reader<'_>, id: &str, voter: &Did) -> Option<Vote> {
+    let v = r.map_path(&["proposals", id, "votes", &voter.to_string()])?;
+    Some(Vote {
+        choice: Choice::parse(&r.str(&v, "choice")?)?,
+        comment: r.str(&v, "comment"),
+        at: r.int(&v, "at"),
+    })
+}
+
+/// The close that counts: of the closes written (several when nodes closed
+/// at once), the last in Automerge's order whose closer is not sealed, or
+/// whose sealer had seen it. A thief's close written after the seal, on
+/// whatever old heads, counts nowhere.
+fn read_close(r: Reader<'_>, proposal: &ObjId, id: &str) -> Option<crate::tally::Close> {
+    r.maps_all(proposal, "close")
+        .into_iter()
+        .rev()
+        .filter_map(|c| Some((read_close_at(r, &c)?, c)))
+        .find(|(close, c)| match seal_of(r, &close.closed_by) {
+            None => true,
+            Some(seal) => {
+                let seen = Reader::at(r.doc(), &seal);
+                seen.map_path(&["proposals", id])
+                    .is_some_and(|p| seen.maps_all(&p, "close").contains(c))
+            }
+        })
+        .map(|(close, _)| close)
+}
+
+fn read_close_at(r: Reader<'_>, c: &ObjId) -> Option<crate::tally::Close> {
     use crate::tally::{Close, Outcome, Tally, parse_heads};
-    let c = r.map(proposal, "close")?;
+    let c = c.clone();
     let int = |key| r.int(&c, key);
     Some(Close {
         outcome: Outcome::parse(&r.str(&c, "outcome")?)?,
@@ -635,7 +681,36 @@ pub fn add_member(
     tx.put(&m, "role", role.as_str())?;
     tx.put(&m, "weight", weight.max(0))?;
     tx.put(&m, "status", "active")?;
+    if tx.get(&m, "sealed")?.is_some() {
+        // Nothing is deleted in a document: an empty seal is none.
+        tx.put(&m, "sealed", "")?;
+    }
     Ok(())
+}
+
+/// Seals `did` at `heads` (the heads the writing change is made on): its
+/// votes count as they stood there, its closes only if seen there. With
+/// `remove`, the member is also removed.
+pub fn seal_member(
+    tx: &mut impl Transactable,
+    did: &Did,
+    heads: &[[u8; 32]],
+    remove: bool,
+) -> Result<(), SchemaError> {
+    let m = existing_map(tx, &["members", &did.to_string()], "domain member")?;
+    tx.put(&m, "sealed", crate::tally::heads_text(heads))?;
+    if remove {
+        tx.put(&m, "status", "removed")?;
+    }
+    Ok(())
+}
+
+/// The heads `did` was sealed at, if it is sealed.
+pub fn seal_of(r: Reader<'_>, did: &Did) -> Option<Vec<automerge::ChangeHash>> {
+    let m = r.map_path(&["members", &did.to_string()])?;
+    let sealed = r.str(&m, "sealed").filter(|s| !s.is_empty())?;
+    let heads = crate::tally::parse_heads(&sealed)?;
+    Some(heads.into_iter().map(automerge::ChangeHash).collect())
 }
 
 /// Removes a member (kept, marked removed).

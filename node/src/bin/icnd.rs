@@ -376,8 +376,9 @@ async fn main() -> Result<()> {
     let store = Store::open(&data_dir).context("opening the store")?;
     let engine = Engine::open(store).context("loading documents")?;
     tracing::info!(documents = engine.doc_ids().len(), "store open");
-    // The node's key records the closes that fall due and executes the
-    // accepted decisions it learns of (docs/governance.md).
+    // The node's key records the closes that fall due, executes the
+    // accepted decisions it learns of, and seals in the domains it
+    // administers the members their co-ops revoked (docs/governance.md).
     engine.set_executor(icn_engine::Signer::Device(identity.clone()));
     let tasks = Tasks::default();
     tasks.every(Duration::from_secs(30), engine.clone(), |engine| {
@@ -385,6 +386,14 @@ async fn main() -> Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
+        // Seals first: a member the co-op revoked votes no more.
+        let sealed = engine.seal_pending();
+        if sealed > 0 {
+            tracing::info!(
+                count = sealed,
+                "sealed revoked or removed members in domains"
+            );
+        }
         let closed = engine.close_due(now);
         if !closed.is_empty() {
             tracing::info!(count = closed.len(), "recorded closes that fell due");

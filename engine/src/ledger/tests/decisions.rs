@@ -293,3 +293,57 @@ fn the_registry_lists_every_domain_of_the_co_op() {
     assert!(!trace.executed);
     assert!(trace.reason.expect("why").contains("advice"));
 }
+
+#[test]
+fn an_execution_of_a_close_the_sealer_had_not_seen_stops_counting() {
+    use crate::test_utils::exchange_entries;
+    let (node, coop, domain, admin, alice, bob) = governed(super::budget(&keypair(2), 20));
+    let sync = |from: &TestNode, to: &TestNode| {
+        for doc in [&coop, &domain] {
+            let changes = from.engine.changes_since(doc, &[]).expect("changes");
+            to.engine.apply_remote(doc, changes).expect("merge");
+        }
+        exchange_entries(&from.engine, &to.engine, &coop, 8, 1, false);
+    };
+    let (thief, honest) = (TestNode::new(), TestNode::new());
+    sync(&node, &thief);
+    sync(&node, &honest);
+    // Bob's DID key is stolen; the admin revokes it (sealing bob in the
+    // ledger and the treasury domain) before the thief's close reaches it.
+    let revocation = coop::Revocation {
+        reason: "stolen".into(),
+        at: 50,
+        by: admin.did(),
+    };
+    node.engine
+        .revoke_all_devices(&coop, &dev(&admin), &bob.did(), &revocation)
+        .expect("emergency revoke");
+    thief
+        .engine
+        .close_proposal(&domain, &dev(&bob), "p", 100)
+        .expect("the thief closes where no seal is known");
+    // Alice's node hears of the close first and carries it out.
+    let close = thief.engine.changes_since(&domain, &[]).expect("close");
+    honest.engine.apply_remote(&domain, close).expect("close");
+    honest.engine.set_executor(dev(&alice));
+    assert_eq!(
+        honest
+            .engine
+            .execute_pending(100 + crate::EXECUTION_GRACE_SECONDS),
+        1
+    );
+    assert_eq!(super::balance(&honest.engine, &coop, &alice), 20);
+    // Then the domain's seal arrives: the close was not seen by its sealer,
+    // so it decides nothing, and its execution stops counting.
+    let sealed = node.engine.changes_since(&domain, &[]).expect("seal");
+    honest.engine.apply_remote(&domain, sealed).expect("seal");
+    let state = honest
+        .engine
+        .read(&domain, |r| icn_schemas::domain::Proposal::state(r, "p"))
+        .flatten();
+    assert_eq!(state, Some(icn_schemas::domain::ProposalState::Open));
+    assert_eq!(super::balance(&honest.engine, &coop, &alice), 0);
+    // The co-op's revocation and ledger seals change nothing more.
+    sync(&node, &honest);
+    assert_eq!(super::balance(&honest.engine, &coop, &alice), 0);
+}
