@@ -1,0 +1,16 @@
+//! A cluster of real `icnd` processes under real faults, the Jepsen way
+//! (issue 17; `docs/reliability.md`).
+//!
+//! Each node runs in its own network namespace, joined to the others by a
+//! veth pair and a bridge ([`net`]); members' clients drive the nodes over
+//! HTTP while a seeded schedule partitions them, drops their packets and
+//! kills them with SIGKILL ([`run`]). When the faults heal, the checker
+//! waits for the nodes to agree and then asks every node for every write a
+//! client saw acknowledged. Needs root (network namespaces), iproute2 and
+//! nftables.
+
+pub mod net;
+pub mod nodes;
+pub mod run;
+
+pub use run::{Options, Report, Step, run, schedule};

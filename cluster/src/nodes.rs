@@ -1,0 +1,167 @@
+//! Real `icnd` processes, one per namespace, each with its own data
+//! directory and identity (which is also its member's key), started,
+//! killed with SIGKILL and restarted on the same data.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use icn_engine::Keypair;
+use icn_engine::keystore::{Keystore, Passphrase};
+use icn_node::client::Client;
+
+use crate::net::Net;
+
+/// The passphrase of every node's keystore in a run.
+const PASSPHRASE: &str = "icn-cluster passphrase";
+
+/// One node: its identity, where it lives, and its process while it runs.
+pub struct Node {
+    /// Its index.
+    pub index: usize,
+    /// Its key: the node's identity and its member's DID key.
+    pub key: Keypair,
+    dir: PathBuf,
+    ns: String,
+    base: String,
+    child: Option<Child>,
+    /// How many times it was started.
+    pub starts: usize,
+}
+
+impl Node {
+    /// The gateway's base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Whether its process runs.
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A client of its gateway, logged in as `key` (its member, or another
+    /// member writing through this node).
+    pub async fn client(&self, key: &Keypair) -> Result<Client> {
+        let mut c = Client::new(&self.base)?;
+        c.login(key).await?;
+        Ok(c)
+    }
+
+    /// Starts `icnd` in the node's namespace.
+    pub fn start(&mut self, icnd: &Path) -> Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("icnd.log"))
+            .context("opening the node's log")?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(icnd)
+            .arg("--config")
+            .arg(self.dir.join("icnd.toml"))
+            .env(icn_engine::keystore::PASSPHRASE_ENV, PASSPHRASE)
+            .env("RUST_LOG", "info,iroh=warn,iroh_quinn=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", icnd.display()))?;
+        self.child = Some(child);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // `ip netns exec` execs icnd itself, so this is icnd's pid.
+            child.kill().context("SIGKILL")?;
+            child.wait().context("reaping icnd")?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the gateway answers `/v1/health`.
+    pub async fn wait_up(&mut self, within: Duration) -> Result<()> {
+        let start = Instant::now();
+        let http = Client::new(&self.base)?;
+        loop {
+            if http.call("GET", "/v1/health", None).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                bail!(
+                    "node {} exited ({status}); its log: {}",
+                    self.index,
+                    self.dir.join("icnd.log").display()
+                );
+            }
+            if start.elapsed() > within {
+                bail!("node {} did not answer within {within:?}", self.index);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Makes `n` nodes' data directories under `root`: an identity each, and a
+/// configuration that binds the node's namespace address and keeps a
+/// session with every other node.
+pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>> {
+    let passphrase = Passphrase::new(PASSPHRASE)?;
+    let keys: Vec<Keypair> = (0..n)
+        .map(|i| {
+            // Fixed by the seed, so a run replays with the same DIDs.
+            let mut secret = [0u8; 32];
+            secret[..8].copy_from_slice(&seed.to_le_bytes());
+            secret[8] = i as u8;
+            secret[9] = 0x17;
+            Keypair::from_secret(&secret)
+        })
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let dir = root.join(format!("node{i}"));
+        std::fs::create_dir_all(&dir)?;
+        Keystore::in_dir(&dir).create(key, &passphrase)?;
+        let peers: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(j, k)| format!("\"icn://{}@{}:7777\"", k.did(), net.ip(j)))
+            .collect();
+        let config = format!(
+            "data_dir = {dir:?}\n\n[network]\nlisten_addr = \"{ip}:7777\"\nbootstrap_peers = [{peers}]\n\n\
+             [gateway]\nbind_addr = \"{ip}:8080\"\nrate_burst = 100000\nrate_per_second = 100000\n",
+            dir = dir.display().to_string(),
+            ip = net.ip(i),
+            peers = peers.join(", "),
+        );
+        std::fs::write(dir.join("icnd.toml"), config)?;
+        nodes.push(Node {
+            index: i,
+            key: key.clone(),
+            base: format!("http://{}:8080", net.ip(i)),
+            ns: net.ns(i),
+            dir,
+            child: None,
+            starts: 0,
+        });
+    }
+    Ok(nodes)
+}

@@ -1,0 +1,422 @@
+//! One run: a seeded schedule of members' payments and faults, played
+//! against a cluster, then the checker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use icn_node::client::Client;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+use crate::net::Net;
+use crate::nodes::{self, Node};
+
+/// The co-op every run uses.
+const COOP: &str = "chaos";
+/// Members' credit limit, in hours: two payments of [`OVERSPEND`] on two
+/// nodes at once cannot both count.
+const CREDIT_LIMIT: i64 = 100;
+const OVERSPEND: i64 = 70;
+
+/// What a run is given.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Nodes, 3 to 5.
+    pub nodes: usize,
+    /// Fixes the schedule (and the nodes' keys).
+    pub seed: u64,
+    /// Steps in the schedule.
+    pub steps: usize,
+    /// The `icnd` binary.
+    pub icnd: PathBuf,
+    /// Where the nodes' data directories go (emptied first).
+    pub workdir: PathBuf,
+    /// Keeps concurrent runs' interfaces apart (at most 5 characters).
+    pub tag: String,
+    /// Keeps concurrent runs' addresses apart.
+    pub subnet: u8,
+}
+
+/// One step of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Member `from` pays `to`, writing through node `node`.
+    Pay {
+        /// The node written to.
+        node: usize,
+        /// The payer.
+        from: usize,
+        /// The payee.
+        to: usize,
+        /// Hours.
+        amount: i64,
+    },
+    /// Member `member` pays [`OVERSPEND`] through two nodes at once.
+    Overspend {
+        /// The payer.
+        member: usize,
+        /// The two nodes.
+        nodes: (usize, usize),
+    },
+    /// These nodes reach none of the others.
+    Partition(Vec<usize>),
+    /// Every partition healed.
+    Heal,
+    /// The node loses this share of its UDP.
+    Loss(usize, u8),
+    /// The node's loss stops.
+    LossOff(usize),
+    /// `kill -9` of the node.
+    Kill(usize),
+    /// The node starts again on its data.
+    Restart(usize),
+    /// Time passes, milliseconds.
+    Pause(u64),
+}
+
+/// The seeded schedule of `steps` steps for `nodes` nodes.
+pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut down = vec![false; nodes];
+    let mut lossy = vec![false; nodes];
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let up: Vec<usize> = (0..nodes).filter(|&i| !down[i]).collect();
+        let step = match rng.random_range(0..100) {
+            0..55 => {
+                let from = rng.random_range(0..nodes);
+                let to = (from + rng.random_range(1..nodes)) % nodes;
+                // Mostly through the payer's own node.
+                let node = if rng.random_bool(0.7) {
+                    from
+                } else {
+                    rng.random_range(0..nodes)
+                };
+                Step::Pay {
+                    node,
+                    from,
+                    to,
+                    amount: rng.random_range(1..=10),
+                }
+            }
+            55..62 => {
+                let member = rng.random_range(0..nodes);
+                let a = rng.random_range(0..nodes);
+                let b = (a + rng.random_range(1..nodes)) % nodes;
+                Step::Overspend {
+                    member,
+                    nodes: (a, b),
+                }
+            }
+            62..70 => {
+                let mut side: Vec<usize> = (0..nodes).filter(|_| rng.random_bool(0.5)).collect();
+                if side.is_empty() || side.len() == nodes {
+                    side = vec![rng.random_range(0..nodes)];
+                }
+                Step::Partition(side)
+            }
+            70..77 => Step::Heal,
+            77..82 => {
+                let i = rng.random_range(0..nodes);
+                if lossy[i] {
+                    lossy[i] = false;
+                    Step::LossOff(i)
+                } else {
+                    lossy[i] = true;
+                    Step::Loss(i, rng.random_range(5..=40))
+                }
+            }
+            82..88 if up.len() > 1 => {
+                let i = up[rng.random_range(0..up.len())];
+                down[i] = true;
+                Step::Kill(i)
+            }
+            88..94 if up.len() < nodes => {
+                let downs: Vec<usize> = (0..nodes).filter(|&i| down[i]).collect();
+                let i = downs[rng.random_range(0..downs.len())];
+                down[i] = false;
+                Step::Restart(i)
+            }
+            _ => Step::Pause(rng.random_range(50..=600)),
+        };
+        out.push(step);
+    }
+    out
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, usize>,
+    /// Writes acknowledged (2xx with an entry id).
+    pub acknowledged: usize,
+    /// Writes refused or unanswered (not acknowledged: nothing is owed).
+    pub unacknowledged: usize,
+    /// Acknowledged writes missing on some node after convergence.
+    pub lost: Vec<String>,
+    /// Entries conflicted at the end (overspends and the like).
+    pub conflicted: usize,
+    /// From the last heal to identical nodes.
+    pub converge: Duration,
+    /// What went wrong, if anything.
+    pub failure: Option<String>,
+}
+
+struct Cluster {
+    net: Net,
+    nodes: Vec<Node>,
+    icnd: PathBuf,
+    /// Clients by (node, member).
+    clients: HashMap<(usize, usize), Client>,
+}
+
+impl Cluster {
+    async fn client(&mut self, node: usize, member: usize) -> Result<&Client> {
+        if !self.clients.contains_key(&(node, member)) {
+            let key = self.nodes[member].key.clone();
+            let c = self.nodes[node].client(&key).await?;
+            self.clients.insert((node, member), c);
+        }
+        self.clients
+            .get(&(node, member))
+            .ok_or_else(|| anyhow!("no client"))
+    }
+
+    async fn pay(&mut self, node: usize, from: usize, to: usize, amount: i64) -> Result<String> {
+        if !self.nodes[node].is_up() {
+            bail!("node {node} is down");
+        }
+        let to = self.nodes[to].key.did().to_string();
+        let body = json!({"to": to, "amount": amount, "unit": "hours", "memo": "chaos"});
+        let answer = self
+            .client(node, from)
+            .await?
+            .call("POST", &format!("/v1/ledger/{COOP}/settle"), Some(body))
+            .await?;
+        answer["entry_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("a settle answered no entry id: {answer}"))
+    }
+
+    /// What node `i` holds: document and ledger heads, and the trial
+    /// balance, as its own member sees them.
+    async fn state(&mut self, i: usize) -> Result<Value> {
+        let c = self.client(i, i).await?;
+        let heads = c
+            .call("GET", &format!("/v1/ledger/{COOP}/heads"), None)
+            .await?;
+        let mut trial = c
+            .call("GET", &format!("/v1/ledger/{COOP}/trial-balance"), None)
+            .await?;
+        trial["coop_id"] = Value::Null;
+        Ok(json!({"heads": heads, "trial": trial}))
+    }
+}
+
+/// Plays one run and checks it. A run that could not be set up is an
+/// `Err`; a run that found loss or divergence is a report with a failure.
+pub async fn run(opts: &Options) -> Result<Report> {
+    let steps = schedule(opts.seed, opts.nodes, opts.steps);
+    let _ = std::fs::remove_dir_all(&opts.workdir);
+    std::fs::create_dir_all(&opts.workdir)?;
+    let net = Net::create(&opts.tag, opts.subnet, opts.nodes)?;
+    let nodes = nodes::prepare(&net, &opts.workdir, opts.nodes, opts.seed)?;
+    let mut c = Cluster {
+        net,
+        nodes,
+        icnd: opts.icnd.clone(),
+        clients: HashMap::new(),
+    };
+    for n in &mut c.nodes {
+        n.start(&opts.icnd)?;
+    }
+    for n in &mut c.nodes {
+        n.wait_up(Duration::from_secs(60)).await?;
+    }
+    setup_coop(&mut c).await.context("setting up the co-op")?;
+
+    let mut report = Report {
+        seed: opts.seed,
+        ..Report::default()
+    };
+    let mut acked: Vec<String> = Vec::new();
+    for step in &steps {
+        match step {
+            Step::Pay {
+                node,
+                from,
+                to,
+                amount,
+            } => match c.pay(*node, *from, *to, *amount).await {
+                Ok(id) => acked.push(id),
+                Err(_) => report.unacknowledged += 1,
+            },
+            Step::Overspend { member, nodes } => {
+                let (a, b) = *nodes;
+                let to = (member + 1) % opts.nodes;
+                // Log in first, so that the two payments leave together.
+                let ready =
+                    c.client(a, *member).await.is_ok() && c.client(b, *member).await.is_ok();
+                if ready && c.nodes[a].is_up() && c.nodes[b].is_up() {
+                    let did = c.nodes[to].key.did().to_string();
+                    let body = json!({"to": did, "amount": OVERSPEND, "unit": "hours", "memo": "overspend"});
+                    let path = format!("/v1/ledger/{COOP}/settle");
+                    let (ca, cb) = (&c.clients[&(a, *member)], &c.clients[&(b, *member)]);
+                    let (ra, rb) = tokio::join!(
+                        ca.call("POST", &path, Some(body.clone())),
+                        cb.call("POST", &path, Some(body))
+                    );
+                    for r in [ra, rb] {
+                        match r
+                            .ok()
+                            .and_then(|v| v["entry_id"].as_str().map(str::to_owned))
+                        {
+                            Some(id) => acked.push(id),
+                            None => report.unacknowledged += 1,
+                        }
+                    }
+                } else {
+                    report.unacknowledged += 2;
+                }
+                *report.faults.entry("overspend").or_default() += 1;
+            }
+            Step::Partition(side) => {
+                c.net.partition(side)?;
+                *report.faults.entry("partition").or_default() += 1;
+            }
+            Step::Heal => c.net.heal()?,
+            Step::Loss(i, percent) => {
+                c.net.lose(*i, *percent)?;
+                *report.faults.entry("loss").or_default() += 1;
+            }
+            Step::LossOff(i) => c.net.clear_loss(*i)?,
+            Step::Kill(i) => {
+                c.nodes[*i].kill()?;
+                *report.faults.entry("kill -9").or_default() += 1;
+            }
+            Step::Restart(i) => {
+                c.nodes[*i].start(&c.icnd)?;
+                c.nodes[*i].wait_up(Duration::from_secs(60)).await?;
+            }
+            Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+        }
+    }
+    report.acknowledged = acked.len();
+
+    // Heal everything, bring every node back, and wait for quiet.
+    c.net.clear()?;
+    for i in 0..opts.nodes {
+        if !c.nodes[i].is_up() {
+            c.nodes[i].start(&c.icnd)?;
+            c.nodes[i].wait_up(Duration::from_secs(60)).await?;
+        }
+    }
+    let healed = Instant::now();
+    let mut last = Vec::new();
+    let converged = loop {
+        let mut states = Vec::new();
+        for i in 0..opts.nodes {
+            states.push(
+                c.state(i)
+                    .await
+                    .unwrap_or_else(|e| json!({"error": e.to_string()})),
+            );
+        }
+        if states
+            .iter()
+            .all(|s| s.get("error").is_none() && *s == states[0])
+        {
+            break true;
+        }
+        last = states;
+        if healed.elapsed() > Duration::from_secs(120) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    report.converge = healed.elapsed();
+    if !converged {
+        report.failure = Some(format!(
+            "no convergence within 120 s; the nodes hold: {}",
+            serde_json::to_string_pretty(&last).unwrap_or_default()
+        ));
+        return Ok(report);
+    }
+    let state = c.state(0).await?;
+    report.conflicted = state["trial"]["conflicted"].as_array().map_or(0, Vec::len);
+    if let Some(totals) = state["trial"]["totals"].as_object()
+        && let Some((unit, total)) = totals.iter().find(|(_, t)| t.as_str() != Some("0"))
+    {
+        report.failure = Some(format!("unit {unit} sums to {total}, not 0"));
+        return Ok(report);
+    }
+    for id in &acked {
+        for i in 0..opts.nodes {
+            let found = c
+                .client(i, i)
+                .await?
+                .call("GET", &format!("/v1/ledger/{COOP}/entries/{id}"), None)
+                .await;
+            if found.is_err() {
+                report.lost.push(format!("{id} on node {i}"));
+            }
+        }
+    }
+    if !report.lost.is_empty() {
+        report.failure = Some(format!(
+            "{} acknowledged writes missing: {:?}",
+            report.lost.len(),
+            report.lost
+        ));
+    }
+    Ok(report)
+}
+
+/// Node 0's member creates the co-op and adds the others; every node then
+/// holds it.
+async fn setup_coop(c: &mut Cluster) -> Result<()> {
+    let n = c.nodes.len();
+    let dids: Vec<String> = c.nodes.iter().map(|n| n.key.did().to_string()).collect();
+    let admin = c.client(0, 0).await?;
+    admin
+        .call(
+            "POST",
+            "/v1/coops",
+            Some(json!({"id": COOP, "name": "Chaos", "default_credit_limit": CREDIT_LIMIT})),
+        )
+        .await?;
+    for did in &dids[1..] {
+        admin
+            .call(
+                "POST",
+                &format!("/v1/coops/{COOP}/members"),
+                Some(json!({"did": did, "role": "member"})),
+            )
+            .await?;
+    }
+    let start = Instant::now();
+    for i in 1..n {
+        loop {
+            let held = c
+                .client(i, i)
+                .await?
+                .call("GET", &format!("/v1/coops/{COOP}"), None)
+                .await;
+            if held.is_ok() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("node {i} never received the co-op");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
