@@ -13,4 +13,4 @@ pub mod net;
 pub mod nodes;
 pub mod run;
 
-pub use run::{Options, Report, Step, run, schedule};
+pub use run::{Options, Report, Step, partition_probe, run, schedule};

@@ -61,6 +61,10 @@ pub enum Step {
         /// The two nodes.
         nodes: (usize, usize),
     },
+    /// The admin suspends (`false`) or reinstates (`true`) the spare
+    /// member, through node 0: one writer, so the last acknowledged status
+    /// (or a later unanswered one) must be the one every node ends with.
+    Standing(bool),
     /// These nodes reach none of the others.
     Partition(Vec<usize>),
     /// Every partition healed.
@@ -86,7 +90,8 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
     for _ in 0..steps {
         let up: Vec<usize> = (0..nodes).filter(|&i| !down[i]).collect();
         let step = match rng.random_range(0..100) {
-            0..55 => {
+            0..5 => Step::Standing(rng.random_bool(0.5)),
+            5..55 => {
                 let from = rng.random_range(0..nodes);
                 let to = (from + rng.random_range(1..nodes)) % nodes;
                 // Mostly through the payer's own node.
@@ -224,31 +229,31 @@ impl Cluster {
 /// `Err`; a run that found loss or divergence is a report with a failure.
 pub async fn run(opts: &Options) -> Result<Report> {
     let steps = schedule(opts.seed, opts.nodes, opts.steps);
-    let _ = std::fs::remove_dir_all(&opts.workdir);
-    std::fs::create_dir_all(&opts.workdir)?;
-    let net = Net::create(&opts.tag, opts.subnet, opts.nodes)?;
-    let nodes = nodes::prepare(&net, &opts.workdir, opts.nodes, opts.seed)?;
-    let mut c = Cluster {
-        net,
-        nodes,
-        icnd: opts.icnd.clone(),
-        clients: HashMap::new(),
-    };
-    for n in &mut c.nodes {
-        n.start(&opts.icnd)?;
-    }
-    for n in &mut c.nodes {
-        n.wait_up(Duration::from_secs(60)).await?;
-    }
-    setup_coop(&mut c).await.context("setting up the co-op")?;
+    let mut c = start(opts).await?;
 
     let mut report = Report {
         seed: opts.seed,
         ..Report::default()
     };
     let mut acked: Vec<String> = Vec::new();
+    // The spare's statuses written, and whether each was acknowledged.
+    let mut standings: Vec<(bool, bool)> = Vec::new();
+    let spare_path = format!("/v1/coops/{COOP}/members/{}", spare(opts.seed).did());
     for step in &steps {
         match step {
+            Step::Standing(active) => {
+                let status = if *active { "active" } else { "suspended" };
+                let done = c.nodes[0].is_up()
+                    && match c.client(0, 0).await {
+                        Ok(admin) => admin
+                            .call("PUT", &spare_path, Some(json!({ "status": status })))
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    };
+                standings.push((*active, done));
+                *report.faults.entry("member change").or_default() += usize::from(done);
+            }
             Step::Pay {
                 node,
                 from,
@@ -357,6 +362,38 @@ pub async fn run(opts: &Options) -> Result<Report> {
         report.failure = Some(format!("unit {unit} sums to {total}, not 0"));
         return Ok(report);
     }
+    // The spare's status: the last acknowledged one, or one written after
+    // it whose answer was lost.
+    let from = standings.iter().rposition(|(_, done)| *done);
+    let mut allowed: Vec<bool> = match from {
+        Some(at) => standings[at..].iter().map(|(a, _)| *a).collect(),
+        None => std::iter::once(true)
+            .chain(standings.iter().map(|(a, _)| *a))
+            .collect(),
+    };
+    allowed.dedup();
+    for i in 0..opts.nodes {
+        let members = c
+            .client(i, i)
+            .await?
+            .list(&format!("/v1/coops/{COOP}/members"))
+            .await?;
+        let did = spare(opts.seed).did().to_string();
+        let member = members["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|m| m["did"] == did.as_str()))
+            .cloned()
+            .ok_or_else(|| anyhow!("node {i} lists no spare member"))?;
+        let active = member["status"] == "active";
+        if !allowed.contains(&active) {
+            report.failure = Some(format!(
+                "node {i} says the spare member is {}, but the last acknowledged status was {:?}",
+                member["status"],
+                from.map(|at| standings[at].0)
+            ));
+            return Ok(report);
+        }
+    }
     for id in &acked {
         for i in 0..opts.nodes {
             let found = c
@@ -379,9 +416,77 @@ pub async fn run(opts: &Options) -> Result<Report> {
     Ok(report)
 }
 
+/// The network, the nodes running, and the co-op set up.
+async fn start(opts: &Options) -> Result<Cluster> {
+    let _ = std::fs::remove_dir_all(&opts.workdir);
+    std::fs::create_dir_all(&opts.workdir)?;
+    let net = Net::create(&opts.tag, opts.subnet, opts.nodes)?;
+    let nodes = nodes::prepare(&net, &opts.workdir, opts.nodes, opts.seed)?;
+    let mut c = Cluster {
+        net,
+        nodes,
+        icnd: opts.icnd.clone(),
+        clients: HashMap::new(),
+    };
+    for n in &mut c.nodes {
+        n.start(&opts.icnd)?;
+    }
+    for n in &mut c.nodes {
+        n.wait_up(Duration::from_secs(60)).await?;
+    }
+    setup_coop(&mut c, opts.seed)
+        .await
+        .context("setting up the co-op")?;
+    Ok(c)
+}
+
+/// Checks that a partition bites: with the last node cut off, a payment
+/// made on node 0 does not reach it for `hold`; once healed, it does.
+/// Returns whether it was held back, and how long it took to arrive after
+/// the heal.
+pub async fn partition_probe(opts: &Options, hold: Duration) -> Result<(bool, Duration)> {
+    let mut c = start(opts).await?;
+    let last = opts.nodes - 1;
+    c.net.partition(&[last])?;
+    let id = c.pay(0, 0, 1, 1).await?;
+    let path = format!("/v1/ledger/{COOP}/entries/{id}");
+    tokio::time::sleep(hold).await;
+    let held_back = c
+        .client(last, last)
+        .await?
+        .call("GET", &path, None)
+        .await
+        .is_err();
+    c.net.heal()?;
+    let healed = Instant::now();
+    loop {
+        if c.client(last, last)
+            .await?
+            .call("GET", &path, None)
+            .await
+            .is_ok()
+        {
+            return Ok((held_back, healed.elapsed()));
+        }
+        if healed.elapsed() > Duration::from_secs(120) {
+            bail!("the payment never reached node {last} after the heal");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A member with no node, whose standing the admin changes: fixed by the
+/// seed.
+fn spare(seed: u64) -> icn_engine::Keypair {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&seed.to_le_bytes());
+    secret[9] = 0x18;
+    icn_engine::Keypair::from_secret(&secret)
+}
+
 /// Node 0's member creates the co-op and adds the others; every node then
 /// holds it.
-async fn setup_coop(c: &mut Cluster) -> Result<()> {
+async fn setup_coop(c: &mut Cluster, seed: u64) -> Result<()> {
     let n = c.nodes.len();
     let dids: Vec<String> = c.nodes.iter().map(|n| n.key.did().to_string()).collect();
     let admin = c.client(0, 0).await?;
@@ -392,7 +497,8 @@ async fn setup_coop(c: &mut Cluster) -> Result<()> {
             Some(json!({"id": COOP, "name": "Chaos", "default_credit_limit": CREDIT_LIMIT})),
         )
         .await?;
-    for did in &dids[1..] {
+    let spare = spare(seed).did().to_string();
+    for did in dids[1..].iter().chain([&spare]) {
         admin
             .call(
                 "POST",

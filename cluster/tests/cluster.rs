@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use icn_cluster::{Options, run, schedule};
+use icn_cluster::{Options, partition_probe, run, schedule};
 
 /// The `icnd` built beside this test (`target/<profile>/icnd`).
 fn icnd() -> PathBuf {
@@ -32,6 +32,44 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+fn options(seed: u64, name: &str) -> Options {
+    Options {
+        nodes: 3,
+        seed,
+        steps: 60,
+        icnd: icnd(),
+        workdir: PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("cluster")
+            .join(format!("{name}-{seed}")),
+        tag: format!("{}{:04}", &name[..1], std::process::id() % 10_000),
+        subnet: 200 + (std::process::id() % 25) as u8 * 2 + u8::from(name == "probe"),
+    }
+}
+
+/// Without this, a harness whose partitions let everything through would
+/// pass every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_holds_a_payment_back_until_it_heals() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("ICN_CLUSTER_REQUIRED").is_none(),
+            "needs root"
+        );
+        eprintln!("skipped: the cluster test needs root for network namespaces");
+        return;
+    }
+    let opts = options(3, "probe");
+    let (held_back, after_heal) = partition_probe(&opts, std::time::Duration::from_secs(3))
+        .await
+        .expect("the probe runs");
+    eprintln!("arrived {after_heal:?} after the heal");
+    assert!(
+        held_back,
+        "the cut-off node got the payment through the partition"
+    );
+    let _ = std::fs::remove_dir_all(&opts.workdir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_under_partitions_loss_and_kill_9_loses_nothing_and_converges() {
     if !is_root() {
@@ -46,19 +84,9 @@ async fn a_cluster_under_partitions_loss_and_kill_9_loses_nothing_and_converges(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(7);
-    let icnd = icnd();
-    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cluster");
     for seed in [1, 2, fresh] {
         eprintln!("cluster run, seed {seed}");
-        let opts = Options {
-            nodes: 3,
-            seed,
-            steps: 60,
-            icnd: icnd.clone(),
-            workdir: work.join(format!("seed-{seed}")),
-            tag: format!("t{:04}", std::process::id() % 10_000),
-            subnet: 200 + (std::process::id() % 50) as u8,
-        };
+        let opts = options(seed, "run");
         let report = run(&opts).await.expect("the cluster runs");
         eprintln!("{report:?}");
         if let Some(failure) = &report.failure {

@@ -15,7 +15,12 @@ const ready = (page) => page.waitForSelector("body[data-ready=true]");
 
 test("two members pay each other in two browsers and see it live", async () => {
   const node = await startIcnd();
-  const browser = await launch();
+  // A browser that fails to start must not leave icnd running (the test
+  // runner would wait for it forever).
+  const browser = await launch().catch(async (e) => {
+    await node.stop();
+    throw e;
+  });
   try {
     // Alice makes her key and starts a co-op.
     const alice = await member(browser, node.baseUrl);
