@@ -29,7 +29,12 @@ pub struct Node {
     child: Option<Child>,
     /// How many times it was started.
     pub starts: usize,
+    /// Seconds its clock runs ahead (or behind) at its next start.
+    pub skew: i64,
 }
+
+/// libfaketime (Debian's `faketime`), which shifts a process's wall clock.
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 impl Node {
     /// The gateway's base URL.
@@ -60,7 +65,18 @@ impl Node {
             .append(true)
             .open(self.dir.join("icnd.log"))
             .context("opening the node's log")?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        if self.skew != 0 {
+            if !Path::new(FAKETIME).exists() {
+                bail!("{FAKETIME} is missing: apt-get install faketime");
+            }
+            // The wall clock only: timers and timeouts keep real time.
+            command
+                .env("LD_PRELOAD", FAKETIME)
+                .env("FAKETIME", format!("{:+}s", self.skew))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = command
             .args(["netns", "exec", &self.ns])
             .arg(icnd)
             .arg("--config")
@@ -161,6 +177,7 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
             dir,
             child: None,
             starts: 0,
+            skew: 0,
         });
     }
     Ok(nodes)

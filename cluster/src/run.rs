@@ -77,6 +77,9 @@ pub enum Step {
     Kill(usize),
     /// The node starts again on its data.
     Restart(usize),
+    /// The node restarts (`kill -9` first, if it runs) with its wall clock
+    /// this many seconds off, until the end of the run.
+    Skew(usize, i64),
     /// Time passes, milliseconds.
     Pause(u64),
 }
@@ -138,6 +141,19 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
                 let i = up[rng.random_range(0..up.len())];
                 down[i] = true;
                 Step::Kill(i)
+            }
+            94..97 => {
+                let i = rng.random_range(0..nodes);
+                down[i] = false;
+                let seconds = rng.random_range(30..=7_200);
+                Step::Skew(
+                    i,
+                    if rng.random_bool(0.5) {
+                        seconds
+                    } else {
+                        -seconds
+                    },
+                )
             }
             88..94 if up.len() < nodes => {
                 let downs: Vec<usize> = (0..nodes).filter(|&i| down[i]).collect();
@@ -306,6 +322,13 @@ pub async fn run(opts: &Options) -> Result<Report> {
                 c.nodes[*i].kill()?;
                 *report.faults.entry("kill -9").or_default() += 1;
             }
+            Step::Skew(i, seconds) => {
+                c.nodes[*i].kill()?;
+                c.nodes[*i].skew = *seconds;
+                c.nodes[*i].start(&c.icnd)?;
+                c.nodes[*i].wait_up(Duration::from_secs(60)).await?;
+                *report.faults.entry("clock skew").or_default() += 1;
+            }
             Step::Restart(i) => {
                 c.nodes[*i].start(&c.icnd)?;
                 c.nodes[*i].wait_up(Duration::from_secs(60)).await?;
@@ -315,15 +338,20 @@ pub async fn run(opts: &Options) -> Result<Report> {
     }
     report.acknowledged = acked.len();
 
-    // Heal everything, bring every node back, and wait for quiet.
+    // Heal everything, bring every node back, and wait for quiet: the
+    // convergence time counts from the heal, restarts included.
     c.net.clear()?;
+    let healed = Instant::now();
     for i in 0..opts.nodes {
+        if c.nodes[i].skew != 0 {
+            c.nodes[i].kill()?;
+            c.nodes[i].skew = 0;
+        }
         if !c.nodes[i].is_up() {
             c.nodes[i].start(&c.icnd)?;
             c.nodes[i].wait_up(Duration::from_secs(60)).await?;
         }
     }
-    let healed = Instant::now();
     let mut last = Vec::new();
     let converged = loop {
         let mut states = Vec::new();
