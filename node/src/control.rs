@@ -33,6 +33,9 @@ pub enum Request {
         did: String,
         /// `ip:port` of its sync endpoint.
         addr: String,
+        /// Also keep it in `<data-dir>/peers.json`, dialed at every start.
+        #[serde(default)]
+        save: bool,
     },
     /// The node's DID, peers and counters.
     Status,

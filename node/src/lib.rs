@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod logging;
+pub mod peers;
 
 use anyhow::{Context, Result};
 use icn_engine::{Keypair, Keystore, KeystoreError, Passphrase};

@@ -165,24 +165,44 @@ fn icnctl_dials_a_peer_through_the_running_icnd() {
 
     let dial = icnctl(
         a.path(),
-        &["network", "dial", &b_did, &format!("127.0.0.1:{ub}")],
+        &[
+            "network",
+            "dial",
+            &b_did,
+            &format!("127.0.0.1:{ub}"),
+            "--save",
+        ],
     );
     assert!(
         dial.status.success(),
         "{}",
         String::from_utf8_lossy(&dial.stderr)
     );
-    assert!(String::from_utf8_lossy(&dial.stdout).contains("dialing"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !status(a.path())["peers"]
-        .as_array()
-        .expect("peers")
-        .iter()
-        .any(|p| p.as_str() == Some(b_did.as_str()))
-    {
-        assert!(Instant::now() < deadline, "A never connected to B");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let said = String::from_utf8_lossy(&dial.stdout).into_owned();
+    assert!(
+        said.contains("dialing") && said.contains("saved in"),
+        "{said}"
+    );
+    let connected = |dir: &std::path::Path| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !status(dir)["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .any(|p| p.as_str() == Some(b_did.as_str()))
+        {
+            assert!(Instant::now() < deadline, "A never connected to B");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    connected(a.path());
+    // Saved: after a restart, A keeps the session with B undialled.
+    terminate(node_a);
+    let node_a = start_icnd(a.path(), pa, PASS);
+    wait_healthy(pa);
+    connected(a.path());
+    let saved = std::fs::read_to_string(a.path().join("peers.json")).expect("peers.json");
+    assert!(saved.contains(&b_did), "{saved}");
     // Bad input: a clear error, a failing exit code.
     let bad = icnctl(
         a.path(),
@@ -190,6 +210,16 @@ fn icnctl_dials_a_peer_through_the_running_icnd() {
     );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("did:icn:nope"));
+    let bad = icnctl(
+        a.path(),
+        &["network", "dial", "did:icn:nope", "127.0.0.1:1", "--save"],
+    );
+    assert!(!bad.status.success());
+    assert_eq!(
+        std::fs::read_to_string(a.path().join("peers.json")).expect("peers.json"),
+        saved,
+        "nothing bad is saved"
+    );
     terminate(node_a);
     terminate(node_b);
     assert!(

@@ -709,6 +709,10 @@ enum NetworkCommand {
         did: String,
         /// Its sync address, ip:port (its [network] listen_addr).
         addr: String,
+        /// Keep the peer across restarts: the node saves it in
+        /// <data-dir>/peers.json and dials it at every start.
+        #[arg(long)]
+        save: bool,
     },
 }
 
@@ -1671,8 +1675,14 @@ fn run(args: Args) -> Result<()> {
             let status = control(&args.data_dir, &Request::Status)?;
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
-        Command::Network(NetworkCommand::Dial { did, addr }) => {
-            let ok = control(&args.data_dir, &Request::Dial { did, addr })?;
+        Command::Network(NetworkCommand::Dial { did, addr, save }) => {
+            let ok = control(&args.data_dir, &Request::Dial { did, addr, save })?;
+            if ok.get("saved").and_then(|s| s.as_bool()) == Some(true) {
+                println!(
+                    "saved in {}",
+                    icn_node::peers::path(&args.data_dir).display()
+                );
+            }
             let new = ok.get("new").and_then(|n| n.as_bool()).unwrap_or(false);
             let (did, addr) = (&ok["did"], &ok["addr"]);
             if new {

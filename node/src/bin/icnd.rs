@@ -126,17 +126,22 @@ impl Tasks {
 fn control_handler(
     engine: Engine,
     dialer: Dialer,
+    data_dir: PathBuf,
 ) -> impl Fn(Request) -> Result<serde_json::Value> + Send + Sync + 'static {
     move |request| match request {
-        Request::Dial { did, addr } => {
+        Request::Dial { did, addr, save } => {
             let did = Did::parse_valid(&did).map_err(|e| anyhow::anyhow!("{did:?}: {e}"))?;
             let addr: SocketAddr = addr
                 .parse()
                 .map_err(|e| anyhow::anyhow!("{addr:?} is not ip:port: {e}"))?;
+            let saved = save && icn_node::peers::save(&data_dir, &PeerAddr { did, addr })?;
             let started = dialer.dial(did, addr);
-            Ok(
-                serde_json::json!({ "did": did.to_string(), "addr": addr.to_string(), "new": started }),
-            )
+            Ok(serde_json::json!({
+                "did": did.to_string(),
+                "addr": addr.to_string(),
+                "new": started,
+                "saved": saved,
+            }))
         }
         Request::Backup { path } => {
             let counts = icn_node::write_backup(&engine, std::path::Path::new(&path))?;
@@ -426,15 +431,20 @@ async fn main() -> Result<()> {
     tracing::info!(addrs = ?sync.local_addrs(), "sync listening as {}", identity.did());
     let dialer = Dialer::new(sync.clone());
     let mut bootstrap = Vec::new();
+    // The configured peers, then those saved by `network dial --save`.
+    let mut peers = Vec::new();
     for peer in &config.network.bootstrap_peers {
-        let peer: PeerAddr = peer.parse()?;
+        peers.push(peer.parse::<PeerAddr>()?);
+    }
+    peers.extend(icn_node::peers::load(&data_dir)?);
+    for peer in peers {
         dialer.dial(peer.did, peer.addr);
         bootstrap.push(peer.did);
     }
     let health = health_router(sync.clone(), bootstrap);
     #[cfg(unix)]
     {
-        let control = control_handler(engine.clone(), dialer.clone());
+        let control = control_handler(engine.clone(), dialer.clone(), data_dir.clone());
         let dir = data_dir.clone();
         tasks.until_shutdown(async move {
             if let Err(e) = icn_node::control::serve(&dir, control).await {
