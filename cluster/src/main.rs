@@ -80,8 +80,9 @@ async fn main() -> Result<()> {
         };
         let report = run(&opts).await?;
         println!(
-            "seed {seed}: {} acknowledged, {} lost, {} conflicted, converged in {:.2} s{}",
+            "seed {seed}: {} payments and {} votes acknowledged, {} lost, {} conflicted, converged in {:.2} s{}",
             report.acknowledged,
+            report.votes,
             report.lost.len(),
             report.conflicted,
             report.converge.as_secs_f64(),
@@ -112,13 +113,14 @@ async fn main() -> Result<()> {
     times.sort();
     println!();
     println!(
-        "| runs | failed | acknowledged | lost | conflicted | converge median | converge p99 | faults |"
+        "| runs | failed | payments acknowledged | votes acknowledged | lost | conflicted | converge median | converge p99 | faults |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {failed} | {} | {} | {} | {:.2} s | {:.2} s | {} |",
+        "| {} | {failed} | {} | {} | {} | {} | {:.2} s | {:.2} s | {} |",
         reports.len(),
         reports.iter().map(|r| r.acknowledged).sum::<usize>(),
+        reports.iter().map(|r| r.votes).sum::<usize>(),
         reports.iter().map(|r| r.lost.len()).sum::<usize>(),
         reports.iter().map(|r| r.conflicted).sum::<usize>(),
         percentile(&times, 0.5).as_secs_f64(),

@@ -16,6 +16,8 @@ use crate::nodes::{self, Node};
 
 /// The co-op every run uses.
 const COOP: &str = "chaos";
+/// Its governance domain, where every member votes.
+const DOMAIN: &str = "board";
 /// Members' credit limit, in hours: two payments of [`OVERSPEND`] on two
 /// nodes at once cannot both count.
 const CREDIT_LIMIT: i64 = 100;
@@ -65,6 +67,13 @@ pub enum Step {
     /// member, through node 0: one writer, so the last acknowledged status
     /// (or a later unanswered one) must be the one every node ends with.
     Standing(bool),
+    /// The admin proposes (and opens) a new proposal through node 0;
+    /// votes go to the newest.
+    Propose,
+    /// A member votes on the newest proposal through its own node.
+    Vote(usize, &'static str),
+    /// The admin (its proposer) closes the newest proposal through node 0.
+    Close,
     /// These nodes reach none of the others.
     Partition(Vec<usize>),
     /// Every partition healed.
@@ -94,7 +103,13 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
         let up: Vec<usize> = (0..nodes).filter(|&i| !down[i]).collect();
         let step = match rng.random_range(0..100) {
             0..5 => Step::Standing(rng.random_bool(0.5)),
-            5..55 => {
+            5..7 => Step::Propose,
+            7..20 => Step::Vote(
+                rng.random_range(0..nodes),
+                ["for", "against", "abstain"][rng.random_range(0..3)],
+            ),
+            20..22 => Step::Close,
+            22..55 => {
                 let from = rng.random_range(0..nodes);
                 let to = (from + rng.random_range(1..nodes)) % nodes;
                 // Mostly through the payer's own node.
@@ -179,6 +194,8 @@ pub struct Report {
     pub acknowledged: usize,
     /// Writes refused or unanswered (not acknowledged: nothing is owed).
     pub unacknowledged: usize,
+    /// Votes acknowledged.
+    pub votes: usize,
     /// Acknowledged writes missing on some node after convergence.
     pub lost: Vec<String>,
     /// Entries conflicted at the end (overspends and the like).
@@ -237,7 +254,10 @@ impl Cluster {
             .call("GET", &format!("/v1/ledger/{COOP}/trial-balance"), None)
             .await?;
         trial["coop_id"] = Value::Null;
-        Ok(json!({"heads": heads, "trial": trial}))
+        let proposals = c
+            .list(&format!("/v1/gov/domains/{DOMAIN}/proposals"))
+            .await?;
+        Ok(json!({"heads": heads, "trial": trial, "proposals": proposals}))
     }
 }
 
@@ -255,8 +275,48 @@ pub async fn run(opts: &Options) -> Result<Report> {
     // The spare's statuses written, and whether each was acknowledged.
     let mut standings: Vec<(bool, bool)> = Vec::new();
     let spare_path = format!("/v1/coops/{COOP}/members/{}", spare(opts.seed).did());
+    // Proposals made, and the votes acknowledged: (proposal, member).
+    c.propose("p1").await.context("the first proposal")?;
+    let mut proposals = 1usize;
+    let mut votes: Vec<(String, usize)> = Vec::new();
     for step in &steps {
         match step {
+            Step::Propose => {
+                let id = format!("p{}", proposals + 1);
+                if c.propose(&id).await.is_ok() {
+                    proposals += 1;
+                } else {
+                    report.unacknowledged += 1;
+                }
+            }
+            Step::Vote(member, choice) => {
+                let id = format!("p{proposals}");
+                let path = format!("/v1/gov/proposals/{id}/vote?domain_id={DOMAIN}");
+                let done = proposals > 0
+                    && c.nodes[*member].is_up()
+                    && match c.client(*member, *member).await {
+                        Ok(client) => client
+                            .call("POST", &path, Some(json!({ "choice": choice })))
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    };
+                if done {
+                    votes.push((id, *member));
+                } else {
+                    report.unacknowledged += 1;
+                }
+            }
+            Step::Close => {
+                let path = format!("/v1/gov/proposals/p{proposals}/close?domain_id={DOMAIN}");
+                let done = proposals > 0
+                    && c.nodes[0].is_up()
+                    && match c.client(0, 0).await {
+                        Ok(admin) => admin.call("POST", &path, None).await.is_ok(),
+                        Err(_) => false,
+                    };
+                report.unacknowledged += usize::from(!done);
+            }
             Step::Standing(active) => {
                 let status = if *active { "active" } else { "suspended" };
                 let done = c.nodes[0].is_up()
@@ -422,6 +482,27 @@ pub async fn run(opts: &Options) -> Result<Report> {
             return Ok(report);
         }
     }
+    // Every acknowledged vote is in its proposal (counted or, when it was
+    // concurrent with the close, kept), on every node: the nodes agree.
+    report.votes = votes.len();
+    let listed = state["proposals"]["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for (id, member) in &votes {
+        let did = c.nodes[*member].key.did().to_string();
+        let found = listed.iter().any(|p| {
+            p["id"] == id.as_str()
+                && p["votes"]
+                    .as_array()
+                    .is_some_and(|vs| vs.iter().any(|v| v["voter"] == did.as_str()))
+        });
+        if !found {
+            report
+                .lost
+                .push(format!("the vote of member {member} on {id}"));
+        }
+    }
     for id in &acked {
         for i in 0..opts.nodes {
             let found = c
@@ -442,6 +523,23 @@ pub async fn run(opts: &Options) -> Result<Report> {
         ));
     }
     Ok(report)
+}
+
+impl Cluster {
+    /// The admin proposes `id` in the domain and opens it for an hour.
+    async fn propose(&mut self, id: &str) -> Result<()> {
+        if !self.nodes[0].is_up() {
+            bail!("node 0 is down");
+        }
+        let admin = self.client(0, 0).await?;
+        let body = json!({"domain_id": DOMAIN, "id": id, "title": format!("Proposal {id}")});
+        admin.call("POST", "/v1/gov/proposals", Some(body)).await?;
+        let open = format!("/v1/gov/proposals/{id}/open?domain_id={DOMAIN}");
+        admin
+            .call("POST", &open, Some(json!({"voting_period_seconds": 3600})))
+            .await?;
+        Ok(())
+    }
 }
 
 /// The network, the nodes running, and the co-op set up.
@@ -535,19 +633,31 @@ async fn setup_coop(c: &mut Cluster, seed: u64) -> Result<()> {
             )
             .await?;
     }
+    let admin = c.client(0, 0).await?;
+    admin
+        .call(
+            "POST",
+            "/v1/gov/domains",
+            Some(json!({"id": DOMAIN, "name": "Board", "coop_id": COOP, "members": dids[1..]})),
+        )
+        .await?;
     let start = Instant::now();
     for i in 1..n {
         loop {
-            let held = c
-                .client(i, i)
-                .await?
-                .call("GET", &format!("/v1/coops/{COOP}"), None)
-                .await;
+            let client = c.client(i, i).await?;
+            let held = match client.call("GET", &format!("/v1/coops/{COOP}"), None).await {
+                Ok(_) => {
+                    client
+                        .call("GET", &format!("/v1/gov/domains/{DOMAIN}"), None)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             if held.is_ok() {
                 break;
             }
             if start.elapsed() > Duration::from_secs(60) {
-                bail!("node {i} never received the co-op");
+                bail!("node {i} never received the co-op and its domain");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
