@@ -32,6 +32,19 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// Whether to skip: not root, and not required (CI requires it).
+fn skipped() -> bool {
+    if is_root() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("ICN_CLUSTER_REQUIRED").is_none(),
+        "the cluster test needs root (network namespaces), and ICN_CLUSTER_REQUIRED is set"
+    );
+    eprintln!("skipped: the cluster test needs root for network namespaces");
+    true
+}
+
 fn options(seed: u64, name: &str) -> Options {
     Options {
         nodes: 3,
@@ -50,12 +63,7 @@ fn options(seed: u64, name: &str) -> Options {
 /// pass every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_holds_a_payment_back_until_it_heals() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("ICN_CLUSTER_REQUIRED").is_none(),
-            "needs root"
-        );
-        eprintln!("skipped: the cluster test needs root for network namespaces");
+    if skipped() {
         return;
     }
     let opts = options(3, "probe");
@@ -72,12 +80,7 @@ async fn a_partition_holds_a_payment_back_until_it_heals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_under_partitions_loss_and_kill_9_loses_nothing_and_converges() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("ICN_CLUSTER_REQUIRED").is_none(),
-            "the cluster test needs root (network namespaces), and ICN_CLUSTER_REQUIRED is set"
-        );
-        eprintln!("skipped: the cluster test needs root for network namespaces");
+    if skipped() {
         return;
     }
     let fresh = std::time::SystemTime::now()

@@ -106,6 +106,14 @@ impl Gov {
             .expect("changes")
     }
 
+    fn bob_sealed(&self) -> bool {
+        self.node
+            .engine
+            .read(&self.domain, |r| domain::seal_of(r, &self.bob.did()))
+            .flatten()
+            .is_some()
+    }
+
     fn proposal(&self) -> domain::Proposal {
         proposal(&self.node, &self.domain)
     }
@@ -152,14 +160,7 @@ fn a_stolen_did_key_votes_and_closes_for_nothing_after_its_seal() {
         .engine
         .revoke_all_devices(&g.coop, &dev(&g.admin), &g.bob.did(), &revocation)
         .expect("emergency revoke");
-    assert!(
-        g.node
-            .engine
-            .read(&g.domain, |r| domain::seal_of(r, &g.bob.did()))
-            .flatten()
-            .is_some(),
-        "sealed in the domain"
-    );
+    assert!(g.bob_sealed(), "sealed in the domain");
     thief_writes(&g, &replica);
     g.node
         .engine
@@ -268,13 +269,7 @@ fn a_revocation_made_elsewhere_is_sealed_by_a_domain_admin_node() {
             domain::add_member(tx, &g.bob.did(), DomainRole::Member, 1)
         })
         .expect("re-add");
-    assert!(
-        g.node
-            .engine
-            .read(&g.domain, |r| domain::seal_of(r, &g.bob.did()))
-            .flatten()
-            .is_none()
-    );
+    assert!(!g.bob_sealed(), "re-adding ends the seal");
     assert_eq!(g.node.engine.seal_pending(), 1);
 }
 
