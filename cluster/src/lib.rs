@@ -4,11 +4,13 @@
 //! Each node runs in its own network namespace, joined to the others by a
 //! veth pair and a bridge ([`net`]); members' clients drive the nodes over
 //! HTTP while a seeded schedule partitions them, drops their packets and
-//! kills them with SIGKILL ([`run`]). When the faults heal, the checker
+//! kills them with SIGKILL ([`run`]), and a byzantine peer sends them
+//! backdated, replayed and forged data (`byzantine`). When the faults heal, the checker
 //! waits for the nodes to agree and then asks every node for every write a
 //! client saw acknowledged. Needs root (network namespaces), iproute2 and
 //! nftables.
 
+mod byzantine;
 pub mod net;
 pub mod nodes;
 pub mod run;

@@ -81,11 +81,12 @@ async fn main() -> Result<()> {
         };
         let report = run(&opts).await?;
         println!(
-            "seed {seed}: {} payments and {} votes acknowledged, {} lost, {} conflicted, converged in {:.2} s{}",
+            "seed {seed}: {} payments and {} votes acknowledged, {} lost, {} conflicted, {} backdated after removal, converged in {:.2} s{}",
             report.acknowledged,
             report.votes,
             report.lost.len(),
             report.conflicted,
+            report.backdated,
             report.converge.as_secs_f64(),
             report
                 .failure
@@ -114,24 +115,27 @@ async fn main() -> Result<()> {
     times.sort();
     println!();
     println!(
-        "| runs | failed | payments acknowledged | votes acknowledged | lost | conflicted | converge median | converge p99 | faults |"
+        "| runs | failed | payments acknowledged | votes acknowledged | lost | conflicted | backdated after removal (applied: 0) | converge median | converge p99 | converge max |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {failed} | {} | {} | {} | {} | {:.2} s | {:.2} s | {} |",
+        "| {} | {failed} | {} | {} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} s |",
         reports.len(),
         reports.iter().map(|r| r.acknowledged).sum::<usize>(),
         reports.iter().map(|r| r.votes).sum::<usize>(),
         reports.iter().map(|r| r.lost.len()).sum::<usize>(),
         reports.iter().map(|r| r.conflicted).sum::<usize>(),
+        reports.iter().map(|r| r.backdated).sum::<usize>(),
         percentile(&times, 0.5).as_secs_f64(),
         percentile(&times, 0.99).as_secs_f64(),
-        faults
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        times.last().copied().unwrap_or_default().as_secs_f64(),
     );
+    println!();
+    println!("| fault | injected |");
+    println!("|---|---|");
+    for (kind, n) in &faults {
+        println!("| {kind} | {n} |");
+    }
     if failed > 0 {
         bail!("{failed} runs failed");
     }

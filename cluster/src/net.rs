@@ -112,7 +112,9 @@ impl Net {
         Ipv4Addr::new(10, 213, self.subnet, i as u8 + 1)
     }
 
-    fn gateway_ip(&self) -> Ipv4Addr {
+    /// The harness's address on the bridge (where the byzantine peer
+    /// speaks from).
+    pub fn gateway_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 213, self.subnet, 254)
     }
 

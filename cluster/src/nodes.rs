@@ -14,6 +14,12 @@ use icn_node::client::Client;
 
 use crate::net::Net;
 
+/// The port every node's sync endpoint binds, on its namespace's address.
+pub const SYNC_PORT: u16 = 7777;
+
+/// The port of every node's Prometheus endpoint.
+const METRICS_PORT: u16 = 9100;
+
 /// The passphrase of every node's keystore in a run.
 const PASSPHRASE: &str = "icn-cluster passphrase";
 
@@ -26,6 +32,7 @@ pub struct Node {
     dir: PathBuf,
     ns: String,
     base: String,
+    metrics: String,
     child: Option<Child>,
     /// How many times it was started.
     pub starts: usize,
@@ -103,6 +110,21 @@ impl Node {
         Ok(())
     }
 
+    /// `icn_sync_faults_total` on its `/metrics`: faults its peers made
+    /// since it last started.
+    pub async fn sync_faults(&self) -> Result<u64> {
+        let text = reqwest::get(&self.metrics)
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("reading {}", self.metrics))?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("icn_sync_faults_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("{} has no icn_sync_faults_total", self.metrics))
+    }
+
     /// Waits until the gateway answers `/v1/health`.
     pub async fn wait_up(&mut self, within: Duration) -> Result<()> {
         let start = Instant::now();
@@ -159,11 +181,12 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .map(|(j, k)| format!("\"icn://{}@{}:7777\"", k.did(), net.ip(j)))
+            .map(|(j, k)| format!("\"icn://{}@{}:{SYNC_PORT}\"", k.did(), net.ip(j)))
             .collect();
         let config = format!(
-            "data_dir = {dir:?}\n\n[network]\nlisten_addr = \"{ip}:7777\"\nbootstrap_peers = [{peers}]\n\n\
-             [gateway]\nbind_addr = \"{ip}:8080\"\nrate_burst = 100000\nrate_per_second = 100000\n",
+            "data_dir = {dir:?}\n\n[network]\nlisten_addr = \"{ip}:{SYNC_PORT}\"\nbootstrap_peers = [{peers}]\n\n\
+             [gateway]\nbind_addr = \"{ip}:8080\"\nrate_burst = 100000\nrate_per_second = 100000\n\n\
+             [observability]\nmetrics_port = {METRICS_PORT}\n",
             dir = dir.display().to_string(),
             ip = net.ip(i),
             peers = peers.join(", "),
@@ -173,6 +196,7 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
             index: i,
             key: key.clone(),
             base: format!("http://{}:8080", net.ip(i)),
+            metrics: format!("http://{}:{METRICS_PORT}/metrics", net.ip(i)),
             ns: net.ns(i),
             dir,
             child: None,

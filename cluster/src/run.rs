@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
+use crate::byzantine::{self, Thief};
 use crate::net::Net;
 use crate::nodes::{self, Node};
 
@@ -89,6 +90,12 @@ pub enum Step {
     /// The node restarts (`kill -9` first, if it runs) with its wall clock
     /// this many seconds off, until the end of the run.
     Skew(usize, i64),
+    /// The byzantine peer visits the node: backdated, replayed and forged
+    /// data ([`crate::byzantine`]).
+    Byzantine(usize),
+    /// The admin removes the byzantine peer's member, through node 0 (once
+    /// a run, before the end if node 0 was down).
+    RemoveThief,
     /// Time passes, milliseconds.
     Pause(u64),
 }
@@ -99,9 +106,14 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
     let mut down = vec![false; nodes];
     let mut lossy = vec![false; nodes];
     let mut out = Vec::new();
-    for _ in 0..steps {
+    let removal = rng.random_range(steps / 4..=steps * 3 / 4);
+    for at in 0..steps {
+        if at == removal {
+            out.push(Step::RemoveThief);
+        }
         let up: Vec<usize> = (0..nodes).filter(|&i| !down[i]).collect();
-        let step = match rng.random_range(0..100) {
+        let step = match rng.random_range(0..105) {
+            100..105 => Step::Byzantine(rng.random_range(0..nodes)),
             0..5 => Step::Standing(rng.random_bool(0.5)),
             5..7 => Step::Propose,
             7..20 => Step::Vote(
@@ -200,6 +212,9 @@ pub struct Report {
     pub lost: Vec<String>,
     /// Entries conflicted at the end (overspends and the like).
     pub conflicted: usize,
+    /// Entries the byzantine peer backdated after its removal was
+    /// acknowledged (none may count).
+    pub backdated: usize,
     /// From the last heal to identical nodes.
     pub converge: Duration,
     /// What went wrong, if anything.
@@ -212,6 +227,8 @@ struct Cluster {
     icnd: PathBuf,
     /// Clients by (node, member).
     clients: HashMap<(usize, usize), Client>,
+    /// The byzantine peer, once the co-op is set up.
+    thief: Option<Thief>,
 }
 
 impl Cluster {
@@ -393,6 +410,16 @@ pub async fn run(opts: &Options) -> Result<Report> {
                 c.nodes[*i].start(&c.icnd)?;
                 c.nodes[*i].wait_up(Duration::from_secs(60)).await?;
             }
+            Step::Byzantine(i) => {
+                if c.visit(*i).await? {
+                    *report.faults.entry("byzantine visit").or_default() += 1;
+                }
+            }
+            Step::RemoveThief => {
+                if c.remove_thief().await {
+                    *report.faults.entry("member removal").or_default() += 1;
+                }
+            }
             Step::Pause(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
         }
     }
@@ -411,6 +438,33 @@ pub async fn run(opts: &Options) -> Result<Report> {
             c.nodes[i].start(&c.icnd)?;
             c.nodes[i].wait_up(Duration::from_secs(60)).await?;
         }
+    }
+    // The thief is removed by now, and visits every node once more: each
+    // must count it faulty, and hold what it sent.
+    if !c.thief()?.removed {
+        let mut tries = 0;
+        while !c.remove_thief().await {
+            tries += 1;
+            if tries == 10 {
+                bail!("node 0 did not remove the byzantine member after the heal");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        *report.faults.entry("member removal").or_default() += 1;
+    }
+    for i in 0..opts.nodes {
+        let mut reached = false;
+        for _ in 0..10 {
+            if c.visit(i).await? {
+                reached = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !reached {
+            bail!("the byzantine peer could not reach node {i} after the heal");
+        }
+        *report.faults.entry("byzantine visit").or_default() += 1;
     }
     let mut last = Vec::new();
     let converged = loop {
@@ -515,6 +569,40 @@ pub async fn run(opts: &Options) -> Result<Report> {
             }
         }
     }
+    // Nothing the thief wrote after its removal was acknowledged counts
+    // anywhere, and every node counted its forgeries as faults.
+    let thief = c.thief()?;
+    let late: Vec<byzantine::Backdated> = thief
+        .sent
+        .iter()
+        .filter(|b| b.after_removal)
+        .cloned()
+        .collect();
+    report.backdated = late.len();
+    for b in &late {
+        for i in 0..opts.nodes {
+            let client = c.client(i, i).await?;
+            // Every node holds it (the last visits brought it), and it
+            // counts nowhere.
+            let status = byzantine::status(client, COOP, &b.id).await;
+            if status.as_deref() != Some("conflicted") {
+                report.failure = Some(format!(
+                    "node {i} holds {} as {status:?}: the removed member backdated it after its removal, so it must be held, conflicted",
+                    b.id
+                ));
+                return Ok(report);
+            }
+        }
+    }
+    for i in 0..opts.nodes {
+        let faults = c.nodes[i].sync_faults().await?;
+        if faults == 0 {
+            report.failure = Some(format!(
+                "node {i} counted no fault, though the byzantine peer sent it forgeries"
+            ));
+            return Ok(report);
+        }
+    }
     if !report.lost.is_empty() {
         report.failure = Some(format!(
             "{} acknowledged writes missing: {:?}",
@@ -526,6 +614,45 @@ pub async fn run(opts: &Options) -> Result<Report> {
 }
 
 impl Cluster {
+    fn thief(&mut self) -> Result<&mut Thief> {
+        self.thief
+            .as_mut()
+            .ok_or_else(|| anyhow!("the co-op is not set up"))
+    }
+
+    /// The byzantine peer visits node `i`, if it runs; whether it reached it.
+    async fn visit(&mut self, i: usize) -> Result<bool> {
+        if !self.nodes[i].is_up() {
+            return Ok(false);
+        }
+        let did = self.nodes[i].key.did();
+        let addr = std::net::SocketAddr::new(self.net.ip(i).into(), nodes::SYNC_PORT);
+        self.thief()?.visit(i, &did, addr).await
+    }
+
+    /// The admin removes the byzantine member through node 0; whether it
+    /// was acknowledged.
+    async fn remove_thief(&mut self) -> bool {
+        let Some(did) = self.thief.as_ref().map(|t| t.key.did()) else {
+            return false;
+        };
+        if !self.nodes[0].is_up() {
+            return false;
+        }
+        let path = format!("/v1/coops/{COOP}/members/{did}");
+        let done = match self.client(0, 0).await {
+            Ok(admin) => admin
+                .call("PUT", &path, Some(json!({ "status": "removed" })))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        if done && let Some(t) = self.thief.as_mut() {
+            t.removed = true;
+        }
+        done
+    }
+
     /// The admin proposes `id` in the domain and opens it for an hour.
     async fn propose(&mut self, id: &str) -> Result<()> {
         if !self.nodes[0].is_up() {
@@ -553,6 +680,7 @@ async fn start(opts: &Options) -> Result<Cluster> {
         nodes,
         icnd: opts.icnd.clone(),
         clients: HashMap::new(),
+        thief: None,
     };
     for n in &mut c.nodes {
         n.start(&opts.icnd)?;
@@ -624,7 +752,8 @@ async fn setup_coop(c: &mut Cluster, seed: u64) -> Result<()> {
         )
         .await?;
     let spare = spare(seed).did().to_string();
-    for did in dids[1..].iter().chain([&spare]) {
+    let thief = byzantine::key(seed).did().to_string();
+    for did in dids[1..].iter().chain([&spare, &thief]) {
         admin
             .call(
                 "POST",
@@ -641,6 +770,11 @@ async fn setup_coop(c: &mut Cluster, seed: u64) -> Result<()> {
             Some(json!({"id": DOMAIN, "name": "Board", "coop_id": COOP, "members": dids[1..]})),
         )
         .await?;
+    let payee = c.nodes[0].key.did();
+    let harness = c.net.gateway_ip();
+    let admin = c.client(0, 0).await?;
+    let thief = Thief::new(seed, harness, admin, COOP, payee, n).await?;
+    c.thief = Some(thief);
     let start = Instant::now();
     for i in 1..n {
         loop {
