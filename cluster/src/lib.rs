@@ -4,11 +4,11 @@
 //! Each node runs in its own network namespace, joined to the others by a
 //! veth pair and a bridge ([`net`]); members' clients drive the nodes over
 //! HTTP while a seeded schedule partitions them, drops their packets and
-//! kills them with SIGKILL ([`run`]), and a byzantine peer sends them
+//! kills them with SIGKILL, fills their disks ([`run`]), and a byzantine peer sends them
 //! backdated, replayed and forged data (`byzantine`). When the faults heal, the checker
 //! waits for the nodes to agree and then asks every node for every write a
-//! client saw acknowledged. Needs root (network namespaces), iproute2 and
-//! nftables.
+//! client saw acknowledged. Needs root (network namespaces, loop mounts),
+//! iproute2, nftables, libfaketime, e2fsprogs and util-linux.
 
 mod byzantine;
 pub mod net;

@@ -1,6 +1,10 @@
 //! Real `icnd` processes, one per namespace, each with its own data
 //! directory and identity (which is also its member's key), started,
 //! killed with SIGKILL and restarted on the same data.
+//!
+//! Each data directory is its own small ext4 file system (a loop-mounted
+//! image), so that the harness can fill one node's disk, as a full disk
+//! does, without touching the others or the host.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,10 @@ pub struct Node {
     /// Its key: the node's identity and its member's DID key.
     pub key: Keypair,
     dir: PathBuf,
+    /// The data directory: the mounted file system.
+    data: PathBuf,
+    /// Whether the disk is full now.
+    pub full: bool,
     ns: String,
     base: String,
     metrics: String,
@@ -125,6 +133,15 @@ impl Node {
             .with_context(|| format!("{} has no icn_sync_faults_total", self.metrics))
     }
 
+    /// [`Node::wait_up`], except on a full disk, where `icnd` waits for room
+    /// before it opens its store and serves anything.
+    pub async fn wait_up_unless_full(&mut self) -> Result<()> {
+        if self.full {
+            return Ok(());
+        }
+        self.wait_up(Duration::from_secs(60)).await
+    }
+
     /// Waits until the gateway answers `/v1/health`.
     pub async fn wait_up(&mut self, within: Duration) -> Result<()> {
         let start = Instant::now();
@@ -151,9 +168,94 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Fills the node's disk: a file takes every free block, so the store's
+    /// next write that needs a new block fails (ENOSPC).
+    pub fn fill_disk(&mut self) -> Result<()> {
+        let out = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&self.data)
+            .output()
+            .context("running df")?;
+        let avail: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .context("df gave no free space")?;
+        // fallocate takes what it can and says ENOSPC for the rest (the
+        // file's own metadata needs blocks too): the disk is full either way.
+        let _ = Command::new("fallocate")
+            .args(["-l", &avail.to_string()])
+            .arg(self.data.join(BALLAST))
+            .output()
+            .context("running fallocate")?;
+        self.full = true;
+        Ok(())
+    }
+
+    /// How many times its log says `text` (over every start).
+    pub fn log_count(&self, text: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("icnd.log"))
+            .map(|log| log.matches(text).count())
+            .unwrap_or(0)
+    }
+
+    /// Frees the node's disk.
+    pub fn free_disk(&mut self) -> Result<()> {
+        match std::fs::remove_file(self.data.join(BALLAST)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context("removing the ballast"),
+        }
+        self.full = false;
+        Ok(())
+    }
+}
+
+/// The file that fills a node's disk.
+const BALLAST: &str = "ballast";
+
+/// The size of each node's file system.
+const DISK_BYTES: &str = "256M";
+
+/// Makes `dir` a fresh ext4 file system of its own, from an image beside it.
+fn mount_disk(dir: &Path, image: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let image_s = image.display().to_string();
+    crate::net::sh("truncate", &["-s", DISK_BYTES, &image_s])?;
+    // No blocks reserved for root: icnd runs as root, and a full disk must
+    // be full for it too.
+    crate::net::sh("mkfs.ext4", &["-q", "-F", "-m", "0", &image_s])?;
+    crate::net::sh(
+        "mount",
+        &["-o", "loop", &image_s, &dir.display().to_string()],
+    )
+}
+
+/// Unmounts what [`mount_disk`] mounted under `root` (a run's work
+/// directory), leftovers of a killed run included.
+pub fn unmount_disks(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let data = entry.path().join("data");
+        if data.is_dir() {
+            let _ = Command::new("umount")
+                .arg(&data)
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.kill();
+        let _ = Command::new("umount")
+            .arg(&self.data)
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -175,8 +277,9 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
     let mut nodes = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         let dir = root.join(format!("node{i}"));
-        std::fs::create_dir_all(&dir)?;
-        Keystore::in_dir(&dir).create(key, &passphrase)?;
+        let data = dir.join("data");
+        mount_disk(&data, &dir.join("disk.img"))?;
+        Keystore::in_dir(&data).create(key, &passphrase)?;
         let peers: Vec<String> = keys
             .iter()
             .enumerate()
@@ -187,7 +290,7 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
             "data_dir = {dir:?}\n\n[network]\nlisten_addr = \"{ip}:{SYNC_PORT}\"\nbootstrap_peers = [{peers}]\n\n\
              [gateway]\nbind_addr = \"{ip}:8080\"\nrate_burst = 100000\nrate_per_second = 100000\n\n\
              [observability]\nmetrics_port = {METRICS_PORT}\n",
-            dir = dir.display().to_string(),
+            dir = data.display().to_string(),
             ip = net.ip(i),
             peers = peers.join(", "),
         );
@@ -199,6 +302,8 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
             metrics: format!("http://{}:{METRICS_PORT}/metrics", net.ip(i)),
             ns: net.ns(i),
             dir,
+            data,
+            full: false,
             child: None,
             starts: 0,
             skew: 0,

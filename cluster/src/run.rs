@@ -90,6 +90,10 @@ pub enum Step {
     /// The node restarts (`kill -9` first, if it runs) with its wall clock
     /// this many seconds off, until the end of the run.
     Skew(usize, i64),
+    /// The node's disk fills up: every free block taken.
+    DiskFull(usize),
+    /// The node's disk has room again.
+    DiskFree(usize),
     /// The byzantine peer visits the node: backdated, replayed and forged
     /// data ([`crate::byzantine`]).
     Byzantine(usize),
@@ -105,6 +109,7 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut down = vec![false; nodes];
     let mut lossy = vec![false; nodes];
+    let mut full = vec![false; nodes];
     let mut out = Vec::new();
     let removal = rng.random_range(steps / 4..=steps * 3 / 4);
     for at in 0..steps {
@@ -112,8 +117,17 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
             out.push(Step::RemoveThief);
         }
         let up: Vec<usize> = (0..nodes).filter(|&i| !down[i]).collect();
-        let step = match rng.random_range(0..105) {
+        let step = match rng.random_range(0..110) {
             100..105 => Step::Byzantine(rng.random_range(0..nodes)),
+            105..110 => {
+                let i = rng.random_range(0..nodes);
+                full[i] = !full[i];
+                if full[i] {
+                    Step::DiskFull(i)
+                } else {
+                    Step::DiskFree(i)
+                }
+            }
             0..5 => Step::Standing(rng.random_bool(0.5)),
             5..7 => Step::Propose,
             7..20 => Step::Vote(
@@ -212,6 +226,11 @@ pub struct Report {
     pub lost: Vec<String>,
     /// Entries conflicted at the end (overspends and the like).
     pub conflicted: usize,
+    /// Writes refused by a node with a full disk, with a 503 that says so.
+    pub disk_refusals: usize,
+    /// Times a node whose disk had refused a write restarted itself to
+    /// reopen its store, once the disk had room.
+    pub reopened: usize,
     /// Entries the byzantine peer backdated after its removal was
     /// acknowledged (none may count).
     pub backdated: usize,
@@ -229,6 +248,12 @@ struct Cluster {
     clients: HashMap<(usize, usize), Client>,
     /// The byzantine peer, once the co-op is set up.
     thief: Option<Thief>,
+    /// Writes a node with a full disk refused with a clear 503.
+    disk_refusals: usize,
+    /// The first refusal by a node with a full disk that was not clear.
+    unclear: Option<String>,
+    /// The last error the admin's removal of the thief met.
+    last_refusal: String,
 }
 
 impl Cluster {
@@ -253,7 +278,8 @@ impl Cluster {
             .client(node, from)
             .await?
             .call("POST", &format!("/v1/ledger/{COOP}/settle"), Some(body))
-            .await?;
+            .await;
+        let answer = self.judge_refusal(node, answer)?;
         answer["entry_id"]
             .as_str()
             .map(str::to_owned)
@@ -371,6 +397,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
                         ca.call("POST", &path, Some(body.clone())),
                         cb.call("POST", &path, Some(body))
                     );
+                    let (ra, rb) = (c.judge_refusal(a, ra), c.judge_refusal(b, rb));
                     for r in [ra, rb] {
                         match r
                             .ok()
@@ -403,13 +430,18 @@ pub async fn run(opts: &Options) -> Result<Report> {
                 c.nodes[*i].kill()?;
                 c.nodes[*i].skew = *seconds;
                 c.nodes[*i].start(&c.icnd)?;
-                c.nodes[*i].wait_up(Duration::from_secs(60)).await?;
+                c.nodes[*i].wait_up_unless_full().await?;
                 *report.faults.entry("clock skew").or_default() += 1;
             }
             Step::Restart(i) => {
                 c.nodes[*i].start(&c.icnd)?;
-                c.nodes[*i].wait_up(Duration::from_secs(60)).await?;
+                c.nodes[*i].wait_up_unless_full().await?;
             }
+            Step::DiskFull(i) => {
+                c.nodes[*i].fill_disk()?;
+                *report.faults.entry("disk full").or_default() += 1;
+            }
+            Step::DiskFree(i) => c.nodes[*i].free_disk()?,
             Step::Byzantine(i) => {
                 if c.visit(*i).await? {
                     *report.faults.entry("byzantine visit").or_default() += 1;
@@ -424,20 +456,30 @@ pub async fn run(opts: &Options) -> Result<Report> {
         }
     }
     report.acknowledged = acked.len();
+    report.disk_refusals = c.disk_refusals;
+    if let Some(message) = c.unclear.take() {
+        report.failure = Some(format!(
+            "a node with a full disk refused a write without saying why: {message}"
+        ));
+        return Ok(report);
+    }
 
     // Heal everything, bring every node back, and wait for quiet: the
-    // convergence time counts from the heal, restarts included.
+    // convergence time counts from the heal, restarts included (a node whose
+    // disk refused a write restarts itself once it has room again).
     c.net.clear()?;
+    for n in &mut c.nodes {
+        n.free_disk()?;
+    }
     let healed = Instant::now();
     for i in 0..opts.nodes {
         if c.nodes[i].skew != 0 {
             c.nodes[i].kill()?;
             c.nodes[i].skew = 0;
         }
-        if !c.nodes[i].is_up() {
-            c.nodes[i].start(&c.icnd)?;
-            c.nodes[i].wait_up(Duration::from_secs(60)).await?;
-        }
+        // A node started on a full disk waits for room; it has room now.
+        c.nodes[i].start(&c.icnd)?;
+        c.nodes[i].wait_up(Duration::from_secs(60)).await?;
     }
     // The thief is removed by now, and visits every node once more: each
     // must count it faulty, and hold what it sent.
@@ -445,8 +487,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
         let mut tries = 0;
         while !c.remove_thief().await {
             tries += 1;
-            if tries == 10 {
-                bail!("node 0 did not remove the byzantine member after the heal");
+            if tries == 60 {
+                bail!(
+                    "node 0 did not remove the byzantine member within 30 s of the heal: {}",
+                    c.last_refusal
+                );
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -489,6 +534,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     report.converge = healed.elapsed();
+    report.reopened = c
+        .nodes
+        .iter()
+        .map(|n| n.log_count("icnd restarts to reopen its store"))
+        .sum();
     if !converged {
         report.failure = Some(format!(
             "no convergence within 120 s; the nodes hold: {}",
@@ -614,6 +664,23 @@ pub async fn run(opts: &Options) -> Result<Report> {
 }
 
 impl Cluster {
+    /// Passes an answer through, noting a refusal by a node whose disk is
+    /// full: a 503 that says the disk refused is the clear error asked for;
+    /// a 500 is not.
+    fn judge_refusal(&mut self, node: usize, answer: Result<Value>) -> Result<Value> {
+        if let Err(e) = &answer
+            && self.nodes[node].full
+        {
+            let message = e.to_string();
+            if message.contains("503") && message.contains("disk") {
+                self.disk_refusals += 1;
+            } else if message.contains("500") {
+                self.unclear.get_or_insert(message);
+            }
+        }
+        answer
+    }
+
     fn thief(&mut self) -> Result<&mut Thief> {
         self.thief
             .as_mut()
@@ -641,11 +708,19 @@ impl Cluster {
         }
         let path = format!("/v1/coops/{COOP}/members/{did}");
         let done = match self.client(0, 0).await {
-            Ok(admin) => admin
-                .call("PUT", &path, Some(json!({ "status": "removed" })))
-                .await
-                .is_ok(),
-            Err(_) => false,
+            Ok(admin) => {
+                let answer = admin
+                    .call("PUT", &path, Some(json!({ "status": "removed" })))
+                    .await;
+                if let Err(e) = &answer {
+                    self.last_refusal = e.to_string();
+                }
+                self.judge_refusal(0, answer).is_ok()
+            }
+            Err(e) => {
+                self.last_refusal = e.to_string();
+                false
+            }
         };
         if done && let Some(t) = self.thief.as_mut() {
             t.removed = true;
@@ -671,6 +746,7 @@ impl Cluster {
 
 /// The network, the nodes running, and the co-op set up.
 async fn start(opts: &Options) -> Result<Cluster> {
+    nodes::unmount_disks(&opts.workdir);
     let _ = std::fs::remove_dir_all(&opts.workdir);
     std::fs::create_dir_all(&opts.workdir)?;
     let net = Net::create(&opts.tag, opts.subnet, opts.nodes)?;
@@ -681,6 +757,9 @@ async fn start(opts: &Options) -> Result<Cluster> {
         icnd: opts.icnd.clone(),
         clients: HashMap::new(),
         thief: None,
+        disk_refusals: 0,
+        unclear: None,
+        last_refusal: String::new(),
     };
     for n in &mut c.nodes {
         n.start(&opts.icnd)?;

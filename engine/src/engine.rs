@@ -383,14 +383,13 @@ impl Engine {
             doc: Automerge::new(),
             since_snapshot: 0,
         };
-        self.store_and_swap(&id, &mut state, scratch, vec![accepted])?;
+        self.store_and_swap(&id, &mut state, scratch, vec![accepted], true)?;
         self.inner
             .docs
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, Arc::new(Mutex::new(state)));
         drop(_creating);
-        self.inner.store.make_durable()?;
         self.notify_doc(&id);
         Ok(id)
     }
@@ -441,11 +440,11 @@ impl Engine {
         // The document as it stands is exactly the new change's causal past.
         let accepted = validate::check_local(id, &state.doc, &scratch, signed, self)?;
         let closes_before = closes(&state.doc);
-        self.store_and_swap(id, &mut state, scratch, vec![accepted])?;
+        // Durable before visible (see `store_and_swap`): writers of this
+        // document queue behind its sync; other documents' writers share it.
+        self.store_and_swap(id, &mut state, scratch, vec![accepted], true)?;
         let changed = ClosesChanged::between(id, &closes_before, &closes(&state.doc));
-        // Writers of this document queue behind the lock, not the sync.
         drop(state);
-        self.inner.store.make_durable()?;
         self.notify_doc(id);
         if !changed.is_empty()
             && let Err(e) = self.refold_decisions(id, &changed.receipts)
@@ -612,7 +611,7 @@ impl Engine {
         };
         let new = checked.accepted.iter().map(|(h, _)| *h).collect();
         let closes_before = closes(&state.doc);
-        self.store_and_swap(id, state, checked.fork, checked.accepted)?;
+        self.store_and_swap(id, state, checked.fork, checked.accepted, false)?;
         Ok(Applied {
             new,
             heads: state.doc.get_heads(),
@@ -622,18 +621,31 @@ impl Engine {
 
     /// The one path by which validated changes reach disk and memory: stage
     /// them in the store, then make the document that holds them the current
-    /// one. The caller must call [`Store::make_durable`] after releasing the
-    /// document's lock and before acknowledging anything.
+    /// one.
+    ///
+    /// With `durable_first` (this node's own changes), they are durable
+    /// before anyone can read them: a change of ours that a peer received
+    /// and this node then lost (a `kill -9` or a full disk before the sync)
+    /// would have its sequence number reused by our next change, and
+    /// Automerge refuses a second change with the same actor and sequence
+    /// number, so the two replicas would never agree again. Otherwise (a
+    /// peer's changes, which it still holds) the caller must call
+    /// [`Store::make_durable`] after releasing the document's lock and
+    /// before acknowledging anything.
     fn store_and_swap(
         &self,
         id: &DocId,
         state: &mut DocState,
         doc: Automerge,
         accepted: Vec<(ChangeHash, SignedChange)>,
+        durable_first: bool,
     ) -> Result<(), StorageError> {
         let rows: Vec<([u8; 32], &SignedChange)> =
             accepted.iter().map(|(h, sc)| (h.0, sc)).collect();
         self.inner.store.stage_changes(id, &rows)?;
+        if durable_first {
+            self.inner.store.make_durable()?;
+        }
         state.doc = doc;
         state.since_snapshot += accepted.len() as u64;
         if state.since_snapshot >= SNAPSHOT_EVERY {

@@ -204,9 +204,28 @@ impl From<QueryRejection> for AppError {
 
 impl From<StorageError> for AppError {
     fn from(e: StorageError) -> Self {
-        Self::internal(e)
+        if !e.is_disk() {
+            return Self::internal(e);
+        }
+        // The disk refused (full, read-only): the node says so, and a client
+        // retries later or writes through another node.
+        tracing::error!(error = %e, "the disk refused a write");
+        let message = match e {
+            StorageError::Unwritable { .. } => e.to_string(),
+            e => format!(
+                "this node's disk refused a write ({e}); it takes no writes until the disk takes them again"
+            ),
+        };
+        AppError {
+            retry_after: Some(DISK_RETRY_SECONDS),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
     }
 }
+
+/// `Retry-After` of a 503 for a disk that refuses writes: `icnd` checks the
+/// disk every second and reopens its store once it takes writes.
+const DISK_RETRY_SECONDS: u64 = 5;
 
 impl From<SchemaError> for AppError {
     fn from(e: SchemaError) -> Self {
@@ -283,5 +302,45 @@ impl From<LedgerError> for AppError {
             LedgerError::Storage(s) => s.into(),
             e => Self::internal(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk that refuses writes is the node's condition, not a bug: a 503
+    /// that says so and when to try again, not a 500 that says "see the log".
+    #[test]
+    fn a_disk_that_refuses_writes_is_a_503_that_says_so() {
+        let full = std::io::Error::from_raw_os_error(28);
+        for e in [
+            StorageError::Unwritable {
+                reason: full.to_string(),
+            },
+            StorageError::Io {
+                path: "store/db".into(),
+                source: std::io::Error::from_raw_os_error(28),
+            },
+        ] {
+            let answer = AppError::from(e);
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(answer.message().contains("disk"), "{}", answer.message());
+            assert!(
+                answer.message().contains("No space left on device"),
+                "{}",
+                answer.message()
+            );
+            let response = answer.into_response();
+            assert_eq!(
+                response.headers().get(header::RETRY_AFTER),
+                Some(&HeaderValue::from(DISK_RETRY_SECONDS))
+            );
+        }
+        let corrupt = AppError::from(StorageError::Corrupt {
+            tree: "ledger",
+            reason: "bad".into(),
+        });
+        assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -45,6 +45,16 @@ pub enum StorageError {
         /// What is wrong.
         reason: String,
     },
+    /// The disk refused a write (full, read-only, failing): sled stops for
+    /// good after an I/O error, so the store takes no more writes until the
+    /// node opens it again (`icnd` does so once the disk takes writes).
+    #[error(
+        "this node's disk refuses writes ({reason}): it takes no writes until the disk takes them again and the node reopens its store"
+    )]
+    Unwritable {
+        /// The disk's error.
+        reason: String,
+    },
     /// The store was written by a version of ICN with another layout.
     #[error("the store has layout version {found}, this build reads version {expected}")]
     UnsupportedVersion {
@@ -53,6 +63,19 @@ pub enum StorageError {
         /// Supported.
         expected: u32,
     },
+}
+
+impl StorageError {
+    /// Whether the disk refused: a write or sync that failed with an I/O
+    /// error, or the store refusing writes since one did.
+    pub fn is_disk(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Unwritable { .. }
+                | StorageError::Io { .. }
+                | StorageError::Sled(sled::Error::Io(_))
+        )
+    }
 }
 
 impl From<sled::transaction::TransactionError<StorageError>> for StorageError {
@@ -102,6 +125,8 @@ struct Inner {
     /// Opened from a version 1 store whose ledger trees are not migrated yet.
     v1_ledger: bool,
     commit: GroupCommit,
+    /// Set by the first sync the disk refused: sled takes nothing more.
+    failed: std::sync::OnceLock<String>,
 }
 
 /// A gateway record as stored: its key and value (a backup copies them as
@@ -132,6 +157,7 @@ fn corrupt(tree: &'static str, reason: impl ToString) -> StorageError {
 /// so a store reopened at once (a restart, a test) waits for it, up to two
 /// seconds.
 fn open_sled(dir: &Path) -> Result<sled::Db, StorageError> {
+    remove_unfinished_snapshots(dir)?;
     let mut attempts = 0;
     loop {
         match sled::Config::new()
@@ -152,6 +178,36 @@ fn open_sled(dir: &Path) -> Result<sled::Db, StorageError> {
             other => return Ok(other?),
         }
     }
+}
+
+/// Removes sled's unfinished snapshots (`snap.<lsn>.generating`). sled
+/// writes a snapshot there, syncs it and renames it, and removes any other
+/// snapshot file only after that; one cut short (a full disk, a `kill -9`)
+/// stays behind, and sled 0.34 then reads it as the newest snapshot, finds
+/// it corrupt, and refuses to open the store ("Read corrupted data"). Found
+/// by the fault-injected cluster (`docs/reliability.md`): a node restarted on
+/// a full disk never started again.
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), StorageError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // a new store
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let path = entry.path();
+            tracing::warn!(file = %path.display(), "removing an unfinished sled snapshot");
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            removed = true;
+        }
+    }
+    if removed {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
 }
 
 /// The layout version this code writes ([`Store::schema_version`] of a
@@ -218,6 +274,7 @@ impl Store {
                 dir,
                 db_file,
                 commit: GroupCommit::default(),
+                failed: std::sync::OnceLock::new(),
             }),
         };
         store.make_durable()?;
@@ -230,8 +287,52 @@ impl Store {
     }
 
     /// Returns once every write applied before the call is on stable storage.
+    /// Once the disk has refused a sync, refuses at once
+    /// ([`StorageError::Unwritable`]).
     pub fn make_durable(&self) -> Result<(), StorageError> {
-        self.inner.commit.wait_durable(|| self.inner.sync())
+        if let Some(reason) = self.inner.failed.get() {
+            return Err(StorageError::Unwritable {
+                reason: reason.clone(),
+            });
+        }
+        self.inner
+            .commit
+            .wait_durable(|| self.inner.sync())
+            .map_err(|e| {
+                if !e.is_disk() {
+                    return e;
+                }
+                let reason = match e {
+                    StorageError::Sled(sled::Error::Io(io)) => io.to_string(),
+                    StorageError::Io { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                let reason = self.inner.failed.get_or_init(|| reason).clone();
+                tracing::error!(%reason, "the disk refused a write: this store takes no more writes until it is opened again");
+                StorageError::Unwritable { reason }
+            })
+    }
+
+    /// Why the store takes no more writes, if the disk refused one.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.failed.get().cloned()
+    }
+
+    /// [`Store::failure`], after asking sled: a write that failed anywhere
+    /// (not only in a sync) stops sled for good, and its flush then says so.
+    /// Cheap when every write is already durable, as ours are.
+    pub fn check_writable(&self) -> Option<String> {
+        if let Some(reason) = self.failure() {
+            return Some(reason);
+        }
+        match self.inner.db.flush() {
+            Err(sled::Error::Io(e)) => {
+                let reason = self.inner.failed.get_or_init(|| e.to_string()).clone();
+                tracing::error!(%reason, "the disk refused a write: this store takes no more writes until it is opened again");
+                Some(reason)
+            }
+            _ => None,
+        }
     }
 
     /// Every stored document.
@@ -613,6 +714,37 @@ mod tests {
         );
         assert_eq!(store.signed_change(&doc, &[9; 32]).expect("read"), None);
         assert_eq!(store.doc_ids().expect("ids"), vec![doc]);
+    }
+
+    /// What a snapshot cut short by a full disk or a `kill -9` leaves: an
+    /// empty or a partial `.generating` file, newer than the real snapshot.
+    #[test]
+    fn an_unfinished_sled_snapshot_does_not_stop_the_store_opening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let doc = DocId([1; 32]);
+        {
+            let store = Store::open(dir.path()).expect("open");
+            store
+                .append_changes(&doc, &[([1; 32], &sc(1))])
+                .expect("append");
+        }
+        let sled_dir = dir.path().join("store");
+        std::fs::write(sled_dir.join("snap.FFFFFFFFFFFFFFF0.generating"), b"")
+            .expect("an empty one");
+        std::fs::write(sled_dir.join("snap.FFFFFFFFFFFFFFFF.generating"), [7u8; 40])
+            .expect("a partial one");
+        let store = Store::open(dir.path()).expect("the store opens");
+        assert_eq!(
+            store.signed_change(&doc, &[1; 32]).expect("read"),
+            Some(sc(1))
+        );
+        let left: Vec<String> = std::fs::read_dir(&sled_dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".generating"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

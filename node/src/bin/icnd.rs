@@ -239,10 +239,10 @@ struct Args {
     health_port: Option<u16>,
 }
 
-/// `/health`: the process answers. `/ready`: the store is open, sync is
-/// bound, and, when bootstrap peers are configured, one of them is
-/// connected (503 until then, with what is missing).
-fn health_router(sync: SyncNode, bootstrap: Vec<icn_schemas::Did>) -> axum::Router {
+/// `/health`: the process answers. `/ready`: the store is open and takes
+/// writes, sync is bound, and, when bootstrap peers are configured, one of
+/// them is connected (503 until then, with what is missing).
+fn health_router(sync: SyncNode, engine: Engine, bootstrap: Vec<icn_schemas::Did>) -> axum::Router {
     use axum::Json;
     use axum::http::StatusCode;
     use axum::routing::get;
@@ -255,11 +255,13 @@ fn health_router(sync: SyncNode, bootstrap: Vec<icn_schemas::Did>) -> axum::Rout
             "/ready",
             get(move || {
                 let (sync, bootstrap) = (sync.clone(), bootstrap.clone());
+                let failure = engine.store().failure();
                 async move {
                     let bound = !sync.local_addrs().is_empty();
                     let peers = sync.peers();
                     let reached = bootstrap.iter().filter(|d| peers.contains(d)).count();
-                    let ready = bound && (bootstrap.is_empty() || reached > 0);
+                    let ready =
+                        failure.is_none() && bound && (bootstrap.is_empty() || reached > 0);
                     let status = if ready {
                         StatusCode::OK
                     } else {
@@ -267,7 +269,10 @@ fn health_router(sync: SyncNode, bootstrap: Vec<icn_schemas::Did>) -> axum::Rout
                     };
                     let body = serde_json::json!({
                         "status": if ready { "ready" } else { "not ready" },
-                        "store": "open",
+                        "store": match &failure {
+                            None => "open".to_owned(),
+                            Some(reason) => format!("refusing writes: the disk refused one ({reason})"),
+                        },
                         "sync_bound": bound,
                         "peers_connected": peers.len(),
                         "bootstrap_peers": bootstrap.len(),
@@ -277,6 +282,66 @@ fn health_router(sync: SyncNode, bootstrap: Vec<icn_schemas::Did>) -> axum::Rout
                 }
             }),
         )
+}
+
+/// Opens the store; while the disk refuses the writes that takes (a full
+/// disk, say), says so once and tries again every two seconds, until it
+/// works or icnd is stopped.
+async fn open_store(data_dir: &std::path::Path) -> Result<Store> {
+    let mut said = false;
+    loop {
+        match Store::open(data_dir) {
+            Ok(store) => {
+                if said {
+                    tracing::info!("the disk takes writes again: store open");
+                }
+                return Ok(store);
+            }
+            Err(e) if e.is_disk() => {
+                if !said {
+                    tracing::error!(
+                        error = %e,
+                        dir = %data_dir.display(),
+                        "the disk refuses the writes opening the store takes (full or read-only?): icnd tries again every 2 s"
+                    );
+                    said = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = shutdown_signal() => anyhow::bail!("stopped while waiting for the disk"),
+                }
+            }
+            Err(e) => return Err(e).context("opening the store"),
+        }
+    }
+}
+
+/// Whether a megabyte can be written and synced in `dir` (then removed):
+/// room enough for the store to open again.
+#[cfg(unix)]
+fn disk_takes_writes(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let path = dir.join(".icnd-disk-probe");
+    let result = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0u8; 1 << 20])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Replaces this process with a fresh `icnd` (same binary, arguments and
+/// environment, same pid): every file and socket closes, as in a crash, and
+/// the new process opens the store again. Returns only if that failed.
+#[cfg(unix)]
+fn restart_in_place() -> std::io::Error {
+    use std::os::unix::process::CommandExt as _;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "icnd".into());
+    std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .exec()
 }
 
 /// The sync counters, in the Prometheus text format.
@@ -378,7 +443,7 @@ async fn main() -> Result<()> {
     } else {
         tracing::info!(did = %identity.did(), "unlocked the node identity");
     }
-    let store = Store::open(&data_dir).context("opening the store")?;
+    let store = open_store(&data_dir).await?;
     let engine = Engine::open(store).context("loading documents")?;
     tracing::info!(documents = engine.doc_ids().len(), "store open");
     // The node's key records the closes that fall due, executes the
@@ -441,7 +506,28 @@ async fn main() -> Result<()> {
         dialer.dial(peer.did, peer.addr);
         bootstrap.push(peer.did);
     }
-    let health = health_router(sync.clone(), bootstrap);
+    let health = health_router(sync.clone(), engine.clone(), bootstrap);
+    // A disk that refused a write (full, read-only) stops the store for good
+    // (sled takes nothing more after an I/O error): writes are refused with a
+    // 503 that says so, and once the disk takes writes again icnd starts
+    // itself afresh on the same data, which is a restart after a crash.
+    #[cfg(unix)]
+    {
+        let probe_dir = data_dir.clone();
+        tasks.every(Duration::from_secs(1), engine.clone(), move |engine| {
+            let Some(reason) = engine.store().check_writable() else {
+                return;
+            };
+            match disk_takes_writes(&probe_dir) {
+                Ok(()) => {
+                    tracing::warn!(%reason, "the disk takes writes again: icnd restarts to reopen its store");
+                    let e = restart_in_place();
+                    tracing::error!(error = %e, "icnd could not restart itself; restart it");
+                }
+                Err(e) => tracing::debug!(error = %e, "the disk still refuses writes"),
+            }
+        });
+    }
     #[cfg(unix)]
     {
         let control = control_handler(engine.clone(), dialer.clone(), data_dir.clone());
