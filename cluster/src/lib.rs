@@ -13,6 +13,7 @@
 mod byzantine;
 pub mod net;
 pub mod nodes;
+pub mod relay;
 pub mod run;
 
 pub use run::{Options, Report, Step, partition_probe, run, schedule};

@@ -3,9 +3,11 @@
 //!
 //! Node `i` is `10.213.<subnet>.<i+1>` on its `eth0`; the bridge is
 //! `.254`, so the harness reaches every node's gateway however the nodes are
-//! split. Partitions are blackhole routes inside the namespaces (between
-//! nodes only); packet loss is an nftables rule dropping a share of the
-//! node's UDP (sync is QUIC; the harness's HTTP is TCP and is spared).
+//! split. Nodes reach each other's sync through a relay on the bridge
+//! ([`crate::relay`]), which delays and reorders. Partitions are blackhole
+//! routes inside the namespaces (between nodes only) and cuts in the relay;
+//! packet loss is an nftables rule dropping a share of the node's UDP (sync
+//! is QUIC; the harness's HTTP is TCP and is spared).
 //! Everything is removed on drop.
 
 use std::net::Ipv4Addr;
@@ -38,6 +40,8 @@ pub struct Net {
     cut: Vec<(usize, usize)>,
     /// Nodes with a loss rule.
     lossy: Vec<usize>,
+    /// The relay the nodes' sync crosses, once attached.
+    relay: Option<crate::relay::Relay>,
 }
 
 impl Net {
@@ -50,6 +54,7 @@ impl Net {
             nodes,
             cut: Vec::new(),
             lossy: Vec::new(),
+            relay: None,
         };
         // A leftover of a killed run with the same tag goes first.
         net.remove();
@@ -107,6 +112,38 @@ impl Net {
         format!("icn{}n{i}", self.tag)
     }
 
+    /// The run's subnet (`10.213.<subnet>.0/24`).
+    pub fn subnet(&self) -> u8 {
+        self.subnet
+    }
+
+    /// Starts the relay every node's sync crosses ([`crate::relay`]).
+    pub async fn attach_relay(&mut self, sync_port: u16) -> Result<()> {
+        let ips: Vec<Ipv4Addr> = (0..self.nodes).map(|i| self.ip(i)).collect();
+        let relay = crate::relay::Relay::start(
+            self.gateway_ip(),
+            self.subnet,
+            self.nodes,
+            |i| ips[i],
+            sync_port,
+        )
+        .await?;
+        self.relay = Some(relay);
+        Ok(())
+    }
+
+    /// Datagrams the relay forwarded so far.
+    pub fn relayed(&self) -> u64 {
+        self.relay.as_ref().map_or(0, |r| r.forwarded())
+    }
+
+    /// Every datagram through the relay waits up to `max_ms` (0: none).
+    pub fn delay(&self, max_ms: u64) {
+        if let Some(r) = &self.relay {
+            r.delay(max_ms);
+        }
+    }
+
     /// Node `i`'s address.
     pub fn ip(&self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 213, self.subnet, i as u8 + 1)
@@ -126,6 +163,9 @@ impl Net {
                 if side.contains(&a) != side.contains(&b) && !self.cut.contains(&(a, b)) {
                     let to = format!("{}/32", self.ip(b));
                     sh("ip", &["-n", &self.ns(a), "route", "add", "blackhole", &to])?;
+                    if let Some(r) = &self.relay {
+                        r.cut(a, b);
+                    }
                     self.cut.push((a, b));
                 }
             }
@@ -135,6 +175,9 @@ impl Net {
 
     /// Removes every cut.
     pub fn heal(&mut self) -> Result<()> {
+        if let Some(r) = &self.relay {
+            r.heal();
+        }
         for (a, b) in std::mem::take(&mut self.cut) {
             let to = format!("{}/32", self.ip(b));
             sh("ip", &["-n", &self.ns(a), "route", "del", "blackhole", &to])?;
@@ -178,9 +221,10 @@ impl Net {
         Ok(())
     }
 
-    /// Heals every partition and stops every loss.
+    /// Heals every partition, stops every loss and every delay.
     pub fn clear(&mut self) -> Result<()> {
         self.heal()?;
+        self.delay(0);
         for i in self.lossy.clone() {
             self.clear_loss(i)?;
         }

@@ -284,7 +284,11 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .map(|(j, k)| format!("\"icn://{}@{}:{SYNC_PORT}\"", k.did(), net.ip(j)))
+            // Through the relay, which delays and reorders.
+            .map(|(j, k)| {
+                let port = crate::relay::port(net.subnet(), i, j);
+                format!("\"icn://{}@{}:{port}\"", k.did(), net.gateway_ip())
+            })
             .collect();
         let config = format!(
             "data_dir = {dir:?}\n\n[network]\nlisten_addr = \"{ip}:{SYNC_PORT}\"\nbootstrap_peers = [{peers}]\n\n\

@@ -90,6 +90,11 @@ pub enum Step {
     /// The node restarts (`kill -9` first, if it runs) with its wall clock
     /// this many seconds off, until the end of the run.
     Skew(usize, i64),
+    /// Every datagram between nodes waits up to this many milliseconds, each
+    /// on its own (so they overtake each other).
+    Delay(u64),
+    /// No more delay.
+    DelayOff,
     /// The node's disk fills up: every free block taken.
     DiskFull(usize),
     /// The node's disk has room again.
@@ -110,6 +115,7 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
     let mut down = vec![false; nodes];
     let mut lossy = vec![false; nodes];
     let mut full = vec![false; nodes];
+    let mut delayed = false;
     let mut out = Vec::new();
     let removal = rng.random_range(steps / 4..=steps * 3 / 4);
     for at in 0..steps {
@@ -117,7 +123,15 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
             out.push(Step::RemoveThief);
         }
         let up: Vec<usize> = (0..nodes).filter(|&i| !down[i]).collect();
-        let step = match rng.random_range(0..110) {
+        let step = match rng.random_range(0..115) {
+            110..115 => {
+                delayed = !delayed;
+                if delayed {
+                    Step::Delay(rng.random_range(5..=200))
+                } else {
+                    Step::DelayOff
+                }
+            }
             100..105 => Step::Byzantine(rng.random_range(0..nodes)),
             105..110 => {
                 let i = rng.random_range(0..nodes);
@@ -228,6 +242,8 @@ pub struct Report {
     pub conflicted: usize,
     /// Writes refused by a node with a full disk, with a 503 that says so.
     pub disk_refusals: usize,
+    /// Datagrams between nodes that crossed the relay.
+    pub relayed: u64,
     /// Times a node whose disk had refused a write restarted itself to
     /// reopen its store, once the disk had room.
     pub reopened: usize,
@@ -437,6 +453,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
                 c.nodes[*i].start(&c.icnd)?;
                 c.nodes[*i].wait_up_unless_full().await?;
             }
+            Step::Delay(ms) => {
+                c.net.delay(*ms);
+                *report.faults.entry("delay and reordering").or_default() += 1;
+            }
+            Step::DelayOff => c.net.delay(0),
             Step::DiskFull(i) => {
                 c.nodes[*i].fill_disk()?;
                 *report.faults.entry("disk full").or_default() += 1;
@@ -534,6 +555,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     report.converge = healed.elapsed();
+    report.relayed = c.net.relayed();
     report.reopened = c
         .nodes
         .iter()
@@ -749,7 +771,8 @@ async fn start(opts: &Options) -> Result<Cluster> {
     nodes::unmount_disks(&opts.workdir);
     let _ = std::fs::remove_dir_all(&opts.workdir);
     std::fs::create_dir_all(&opts.workdir)?;
-    let net = Net::create(&opts.tag, opts.subnet, opts.nodes)?;
+    let mut net = Net::create(&opts.tag, opts.subnet, opts.nodes)?;
+    net.attach_relay(nodes::SYNC_PORT).await?;
     let nodes = nodes::prepare(&net, &opts.workdir, opts.nodes, opts.seed)?;
     let mut c = Cluster {
         net,

@@ -106,6 +106,10 @@ async fn a_cluster_under_partitions_loss_kill_9_and_a_byzantine_peer_loses_nothi
             );
         }
         assert!(report.acknowledged > 0, "seed {seed} acknowledged nothing");
+        assert!(
+            report.relayed > 0,
+            "seed {seed}: no datagram crossed the relay that delays and reorders"
+        );
         // The final visits alone write one backdated entry after the
         // removal, which the checker finds conflicted on every node.
         assert!(
