@@ -17,7 +17,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use icn_engine::Keypair;
 use icn_node::client::Client;
 use icn_schemas::ledger::{Account, Body, Entry, EntryId, Posting, SignedEntry};
@@ -86,32 +86,13 @@ impl Thief {
             .bind()
             .await
             .map_err(|e| anyhow!("binding the thief's endpoint: {e}"))?;
-        let heads = member
-            .call("GET", &format!("/v1/ledger/{coop}/heads"), None)
-            .await?;
-        let hashes = |field: &str| -> Result<Vec<[u8; 32]>> {
-            heads[field]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|h| {
-                    h.as_str()
-                        .and_then(|h| h.parse::<EntryId>().ok())
-                        .map(|id| id.0)
-                        .ok_or_else(|| anyhow!("a head that is not a hash: {h}"))
-                })
-                .collect()
-        };
-        let coop_id = heads["coop_doc_id"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .context("the gateway named no co-op document id")?;
+        let heads = crate::phones::Heads::of(member, coop).await?;
         Ok(Thief {
             key,
             endpoint,
-            coop: coop_id,
-            coop_heads: hashes("coop_heads")?,
-            ledger_heads: hashes("ledger_heads")?.into_iter().map(EntryId).collect(),
+            coop: heads.coop,
+            coop_heads: heads.coop_heads,
+            ledger_heads: heads.ledger_heads,
             payee,
             sent: Vec::new(),
             removed: false,

@@ -13,6 +13,7 @@
 mod byzantine;
 pub mod net;
 pub mod nodes;
+mod phones;
 pub mod relay;
 pub mod run;
 

@@ -81,12 +81,14 @@ async fn main() -> Result<()> {
         };
         let report = run(&opts).await?;
         println!(
-            "seed {seed}: {} payments and {} votes acknowledged, {} lost, {} conflicted, {} backdated after removal, {} refused for a full disk, {} stores reopened, converged in {:.2} s{}",
+            "seed {seed}: {} payments and {} votes acknowledged, {} lost, {} conflicted, {} backdated after removal, {} from an allowance, {} by a revoked phone, {} refused for a full disk, {} stores reopened, converged in {:.2} s{}",
             report.acknowledged,
             report.votes,
             report.lost.len(),
             report.conflicted,
             report.backdated,
+            report.allowance_payments,
+            report.after_revocation,
             report.disk_refusals,
             report.reopened,
             report.converge.as_secs_f64(),
@@ -117,17 +119,19 @@ async fn main() -> Result<()> {
     times.sort();
     println!();
     println!(
-        "| runs | failed | payments acknowledged | votes acknowledged | lost | conflicted | backdated after removal (applied: 0) | refused for a full disk (503) | stores reopened after a full disk | converge median | converge p99 | converge max |"
+        "| runs | failed | payments acknowledged | votes acknowledged | lost | conflicted | backdated after removal (applied: 0) | paid from an allowance (all applied) | paid by a revoked phone (applied: 0) | refused for a full disk (503) | stores reopened after a full disk | converge median | converge p99 | converge max |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {failed} | {} | {} | {} | {} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} s |",
+        "| {} | {failed} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} s | {:.2} s | {:.2} s |",
         reports.len(),
         reports.iter().map(|r| r.acknowledged).sum::<usize>(),
         reports.iter().map(|r| r.votes).sum::<usize>(),
         reports.iter().map(|r| r.lost.len()).sum::<usize>(),
         reports.iter().map(|r| r.conflicted).sum::<usize>(),
         reports.iter().map(|r| r.backdated).sum::<usize>(),
+        reports.iter().map(|r| r.allowance_payments).sum::<usize>(),
+        reports.iter().map(|r| r.after_revocation).sum::<usize>(),
         reports.iter().map(|r| r.disk_refusals).sum::<usize>(),
         reports.iter().map(|r| r.reopened).sum::<usize>(),
         percentile(&times, 0.5).as_secs_f64(),

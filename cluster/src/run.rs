@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::byzantine::{self, Thief};
 use crate::net::Net;
 use crate::nodes::{self, Node};
+use crate::phones;
 
 /// The co-op every run uses.
 const COOP: &str = "chaos";
@@ -90,6 +91,19 @@ pub enum Step {
     /// The node restarts (`kill -9` first, if it runs) with its wall clock
     /// this many seconds off, until the end of the run.
     Skew(usize, i64),
+    /// Member 1's phone pays member 0 from its allowance through the node
+    /// (if the node holds the grant, and within the allowance).
+    PhonePay {
+        /// The node written to.
+        node: usize,
+        /// Hours.
+        amount: i64,
+    },
+    /// Member 2's phone pays member 0 one hour through the node.
+    Phone2Pay(usize),
+    /// Member 2 revokes its phone ("lost") through its own node (once a
+    /// run, before the end if node 2 was down).
+    RevokePhone,
     /// Every datagram between nodes waits up to this many milliseconds, each
     /// on its own (so they overtake each other).
     Delay(u64),
@@ -118,12 +132,21 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
     let mut delayed = false;
     let mut out = Vec::new();
     let removal = rng.random_range(steps / 4..=steps * 3 / 4);
+    let revocation = rng.random_range(steps / 4..=steps * 3 / 4);
     for at in 0..steps {
         if at == removal {
             out.push(Step::RemoveThief);
         }
+        if at == revocation {
+            out.push(Step::RevokePhone);
+        }
         let up: Vec<usize> = (0..nodes).filter(|&i| !down[i]).collect();
-        let step = match rng.random_range(0..115) {
+        let step = match rng.random_range(0..130) {
+            115..124 => Step::PhonePay {
+                node: rng.random_range(0..nodes),
+                amount: rng.random_range(1..=3),
+            },
+            124..130 => Step::Phone2Pay(rng.random_range(0..nodes)),
             110..115 => {
                 delayed = !delayed;
                 if delayed {
@@ -244,6 +267,12 @@ pub struct Report {
     pub disk_refusals: usize,
     /// Datagrams between nodes that crossed the relay.
     pub relayed: u64,
+    /// Payments from a phone's allowance acknowledged (every one must
+    /// count everywhere).
+    pub allowance_payments: usize,
+    /// Payments by a revoked phone acknowledged after its revocation was
+    /// (none may count).
+    pub after_revocation: usize,
     /// Times a node whose disk had refused a write restarted itself to
     /// reopen its store, once the disk had room.
     pub reopened: usize,
@@ -270,6 +299,20 @@ struct Cluster {
     unclear: Option<String>,
     /// The last error the admin's removal of the thief met.
     last_refusal: String,
+    /// Fixes the phones' keys.
+    seed: u64,
+    /// Phones' clients by (node, member).
+    phone_clients: HashMap<(usize, usize), Client>,
+    /// Member 1's grant to its phone, once made.
+    grant: Option<String>,
+    /// Hours member 1's phone tried to pay (acknowledged or not).
+    phone_spent: i64,
+    /// Payments by member 1's phone that were acknowledged.
+    phone_acked: Vec<String>,
+    /// Whether member 2's revocation of its phone was acknowledged.
+    phone2_revoked: bool,
+    /// Payments by member 2's phone acknowledged after that.
+    phone2_late: Vec<String>,
 }
 
 impl Cluster {
@@ -453,6 +496,27 @@ pub async fn run(opts: &Options) -> Result<Report> {
                 c.nodes[*i].start(&c.icnd)?;
                 c.nodes[*i].wait_up_unless_full().await?;
             }
+            Step::PhonePay { node, amount } => match c.phone_pay(*node, *amount).await {
+                Some(id) => {
+                    acked.push(id.clone());
+                    c.phone_acked.push(id);
+                }
+                None => report.unacknowledged += 1,
+            },
+            Step::Phone2Pay(node) => match c.phone2_pay(*node).await {
+                Some(id) => {
+                    acked.push(id.clone());
+                    if c.phone2_revoked {
+                        c.phone2_late.push(id);
+                    }
+                }
+                None => report.unacknowledged += 1,
+            },
+            Step::RevokePhone => {
+                if c.revoke_phone().await {
+                    *report.faults.entry("device revocation").or_default() += 1;
+                }
+            }
             Step::Delay(ms) => {
                 c.net.delay(*ms);
                 *report.faults.entry("delay and reordering").or_default() += 1;
@@ -501,6 +565,17 @@ pub async fn run(opts: &Options) -> Result<Report> {
         // A node started on a full disk waits for room; it has room now.
         c.nodes[i].start(&c.icnd)?;
         c.nodes[i].wait_up(Duration::from_secs(60)).await?;
+    }
+    if !c.phone2_revoked {
+        let mut tries = 0;
+        while !c.revoke_phone().await {
+            tries += 1;
+            if tries == 60 {
+                bail!("node 2 did not revoke member 2's phone within 30 s of the heal");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        *report.faults.entry("device revocation").or_default() += 1;
     }
     // The thief is removed by now, and visits every node once more: each
     // must count it faulty, and hold what it sent.
@@ -641,6 +716,35 @@ pub async fn run(opts: &Options) -> Result<Report> {
             }
         }
     }
+    // Every payment member 1's phone had acknowledged is within its
+    // allowance (the harness never asks for more), so it counts everywhere;
+    // what member 2's phone had acknowledged after its revocation counts
+    // nowhere.
+    report.allowance_payments = c.phone_acked.len();
+    report.after_revocation = c.phone2_late.len();
+    for (ids, want) in [
+        (c.phone_acked.clone(), "applied"),
+        (c.phone2_late.clone(), "conflicted"),
+    ] {
+        for id in &ids {
+            for i in 0..opts.nodes {
+                let client = c.client(i, i).await?;
+                let held = phones::entry(client, COOP, id).await;
+                let ok = match &held {
+                    Some((status, from_allowance)) => {
+                        status == want && (want == "conflicted" || *from_allowance)
+                    }
+                    None => false,
+                };
+                if !ok {
+                    report.failure = Some(format!(
+                        "node {i} holds the phone's payment {id} as {held:?} (status, from its allowance), not {want}"
+                    ));
+                    return Ok(report);
+                }
+            }
+        }
+    }
     // Nothing the thief wrote after its removal was acknowledged counts
     // anywhere, and every node counted its forgeries as faults.
     let thief = c.thief()?;
@@ -701,6 +805,93 @@ impl Cluster {
             }
         }
         answer
+    }
+
+    /// The phone of member `member` (1 or 2), logged in at node `node`.
+    async fn phone_client(&mut self, node: usize, member: usize) -> Result<&Client> {
+        if !self.phone_clients.contains_key(&(node, member)) {
+            let phone = phones::key(self.seed, member as u8);
+            let did = self.nodes[member].key.did().to_string();
+            let mut client = Client::new(self.nodes[node].url())?;
+            client.login_for(&phone, Some(&did)).await?;
+            self.phone_clients.insert((node, member), client);
+        }
+        self.phone_clients
+            .get(&(node, member))
+            .ok_or_else(|| anyhow!("no client"))
+    }
+
+    /// Member 1's phone pays member 0 from its allowance, signing the entry
+    /// itself and submitting it through `node`, if that node holds the
+    /// grant and the allowance has room for every payment tried so far; the
+    /// entry id, if acknowledged.
+    async fn phone_pay(&mut self, node: usize, amount: i64) -> Option<String> {
+        let grant = self.grant.clone()?;
+        if !self.nodes[node].is_up() || self.phone_spent + amount > phones::ALLOWANCE {
+            return None;
+        }
+        // Only where the grant counts: the phone cites the node's heads, and
+        // a spend from an allowance must descend from its grant.
+        let admitted = match self.client(node, node).await {
+            Ok(c) => phones::entry(c, COOP, &grant).await,
+            Err(_) => None,
+        };
+        if admitted.map(|(status, _)| status).as_deref() != Some("applied") {
+            return None;
+        }
+        self.phone_spent += amount;
+        let member = self.nodes[1].key.did();
+        let to = self.nodes[0].key.did();
+        let phone = phones::key(self.seed, 1);
+        let paid = match self.phone_client(node, 1).await {
+            Ok(c) => phones::pay_from_allowance(c, COOP, &member, &phone, &to, amount).await,
+            Err(e) => Err(e),
+        };
+        let paid = self.judge_refusal(node, paid.map(|id| json!(id.to_string())));
+        paid.ok().and_then(|id| id.as_str().map(str::to_owned))
+    }
+
+    /// Member 2's phone pays member 0 one hour through `node`; the entry
+    /// id, if acknowledged.
+    async fn phone2_pay(&mut self, node: usize) -> Option<String> {
+        if !self.nodes[node].is_up() {
+            return None;
+        }
+        let to = self.nodes[0].key.did().to_string();
+        let body = json!({"to": to, "amount": 1, "unit": "hours", "memo": "from the other phone"});
+        let answer = match self.phone_client(node, 2).await {
+            Ok(c) => {
+                c.call("POST", &format!("/v1/ledger/{COOP}/settle"), Some(body))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let answer = self.judge_refusal(node, answer).ok()?;
+        answer["entry_id"].as_str().map(str::to_owned)
+    }
+
+    /// Member 2 revokes its phone through its own node; whether it was
+    /// acknowledged.
+    async fn revoke_phone(&mut self) -> bool {
+        if self.phone2_revoked {
+            return true;
+        }
+        if !self.nodes[2].is_up() {
+            return false;
+        }
+        let member = self.nodes[2].key.did();
+        let phone = phones::key(self.seed, 2).did();
+        let path = format!("/v1/devices/{member}/{phone}");
+        let answer = match self.client(2, 2).await {
+            Ok(c) => {
+                c.call("DELETE", &path, Some(json!({ "reason": "lost" })))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let done = self.judge_refusal(2, answer).is_ok();
+        self.phone2_revoked |= done;
+        done
     }
 
     fn thief(&mut self) -> Result<&mut Thief> {
@@ -783,6 +974,13 @@ async fn start(opts: &Options) -> Result<Cluster> {
         disk_refusals: 0,
         unclear: None,
         last_refusal: String::new(),
+        seed: opts.seed,
+        phone_clients: HashMap::new(),
+        grant: None,
+        phone_spent: 0,
+        phone_acked: Vec::new(),
+        phone2_revoked: false,
+        phone2_late: Vec::new(),
     };
     for n in &mut c.nodes {
         n.start(&opts.icnd)?;
@@ -898,5 +1096,17 @@ async fn setup_coop(c: &mut Cluster, seed: u64) -> Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // Members 1 and 2 register a phone each on their own nodes; member 1
+    // grants its phone an allowance.
+    for member in [1, 2] {
+        let key = c.nodes[member].key.clone();
+        let phone = phones::key(seed, member as u8);
+        let client = c.client(member, member).await?;
+        phones::register(client, &key, &phone).await?;
+    }
+    let key = c.nodes[1].key.clone();
+    let client = c.client(1, 1).await?;
+    let grant = phones::grant(client, COOP, &key, &phones::key(seed, 1)).await?;
+    c.grant = Some(grant.to_string());
     Ok(())
 }
