@@ -79,7 +79,16 @@ async fn main() -> Result<()> {
             // The suite's cluster test uses 200..250.
             subnet: (std::process::id() % 200) as u8,
         };
-        let report = run(&opts).await?;
+        // A run the harness could not play (a node that never answered,
+        // say) counts as failed, with its seed; the soak goes on.
+        let report = match run(&opts).await {
+            Ok(report) => report,
+            Err(e) => Report {
+                seed,
+                failure: Some(format!("the run could not be played: {e:#}")),
+                ..Report::default()
+            },
+        };
         println!(
             "seed {seed}: {} payments and {} votes acknowledged, {} lost, {} conflicted, {} backdated after removal, {} from an allowance, {} by a revoked phone, {} refused for a full disk, {} stores reopened, converged in {:.2} s{}",
             report.acknowledged,

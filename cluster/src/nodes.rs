@@ -259,12 +259,15 @@ impl Drop for Node {
     }
 }
 
-/// Makes `n` nodes' data directories under `root`: an identity each, and a
+/// Makes `n` members' nodes' data directories under `root`, and a relay's
+/// (the last of the `n + 1` returned): an identity each, and a
 /// configuration that binds the node's namespace address and keeps a
-/// session with every other node.
+/// session with every other member's node.
 pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>> {
     let passphrase = Passphrase::new(PASSPHRASE)?;
-    let keys: Vec<Keypair> = (0..n)
+    // The members' nodes, then a relay: no member, started late; the
+    // members learn of it when the co-op registers it.
+    let keys: Vec<Keypair> = (0..=n)
         .map(|i| {
             // Fixed by the seed, so a run replays with the same DIDs.
             let mut secret = [0u8; 32];
@@ -283,7 +286,7 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
         let peers: Vec<String> = keys
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j != i)
+            .filter(|(j, _)| *j != i && *j != n)
             // Through the relay, which delays and reorders.
             .map(|(j, k)| {
                 let port = crate::relay::port(net.subnet(), i, j);

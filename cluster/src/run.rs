@@ -104,6 +104,9 @@ pub enum Step {
     /// Member 2 revokes its phone ("lost") through its own node (once a
     /// run, before the end if node 2 was down).
     RevokePhone,
+    /// The admin registers a relay in the co-op, and the relay starts for
+    /// the first time (once a run, at the end if node 0 was down).
+    RelayJoins,
     /// Every datagram between nodes waits up to this many milliseconds, each
     /// on its own (so they overtake each other).
     Delay(u64),
@@ -133,7 +136,11 @@ pub fn schedule(seed: u64, nodes: usize, steps: usize) -> Vec<Step> {
     let mut out = Vec::new();
     let removal = rng.random_range(steps / 4..=steps * 3 / 4);
     let revocation = rng.random_range(steps / 4..=steps * 3 / 4);
+    let relay = rng.random_range(steps / 4..=steps * 3 / 4);
     for at in 0..steps {
+        if at == relay {
+            out.push(Step::RelayJoins);
+        }
         if at == removal {
             out.push(Step::RemoveThief);
         }
@@ -313,6 +320,8 @@ struct Cluster {
     phone2_revoked: bool,
     /// Payments by member 2's phone acknowledged after that.
     phone2_late: Vec<String>,
+    /// Whether the relay (the last node) was registered and started.
+    relay_joined: bool,
 }
 
 impl Cluster {
@@ -348,7 +357,8 @@ impl Cluster {
     /// What node `i` holds: document and ledger heads, and the trial
     /// balance, as its own member sees them.
     async fn state(&mut self, i: usize) -> Result<Value> {
-        let c = self.client(i, i).await?;
+        let reader = self.reader(i);
+        let c = self.client(i, reader).await?;
         let heads = c
             .call("GET", &format!("/v1/ledger/{COOP}/heads"), None)
             .await?;
@@ -512,6 +522,11 @@ pub async fn run(opts: &Options) -> Result<Report> {
                 }
                 None => report.unacknowledged += 1,
             },
+            Step::RelayJoins => {
+                if c.join_relay().await? {
+                    *report.faults.entry("relay joining late").or_default() += 1;
+                }
+            }
             Step::RevokePhone => {
                 if c.revoke_phone().await {
                     *report.faults.entry("device revocation").or_default() += 1;
@@ -577,6 +592,12 @@ pub async fn run(opts: &Options) -> Result<Report> {
         }
         *report.faults.entry("device revocation").or_default() += 1;
     }
+    if !c.relay_joined {
+        if !c.join_relay().await? {
+            bail!("node 0 did not register the relay after the heal");
+        }
+        *report.faults.entry("relay joining late").or_default() += 1;
+    }
     // The thief is removed by now, and visits every node once more: each
     // must count it faulty, and hold what it sent.
     if !c.thief()?.removed {
@@ -610,7 +631,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let mut last = Vec::new();
     let converged = loop {
         let mut states = Vec::new();
-        for i in 0..opts.nodes {
+        for i in 0..c.nodes.len() {
             states.push(
                 c.state(i)
                     .await
@@ -661,9 +682,10 @@ pub async fn run(opts: &Options) -> Result<Report> {
             .collect(),
     };
     allowed.dedup();
-    for i in 0..opts.nodes {
+    for i in 0..c.nodes.len() {
+        let reader = c.reader(i);
         let members = c
-            .client(i, i)
+            .client(i, reader)
             .await?
             .list(&format!("/v1/coops/{COOP}/members"))
             .await?;
@@ -705,9 +727,10 @@ pub async fn run(opts: &Options) -> Result<Report> {
         }
     }
     for id in &acked {
-        for i in 0..opts.nodes {
+        for i in 0..c.nodes.len() {
+            let reader = c.reader(i);
             let found = c
-                .client(i, i)
+                .client(i, reader)
                 .await?
                 .call("GET", &format!("/v1/ledger/{COOP}/entries/{id}"), None)
                 .await;
@@ -727,8 +750,9 @@ pub async fn run(opts: &Options) -> Result<Report> {
         (c.phone2_late.clone(), "conflicted"),
     ] {
         for id in &ids {
-            for i in 0..opts.nodes {
-                let client = c.client(i, i).await?;
+            for i in 0..c.nodes.len() {
+                let reader = c.reader(i);
+                let client = c.client(i, reader).await?;
                 let held = phones::entry(client, COOP, id).await;
                 let ok = match &held {
                     Some((status, from_allowance)) => {
@@ -756,8 +780,9 @@ pub async fn run(opts: &Options) -> Result<Report> {
         .collect();
     report.backdated = late.len();
     for b in &late {
-        for i in 0..opts.nodes {
-            let client = c.client(i, i).await?;
+        for i in 0..c.nodes.len() {
+            let reader = c.reader(i);
+            let client = c.client(i, reader).await?;
             // Every node holds it (the last visits brought it), and it
             // counts nowhere.
             let status = byzantine::status(client, COOP, &b.id).await;
@@ -805,6 +830,45 @@ impl Cluster {
             }
         }
         answer
+    }
+
+    /// Whom the checker logs in as at node `i`: its own member, or at the
+    /// relay (the last node), member 1, who is in every document.
+    fn reader(&self, i: usize) -> usize {
+        if i + 1 == self.nodes.len() { 1 } else { i }
+    }
+
+    /// The admin registers the relay in the co-op through node 0, and the
+    /// relay starts: it joins late, with everything to catch up on.
+    async fn join_relay(&mut self) -> Result<bool> {
+        let relay = self.nodes.len() - 1;
+        if self.relay_joined {
+            return Ok(true);
+        }
+        if !self.nodes[0].is_up() {
+            return Ok(false);
+        }
+        let did = self.nodes[relay].key.did().to_string();
+        let addr = format!("{}:{}", self.net.ip(relay), nodes::SYNC_PORT);
+        let answer = match self.client(0, 0).await {
+            Ok(admin) => {
+                admin
+                    .call(
+                        "POST",
+                        &format!("/v1/coops/{COOP}/relays"),
+                        Some(json!({ "did": did, "addr": addr })),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if self.judge_refusal(0, answer).is_err() {
+            return Ok(false);
+        }
+        self.nodes[relay].start(&self.icnd)?;
+        self.nodes[relay].wait_up(Duration::from_secs(60)).await?;
+        self.relay_joined = true;
+        Ok(true)
     }
 
     /// The phone of member `member` (1 or 2), logged in at node `node`.
@@ -962,7 +1026,8 @@ async fn start(opts: &Options) -> Result<Cluster> {
     nodes::unmount_disks(&opts.workdir);
     let _ = std::fs::remove_dir_all(&opts.workdir);
     std::fs::create_dir_all(&opts.workdir)?;
-    let mut net = Net::create(&opts.tag, opts.subnet, opts.nodes)?;
+    // The members' nodes, and a relay (the last) that starts later.
+    let mut net = Net::create(&opts.tag, opts.subnet, opts.nodes + 1)?;
     net.attach_relay(nodes::SYNC_PORT).await?;
     let nodes = nodes::prepare(&net, &opts.workdir, opts.nodes, opts.seed)?;
     let mut c = Cluster {
@@ -981,11 +1046,12 @@ async fn start(opts: &Options) -> Result<Cluster> {
         phone_acked: Vec::new(),
         phone2_revoked: false,
         phone2_late: Vec::new(),
+        relay_joined: false,
     };
-    for n in &mut c.nodes {
+    for n in c.nodes.iter_mut().take(opts.nodes) {
         n.start(&opts.icnd)?;
     }
-    for n in &mut c.nodes {
+    for n in c.nodes.iter_mut().take(opts.nodes) {
         n.wait_up(Duration::from_secs(60)).await?;
     }
     setup_coop(&mut c, opts.seed)
@@ -1041,8 +1107,12 @@ fn spare(seed: u64) -> icn_engine::Keypair {
 /// Node 0's member creates the co-op and adds the others; every node then
 /// holds it.
 async fn setup_coop(c: &mut Cluster, seed: u64) -> Result<()> {
-    let n = c.nodes.len();
-    let dids: Vec<String> = c.nodes.iter().map(|n| n.key.did().to_string()).collect();
+    // The last node is the relay, which is no member.
+    let n = c.nodes.len() - 1;
+    let dids: Vec<String> = c.nodes[..n]
+        .iter()
+        .map(|n| n.key.did().to_string())
+        .collect();
     let admin = c.client(0, 0).await?;
     admin
         .call(
