@@ -169,6 +169,11 @@ impl Gateway {
                 self.clone(),
                 idempotency::layer,
             ))
+            // Outside the idempotency layer: a replayed answer is counted.
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                metrics::layer,
+            ))
             .merge(web::routes())
             .fallback(|| async {
                 AppError::not_found("no such route; the routes are listed at /v1/openapi.json")

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod logging;
 pub mod peers;
+pub mod telemetry;
 
 use anyhow::{Context, Result};
 use icn_engine::{Keypair, Keystore, KeystoreError, Passphrase};

@@ -111,8 +111,10 @@ pub enum NodeError {
 }
 
 /// Counters of every session this node ran; what `/metrics` shows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
+    /// How long sessions lasted, from the connection to its end.
+    pub session_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Sessions started.
     pub sessions: AtomicU64,
     /// Frames refused from peers.
@@ -129,6 +131,41 @@ pub struct Metrics {
     pub bytes_in: AtomicU64,
     /// Bytes written to peers.
     pub bytes_out: AtomicU64,
+    /// Frames received from peers.
+    pub frames_in: AtomicU64,
+    /// Frames a peer sent past its rate, held back before they were read.
+    pub frames_rate_limited: AtomicU64,
+    /// What peers announced they hold: `Hello` and `LedgerHeads` frames.
+    pub announces_in: AtomicU64,
+    /// What peers asked for: `LedgerHave`, `LedgerWant` and `BlobWant` frames.
+    pub requests_in: AtomicU64,
+    /// Documents peers announced that this node shares with them: each one
+    /// a document kept in sync for the session.
+    pub subscriptions: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            // 10 ms to about 91 hours, quadrupling.
+            session_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.01, 4.0, 16),
+            ),
+            sessions: AtomicU64::default(),
+            faults: AtomicU64::default(),
+            peers_disconnected: AtomicU64::default(),
+            changes_in: AtomicU64::default(),
+            entries_in: AtomicU64::default(),
+            entries_out: AtomicU64::default(),
+            bytes_in: AtomicU64::default(),
+            bytes_out: AtomicU64::default(),
+            frames_in: AtomicU64::default(),
+            frames_rate_limited: AtomicU64::default(),
+            announces_in: AtomicU64::default(),
+            requests_in: AtomicU64::default(),
+            subscriptions: AtomicU64::default(),
+        }
+    }
 }
 
 struct Live {
@@ -265,6 +302,29 @@ impl SyncNode {
     /// The node's counters.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Counts a frame a peer sent, by what it is.
+    fn count_frame(&self, frame: &Frame) {
+        let m = &self.inner.metrics;
+        m.frames_in.fetch_add(1, Ordering::Relaxed);
+        match frame {
+            Frame::Hello { docs } => {
+                m.announces_in.fetch_add(1, Ordering::Relaxed);
+                let shared = docs
+                    .iter()
+                    .filter(|d| self.inner.engine.kind(&icn_schemas::DocId(**d)).is_some())
+                    .count();
+                m.subscriptions.fetch_add(shared as u64, Ordering::Relaxed);
+            }
+            Frame::LedgerHeads { .. } => {
+                m.announces_in.fetch_add(1, Ordering::Relaxed);
+            }
+            Frame::LedgerHave { .. } | Frame::LedgerWant { .. } | Frame::BlobWant { .. } => {
+                m.requests_in.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 
     /// The peers with a live session.
@@ -461,6 +521,17 @@ impl SyncNode {
     /// Runs one session on `conn` until either side ends it. Returns
     /// whether it ran and ended without a fault of either side.
     async fn run(&self, conn: Connection, dialer: bool) -> bool {
+        let started = Instant::now();
+        let ended_well = self.run_session(conn, dialer).await;
+        self.inner
+            .metrics
+            .session_seconds
+            .observe(started.elapsed().as_secs_f64());
+        ended_well
+    }
+
+    /// [`SyncNode::run`], uncounted.
+    async fn run_session(&self, conn: Connection, dialer: bool) -> bool {
         let peer = match Did::from_bytes(conn.remote_id().as_bytes()) {
             Ok(p) => p,
             Err(e) => {
@@ -577,6 +648,7 @@ impl SyncNode {
                         break Err(SessionError::TooManyFaults { peer, faults: 1, last: e.to_string() });
                     }
                     Some(Ok(frame)) => {
+                        self.count_frame(&frame);
                         let s = session.clone();
                         blocking(move || lock(&s).receive(frame)).await
                     }
@@ -698,6 +770,10 @@ async fn read_frames(
         last = now;
         tokens -= 1.0;
         if tokens < 0.0 {
+            node.inner
+                .metrics
+                .frames_rate_limited
+                .fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_secs_f64(-tokens / FRAMES_PER_SECOND)).await;
         }
     }

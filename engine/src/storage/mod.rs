@@ -127,6 +127,8 @@ struct Inner {
     commit: GroupCommit,
     /// Set by the first sync the disk refused: sled takes nothing more.
     failed: std::sync::OnceLock<String>,
+    /// Told how long each sync took (`icnd`'s commit latency histogram).
+    sync_observer: std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>,
 }
 
 /// A gateway record as stored: its key and value (a backup copies them as
@@ -275,6 +277,7 @@ impl Store {
                 db_file,
                 commit: GroupCommit::default(),
                 failed: std::sync::OnceLock::new(),
+                sync_observer: std::sync::OnceLock::new(),
             }),
         };
         store.make_durable()?;
@@ -297,7 +300,14 @@ impl Store {
         }
         self.inner
             .commit
-            .wait_durable(|| self.inner.sync())
+            .wait_durable(|| {
+                let started = std::time::Instant::now();
+                let synced = self.inner.sync();
+                if let Some(observe) = self.inner.sync_observer.get() {
+                    observe(started.elapsed());
+                }
+                synced
+            })
             .map_err(|e| {
                 if !e.is_disk() {
                     return e;
@@ -311,6 +321,18 @@ impl Store {
                 tracing::error!(%reason, "the disk refused a write: this store takes no more writes until it is opened again");
                 StorageError::Unwritable { reason }
             })
+    }
+
+    /// Tells `observe` how long each sync (flush and fdatasync, shared by a
+    /// group of writers) takes from now on. Only the first observer set is
+    /// kept.
+    pub fn observe_syncs(&self, observe: impl Fn(std::time::Duration) + Send + Sync + 'static) {
+        let _ = self.inner.sync_observer.set(Box::new(observe));
+    }
+
+    /// Bytes of sled's files on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(self.inner.db.size_on_disk()?)
     }
 
     /// Why the store takes no more writes, if the disk refused one.

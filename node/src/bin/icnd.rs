@@ -344,69 +344,6 @@ fn restart_in_place() -> std::io::Error {
         .exec()
 }
 
-/// The sync counters, in the Prometheus text format.
-fn sync_metrics(sync: &SyncNode) -> String {
-    use std::fmt::Write as _;
-    use std::sync::atomic::Ordering::Relaxed;
-    let m = sync.metrics();
-    let mut out = String::new();
-    let counters = [
-        (
-            "icn_sync_sessions_total",
-            "Sync sessions started.",
-            &m.sessions,
-        ),
-        (
-            "icn_sync_faults_total",
-            "Faults by peers (bad signatures, forged authority, malformed frames).",
-            &m.faults,
-        ),
-        (
-            "icn_sync_peers_disconnected_total",
-            "Sessions ended for faults or limits.",
-            &m.peers_disconnected,
-        ),
-        (
-            "icn_sync_changes_in_total",
-            "Document changes received and applied.",
-            &m.changes_in,
-        ),
-        (
-            "icn_sync_entries_in_total",
-            "Ledger entries received and stored.",
-            &m.entries_in,
-        ),
-        (
-            "icn_sync_entries_out_total",
-            "Ledger entries sent.",
-            &m.entries_out,
-        ),
-        (
-            "icn_sync_bytes_in_total",
-            "Frame bytes received.",
-            &m.bytes_in,
-        ),
-        (
-            "icn_sync_bytes_out_total",
-            "Frame bytes sent.",
-            &m.bytes_out,
-        ),
-    ];
-    for (name, help, value) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            value.load(Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP icn_network_connections_active Peers with a sync session now.\n# TYPE icn_network_connections_active gauge\nicn_network_connections_active {}",
-        sync.peers().len()
-    );
-    out
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -593,11 +530,8 @@ async fn main() -> Result<()> {
         "metrics on http://{}/metrics",
         metrics_listener.local_addr()?
     );
-    let (gw_metrics, sync_for_metrics) = (gateway.metrics().clone(), sync.clone());
-    let metrics = icn_gateway::metrics::router(move || {
-        gw_metrics.render() + &sync_metrics(&sync_for_metrics)
-    })
-    .merge(health.clone());
+    let registry = icn_node::telemetry::registry(&gateway, &sync, &engine);
+    let metrics = icn_gateway::metrics::router(Arc::new(registry)).merge(health.clone());
     let metrics_port = metrics_listener.local_addr()?.port();
     let stop_metrics = tasks.cancel.clone();
     tasks.tracker.spawn(async move {
