@@ -86,7 +86,7 @@ impl Thief {
             .bind()
             .await
             .map_err(|e| anyhow!("binding the thief's endpoint: {e}"))?;
-        let heads = crate::phones::Heads::of(member, coop).await?;
+        let heads = member.ledger_heads(coop).await?;
         Ok(Thief {
             key,
             endpoint,

@@ -46,44 +46,6 @@ pub(crate) async fn register(client: &Client, member: &Keypair, phone: &Keypair)
     Ok(())
 }
 
-/// What a client cites: the co-op's document id, and the co-op heads and
-/// ledger heads a node names now.
-pub(crate) struct Heads {
-    pub(crate) coop: icn_schemas::DocId,
-    pub(crate) coop_heads: Vec<[u8; 32]>,
-    pub(crate) ledger_heads: Vec<EntryId>,
-}
-
-impl Heads {
-    /// What `client`'s node names (`GET /v1/ledger/{coop}/heads`).
-    pub(crate) async fn of(client: &Client, coop: &str) -> Result<Heads> {
-        let heads = client
-            .call("GET", &format!("/v1/ledger/{coop}/heads"), None)
-            .await?;
-        let hashes = |field: &str| -> Result<Vec<[u8; 32]>> {
-            heads[field]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|h| {
-                    h.as_str()
-                        .and_then(|h| h.parse::<EntryId>().ok())
-                        .map(|id| id.0)
-                        .ok_or_else(|| anyhow!("a head that is not a hash: {h}"))
-                })
-                .collect()
-        };
-        Ok(Heads {
-            coop: heads["coop_doc_id"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .context("the gateway named no co-op document id")?,
-            coop_heads: hashes("coop_heads")?,
-            ledger_heads: hashes("ledger_heads")?.into_iter().map(EntryId).collect(),
-        })
-    }
-}
-
 /// Signs an entry of `author`'s with `signer` on the heads `client`'s node
 /// names, and submits it there. Returns its id once the node has applied
 /// it (acknowledged), and an error otherwise.
@@ -95,7 +57,7 @@ async fn submit(
     body: Body,
     memo: &str,
 ) -> Result<EntryId> {
-    let heads = Heads::of(client, coop).await?;
+    let heads = client.ledger_heads(coop).await?;
     let entry = Entry {
         coop: heads.coop,
         parents: heads.ledger_heads,

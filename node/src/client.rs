@@ -36,6 +36,17 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// What [`Client::ledger_heads`] answers.
+#[derive(Debug, Clone)]
+pub struct LedgerHeads {
+    /// The co-op's document id.
+    pub coop: icn_schemas::DocId,
+    /// The co-op document's heads.
+    pub coop_heads: Vec<[u8; 32]>,
+    /// The ledger's heads.
+    pub ledger_heads: Vec<icn_schemas::ledger::EntryId>,
+}
+
 impl Client {
     /// A client of the gateway at `base` (`http://host:port`).
     pub fn new(base: &str) -> Result<Client> {
@@ -124,6 +135,37 @@ impl Client {
             }
         }
         Ok(serde_json::json!({"items": items, "next_cursor": null}))
+    }
+
+    /// What an entry signed on this client's side cites: the co-op's
+    /// document id, and the co-op heads and ledger heads the node names now
+    /// (`GET /v1/ledger/{coop}/heads`).
+    pub async fn ledger_heads(&self, coop: &str) -> Result<LedgerHeads> {
+        use icn_schemas::ledger::EntryId;
+        let heads = self
+            .call("GET", &format!("/v1/ledger/{coop}/heads"), None)
+            .await?;
+        let hashes = |field: &str| -> Result<Vec<[u8; 32]>> {
+            heads[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| {
+                    let h = h.as_str().unwrap_or_default();
+                    h.parse::<EntryId>()
+                        .map(|id| id.0)
+                        .map_err(|_| anyhow!("the gateway named a head {h:?} that is not a hash"))
+                })
+                .collect()
+        };
+        Ok(LedgerHeads {
+            coop: heads["coop_doc_id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .context("the gateway named no co-op document id")?,
+            coop_heads: hashes("coop_heads")?,
+            ledger_heads: hashes("ledger_heads")?.into_iter().map(EntryId).collect(),
+        })
     }
 
     /// [`Client::call`] with an `Idempotency-Key`: sent again, the same

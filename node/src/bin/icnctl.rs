@@ -771,7 +771,7 @@ async fn sign_and_submit(
     body: icn_schemas::ledger::Body,
     memo: &str,
 ) -> Result<serde_json::Value> {
-    use icn_schemas::ledger::{Entry, EntryId, SignedEntry};
+    use icn_schemas::ledger::{Entry, SignedEntry};
     let key = icn_node::load_identity(data_dir)?;
     let client = match g.token {
         Some(token) => Client::new(&g.gateway)?.with_token(token),
@@ -782,36 +782,17 @@ async fn sign_and_submit(
             client
         }
     };
-    let heads = client
-        .call("GET", &format!("/v1/ledger/{coop}/heads"), None)
-        .await?;
-    let hashes = |field: &str| -> Result<Vec<[u8; 32]>> {
-        heads[field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| {
-                let h = h.as_str().unwrap_or_default();
-                h.parse::<EntryId>().map(|id| id.0).map_err(|_| {
-                    anyhow::anyhow!("the gateway named a head {h:?} that is not a hash")
-                })
-            })
-            .collect()
-    };
-    let coop_id = heads["coop_doc_id"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .context("the gateway named no co-op document id")?;
+    let heads = client.ledger_heads(coop).await?;
     let entry = Entry {
-        coop: coop_id,
-        parents: hashes("ledger_heads")?.into_iter().map(EntryId).collect(),
+        coop: heads.coop,
+        parents: heads.ledger_heads,
         author: member.unwrap_or_else(|| key.did()),
         signer: key.did(),
         timestamp: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
-        coop_heads: hashes("coop_heads")?,
+        coop_heads: heads.coop_heads,
         body,
         memo: memo.to_owned(),
         decision: None,
