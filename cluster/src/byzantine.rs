@@ -191,6 +191,23 @@ impl Thief {
         let Ok((mut send, mut recv)) = conn.open_bi().await else {
             return Ok(false);
         };
+        let mut frames = frames.into_iter();
+        // The Hello first: the node answers with its own once the session
+        // runs, so that what follows is read by a session (a busy node may
+        // take a while).
+        if let Some(hello) = frames.next() {
+            let body = hello.encode();
+            let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+            bytes.extend_from_slice(&body);
+            if send.write_all(&bytes).await.is_err() {
+                return Ok(false);
+            }
+        }
+        let mut len = [0u8; 4];
+        match tokio::time::timeout(Duration::from_secs(10), recv.read_exact(&mut len)).await {
+            Ok(Ok(())) => {}
+            _ => return Ok(false),
+        }
         for frame in frames {
             let body = frame.encode();
             let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
@@ -201,8 +218,8 @@ impl Thief {
         }
         let _ = send.finish();
         // Reads what the node says until it ends the session (for the
-        // faults) or a second passes, so that it reads every frame.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        // faults) or two seconds pass, so that it reads every frame.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let mut buf = vec![0u8; 64 * 1024];
             while let Ok(Some(_)) = recv.read(&mut buf).await {}
         })

@@ -781,11 +781,22 @@ pub async fn run(opts: &Options) -> Result<Report> {
     report.backdated = late.len();
     for b in &late {
         for i in 0..c.nodes.len() {
-            let reader = c.reader(i);
-            let client = c.client(i, reader).await?;
-            // Every node holds it (the last visits brought it), and it
-            // counts nowhere.
-            let status = byzantine::status(client, COOP, &b.id).await;
+            // Every node holds it (the last visits brought it, or sync from
+            // a node they reached), and it counts nowhere. A node busy with
+            // other work may take a moment; the thief visits again.
+            let mut status = None;
+            for attempt in 1..=30 {
+                let reader = c.reader(i);
+                let client = c.client(i, reader).await?;
+                status = byzantine::status(client, COOP, &b.id).await;
+                if status.is_some() {
+                    break;
+                }
+                if attempt % 10 == 0 && i < opts.nodes {
+                    c.visit(i).await?;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
             if status.as_deref() != Some("conflicted") {
                 report.failure = Some(format!(
                     "node {i} holds {} as {status:?}: the removed member backdated it after its removal, so it must be held, conflicted",
@@ -796,7 +807,19 @@ pub async fn run(opts: &Options) -> Result<Report> {
         }
     }
     for i in 0..opts.nodes {
-        let faults = c.nodes[i].sync_faults().await?;
+        // A node busy with other work may count a moment later; a node that
+        // restarted since (its counters start again) is visited again.
+        let mut faults = 0;
+        for attempt in 1..=30 {
+            faults = c.nodes[i].sync_faults().await?;
+            if faults > 0 {
+                break;
+            }
+            if attempt % 10 == 0 {
+                c.visit(i).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         if faults == 0 {
             report.failure = Some(format!(
                 "node {i} counted no fault, though the byzantine peer sent it forgeries"
