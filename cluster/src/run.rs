@@ -593,8 +593,17 @@ pub async fn run(opts: &Options) -> Result<Report> {
         *report.faults.entry("device revocation").or_default() += 1;
     }
     if !c.relay_joined {
-        if !c.join_relay().await? {
-            bail!("node 0 did not register the relay after the heal");
+        // Node 0 may still be reopening its store after a full disk.
+        let mut tries = 0;
+        while !c.join_relay().await? {
+            tries += 1;
+            if tries == 60 {
+                bail!(
+                    "node 0 did not register the relay within 30 s of the heal: {}",
+                    c.last_refusal
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         *report.faults.entry("relay joining late").or_default() += 1;
     }
@@ -885,7 +894,8 @@ impl Cluster {
             }
             Err(e) => Err(e),
         };
-        if self.judge_refusal(0, answer).is_err() {
+        if let Err(e) = self.judge_refusal(0, answer) {
+            self.last_refusal = e.to_string();
             return Ok(false);
         }
         self.nodes[relay].start(&self.icnd)?;
