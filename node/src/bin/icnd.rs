@@ -254,9 +254,12 @@ fn health_router(sync: SyncNode, engine: Engine, bootstrap: Vec<icn_schemas::Did
         .route(
             "/ready",
             get(move || {
-                let (sync, bootstrap) = (sync.clone(), bootstrap.clone());
-                let failure = engine.store().failure();
+                let (sync, bootstrap, engine) = (sync.clone(), bootstrap.clone(), engine.clone());
                 async move {
+                    // Asks sled too: a write that failed anywhere stops it.
+                    let failure = tokio::task::spawn_blocking(move || engine.store().check_writable())
+                        .await
+                        .unwrap_or_else(|e| Some(format!("checking the store failed: {e}")));
                     let bound = !sync.local_addrs().is_empty();
                     let peers = sync.peers();
                     let reached = bootstrap.iter().filter(|d| peers.contains(d)).count();
