@@ -581,46 +581,32 @@ pub async fn run(opts: &Options) -> Result<Report> {
         c.nodes[i].start(&c.icnd)?;
         c.nodes[i].wait_up(Duration::from_secs(60)).await?;
     }
+    // Node 0 (or 2) may still be reopening its store after a full disk.
     if !c.phone2_revoked {
-        let mut tries = 0;
-        while !c.revoke_phone().await {
-            tries += 1;
-            if tries == 60 {
-                bail!("node 2 did not revoke member 2's phone within 30 s of the heal");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        within_30s(
+            &mut c,
+            "node 2 did not revoke member 2's phone",
+            async |c| Ok(c.revoke_phone().await),
+        )
+        .await?;
         *report.faults.entry("device revocation").or_default() += 1;
     }
     if !c.relay_joined {
-        // Node 0 may still be reopening its store after a full disk.
-        let mut tries = 0;
-        while !c.join_relay().await? {
-            tries += 1;
-            if tries == 60 {
-                bail!(
-                    "node 0 did not register the relay within 30 s of the heal: {}",
-                    c.last_refusal
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        within_30s(&mut c, "node 0 did not register the relay", async |c| {
+            c.join_relay().await
+        })
+        .await?;
         *report.faults.entry("relay joining late").or_default() += 1;
     }
     // The thief is removed by now, and visits every node once more: each
     // must count it faulty, and hold what it sent.
     if !c.thief()?.removed {
-        let mut tries = 0;
-        while !c.remove_thief().await {
-            tries += 1;
-            if tries == 60 {
-                bail!(
-                    "node 0 did not remove the byzantine member within 30 s of the heal: {}",
-                    c.last_refusal
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        within_30s(
+            &mut c,
+            "node 0 did not remove the byzantine member",
+            async |c| Ok(c.remove_thief().await),
+        )
+        .await?;
         *report.faults.entry("member removal").or_default() += 1;
     }
     for i in 0..opts.nodes {
@@ -846,6 +832,22 @@ pub async fn run(opts: &Options) -> Result<Report> {
     Ok(report)
 }
 
+/// Tries `step` every half second until it is done, for at most 30 s
+/// after the heal; fails with `what` and the last refusal otherwise.
+async fn within_30s(
+    c: &mut Cluster,
+    what: &str,
+    mut step: impl AsyncFnMut(&mut Cluster) -> Result<bool>,
+) -> Result<()> {
+    for _ in 0..60 {
+        if step(c).await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!("{what} within 30 s of the heal: {}", c.last_refusal)
+}
+
 impl Cluster {
     /// Passes an answer through, noting a refusal by a node whose disk is
     /// full: a 503 that says the disk refused is the clear error asked for;
@@ -986,7 +988,13 @@ impl Cluster {
             }
             Err(e) => Err(e),
         };
-        let done = self.judge_refusal(2, answer).is_ok();
+        let done = match self.judge_refusal(2, answer) {
+            Ok(_) => true,
+            Err(e) => {
+                self.last_refusal = e.to_string();
+                false
+            }
+        };
         self.phone2_revoked |= done;
         done
     }

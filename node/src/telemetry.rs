@@ -143,7 +143,7 @@ impl Collector for SyncCounters {
             ),
             (
                 "icn_gossip_subscriptions",
-                "Documents kept in sync with a peer for a session (each shared document of each session).",
+                "Documents peers announced in their Hello, to keep in sync for the session.",
                 &m.subscriptions,
             ),
             (

@@ -139,8 +139,9 @@ pub struct Metrics {
     pub announces_in: AtomicU64,
     /// What peers asked for: `LedgerHave`, `LedgerWant` and `BlobWant` frames.
     pub requests_in: AtomicU64,
-    /// Documents peers announced that this node shares with them: each one
-    /// a document kept in sync for the session.
+    /// Documents peers announced in their `Hello` (a peer announces only
+    /// those it thinks this node may have): what each session offers to
+    /// keep in sync.
     pub subscriptions: AtomicU64,
 }
 
@@ -311,11 +312,10 @@ impl SyncNode {
         match frame {
             Frame::Hello { docs } => {
                 m.announces_in.fetch_add(1, Ordering::Relaxed);
-                let shared = docs
-                    .iter()
-                    .filter(|d| self.inner.engine.kind(&icn_schemas::DocId(**d)).is_some())
-                    .count();
-                m.subscriptions.fetch_add(shared as u64, Ordering::Relaxed);
+                // Counted as announced: which of them this node shares is
+                // the session's to judge, off these threads.
+                m.subscriptions
+                    .fetch_add(docs.len() as u64, Ordering::Relaxed);
             }
             Frame::LedgerHeads { .. } => {
                 m.announces_in.fetch_add(1, Ordering::Relaxed);
