@@ -13,13 +13,13 @@
 //! its own challenges without keeping them, and they survive a restart. A
 //! challenge is answered within [`CHALLENGE_SECONDS`], once.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::num::NonZeroU32;
+
+use governor::clock::Clock as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use icn_schemas::{Delegation, Did, Scope, SignedDelegation};
 use sha2::Sha256;
 
@@ -225,48 +225,32 @@ impl Authority {
     /// The JWT of `claims`: the only text [`Authority::check_token`]
     /// accepts for them.
     pub fn encode(&self, claims: &Claims) -> String {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).unwrap_or_default());
-        let signing_input = format!("{header}.{payload}");
-        let mac = self.mac_raw(signing_input.as_bytes());
-        format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac))
+        // HS256 over serde-serialisable claims, with any secret, cannot
+        // fail to sign.
+        jsonwebtoken::EncodingKey::from_secret(&self.secret)
+            .and_then(|key| {
+                jsonwebtoken::encode(
+                    &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                    claims,
+                    &key,
+                )
+            })
+            .unwrap_or_default()
     }
 
-    fn mac_raw(&self, input: &[u8]) -> [u8; 32] {
-        #[allow(clippy::expect_used)]
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key length");
-        mac.update(input);
-        mac.finalize().into_bytes().into()
-    }
-
-    /// Checks a JWT's signature and expiry at `now`.
+    /// Checks a JWT's signature (HS256 only) and its expiry at `now`.
     pub fn check_token(&self, token: &str, now: u64) -> Result<Token, AppError> {
         let bad =
             || AppError::unauthorized("invalid token; authenticate again (§4 of the runbook)");
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad());
-        };
-        let header: serde_json::Value = URL_SAFE_NO_PAD
-            .decode(header)
-            .ok()
-            .and_then(|h| serde_json::from_slice(&h).ok())
-            .ok_or_else(bad)?;
-        if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
-            return Err(bad());
-        }
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| bad())?;
-        let expected = self.mac_raw(format!("{}.{payload}", token_prefix(token)).as_bytes());
-        if !constant_time_eq(&expected, &sig) {
-            return Err(bad());
-        }
-        let claims: Claims = URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()
-            .and_then(|p| serde_json::from_slice(&p).ok())
-            .ok_or_else(bad)?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        // Expiry is judged below against `now`, the caller's clock, so
+        // that it says which of the two went wrong.
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        let key = jsonwebtoken::DecodingKey::from_secret(&self.secret).map_err(|_| bad())?;
+        let claims = jsonwebtoken::decode::<Claims>(token.as_bytes(), &key, &validation)
+            .map_err(|_| bad())?
+            .claims;
         if now >= claims.exp {
             return Err(AppError::unauthorized(
                 "the token has expired; authenticate again",
@@ -283,11 +267,6 @@ impl Authority {
             delegation,
         })
     }
-}
-
-/// The header part of `header.payload.signature`.
-fn token_prefix(token: &str) -> &str {
-    token.split('.').next().unwrap_or_default()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -315,55 +294,46 @@ pub fn delegation_hash(signed: &SignedDelegation) -> [u8; 32] {
     signed.hash()
 }
 
-/// Token buckets per key (a DID, or an IP address for the routes before
-/// authentication): `burst` requests at once, `per_second` after.
-pub struct RateLimiter<K = Did> {
-    burst: f64,
-    per_second: f64,
+/// Rate limits per key (a DID, or an IP address for the routes before
+/// authentication): `burst` requests at once, `per_second` after. The
+/// accounting is `governor`'s (GCRA, one cell per key); this type adds the
+/// refusal the 429 states and bounds the keys it remembers.
+pub struct RateLimiter<K: std::hash::Hash + Eq + Clone = Did> {
+    limiter: governor::DefaultKeyedRateLimiter<K>,
     /// The limits as configured, for the refusal to state.
     limits: (u32, u32),
-    buckets: Mutex<HashMap<K, (f64, Instant)>>,
 }
 
-/// Buckets kept before idle full ones are dropped.
+/// Keys remembered before those whose cells are full again are dropped.
 const MAX_BUCKETS: usize = 100_000;
 
-impl<K: std::hash::Hash + Eq + Copy> RateLimiter<K> {
-    /// A limiter; `per_second` must be positive.
+impl<K: std::hash::Hash + Eq + Clone> RateLimiter<K> {
+    /// A limiter; a zero `burst` or `per_second` counts as one.
     pub fn new(burst: u32, per_second: u32) -> Self {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         RateLimiter {
-            burst: f64::from(burst.max(1)),
-            per_second: f64::from(per_second.max(1)),
-            limits: (burst.max(1), per_second.max(1)),
-            buckets: Mutex::new(HashMap::new()),
+            limiter: governor::RateLimiter::keyed(
+                governor::Quota::per_second(per_second).allow_burst(burst),
+            ),
+            limits: (burst.get(), per_second.get()),
         }
     }
 
-    /// Takes one token for `key`; refused, with how long to wait, when
-    /// there is none.
+    /// Takes one request's worth for `key`; refused, with how long to
+    /// wait, when the key has used its allowance.
     pub fn take(&self, key: &K) -> Result<(), Limited> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= MAX_BUCKETS {
-            let (burst, rate) = (self.burst, self.per_second);
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+        if self.limiter.len() >= MAX_BUCKETS {
+            self.limiter.retain_recent();
         }
-        let (tokens, at) = buckets.entry(*key).or_insert((self.burst, now));
-        *tokens =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Limited {
-                retry_after: ((1.0 - *tokens) / self.per_second).ceil().max(1.0) as u64,
+        self.limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.limiter.clock().now());
+            Limited {
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
                 burst: self.limits.0,
                 per_second: self.limits.1,
-            })
-        }
+            }
+        })
     }
 }
 

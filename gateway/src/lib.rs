@@ -293,7 +293,7 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 op.parameters
                     .get_or_insert_with(Vec::new)
-                    .push(idempotency());
+                    .push(utoipa::openapi::RefOr::T(idempotency()));
                 op.responses
                     .responses
                     .entry("422".to_owned())
@@ -325,11 +325,10 @@ fn add_common_errors(spec: &mut utoipa::openapi::OpenApi) {
             if has_params || names_something {
                 add("400", "A malformed path or query parameter");
             }
-            let names_by_query = op
-                .parameters
-                .iter()
-                .flatten()
-                .any(|p| p.parameter_in == ParameterIn::Query && p.name.ends_with("_id"));
+            let names_by_query = op.parameters.iter().flatten().any(|p| {
+                matches!(p, utoipa::openapi::RefOr::T(p)
+                        if p.parameter_in == ParameterIn::Query && p.name.ends_with("_id"))
+            });
             if names_something || names_by_query {
                 add("404", "Nothing with that id here");
             }

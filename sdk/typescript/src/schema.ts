@@ -910,10 +910,10 @@ export interface components {
             coop_id: string;
             /** Format: int64 */
             credit_limit?: number | null;
-            decided_by?: null | components["schemas"]["Did"];
+            decided_by?: components["schemas"]["Did"] | null;
             /** @description The applicant. */
             did: components["schemas"]["Did"];
-            proposal_domain_id?: null | components["schemas"]["DocId"];
+            proposal_domain_id?: components["schemas"]["DocId"] | null;
             /** @description Its admission proposal, when the co-op admits by proposal. */
             proposal_id?: string | null;
             /** @description The role it gets: `member`, `admin` or `observer`. */
@@ -1003,7 +1003,7 @@ export interface components {
          *     scopes wanted (default: all; a device's token has no `gov:write`).
          */
         ChallengeRequest: {
-            device?: null | components["schemas"]["Did"];
+            device?: components["schemas"]["Did"] | null;
             did: components["schemas"]["Did"];
             /** @description The scopes to ask for (default: all). */
             scopes?: components["schemas"]["ScopeName"][];
@@ -1029,10 +1029,10 @@ export interface components {
         ConvertRequest: {
             /** Format: int64 */
             amount: number;
-            from?: null | components["schemas"]["Did"];
+            from?: components["schemas"]["Did"] | null;
             from_unit: string;
             memo?: string;
-            to?: null | components["schemas"]["Did"];
+            to?: components["schemas"]["Did"] | null;
             to_unit: string;
         };
         /** @description A co-op: its profile, policy and relays, and how many members it has. */
@@ -1058,7 +1058,7 @@ export interface components {
             relays: {
                 [key: string]: components["schemas"]["Relay"];
             };
-            treasury_domain?: null | components["schemas"]["DocId"];
+            treasury_domain?: components["schemas"]["DocId"] | null;
         };
         /**
          * @description A decision receipt: the content-addressed record of a closed proposal,
@@ -1100,7 +1100,7 @@ export interface components {
             decision_receipt_id: string;
             domain_doc_id: components["schemas"]["DocId"];
             outcome: components["schemas"]["Outcome"];
-            payload?: null | components["schemas"]["Payload"];
+            payload?: components["schemas"]["Payload"] | null;
             proposal_id: string;
             receipt: components["schemas"]["DecisionReceipt"];
         };
@@ -1127,7 +1127,7 @@ export interface components {
              * @description When, unix seconds, if the revocation says.
              */
             revoked_at?: number | null;
-            revoked_by?: null | components["schemas"]["Did"];
+            revoked_by?: components["schemas"]["Did"] | null;
             /** @description Why: one of [`REVOKE_REASONS`]. */
             revoked_reason?: string | null;
         };
@@ -1155,7 +1155,7 @@ export interface components {
              * @description Unix seconds.
              */
             revoked_at?: number | null;
-            revoked_by?: null | components["schemas"]["Did"];
+            revoked_by?: components["schemas"]["Did"] | null;
             /** @description `lost`, `stolen`, `retired` or `emergency`. */
             revoked_reason?: string | null;
             status: components["schemas"]["DeviceStatus"];
@@ -1167,7 +1167,7 @@ export interface components {
         DeviceStatus: "live" | "revoked" | "unproven";
         /** @description What a device write did: in each co-op, and the member's devices now. */
         DevicesAnswer: {
-            device?: null | components["schemas"]["Did"];
+            device?: components["schemas"]["Did"] | null;
             /** @description The member's devices now, in every co-op you share with it. */
             devices: components["schemas"]["DeviceRow"][];
             /** @description The member. */
@@ -1234,7 +1234,7 @@ export interface components {
             reason?: string | null;
             /** @description The member whose devices are revoked. */
             target_did: components["schemas"]["Did"];
-            voucher_did?: null | components["schemas"]["Did"];
+            voucher_did?: components["schemas"]["Did"] | null;
         };
         /** @description A ledger entry, unsigned. */
         Entry: {
@@ -1249,7 +1249,7 @@ export interface components {
              *     unique, at least one.
              */
             coop_heads: components["schemas"]["EntryId"][];
-            decision?: null | components["schemas"]["EntryId"];
+            decision?: components["schemas"]["EntryId"] | null;
             /** @description Free text. */
             memo: string;
             /** @description Parent entries, sorted, unique. */
@@ -1341,7 +1341,7 @@ export interface components {
             credit_limit?: number | null;
             /** Format: int64 */
             expires_in_seconds?: number | null;
-            role?: null | components["schemas"]["Role"];
+            role?: components["schemas"]["Role"] | null;
         };
         /** @description A logout. */
         LogoutAnswer: {
@@ -1381,7 +1381,7 @@ export interface components {
         /** @description A member to add: DID and role (`member` by default, `admin` or `observer`). */
         MemberRequest: {
             did: components["schemas"]["Did"];
-            role?: null | components["schemas"]["Role"];
+            role?: components["schemas"]["Role"] | null;
         };
         /**
          * @description Whether a member may act.
@@ -1442,7 +1442,7 @@ export interface components {
             coop_id?: string | null;
             id: string;
             members?: components["schemas"]["MemberRequest"][];
-            method?: null | components["schemas"]["Method"];
+            method?: components["schemas"]["Method"] | null;
             name?: string | null;
             /** @description The rules to start from (docs/governance.md). */
             profile?: string | null;
@@ -1468,7 +1468,7 @@ export interface components {
              *     without a payload).
              */
             kind?: string | null;
-            payload?: null | components["schemas"]["Payload"];
+            payload?: components["schemas"]["Payload"] | null;
             title: string;
         };
         /** @description How the co-op takes in members. */
@@ -1515,10 +1515,10 @@ export interface components {
                 coop_id: string;
                 /** Format: int64 */
                 credit_limit?: number | null;
-                decided_by?: null | components["schemas"]["Did"];
+                decided_by?: components["schemas"]["Did"] | null;
                 /** @description The applicant. */
                 did: components["schemas"]["Did"];
-                proposal_domain_id?: null | components["schemas"]["DocId"];
+                proposal_domain_id?: components["schemas"]["DocId"] | null;
                 /** @description Its admission proposal, when the co-op admits by proposal. */
                 proposal_id?: string | null;
                 /** @description The role it gets: `member`, `admin` or `observer`. */
@@ -1554,7 +1554,7 @@ export interface components {
                 relays: {
                     [key: string]: components["schemas"]["Relay"];
                 };
-                treasury_domain?: null | components["schemas"]["DocId"];
+                treasury_domain?: components["schemas"]["DocId"] | null;
             }[];
             /** @description Pass as `cursor` for the next page; `null` on the last page. */
             next_cursor?: string | null;
@@ -1580,7 +1580,7 @@ export interface components {
                 decision_receipt_id: string;
                 domain_doc_id: components["schemas"]["DocId"];
                 outcome: components["schemas"]["Outcome"];
-                payload?: null | components["schemas"]["Payload"];
+                payload?: components["schemas"]["Payload"] | null;
                 proposal_id: string;
                 receipt: components["schemas"]["DecisionReceipt"];
             }[];
@@ -1613,7 +1613,7 @@ export interface components {
                  * @description Unix seconds.
                  */
                 revoked_at?: number | null;
-                revoked_by?: null | components["schemas"]["Did"];
+                revoked_by?: components["schemas"]["Did"] | null;
                 /** @description `lost`, `stolen`, `retired` or `emergency`. */
                 revoked_reason?: string | null;
                 status: components["schemas"]["DeviceStatus"];
@@ -1726,7 +1726,7 @@ export interface components {
                 author: components["schemas"]["Did"];
                 /** Format: int64 */
                 closed_at?: number | null;
-                closed_by?: null | components["schemas"]["Did"];
+                closed_by?: components["schemas"]["Did"] | null;
                 /** Format: int64 */
                 closes_at?: number | null;
                 /**
@@ -1743,10 +1743,10 @@ export interface components {
                 id: string;
                 /** Format: int64 */
                 opened_at?: number | null;
-                outcome?: null | components["schemas"]["Outcome"];
-                payload?: null | components["schemas"]["Payload"];
+                outcome?: components["schemas"]["Outcome"] | null;
+                payload?: components["schemas"]["Payload"] | null;
                 state: components["schemas"]["ProposalState"];
-                tally?: null | components["schemas"]["Tally"];
+                tally?: components["schemas"]["Tally"] | null;
                 title: string;
                 votes: components["schemas"]["VoteView"][];
             }[];
@@ -1887,7 +1887,7 @@ export interface components {
             author: components["schemas"]["Did"];
             /** Format: int64 */
             closed_at?: number | null;
-            closed_by?: null | components["schemas"]["Did"];
+            closed_by?: components["schemas"]["Did"] | null;
             /** Format: int64 */
             closes_at?: number | null;
             /**
@@ -1904,10 +1904,10 @@ export interface components {
             id: string;
             /** Format: int64 */
             opened_at?: number | null;
-            outcome?: null | components["schemas"]["Outcome"];
-            payload?: null | components["schemas"]["Payload"];
+            outcome?: components["schemas"]["Outcome"] | null;
+            payload?: components["schemas"]["Payload"] | null;
             state: components["schemas"]["ProposalState"];
-            tally?: null | components["schemas"]["Tally"];
+            tally?: components["schemas"]["Tally"] | null;
             title: string;
             votes: components["schemas"]["VoteView"][];
         };
@@ -2038,7 +2038,7 @@ export interface components {
         SettleRequest: {
             /** Format: int64 */
             amount: number;
-            from?: null | components["schemas"]["Did"];
+            from?: components["schemas"]["Did"] | null;
             memo?: string;
             to: components["schemas"]["Did"];
             unit: string;
@@ -2100,14 +2100,14 @@ export interface components {
         };
         /** @description A proposal's tally now. */
         TallyAnswer: {
-            outcome_if_closed_now?: null | components["schemas"]["Outcome"];
+            outcome_if_closed_now?: components["schemas"]["Outcome"] | null;
             proposal_id: string;
-            state?: null | components["schemas"]["ProposalState"];
+            state?: components["schemas"]["ProposalState"] | null;
             tally: components["schemas"]["Tally"];
         };
         /** @description A token. */
         TokenAnswer: {
-            device?: null | components["schemas"]["Did"];
+            device?: components["schemas"]["Did"] | null;
             did: components["schemas"]["Did"];
             /** @description RFC 3339. */
             expires_at: string;
@@ -2190,7 +2190,7 @@ export interface components {
             allow_veto?: boolean | null;
             /** Format: int64 */
             approval_percent?: number | null;
-            method?: null | components["schemas"]["Method"];
+            method?: components["schemas"]["Method"] | null;
             name?: string | null;
             /** Format: int64 */
             quorum_percent?: number | null;
@@ -2208,8 +2208,8 @@ export interface components {
                 [key: string]: number;
             } | null;
             display_name?: string | null;
-            role?: null | components["schemas"]["Role"];
-            status?: null | components["schemas"]["MemberStatus"];
+            role?: components["schemas"]["Role"] | null;
+            status?: components["schemas"]["MemberStatus"] | null;
         };
         /**
          * @description The settings to change (admins only). A field this route does not know
@@ -2220,7 +2220,7 @@ export interface components {
             default_credit_limit?: number | null;
             description?: string | null;
             name?: string | null;
-            onboarding?: null | components["schemas"]["OnboardingBody"];
+            onboarding?: components["schemas"]["OnboardingBody"] | null;
             /**
              * @description The governance domain (its id or document id) whose accepted
              *     decisions execute (budgets, freezes and unfreezes in the ledger,
@@ -3395,7 +3395,7 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": null | components["schemas"]["InviteRequest"];
+                "application/json": components["schemas"]["InviteRequest"] | null;
             };
         };
         responses: {
@@ -4709,7 +4709,7 @@ export interface operations {
         /** @description The reason, in the body instead of the query */
         requestBody?: {
             content: {
-                "application/json": null | components["schemas"]["RevokeRequest"];
+                "application/json": components["schemas"]["RevokeRequest"] | null;
             };
         };
         responses: {
@@ -6048,7 +6048,7 @@ export interface operations {
         };
         requestBody?: {
             content: {
-                "application/json": null | components["schemas"]["OpenRequest"];
+                "application/json": components["schemas"]["OpenRequest"] | null;
             };
         };
         responses: {
