@@ -17,4 +17,4 @@ mod phones;
 pub mod relay;
 pub mod run;
 
-pub use run::{Options, Report, Step, partition_probe, run, schedule};
+pub use run::{MdnsProbe, Options, Report, Step, mdns_probe, partition_probe, run, schedule};

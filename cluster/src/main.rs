@@ -78,6 +78,7 @@ async fn main() -> Result<()> {
             tag: format!("{:05}", std::process::id() % 100_000),
             // The suite's cluster test uses 200..250.
             subnet: (std::process::id() % 200) as u8,
+            mdns: false,
         };
         // A run the harness could not play (a node that never answered,
         // say) counts as failed, with its seed; the soak goes on.

@@ -95,6 +95,12 @@ impl Net {
             )?;
             sh("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
             sh("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+            // Multicast goes out on the LAN, as on a host with a default
+            // route there (mDNS needs it; nothing else leaves the subnet).
+            sh(
+                "ip",
+                &["-n", &ns, "route", "add", "224.0.0.0/4", "dev", "eth0"],
+            )?;
         }
         Ok(net)
     }

@@ -35,7 +35,7 @@ pub struct Node {
     pub key: Keypair,
     dir: PathBuf,
     /// The data directory: the mounted file system.
-    data: PathBuf,
+    pub(crate) data: PathBuf,
     /// Whether the disk is full now.
     pub full: bool,
     ns: String,
@@ -121,6 +121,16 @@ impl Node {
     /// `icn_sync_faults_total` on its `/metrics`: faults its peers made
     /// since it last started.
     pub async fn sync_faults(&self) -> Result<u64> {
+        self.metric("icn_sync_faults_total").await
+    }
+
+    /// `icn_sync_sessions_total`: sync sessions since it last started.
+    pub async fn sessions(&self) -> Result<u64> {
+        self.metric("icn_sync_sessions_total").await
+    }
+
+    /// A metric without labels from its `/metrics`.
+    async fn metric(&self, name: &str) -> Result<u64> {
         let text = reqwest::get(&self.metrics)
             .await
             .and_then(|r| r.error_for_status())
@@ -128,9 +138,9 @@ impl Node {
             .text()
             .await?;
         text.lines()
-            .find_map(|l| l.strip_prefix("icn_sync_faults_total "))
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
-            .with_context(|| format!("{} has no icn_sync_faults_total", self.metrics))
+            .with_context(|| format!("{} has no {name}", self.metrics))
     }
 
     /// [`Node::wait_up`], except on a full disk, where `icnd` waits for room
@@ -263,7 +273,7 @@ impl Drop for Node {
 /// (the last of the `n + 1` returned): an identity each, and a
 /// configuration that binds the node's namespace address and keeps a
 /// session with every other member's node.
-pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>> {
+pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64, mdns: bool) -> Result<Vec<Node>> {
     let passphrase = Passphrase::new(PASSPHRASE)?;
     // The members' nodes, then a relay: no member, started late; the
     // members learn of it when the co-op registers it.
@@ -286,7 +296,7 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
         let peers: Vec<String> = keys
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j != i && *j != n)
+            .filter(|(j, _)| *j != i && *j != n && !mdns)
             // Through the relay, which delays and reorders.
             .map(|(j, k)| {
                 let port = crate::relay::port(net.subnet(), i, j);
@@ -294,7 +304,7 @@ pub fn prepare(net: &Net, root: &Path, n: usize, seed: u64) -> Result<Vec<Node>>
             })
             .collect();
         let config = format!(
-            "data_dir = {dir:?}\n\n[network]\nlisten_addr = \"{ip}:{SYNC_PORT}\"\nbootstrap_peers = [{peers}]\n\n\
+            "data_dir = {dir:?}\n\n[network]\nlisten_addr = \"{ip}:{SYNC_PORT}\"\nbootstrap_peers = [{peers}]\nmdns_enabled = {mdns}\n\n\
              [gateway]\nbind_addr = \"{ip}:8080\"\nrate_burst = 100000\nrate_per_second = 100000\n\n\
              [observability]\nmetrics_port = {METRICS_PORT}\n",
             dir = data.display().to_string(),

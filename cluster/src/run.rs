@@ -42,6 +42,9 @@ pub struct Options {
     pub tag: String,
     /// Keeps concurrent runs' addresses apart.
     pub subnet: u8,
+    /// Nodes find each other by mDNS alone (no bootstrap peers, no relay
+    /// between them): [`mdns_probe`].
+    pub mdns: bool,
 }
 
 /// One step of a schedule.
@@ -1070,7 +1073,7 @@ async fn start(opts: &Options) -> Result<Cluster> {
     // The members' nodes, and a relay (the last) that starts later.
     let mut net = Net::create(&opts.tag, opts.subnet, opts.nodes + 1)?;
     net.attach_relay(nodes::SYNC_PORT).await?;
-    let nodes = nodes::prepare(&net, &opts.workdir, opts.nodes, opts.seed)?;
+    let nodes = nodes::prepare(&net, &opts.workdir, opts.nodes, opts.seed, opts.mdns)?;
     let mut c = Cluster {
         net,
         nodes,
@@ -1134,6 +1137,77 @@ pub async fn partition_probe(opts: &Options, hold: Duration) -> Result<(bool, Du
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// What [`mdns_probe`] saw.
+#[derive(Debug)]
+pub struct MdnsProbe {
+    /// From the nodes' start to every node holding the co-op: found and
+    /// synced by mDNS alone.
+    pub found_and_synced: Duration,
+    /// Sessions the extra node had before it was asked to dial (none: it
+    /// holds nothing, and nobody shares anything with it).
+    pub sessions_before_dial: u64,
+    /// From `icnctl network dial <did>` (no address) to its session.
+    pub dialed_by_did: Duration,
+}
+
+/// Checks discovery: nodes with no bootstrap peers and `mdns_enabled`, on
+/// one bridge, find each other, sync the co-op and a payment; then an
+/// extra node that holds nothing (and so is dialed by no one, nor dials)
+/// reaches node 0 by `icnctl network dial <did>` alone.
+pub async fn mdns_probe(opts: &Options, icnctl: &std::path::Path) -> Result<MdnsProbe> {
+    let started = Instant::now();
+    let mut c = start(opts).await?;
+    let found_and_synced = started.elapsed();
+    let id = c.pay(0, 0, 1, 1).await?;
+    let path = format!("/v1/ledger/{COOP}/entries/{id}");
+    for i in 1..opts.nodes {
+        let since = Instant::now();
+        while c
+            .client(i, i)
+            .await?
+            .call("GET", &path, None)
+            .await
+            .is_err()
+        {
+            if since.elapsed() > Duration::from_secs(60) {
+                bail!("the payment never reached node {i}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let extra = opts.nodes;
+    c.nodes[extra].start(&opts.icnd)?;
+    c.nodes[extra].wait_up(Duration::from_secs(60)).await?;
+    // Long enough for discovery, and for any dial it would start.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let sessions_before_dial = c.nodes[extra].sessions().await?;
+    let node0 = c.nodes[0].key.did().to_string();
+    let out = std::process::Command::new(icnctl)
+        .arg("--data-dir")
+        .arg(&c.nodes[extra].data)
+        .args(["network", "dial", &node0])
+        .output()
+        .context("running icnctl")?;
+    if !out.status.success() {
+        bail!(
+            "icnctl network dial {node0}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dialed = Instant::now();
+    while c.nodes[extra].sessions().await? == sessions_before_dial {
+        if dialed.elapsed() > Duration::from_secs(60) {
+            bail!("dialing node 0 by DID alone started no session");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(MdnsProbe {
+        found_and_synced,
+        sessions_before_dial,
+        dialed_by_did: dialed.elapsed(),
+    })
 }
 
 /// A member with no node, whose standing the admin changes: fixed by the

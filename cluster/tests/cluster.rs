@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use icn_cluster::{Options, partition_probe, run, schedule};
+use icn_cluster::{Options, mdns_probe, partition_probe, run, schedule};
 
 /// The `icnd` built beside this test (`target/<profile>/icnd`).
 fn icnd() -> PathBuf {
@@ -55,7 +55,15 @@ fn options(seed: u64, name: &str) -> Options {
             .join("cluster")
             .join(format!("{name}-{seed}")),
         tag: format!("{}{:04}", &name[..1], std::process::id() % 10_000),
-        subnet: 200 + (std::process::id() % 25) as u8 * 2 + u8::from(name == "probe"),
+        // One subnet per test, 200..254, apart from other runs'.
+        subnet: 200
+            + (std::process::id() % 18) as u8 * 3
+            + match name {
+                "probe" => 1,
+                "mdns" => 2,
+                _ => 0,
+            },
+        mdns: name == "mdns",
     }
 }
 
@@ -74,6 +82,24 @@ async fn a_partition_holds_a_payment_back_until_it_heals() {
     assert!(
         held_back,
         "the cut-off node got the payment through the partition"
+    );
+    let _ = std::fs::remove_dir_all(&opts.workdir);
+}
+
+/// Nodes with `mdns_enabled` and no peers configured find each other on
+/// their network and sync; a node nobody dials is reached by DID alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_network_find_each_other_by_mdns_and_dial_by_did() {
+    if skipped() {
+        return;
+    }
+    let opts = options(4, "mdns");
+    let icnctl = icnd().with_file_name("icnctl");
+    let probe = mdns_probe(&opts, &icnctl).await.expect("the probe runs");
+    eprintln!("{probe:?}");
+    assert_eq!(
+        probe.sessions_before_dial, 0,
+        "a node that holds nothing was dialed, or dialed"
     );
     let _ = std::fs::remove_dir_all(&opts.workdir);
 }

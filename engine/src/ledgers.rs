@@ -570,6 +570,12 @@ impl Engine {
         self.with_fold(coop, |ledger| ledger.has_entry(id))
     }
 
+    /// How many entries from peers wait here for co-op heads or parents
+    /// this node does not hold yet (kept in memory, not stored).
+    pub fn pending_entries(&self, coop: &DocId) -> Result<usize, LedgerError> {
+        self.with_fold(coop, |ledger| Ok(ledger.pending().len()))
+    }
+
     /// The parents that waiting entries name and this node does not hold:
     /// what to ask peers for.
     pub fn missing_parents(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {

@@ -7,6 +7,7 @@
 //! listen_addr = "0.0.0.0:7777"
 //! bootstrap_peers = ["icn://did:icn:…@192.168.1.100:7777"]
 //! relay_urls = []            # iroh relay servers; empty: direct only
+//! mdns_enabled = false       # find peers on the local network by mDNS
 //!
 //! [gateway]
 //! enabled = true
@@ -25,8 +26,8 @@
 //! ```
 //!
 //! Every field is optional; a flag given on the command line wins over the
-//! file. Keys the guide mentions that this node does not use
-//! (`mdns_enabled`, …) are accepted and ignored.
+//! file. Keys the guide mentions that this node does not use are accepted
+//! and ignored.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,9 @@ pub struct Network {
     pub bootstrap_peers: Vec<String>,
     /// iroh relay servers, for peers behind NATs.
     pub relay_urls: Vec<String>,
+    /// Find peers on the local network by mDNS, dial those that share a
+    /// co-op, and dial by DID alone (default: no).
+    pub mdns_enabled: bool,
 }
 
 /// `[gateway]`.
@@ -166,6 +170,7 @@ log_format = "json"
 "#
         );
         let config: Config = toml::from_str(&text).expect("parses");
+        assert!(config.network.mdns_enabled);
         assert_eq!(
             config.observability.log_format,
             Some(crate::logging::LogFormat::Json)

@@ -31,9 +31,11 @@ pub enum Request {
     Dial {
         /// Its DID.
         did: String,
-        /// `ip:port` of its sync endpoint.
-        addr: String,
-        /// Also keep it in `<data-dir>/peers.json`, dialed at every start.
+        /// `ip:port` of its sync endpoint; none: found by discovery (mDNS).
+        #[serde(default)]
+        addr: Option<String>,
+        /// Also keep it in `<data-dir>/peers.json`, dialed at every start
+        /// (only with `addr`).
         #[serde(default)]
         save: bool,
     },

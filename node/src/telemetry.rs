@@ -27,6 +27,11 @@ pub fn registry(gateway: &icn_gateway::Gateway, sync: &SyncNode, engine: &Engine
         "How long sync sessions lasted, from the connection to its end",
         sync.metrics().session_seconds.clone(),
     );
+    registry.register(
+        "icn_sync_live_push_duration_seconds",
+        "Live push: from a local commit to its frames queued on a peer's connection, per session",
+        sync.metrics().push_seconds.clone(),
+    );
     registry.register_collector(Box::new(SyncCounters(sync.clone())));
     // 50 µs to about 1.6 s, doubling.
     let commits = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
@@ -181,6 +186,7 @@ impl Collector for LedgerGauges {
             .filter(|d| engine.kind(d) == Some(DocKind::Coop))
             .collect();
         let (mut entries, mut accounts, mut units, mut conflicted) = (0u64, 0i64, 0i64, 0i64);
+        let mut pending = 0i64;
         for coop in &coops {
             if let Ok(t) = engine.trial_balance(coop) {
                 entries += t.entries as u64;
@@ -189,6 +195,7 @@ impl Collector for LedgerGauges {
                 accounts += held.len() as i64;
                 conflicted += t.conflicted.len() as i64;
             }
+            pending += engine.pending_entries(coop).unwrap_or(0) as i64;
             units += engine
                 .read(coop, |r| {
                     icn_schemas::coop::Coop::read(r).map_or(0, |c| c.policy.units.len())
@@ -220,6 +227,12 @@ impl Collector for LedgerGauges {
             "icn_ledger_conflicted_entries",
             "Entries held that count for nothing (over a limit, sealed, frozen).",
             conflicted,
+        )?;
+        gauge(
+            &mut e,
+            "icn_ledger_pending_entries",
+            "Entries from peers waiting for co-op heads or parents not held yet.",
+            pending,
         )?;
         gauge(
             &mut e,

@@ -220,6 +220,15 @@ fn icnctl_dials_a_peer_through_the_running_icnd() {
         saved,
         "nothing bad is saved"
     );
+    // By DID alone, with no discovery to find the address: refused, and
+    // says what would work.
+    let by_did = icnctl(a.path(), &["network", "dial", &b_did]);
+    assert!(!by_did.status.success());
+    let said = String::from_utf8_lossy(&by_did.stderr);
+    assert!(
+        said.contains("no address for") && said.contains("mdns_enabled"),
+        "{said}"
+    );
     terminate(node_a);
     terminate(node_b);
     assert!(
@@ -404,4 +413,130 @@ fn sync_binds_only_its_address_and_says_when_it_is_taken() {
         "{said}"
     );
     terminate(first);
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, icnd exports its spans over
+/// OTLP (HTTP, protobuf) under `OTEL_SERVICE_NAME`: a request's span names
+/// its route and status, and commits have spans. The receiver is a small
+/// HTTP server of this test's own, decoding what it is sent.
+#[test]
+fn traces_go_to_the_otlp_endpoint() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message as _;
+
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
+    let endpoint = format!("http://{}", receiver.local_addr().expect("addr"));
+    let (tx, exports) = std::sync::mpsc::channel::<(String, Vec<u8>)>();
+    std::thread::spawn(move || {
+        for stream in receiver.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Some((path, body)) = read_post(&mut stream) else {
+                continue;
+            };
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+            );
+            if tx.send((path, body)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_icnd"))
+        .args(["--data-dir", dir.path().to_str().expect("utf-8 path")])
+        .args(["--gateway-bind", &format!("127.0.0.1:{port}")])
+        .args(["--listen-addr", "127.0.0.1:0", "--metrics-port", "0"])
+        .env("ICN_KEYSTORE_PASSPHRASE", PASS)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_SERVICE_NAME", "icn-trace-test")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn icnd");
+    wait_healthy(port);
+    get(port, "/v1/health");
+
+    let mut spans: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut services = std::collections::BTreeSet::new();
+    let mut receive = |spans: &mut Vec<(String, Vec<(String, String)>)>, deadline: Instant| {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let (path, body) = exports
+            .recv_timeout(wait)
+            .unwrap_or_else(|_| panic!("the spans awaited never came; so far: {spans:?}"));
+        assert_eq!(path, "/v1/traces");
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("an OTLP request");
+        for resource in request.resource_spans {
+            for kv in resource.resource.map(|r| r.attributes).unwrap_or_default() {
+                if kv.key == "service.name"
+                    && let Some(Value::StringValue(s)) = kv.value.and_then(|v| v.value)
+                {
+                    services.insert(s);
+                }
+            }
+            for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let attrs = span
+                    .attributes
+                    .into_iter()
+                    .map(|kv| {
+                        let value = match kv.value.and_then(|v| v.value) {
+                            Some(Value::StringValue(s)) => s,
+                            Some(Value::IntValue(i)) => i.to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (kv.key, value)
+                    })
+                    .collect();
+                spans.push((span.name, attrs));
+            }
+        }
+    };
+    // The request's span, exported while the node runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !spans.iter().any(|(name, attrs)| {
+        name == "GET /v1/health"
+            && attrs.contains(&("http.route".into(), "/v1/health".into()))
+            && attrs.contains(&("http.response.status_code".into(), "200".into()))
+    }) {
+        receive(&mut spans, deadline);
+    }
+    // The final flush's commit, exported as the node stops.
+    let out = terminate(child);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !spans.iter().any(|(name, _)| name == "storage.commit") {
+        receive(&mut spans, deadline);
+    }
+    assert_eq!(
+        services.into_iter().collect::<Vec<_>>(),
+        ["icn-trace-test"],
+        "the service name"
+    );
+}
+
+/// One HTTP/1.1 POST read from `stream`: its path and body.
+fn read_post(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).ok()?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split_whitespace().nth(1)?.to_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((path, body))
 }

@@ -26,9 +26,11 @@ use icn_engine::{Committed, Engine, Keypair, ListenerId};
 use icn_schemas::Did;
 use iroh::endpoint::{Connection, PortmapperConfig, RecvStream, SendStream, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, RelayUrl, SecretKey};
+use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+use tracing::Instrument as _;
 
 use crate::session::{Session, SessionError};
 use crate::wire::{ALPN, Frame, FrameError, MAX_FRAME_BYTES};
@@ -67,6 +69,16 @@ const DIAL_BACK_FOR: Duration = Duration::from_secs(600);
 /// dials back on its own is bounded.
 const MAX_DIAL_BACKS: usize = 256;
 
+/// The mDNS service nodes advertise: `<id>._icn-sync._udp.local`.
+const MDNS_SERVICE: &str = "icn-sync";
+
+/// How often peers found by mDNS are considered for dialing.
+const MDNS_DIAL_EVERY: Duration = Duration::from_secs(2);
+
+/// How long the higher DID of two nodes that found each other leaves the
+/// dialing to the lower.
+const MDNS_DEFER: Duration = Duration::from_secs(10);
+
 /// How long a session's writer has to send what it queued when the session
 /// ends.
 const WRITER_FLUSH: Duration = Duration::from_secs(5);
@@ -85,6 +97,10 @@ pub struct NodeConfig {
     pub relay_urls: Vec<RelayUrl>,
     /// How long a peer has to send its `Hello` ([`HELLO_TIMEOUT`]).
     pub hello_timeout: Duration,
+    /// Find peers on the local network by mDNS: advertise this node's
+    /// addresses, learn theirs, dial those that may receive a document
+    /// held here, and let [`SyncNode::dial_did`] reach them by DID alone.
+    pub mdns: bool,
 }
 
 impl NodeConfig {
@@ -94,6 +110,7 @@ impl NodeConfig {
             bind,
             relay_urls: Vec::new(),
             hello_timeout: HELLO_TIMEOUT,
+            mdns: false,
         }
     }
 }
@@ -108,6 +125,14 @@ pub enum NodeError {
     /// A peer's DID is not a key iroh accepts.
     #[error("not a node key: {0}")]
     BadPeer(String),
+    /// A peer was to be dialed by DID alone, and nothing can find it.
+    #[error(
+        "no address for {0}: give its ip:port, or set [network] mdns_enabled on both nodes if they share a network"
+    )]
+    NoDiscovery(Did),
+    /// mDNS could not start.
+    #[error("starting mDNS discovery: {0}")]
+    Mdns(String),
 }
 
 /// Counters of every session this node ran; what `/metrics` shows.
@@ -115,6 +140,9 @@ pub enum NodeError {
 pub struct Metrics {
     /// How long sessions lasted, from the connection to its end.
     pub session_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Live push: from a local commit to its frames queued on a session's
+    /// connection, once per session it went to.
+    pub push_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Sessions started.
     pub sessions: AtomicU64,
     /// Frames refused from peers.
@@ -152,6 +180,10 @@ impl Default for Metrics {
             session_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.01, 4.0, 16),
             ),
+            // 50 µs to about 1.6 s, doubling.
+            push_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 16),
+            ),
             sessions: AtomicU64::default(),
             faults: AtomicU64::default(),
             peers_disconnected: AtomicU64::default(),
@@ -171,7 +203,8 @@ impl Default for Metrics {
 
 struct Live {
     peer: Did,
-    events: mpsc::UnboundedSender<Committed>,
+    /// What this node committed, and when, for the session to push.
+    events: mpsc::UnboundedSender<(Instant, Committed)>,
 }
 
 struct Inner {
@@ -193,6 +226,8 @@ struct Inner {
     dialing: Mutex<std::collections::HashSet<Did>>,
     /// How many of those are dialed back (at most [`MAX_DIAL_BACKS`]).
     dial_backs: std::sync::atomic::AtomicUsize,
+    /// mDNS, when it runs.
+    mdns: Option<MdnsAddressLookup>,
 }
 
 /// A running sync node. Cheap to clone; clones share the node. Dropping the
@@ -260,6 +295,19 @@ impl SyncNode {
             .bind()
             .await
             .map_err(|e| NodeError::Bind(why_not_bound(config.bind, &e.to_string())))?;
+        let mdns = if config.mdns {
+            let mdns = MdnsAddressLookup::builder()
+                .service_name(MDNS_SERVICE)
+                .build(endpoint.id())
+                .map_err(|e| NodeError::Mdns(e.to_string()))?;
+            endpoint
+                .address_lookup()
+                .map_err(|e| NodeError::Mdns(e.to_string()))?
+                .add(mdns.clone());
+            Some(mdns)
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             endpoint,
             engine: engine.clone(),
@@ -273,6 +321,7 @@ impl SyncNode {
             listener: Mutex::new(None),
             dialing: Mutex::default(),
             dial_backs: std::sync::atomic::AtomicUsize::new(0),
+            mdns,
         });
         // Every commit goes to every live session; the session decides
         // whether its peer may have it.
@@ -280,13 +329,16 @@ impl SyncNode {
         let listener = engine.on_commit(move |event| {
             if let Some(inner) = weak.upgrade() {
                 for live in inner.sessions().values() {
-                    let _ = live.events.send(event.clone());
+                    let _ = live.events.send((Instant::now(), event.clone()));
                 }
             }
         });
         *inner.listener.lock().unwrap_or_else(|p| p.into_inner()) = Some(listener);
         let node = SyncNode { inner };
         node.inner.tasks.spawn(node.clone().accept_loop());
+        if let Some(mdns) = node.inner.mdns.clone() {
+            node.inner.tasks.spawn(node.clone().discovery_loop(mdns));
+        }
         Ok(node)
     }
 
@@ -346,13 +398,23 @@ impl SyncNode {
     /// that may receive a document held here, and at most
     /// [`MAX_DIAL_BACKS`] peers at once.
     pub fn dial(&self, peer: Did, addr: SocketAddr) -> Result<(), NodeError> {
-        self.keep_dialing(peer, addr, None)
+        self.keep_dialing(peer, Some(addr), None)
+    }
+
+    /// [`SyncNode::dial`] by DID alone: the address comes from discovery
+    /// (mDNS, when the node runs it), at each attempt. Refused when nothing
+    /// could find one.
+    pub fn dial_did(&self, peer: Did) -> Result<(), NodeError> {
+        if self.inner.mdns.is_none() {
+            return Err(NodeError::NoDiscovery(peer));
+        }
+        self.keep_dialing(peer, None, None)
     }
 
     fn keep_dialing(
         &self,
         peer: Did,
-        addr: SocketAddr,
+        addr: Option<SocketAddr>,
         give_up: Option<Duration>,
     ) -> Result<(), NodeError> {
         let key = iroh::PublicKey::from_bytes(peer.as_bytes())
@@ -360,7 +422,10 @@ impl SyncNode {
         if peer == self.inner.me || !self.inner.dialing().insert(peer) {
             return Ok(());
         }
-        let target = EndpointAddr::new(key).with_ip_addr(addr);
+        let mut target = EndpointAddr::new(key);
+        if let Some(addr) = addr {
+            target = target.with_ip_addr(addr);
+        }
         let node = self.clone();
         if give_up.is_some() {
             self.inner.dial_backs.fetch_add(1, Ordering::Relaxed);
@@ -383,20 +448,83 @@ impl SyncNode {
             tracing::debug!(peer = %peer, "too many peers dialed back; not this one");
             return;
         }
+        if !self.shares_with(peer).await {
+            return;
+        }
+        if let Err(e) = self.keep_dialing(peer, Some(addr), Some(DIAL_BACK_FOR)) {
+            tracing::debug!(peer = %peer, error = %e, "cannot dial back");
+        }
+    }
+
+    /// Whether `peer` may receive a document held here.
+    async fn shares_with(&self, peer: Did) -> bool {
         let engine = self.inner.engine.clone();
-        let shares = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             engine
                 .doc_ids()
                 .iter()
                 .any(|doc| engine.may_receive(doc, &peer))
         })
         .await
-        .unwrap_or(false);
-        if !shares {
-            return;
-        }
-        if let Err(e) = self.keep_dialing(peer, addr, Some(DIAL_BACK_FOR)) {
-            tracing::debug!(peer = %peer, error = %e, "cannot dial back");
+        .unwrap_or(false)
+    }
+
+    /// Hears mDNS, and every [`MDNS_DIAL_EVERY`] dials the peers it found
+    /// (not expired since) that may receive a document held here and are
+    /// not dialed already, as peers that connected are dialed back: for
+    /// [`DIAL_BACK_FOR`] after their last session. Of two nodes that find
+    /// each other, the one with the lower DID dials at once and the other
+    /// only if no session started within [`MDNS_DEFER`], so that they
+    /// usually keep one session, and a node that holds nothing yet is still
+    /// reached by one that holds something for it.
+    async fn discovery_loop(self, mdns: MdnsAddressLookup) {
+        use n0_future::StreamExt as _;
+        let cancel = self.inner.cancel.clone();
+        let mut events = mdns.subscribe().await;
+        let mut found: std::collections::BTreeMap<Did, Instant> = std::collections::BTreeMap::new();
+        let mut tick = tokio::time::interval(MDNS_DIAL_EVERY);
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(DiscoveryEvent::Discovered { endpoint_info, .. }) => {
+                        if let Ok(peer) = Did::from_bytes(endpoint_info.endpoint_id.as_bytes())
+                            && peer != self.inner.me
+                            && let std::collections::btree_map::Entry::Vacant(new) = found.entry(peer)
+                        {
+                            new.insert(Instant::now());
+                            tracing::info!(peer = %peer, "found on the local network (mDNS)");
+                        }
+                    }
+                    Some(DiscoveryEvent::Expired { endpoint_id }) => {
+                        if let Ok(peer) = Did::from_bytes(endpoint_id.as_bytes()) {
+                            found.remove(&peer);
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let me = self.inner.me;
+                    let due: Vec<Did> = found
+                        .iter()
+                        .filter(|(peer, at)| **peer > me || at.elapsed() >= MDNS_DEFER)
+                        .map(|(peer, _)| *peer)
+                        .collect();
+                    for peer in due {
+                        if self.dialing(&peer)
+                            || self.peers().contains(&peer)
+                            || self.inner.dial_backs.load(Ordering::Relaxed) >= MAX_DIAL_BACKS
+                            || !self.shares_with(peer).await
+                        {
+                            continue;
+                        }
+                        if let Err(e) = self.keep_dialing(peer, None, Some(DIAL_BACK_FOR)) {
+                            tracing::debug!(peer = %peer, error = %e, "cannot dial a peer mDNS found");
+                        }
+                    }
+                }
+                () = cancel.cancelled() => return,
+            }
         }
     }
 
@@ -584,7 +712,10 @@ impl SyncNode {
         }
         self.inner.metrics.sessions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(peer = %peer, dialer, "sync session started");
-        let outcome = self.drive(peer, send, recv, events).await;
+        let outcome = self
+            .drive(peer, send, recv, events)
+            .instrument(tracing::info_span!("sync.session", peer = %peer, dialer))
+            .await;
         self.inner.sessions().remove(&id);
         match outcome {
             Ok(()) => {
@@ -605,7 +736,7 @@ impl SyncNode {
         peer: Did,
         send: SendStream,
         recv: RecvStream,
-        mut events: mpsc::UnboundedReceiver<Committed>,
+        mut events: mpsc::UnboundedReceiver<(Instant, Committed)>,
     ) -> Result<(), SessionError> {
         let engine = self.inner.engine.clone();
         let me = self.inner.me;
@@ -653,9 +784,11 @@ impl SyncNode {
                         blocking(move || lock(&s).receive(frame)).await
                     }
                 },
-                Some(event) = events.recv() => {
+                Some((at, event)) = events.recv() => {
                     let s = session.clone();
-                    blocking(move || lock(&s).committed(&event)).await
+                    let pushed = blocking(move || lock(&s).committed(&event)).await;
+                    self.inner.metrics.push_seconds.observe(at.elapsed().as_secs_f64());
+                    pushed
                 }
                 permit = wire_tx.reserve(), if has_output => {
                     let Ok(permit) = permit else { break Ok(()) };

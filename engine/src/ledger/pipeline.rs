@@ -115,7 +115,7 @@ impl Ledger {
         self.fold.take_changed()
     }
 
-    pub(super) fn pending(&self) -> &HashMap<EntryId, SignedEntry> {
+    pub(crate) fn pending(&self) -> &HashMap<EntryId, SignedEntry> {
         &self.pending
     }
 

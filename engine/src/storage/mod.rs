@@ -301,6 +301,8 @@ impl Store {
         self.inner
             .commit
             .wait_durable(|| {
+                // The leader's sync, which covers the writers waiting on it.
+                let _span = tracing::info_span!("storage.commit").entered();
                 let started = std::time::Instant::now();
                 let synced = self.inner.sync();
                 if let Some(observe) = self.inner.sync_observer.get() {

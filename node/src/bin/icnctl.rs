@@ -704,14 +704,18 @@ enum NetworkCommand {
     /// Keep a sync session with a peer: dial it now, and again whenever
     /// the session drops. Example:
     /// icnctl network dial did:icn:6Mkq… 192.168.1.100:7777
+    /// Without the address, the node finds it by mDNS ([network]
+    /// mdns_enabled on both nodes, on one local network).
     Dial {
         /// The peer's DID (what `icnctl id show` prints on its machine).
         did: String,
-        /// Its sync address, ip:port (its [network] listen_addr).
-        addr: String,
+        /// Its sync address, ip:port (its [network] listen_addr); leave it
+        /// out to find it by mDNS.
+        addr: Option<String>,
         /// Keep the peer across restarts: the node saves it in
-        /// <data-dir>/peers.json and dials it at every start.
-        #[arg(long)]
+        /// <data-dir>/peers.json and dials it at every start (needs the
+        /// address).
+        #[arg(long, requires = "addr")]
         save: bool,
     },
 }
@@ -1670,7 +1674,7 @@ fn run(args: Args) -> Result<()> {
                 println!(
                     "dialing {} at {}; the node keeps the session up",
                     did.as_str().unwrap_or_default(),
-                    addr.as_str().unwrap_or_default()
+                    addr.as_str().unwrap_or("the address mDNS finds")
                 );
             } else {
                 println!(

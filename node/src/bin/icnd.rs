@@ -65,6 +65,25 @@ impl Dialer {
             }
         }
     }
+
+    /// [`Dialer::dial`] by DID alone, the address found by discovery;
+    /// refused when the node runs none.
+    fn dial_did(&self, did: Did) -> Result<bool> {
+        if did == self.sync.did() {
+            return Ok(false);
+        }
+        // Refused without discovery, even for a peer dialed already.
+        self.sync.dial_did(did)?;
+        let new = self
+            .dialed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(did);
+        if new {
+            tracing::info!(peer = %did, "keeping a sync session, the address found by mDNS");
+        }
+        Ok(new)
+    }
 }
 
 /// What the daemon runs besides sync and the gateway (periodic engine work,
@@ -131,6 +150,17 @@ fn control_handler(
     move |request| match request {
         Request::Dial { did, addr, save } => {
             let did = Did::parse_valid(&did).map_err(|e| anyhow::anyhow!("{did:?}: {e}"))?;
+            let Some(addr) = addr else {
+                // By DID alone: discovery finds the address.
+                anyhow::ensure!(!save, "--save needs the peer's ip:port");
+                let started = dialer.dial_did(did)?;
+                return Ok(serde_json::json!({
+                    "did": did.to_string(),
+                    "addr": null,
+                    "new": started,
+                    "saved": false,
+                }));
+            };
             let addr: SocketAddr = addr
                 .parse()
                 .map_err(|e| anyhow::anyhow!("{addr:?} is not ip:port: {e}"))?;
@@ -199,7 +229,7 @@ fn registered_relays(engine: &Engine) -> Vec<(Did, SocketAddr)> {
 #[command(name = "icnd", version)]
 struct Args {
     /// Configuration file (TOML: data_dir, [network] listen_addr,
-    /// bootstrap_peers, relay_urls, [gateway] enabled, bind_addr,
+    /// bootstrap_peers, relay_urls, mdns_enabled, [gateway] enabled, bind_addr,
     /// cors_origins, token_ttl_seconds, rate_burst, rate_per_second,
     /// body_limit_bytes, [observability] log_level, log_format, metrics_port, health_port; see
     /// docs/operations.md).
@@ -362,8 +392,8 @@ async fn main() -> Result<()> {
         .log_format
         .or(config.observability.log_format)
         .unwrap_or(icn_node::logging::LogFormat::Text);
-    let logging = icn_node::logging::init(&log_level, log_format)?;
-    tokio::spawn(switch_log_level_on_usr1(logging));
+    let logging = std::sync::Arc::new(icn_node::logging::init(&log_level, log_format)?);
+    tokio::spawn(switch_log_level_on_usr1(logging.clone()));
     let data_dir = args
         .data_dir
         .or(config.data_dir.clone())
@@ -428,6 +458,7 @@ async fn main() -> Result<()> {
         &identity,
         NodeConfig {
             relay_urls,
+            mdns: config.network.mdns_enabled,
             ..NodeConfig::direct(listen_addr)
         },
     )
@@ -599,11 +630,13 @@ async fn main() -> Result<()> {
     // Every acknowledged write is already durable; this is belt and braces.
     engine.store().make_durable().context("final flush")?;
     tracing::info!("stopped");
+    // The last spans, if traces are exported.
+    let _ = tokio::task::spawn_blocking(move || logging.shutdown()).await;
     Ok(())
 }
 
 /// `kill -USR1`: debug logs on, and off again.
-async fn switch_log_level_on_usr1(logging: icn_node::logging::Logging) {
+async fn switch_log_level_on_usr1(logging: std::sync::Arc<icn_node::logging::Logging>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut usr1 = match signal(SignalKind::user_defined1()) {
         Ok(s) => s,
