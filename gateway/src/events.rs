@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use automerge::ChangeHash;
 use icn_engine::{Committed, Engine};
@@ -40,10 +41,13 @@ pub(crate) struct Event {
     pub(crate) seq: u64,
     /// `{"type": "Event", "seq": …, "event": …, "at": …, "data": {…}}`.
     pub(crate) json: Value,
+    /// When the engine reported the commit the event comes from.
+    pub(crate) committed: Instant,
 }
 
 enum Msg {
-    Commit(Committed),
+    /// A commit, and when the engine reported it.
+    Commit(Instant, Committed),
     Stop,
 }
 
@@ -81,7 +85,7 @@ impl Events {
             let _ = listener
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .send(Msg::Commit(c.clone()));
+                .send(Msg::Commit(Instant::now(), c.clone()));
         });
         let (live, _) = broadcast::channel(LIVE_CAPACITY);
         let events = Arc::new(Events {
@@ -108,11 +112,11 @@ impl Events {
         for doc in self.engine.doc_ids() {
             let stored = self.engine.store().event_heads(&doc);
             match stored {
-                Ok(Some(_)) => self.log_doc(&doc),
+                Ok(Some(_)) => self.log_doc(&doc, Instant::now()),
                 // A log that starts now starts from the document as it is.
                 Ok(None) => {
                     let heads = self.engine.heads(&doc).unwrap_or_default();
-                    self.append(None, Vec::new(), Some((doc, heads)));
+                    self.append(None, Vec::new(), Some((doc, heads)), Instant::now());
                 }
                 Err(e) => tracing::warn!(%doc, error = %e, "reading the event log"),
             }
@@ -120,16 +124,16 @@ impl Events {
         while let Ok(msg) = rx.recv() {
             match msg {
                 Msg::Stop => return,
-                Msg::Commit(Committed::Doc { doc, .. }) => self.log_doc(&doc),
-                Msg::Commit(Committed::Entries { coop, entries }) => {
+                Msg::Commit(at, Committed::Doc { doc, .. }) => self.log_doc(&doc, at),
+                Msg::Commit(at, Committed::Entries { coop, entries }) => {
                     let events = entries
                         .iter()
                         .filter_map(|(_, bytes)| SignedEntry::decode(bytes).ok())
                         .map(|(e, id)| entry_event(&e, &id))
                         .collect();
-                    self.append(Some(coop), events, None);
+                    self.append(Some(coop), events, None, at);
                 }
-                Msg::Commit(Committed::Statuses { coop, changed }) => {
+                Msg::Commit(at, Committed::Statuses { coop, changed }) => {
                     let events = changed
                         .iter()
                         .map(|(id, status)| {
@@ -139,15 +143,15 @@ impl Events {
                             )
                         })
                         .collect();
-                    self.append(Some(coop), events, None);
+                    self.append(Some(coop), events, None, at);
                 }
-                Msg::Commit(_) => {}
+                Msg::Commit(..) => {}
             }
         }
     }
 
     /// Logs what changed in `doc` since the heads the log covered.
-    fn log_doc(&self, doc: &DocId) {
+    fn log_doc(&self, doc: &DocId, committed: Instant) {
         let before: Vec<ChangeHash> = match self.engine.store().event_heads(doc) {
             Ok(b) => b.unwrap_or_default().into_iter().map(ChangeHash).collect(),
             Err(e) => {
@@ -187,7 +191,7 @@ impl Events {
                 Some((coop, None)) => Some(coop),
                 None => None,
             };
-            self.append(coop, events, Some((*doc, now)));
+            self.append(coop, events, Some((*doc, now)), committed);
         }
     }
 
@@ -198,6 +202,7 @@ impl Events {
         coop: Option<DocId>,
         events: Vec<(&'static str, Value)>,
         covered: Option<(DocId, Vec<ChangeHash>)>,
+        committed: Instant,
     ) {
         let mut records = Vec::new();
         let mut stored = Vec::new();
@@ -219,7 +224,12 @@ impl Events {
                 seq += 1;
                 let json = json!({"type": "Event", "seq": seq, "event": name, "coop_doc_id": coop.to_string(), "at": at, "data": data});
                 records.push((seq, json.to_string().into_bytes()));
-                stored.push(Arc::new(Event { coop, seq, json }));
+                stored.push(Arc::new(Event {
+                    coop,
+                    seq,
+                    json,
+                    committed,
+                }));
             }
             last.insert(coop, seq);
         }

@@ -102,6 +102,9 @@ type Durations = Family<RouteLabels, Histogram, fn() -> Histogram>;
 pub struct Http {
     requests: Family<RequestLabels, Counter>,
     seconds: Durations,
+    /// Live push to WebSocket clients: from the engine reporting a commit
+    /// to its event sent to a subscribed client.
+    pub(crate) ws_push: Histogram,
 }
 
 /// Latency buckets: 0.5 ms to about 16 s, doubling.
@@ -114,6 +117,8 @@ impl Default for Http {
         Http {
             requests: Family::default(),
             seconds: Family::new_with_constructor(latency_histogram),
+            // 50 µs to about 1.6 s, doubling.
+            ws_push: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
         }
     }
 }
@@ -148,6 +153,11 @@ impl Metrics {
             "icn_gateway_request_duration_seconds",
             "Time to answer a request, by route pattern (a WebSocket: until the upgrade)",
             self.http.seconds.clone(),
+        );
+        registry.register(
+            "icn_gateway_ws_push_duration_seconds",
+            "Live push: from the engine reporting a commit to its event sent to each subscribed WebSocket client",
+            self.http.ws_push.clone(),
         );
         registry.register_collector(Box::new(Counters(self.clone())));
     }

@@ -173,6 +173,7 @@ async fn session(gw: Gateway, coop: DocId, coop_key: String, mut socket: WebSock
                     Ok(e) if e.seq == last_sent + 1 => {
                         if !send(&mut socket, &e.json).await { break; }
                         Metrics::add(&gw.inner.metrics.ws_events);
+                        gw.inner.metrics.http.ws_push.observe(e.committed.elapsed().as_secs_f64());
                         last_sent = e.seq;
                     }
                     // A gap, or events dropped while this client lagged:

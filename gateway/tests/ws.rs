@@ -138,6 +138,17 @@ async fn events_stream_live_backfill_and_survive_a_restart() {
     .expect(201);
     let settled = event(&mut s, "SettlementCreated").await;
     assert_eq!(settled["data"]["memo"], "soup");
+    // Both events went out live, and their push latency was measured.
+    let mut registry = prometheus_client::registry::Registry::default();
+    api.gateway.metrics().register(&mut registry);
+    let mut exposition = String::new();
+    prometheus_client::encoding::text::encode(&mut exposition, &registry).expect("encodes");
+    let pushed: u64 = exposition
+        .lines()
+        .find_map(|l| l.strip_prefix("icn_gateway_ws_push_duration_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the live push histogram");
+    assert!(pushed >= 2, "{exposition}");
     assert_eq!(
         settled["seq"].as_u64(),
         added["seq"].as_u64().map(|s| s + 1)

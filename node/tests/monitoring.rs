@@ -148,6 +148,7 @@ fn the_dashboard_and_the_alerts_query_only_what_icnd_serves() {
         "icn_sync_session_duration_seconds_bucket",
         "icn_gateway_request_duration_seconds_bucket",
         "icn_sync_live_push_duration_seconds_bucket",
+        "icn_gateway_ws_push_duration_seconds_bucket",
         "icn_ledger_pending_entries",
         "gateway_ws_clients",
     ] {

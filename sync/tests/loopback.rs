@@ -147,6 +147,23 @@ async fn two_nodes_converge_and_push_live() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+    // Each side pushed its commit live, and measured it.
+    for node in [&a, &b] {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register(
+            "push",
+            "live push",
+            node.sync.metrics().push_seconds.clone(),
+        );
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        let pushed: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("push_count "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("the live push histogram");
+        assert!(pushed >= 1, "{text}");
+    }
     a.sync.shutdown().await;
     b.sync.shutdown().await;
 }

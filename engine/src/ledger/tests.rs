@@ -678,6 +678,11 @@ fn only_entries_valid_at_their_heads_wait_and_each_signer_has_a_share() {
         .expect("ingest");
     assert!(matches!(r[0], Ok(Ingest::Pending(_))));
     assert_eq!(
+        e.pending_entries(&coop).expect("pending"),
+        MAX_PENDING_PER_SIGNER + 1,
+        "alice's share and bob's one wait"
+    );
+    assert_eq!(
         e.trial_balance(&coop).expect("tb").entries,
         0,
         "nothing pending is stored"
