@@ -425,6 +425,17 @@ fn traces_go_to_the_otlp_endpoint() {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message as _;
 
+    // `--help` tells the operator how.
+    let help = Command::new(env!("CARGO_BIN_EXE_icnd"))
+        .arg("--help")
+        .output()
+        .expect("icnd --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && help.contains("OTEL_SERVICE_NAME"),
+        "{help}"
+    );
+
     let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
     let endpoint = format!("http://{}", receiver.local_addr().expect("addr"));
     let (tx, exports) = std::sync::mpsc::channel::<(String, Vec<u8>)>();

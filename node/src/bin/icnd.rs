@@ -226,7 +226,16 @@ fn registered_relays(engine: &Engine) -> Vec<(Did, SocketAddr)> {
 ///
 /// Flags win over the configuration file, which wins over the defaults.
 #[derive(Parser, Debug)]
-#[command(name = "icnd", version)]
+#[command(
+    name = "icnd",
+    version,
+    after_long_help = "Environment:
+  ICN_KEYSTORE_PASSPHRASE       the node identity's passphrase (asked for on a terminal when unset)
+  ICN_GATEWAY_JWT_SECRET        the gateway's token secret (default: generated once in the data directory)
+  RUST_LOG                      a log filter; overrides --log-level
+  OTEL_EXPORTER_OTLP_ENDPOINT   export traces over OTLP/HTTP to <endpoint>/v1/traces (off when unset)
+  OTEL_SERVICE_NAME             the traces' service name [default: icnd]"
+)]
 struct Args {
     /// Configuration file (TOML: data_dir, [network] listen_addr,
     /// bootstrap_peers, relay_urls, mdns_enabled, [gateway] enabled, bind_addr,
