@@ -476,7 +476,9 @@ impl SyncNode {
     /// each other, the one with the lower DID dials at once and the other
     /// only if no session started within [`MDNS_DEFER`], so that they
     /// usually keep one session, and a node that holds nothing yet is still
-    /// reached by one that holds something for it.
+    /// reached by one that holds something for it. Anyone on the network
+    /// may announce keys, so at most [`MAX_DIAL_BACKS`] found peers are
+    /// remembered (an expired one makes room).
     async fn discovery_loop(self, mdns: MdnsAddressLookup) {
         use n0_future::StreamExt as _;
         let cancel = self.inner.cancel.clone();
@@ -489,6 +491,8 @@ impl SyncNode {
                     Some(DiscoveryEvent::Discovered { endpoint_info, .. }) => {
                         if let Ok(peer) = Did::from_bytes(endpoint_info.endpoint_id.as_bytes())
                             && peer != self.inner.me
+                            // Anyone on the network may announce keys.
+                            && found.len() < MAX_DIAL_BACKS
                             && let std::collections::btree_map::Entry::Vacant(new) = found.entry(peer)
                         {
                             new.insert(Instant::now());
@@ -787,8 +791,10 @@ impl SyncNode {
                 Some((at, event)) = events.recv() => {
                     let s = session.clone();
                     let pushed = blocking(move || lock(&s).committed(&event)).await;
-                    self.inner.metrics.push_seconds.observe(at.elapsed().as_secs_f64());
-                    pushed
+                    if let Ok(true) = pushed {
+                        self.inner.metrics.push_seconds.observe(at.elapsed().as_secs_f64());
+                    }
+                    pushed.map(|_| ())
                 }
                 permit = wire_tx.reserve(), if has_output => {
                     let Ok(permit) = permit else { break Ok(()) };

@@ -260,16 +260,18 @@ impl<R: Replica> Session<R> {
         }
     }
 
-    /// Pushes what this node just committed, if the peer may have it.
-    pub fn committed(&mut self, event: &Committed) -> Result<(), SessionError> {
+    /// Pushes what this node just committed, if the peer may have it;
+    /// whether that queued a frame for the peer.
+    pub fn committed(&mut self, event: &Committed) -> Result<bool, SessionError> {
+        let queued = self.outbox.len();
         if !self.hello {
-            return Ok(()); // The catch-up will carry it.
+            return Ok(false); // The catch-up will carry it.
         }
         self.check_backlog()?;
         match event {
             Committed::Doc { doc, .. } => {
                 if !self.replica.may_receive(doc, &self.peer) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 if self.docs.contains_key(doc) {
                     self.sync_doc(doc)?;
@@ -281,10 +283,10 @@ impl<R: Replica> Session<R> {
             }
             Committed::Entries { coop, entries } => {
                 let Some(ledger) = self.ledgers.get_mut(coop) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 if !ledger.started || !self.replica.may_receive(coop, &self.peer) {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let mut frame = Vec::new();
                 for (id, bytes) in entries {
@@ -311,7 +313,7 @@ impl<R: Replica> Session<R> {
             }
             _ => {}
         }
-        Ok(())
+        Ok(self.outbox.len() > queued)
     }
 
     fn check_backlog(&self) -> Result<(), SessionError> {
