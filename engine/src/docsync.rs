@@ -15,7 +15,7 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use icn_schemas::{DocId, Reader, domain};
 
 use crate::change::{ChangeSignature, SignedChange};
-use crate::engine::{Applied, ApplyError, Engine};
+use crate::engine::{Applied, ApplyError, Engine, Incoming, Loaded};
 use crate::storage::StorageError;
 
 /// Automerge's storage chunks start with 4 magic bytes and a 4-byte
@@ -75,7 +75,11 @@ impl Engine {
                     .iter()
                     .any(|chunk| chunk.get(CHUNK_TYPE_AT).copied() == Some(CHUNK_TYPE_DOCUMENT));
                 let hashes: Vec<ChangeHash> = if whole {
-                    doc.doc.get_changes(&[]).iter().map(|c| c.hash()).collect()
+                    doc.doc
+                        .get_changes_meta(&[])
+                        .iter()
+                        .map(|c| c.hash)
+                        .collect()
                 } else {
                     state.sent_hashes.difference(&before).copied().collect()
                 };
@@ -132,14 +136,21 @@ impl Engine {
         };
         let mut missing = Vec::new();
         if !chunks.is_empty() {
-            let (batch, fork) = self.signed_batch(id, &chunks, signatures, wanted)?;
-            // Changes whose dependencies did not come are dropped here,
-            // unlike in Automerge, which queues them; the peer counts them
-            // as sent.
-            missing = fork.get_missing_deps(&[]);
-            applied = match self.apply_remote(id, batch) {
+            let loaded = self.signed_batch(id, &chunks, signatures, wanted)?;
+            // Changes whose dependencies did not come are dropped, unlike
+            // in Automerge, which queues them; the peer counts them as
+            // sent. A fork holding such a queue is never merged: its
+            // changes are judged and applied again from their bytes.
+            missing = loaded.fork.get_missing_deps(&[]);
+            let module = module_of(&loaded.fork);
+            let incoming = if missing.is_empty() {
+                Incoming::Loaded(Box::new(loaded))
+            } else {
+                Incoming::Batch(loaded.changes.into_iter().map(|(_, s)| s).collect())
+            };
+            applied = match self.merge_remote(id, incoming) {
                 Err(ApplyError::Refused(r)) if r.module_not_held() => {
-                    return Err(match module_of(&fork) {
+                    return Err(match module {
                         Some(hash) => ApplyError::ModuleNeeded(hash),
                         None => ApplyError::Refused(r),
                     });
@@ -174,17 +185,18 @@ impl Engine {
         Ok((applied, missing))
     }
 
-    /// The changes in `chunks` that this node lacks, each with its
-    /// signature, in causal order.
+    /// The changes in `chunks` loaded into a fork of the document as it
+    /// stands, with those it lacks listed in causal order, each with its
+    /// signature.
     fn signed_batch(
         &self,
         id: &DocId,
         chunks: &ChunkList,
         signatures: &[ChangeSignature],
         wanted: impl FnOnce(Reader<'_>) -> bool,
-    ) -> Result<(Vec<SignedChange>, Automerge), ApplyError> {
+    ) -> Result<Loaded, ApplyError> {
         let held = self.handle(id);
-        let (mut fork, old_heads) = match &held {
+        let (mut fork, base) = match &held {
             Some(handle) => {
                 let doc = handle.lock().unwrap_or_else(|p| p.into_inner());
                 (doc.doc.fork(), doc.doc.get_heads())
@@ -203,22 +215,27 @@ impl Engine {
         // Changes whose dependencies did not arrive stay queued in the fork
         // and are not listed: the peer is asked for them again (the
         // `needs_reset` in `receive_sync`).
-        let batch = fork
-            .get_changes(&old_heads)
-            .iter()
+        let changes = fork
+            .get_changes(&base)
+            .into_iter()
             .map(|c| {
                 let hash = c.hash();
                 let sig = by_hash.get(&hash.0).ok_or_else(|| {
                     ApplyError::BadSync(format!("change {hash} has no signature"))
                 })?;
-                Ok(SignedChange {
+                let signed = SignedChange {
                     change: c.raw_bytes().to_vec(),
                     signature: sig.signature,
                     delegation: sig.delegation.clone(),
-                })
+                };
+                Ok((c, signed))
             })
             .collect::<Result<Vec<_>, ApplyError>>()?;
-        Ok((batch, fork))
+        Ok(Loaded {
+            fork,
+            base,
+            changes,
+        })
     }
 }
 

@@ -464,7 +464,17 @@ impl Engine {
         id: &DocId,
         batch: Vec<SignedChange>,
     ) -> Result<Applied, ApplyError> {
-        let applied = self.apply(id, batch)?;
+        self.merge_remote(id, Incoming::Batch(batch))
+    }
+
+    /// [`Engine::apply_remote`] for a batch as bytes or as the sync
+    /// protocol loaded it.
+    pub(crate) fn merge_remote(
+        &self,
+        id: &DocId,
+        incoming: Incoming,
+    ) -> Result<Applied, ApplyError> {
+        let applied = self.apply(id, incoming)?;
         if !applied.new.is_empty() && self.kind(id) == Some(DocKind::Coop) {
             // Ledger entries may have been waiting for these co-op heads.
             if let Err(e) = self.ingest_entries(id, Vec::new()) {
@@ -549,7 +559,7 @@ impl Engine {
             .clone()
     }
 
-    fn apply(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {
+    fn apply(&self, id: &DocId, batch: Incoming) -> Result<Applied, ApplyError> {
         let applied = self.apply_staged(id, batch)?;
         if !applied.new.is_empty() {
             self.inner.store.make_durable()?;
@@ -563,7 +573,7 @@ impl Engine {
 
     /// Validates and stages a batch under the document's lock; the caller
     /// makes it durable after the lock is released.
-    fn apply_staged(&self, id: &DocId, batch: Vec<SignedChange>) -> Result<Applied, ApplyError> {
+    fn apply_staged(&self, id: &DocId, batch: Incoming) -> Result<Applied, ApplyError> {
         if let Some(handle) = self.handle(id) {
             let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
             return self.commit(id, &mut state, batch);
@@ -600,9 +610,18 @@ impl Engine {
         &self,
         id: &DocId,
         state: &mut DocState,
-        batch: Vec<SignedChange>,
+        batch: Incoming,
     ) -> Result<Applied, ApplyError> {
-        let Some(checked) = validate::check_batch(id, &state.doc, batch, self)? else {
+        let checked = match batch {
+            Incoming::Batch(batch) => validate::check_batch(id, &state.doc, batch, self)?,
+            // The fork was made from the document as it stands: judge what
+            // it loaded without loading it again.
+            Incoming::Loaded(l) if l.base == state.doc.get_heads() => {
+                validate::check_loaded(id, &state.doc, l.fork, l.changes, self)?
+            }
+            Incoming::Loaded(l) => validate::check_batch(id, &state.doc, l.into_batch(), self)?,
+        };
+        let Some(checked) = checked else {
             return Ok(Applied {
                 new: Vec::new(),
                 heads: state.doc.get_heads(),
@@ -690,6 +709,31 @@ fn make_change(
         signature: signer.key().sign(&signing_message(&doc_id, &hash)),
         delegation: signer.delegation().cloned(),
     }))
+}
+
+/// A peer's changes: as signed bytes, or as the sync protocol loaded them.
+pub(crate) enum Incoming {
+    Batch(Vec<SignedChange>),
+    Loaded(Box<Loaded>),
+}
+
+/// Changes a sync message carried, loaded into a fork of the document.
+pub(crate) struct Loaded {
+    /// The document with the changes loaded; nothing may be queued in it
+    /// (a change whose dependencies did not come), or the queue would be
+    /// applied later, unjudged.
+    pub(crate) fork: Automerge,
+    /// The heads of the document the fork was made from.
+    pub(crate) base: Vec<ChangeHash>,
+    /// The fork's changes beyond `base`, in its order, with their
+    /// signatures.
+    pub(crate) changes: Vec<(Change, SignedChange)>,
+}
+
+impl Loaded {
+    fn into_batch(self) -> Vec<SignedChange> {
+        self.changes.into_iter().map(|(_, s)| s).collect()
+    }
 }
 
 /// What a merge into a domain document changed in its counted closes.

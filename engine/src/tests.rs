@@ -831,6 +831,133 @@ fn removed_member_writing_in_its_causal_future_is_refused_concurrent_write_is_ke
     assert_eq!(other.engine.to_json(&c.id), c.engine().to_json(&c.id));
 }
 
+/// One change of a forged chain.
+type Step =
+    Box<dyn FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), SchemaError>>;
+
+/// Signs a chain of changes by `key`, each on the one before, on the
+/// node's current copy of `doc`, without validating them.
+fn forge_chain(engine: &Engine, doc: &DocId, key: &Keypair, steps: Vec<Step>) -> Vec<SignedChange> {
+    let mut fork = engine
+        .read(doc, |r| r.doc().fork())
+        .expect("the document exists")
+        .with_actor(automerge::ActorId::from(key.did().as_bytes().as_slice()));
+    steps
+        .into_iter()
+        .map(|step| {
+            let hash = fork
+                .transact_with(
+                    |_| automerge::transaction::CommitOptions::default().with_time(1_700_000_500),
+                    step,
+                )
+                .map_err(|f| f.error)
+                .expect("the forged operations apply")
+                .hash
+                .expect("the step writes something");
+            let change = fork.get_change_by_hash(&hash).expect("just committed");
+            SignedChange {
+                change: change.raw_bytes().to_vec(),
+                signature: key.sign(&crate::change::signing_message(doc, &hash)),
+                delegation: None,
+            }
+        })
+        .collect()
+}
+
+/// A run of changes by one key, each on the one before, has its author
+/// resolved once, until one of them writes under `members`: from there on
+/// the author is read again.
+#[test]
+fn a_chain_by_one_key_is_judged_again_after_it_changes_its_standing() {
+    let c = coop_fixture();
+    let bob = c.bob.did();
+    let chain = forge_chain(
+        c.engine(),
+        &c.id,
+        &c.bob,
+        vec![
+            Box::new(move |tx| coop::set_display_name(tx, &bob, "Bob 1")),
+            Box::new(move |tx| coop::set_display_name(tx, &bob, "Bob 2")),
+            Box::new(move |tx| coop::set_status(tx, &bob, MemberStatus::Removed)),
+            Box::new(move |tx| coop::set_display_name(tx, &bob, "Bob, gone")),
+        ],
+    );
+    let before = c.engine().heads(&c.id);
+    match c.engine().apply_remote(&c.id, chain.clone()) {
+        Err(ApplyError::Refused(r)) => {
+            assert_eq!(r.index, 3);
+            assert_eq!(r.rule, Rule::Denied(Denied::InactiveMember(c.bob.did())));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(c.engine().heads(&c.id), before);
+    // Without the last change, the chain is whole and taken.
+    c.engine()
+        .apply_remote(&c.id, chain[..3].to_vec())
+        .expect("renames and leaving");
+    assert_eq!(c.member(&c.bob).display_name.as_deref(), Some("Bob 2"));
+    assert_eq!(c.member(&c.bob).status, MemberStatus::Removed);
+}
+
+/// A large batch has its signatures checked aside while the rest is
+/// judged; the refusal is still the first change that fails, in batch
+/// order, whichever check it fails.
+#[test]
+fn a_large_batch_is_refused_at_its_first_failing_change() {
+    let c = coop_fixture();
+    let bob = c.bob.did();
+    let steps = (0..100)
+        .map(|i| -> Step {
+            Box::new(move |tx| coop::set_display_name(tx, &bob, &format!("Bob {i}")))
+        })
+        .collect();
+    let chain = forge_chain(c.engine(), &c.id, &c.bob, steps);
+    let refusal = |batch: Vec<SignedChange>| match c.engine().apply_remote(&c.id, batch) {
+        Err(ApplyError::Refused(r)) => (r.index, r.rule),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let mut bad_signature = chain.clone();
+    bad_signature[70].signature[5] ^= 1;
+    assert_eq!(
+        refusal(bad_signature.clone()),
+        (70, Rule::BadSignature(c.bob.did()))
+    );
+    // A delegation naming another node, before the bad signature, is first.
+    let mut both = bad_signature.clone();
+    both[30].delegation = Some(delegation(
+        &c.bob,
+        &c.alice,
+        &[Scope::CoopWrite],
+        0,
+        u64::MAX,
+    ));
+    assert!(matches!(
+        refusal(both),
+        (30, Rule::DelegationNotForActor { .. })
+    ));
+    // After it, the bad signature is first.
+    let mut both = bad_signature;
+    both[90].delegation = Some(delegation(
+        &c.bob,
+        &c.alice,
+        &[Scope::CoopWrite],
+        0,
+        u64::MAX,
+    ));
+    assert_eq!(refusal(both), (70, Rule::BadSignature(c.bob.did())));
+    // Bytes that do not decode, after the bad signature, come second too.
+    let mut garbled = chain.clone();
+    garbled[70].signature[5] ^= 1;
+    garbled[80].change.truncate(10);
+    assert_eq!(refusal(garbled), (70, Rule::BadSignature(c.bob.did())));
+    let before = c.engine().heads(&c.id);
+    assert_eq!(c.engine().heads(&c.id), before);
+    c.engine()
+        .apply_remote(&c.id, chain)
+        .expect("the honest chain");
+    assert_eq!(c.member(&c.bob).display_name.as_deref(), Some("Bob 99"));
+}
+
 #[test]
 fn delegated_writes_within_scope_and_validity() {
     let c = coop_fixture();

@@ -118,6 +118,14 @@ pub(crate) struct Checked {
     pub(crate) accepted: Vec<(ChangeHash, SignedChange)>,
 }
 
+/// A change decoded from a batch, its signature not checked yet.
+struct Decoded {
+    index: usize,
+    change: Change,
+    actor: Did,
+    signed: SignedChange,
+}
+
 struct Parsed {
     index: usize,
     change: Change,
@@ -140,42 +148,103 @@ pub(crate) fn check_batch(
     batch: Vec<SignedChange>,
     modules: &dyn Modules,
 ) -> Result<Option<Checked>, Refused> {
-    let signatures_ok = signatures_ok(doc_id, &batch);
-    let mut parsed = Vec::with_capacity(batch.len());
     let mut seen = HashSet::new();
-    for (index, signed) in batch.into_iter().enumerate() {
-        if let Some(p) = parse(doc_id, doc, index, signed, &mut seen, signatures_ok)? {
-            parsed.push(p);
+    let decoded = batch
+        .into_iter()
+        .enumerate()
+        .map(|(index, signed)| decode(doc, index, signed, &mut seen))
+        .collect();
+    authenticated(doc_id, decoded, |parsed| {
+        if parsed.is_empty() {
+            return Ok(None);
         }
-    }
-    if parsed.is_empty() {
-        return Ok(None);
-    }
-    let ordered = topological(doc, parsed)?;
-    let mut fork = doc.fork();
-    // Dependency-free changes are refused before Automerge sees them: a second
-    // root would make a different document.
-    for p in &ordered {
-        if p.change.deps().is_empty() && p.change.hash() != doc_id.genesis() {
-            return Err(Refused {
-                index: p.index,
-                hash: Some(p.change.hash()),
-                rule: Rule::ForeignGenesis,
-            });
+        let ordered = topological(doc, parsed)?;
+        refuse_foreign_geneses(doc_id, &ordered)?;
+        let mut fork = doc.fork();
+        fork.apply_changes(ordered.iter().map(|p| p.change.clone()).collect::<Vec<_>>())
+            .map_err(|e| Refused {
+                index: ordered[0].index,
+                hash: Some(ordered[0].change.hash()),
+                rule: Rule::Malformed(e.to_string()),
+            })?;
+        judge(Some(doc), &fork, &ordered, modules)?;
+        Ok(Some(accept(fork, ordered)))
+    })
+}
+
+/// Checks changes a peer sent that the sync protocol already loaded into
+/// `fork`, a fork of `doc` made when `doc` stood as it stands now, with
+/// nothing queued in it (every change's dependencies arrived). `changes`
+/// are the fork's changes that `doc` lacks, in the fork's (causal) order,
+/// each with the signature that came with it. The same rules as
+/// [`check_batch`], without decoding or applying the changes a second time:
+/// a 10,000-change catch-up into an empty replica loads the peer's
+/// compressed document once and judges it.
+pub(crate) fn check_loaded(
+    doc_id: &DocId,
+    doc: &Automerge,
+    fork: Automerge,
+    changes: Vec<(Change, SignedChange)>,
+    modules: &dyn Modules,
+) -> Result<Option<Checked>, Refused> {
+    let decoded = changes
+        .into_iter()
+        .enumerate()
+        .map(|(index, (change, signed))| {
+            let hash = change.hash();
+            let refuse = |rule| Refused {
+                index,
+                hash: Some(hash),
+                rule,
+            };
+            if signed.change.len() > MAX_CHANGE_BYTES {
+                return Err(refuse(Rule::TooLarge(signed.change.len())));
+            }
+            if signed.change.get(4..8) != Some(&hash.0[..4]) {
+                return Err(refuse(not_canonical()));
+            }
+            let actor = Did::from_bytes(change.actor_id().to_bytes())
+                .map_err(|_| refuse(Rule::BadActor))?;
+            Ok(Some(Decoded {
+                index,
+                change,
+                actor,
+                signed,
+            }))
+        })
+        .collect();
+    authenticated(doc_id, decoded, |ordered| {
+        if ordered.is_empty() {
+            return Ok(None);
         }
+        refuse_foreign_geneses(doc_id, &ordered)?;
+        judge(Some(doc), &fork, &ordered, modules)?;
+        Ok(Some(accept(fork, ordered)))
+    })
+}
+
+/// Dependency-free changes are refused before Automerge sees them: a
+/// second root would make a different document.
+fn refuse_foreign_geneses(doc_id: &DocId, ordered: &[Parsed]) -> Result<(), Refused> {
+    match ordered
+        .iter()
+        .find(|p| p.change.deps().is_empty() && p.change.hash() != doc_id.genesis())
+    {
+        Some(p) => Err(Refused {
+            index: p.index,
+            hash: Some(p.change.hash()),
+            rule: Rule::ForeignGenesis,
+        }),
+        None => Ok(()),
     }
-    fork.apply_changes(ordered.iter().map(|p| p.change.clone()).collect::<Vec<_>>())
-        .map_err(|e| Refused {
-            index: ordered[0].index,
-            hash: Some(ordered[0].change.hash()),
-            rule: Rule::Malformed(e.to_string()),
-        })?;
-    judge(Some(doc), &fork, &ordered, modules)?;
+}
+
+fn accept(fork: Automerge, ordered: Vec<Parsed>) -> Checked {
     let accepted = ordered
         .into_iter()
         .map(|p| (p.change.hash(), p.signed))
         .collect();
-    Ok(Some(Checked { fork, accepted }))
+    Checked { fork, accepted }
 }
 
 /// Checks a change this node just made: `made` is a fork of `before` in which
@@ -188,18 +257,21 @@ pub(crate) fn check_local(
     signed: SignedChange,
     modules: &dyn Modules,
 ) -> Result<(ChangeHash, SignedChange), Refused> {
-    let Some(p) = parse(doc_id, before, 0, signed, &mut HashSet::new(), false)? else {
-        return Err(Refused {
-            index: 0,
-            hash: None,
-            rule: Rule::Malformed("the document already holds this change".into()),
-        });
-    };
-    let base = (!before.get_heads().is_empty()).then_some(before);
-    let ordered = [p];
-    judge(base, made, &ordered, modules)?;
-    let [p] = ordered;
-    Ok((p.change.hash(), p.signed))
+    let decoded = decode(before, 0, signed, &mut HashSet::new());
+    authenticated(doc_id, vec![decoded], |mut parsed| {
+        let Some(p) = parsed.pop() else {
+            return Err(Refused {
+                index: 0,
+                hash: None,
+                rule: Rule::Malformed("the document already holds this change".into()),
+            });
+        };
+        let base = (!before.get_heads().is_empty()).then_some(before);
+        let ordered = [p];
+        judge(base, made, &ordered, modules)?;
+        let [p] = ordered;
+        Ok((p.change.hash(), p.signed))
+    })
 }
 
 /// Judges changes (in causal order) held by `applied`. A change whose
@@ -214,6 +286,11 @@ fn judge(
 ) -> Result<(), Refused> {
     let base_heads = base.map(Automerge::get_heads).unwrap_or_default();
     let mut kind = base.and_then(|b| DocKind::of(Reader::now(b)));
+    // The change judged last, the author it resolved to, and whether it
+    // wrote under `members`: a change on it alone, by the same key and
+    // delegation, resolves to the same author when it did not (the author
+    // is read from `members` only), without a read as of past heads.
+    let mut last: Option<(ChangeHash, &Parsed, Author, bool)> = None;
     for p in ordered {
         let hash = p.change.hash();
         let refuse = |rule: Rule| Refused {
@@ -234,48 +311,163 @@ fn judge(
             Some(base) if deps == base_heads => Reader::now(base),
             _ => Reader::at(applied, &deps),
         };
-        check_change(applied, r, kind, p, modules).map_err(refuse)?;
+        let known = match last.take() {
+            Some((h, q, author, false))
+                if p.change.deps() == [h]
+                    && q.actor == p.actor
+                    && q.signed.delegation == p.signed.delegation =>
+            {
+                Some(author)
+            }
+            _ => None,
+        };
+        let (author, members_written) =
+            check_change(applied, r, kind, p, modules, known).map_err(refuse)?;
+        last = Some((hash, p, author, members_written));
     }
     Ok(())
 }
 
-/// Whether every signature of a batch verifies, checked together
-/// ([`identity::verify_batch`], about twice the rate of one by one, with
-/// exactly the same verdicts). `false` also when any change does not
-/// decode: [`parse`] then checks each alone and names the culprit.
-fn signatures_ok(doc_id: &DocId, batch: &[SignedChange]) -> bool {
-    let mut signed = Vec::with_capacity(batch.len());
-    for s in batch {
-        let Ok(change) = Change::from_bytes(s.change.clone()) else {
-            return false;
-        };
-        let Ok(actor) = Did::from_bytes(change.actor_id().to_bytes()) else {
-            return false;
-        };
-        signed.push((actor, signing_message(doc_id, &change.hash()), &s.signature));
+/// Whether a write at `path` may change who a change's author is, or its
+/// standing: anything under `members` but a member's display name.
+fn writes_standing(kind: DocKind, path: &[String]) -> bool {
+    match path {
+        [first, ..] if first != "members" => false,
+        [_, _, field] if kind == DocKind::Coop && field == "display_name" => false,
+        _ => true,
     }
-    let items: Vec<identity::SignedMessage<'_>> = signed
-        .iter()
-        .map(|(did, message, signature)| identity::SignedMessage {
-            did,
-            message,
-            signature,
-        })
-        .collect();
-    !items.is_empty() && identity::verify_batch(&items)
 }
 
-/// Decodes one change and checks its signature (unless the whole batch's
-/// were checked together) and delegation. `None` for a change the document
-/// (or this batch) already holds.
-fn parse(
+/// Batches of at least this many changes have their signatures checked on
+/// a second thread while the rest of the batch is judged.
+const VERIFY_ASIDE: usize = 64;
+
+/// A change's signature to check: its place in the batch, hash, actor,
+/// signing message and signature.
+type ToVerify = (usize, ChangeHash, Did, [u8; 32], [u8; 64]);
+
+/// Checks the signatures of decoded changes, together
+/// ([`identity::verify_batch`], about twice the rate of one by one, with
+/// exactly the same verdicts), and their delegations, then runs `rest` on
+/// the changes. The verdict is what checking each change in batch order
+/// would give (decoding, signature, delegation; then `rest`): the first
+/// change that fails refuses the batch. A large batch's signatures are
+/// checked on a second thread while the delegations and `rest` run here.
+fn authenticated<T>(
     doc_id: &DocId,
+    decoded: Vec<Result<Option<Decoded>, Refused>>,
+    rest: impl FnOnce(Vec<Parsed>) -> Result<T, Refused>,
+) -> Result<T, Refused> {
+    let signed: Vec<ToVerify> = decoded
+        .iter()
+        .filter_map(|d| d.as_ref().ok().and_then(Option::as_ref))
+        .map(|d| {
+            let hash = d.change.hash();
+            let message = signing_message(doc_id, &hash);
+            (d.index, hash, d.actor, message, d.signed.signature)
+        })
+        .collect();
+    let all_verified = || match signed.as_slice() {
+        [] => true,
+        [(_, _, did, message, signature)] => identity::verify(did, message, signature).is_ok(),
+        _ => {
+            let items: Vec<identity::SignedMessage<'_>> = signed
+                .iter()
+                .map(|(_, _, did, message, signature)| identity::SignedMessage {
+                    did,
+                    message,
+                    signature,
+                })
+                .collect();
+            identity::verify_batch(&items)
+        }
+    };
+    let (verified, outcome) = if signed.len() >= VERIFY_ASIDE {
+        std::thread::scope(|s| {
+            let aside = s.spawn(all_verified);
+            let outcome = delegations(decoded).map(rest);
+            (aside.join().unwrap_or(false), outcome)
+        })
+    } else {
+        let verified = all_verified();
+        (verified, delegations(decoded).map(rest))
+    };
+    if !verified {
+        // Some signature is bad: the first one refuses the batch, unless a
+        // change before it failed first (or its own decoding did).
+        let before = outcome.as_ref().err().map_or(usize::MAX, |r| r.index);
+        let bad = signed
+            .iter()
+            .take_while(|(index, ..)| *index <= before)
+            .find(|(_, _, did, message, signature)| {
+                identity::verify(did, message, signature).is_err()
+            });
+        if let Some((index, hash, actor, ..)) = bad {
+            return Err(Refused {
+                index: *index,
+                hash: Some(*hash),
+                rule: Rule::BadSignature(*actor),
+            });
+        }
+    }
+    outcome?
+}
+
+/// Checks each decoded change's delegation, in batch order; the first
+/// change that did not decode, or whose delegation fails, refuses the
+/// batch.
+fn delegations(decoded: Vec<Result<Option<Decoded>, Refused>>) -> Result<Vec<Parsed>, Refused> {
+    let mut parsed = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        let Some(d) = d? else {
+            continue;
+        };
+        let refuse = |rule| Refused {
+            index: d.index,
+            hash: Some(d.change.hash()),
+            rule,
+        };
+        let delegation = match &d.signed.delegation {
+            None => None,
+            Some(sd) => {
+                let del =
+                    identity::verify_delegation(sd).map_err(|e| refuse(Rule::BadDelegation(e)))?;
+                if del.node != d.actor {
+                    return Err(refuse(Rule::DelegationNotForActor {
+                        named: del.node,
+                        actor: d.actor,
+                    }));
+                }
+                let time = d.change.timestamp();
+                if !u64::try_from(time).is_ok_and(|t| del.is_live_at(t)) {
+                    return Err(refuse(Rule::DelegationNotLive { time }));
+                }
+                Some(del)
+            }
+        };
+        parsed.push(Parsed {
+            index: d.index,
+            change: d.change,
+            actor: d.actor,
+            delegation,
+            signed: d.signed,
+        });
+    }
+    Ok(parsed)
+}
+
+fn not_canonical() -> Rule {
+    Rule::Malformed("the change bytes are not canonical (checksum or encoding)".into())
+}
+
+/// Decodes one change. `None` for a change the document (or this batch)
+/// already holds.
+fn decode(
     doc: &Automerge,
     index: usize,
     signed: SignedChange,
     seen: &mut HashSet<ChangeHash>,
-    signature_checked: bool,
-) -> Result<Option<Parsed>, Refused> {
+) -> Result<Option<Decoded>, Refused> {
     let refuse = |hash, rule| Refused { index, hash, rule };
     if signed.change.len() > MAX_CHANGE_BYTES {
         return Err(refuse(None, Rule::TooLarge(signed.change.len())));
@@ -289,43 +481,17 @@ fn parse(
     let canonical = change.raw_bytes() == signed.change.as_slice()
         && signed.change.get(4..8) == Some(&hash.0[..4]);
     if !canonical {
-        return Err(refuse(
-            Some(hash),
-            Rule::Malformed("the change bytes are not canonical (checksum or encoding)".into()),
-        ));
+        return Err(refuse(Some(hash), not_canonical()));
     }
     if !seen.insert(hash) || doc.get_change_meta_by_hash(&hash).is_some() {
         return Ok(None);
     }
-    let refuse = |rule| refuse(Some(hash), rule);
-    let actor =
-        Did::from_bytes(change.actor_id().to_bytes()).map_err(|_| refuse(Rule::BadActor))?;
-    if !signature_checked {
-        identity::verify(&actor, &signing_message(doc_id, &hash), &signed.signature)
-            .map_err(|_| refuse(Rule::BadSignature(actor)))?;
-    }
-    let delegation = match &signed.delegation {
-        None => None,
-        Some(d) => {
-            let d = identity::verify_delegation(d).map_err(|e| refuse(Rule::BadDelegation(e)))?;
-            if d.node != actor {
-                return Err(refuse(Rule::DelegationNotForActor {
-                    named: d.node,
-                    actor,
-                }));
-            }
-            let time = change.timestamp();
-            if !u64::try_from(time).is_ok_and(|t| d.is_live_at(t)) {
-                return Err(refuse(Rule::DelegationNotLive { time }));
-            }
-            Some(d)
-        }
-    };
-    Ok(Some(Parsed {
+    let actor = Did::from_bytes(change.actor_id().to_bytes())
+        .map_err(|_| refuse(Some(hash), Rule::BadActor))?;
+    Ok(Some(Decoded {
         index,
         change,
         actor,
-        delegation,
         signed,
     }))
 }
@@ -411,10 +577,15 @@ fn check_change(
     kind: DocKind,
     p: &Parsed,
     modules: &dyn Modules,
-) -> Result<(), Rule> {
-    let author = authority::resolve_author(kind, r, p.actor, p.delegation.clone())?;
+    known: Option<Author>,
+) -> Result<(Author, bool), Rule> {
+    let author = match known {
+        Some(author) => author,
+        None => authority::resolve_author(kind, r, p.actor, p.delegation.clone())?,
+    };
     let ops = decode_ops(&p.change)?;
     let paths = resolve_paths(applied, &p.change, &ops)?;
+    let members_written = paths.iter().any(|path| writes_standing(kind, path));
     let mut closing = BTreeSet::new();
     let mut sealing = Vec::new();
     let mut standing_changed = false;
@@ -494,7 +665,7 @@ fn check_change(
             authority::check_close(r, after, &deps, &author, id, modules)?;
         }
     }
-    Ok(())
+    Ok((author, members_written))
 }
 
 /// An operation matched against the schema.
