@@ -146,22 +146,46 @@ pub fn forge(
     delegation: Option<SignedDelegation>,
     f: impl FnOnce(&mut Transaction<'_>) -> Result<(), SchemaError>,
 ) -> SignedChange {
+    let mut change = forge_chain(engine, doc, actor, signing_key, vec![Box::new(f)]);
+    let mut change = change.pop().expect("one step, one change");
+    change.delegation = delegation;
+    change
+}
+
+/// One change of a forged chain: the operations it writes.
+pub type Step<'a> = Box<dyn FnOnce(&mut Transaction<'_>) -> Result<(), SchemaError> + 'a>;
+
+/// Makes a chain of changes by `actor`, each on the one before, starting
+/// from the node's current copy of `doc`; signs each with `signing_key`
+/// and returns them *without* validating them.
+pub fn forge_chain(
+    engine: &Engine,
+    doc: &DocId,
+    actor: &Keypair,
+    signing_key: &Keypair,
+    steps: Vec<Step<'_>>,
+) -> Vec<SignedChange> {
     let mut fork = engine
         .read(doc, |r| r.doc().fork())
         .expect("the document exists")
         .with_actor(ActorId::from(actor.did().as_bytes().as_slice()));
-    let hash = fork
-        .transact_with(|_| CommitOptions::default().with_time(1_700_000_500), f)
-        .map_err(|f| f.error)
-        .expect("the forged operations apply")
-        .hash
-        .expect("the forged change writes something");
-    let change = fork.get_change_by_hash(&hash).expect("just committed");
-    SignedChange {
-        change: change.raw_bytes().to_vec(),
-        signature: signing_key.sign(&signing_message(doc, &hash)),
-        delegation,
-    }
+    steps
+        .into_iter()
+        .map(|step| {
+            let hash = fork
+                .transact_with(|_| CommitOptions::default().with_time(1_700_000_500), step)
+                .map_err(|f| f.error)
+                .expect("the forged operations apply")
+                .hash
+                .expect("the forged change writes something");
+            let change = fork.get_change_by_hash(&hash).expect("just committed");
+            SignedChange {
+                change: change.raw_bytes().to_vec(),
+                signature: signing_key.sign(&signing_message(doc, &hash)),
+                delegation: None,
+            }
+        })
+        .collect()
 }
 
 /// Signs `entry` with `key` and returns its canonical encoding: how a peer,

@@ -9,7 +9,9 @@ use icn_schemas::tally::{Close, DecisionReceipt, Outcome, Tally};
 use icn_schemas::{Did, DocId, SchemaError, Scope};
 
 use crate::authority::Denied;
-use crate::test_utils::{TestNode, delegation, forge, keypair, new_coop, new_domain};
+use crate::test_utils::{
+    Step, TestNode, delegation, forge, forge_chain, keypair, new_coop, new_domain,
+};
 use crate::{ApplyError, Engine, Keypair, Rule, SignedChange, Signer, WriteError};
 
 fn dev(k: &Keypair) -> Signer {
@@ -831,39 +833,6 @@ fn removed_member_writing_in_its_causal_future_is_refused_concurrent_write_is_ke
     assert_eq!(other.engine.to_json(&c.id), c.engine().to_json(&c.id));
 }
 
-/// One change of a forged chain.
-type Step =
-    Box<dyn FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), SchemaError>>;
-
-/// Signs a chain of changes by `key`, each on the one before, on the
-/// node's current copy of `doc`, without validating them.
-fn forge_chain(engine: &Engine, doc: &DocId, key: &Keypair, steps: Vec<Step>) -> Vec<SignedChange> {
-    let mut fork = engine
-        .read(doc, |r| r.doc().fork())
-        .expect("the document exists")
-        .with_actor(automerge::ActorId::from(key.did().as_bytes().as_slice()));
-    steps
-        .into_iter()
-        .map(|step| {
-            let hash = fork
-                .transact_with(
-                    |_| automerge::transaction::CommitOptions::default().with_time(1_700_000_500),
-                    step,
-                )
-                .map_err(|f| f.error)
-                .expect("the forged operations apply")
-                .hash
-                .expect("the step writes something");
-            let change = fork.get_change_by_hash(&hash).expect("just committed");
-            SignedChange {
-                change: change.raw_bytes().to_vec(),
-                signature: key.sign(&crate::change::signing_message(doc, &hash)),
-                delegation: None,
-            }
-        })
-        .collect()
-}
-
 /// A run of changes by one key, each on the one before, has its author
 /// resolved once, until one of them writes under `members`: from there on
 /// the author is read again.
@@ -874,6 +843,7 @@ fn a_chain_by_one_key_is_judged_again_after_it_changes_its_standing() {
     let chain = forge_chain(
         c.engine(),
         &c.id,
+        &c.bob,
         &c.bob,
         vec![
             Box::new(move |tx| coop::set_display_name(tx, &bob, "Bob 1")),
@@ -911,7 +881,7 @@ fn a_large_batch_is_refused_at_its_first_failing_change() {
             Box::new(move |tx| coop::set_display_name(tx, &bob, &format!("Bob {i}")))
         })
         .collect();
-    let chain = forge_chain(c.engine(), &c.id, &c.bob, steps);
+    let chain = forge_chain(c.engine(), &c.id, &c.bob, &c.bob, steps);
     let refusal = |batch: Vec<SignedChange>| match c.engine().apply_remote(&c.id, batch) {
         Err(ApplyError::Refused(r)) => (r.index, r.rule),
         other => panic!("expected a refusal, got {other:?}"),
