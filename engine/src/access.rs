@@ -15,14 +15,31 @@ impl Engine {
     /// the co-op, whose node must check the decisions that move the books.
     /// `false` for a document this node does not hold.
     pub fn may_receive(&self, doc: &DocId, peer: &Did) -> bool {
+        self.may_hold(doc, peer, coop::device_owner)
+    }
+
+    /// [`Engine::may_receive`] for a member by its DID rather than a key
+    /// (the gateway's caller, whose token's key the gateway checks): an
+    /// active member reads whatever its live devices would, even once its
+    /// DID key is revoked or rotated away.
+    pub fn member_may_read(&self, doc: &DocId, member: &Did) -> bool {
+        self.may_hold(doc, member, coop::Standing::read)
+    }
+
+    /// [`Engine::may_receive`], with `owner` finding the member `peer` is.
+    fn may_hold(&self, doc: &DocId, peer: &Did, owner: Owner) -> bool {
         // Documents are read one at a time: the ledger holds a co-op's lock
         // while it reads domains, so never the other way round.
         let Some((kind, coop_id)) = self.read(doc, |r| (DocKind::of(r), coop_of(r))) else {
             return false;
         };
         match kind {
-            Some(DocKind::Coop) => self.read(doc, |r| coop_reader(r, peer)).unwrap_or(false),
-            Some(DocKind::Domain) => self.domain_reader(doc, coop_id, peer),
+            Some(DocKind::Coop) => self
+                .read(doc, |r| {
+                    is_relay(r, peer) || owner(r, peer).is_some_and(|m| m.is_active())
+                })
+                .unwrap_or(false),
+            Some(DocKind::Domain) => self.domain_reader(doc, coop_id, peer, owner),
             None => false,
         }
     }
@@ -50,7 +67,7 @@ impl Engine {
         }
     }
 
-    fn domain_reader(&self, doc: &DocId, coop_id: Option<DocId>, peer: &Did) -> bool {
+    fn domain_reader(&self, doc: &DocId, coop_id: Option<DocId>, peer: &Did, owner: Owner) -> bool {
         if self.read(doc, |r| domain_member(r, peer)).unwrap_or(false) {
             return true;
         }
@@ -63,7 +80,7 @@ impl Engine {
                     return Some(None);
                 }
                 let treasury = coop::treasury_domain(c) == Some(*doc);
-                coop::device_owner(c, peer)
+                owner(c, peer)
                     .filter(|o| o.is_active())
                     .map(|o| Some((o.did, treasury)))
             })
@@ -78,6 +95,9 @@ impl Engine {
         }
     }
 }
+
+/// Finds the member a key (or a DID) stands for in a co-op document.
+type Owner = fn(Reader<'_>, &Did) -> Option<coop::Standing>;
 
 /// Whether the co-op document `r` lets `peer` read it.
 fn coop_reader(r: Reader<'_>, peer: &Did) -> bool {

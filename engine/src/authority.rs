@@ -18,6 +18,9 @@ pub(crate) struct Author {
     pub(crate) member: Did,
     /// The delegation, when a node wrote for the member.
     pub(crate) delegation: Option<Delegation>,
+    /// The member's key the change is signed with: the actor key, or the key
+    /// that signed the delegation.
+    pub(crate) key: Did,
     /// Whether the member is an admin of the document, read once per change
     /// rather than once per operation.
     pub(crate) admin: bool,
@@ -77,19 +80,24 @@ pub(crate) fn resolve_author(
             }
             (m.did, m.is_admin())
         }
-        // A domain lists members by DID; the DID key is the member's device.
-        // A device's delegation cannot be checked here (the domain does not
-        // list devices), so it writes no domain documents.
+        // A domain lists members by DID, each with one voting key (its DID
+        // key, or the key it rotated to). Other devices cannot be checked
+        // here (the domain does not list them), so they and their
+        // delegations write no domain documents.
         DocKind::Domain => {
-            if delegation.as_ref().is_some_and(|d| d.device.is_some()) {
-                return Err(Denied::Forbidden {
-                    member: delegation.as_ref().map_or(actor, |d| d.member),
-                    path: "the domain".into(),
-                    reason: "a device's delegation writes no governance documents yet: vote through the member's DID key or a delegation it signed",
-                });
-            }
-            let m = domain::DomainMember::read(r, &signer)
-                .ok_or(Denied::NotALiveDevice { actor: signer })?;
+            let m = domain::member_by_key(r, &signer)
+                .filter(|m| delegation.as_ref().is_none_or(|d| d.member == m.did));
+            let m = match (m, &delegation) {
+                (Some(m), _) => m,
+                (None, Some(d)) if d.device.is_some() => {
+                    return Err(Denied::Forbidden {
+                        member: d.member,
+                        path: "the domain".into(),
+                        reason: "a device's delegation writes no governance documents: vote through the member's own key or a delegation it signed",
+                    });
+                }
+                (None, _) => return Err(Denied::NotALiveDevice { actor: signer }),
+            };
             if !m.active {
                 return Err(Denied::InactiveMember(m.did));
             }
@@ -99,6 +107,7 @@ pub(crate) fn resolve_author(
     Ok(Author {
         member,
         delegation,
+        key: signer,
         admin,
     })
 }
@@ -218,6 +227,22 @@ pub(crate) fn check_coop(
                 admin_only("only the member or an admin changes its name and devices")
             }
         }
+        // A rotation: the member names a live device of its own as the key
+        // holding its DID key's powers, signed with the key that held them.
+        F::MemberKey(target) => {
+            if *target != author.member || coop::key_of(r, target) != Some(author.key) {
+                return Err(forbidden(
+                    "a member's key is named by the member, signed with the key it replaces",
+                ));
+            }
+            let new = str_value(value).and_then(|v| v.parse::<Did>().ok());
+            if !new.is_some_and(|k| k != author.key && coop::is_live_device(r, target, &k)) {
+                return Err(forbidden(
+                    "the new key is another live device of the member, listed and proven first",
+                ));
+            }
+            require_scope(author, Scope::CoopWrite)
+        }
         F::MemberDisplayName(target) | F::MemberDevices(target) => {
             if *target == author.member {
                 require_scope(author, Scope::CoopWrite)
@@ -272,6 +297,44 @@ pub(crate) fn check_domain(
         // That it records the heads it was written on is checked with the
         // whole change (`validate::check_change`).
         F::MemberSeal(_) => admin_only("only admins seal and unseal members"),
+        // A rotation, written by the member with the key it replaces (the
+        // author's key is its voting key, or it could not write here); or
+        // an admin naming the key a member rotated to in its co-op, for a
+        // member that names none here yet (adding it).
+        F::MemberKeys(target) if *target == author.member || is_admin() => Ok(()),
+        F::MemberKey(target) if *target == author.member || is_admin() => {
+            let new = str_value(value).and_then(|v| v.parse::<Did>().ok());
+            let names_none = || {
+                domain::key_of(r, target) == Some(*target) && !domain::is_retired(r, target, target)
+            };
+            match new {
+                Some(k) if *target != author.member && (k == *target || !names_none()) => Err(
+                    forbidden("an admin names a member's key only while the member names none"),
+                ),
+                Some(k) if k != author.key && !domain::is_retired(r, target, &k) => Ok(()),
+                _ => Err(forbidden(
+                    "a member's new key is neither its key now nor a retired one",
+                )),
+            }
+        }
+        F::KeyProof { member, key } if *member == author.member || is_admin() => {
+            let valid = str_value(value)
+                .and_then(|h| <[u8; 64]>::try_from(hex::decode(h).ok()?).ok())
+                .is_some_and(|sig| {
+                    crate::identity::verify(key, &coop::device_proof_message(member), &sig).is_ok()
+                });
+            if valid {
+                Ok(())
+            } else {
+                Err(forbidden("a key's proof must be the key's signature"))
+            }
+        }
+        // That it records the heads it was written on is checked with the
+        // whole change, like a seal.
+        F::KeyRetired { member, key } if *member == author.member && *key == author.key => Ok(()),
+        F::MemberKey(_) | F::MemberKeys(_) | F::KeyProof { .. } | F::KeyRetired { .. } => Err(
+            forbidden("a member rotates its own key, retiring the key it writes with"),
+        ),
         F::Proposals => admin_only("only admins create the proposals map"),
         F::ProposalContent(id) => match state(id) {
             None => Ok(()),
@@ -339,6 +402,9 @@ pub(crate) fn check_domain(
             }
         }
         F::Close(id) => match state(id) {
+            Some(ProposalState::Open) if path.ends_with("/closed_by_key") => {
+                written_key(author, value, forbidden)
+            }
             Some(ProposalState::Open) => Ok(()),
             _ => Err(forbidden("only an open proposal is closed")),
         },
@@ -351,11 +417,28 @@ pub(crate) fn check_domain(
                 Err(forbidden("only the voter writes its vote"))
             } else if state(id) != Some(ProposalState::Open) {
                 Err(forbidden("votes are cast only while the proposal is open"))
+            } else if path.ends_with("/key") {
+                written_key(author, value, forbidden)
             } else {
                 Ok(())
             }
         }
         _ => Err(forbidden("no rule allows this field")),
+    }
+}
+
+/// A vote's `key` or a close's `closed_by_key` names the key that signs it.
+fn written_key(
+    author: &Author,
+    value: Option<&ScalarValue>,
+    forbidden: impl Fn(&'static str) -> Denied,
+) -> Result<(), Denied> {
+    if str_value(value).and_then(|v| v.parse::<Did>().ok()) == Some(author.key) {
+        Ok(())
+    } else {
+        Err(forbidden(
+            "the key recorded is the key that signs the change",
+        ))
     }
 }
 
@@ -477,11 +560,13 @@ pub(crate) fn check_genesis(
                 );
             }
         }
+        // The creator's voting key signs: its DID key, or the key the
+        // genesis names for it (with its proof) after a rotation.
         DocKind::Domain => {
-            if delegation.is_some_and(|d| d.device.is_some()) {
-                return Err("a device's delegation creates no governance domain".into());
-            }
-            let m = domain::DomainMember::read(r, &member).ok_or("the creator must be a member")?;
+            let signer = delegation.map_or(actor, |d| d.signing_key());
+            let m = domain::member_by_key(r, &signer)
+                .filter(|m| m.did == member)
+                .ok_or("the creator must be a member, signing with its voting key")?;
             if m.role != DomainRole::Admin || !m.active {
                 return Err("the creator must be an active admin".into());
             }

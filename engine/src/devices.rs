@@ -8,6 +8,7 @@
 //! not seen count for nothing, whatever heads and parents it cites.
 
 use icn_schemas::coop::{self, MemberStatus, Revocation};
+use icn_schemas::domain;
 use icn_schemas::ledger::{EntryId, Sealed};
 use icn_schemas::{Did, DocId, SchemaError};
 
@@ -37,15 +38,19 @@ pub enum RevokeError {
     Seal(#[from] LedgerError),
 }
 
-/// Whether `signer` writes seals: a DID key, or a node with a delegation
-/// (signed by the member's DID key).
+/// Whether `signer` writes seals: the key holding its member's DID key
+/// powers (the DID key, or the key it rotated to), or a node with a
+/// delegation (the ledger checks who signed it).
 fn seals(engine: &Engine, coop: &DocId, signer: &Signer) -> bool {
     match signer {
         Signer::Delegated { .. } => true,
-        Signer::Device(key) => engine
-            .read(coop, |r| coop::device_owner(r, &key.did()))
+        Signer::Device(key) | Signer::Rotated { key, .. } => engine
+            .read(coop, |r| {
+                let owner = coop::device_owner(r, &key.did())?;
+                Some(coop::key_of(r, &owner.did) == Some(key.did()))
+            })
             .flatten()
-            .is_some_and(|owner| owner.did == key.did()),
+            .unwrap_or(false),
     }
 }
 
@@ -66,7 +71,7 @@ impl Engine {
     ) -> Result<Option<EntryId>, RevokeError> {
         self.write(coop, signer, |tx| coop::set_status(tx, member, status))?;
         let leaving = match signer {
-            Signer::Device(k) => {
+            Signer::Device(k) | Signer::Rotated { key: k, .. } => {
                 self.read(coop, |r| coop::device_owner(r, &k.did()).map(|s| s.did))
                     .flatten()
                     == Some(*member)
@@ -108,10 +113,9 @@ impl Engine {
                 _ => coop::revoke_device_for(tx, member, device, revocation),
             }
         })?;
-        if device == member {
-            // The DID key votes: its domains seal the member.
-            self.seal_in_domains(coop, signer, Some(&[*member]));
-        }
+        // A key that votes in the co-op's domains is sealed there
+        // (`gov_seals`).
+        self.seal_in_domains(coop, signer, Some(&[*member]));
         let mut seals = Vec::new();
         if sealing {
             seals.push(self.seal(coop, signer, member, Sealed::Key(*device))?.0);
@@ -157,9 +161,7 @@ impl Engine {
             }
             Ok(revoked)
         })?;
-        if devices.contains(member) {
-            self.seal_in_domains(coop, signer, Some(&[*member]));
-        }
+        self.seal_in_domains(coop, signer, Some(&[*member]));
         let mut seals = Vec::new();
         if sealing {
             for device in &devices {
@@ -167,5 +169,122 @@ impl Engine {
             }
         }
         Ok(Revoked { devices, seals })
+    }
+}
+
+/// What a key rotation wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// The member.
+    pub member: Did,
+    /// The key retired.
+    pub old: Did,
+    /// The key that now holds the member's DID key powers.
+    pub new: Did,
+    /// The domains where the new key now votes for the member.
+    pub domains: Vec<DocId>,
+    /// The old key's seal in the co-op's ledger.
+    pub seal: EntryId,
+}
+
+impl Engine {
+    /// Rotates the key holding a member's DID key powers, in co-op `coop`,
+    /// to `new`, whose `proof` is its signature of
+    /// [`coop::device_proof_message`]. `signer` writes with the key that
+    /// holds them now (directly, or through a delegation it signed), in this
+    /// order: it seals itself in the co-op's ledger (nothing it signs that
+    /// this node has not seen counts, whatever heads it cites); lists `new`
+    /// as a device of the member and names it as the member's `key` in the
+    /// co-op; in each of the co-op's domains held here where it votes for
+    /// the member, names `new` and retires itself at the heads it holds;
+    /// and revokes itself (`retired`). Stopped half way, it is run again.
+    /// Domains not held here keep the old key until this node holds them and
+    /// rotates again; the co-op's domain admins seal the member there once
+    /// the old key is revoked (`docs/permissions.md`, "Key rotation").
+    pub fn rotate_key(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        new: &Did,
+        proof: &[u8; 64],
+        now: i64,
+    ) -> Result<Rotated, RevokeError> {
+        let refuse = |reason: String| {
+            RevokeError::Write(WriteError::from(SchemaError::InvalidValue {
+                field: "key",
+                reason,
+            }))
+        };
+        let old = crate::governance::signing_key(signer).map_err(WriteError::from)?;
+        // A device key acts for the member it proved itself to.
+        let member = match signer {
+            Signer::Device(_) => self
+                .read(coop, |r| coop::device_owner(r, &old).map(|s| s.did))
+                .flatten(),
+            _ => crate::governance::member_of(signer).ok(),
+        }
+        .ok_or_else(|| refuse(format!("{old} is no live device of a member here")))?;
+        let holder = self.read(coop, |r| coop::key_of(r, &member)).flatten();
+        if holder != Some(old) {
+            return Err(refuse(format!(
+                "{old} does not hold {member}'s DID key powers in this co-op"
+            )));
+        }
+        if *new == old {
+            return Err(refuse("the new key is the key it replaces".into()));
+        }
+        if crate::identity::verify(new, &coop::device_proof_message(&member), proof).is_err() {
+            return Err(refuse(format!(
+                "the proof is not {new}'s signature of its consent to act for {member}"
+            )));
+        }
+        let (seal, _) = self.seal(coop, signer, &member, Sealed::Key(old))?;
+        self.write_with(coop, signer, |r, _, tx| {
+            if !coop::is_live_device(r, &member, new) {
+                coop::add_device(tx, &member, new, Some(proof), Some("rotated key"), now)?;
+            }
+            Ok(())
+        })?;
+        self.write(coop, signer, |tx| coop::set_member_key(tx, &member, new))?;
+        let mut domains = Vec::new();
+        for d in self.domains_of(coop) {
+            let votes_here = self
+                .read(&d, |r| {
+                    domain::DomainMember::read(r, &member).is_some()
+                        && domain::key_of(r, &member) == Some(old)
+                })
+                .unwrap_or(false);
+            if !votes_here {
+                continue;
+            }
+            let rotated = self.write_with(&d, signer, |_, deps, tx| {
+                let heads: Vec<[u8; 32]> = deps.iter().map(|h| h.0).collect();
+                domain::rotate_key(tx, &member, &old, new, proof, &heads)
+            });
+            match rotated {
+                Ok(()) => domains.push(d),
+                Err(e) => {
+                    tracing::warn!(%coop, domain = %d, %member, error = %e, "key not rotated in a domain")
+                }
+            }
+        }
+        let revocation = Revocation {
+            reason: "retired".into(),
+            at: now,
+            by: member,
+        };
+        self.write(coop, signer, |tx| {
+            coop::revoke_device_for(tx, &member, &old, &revocation)
+        })?;
+        // Where the old key still votes (a domain not held here), its
+        // admins seal the member.
+        self.seal_in_domains(coop, signer, Some(&[member]));
+        Ok(Rotated {
+            member,
+            old,
+            new: *new,
+            domains,
+            seal,
+        })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use automerge::transaction::{CommitOptions, Transaction};
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc};
-use icn_schemas::{DocId, DocKind, Reader, SchemaError, coop, domain};
+use icn_schemas::{Did, DocId, DocKind, Reader, SchemaError, coop, domain};
 
 use crate::change::{SignedChange, signing_message};
 use crate::identity::Signer;
@@ -349,13 +349,63 @@ impl Engine {
         self.create(signer, |tx| coop::create(tx, new))
     }
 
-    /// Creates a governance domain document; its genesis is signed by `signer`.
+    /// Creates a governance domain document; its genesis is signed by
+    /// `signer`. A creator that rotated its DID key's powers in the co-op
+    /// votes here with the key it rotated to.
     pub fn create_domain(
         &self,
         signer: &Signer,
         new: &domain::NewDomain,
     ) -> Result<DocId, WriteError> {
-        self.create(signer, |tx| domain::create(tx, new))
+        let coop = new.coop_id.as_deref().and_then(|c| c.parse().ok());
+        let rotated = self.rotated_key(coop.as_ref(), &new.creator);
+        self.create(signer, |tx| {
+            domain::create(tx, new)?;
+            match &rotated {
+                Some((key, proof)) => domain::name_key(tx, &new.creator, key, proof),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Adds (or reinstates) members of domain `domain`, each with a role and
+    /// a weight, in one change; a member that rotated its DID key's powers
+    /// in the domain's co-op is named with the key it rotated to.
+    pub fn add_domain_members(
+        &self,
+        domain: &DocId,
+        signer: &Signer,
+        members: &[(Did, domain::DomainRole, i64)],
+    ) -> Result<(), WriteError> {
+        let coop = self.read(domain, domain::coop_of).flatten();
+        let rotated: Vec<_> = members
+            .iter()
+            .map(|(did, ..)| self.rotated_key(coop.as_ref(), did))
+            .collect();
+        self.write_with(domain, signer, |r, _, tx| {
+            for ((did, role, weight), rotated) in members.iter().zip(&rotated) {
+                domain::add_member(tx, did, *role, *weight)?;
+                if let Some((key, proof)) = rotated
+                    && domain::key_of(r, did) == Some(*did)
+                    && !domain::is_retired(r, did, did)
+                {
+                    domain::name_key(tx, did, key, proof)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The key `member` rotated its DID key's powers to in co-op `coop`
+    /// (else in the first co-op held here that says so), with its proof.
+    fn rotated_key(&self, coop: Option<&DocId>, member: &Did) -> Option<(Did, [u8; 64])> {
+        let coops = match coop {
+            Some(c) => vec![*c],
+            None => self.doc_ids(),
+        };
+        coops
+            .iter()
+            .find_map(|c| self.read(c, |r| coop::rotated_key(r, member)).flatten())
     }
 
     fn create(

@@ -17,17 +17,19 @@ use icn_schemas::{Did, DocId, DocKind, Reader};
 use crate::Engine;
 use crate::identity::Signer;
 
-/// Whether co-op `r` wants `member` sealed in its domains, and if so
-/// whether removed there too: `Some(true)` once the member is removed or
-/// suspended, `Some(false)` once its DID key is revoked, `None` otherwise.
-fn wanted(r: Reader<'_>, member: &Did) -> Option<bool> {
+/// Whether co-op `r` wants `member` sealed in a domain where `key` votes
+/// for it, and if so whether removed there too: `Some(true)` once the
+/// member is removed or suspended, `Some(false)` once that key is revoked,
+/// `None` otherwise.
+fn wanted(r: Reader<'_>, member: &Did, key: Option<Did>) -> Option<bool> {
     let standing = coop::Standing::read(r, member)?;
     if !standing.is_active() {
         return Some(true);
     }
+    let key = key?;
     let m = coop::Member::read(r, member)?;
     m.devices
-        .get(&member.key_string())
+        .get(&key.key_string())
         .is_some_and(|d| d.revoked)
         .then_some(false)
 }
@@ -35,7 +37,7 @@ fn wanted(r: Reader<'_>, member: &Did) -> Option<bool> {
 impl Engine {
     /// The domains held here that belong to co-op `coop`, or that it names
     /// as its treasury domain.
-    fn domains_of(&self, coop: &DocId) -> Vec<DocId> {
+    pub(crate) fn domains_of(&self, coop: &DocId) -> Vec<DocId> {
         let treasury = self.read(coop, coop::treasury_domain).flatten();
         self.doc_ids()
             .into_iter()
@@ -93,7 +95,8 @@ impl Engine {
                 if members.is_some_and(|only| !only.contains(&member)) || member == sealer {
                     continue;
                 }
-                let Some(remove) = self.read(coop, |r| wanted(r, &member)).flatten() else {
+                let key = self.read(&d, |r| domain::key_of(r, &member)).flatten();
+                let Some(remove) = self.read(coop, |r| wanted(r, &member, key)).flatten() else {
                     continue;
                 };
                 let sealed = self.write_with(&d, signer, |_, deps, tx| {

@@ -26,8 +26,23 @@ pub const EXECUTION_GRACE_SECONDS: i64 = 30;
 pub(crate) fn member_of(signer: &Signer) -> Result<Did, SchemaError> {
     match signer {
         Signer::Device(key) => Ok(key.did()),
+        Signer::Rotated { member, .. } => Ok(*member),
         Signer::Delegated { delegation, .. } => crate::identity::verify_delegation(delegation)
             .map(|d| d.member)
+            .map_err(|e| SchemaError::InvalidValue {
+                field: "delegation",
+                reason: e.to_string(),
+            }),
+    }
+}
+
+/// The member's key a signer writes with: its own key, or the key that
+/// signed its delegation.
+pub(crate) fn signing_key(signer: &Signer) -> Result<Did, SchemaError> {
+    match signer {
+        Signer::Device(key) | Signer::Rotated { key, .. } => Ok(key.did()),
+        Signer::Delegated { delegation, .. } => crate::identity::verify_delegation(delegation)
+            .map(|d| d.signing_key())
             .map_err(|e| SchemaError::InvalidValue {
                 field: "delegation",
                 reason: e.to_string(),
@@ -174,7 +189,8 @@ impl Engine {
                     ),
                 });
             }
-            domain::cast_vote(tx, id, voter, choice, comment, at)
+            let key = signing_key(signer)?;
+            domain::cast_vote_by(tx, id, voter, &key, choice, comment, at)
         })
     }
 
@@ -216,7 +232,7 @@ impl Engine {
                 closed_at: now,
                 closed_by,
             };
-            domain::close_proposal(tx, id, &close)?;
+            domain::close_proposal(tx, id, &close, Some(&signing_key(signer)?))?;
             Ok(close)
         })?;
         let receipt = DecisionReceipt::new(*domain, id, &close);

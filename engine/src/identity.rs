@@ -295,6 +295,14 @@ pub fn verify_delegation(
 pub enum Signer {
     /// A member's own device key.
     Device(Keypair),
+    /// A member's key since it rotated away from its DID key: the key
+    /// named in the co-op's `members/<did>/key`, writing for `member`.
+    Rotated {
+        /// The member.
+        member: icn_schemas::Did,
+        /// The key now holding the member's DID key powers.
+        key: Keypair,
+    },
     /// A node's key, writing for the member who signed the delegation.
     Delegated {
         /// The node's key (the Automerge actor).
@@ -305,16 +313,26 @@ pub enum Signer {
 }
 
 impl Signer {
+    /// The signer for `key` writing as `member`: the member's own DID key,
+    /// or a key it rotated to.
+    pub fn member_key(member: icn_schemas::Did, key: Keypair) -> Signer {
+        if key.did() == member {
+            Signer::Device(key)
+        } else {
+            Signer::Rotated { member, key }
+        }
+    }
+
     pub(crate) fn key(&self) -> &Keypair {
         match self {
-            Signer::Device(k) => k,
+            Signer::Device(k) | Signer::Rotated { key: k, .. } => k,
             Signer::Delegated { node, .. } => node,
         }
     }
 
     pub(crate) fn delegation(&self) -> Option<&icn_schemas::SignedDelegation> {
         match self {
-            Signer::Device(_) => None,
+            Signer::Device(_) | Signer::Rotated { .. } => None,
             Signer::Delegated { delegation, .. } => Some(delegation),
         }
     }

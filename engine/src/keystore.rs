@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use age::secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use icn_schemas::Did;
+
 use crate::identity::Keypair;
 
 /// File name of the keystore inside the data directory.
@@ -24,6 +26,9 @@ pub const PASSPHRASE_ENV: &str = "ICN_KEYSTORE_PASSPHRASE";
 pub const LEGACY_PASSPHRASE_ENV: &str = "ICN_PASSPHRASE";
 
 const PLAINTEXT_HEADER: &str = "icn-keystore/v1\n";
+
+/// The optional second line: the member a rotated key signs for.
+const MEMBER_PREFIX: &str = "member ";
 
 /// Highest scrypt work factor (log2 N) accepted when unlocking. age targets
 /// about a second of work when it encrypts, which is log N ≈ 18 on a laptop;
@@ -138,8 +143,14 @@ impl Keystore {
         self.path.exists()
     }
 
-    /// Unlocks the keystore.
+    /// Unlocks the keystore: the key.
     pub fn load(&self, passphrase: &Passphrase) -> Result<Keypair, KeystoreError> {
+        self.load_member(passphrase).map(|(key, _)| key)
+    }
+
+    /// Unlocks the keystore: the key, and the member it signs for (its own
+    /// DID, unless the member rotated its DID key's powers to this key).
+    pub fn load_member(&self, passphrase: &Passphrase) -> Result<(Keypair, Did), KeystoreError> {
         let path = &self.path;
         let ciphertext = match fs::read(path) {
             Ok(bytes) => bytes,
@@ -180,14 +191,24 @@ impl Keystore {
             .read_to_end(&mut plaintext)
             .map_err(|e| corrupt(e.to_string()))?;
         let text = std::str::from_utf8(&plaintext).map_err(|_| corrupt("not text".into()))?;
-        let hex_secret = text
+        let mut lines = text
             .strip_prefix(PLAINTEXT_HEADER)
             .and_then(|rest| rest.strip_suffix('\n'))
-            .ok_or_else(|| corrupt("not an ICN keystore".into()))?;
+            .ok_or_else(|| corrupt("not an ICN keystore".into()))?
+            .split('\n');
+        let hex_secret = lines.next().unwrap_or_default();
         let mut secret = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(hex_secret, secret.as_mut())
             .map_err(|_| corrupt("the secret is not 32 bytes of hex".into()))?;
-        Ok(Keypair::from_secret(&secret))
+        let key = Keypair::from_secret(&secret);
+        let member = match lines.next() {
+            None => key.did(),
+            Some(line) => line
+                .strip_prefix(MEMBER_PREFIX)
+                .and_then(|did| did.parse().ok())
+                .ok_or_else(|| corrupt("the second line is not `member <DID>`".into()))?,
+        };
+        Ok((key, member))
     }
 
     /// Creates the keystore for `keypair`; refuses to overwrite one.
@@ -200,12 +221,28 @@ impl Keystore {
 
     /// Writes the keystore for `keypair`, replacing any that exists, atomically.
     pub fn write(&self, keypair: &Keypair, passphrase: &Passphrase) -> Result<(), KeystoreError> {
+        self.write_member(keypair, &keypair.did(), passphrase)
+    }
+
+    /// Writes the keystore for `keypair` signing for `member` (after a
+    /// rotation, a DID other than its own), replacing any, atomically.
+    pub fn write_member(
+        &self,
+        keypair: &Keypair,
+        member: &Did,
+        passphrase: &Passphrase,
+    ) -> Result<(), KeystoreError> {
         let io = |source| KeystoreError::Io {
             path: self.path.clone(),
             source,
         };
+        let member_line = if *member == keypair.did() {
+            String::new()
+        } else {
+            format!("{MEMBER_PREFIX}{member}\n")
+        };
         let plaintext = Zeroizing::new(format!(
-            "{PLAINTEXT_HEADER}{}\n",
+            "{PLAINTEXT_HEADER}{}\n{member_line}",
             hex::encode(keypair.secret().as_slice())
         ));
         let mut recipient = age::scrypt::Recipient::new(passphrase.secret());
@@ -279,6 +316,25 @@ mod tests {
             let mode = fs::metadata(ks.path()).expect("stat").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_rotated_key_keeps_the_member_it_signs_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = store(dir.path());
+        let pass = Passphrase::new("correct horse").expect("non-empty");
+        let (first, second) = (
+            Keypair::generate().expect("randomness"),
+            Keypair::generate().expect("randomness"),
+        );
+        ks.create(&first, &pass).expect("create");
+        let (key, member) = ks.load_member(&pass).expect("load");
+        assert_eq!((key.did(), member), (first.did(), first.did()));
+        ks.write_member(&second, &first.did(), &pass)
+            .expect("rotate");
+        let (key, member) = ks.load_member(&pass).expect("load");
+        assert_eq!((key.did(), member), (second.did(), first.did()));
+        assert_eq!(ks.load(&pass).expect("load").did(), second.did());
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub mod test_utils;
 
 pub use authority::Denied;
 pub use change::{ChangeSignature, SignedChange, decode_batch, encode_batch};
-pub use devices::{RevokeError, Revoked};
+pub use devices::{RevokeError, Revoked, Rotated};
 pub use engine::{Applied, ApplyError, Committed, Engine, ListenerId, OpenError, WriteError};
 pub use governance::{EXECUTION_GRACE_SECONDS, RegistryEntry, Trace};
 pub use identity::{Keypair, Signer};

@@ -1389,7 +1389,7 @@ fn forged_close(d: &Dom, who: &Keypair, edit: impl FnOnce(&mut Close)) -> Signed
     };
     edit(&mut close);
     forge(d.engine(), &d.id, who, who, None, |tx| {
-        domain::close_proposal(tx, "p1", &close)
+        domain::close_proposal(tx, "p1", &close, None)
     })
 }
 
@@ -1491,7 +1491,7 @@ fn tampered_closes_are_refused() {
             closed_at: 16,
             closed_by: d.alice.did(),
         };
-        domain::close_proposal(tx, "p1", &close)?;
+        domain::close_proposal(tx, "p1", &close, None)?;
         domain::set_proposal_state(tx, "p1", ProposalState::Rejected)
     });
     refused_close(&d, mismatched);
@@ -1641,7 +1641,7 @@ fn forged_close_with(d: &Dom, who: &Keypair, outcome: Outcome) -> SignedChange {
         closed_by: who.did(),
     };
     forge(d.engine(), &d.id, who, who, None, |tx| {
-        domain::close_proposal(tx, "p1", &close)
+        domain::close_proposal(tx, "p1", &close, None)
     })
 }
 

@@ -612,7 +612,11 @@ fn check_change(
                     .is_some_and(|s| icn_schemas::tally::Outcome::parse(&s).is_some())
             };
             match field {
-                domain::DomainField::MemberSeal(did) => sealing.push((*did, *value)),
+                domain::DomainField::MemberSeal(did) => sealing.push((*did, *value, false)),
+                // A retirement is a seal that is never empty.
+                domain::DomainField::KeyRetired { member, .. } => {
+                    sealing.push((*member, *value, true))
+                }
                 domain::DomainField::Close(id) => {
                     closing.insert(id.clone());
                 }
@@ -628,10 +632,10 @@ fn check_change(
         let deps: Vec<[u8; 32]> = p.change.deps().iter().map(|h| h.0).collect();
         let held = icn_schemas::tally::heads_text(&deps);
         // An empty seal (re-adding the member ends its seal) records nothing.
-        let wrong = sealing.iter().find(
-            |(_, v)| !matches!(v, Some(ScalarValue::Str(s)) if s.is_empty() || s.as_str() == held),
-        );
-        if let Some((did, _)) = wrong {
+        let wrong = sealing.iter().find(|(_, v, retiring)| {
+            !matches!(v, Some(ScalarValue::Str(s)) if (s.is_empty() && !retiring) || s.as_str() == held)
+        });
+        if let Some((did, _, _)) = wrong {
             return Err(Rule::Denied(authority::Denied::Forbidden {
                 member: author.member,
                 path: format!("members/{did}/sealed"),

@@ -114,7 +114,7 @@ async fn list(
     blocking(move || {
         let mut out = Vec::new();
         for id in gw.index().all(DocKind::Coop) {
-            if gw.engine().may_receive(&id, &auth.did)
+            if gw.engine().member_may_read(&id, &auth.did)
                 && let Some(Ok(c)) = gw.engine().coop(&id)
             {
                 out.push(view(gw.engine(), &id, &c));

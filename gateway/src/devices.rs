@@ -26,6 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<Gateway> {
         .routes(routes!(list, register))
         .routes(routes!(revoke))
         .routes(routes!(emergency_revoke))
+        .routes(routes!(rotate))
 }
 
 /// The co-ops on this node that list `member` and that `caller` reads; 404
@@ -47,7 +48,7 @@ fn coops_listed(gw: &Gateway, caller: &Did, member: &Did) -> Vec<DocId> {
         .all(DocKind::Coop)
         .into_iter()
         .filter(|id| {
-            engine.may_receive(id, caller)
+            engine.member_may_read(id, caller)
                 && engine
                     .read(id, |r| coop::Standing::read(r, member))
                     .flatten()
@@ -495,6 +496,152 @@ async fn emergency_revoke(
         Ok(Json(DevicesAnswer {
             did: member,
             device: None,
+            outcomes,
+            devices: device_rows(&gw, &member, &coops),
+        }))
+    })
+    .await
+}
+
+/// The key to rotate to, and its consent.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+struct RotateRequest {
+    /// The new key, `did:icn:…`: it takes over the powers of the key that
+    /// signed your token (voting, seals, granting allowances, spending
+    /// general credit beside them).
+    #[schema(value_type = icn_schemas::Did)]
+    key: String,
+    /// The new key's Ed25519 signature of the UTF-8 text
+    /// `icn-device/v1\n<member DID>`, hex or base64 (`icnctl device proof`).
+    #[schema(
+        pattern = "^([0-9a-fA-F]{128}|[A-Za-z0-9+/]{85}[AQgw](==)?|[A-Za-z0-9_-]{85}[AQgw](==)?)$"
+    )]
+    proof: String,
+}
+
+/// What a rotation did in one co-op.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RotationOutcome {
+    /// The co-op's id.
+    coop_id: String,
+    /// Whether it was rotated there.
+    done: bool,
+    /// Why not, when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// The old key's seal in the co-op's ledger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seal: Option<EntryId>,
+    /// The co-op's domains where the new key now votes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    domains: Vec<DocId>,
+}
+
+/// What a rotation did: in each co-op, and the member's devices now.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RotateAnswer {
+    /// The member.
+    did: Did,
+    /// The key retired (revoked, reason `retired`).
+    old_key: Did,
+    /// The key that now holds the member's DID key powers.
+    new_key: Did,
+    /// One per co-op on this node where the old key held them.
+    outcomes: Vec<RotationOutcome>,
+    /// The member's devices now.
+    devices: Vec<DeviceRow>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/identity/rotate",
+    tag = "devices",
+    security(("bearer" = ["coop:write", "ledger:write", "gov:write"])),
+    request_body = RotateRequest,
+    responses(
+        (status = 200, description = "In each co-op on this node where the key that signed your token holds your DID key's powers (`outcomes`): that key sealed itself in the ledger, the new key was listed as your device and named as your `key`, it took over your vote in the co-op's domains held here (`domains`), and the old key was revoked (`retired`). Log in with the new key from now on (POST /v1/auth/challenge with `device`)", body = RotateAnswer),
+        (status = 400, description = "Not a DID, or a proof that is not a signature", body = crate::ErrorBody),
+        (status = 403, description = "The token lacks coop:write, ledger:write or gov:write", body = crate::ErrorBody),
+        (status = 404, description = "No co-op on this node where the token's key holds your DID key's powers", body = crate::ErrorBody),
+        (status = 422, description = "A proof that is not the new key's signature, or the new key is the old one", body = crate::ErrorBody),
+    ),
+)]
+async fn rotate(
+    State(gw): State<Gateway>,
+    auth: Auth,
+    Body(req): Body<RotateRequest>,
+) -> Result<Json<RotateAnswer>, AppError> {
+    for scope in [Scope::CoopWrite, Scope::LedgerWrite, Scope::GovWrite] {
+        auth.require(scope)?;
+    }
+    let new = parse_did(&req.key)?;
+    let proof = decode_signature(&req.proof)?;
+    let member = auth.did;
+    if icn_engine::identity::verify(&new, &coop::device_proof_message(&member), &proof).is_err() {
+        return Err(AppError::unprocessable(format!(
+            "proof is not {new}'s signature of \"icn-device/v1\\n{member}\""
+        )));
+    }
+    let old = auth.signing_key()?;
+    if new == old {
+        return Err(AppError::unprocessable(
+            "the new key is the key that signed your token",
+        ));
+    }
+    blocking(move || {
+        let engine = gw.engine();
+        let coops: Vec<DocId> = gw
+            .index()
+            .all(DocKind::Coop)
+            .into_iter()
+            .filter(|id| {
+                engine
+                    .read(id, |r| coop::key_of(r, &member) == Some(old))
+                    .unwrap_or(false)
+                    && engine
+                        .read(id, |r| coop::is_live_device(r, &member, &old))
+                        .unwrap_or(false)
+            })
+            .collect();
+        if coops.is_empty() {
+            return Err(AppError::not_found(format!(
+                "no co-op on this node where {old} holds {member}'s DID key powers"
+            )));
+        }
+        let now = now_secs() as i64;
+        let mut outcomes = Vec::new();
+        let mut first_refusal = None;
+        for id in &coops {
+            let coop_id = gw.index().name(id).unwrap_or_else(|| id.to_string());
+            match engine.rotate_key(id, &auth.signer(), &new, &proof, now) {
+                Ok(r) => outcomes.push(RotationOutcome {
+                    coop_id,
+                    done: true,
+                    error: None,
+                    seal: Some(r.seal),
+                    domains: r.domains,
+                }),
+                Err(e) => {
+                    let e = AppError::from(e);
+                    outcomes.push(RotationOutcome {
+                        coop_id,
+                        done: false,
+                        error: Some(e.message().to_owned()),
+                        seal: None,
+                        domains: Vec::new(),
+                    });
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        if let (false, Some(e)) = (outcomes.iter().any(|o| o.done), first_refusal) {
+            return Err(e);
+        }
+        tracing::info!(%member, %old, %new, "rotated a member's key");
+        Ok(Json(RotateAnswer {
+            did: member,
+            old_key: old,
+            new_key: new,
             outcomes,
             devices: device_rows(&gw, &member, &coops),
         }))

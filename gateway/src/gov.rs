@@ -234,7 +234,7 @@ fn proposal_domain(
     }
     let readable: Vec<DocId> = holding
         .into_iter()
-        .filter(|d| gw.engine().may_receive(d, &auth.did))
+        .filter(|d| gw.engine().member_may_read(d, &auth.did))
         .collect();
     match readable.as_slice() {
         [] => Err(AppError::forbidden(format!(
@@ -353,7 +353,7 @@ async fn list_domains(
         let engine = gw.engine();
         let mut out = Vec::new();
         for id in gw.index().all(DocKind::Domain) {
-            if engine.may_receive(&id, &auth.did)
+            if engine.member_may_read(&id, &auth.did)
                 && let Some(Ok(d)) = engine.domain(&id)
                 && coop.is_none_or(|c| d.coop_id.as_deref() == Some(c.to_string().as_str()))
             {
@@ -620,12 +620,7 @@ async fn create_domain(
             .filter(|(d, ..)| *d != auth.did)
             .collect();
         if !others.is_empty() {
-            engine.write(&id, &signer, |tx| {
-                for (did, role, weight) in &others {
-                    domain::add_member(tx, did, *role, *weight)?;
-                }
-                Ok(())
-            })?;
+            engine.add_domain_members(&id, &signer, &others)?;
         }
         Metrics::add(&gw.metrics().domains_created);
         let d = read_domain(engine, &id)?;
@@ -698,9 +693,8 @@ async fn add_member(
             .read(&id, icn_schemas::domain::coop_of)
             .flatten();
         require_coop_member(gw.engine(), coop.as_ref(), &did, "the domain")?;
-        gw.engine().write(&id, &auth.signer(), |tx| {
-            domain::add_member(tx, &did, role, weight)
-        })?;
+        gw.engine()
+            .add_domain_members(&id, &auth.signer(), &[(did, role, weight)])?;
         let member = domain::DomainMember {
             did,
             role,
@@ -779,7 +773,7 @@ async fn list_proposals(
                 .index()
                 .all(DocKind::Domain)
                 .into_iter()
-                .filter(|id| gw.engine().may_receive(id, &auth.did))
+                .filter(|id| gw.engine().member_may_read(id, &auth.did))
                 .collect(),
         };
         Ok(Json(

@@ -554,6 +554,16 @@ impl Auth {
     }
 
     /// Who signs writes for the caller: this node, under its delegation.
+    /// The member's key that signed the token's delegation: its DID key,
+    /// or one of its devices.
+    pub(crate) fn signing_key(&self) -> Result<Did, AppError> {
+        self.delegation
+            .statement
+            .parse::<icn_schemas::Delegation>()
+            .map(|d| d.signing_key())
+            .map_err(AppError::internal)
+    }
+
     pub(crate) fn signer(&self) -> Signer {
         Signer::Delegated {
             node: self.node.clone(),
@@ -772,12 +782,23 @@ async fn auth_challenge(
     let device = req.device.as_deref().map(parse_did).transpose()?;
     let device = device.filter(|d| *d != did);
     let mut scopes = auth::parse_scopes(&req.scopes)?;
-    if device.is_some() {
-        // Domains list members, not devices: a device's delegation cannot be
-        // checked there, so it writes no governance documents.
+    // Domains list members, not devices: a device's delegation cannot be
+    // checked there, so it writes no governance documents, unless it is the
+    // key the member rotated its DID key's powers to.
+    let votes = |device: Did| {
+        let engine = gw.engine();
+        gw.index().all(icn_schemas::DocKind::Coop).iter().any(|id| {
+            engine
+                .read(id, |r| icn_schemas::coop::key_of(r, &did) == Some(device))
+                .unwrap_or(false)
+        })
+    };
+    if let Some(device) = device
+        && !votes(device)
+    {
         if !req.scopes.is_empty() && scopes.contains(&Scope::GovWrite) {
             return Err(AppError::unprocessable(
-                "a device's token has no gov:write yet: vote with the member's DID key",
+                "a device's token has no gov:write: vote with the member's DID key, or the key it rotated to",
             ));
         }
         scopes.retain(|s| *s != Scope::GovWrite);
@@ -924,14 +945,15 @@ pub(crate) fn parse_did(text: &str) -> Result<Did, AppError> {
     Did::parse_valid(text).map_err(|e| AppError::bad_request(format!("{text:?} is not a DID: {e}")))
 }
 
-/// 403 unless `did` may read `doc` (the rule sync applies to peers).
+/// 403 unless member `did` may read `doc` (the rule sync applies to peers,
+/// by the member rather than one of its keys).
 pub(crate) fn may_read(
     engine: &Engine,
     doc: &DocId,
     did: &Did,
     what: &str,
 ) -> Result<(), AppError> {
-    if engine.may_receive(doc, did) {
+    if engine.member_may_read(doc, did) {
         Ok(())
     } else {
         Err(AppError::forbidden(format!(

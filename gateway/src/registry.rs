@@ -87,7 +87,7 @@ fn coops(gw: &Gateway, auth: &Auth, key: Option<&str>) -> Result<Vec<DocId>, App
             .index()
             .all(DocKind::Coop)
             .into_iter()
-            .filter(|id| gw.engine().may_receive(id, &auth.did))
+            .filter(|id| gw.engine().member_may_read(id, &auth.did))
             .collect(),
     })
 }

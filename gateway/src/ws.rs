@@ -95,7 +95,7 @@ fn authenticate(gw: &Gateway, coop: &DocId, text: &str) -> Result<String, String
     {
         return Err("Missing required scope: coop:read".into());
     }
-    if !shared.engine.may_receive(coop, &token.did) {
+    if !shared.engine.member_may_read(coop, &token.did) {
         return Err(format!("{} is not a member of this co-op", token.did));
     }
     Ok(token.did.to_string())

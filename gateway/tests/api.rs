@@ -913,6 +913,7 @@ async fn every_route_is_documented_and_served() {
         ("post", "/v1/devices/{did}"),
         ("delete", "/v1/devices/{did}/{device}"),
         ("post", "/v1/identity/emergency-revoke"),
+        ("post", "/v1/identity/rotate"),
         ("get", "/v1/coops/{id}/trusted-contacts"),
         ("post", "/v1/coops/{id}/trusted-contacts"),
         ("delete", "/v1/coops/{id}/trusted-contacts/{did}"),
@@ -1376,6 +1377,215 @@ async fn authorization_holes_found_from_outside_stay_closed() {
 
 /// Seed 002's identity lifecycle over HTTP: list, register, lose a phone,
 /// and a trusted contact's emergency revoke, then recovery by an admin.
+#[tokio::test]
+async fn a_member_rotates_its_key_over_http() {
+    let api = Api::new();
+    let (alice, bob) = (keypair(1), keypair(2));
+    let token = api.login(&alice).await;
+    let bob_token = api.login(&bob).await;
+    let (alice_did, bob_did) = (alice.did().to_string(), bob.did().to_string());
+    api.post(
+        "/v1/coops",
+        &token,
+        json!({"id": "garden", "default_credit_limit": 10}),
+    )
+    .await
+    .expect(201);
+    api.post("/v1/coops/garden/members", &token, json!({"did": bob_did}))
+        .await
+        .expect(201);
+    let coop = api.get("/v1/coops/garden", &token).await.expect(200)["doc_id"]
+        .as_str()
+        .expect("doc id")
+        .to_owned();
+    api.post(
+        "/v1/gov/domains",
+        &token,
+        json!({"id": "board", "coop_id": coop, "members": [{"did": bob_did}]}),
+    )
+    .await
+    .expect(201);
+    let device_login = |key: icn_engine::Keypair| {
+        let api = &api;
+        let alice_did = alice_did.clone();
+        async move {
+            let c = api
+                .call(
+                    "POST",
+                    "/v1/auth/challenge",
+                    None,
+                    Some(json!({"did": alice_did, "device": key.did().to_string()})),
+                )
+                .await
+                .expect(200);
+            let challenge = c["challenge"].as_str().expect("challenge").to_owned();
+            let sig = common::base64_no_pad(&key.sign(challenge.as_bytes()));
+            api.call(
+                "POST",
+                "/v1/auth/verify",
+                None,
+                Some(json!({"did": alice_did, "challenge": challenge, "signature": sig})),
+            )
+            .await
+        }
+    };
+    let new = keypair(50);
+    let new_did = new.did().to_string();
+    let proof = hex::encode(new.device_proof(&alice.did()));
+    // Refused, changing nothing: not a DID, a proof for someone else, the
+    // same key, a token without gov:write, a member rotating with another's
+    // key proof, a phone's token.
+    api.post(
+        "/v1/identity/rotate",
+        &token,
+        json!({"key": "x", "proof": proof}),
+    )
+    .await
+    .expect(400);
+    let wrong = hex::encode(new.device_proof(&bob.did()));
+    api.post(
+        "/v1/identity/rotate",
+        &token,
+        json!({"key": new_did, "proof": wrong}),
+    )
+    .await
+    .expect(422);
+    let own = hex::encode(alice.device_proof(&alice.did()));
+    api.post(
+        "/v1/identity/rotate",
+        &token,
+        json!({"key": alice_did, "proof": own}),
+    )
+    .await
+    .expect(422);
+    let narrow = api
+        .login_with(&alice, Some(&["coop:read", "coop:write", "ledger:write"]))
+        .await;
+    api.post(
+        "/v1/identity/rotate",
+        &narrow,
+        json!({"key": new_did, "proof": proof}),
+    )
+    .await
+    .expect(403);
+    api.post(
+        "/v1/identity/rotate",
+        &bob_token,
+        json!({"key": new_did, "proof": proof}),
+    )
+    .await
+    .expect(422);
+    let phone = keypair(51);
+    api.post(
+        &format!("/v1/devices/{alice_did}"),
+        &token,
+        json!({"device": phone.did().to_string(), "proof": hex::encode(phone.device_proof(&alice.did()))}),
+    )
+    .await
+    .expect(201);
+    let phone_token = device_login(phone.clone()).await.expect(200)["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    // A phone's token carries no gov:write: a device rotates nothing.
+    api.post(
+        "/v1/identity/rotate",
+        &phone_token,
+        json!({"key": new_did, "proof": proof}),
+    )
+    .await
+    .expect(403);
+    let devices = api
+        .get(&format!("/v1/devices/{alice_did}"), &token)
+        .await
+        .expect(200);
+    assert_eq!(
+        devices["items"].as_array().map(Vec::len),
+        Some(2),
+        "nothing new"
+    );
+
+    // Rotated: sealed, listed, named, voting in the co-op's domain, retired.
+    let rotated = api
+        .post(
+            "/v1/identity/rotate",
+            &token,
+            json!({"key": new_did, "proof": proof}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(rotated["did"], alice_did.as_str());
+    assert_eq!(rotated["old_key"], alice_did.as_str());
+    assert_eq!(rotated["new_key"], new_did.as_str());
+    let outcome = &rotated["outcomes"][0];
+    assert_eq!(outcome["done"], true, "{rotated}");
+    assert!(outcome["seal"].is_string(), "{rotated}");
+    assert_eq!(outcome["domains"].as_array().map(Vec::len), Some(1));
+    // The old key's token died at once; it rotates nothing more.
+    api.get(&format!("/v1/devices/{alice_did}"), &token)
+        .await
+        .expect(401);
+    api.post(
+        "/v1/identity/rotate",
+        &token,
+        json!({"key": new_did, "proof": proof}),
+    )
+    .await
+    .expect(401);
+    // The new key logs in for alice, with gov:write, and acts as her.
+    let v = device_login(new.clone()).await.expect(200);
+    assert!(
+        v["scopes"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == "gov:write")),
+        "{v}"
+    );
+    let new_token = v["token"].as_str().expect("token").to_owned();
+    let devices = api
+        .get(&format!("/v1/devices/{alice_did}"), &new_token)
+        .await
+        .expect(200);
+    let status = |key: &str| {
+        devices["items"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["device"] == key))
+            .map(|r| (r["status"].clone(), r["revoked_reason"].clone()))
+            .expect("listed")
+    };
+    assert_eq!(status(&alice_did), (json!("revoked"), json!("retired")));
+    assert_eq!(status(&new_did).0, json!("live"));
+    let paid = api
+        .post(
+            "/v1/ledger/garden/settle",
+            &new_token,
+            json!({"to": bob_did, "amount": 2, "unit": "hours"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(paid["status"]["status"], "applied", "{paid}");
+    let proposal = api
+        .post(
+            "/v1/gov/domains/board/proposals",
+            &new_token,
+            json!({"id": "p1", "title": "Paint", "payload": {"type": "text", "body": "green"}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(proposal["author"], alice_did.as_str());
+    // A domain created after the rotation has the new key vote there too.
+    api.post(
+        "/v1/gov/domains",
+        &new_token,
+        json!({"id": "after", "coop_id": coop, "members": [{"did": bob_did}]}),
+    )
+    .await
+    .expect(201);
+    // The phone's token is alive: a device, not the key retired.
+    api.get(&format!("/v1/devices/{alice_did}"), &phone_token)
+        .await
+        .expect(200);
+}
+
 #[tokio::test]
 async fn devices_lost_phones_and_the_emergency_revoke() {
     let api = Api::new();

@@ -47,6 +47,10 @@ pub enum Request {
         /// Where.
         path: String,
     },
+    /// The identity in the data directory changed (`icnctl id rotate`):
+    /// the node starts itself afresh on it, as after a crash, on the same
+    /// store (same pid, arguments and environment).
+    Reload,
 }
 
 /// Sends one request to the node running on `data_dir`; returns its `ok`

@@ -19,29 +19,38 @@ use icn_engine::{Keypair, Keystore, KeystoreError, Passphrase};
 pub const DEFAULT_DATA_DIR: &str = "./data";
 
 /// Unlocks the identity in `data_dir`, or creates one when there is none.
-/// Returns the key pair and whether it was created.
-pub fn load_or_create_identity(data_dir: &Path) -> Result<(Keypair, bool)> {
+/// Returns the key pair, the member it signs for, and whether it was created.
+pub fn load_or_create_identity(data_dir: &Path) -> Result<(Keypair, icn_schemas::Did, bool)> {
     let keystore = Keystore::in_dir(data_dir);
     if keystore.exists() {
         let passphrase = Passphrase::from_env_or_prompt("Keystore passphrase: ")?;
-        return Ok((keystore.load(&passphrase)?, false));
+        let (key, member) = keystore.load_member(&passphrase)?;
+        return Ok((key, member, false));
     }
     let passphrase = Passphrase::from_env_or_prompt("New keystore passphrase: ")?;
     let keypair = Keypair::generate()?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     keystore.create(&keypair, &passphrase)?;
-    Ok((keypair, true))
+    let member = keypair.did();
+    Ok((keypair, member, true))
 }
 
-/// Unlocks the identity in `data_dir`.
+/// Unlocks the identity in `data_dir`: its key.
 pub fn load_identity(data_dir: &Path) -> Result<Keypair> {
+    load_member_identity(data_dir).map(|(key, _)| key)
+}
+
+/// Unlocks the identity in `data_dir`: its key, and the member it signs for
+/// (the key's own DID, unless the member rotated its DID key's powers to
+/// this key: `icnctl id rotate`).
+pub fn load_member_identity(data_dir: &Path) -> Result<(Keypair, icn_schemas::Did)> {
     let keystore = Keystore::in_dir(data_dir);
     if !keystore.exists() {
         return Err(KeystoreError::Missing(keystore.path().to_owned()).into());
     }
     let passphrase = Passphrase::from_env_or_prompt("Keystore passphrase: ")?;
-    Ok(keystore.load(&passphrase)?)
+    Ok(keystore.load_member(&passphrase)?)
 }
 
 /// File in the data directory holding the generated gateway JWT secret.

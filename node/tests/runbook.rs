@@ -612,6 +612,196 @@ fn devices_through_icnctl() {
     stop(icnd);
 }
 
+/// Issue 13 §1: `icnctl id rotate`. A member rotates from its own data
+/// directory against a node's gateway; the node's operator rotates the
+/// node's identity, and icnd restarts itself on the new key, its co-ops
+/// untouched. The old keys' tokens die; a phone rotates nothing.
+#[test]
+fn rotation_through_icnctl() {
+    let node_dir = tempfile::tempdir().expect("dir");
+    let node = Node {
+        dir: node_dir.path().to_owned(),
+        port: free_port(),
+        metrics: free_port(),
+    };
+    let icnd = node.start();
+    let gateway = node.url("");
+    let g = ["--gateway", gateway.as_str()];
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).expect("JSON") };
+    let operator = node.dir.as_path();
+    let status = |dir: &Path| json(ok(icnctl(dir, &["status"])));
+    let node_did = ok(icnctl(operator, &["id", "show"])).trim().to_owned();
+    assert_eq!(status(operator)["did"], node_did.as_str());
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let (alice, phone) = (dirs[0].path(), dirs[1].path());
+    let alice_did = ok(icnctl(alice, &["id", "init"])).trim().to_owned();
+    let phone_did = ok(icnctl(phone, &["id", "init"])).trim().to_owned();
+    // The operator's identity creates the co-op; alice joins it and lists
+    // a phone.
+    let token = ok(icnctl(operator, &["auth", "login", "--gateway", &gateway]))
+        .trim()
+        .to_owned();
+    for (path, body) in [
+        ("/v1/coops", r#"{"id": "garden"}"#.to_owned()),
+        (
+            "/v1/coops/garden/members",
+            format!(r#"{{"did": "{alice_did}"}}"#),
+        ),
+    ] {
+        let status = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &node.url(path),
+        ]);
+        assert_eq!(text(&status), "201", "{path}");
+    }
+    let proof = json(ok(icnctl(
+        phone,
+        &["device", "proof", "--member", &alice_did],
+    )));
+    let proof = proof["proof"].as_str().expect("proof").to_owned();
+    ok(icnctl(
+        alice,
+        &[
+            &["device", "add", "--device", &phone_did, "--proof", &proof][..],
+            &g,
+        ]
+        .concat(),
+    ));
+    let alice_token = ok(icnctl(alice, &["auth", "login", "--gateway", &gateway]))
+        .trim()
+        .to_owned();
+
+    // A phone holds none of alice's DID key powers: refused, exit 3.
+    let phone_token = json(ok(icnctl(
+        phone,
+        &[
+            "auth",
+            "login",
+            "--gateway",
+            &gateway,
+            "--member",
+            &alice_did,
+            "--output",
+            "json",
+        ],
+    )))["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let refused = icnctl(
+        phone,
+        &[&["id", "rotate", "--token", &phone_token][..], &g].concat(),
+    );
+    assert_eq!(refused.status.code(), Some(3), "{}", text(&refused));
+
+    // Alice rotates from her own directory (no icnd runs there).
+    let rotated = json(ok(icnctl(alice, &[&["id", "rotate"][..], &g].concat())));
+    assert_eq!(rotated["did"], alice_did.as_str());
+    assert_eq!(rotated["old_key"], alice_did.as_str());
+    assert_eq!(rotated["outcomes"][0]["done"], true, "{rotated}");
+    let new_key = rotated["new_key"].as_str().expect("new key").to_owned();
+    assert_ne!(new_key, alice_did);
+    assert!(!alice.join("identity.next.age").exists());
+    assert_eq!(
+        ok(icnctl(alice, &["id", "show"])).trim(),
+        alice_did,
+        "the DID stays"
+    );
+    // Her old key's token died; the new key logs in for her, with gov:write.
+    let dead = icnctl(
+        alice,
+        &[&["device", "list", "--token", &alice_token][..], &g].concat(),
+    );
+    assert_eq!(dead.status.code(), Some(3), "{}", text(&dead));
+    let login = json(ok(icnctl(
+        alice,
+        &["auth", "login", "--gateway", &gateway, "--output", "json"],
+    )));
+    assert_eq!(login["did"], alice_did.as_str());
+    assert_eq!(login["device"], new_key.as_str());
+    assert!(
+        login["scopes"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == "gov:write")),
+        "{login}"
+    );
+    let devices = json(ok(icnctl(alice, &[&["device", "list"][..], &g].concat())));
+    let row = |key: &str| {
+        devices["items"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["device"] == key))
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(row(&alice_did)["revoked_reason"], "retired");
+    assert_eq!(row(&new_key)["status"], "live");
+
+    // The operator rotates the node's identity: icnd restarts on it.
+    let rotated = json(ok(icnctl(operator, &[&["id", "rotate"][..], &g].concat())));
+    let node_key = rotated["new_key"].as_str().expect("new key").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = icnctl(operator, &["status"]);
+        if out.status.success() && json(text(&out))["did"] == node_key.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "icnd did not restart on the new key"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while curl(&["-sf", &node.url("/v1/health")]).status.code() != Some(0) {
+        assert!(Instant::now() < deadline, "the gateway did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its co-op is there, and it still administers it with the new key.
+    let token = ok(icnctl(operator, &["auth", "login", "--gateway", &gateway]))
+        .trim()
+        .to_owned();
+    let members = curl(&[
+        "-sf",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &node.url("/v1/coops/garden/members"),
+    ]);
+    assert!(text(&members).contains(&alice_did), "{}", text(&members));
+    let bob_dir = tempfile::tempdir().expect("dir");
+    let bob_did = ok(icnctl(bob_dir.path(), &["id", "init"]))
+        .trim()
+        .to_owned();
+    let added = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &format!(r#"{{"did": "{bob_did}"}}"#),
+        &node.url("/v1/coops/garden/members"),
+    ]);
+    assert_eq!(text(&added), "201");
+    stop(icnd);
+}
+
 /// Issue 14 §1 and §6: a co-op configured only through `icnctl` against a
 /// real `icnd`: settings, a unit, a rate, the treasury domain, a relay, a
 /// freeze; refusals exit with status 3.

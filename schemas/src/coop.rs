@@ -137,6 +137,9 @@ pub enum CoopField {
     MemberCreditLimit(Did),
     /// `members/<did>/display_name`.
     MemberDisplayName(Did),
+    /// `members/<did>/key`: the key that holds the member's DID key powers
+    /// since a rotation ([`key_of`]).
+    MemberKey(Did),
     /// `members/<did>/devices` and everything below it but the proof.
     MemberDevices(Did),
     /// `members/<did>/devices/<key>/proof`: the device's signature of
@@ -266,6 +269,7 @@ pub fn classify(path: &[&str]) -> Result<(CoopField, Shape), SchemaError> {
                     (F::MemberCreditLimit(member), Shape::NonNegative)
                 }
                 ["display_name"] => (F::MemberDisplayName(member), Shape::Str(200)),
+                ["key"] => (F::MemberKey(member), Shape::Did),
                 ["devices"] => (F::MemberDevices(member), Shape::Map),
                 ["devices", key, rest @ ..] => {
                     let device = parse_device_key(key)?;
@@ -370,6 +374,10 @@ pub struct Member {
     pub credit_limits: BTreeMap<String, i64>,
     /// Devices by base58 key.
     pub devices: BTreeMap<String, Device>,
+    /// The key holding the member's DID key powers, when a rotation moved
+    /// them off the DID key ([`key_of`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Did>,
 }
 
 impl Member {
@@ -421,6 +429,7 @@ impl Member {
                 })
                 .unwrap_or_default(),
             devices,
+            key: named_key(r.strs_all(obj, "key"), &did).filter(|k| *k != did),
         })
     }
 }
@@ -486,6 +495,51 @@ pub fn is_live_device(r: Reader<'_>, member: &Did, device: &Did) -> bool {
         return false;
     };
     !is_revoked(r, &d) && (device == member || r.str(&d, "proof").is_some())
+}
+
+/// The key that holds `member`'s DID key powers (voting, seals, granting
+/// allowances, spending general credit beside them): `members/<did>/key`
+/// once the member has rotated its key, else the DID key itself. `None`
+/// while two concurrent rotations name different keys: the member acts as
+/// neither until it names one again, having seen both.
+pub fn key_of(r: Reader<'_>, member: &Did) -> Option<Did> {
+    let Some(m) = r.map_path(&["members", &member.to_string()]) else {
+        return Some(*member);
+    };
+    named_key(r.strs_all(&m, "key"), member)
+}
+
+/// The key `member` rotated its DID key's powers to, with that key's proof
+/// (its signature of [`device_proof_message`]), when it rotated: what a
+/// domain needs to let the key vote for the member.
+pub fn rotated_key(r: Reader<'_>, member: &Did) -> Option<(Did, [u8; 64])> {
+    let key = key_of(r, member).filter(|k| k != member)?;
+    let d = r.map_path(&["members", &member.to_string(), "devices", &key.key_string()])?;
+    let proof = hex::decode(r.str(&d, "proof")?).ok()?;
+    Some((key, proof.try_into().ok()?))
+}
+
+/// The key a member record names in `key` (its conflicting values, as
+/// written): none names the DID key; one names itself; several name none.
+pub(crate) fn named_key(values: Vec<String>, member: &Did) -> Option<Did> {
+    match values.as_slice() {
+        [] => Some(*member),
+        [one] => one.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Names `key` as the key holding `member`'s DID key powers: a rotation.
+/// `key` must be a live device of the member (the permission rules check
+/// it), and the change is signed by the key it replaces.
+pub fn set_member_key(
+    tx: &mut impl Transactable,
+    member: &Did,
+    key: &Did,
+) -> Result<(), SchemaError> {
+    let m = member_obj(tx, member)?;
+    tx.put(&m, "key", key.to_string())?;
+    Ok(())
 }
 
 /// A device is revoked once any revocation field is written: `revoked_at`

@@ -152,6 +152,25 @@ impl<'a> Reader<'a> {
             .collect()
     }
 
+    /// Every string stored at `obj[key]`, conflicting writes included, in
+    /// Automerge's order.
+    pub(crate) fn strs_all(&self, obj: &ObjId, key: &str) -> Vec<String> {
+        let all = match self.heads {
+            None => self.doc.get_all(obj, key),
+            Some(heads) => self.doc.get_all_at(obj, key, heads),
+        };
+        all.unwrap_or_default()
+            .into_iter()
+            .filter_map(|(v, _)| match v {
+                Value::Scalar(s) => match s.as_ref() {
+                    ScalarValue::Str(s) => Some(s.to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The map stored at `obj[key]`, if it is one.
     pub(crate) fn map(&self, obj: &ObjId, key: &str) -> Option<ObjId> {
         match self.get(obj, key)? {

@@ -8,12 +8,14 @@
 //! name profile                                              strings
 //! rules/{quorum_percent, approval_percent, voting_period_seconds, allow_veto}
 //! rules/method/{kind, threshold, max_blocks, module}
-//! members/<did>/{role, weight, status, sealed}
+//! members/<did>/{role, weight, status, sealed, key}
+//! members/<did>/keys/<key>/{proof, retired}                 a rotation
 //! proposals/<id>/{title, description, author, created_at, payload/…}   set once, at creation
 //! proposals/<id>/{state, opened_at, closes_at}
-//! proposals/<id>/votes/<voter did>/{choice, comment, at}
+//! proposals/<id>/votes/<voter did>/{choice, comment, at, key}
 //! proposals/<id>/close/{outcome, counted_heads, closed_at, closed_by,
-//!                       eligible, for, against, abstain, block, blockers}
+//!                       closed_by_key, eligible, for, against, abstain,
+//!                       block, blockers}
 //! ```
 //!
 //! A close is written in one change with the proposal's `state`; when
@@ -27,6 +29,13 @@
 //! count as they stood at those heads, and a close it recorded counts only
 //! if the sealer had seen it, whatever heads the thief's changes cite
 //! (`docs/governance.md`, "Seals"). Re-adding the member ends the seal.
+//!
+//! A **rotation** moves a member's voting key: the member names its new key
+//! in `members/<did>/key` (the key's `proof` under `keys/<key>`, as in the
+//! co-op), and retires the key it replaces with `keys/<old>/retired`, the
+//! heads it held. A vote or close records the key that wrote it when that
+//! is not the DID key (`key`, `closed_by_key`); one by a retired key counts
+//! only if its retirement had seen it ([`key_counts`]).
 
 use std::collections::BTreeMap;
 
@@ -82,6 +91,27 @@ pub enum DomainField {
     /// `members/<did>/sealed`: the heads its writer held when it sealed the
     /// member, as [`crate::tally::heads_text`] writes them.
     MemberSeal(Did),
+    /// `members/<did>/key`: the key holding the member's vote since a
+    /// rotation ([`key_of`]).
+    MemberKey(Did),
+    /// `members/<did>/keys` and `members/<did>/keys/<key>`.
+    MemberKeys(Did),
+    /// `members/<did>/keys/<key>/proof`: the key's signature of
+    /// [`crate::coop::device_proof_message`].
+    KeyProof {
+        /// The member.
+        member: Did,
+        /// The key.
+        key: Did,
+    },
+    /// `members/<did>/keys/<key>/retired`: the heads the member held when it
+    /// rotated away from `key`.
+    KeyRetired {
+        /// The member.
+        member: Did,
+        /// The key.
+        key: Did,
+    },
     /// `proposals`.
     Proposals,
     /// `proposals/<id>` itself, and the fields set once when it is created:
@@ -143,8 +173,20 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
         }
         ["members", member, rest @ ..] => {
             let did = parse_did_key("member DID", member)?;
-            if rest == ["sealed"] {
-                return Ok((F::MemberSeal(did), Shape::Str(64 * 65)));
+            match rest {
+                ["sealed"] => return Ok((F::MemberSeal(did), Shape::Str(64 * 65))),
+                ["key"] => return Ok((F::MemberKey(did), Shape::Did)),
+                ["keys"] => return Ok((F::MemberKeys(did), Shape::Map)),
+                ["keys", key, rest @ ..] => {
+                    let key = crate::document::parse_device_key(key)?;
+                    return Ok(match rest {
+                        [] => (F::MemberKeys(did), Shape::Map),
+                        ["proof"] => (F::KeyProof { member: did, key }, Shape::Str(128)),
+                        ["retired"] => (F::KeyRetired { member: did, key }, Shape::Str(64 * 65)),
+                        _ => return Err(unknown()),
+                    });
+                }
+                _ => {}
             }
             let shape = match rest {
                 [] => Shape::Map,
@@ -186,7 +228,7 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
                     let shape = match *field {
                         "outcome" => Shape::OneOf(crate::tally::Outcome::NAMES),
                         "counted_heads" => Shape::Str(64 * 65),
-                        "closed_by" => Shape::Did,
+                        "closed_by" | "closed_by_key" => Shape::Did,
                         "closed_at" | "eligible" | "for" | "against" | "abstain" | "block"
                         | "blockers" => Shape::NonNegative,
                         _ => return Err(unknown()),
@@ -200,6 +242,7 @@ pub fn classify(path: &[&str]) -> Result<(DomainField, Shape), SchemaError> {
                         ["choice"] => Shape::OneOf(Choice::NAMES),
                         ["comment"] => Shape::Str(2000),
                         ["at"] => Shape::NonNegative,
+                        ["key"] => Shape::Did,
                         _ => return Err(unknown()),
                     };
                     (F::Vote(id, voter), shape)
@@ -222,6 +265,25 @@ impl DomainMember {
             active: r.str(&obj, "status").as_deref() != Some("removed"),
         })
     }
+}
+
+/// The member whose voting key ([`key_of`]) is `key`: the member whose DID
+/// it is, unless that member rotated away from it, else the one member that
+/// named it. `None` when no member (or several) hold it.
+pub fn member_by_key(r: Reader<'_>, key: &Did) -> Option<DomainMember> {
+    if let Some(m) = DomainMember::read(r, key) {
+        return (key_of(r, key) == Some(*key)).then_some(m);
+    }
+    let members = r.map_path(&["members"])?;
+    let mut holders = r
+        .did_keys(&members)
+        .into_iter()
+        .filter(|did| key_of(r, did) == Some(*key));
+    let holder = holders.next()?;
+    if holders.next().is_some() {
+        return None;
+    }
+    DomainMember::read(r, &holder)
 }
 
 /// Whether some member is an active admin: the domain can still add members
@@ -375,14 +437,95 @@ fn state_of(
     }
 }
 
-/// The vote `voter` holds on proposal `id` as `r` reads it.
+/// The vote `voter` holds on proposal `id` as `r` reads it: of the votes
+/// written (several when it voted from two places at once), the last in
+/// Automerge's order whose key counts ([`key_counts`]). When only votes by
+/// a retired key its retirement had not seen are left (a stale one
+/// replaced the vote the key held), the vote is the one held where the key
+/// was retired, if every retirement of it says the same.
 fn read_vote(r: Reader<'_>, id: &str, voter: &Did) -> Option<Vote> {
-    let v = r.map_path(&["proposals", id, "votes", &voter.to_string()])?;
-    Some(Vote {
-        choice: Choice::parse(&r.str(&v, "choice")?)?,
-        comment: r.str(&v, "comment"),
-        at: r.int(&v, "at"),
-    })
+    let votes = r.map_path(&["proposals", id, "votes"])?;
+    let key = voter.to_string();
+    let mut retired = Vec::new();
+    for v in r.maps_all(&votes, &key).into_iter().rev() {
+        let by = r
+            .str(&v, "key")
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(*voter);
+        let counts = key_counts(r, voter, &by, |seen| {
+            seen.map_path(&["proposals", id, "votes"])
+                .is_some_and(|vs| seen.maps_all(&vs, &key).contains(&v))
+        });
+        if counts {
+            return Some(Vote {
+                choice: Choice::parse(&r.str(&v, "choice")?)?,
+                comment: r.str(&v, "comment"),
+                at: r.int(&v, "at"),
+            });
+        }
+        if retired.is_empty() {
+            retired = retirements(r, voter, &by);
+        }
+    }
+    let mut held = retired
+        .iter()
+        .map(|heads| read_vote(Reader::at(r.doc(), heads), id, voter));
+    let first = held.next()??;
+    held.all(|v| v.as_ref() == Some(&first)).then_some(first)
+}
+
+/// Whether something `member` wrote with `key` counts as `r` reads it: the
+/// key is the member's voting key ([`key_of`]) and not retired, or it is
+/// retired and every retirement of it had seen the write (`seen` asks that
+/// of the document at the retirement's heads). A key that is neither (one a
+/// concurrent rotation named, which the member has not settled) counts for
+/// nothing.
+pub fn key_counts(
+    r: Reader<'_>,
+    member: &Did,
+    key: &Did,
+    seen: impl Fn(Reader<'_>) -> bool,
+) -> bool {
+    let retired = retirements(r, member, key);
+    if retired.is_empty() {
+        return key_of(r, member) == Some(*key);
+    }
+    retired.iter().all(|heads| seen(Reader::at(r.doc(), heads)))
+}
+
+/// The heads at which `member` retired `key`, one per conflicting write.
+fn retirements(r: Reader<'_>, member: &Did, key: &Did) -> Vec<Vec<automerge::ChangeHash>> {
+    let Some(k) = r.map_path(&["members", &member.to_string(), "keys", &key.key_string()]) else {
+        return Vec::new();
+    };
+    r.strs_all(&k, "retired")
+        .iter()
+        .filter_map(|text| crate::tally::parse_heads(text))
+        .map(|heads| heads.into_iter().map(automerge::ChangeHash).collect())
+        .collect()
+}
+
+/// The key holding `member`'s vote: the one `members/<did>/key` names, when
+/// that key has proven itself under `keys`, else the DID key. `None` while
+/// concurrent rotations name different keys, or the named key has no proof:
+/// the member then votes with neither until it names one again.
+pub fn key_of(r: Reader<'_>, member: &Did) -> Option<Did> {
+    let Some(m) = r.map_path(&["members", &member.to_string()]) else {
+        return Some(*member);
+    };
+    let key = crate::coop::named_key(r.strs_all(&m, "key"), member)?;
+    if key == *member {
+        return Some(key);
+    }
+    r.map(&m, "keys")
+        .and_then(|ks| r.map(&ks, &key.key_string()))
+        .and_then(|k| r.str(&k, "proof"))
+        .map(|_| key)
+}
+
+/// Whether `key` is retired by `member` as `r` reads it.
+pub fn is_retired(r: Reader<'_>, member: &Did, key: &Did) -> bool {
+    !retirements(r, member, key).is_empty()
 }
 
 /// The close that counts: of the closes written (several when nodes closed
@@ -394,13 +537,17 @@ fn read_close(r: Reader<'_>, proposal: &ObjId, id: &str) -> Option<crate::tally:
         .into_iter()
         .rev()
         .filter_map(|c| Some((read_close_at(r, &c)?, c)))
-        .find(|(close, c)| match seal_of(r, &close.closed_by) {
-            None => true,
-            Some(seal) => {
-                let seen = Reader::at(r.doc(), &seal);
+        .find(|(close, c)| {
+            let seen = |seen: Reader<'_>| {
                 seen.map_path(&["proposals", id])
                     .is_some_and(|p| seen.maps_all(&p, "close").contains(c))
-            }
+            };
+            let by = r
+                .str(c, "closed_by_key")
+                .and_then(|k| k.parse().ok())
+                .unwrap_or(close.closed_by);
+            key_counts(r, &close.closed_by, &by, seen)
+                && seal_of(r, &close.closed_by).is_none_or(|seal| seen(Reader::at(r.doc(), &seal)))
         })
         .map(|(close, _)| close)
 }
@@ -705,6 +852,44 @@ pub fn seal_member(
     Ok(())
 }
 
+/// Rotates `member`'s voting key from `old` to `new`: names `new` with its
+/// `proof` (its signature of [`crate::coop::device_proof_message`]) and
+/// retires `old` at `heads`, the heads the writing change is made on.
+pub fn rotate_key(
+    tx: &mut impl Transactable,
+    member: &Did,
+    old: &Did,
+    new: &Did,
+    proof: &[u8; 64],
+    heads: &[[u8; 32]],
+) -> Result<(), SchemaError> {
+    let m = existing_map(tx, &["members", &member.to_string()], "domain member")?;
+    let keys = ensure_map(tx, &m, "keys")?;
+    let n = ensure_map(tx, &keys, &new.key_string())?;
+    tx.put(&n, "proof", hex::encode(proof))?;
+    let o = ensure_map(tx, &keys, &old.key_string())?;
+    tx.put(&o, "retired", crate::tally::heads_text(heads))?;
+    tx.put(&m, "key", new.to_string())?;
+    Ok(())
+}
+
+/// Names `key` as the key voting for `member` (a key it rotated to in its
+/// co-op), with its `proof`: written by an admin adding a member that has
+/// rotated, or by the member itself.
+pub fn name_key(
+    tx: &mut impl Transactable,
+    member: &Did,
+    key: &Did,
+    proof: &[u8; 64],
+) -> Result<(), SchemaError> {
+    let m = existing_map(tx, &["members", &member.to_string()], "domain member")?;
+    let keys = ensure_map(tx, &m, "keys")?;
+    let k = ensure_map(tx, &keys, &key.key_string())?;
+    tx.put(&k, "proof", hex::encode(proof))?;
+    tx.put(&m, "key", key.to_string())?;
+    Ok(())
+}
+
 /// The heads `did` was sealed at, if it is sealed.
 pub fn seal_of(r: Reader<'_>, did: &Did) -> Option<Vec<automerge::ChangeHash>> {
     let m = r.map_path(&["members", &did.to_string()])?;
@@ -868,11 +1053,13 @@ pub fn set_proposal_state(
 
 /// Closes an open proposal with a tally: `state` first, then the `close`
 /// object, so that concurrent closes written by this function resolve both
-/// keys by the same ops' order.
+/// keys by the same ops' order. `by_key` is the key the closer writes with,
+/// recorded when it is not the closer's DID key (after a rotation).
 pub fn close_proposal(
     tx: &mut impl Transactable,
     id: &str,
     close: &crate::tally::Close,
+    by_key: Option<&Did>,
 ) -> Result<(), SchemaError> {
     let p = proposal_obj(tx, id)?;
     tx.put(&p, "state", close.outcome.as_str())?;
@@ -885,6 +1072,9 @@ pub fn close_proposal(
     )?;
     tx.put(&c, "closed_at", close.closed_at.max(0))?;
     tx.put(&c, "closed_by", close.closed_by.to_string())?;
+    if let Some(key) = by_key.filter(|k| **k != close.closed_by) {
+        tx.put(&c, "closed_by_key", key.to_string())?;
+    }
     let t = &close.tally;
     for (key, value) in [
         ("eligible", t.eligible),
@@ -899,7 +1089,7 @@ pub fn close_proposal(
     Ok(())
 }
 
-/// Casts (or changes) `voter`'s vote.
+/// Casts (or changes) `voter`'s vote, signed with its DID key.
 pub fn cast_vote(
     tx: &mut impl Transactable,
     id: &str,
@@ -908,9 +1098,27 @@ pub fn cast_vote(
     comment: Option<&str>,
     at: i64,
 ) -> Result<(), SchemaError> {
+    cast_vote_by(tx, id, voter, voter, choice, comment, at)
+}
+
+/// Casts (or changes) `voter`'s vote, signed with `key` (recorded when it
+/// is not the DID key). Each vote is a new object, so that two written at
+/// once stay whole and the tally can tell which key wrote which.
+pub fn cast_vote_by(
+    tx: &mut impl Transactable,
+    id: &str,
+    voter: &Did,
+    key: &Did,
+    choice: Choice,
+    comment: Option<&str>,
+    at: i64,
+) -> Result<(), SchemaError> {
     let p = proposal_obj(tx, id)?;
     let votes = ensure_map(tx, &p, "votes")?;
-    let v = ensure_map(tx, &votes, &voter.to_string())?;
+    let v = tx.put_object(&votes, voter.to_string(), automerge::ObjType::Map)?;
+    if key != voter {
+        tx.put(&v, "key", key.to_string())?;
+    }
     tx.put(&v, "choice", choice.as_str())?;
     tx.put(&v, "at", at.max(0))?;
     if let Some(comment) = comment {

@@ -215,6 +215,166 @@ fn a_stolen_did_key_votes_and_closes_for_nothing_after_its_seal() {
 }
 
 #[test]
+fn a_rotated_key_votes_and_closes_and_the_retired_key_counts_for_nothing_unseen() {
+    let g = gov();
+    let replica = g.thief_replica();
+    let e = &g.node.engine;
+    let new = keypair(40);
+    let rotated = e
+        .rotate_key(
+            &g.coop,
+            &dev(&g.bob),
+            &new.did(),
+            &new.device_proof(&g.bob.did()),
+            10,
+        )
+        .expect("rotate");
+    assert_eq!(rotated.domains, vec![g.domain]);
+    assert!(!g.bob_sealed(), "a rotation seals no member: bob votes on");
+    assert_eq!(
+        e.read(&g.domain, |r| domain::key_of(r, &g.bob.did()))
+            .flatten(),
+        Some(new.did())
+    );
+    assert_eq!(
+        g.proposal().votes[&g.bob.did()].choice,
+        Choice::For,
+        "what the old key voted before the rotation counts"
+    );
+    // A node holding a delegation the old key signed, on a replica that has
+    // not heard of the rotation, votes against and closes: valid where it
+    // writes, counted nowhere here. (The old key itself writing there would
+    // fork its own Automerge history, which every replica refuses in
+    // whichever order it comes: see docs/permissions.md.)
+    let stale = Signer::Delegated {
+        node: keypair(41),
+        delegation: crate::test_utils::delegation(
+            &g.bob,
+            &keypair(41),
+            &[icn_schemas::Scope::GovWrite],
+            0,
+            4_000_000_000,
+        ),
+    };
+    replica
+        .engine
+        .cast_vote(
+            &g.domain,
+            &stale,
+            "p",
+            &g.bob.did(),
+            Choice::Against,
+            None,
+            3,
+        )
+        .expect("an old delegation votes where no rotation is known");
+    let (close, _) = replica
+        .engine
+        .close_proposal(&g.domain, &stale, "p", 25)
+        .expect("and closes");
+    assert_eq!(close.outcome, Outcome::Rejected, "its own count");
+    e.apply_remote(
+        &g.domain,
+        replica.engine.changes_since(&g.domain, &[]).expect("stale"),
+    )
+    .expect("valid at the heads they cite, so kept");
+    let p = g.proposal();
+    assert_eq!(p.state, ProposalState::Open);
+    assert_eq!(p.close, None);
+    assert_eq!(p.votes[&g.bob.did()].choice, Choice::For);
+    // Neither the old key nor its delegation writes on the heads after the
+    // rotation.
+    for old in [&dev(&g.bob), &stale] {
+        assert!(
+            e.cast_vote(&g.domain, old, "p", &g.bob.did(), Choice::Against, None, 26)
+                .is_err()
+        );
+    }
+    // A vote must record the key that signs it.
+    assert!(
+        e.write(&g.domain, &dev(&g.alice), |tx| {
+            domain::cast_vote_by(tx, "p", &g.alice.did(), &new.did(), Choice::For, None, 26)
+        })
+        .is_err(),
+        "alice cannot pass her vote off as another key's"
+    );
+    // The new key votes and closes.
+    let as_new = Signer::member_key(g.bob.did(), new.clone());
+    e.cast_vote(
+        &g.domain,
+        &as_new,
+        "p",
+        &g.bob.did(),
+        Choice::Against,
+        None,
+        26,
+    )
+    .expect("the new key votes");
+    assert_eq!(g.proposal().votes[&g.bob.did()].choice, Choice::Against);
+    let (close, _) = e
+        .close_proposal(&g.domain, &as_new, "p", 27)
+        .expect("the new key closes once voting time is over");
+    assert_eq!((close.tally.for_, close.tally.against), (1, 1));
+    assert_eq!(g.proposal().close, Some(close));
+
+    // A replica that got the stale delegation's changes first and the
+    // rotation after ends the same.
+    let late = TestNode::new();
+    late.engine
+        .apply_remote(
+            &g.domain,
+            replica.engine.changes_since(&g.domain, &[]).expect("stale"),
+        )
+        .expect("stale first");
+    assert_eq!(proposal(&late, &g.domain).state, ProposalState::Rejected);
+    late.engine
+        .apply_remote(&g.domain, g.changes())
+        .expect("then the rest");
+    assert_eq!(late.engine.heads(&g.domain), e.heads(&g.domain));
+    assert_eq!(proposal(&late, &g.domain), g.proposal());
+
+    // A domain bob joins after rotating has his new key vote there; an
+    // admin names a member's key only while the member names none.
+    let later = e
+        .create_domain(
+            &dev(&g.admin),
+            &domain::NewDomain {
+                id: "later".into(),
+                coop_id: Some(g.coop.to_string()),
+                ..new_domain(&g.admin)
+            },
+        )
+        .expect("domain");
+    e.add_domain_members(
+        &later,
+        &dev(&g.admin),
+        &[(g.bob.did(), DomainRole::Member, 1)],
+    )
+    .expect("bob joins");
+    assert_eq!(
+        e.read(&later, |r| domain::key_of(r, &g.bob.did()))
+            .flatten(),
+        Some(new.did())
+    );
+    let other = keypair(42);
+    let proof = other.device_proof(&g.bob.did());
+    assert!(
+        e.write(&later, &dev(&g.admin), |tx| {
+            domain::name_key(tx, &g.bob.did(), &other.did(), &proof)
+        })
+        .is_err(),
+        "an admin does not rename a member's key"
+    );
+    assert!(
+        e.write(&later, &dev(&g.alice), |tx| {
+            domain::name_key(tx, &g.bob.did(), &other.did(), &proof)
+        })
+        .is_err(),
+        "nor does another member"
+    );
+}
+
+#[test]
 fn a_removed_member_counts_nowhere_and_its_backdated_close_neither() {
     let g = gov();
     let replica = g.thief_replica();

@@ -11,6 +11,7 @@ use icn_schemas::ledger::{Account, Body, SignedEntry};
 use super::fold::{Beside, Decisions, Judged};
 use super::pipeline::Ledger;
 use super::rules::{heads_of, reader_at};
+use crate::storage::layout::OrderRow;
 use crate::storage::{StorageError, Store};
 
 /// Folds what a version 1 store holds of `ledger`'s co-op into it, and
@@ -46,6 +47,8 @@ pub(crate) fn fold_v1_entries(
                 Vec::new()
             },
             treasury: e.entry.decision.and_then(|_| coop::treasury_domain(r)),
+            // Version 1 knew no rotation.
+            owner: OrderRow::signed_by_did_key(&e.entry),
         };
         ledger
             .fold_mut()

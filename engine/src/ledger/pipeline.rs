@@ -329,10 +329,12 @@ impl Ledger {
     /// the ledger heads and co-op heads as they stand: it lands at the end
     /// of the order. A transfer's postings are put in order, and from the
     /// member's first grant in a unit on, its keys other than the DID key
-    /// spend that unit from their allowances.
+    /// (or the key it rotated to) spend that unit from their allowances.
     pub(crate) fn draft(&self, view: &View<'_>, draft: &Draft) -> Result<Entry, LedgerError> {
         let mut body = draft.body.clone();
-        let owner = draft.signer == draft.author && draft.delegation.is_none();
+        let owner = draft.delegation.is_none()
+            && icn_schemas::coop::key_of(icn_schemas::Reader::now(view.doc), &draft.author)
+                == Some(draft.signer);
         if let Body::Transfer {
             postings,
             from_allowance,

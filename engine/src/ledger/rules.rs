@@ -114,6 +114,8 @@ pub(super) struct Lookups {
     /// (cited heads, account) → is it a member's (not removed).
     member: HashMap<(Vec<[u8; 32]>, Did), bool>,
     unit: HashMap<(Vec<[u8; 32]>, String), bool>,
+    /// (cited heads, author) → the key holding its DID key powers.
+    holder: HashMap<(Vec<[u8; 32]>, Did), Option<Did>>,
 }
 
 /// Judges an entry by the co-op document at its cited heads, when they are
@@ -144,7 +146,7 @@ pub(super) fn check_at_heads(
     e: &SignedEntry,
     lookups: &mut Lookups,
 ) -> Result<Judged, EntryRefusal> {
-    let limits = check_body(doc, heads, e, lookups)?;
+    let (limits, owner) = check_body(doc, heads, e, lookups)?;
     let treasury = match e.entry.decision {
         None => None,
         Some(_) => Some(coop::treasury_domain(reader_at(doc, heads)).ok_or(
@@ -153,7 +155,11 @@ pub(super) fn check_at_heads(
             ),
         )?),
     };
-    Ok(Judged { limits, treasury })
+    Ok(Judged {
+        limits,
+        treasury,
+        owner,
+    })
 }
 
 /// An entry citing a decision executes a budget (the treasury pays one
@@ -183,15 +189,17 @@ fn check_decision_shape(entry: &Entry) -> Result<(), EntryRefusal> {
 }
 
 /// Who may seal what ("Seals" in `docs/ledger.md`). A seal of a key or a
-/// member is signed with the author's DID key, directly or through its
-/// delegation, never by another device: a stolen phone seals nothing. The
-/// member seals its own devices; admins and trusted contacts seal any
-/// member's keys; admins seal a whole member, and a member seals itself
-/// when it leaves. A delegation is sealed by its member's DID key, or by
-/// the node writing under it (a logout: it only ever limits itself).
+/// member is signed with the author's DID key (or the key it rotated to,
+/// `holder`), directly or through its delegation, never by another device:
+/// a stolen phone seals nothing. The member seals its own devices; admins
+/// and trusted contacts seal any member's keys; admins seal a whole member,
+/// and a member seals itself when it leaves. A delegation is sealed by its
+/// member's DID key, or by the node writing under it (a logout: it only
+/// ever limits itself).
 fn check_seal(
     r: icn_schemas::Reader<'_>,
     entry: &icn_schemas::ledger::Entry,
+    holder: Option<Did>,
     member: &Did,
     of: &icn_schemas::ledger::Sealed,
 ) -> Result<(), EntryRefusal> {
@@ -209,10 +217,12 @@ fn check_seal(
         .map(|d| d.statement.parse::<icn_schemas::Delegation>())
         .transpose()
         .map_err(EntryRefusal::BadDelegation)?;
-    let by_did_key = match &delegation {
-        None => entry.signer == entry.author,
-        Some(d) => d.device.is_none(),
-    };
+    let by_did_key = holder
+        == Some(
+            delegation
+                .as_ref()
+                .map_or(entry.signer, |d| d.signing_key()),
+        );
     if let Sealed::Delegation(hash) = of {
         let under_it = entry.delegation.as_ref().is_some_and(|d| d.hash() == *hash);
         if *member != entry.author || !(by_did_key || under_it) {
@@ -232,7 +242,11 @@ fn check_seal(
             if !coop::has_device(r, member, k) {
                 return forbidden("a sealed key is one of the member's listed devices");
             }
-            let own_device = *member == entry.author && k != member;
+            // The holder seals itself only: its retirement in a rotation.
+            let signing = delegation
+                .as_ref()
+                .map_or(entry.signer, |d| d.signing_key());
+            let own_device = *member == entry.author && (Some(*k) != holder || *k == signing);
             if !(own_device || admin || trusted) {
                 return forbidden(
                     "a member seals its own devices; admins and trusted contacts seal anyone's",
@@ -252,13 +266,18 @@ fn check_seal(
     Ok(())
 }
 
-/// The body's rules; returns the credit limits of the accounts it debits.
+/// Credit limits (member, limit) an entry is judged by.
+type Limits = Vec<([u8; 32], i64)>;
+
+/// The body's rules; returns the credit limits of the accounts it debits,
+/// and whether it is signed by the key holding the author's DID key powers
+/// (the "owner": the DID key, or the key it rotated to).
 fn check_body(
     doc: &Automerge,
     heads: &[ChangeHash],
     e: &SignedEntry,
     lookups: &mut Lookups,
-) -> Result<Vec<([u8; 32], i64)>, EntryRefusal> {
+) -> Result<(Limits, bool), EntryRefusal> {
     let entry = &e.entry;
     let r = reader_at(doc, heads);
     // The key whose standing counts: the signer, or for a node writing under
@@ -308,7 +327,11 @@ fn check_body(
             .entry((entry.coop_heads.clone(), entry.author, unit.to_owned()))
             .or_insert_with(|| coop::credit_limit_in(r, &entry.author, unit))
     };
-    let owner = entry.signer == entry.author && entry.delegation.is_none();
+    let holder = *lookups
+        .holder
+        .entry((entry.coop_heads.clone(), entry.author))
+        .or_insert_with(|| coop::key_of(r, &entry.author));
+    let owner = entry.delegation.is_none() && holder == Some(entry.signer);
     let postings = match &entry.body {
         Body::Transfer {
             postings,
@@ -327,14 +350,14 @@ fn check_body(
                     "only the member's DID key grants allowances",
                 ));
             }
-            if *device == entry.author {
+            if Some(*device) == holder {
                 return Err(EntryRefusal::BadAllowance(
                     "an allowance is for a key other than the member's DID key",
                 ));
             }
             unit_known(lookups, unit)?;
             let limit = author_limit(lookups, unit);
-            return Ok(vec![(*entry.author.as_bytes(), limit)]);
+            return Ok((vec![(*entry.author.as_bytes(), limit)], owner));
         }
         Body::Release { unit, .. } => {
             if owner {
@@ -343,15 +366,15 @@ fn check_body(
                 ));
             }
             unit_known(lookups, unit)?;
-            return Ok(Vec::new());
+            return Ok((Vec::new(), owner));
         }
         Body::Seal { member, of } => {
-            check_seal(r, entry, member, of)?;
-            return Ok(Vec::new());
+            check_seal(r, entry, holder, member, of)?;
+            return Ok((Vec::new(), owner));
         }
         // Under a decision, any active member records the freeze; whether
         // the decision counts is the fold's to judge.
-        Body::Freeze { .. } if decided => return Ok(Vec::new()),
+        Body::Freeze { .. } if decided => return Ok((Vec::new(), owner)),
         Body::Freeze { .. } => {
             let admin = coop::Standing::read(r, &entry.author).is_some_and(|s| s.is_admin());
             if !admin {
@@ -369,7 +392,7 @@ fn check_body(
             if delegated_without_admin {
                 return Err(EntryRefusal::Denied(Denied::MissingScope(Scope::CoopAdmin)));
             }
-            return Ok(Vec::new());
+            return Ok((Vec::new(), owner));
         }
     };
     // Per unit: credits and debits, each summed with checked arithmetic.
@@ -425,5 +448,5 @@ fn check_body(
         }
         unit_known(lookups, unit)?;
     }
-    Ok(limits)
+    Ok((limits, owner))
 }

@@ -9,6 +9,7 @@ use crate::test_utils::{TestNode, keypair, new_coop, sign_entry};
 use crate::{Engine, Keypair, Signer};
 
 mod decisions;
+mod rotation;
 
 fn dev(k: &Keypair) -> Signer {
     Signer::Device(k.clone())
@@ -1659,7 +1660,7 @@ fn a_device_delegation_writes_where_the_device_is_live() {
         entry.coop_heads = before_heads;
         entry.delegation = match &by_phone {
             Signer::Delegated { delegation, .. } => Some(delegation.clone()),
-            Signer::Device(_) => None,
+            Signer::Device(_) | Signer::Rotated { .. } => None,
         };
         sign_entry(&gateway, entry)
     };

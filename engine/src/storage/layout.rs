@@ -251,6 +251,51 @@ pub(crate) struct OrderRow {
     pub(crate) treasury: Option<[u8; 32]>,
     /// For an applied entry executing a decision: the `X` row it wrote.
     pub(crate) executed: Option<Vec<u8>>,
+    /// Whether its signer held the author's DID key powers at its cited
+    /// heads, when that is not what the entry alone says (the DID key
+    /// signing directly): after a rotation. Rows written before rotations
+    /// existed end before this field ([`OrderRow::decode`]).
+    pub(crate) owner: Option<bool>,
+}
+
+/// An [`OrderRow`] as written before rotations: the same fields but the last.
+#[derive(serde::Deserialize)]
+struct OrderRowBefore {
+    limits: Vec<([u8; 32], i64)>,
+    frozen_before: Option<bool>,
+    conflict: Option<Vec<u8>>,
+    treasury: Option<[u8; 32]>,
+    executed: Option<Vec<u8>>,
+}
+
+impl OrderRow {
+    /// Decodes a row, as written now or before rotations.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<OrderRow, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|_| {
+            let b: OrderRowBefore = postcard::from_bytes(bytes)?;
+            Ok(OrderRow {
+                limits: b.limits,
+                frozen_before: b.frozen_before,
+                conflict: b.conflict,
+                treasury: b.treasury,
+                executed: b.executed,
+                owner: None,
+            })
+        })
+    }
+
+    /// Whether `entry`, whose row this is, was signed by the key holding its
+    /// author's DID key powers, writing directly.
+    pub(crate) fn owner(&self, entry: &icn_schemas::ledger::Entry) -> bool {
+        self.owner.unwrap_or_else(|| Self::signed_by_did_key(entry))
+    }
+
+    /// What an entry alone says of its signer's powers: whether its
+    /// author's DID key signed it directly, which held them all until
+    /// rotations.
+    pub(crate) fn signed_by_did_key(entry: &icn_schemas::ledger::Entry) -> bool {
+        entry.signer == entry.author && entry.delegation.is_none()
+    }
 }
 
 /// The `s` row of a seal, or of an admin's freeze, which seals too.

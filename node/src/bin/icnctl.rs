@@ -746,6 +746,18 @@ enum IdCommand {
         /// The exported file.
         file: PathBuf,
     },
+    /// Rotate the identity's key: a new key takes over your DID key's
+    /// powers (voting, seals, allowances) in every co-op on the gateway's
+    /// node where the current key holds them, and the current key is
+    /// retired (revoked, sealed). Your DID, memberships and balances stay.
+    /// The keystore then holds the new key (with the same passphrase), and
+    /// an icnd running on --data-dir restarts itself on it. The new key is
+    /// kept in `identity.next.age` until the rotation is done: run the
+    /// command again to finish one that was interrupted.
+    Rotate {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 /// A client of the gateway, with a token: the one given, or a fresh login
@@ -755,12 +767,106 @@ async fn client(data_dir: &std::path::Path, g: GatewayArgs) -> Result<Client> {
     match g.token {
         Some(token) => Ok(client.with_token(token)),
         None => {
-            let key = icn_node::load_identity(data_dir)?;
+            let (key, member) = icn_node::load_member_identity(data_dir)?;
             let mut client = client;
-            client.login(&key).await?;
+            login_as(&mut client, &key, &member).await?;
             Ok(client)
         }
     }
+}
+
+/// Logs in as `member` with `key`: its DID key, or the key it rotated to.
+async fn login_as(
+    client: &mut Client,
+    key: &icn_engine::Keypair,
+    member: &icn_schemas::Did,
+) -> Result<serde_json::Value> {
+    let member = (*member != key.did()).then(|| member.to_string());
+    client.login_for(key, member.as_deref()).await
+}
+
+/// Where `icnctl id rotate` keeps the new key until the rotation is done.
+const NEXT_KEYSTORE: &str = "identity.next.age";
+
+/// `icnctl id rotate`: see [`IdCommand::Rotate`].
+async fn rotate(data_dir: &std::path::Path, g: GatewayArgs) -> Result<()> {
+    let passphrase = icn_engine::Passphrase::from_env_or_prompt("Keystore passphrase: ")?;
+    let keystore = icn_engine::Keystore::in_dir(data_dir);
+    let (old, member) = keystore.load_member(&passphrase)?;
+    // The new key is on disk before anything names it.
+    let next = icn_engine::Keystore::at(&data_dir.join(NEXT_KEYSTORE));
+    let new = if next.exists() {
+        let (new, for_member) = next.load_member(&passphrase)?;
+        anyhow::ensure!(
+            for_member == member,
+            "{} holds a key for {for_member}, not {member}; move it away",
+            next.path().display()
+        );
+        new
+    } else {
+        let new = icn_engine::Keypair::generate()?;
+        next.write_member(&new, &member, &passphrase)?;
+        new
+    };
+    let mut client = Client::new(&g.gateway)?;
+    match &g.token {
+        Some(token) => client = client.with_token(token.clone()),
+        None => {
+            if let Err(e) = login_as(&mut client, &old, &member).await {
+                // Interrupted after the gateway rotated: the old key is
+                // revoked, and the new one logs in.
+                let mut retry = Client::new(&g.gateway)?;
+                if login_as(&mut retry, &new, &member).await.is_err() {
+                    return Err(e);
+                }
+                keystore.write_member(&new, &member, &passphrase)?;
+                std::fs::remove_file(next.path())?;
+                println!(
+                    "the rotation to {} was done already; the keystore now holds it",
+                    new.did()
+                );
+                return reload(data_dir);
+            }
+        }
+    }
+    let answer = client
+        .call(
+            "POST",
+            "/v1/identity/rotate",
+            Some(serde_json::json!({
+                "key": new.did(),
+                "proof": hex::encode(new.device_proof(&member)),
+            })),
+        )
+        .await?;
+    let partial = answer["outcomes"]
+        .as_array()
+        .is_some_and(|o| o.iter().any(|o| o["done"] != serde_json::json!(true)));
+    if partial {
+        // The old key still holds the powers where the rotation failed.
+        let kept = data_dir.join(OLD_KEYSTORE);
+        std::fs::copy(keystore.path(), &kept)?;
+        eprintln!(
+            "not rotated in every co-op (see outcomes): the old key is kept in {}",
+            kept.display()
+        );
+    }
+    keystore.write_member(&new, &member, &passphrase)?;
+    std::fs::remove_file(next.path())?;
+    print(&answer)?;
+    reload(data_dir)
+}
+
+/// Where `icnctl id rotate` keeps the old key when some co-op refused.
+const OLD_KEYSTORE: &str = "identity.old.age";
+
+/// Tells an icnd running on `data_dir` that its identity changed.
+fn reload(data_dir: &std::path::Path) -> Result<()> {
+    if icn_node::control::socket_path(data_dir).exists() {
+        control(data_dir, &Request::Reload)?;
+        eprintln!("icnd on {} restarts on the new key", data_dir.display());
+    }
+    Ok(())
 }
 
 /// Builds an entry with `body` by `member` (the identity's own DID when
@@ -776,7 +882,8 @@ async fn sign_and_submit(
     memo: &str,
 ) -> Result<serde_json::Value> {
     use icn_schemas::ledger::{Entry, SignedEntry};
-    let key = icn_node::load_identity(data_dir)?;
+    let (key, me) = icn_node::load_member_identity(data_dir)?;
+    let member = member.or((me != key.did()).then_some(me));
     let client = match g.token {
         Some(token) => Client::new(&g.gateway)?.with_token(token),
         None => {
@@ -842,7 +949,8 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
             output,
             member,
         }) => {
-            let key = icn_node::load_identity(data_dir)?;
+            let (key, me) = icn_node::load_member_identity(data_dir)?;
+            let member = member.or((me != key.did()).then(|| me.to_string()));
             let mut client = Client::new(&gateway)?;
             let answer = client.login_for(&key, member.as_deref()).await?;
             if output == "json" {
@@ -852,9 +960,9 @@ async fn gateway_command(data_dir: &std::path::Path, command: Command) -> Result
             }
         }
         Command::Auth(AuthCommand::Token { coop, gateway }) => {
-            let key = icn_node::load_identity(data_dir)?;
+            let (key, member) = icn_node::load_member_identity(data_dir)?;
             let mut client = Client::new(&gateway)?;
-            let answer = client.login(&key).await?;
+            let answer = login_as(&mut client, &key, &member).await?;
             if let Some(coop) = coop {
                 client
                     .call("GET", &format!("/v1/coops/{coop}"), None)
@@ -1474,9 +1582,9 @@ async fn relay_command(data_dir: &std::path::Path, command: RelayCommand) -> Res
 fn member_or_me(data_dir: &std::path::Path, member: Option<String>) -> Result<String> {
     match member {
         Some(m) => Ok(m),
-        None => Ok(icn_node::load_identity(data_dir)
+        None => Ok(icn_node::load_member_identity(data_dir)
             .context("no --member given, and no identity to default to")?
-            .did()
+            .1
             .to_string()),
     }
 }
@@ -1555,6 +1663,12 @@ async fn device_command(data_dir: &std::path::Path, command: DeviceCommand) -> R
 
 fn run(args: Args) -> Result<()> {
     match args.command {
+        Command::Id(IdCommand::Rotate { gateway }) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(rotate(&args.data_dir, gateway))?;
+        }
         command @ (Command::Auth(_)
         | Command::Ledger(_)
         | Command::Gov(_)
@@ -1639,11 +1753,15 @@ fn run(args: Args) -> Result<()> {
                     keystore.path().display()
                 );
             }
-            let (keypair, _) = icn_node::load_or_create_identity(&args.data_dir)?;
+            let (keypair, _, _) = icn_node::load_or_create_identity(&args.data_dir)?;
             println!("{}", keypair.did());
         }
         Command::Id(IdCommand::Show) => {
-            println!("{}", icn_node::load_identity(&args.data_dir)?.did());
+            let (key, member) = icn_node::load_member_identity(&args.data_dir)?;
+            println!("{member}");
+            if key.did() != member {
+                eprintln!("signing with {}, the key {member} rotated to", key.did());
+            }
         }
         Command::Id(IdCommand::Sign { message, base64 }) => {
             let signature = icn_node::load_identity(&args.data_dir)?.sign(message.as_bytes());

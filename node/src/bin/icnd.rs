@@ -178,6 +178,19 @@ fn control_handler(
             tracing::info!(path, ?counts, "wrote a backup");
             Ok(serde_json::json!({ "path": path, "counts": counts }))
         }
+        Request::Reload => {
+            #[cfg(unix)]
+            {
+                // After the answer has gone out.
+                std::thread::spawn(|| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    tracing::warn!("the identity changed: icnd restarts on it");
+                    let e = restart_in_place();
+                    tracing::error!(error = %e, "icnd could not restart itself; restart it");
+                });
+            }
+            Ok(serde_json::json!({ "restarting": true }))
+        }
         Request::Status => {
             let m = dialer.sync.metrics();
             let load =
@@ -416,9 +429,11 @@ async fn main() -> Result<()> {
         None => "127.0.0.1:8080".parse()?,
     };
 
-    let (identity, created) = icn_node::load_or_create_identity(&data_dir)?;
+    let (identity, member, created) = icn_node::load_or_create_identity(&data_dir)?;
     if created {
         tracing::info!(did = %identity.did(), "created a new node identity in {}", data_dir.display());
+    } else if member != identity.did() {
+        tracing::info!(did = %identity.did(), %member, "unlocked the node identity, a key the member rotated to");
     } else {
         tracing::info!(did = %identity.did(), "unlocked the node identity");
     }
@@ -428,7 +443,7 @@ async fn main() -> Result<()> {
     // The node's key records the closes that fall due, executes the
     // accepted decisions it learns of, and seals in the domains it
     // administers the members their co-ops revoked (docs/governance.md).
-    engine.set_executor(icn_engine::Signer::Device(identity.clone()));
+    engine.set_executor(icn_engine::Signer::member_key(member, identity.clone()));
     let tasks = Tasks::default();
     tasks.every(Duration::from_secs(30), engine.clone(), |engine| {
         let now = std::time::SystemTime::now()

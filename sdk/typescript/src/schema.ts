@@ -570,6 +570,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/identity/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["rotate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/ledger/{coop}/balance/{did}": {
         parameters: {
             query?: never;
@@ -1373,6 +1389,7 @@ export interface components {
              * @description Unix seconds.
              */
             joined_at?: number | null;
+            key?: components["schemas"]["Did"] | null;
             /** @description Role. */
             role: components["schemas"]["Role"];
             /** @description Status. */
@@ -1711,6 +1728,7 @@ export interface components {
                  * @description Unix seconds.
                  */
                 joined_at?: number | null;
+                key?: components["schemas"]["Did"] | null;
                 /** @description Role. */
                 role: components["schemas"]["Role"];
                 /** @description Status. */
@@ -1973,6 +1991,45 @@ export interface components {
          * @enum {string}
          */
         Role: "admin" | "member" | "observer";
+        /** @description What a rotation did: in each co-op, and the member's devices now. */
+        RotateAnswer: {
+            /** @description The member's devices now. */
+            devices: components["schemas"]["DeviceRow"][];
+            /** @description The member. */
+            did: components["schemas"]["Did"];
+            /** @description The key that now holds the member's DID key powers. */
+            new_key: components["schemas"]["Did"];
+            /** @description The key retired (revoked, reason `retired`). */
+            old_key: components["schemas"]["Did"];
+            /** @description One per co-op on this node where the old key held them. */
+            outcomes: components["schemas"]["RotationOutcome"][];
+        };
+        /** @description The key to rotate to, and its consent. */
+        RotateRequest: {
+            /**
+             * @description The new key, `did:icn:…`: it takes over the powers of the key that
+             *     signed your token (voting, seals, granting allowances, spending
+             *     general credit beside them).
+             */
+            key: components["schemas"]["Did"];
+            /**
+             * @description The new key's Ed25519 signature of the UTF-8 text
+             *     `icn-device/v1\n<member DID>`, hex or base64 (`icnctl device proof`).
+             */
+            proof: string;
+        };
+        /** @description What a rotation did in one co-op. */
+        RotationOutcome: {
+            /** @description The co-op's id. */
+            coop_id: string;
+            /** @description The co-op's domains where the new key now votes. */
+            domains?: components["schemas"]["DocId"][];
+            /** @description Whether it was rotated there. */
+            done: boolean;
+            /** @description Why not, when it was not. */
+            error?: string | null;
+            seal?: components["schemas"]["EntryId"] | null;
+        };
         /** @description Voting rules. */
         Rules: {
             /** @description Whether an admin may veto an open proposal. */
@@ -6392,6 +6449,96 @@ export interface operations {
                 };
             };
             /** @description The Idempotency-Key was used for another request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limited; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rotate: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Retry-safe writes: a repeated request with the same key (per member, for a day) answers the first successful answer, with `Idempotent-Replayed: true`, and writes nothing again; a refused request leaves the key free; the same key with another request answers 422. */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RotateRequest"];
+            };
+        };
+        responses: {
+            /** @description In each co-op on this node where the key that signed your token holds your DID key's powers (`outcomes`): that key sealed itself in the ledger, the new key was listed as your device and named as your `key`, it took over your vote in the co-op's domains held here (`domains`), and the old key was revoked (`retired`). Log in with the new key from now on (POST /v1/auth/challenge with `device`) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RotateAnswer"];
+                };
+            };
+            /** @description Not a DID, or a proof that is not a signature */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token lacks coop:write, ledger:write or gov:write */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No co-op on this node where the token's key holds your DID key's powers */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than the limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A proof that is not the new key's signature, or the new key is the old one */
             422: {
                 headers: {
                     [name: string]: unknown;

@@ -10,7 +10,7 @@ use icn_schemas::ledger::{Account, Body, Entry, EntryId, SignedEntry};
 use super::keys::{corrupt, place, place_of, unit_part};
 use super::{Conflict, Fold};
 use crate::storage::StorageError;
-use crate::storage::layout::{GrantRow, ledger as tag};
+use crate::storage::layout::{GrantRow, OrderRow, ledger as tag};
 
 /// A balance, keyed by account and unit.
 pub(super) type BalanceKey = (Account, String);
@@ -24,12 +24,6 @@ pub(super) type AllowanceKey = (Did, Did, String);
 pub(super) struct Effects {
     pub(super) balances: Vec<(BalanceKey, i64)>,
     pub(super) allowances: Vec<(AllowanceKey, i64)>,
-}
-
-/// Whether an entry is signed by its author's own DID key: the one key that
-/// spends a member's general credit alongside allowances.
-fn by_owner(entry: &Entry) -> bool {
-    entry.signer == entry.author && entry.delegation.is_none()
 }
 
 /// The allowance deltas of an entry: a grant adds to the device's unspent
@@ -57,13 +51,13 @@ pub(super) fn allowance_deltas(entry: &Entry) -> Vec<(AllowanceKey, i64)> {
 }
 
 /// The units in which an entry debits its author's general credit through a
-/// key other than the author's DID key.
-pub(super) fn general_debits_by_others(entry: &Entry) -> Vec<String> {
+/// key other than the one holding the author's DID key powers (`owner`).
+pub(super) fn general_debits_by_others(entry: &Entry, owner: bool) -> Vec<String> {
     match &entry.body {
         Body::Transfer {
             postings,
             from_allowance: false,
-        } if !by_owner(entry) => postings
+        } if !owner => postings
             .iter()
             .filter(|p| p.account == Account::Member(entry.author) && p.amount < 0)
             .map(|p| p.unit.clone())
@@ -203,8 +197,10 @@ impl Fold {
         &self,
         id: &EntryId,
         signed: &SignedEntry,
-        limits: &[([u8; 32], i64)],
+        row: &OrderRow,
     ) -> Result<Result<Effects, Conflict>, StorageError> {
+        let limits = &row.limits[..];
+        let owner = row.owner(&signed.entry);
         let entry = &signed.entry;
         let author = entry.author;
         let touched = entry.postings().iter().filter_map(|p| match p.account {
@@ -281,7 +277,7 @@ impl Fold {
             // debited) leaves what allowances reserve untouched. A debit
             // from an allowance was reserved when the allowance was granted.
             if let (Account::Member(did), true, false) = (p.account, p.amount < 0, from_allowance) {
-                if !by_owner(entry) && self.needs_allowance(id, &did, &p.unit)? {
+                if !owner && self.needs_allowance(id, &did, &p.unit)? {
                     return Ok(Err(Conflict::AllowanceRequired {
                         account: did,
                         unit: p.unit.clone(),

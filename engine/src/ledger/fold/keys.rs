@@ -57,7 +57,7 @@ pub(super) fn split_order_value(value: &[u8]) -> Result<(OrderRow, &[u8]), Stora
     let row = value
         .get(2..2 + len)
         .ok_or_else(|| corrupt("an order row is too short"))?;
-    let row = postcard::from_bytes(row).map_err(corrupt)?;
+    let row = OrderRow::decode(row).map_err(corrupt)?;
     Ok((row, &value[2 + len..]))
 }
 

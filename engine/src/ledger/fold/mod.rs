@@ -151,6 +151,9 @@ pub(crate) struct Judged {
     /// The co-op's treasury domain at its cited heads, for an entry citing
     /// a decision.
     pub(crate) treasury: Option<DocId>,
+    /// Whether its signer held the author's DID key powers at its cited
+    /// heads (the DID key, or the key it rotated to), writing directly.
+    pub(crate) owner: bool,
 }
 
 /// The fold of one co-op's entries, in the `ledger` tree: nothing of it is
@@ -239,6 +242,7 @@ impl Fold {
         let Judged {
             mut limits,
             treasury,
+            owner,
         } = judged;
         if self.contains(&id)? {
             return Ok(Status::Applied);
@@ -275,7 +279,7 @@ impl Fold {
         if let Some(decision) = &entry.decision {
             rows.put(rows.key(tag::BY_DECISION, &[decision, &here]), Vec::new());
         }
-        for unit in general_debits_by_others(entry) {
+        for unit in general_debits_by_others(entry, owner) {
             let key = rows.key(
                 tag::OTHERS_DEBIT,
                 &[entry.author.as_bytes(), &unit_part(&unit), &here],
@@ -300,6 +304,9 @@ impl Fold {
         let row = OrderRow {
             limits,
             treasury: treasury.map(|t| t.0),
+            // Only an entry whose signer's powers its bytes do not tell
+            // (since a rotation) records them.
+            owner: (owner != OrderRow::signed_by_did_key(entry)).then_some(owner),
             ..OrderRow::default()
         };
         // Fold again from `start`: the entries after it, whose rows are
@@ -482,7 +489,7 @@ impl Fold {
             }
             return Ok(Ok(()));
         }
-        match self.effects(id, signed, &row.limits)? {
+        match self.effects(id, signed, row)? {
             Ok(effects) => {
                 for ((account, unit), after) in effects.balances {
                     let key = self.balance_key(&account, &unit);

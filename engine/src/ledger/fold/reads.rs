@@ -259,6 +259,7 @@ impl Fold {
             let (row, bytes) = split_order_value(&v)?;
             let (entry, _) = SignedEntry::decode(bytes).map_err(corrupt)?;
             let judged = Judged {
+                owner: row.owner(&entry.entry),
                 limits: row.limits,
                 treasury: row.treasury.map(DocId),
             };
