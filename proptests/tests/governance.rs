@@ -19,6 +19,9 @@
 //! counts as the admin saw it when sealing, and a close by member 4 counts
 //! only if the admin had seen it.
 //!
+//! A second property: member 5 rotates its key while a stale delegation of
+//! its old key votes on replicas that have not heard of it.
+//!
 //! Set `PROPTEST_CASES` to run more cases.
 
 use automerge::ChangeHash;
@@ -245,6 +248,173 @@ proptest! {
             if let Some(close) = reference.close.as_ref().filter(|c| c.closed_by == keypair(4).did()) {
                 prop_assert_eq!(seen.close.as_ref(), Some(close));
             }
+        }
+    }
+}
+
+/// What happens in the rotation property: votes, closes, member 5's
+/// rotation, and the old key's stale delegation voting.
+#[derive(Debug, Clone)]
+enum RotationStep {
+    /// Members 2–5 vote (member 5 with whichever key holds its vote on its
+    /// replica); never `block`, which only the stale delegation casts.
+    Vote {
+        voter: u64,
+        choice: u8,
+    },
+    /// The admin (1) or the proposer (2) closes.
+    Close {
+        closer: u64,
+        now: i64,
+    },
+    /// Member 5 rotates from its DID key to key 55, on its own replica.
+    Rotate,
+    /// A node holding a delegation member 5's DID key signed before the
+    /// rotation votes `block` for member 5, on its own replica.
+    Stale,
+    Exchange {
+        from: usize,
+        to: usize,
+    },
+}
+
+fn rotation_steps(replicas: usize) -> impl Strategy<Value = Vec<RotationStep>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => (2u64..=5, 0u8..3).prop_map(|(voter, choice)| RotationStep::Vote { voter, choice }),
+            1 => (prop::sample::select(vec![1u64, 2]), 0i64..200)
+                .prop_map(|(closer, now)| RotationStep::Close { closer, now }),
+            1 => Just(RotationStep::Rotate),
+            2 => Just(RotationStep::Stale),
+            3 => (0..replicas, 0..replicas).prop_map(|(from, to)| RotationStep::Exchange { from, to }),
+        ],
+        1..40,
+    )
+}
+
+/// How member 5 writes on its replica: its DID key until it rotated there.
+fn member5(engine: &Engine, coop_id: &DocId) -> Signer {
+    let rotated = engine
+        .read(coop_id, |r| coop::key_of(r, &keypair(5).did()))
+        .flatten()
+        == Some(keypair(55).did());
+    if rotated {
+        Signer::member_key(keypair(5).did(), keypair(55))
+    } else {
+        Signer::Device(keypair(5))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Member 5 rotates its key while it and a stale delegation of its old
+    /// key vote on replicas that have and have not heard of it, in any
+    /// order: every replica ends with the same proposal, close and ledger,
+    /// each close's tally is the count at its heads, and member 5's vote,
+    /// once the rotation is known, is never the stale delegation's unless
+    /// the rotation had seen it.
+    #[test]
+    fn a_rotation_converges_and_the_old_keys_stale_votes_count_for_nothing_unseen(
+        (replicas, weights, steps) in (2usize..=4).prop_flat_map(|n| {
+            (Just(n), prop::collection::vec(1i64..=3, 4), rotation_steps(n))
+        })
+    ) {
+        let (nodes, id, coop_id) = setup(replicas, &weights);
+        let stale_node = keypair(60);
+        let stale = Signer::Delegated {
+            node: stale_node.clone(),
+            delegation: icn_engine::test_utils::delegation(
+                &keypair(5),
+                &stale_node,
+                &[icn_schemas::Scope::GovWrite],
+                0,
+                4_000_000_000,
+            ),
+        };
+        for step in &steps {
+            match step {
+                RotationStep::Vote { voter, choice } => {
+                    let choice = [Choice::For, Choice::Against, Choice::Abstain][*choice as usize];
+                    let engine = &nodes[home(*voter, replicas)].engine;
+                    let signer = if *voter == 5 {
+                        member5(engine, &coop_id)
+                    } else {
+                        Signer::Device(keypair(*voter))
+                    };
+                    // Refused once the proposal is closed on that replica.
+                    let _ = engine.cast_vote(&id, &signer, "p", &keypair(*voter).did(), choice, None, 5);
+                }
+                RotationStep::Close { closer, now } => {
+                    let engine = &nodes[home(*closer, replicas)].engine;
+                    let _ = engine.close_proposal(&id, &Signer::Device(keypair(*closer)), "p", *now);
+                }
+                RotationStep::Rotate => {
+                    let new = keypair(55);
+                    // Refused once done.
+                    let _ = nodes[home(5, replicas)].engine.rotate_key(
+                        &coop_id,
+                        &Signer::Device(keypair(5)),
+                        &new.did(),
+                        &new.device_proof(&keypair(5).did()),
+                        50,
+                    );
+                }
+                RotationStep::Stale => {
+                    let engine = &nodes[home(60, replicas)].engine;
+                    // Refused where the rotation is known, or the proposal closed.
+                    let _ = engine.cast_vote(&id, &stale, "p", &keypair(5).did(), Choice::Block, None, 6);
+                }
+                RotationStep::Exchange { from, to } => exchange(&nodes[*from].engine, &nodes[*to].engine, &id, &coop_id),
+            }
+        }
+        for a in &nodes {
+            for b in &nodes {
+                exchange(&a.engine, &b.engine, &id, &coop_id);
+            }
+        }
+        let proposal = |n: &TestNode| {
+            n.engine.domain(&id).expect("held").expect("valid").proposals["p"].clone()
+        };
+        let reference = proposal(&nodes[0]);
+        let ledger = nodes[0].engine.trial_balance(&coop_id).expect("ledger");
+        for n in &nodes[1..] {
+            prop_assert_eq!(&proposal(n), &reference);
+            prop_assert_eq!(&n.engine.trial_balance(&coop_id).expect("ledger"), &ledger);
+            prop_assert_eq!(n.engine.heads(&id), nodes[0].engine.heads(&id));
+        }
+        if let Some(close) = &reference.close {
+            prop_assert_eq!(reference.state, close.outcome.state());
+            let counted: Vec<ChangeHash> = close.counted_heads.iter().map(|h| ChangeHash(*h)).collect();
+            let recount = nodes[0].engine.read(&id, |r| {
+                let at = Reader::at(r.doc(), &counted);
+                let d = domain::Domain::read(at).expect("domain at the counted heads");
+                let t = tally::count(d.members.values(), &d.proposals["p"].votes);
+                (t, tally::decide(&d.rules, &t))
+            }).expect("held");
+            prop_assert_eq!(recount, (close.tally, Some(close.outcome)));
+        }
+        // Once rotated, a `block` (only the stale delegation casts it)
+        // counts only as the rotation saw it.
+        let rotated = nodes[0]
+            .engine
+            .read(&id, |r| domain::key_of(r, &keypair(5).did()))
+            .flatten()
+            == Some(keypair(55).did());
+        let vote = reference.votes.get(&keypair(5).did());
+        if rotated && vote.is_some_and(|v| v.choice == Choice::Block) {
+            let at_rotation = nodes[0]
+                .engine
+                .read(&id, |r| {
+                    let heads = domain::retirements(r, &keypair(5).did(), &keypair(5).did())
+                        .into_iter()
+                        .next()?;
+                    let at = Reader::at(r.doc(), &heads);
+                    Some(domain::Proposal::read(at, "p")?.votes.get(&keypair(5).did()).cloned())
+                })
+                .flatten()
+                .flatten();
+            prop_assert_eq!(vote.cloned(), at_rotation, "a stale vote the rotation had not seen counts");
         }
     }
 }

@@ -494,7 +494,7 @@ pub fn key_counts(
 }
 
 /// The heads at which `member` retired `key`, one per conflicting write.
-fn retirements(r: Reader<'_>, member: &Did, key: &Did) -> Vec<Vec<automerge::ChangeHash>> {
+pub fn retirements(r: Reader<'_>, member: &Did, key: &Did) -> Vec<Vec<automerge::ChangeHash>> {
     let Some(k) = r.map_path(&["members", &member.to_string(), "keys", &key.key_string()]) else {
         return Vec::new();
     };
