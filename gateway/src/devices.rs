@@ -111,6 +111,27 @@ struct Outcome {
     /// device other than the DID key revoked).
     #[serde(skip_serializing_if = "Option::is_none")]
     seals: Option<Vec<EntryId>>,
+    /// A rotation: the co-op's domains where the new key now votes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    domains: Option<Vec<DocId>>,
+}
+
+/// What a write did in one co-op, besides the write itself.
+#[derive(Default)]
+struct Written {
+    revoked: Option<Vec<Did>>,
+    seals: Option<Vec<EntryId>>,
+    domains: Option<Vec<DocId>>,
+}
+
+impl From<icn_engine::Revoked> for Written {
+    fn from(r: icn_engine::Revoked) -> Self {
+        Written {
+            revoked: Some(r.devices),
+            seals: Some(r.seals),
+            domains: None,
+        }
+    }
 }
 
 /// What a device write did: in each co-op, and the member's devices now.
@@ -183,7 +204,7 @@ fn device_rows(gw: &Gateway, member: &Did, coops: &[DocId]) -> Vec<DeviceRow> {
 fn in_each(
     gw: &Gateway,
     coops: &[DocId],
-    mut write: impl FnMut(&DocId) -> Result<Option<icn_engine::Revoked>, AppError>,
+    mut write: impl FnMut(&DocId) -> Result<Written, AppError>,
 ) -> Result<Vec<Outcome>, AppError> {
     let mut outcomes = Vec::new();
     let mut first_refusal = None;
@@ -193,16 +214,13 @@ fn in_each(
         match write(id) {
             Ok(written) => {
                 done += 1;
-                let (revoked, seals) = match written {
-                    Some(r) => (Some(r.devices), Some(r.seals)),
-                    None => (None, None),
-                };
                 outcomes.push(Outcome {
                     coop_id: coop_name,
                     done: true,
                     error: None,
-                    revoked,
-                    seals,
+                    revoked: written.revoked,
+                    seals: written.seals,
+                    domains: written.domains,
                 });
             }
             Err(e) => {
@@ -212,6 +230,7 @@ fn in_each(
                     error: Some(e.message().to_owned()),
                     revoked: None,
                     seals: None,
+                    domains: None,
                 });
                 first_refusal.get_or_insert(e);
             }
@@ -336,7 +355,7 @@ async fn register(
                     now,
                 )
             })?;
-            Ok(None)
+            Ok(Written::default())
         })?;
         Ok((
             StatusCode::CREATED,
@@ -426,7 +445,7 @@ async fn revoke(
             let revoked =
                 gw.engine()
                     .revoke_device(id, &auth.signer(), &member, &device, &revocation)?;
-            Ok(Some(revoked))
+            Ok(revoked.into())
         })?;
         Ok(Json(DevicesAnswer {
             did: member,
@@ -491,7 +510,7 @@ async fn emergency_revoke(
             let revoked =
                 gw.engine()
                     .revoke_all_devices(id, &auth.signer(), &member, &revocation)?;
-            Ok(Some(revoked))
+            Ok(revoked.into())
         })?;
         Ok(Json(DevicesAnswer {
             did: member,
@@ -519,24 +538,6 @@ struct RotateRequest {
     proof: String,
 }
 
-/// What a rotation did in one co-op.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-struct RotationOutcome {
-    /// The co-op's id.
-    coop_id: String,
-    /// Whether it was rotated there.
-    done: bool,
-    /// Why not, when it was not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    /// The old key's seal in the co-op's ledger.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seal: Option<EntryId>,
-    /// The co-op's domains where the new key now votes.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    domains: Vec<DocId>,
-}
-
 /// What a rotation did: in each co-op, and the member's devices now.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct RotateAnswer {
@@ -546,8 +547,10 @@ struct RotateAnswer {
     old_key: Did,
     /// The key that now holds the member's DID key powers.
     new_key: Did,
-    /// One per co-op on this node where the old key held them.
-    outcomes: Vec<RotationOutcome>,
+    /// One per co-op on this node where the old key held them: the old
+    /// key `revoked`, its seal (`seals`), and the `domains` where the new
+    /// key now votes.
+    outcomes: Vec<Outcome>,
     /// The member's devices now.
     devices: Vec<DeviceRow>,
 }
@@ -609,34 +612,14 @@ async fn rotate(
             )));
         }
         let now = now_secs() as i64;
-        let mut outcomes = Vec::new();
-        let mut first_refusal = None;
-        for id in &coops {
-            let coop_id = gw.index().name(id).unwrap_or_else(|| id.to_string());
-            match engine.rotate_key(id, &auth.signer(), &new, &proof, now) {
-                Ok(r) => outcomes.push(RotationOutcome {
-                    coop_id,
-                    done: true,
-                    error: None,
-                    seal: Some(r.seal),
-                    domains: r.domains,
-                }),
-                Err(e) => {
-                    let e = AppError::from(e);
-                    outcomes.push(RotationOutcome {
-                        coop_id,
-                        done: false,
-                        error: Some(e.message().to_owned()),
-                        seal: None,
-                        domains: Vec::new(),
-                    });
-                    first_refusal.get_or_insert(e);
-                }
-            }
-        }
-        if let (false, Some(e)) = (outcomes.iter().any(|o| o.done), first_refusal) {
-            return Err(e);
-        }
+        let outcomes = in_each(&gw, &coops, |id| {
+            let r = engine.rotate_key(id, &auth.signer(), &new, &proof, now)?;
+            Ok(Written {
+                revoked: Some(vec![r.old]),
+                seals: Some(vec![r.seal]),
+                domains: Some(r.domains),
+            })
+        })?;
         tracing::info!(%member, %old, %new, "rotated a member's key");
         Ok(Json(RotateAnswer {
             did: member,

@@ -1406,28 +1406,8 @@ async fn a_member_rotates_its_key_over_http() {
     .await
     .expect(201);
     let device_login = |key: icn_engine::Keypair| {
-        let api = &api;
-        let alice_did = alice_did.clone();
-        async move {
-            let c = api
-                .call(
-                    "POST",
-                    "/v1/auth/challenge",
-                    None,
-                    Some(json!({"did": alice_did, "device": key.did().to_string()})),
-                )
-                .await
-                .expect(200);
-            let challenge = c["challenge"].as_str().expect("challenge").to_owned();
-            let sig = common::base64_no_pad(&key.sign(challenge.as_bytes()));
-            api.call(
-                "POST",
-                "/v1/auth/verify",
-                None,
-                Some(json!({"did": alice_did, "challenge": challenge, "signature": sig})),
-            )
-            .await
-        }
+        let (api, alice_did) = (&api, alice_did.clone());
+        async move { api.device_login(&alice_did, &key).await }
     };
     let new = keypair(50);
     let new_did = new.did().to_string();
@@ -1519,7 +1499,8 @@ async fn a_member_rotates_its_key_over_http() {
     assert_eq!(rotated["new_key"], new_did.as_str());
     let outcome = &rotated["outcomes"][0];
     assert_eq!(outcome["done"], true, "{rotated}");
-    assert!(outcome["seal"].is_string(), "{rotated}");
+    assert_eq!(outcome["revoked"], json!([alice_did]), "{rotated}");
+    assert_eq!(outcome["seals"].as_array().map(Vec::len), Some(1));
     assert_eq!(outcome["domains"].as_array().map(Vec::len), Some(1));
     // The old key's token died at once; it rotates nothing more.
     api.get(&format!("/v1/devices/{alice_did}"), &token)
@@ -1856,28 +1837,8 @@ async fn devices_log_in_with_their_own_keys_and_tokens_die_with_them() {
 
     // The phone signs the challenge for alice.
     let device_login = |key: icn_engine::Keypair| {
-        let api = &api;
-        let alice_did = alice_did.clone();
-        async move {
-            let c = api
-                .call(
-                    "POST",
-                    "/v1/auth/challenge",
-                    None,
-                    Some(json!({"did": alice_did, "device": key.did().to_string()})),
-                )
-                .await
-                .expect(200);
-            let challenge = c["challenge"].as_str().expect("challenge").to_owned();
-            let sig = common::base64_no_pad(&key.sign(challenge.as_bytes()));
-            api.call(
-                "POST",
-                "/v1/auth/verify",
-                None,
-                Some(json!({"did": alice_did, "challenge": challenge, "signature": sig})),
-            )
-            .await
-        }
+        let (api, alice_did) = (&api, alice_did.clone());
+        async move { api.device_login(&alice_did, &key).await }
     };
     let v = device_login(phone.clone()).await.expect(200);
     assert_eq!(v["did"], alice_did);

@@ -91,6 +91,26 @@ fn ok(out: Output) -> String {
     text(&out)
 }
 
+/// `POST`s a JSON body with a token; the status code.
+fn post(node: &Node, token: &str, path: &str, body: &str) -> String {
+    text(&curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        body,
+        &node.url(path),
+    ]))
+}
+
 fn smoke(node: &Node, token: &str, coop: &str) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/smoke-test.sh");
     Command::new("bash")
@@ -385,23 +405,7 @@ fn devices_through_icnctl() {
             format!(r#"{{"did": "{bob_did}"}}"#),
         ),
     ] {
-        let status = curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body,
-            &node.url(path),
-        ]);
-        assert_eq!(text(&status), "201", "{path}");
+        assert_eq!(post(&node, &token, path, &body), "201", "{path}");
     }
     let g = ["--gateway", gateway.as_str()];
     let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).expect("JSON") };
@@ -648,23 +652,7 @@ fn rotation_through_icnctl() {
             format!(r#"{{"did": "{alice_did}"}}"#),
         ),
     ] {
-        let status = curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body,
-            &node.url(path),
-        ]);
-        assert_eq!(text(&status), "201", "{path}");
+        assert_eq!(post(&node, &token, path, &body), "201", "{path}");
     }
     let proof = json(ok(icnctl(
         phone,
@@ -782,23 +770,11 @@ fn rotation_through_icnctl() {
     let bob_did = ok(icnctl(bob_dir.path(), &["id", "init"]))
         .trim()
         .to_owned();
-    let added = curl(&[
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-X",
-        "POST",
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &format!(r#"{{"did": "{bob_did}"}}"#),
-        &node.url("/v1/coops/garden/members"),
-    ]);
-    assert_eq!(text(&added), "201");
+    let body = format!(r#"{{"did": "{bob_did}"}}"#);
+    assert_eq!(
+        post(&node, &token, "/v1/coops/garden/members", &body),
+        "201"
+    );
     stop(icnd);
 }
 
@@ -833,23 +809,7 @@ fn coop_settings_through_icnctl() {
             r#"{"id": "garden-board", "coop_id": "garden"}"#.to_owned(),
         ),
     ] {
-        let status = curl(&[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "POST",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body,
-            &node.url(path),
-        ]);
-        assert_eq!(text(&status), "201", "{path}");
+        assert_eq!(post(&node, &token, path, &body), "201", "{path}");
     }
     let g = ["--gateway", gateway.as_str()];
     let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).expect("JSON") };

@@ -142,6 +142,26 @@ fn exchange(from: &Engine, to: &Engine, id: &DocId, coop_id: &DocId) {
     }
 }
 
+/// The state of `proposal` is its close's outcome, and the close's tally is
+/// the count of the votes at its counted heads.
+fn recounts(engine: &Engine, id: &DocId, proposal: &domain::Proposal) -> Result<(), TestCaseError> {
+    let Some(close) = &proposal.close else {
+        return Ok(());
+    };
+    prop_assert_eq!(proposal.state, close.outcome.state());
+    let counted: Vec<ChangeHash> = close.counted_heads.iter().map(|h| ChangeHash(*h)).collect();
+    let recount = engine
+        .read(id, |r| {
+            let at = Reader::at(r.doc(), &counted);
+            let d = domain::Domain::read(at).expect("domain at the counted heads");
+            let t = tally::count(d.members.values(), &d.proposals["p"].votes);
+            (t, tally::decide(&d.rules, &t))
+        })
+        .expect("held");
+    prop_assert_eq!(recount, (close.tally, Some(close.outcome)));
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
 
@@ -220,17 +240,7 @@ proptest! {
         let recipient = (keypair(3).did().to_string(), "hours".to_owned());
         let paid = ledger.accounts.get(&recipient).copied().unwrap_or(0);
         prop_assert_eq!(paid, if accepted { 10 } else { 0 });
-        if let Some(close) = &reference.close {
-            prop_assert_eq!(reference.state, close.outcome.state());
-            let counted: Vec<ChangeHash> = close.counted_heads.iter().map(|h| ChangeHash(*h)).collect();
-            let recount = nodes[0].engine.read(&id, |r| {
-                let at = Reader::at(r.doc(), &counted);
-                let d = domain::Domain::read(at).expect("domain at the counted heads");
-                let t = tally::count(d.members.values(), &d.proposals["p"].votes);
-                (t, tally::decide(&d.rules, &t))
-            }).expect("held");
-            prop_assert_eq!(recount, (close.tally, Some(close.outcome)));
-        }
+        recounts(&nodes[0].engine, &id, &reference)?;
         // Nothing the thief wrote after the seal counts.
         let sealed = nodes[0]
             .engine
@@ -383,17 +393,7 @@ proptest! {
             prop_assert_eq!(&n.engine.trial_balance(&coop_id).expect("ledger"), &ledger);
             prop_assert_eq!(n.engine.heads(&id), nodes[0].engine.heads(&id));
         }
-        if let Some(close) = &reference.close {
-            prop_assert_eq!(reference.state, close.outcome.state());
-            let counted: Vec<ChangeHash> = close.counted_heads.iter().map(|h| ChangeHash(*h)).collect();
-            let recount = nodes[0].engine.read(&id, |r| {
-                let at = Reader::at(r.doc(), &counted);
-                let d = domain::Domain::read(at).expect("domain at the counted heads");
-                let t = tally::count(d.members.values(), &d.proposals["p"].votes);
-                (t, tally::decide(&d.rules, &t))
-            }).expect("held");
-            prop_assert_eq!(recount, (close.tally, Some(close.outcome)));
-        }
+        recounts(&nodes[0].engine, &id, &reference)?;
         // Once rotated, a `block` (only the stale delegation casts it)
         // counts only as the rotation saw it.
         let rotated = nodes[0]

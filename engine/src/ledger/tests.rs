@@ -1891,14 +1891,19 @@ fn a_suspension_seals_what_the_admin_had_not_seen_and_reinstatement_lifts_it() {
     );
     assert_eq!(status(e, &coop, &after), Status::Applied);
     assert_eq!(balance(e, &coop, &alice), 6);
-    // Another replica, taking everything in the opposite order, agrees.
-    let other = replica(e, &coop);
-    let mut all = e.entries(&coop).expect("entries");
+    agrees_in_reverse(e, &coop);
+}
+
+/// Another replica, taking everything `engine` holds in the opposite
+/// order, ends with the same books.
+fn agrees_in_reverse(engine: &Engine, coop: &DocId) {
+    let other = replica(engine, coop);
+    let mut all = engine.entries(coop).expect("entries");
     all.reverse();
-    other.engine.ingest_entries(&coop, all).expect("ingest");
+    other.engine.ingest_entries(coop, all).expect("ingest");
     assert_eq!(
-        other.engine.trial_balance(&coop).expect("tb"),
-        e.trial_balance(&coop).expect("tb")
+        other.engine.trial_balance(coop).expect("tb"),
+        engine.trial_balance(coop).expect("tb")
     );
 }
 

@@ -165,6 +165,29 @@ impl Api {
     pub async fn login(&self, key: &Keypair) -> String {
         self.login_with(key, None).await
     }
+
+    /// A device's login for `member`: the challenge names the device, which
+    /// signs it. The verify reply, whatever its status.
+    pub async fn device_login(&self, member: &str, key: &Keypair) -> Reply {
+        let c = self
+            .call(
+                "POST",
+                "/v1/auth/challenge",
+                None,
+                Some(json!({"did": member, "device": key.did().to_string()})),
+            )
+            .await
+            .expect(200);
+        let challenge = c["challenge"].as_str().expect("challenge").to_owned();
+        let sig = base64_no_pad(&key.sign(challenge.as_bytes()));
+        self.call(
+            "POST",
+            "/v1/auth/verify",
+            None,
+            Some(json!({"did": member, "challenge": challenge, "signature": sig})),
+        )
+        .await
+    }
 }
 
 pub fn base64_no_pad(bytes: &[u8]) -> String {

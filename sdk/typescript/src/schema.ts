@@ -1510,6 +1510,8 @@ export interface components {
         Outcome: {
             /** @description The co-op's id. */
             coop_id: string;
+            /** @description A rotation: the co-op's domains where the new key now votes. */
+            domains?: components["schemas"]["DocId"][] | null;
             /** @description Whether it was written there. */
             done: boolean;
             /** @description Why not, when it was not. */
@@ -2001,8 +2003,12 @@ export interface components {
             new_key: components["schemas"]["Did"];
             /** @description The key retired (revoked, reason `retired`). */
             old_key: components["schemas"]["Did"];
-            /** @description One per co-op on this node where the old key held them. */
-            outcomes: components["schemas"]["RotationOutcome"][];
+            /**
+             * @description One per co-op on this node where the old key held them: the old
+             *     key `revoked`, its seal (`seals`), and the `domains` where the new
+             *     key now votes.
+             */
+            outcomes: components["schemas"]["Outcome"][];
         };
         /** @description The key to rotate to, and its consent. */
         RotateRequest: {
@@ -2017,18 +2023,6 @@ export interface components {
              *     `icn-device/v1\n<member DID>`, hex or base64 (`icnctl device proof`).
              */
             proof: string;
-        };
-        /** @description What a rotation did in one co-op. */
-        RotationOutcome: {
-            /** @description The co-op's id. */
-            coop_id: string;
-            /** @description The co-op's domains where the new key now votes. */
-            domains?: components["schemas"]["DocId"][];
-            /** @description Whether it was rotated there. */
-            done: boolean;
-            /** @description Why not, when it was not. */
-            error?: string | null;
-            seal?: components["schemas"]["EntryId"] | null;
         };
         /** @description Voting rules. */
         Rules: {
