@@ -183,8 +183,9 @@ pub struct Rotated {
     pub new: Did,
     /// The domains where the new key now votes for the member.
     pub domains: Vec<DocId>,
-    /// The old key's seal in the co-op's ledger.
-    pub seal: EntryId,
+    /// The old key's seal in the co-op's ledger (none when this run
+    /// finished a rotation that had sealed it already).
+    pub seal: Option<EntryId>,
 }
 
 impl Engine {
@@ -197,7 +198,9 @@ impl Engine {
     /// as a device of the member and names it as the member's `key` in the
     /// co-op; in each of the co-op's domains held here where it votes for
     /// the member, names `new` and retires itself at the heads it holds;
-    /// and revokes itself (`retired`). Stopped half way, it is run again.
+    /// and revokes itself (`retired`). Stopped half way, it is run again
+    /// with the same keys: once `new` is named, the old key (still a live
+    /// device) finishes the domains and its revocation.
     /// Domains not held here keep the old key until this node holds them and
     /// rotates again; the co-op's domain admins seal the member there once
     /// the old key is revoked (`docs/permissions.md`, "Key rotation").
@@ -224,28 +227,35 @@ impl Engine {
             _ => crate::governance::member_of(signer).ok(),
         }
         .ok_or_else(|| refuse(format!("{old} is no live device of a member here")))?;
+        if *new == old {
+            return Err(refuse("the new key is the key it replaces".into()));
+        }
         let holder = self.read(coop, |r| coop::key_of(r, &member)).flatten();
-        if holder != Some(old) {
+        let resuming = holder == Some(*new)
+            && self
+                .read(coop, |r| coop::is_live_device(r, &member, &old))
+                .unwrap_or(false);
+        if holder != Some(old) && !resuming {
             return Err(refuse(format!(
                 "{old} does not hold {member}'s DID key powers in this co-op"
             )));
-        }
-        if *new == old {
-            return Err(refuse("the new key is the key it replaces".into()));
         }
         if crate::identity::verify(new, &coop::device_proof_message(&member), proof).is_err() {
             return Err(refuse(format!(
                 "the proof is not {new}'s signature of its consent to act for {member}"
             )));
         }
-        let (seal, _) = self.seal(coop, signer, &member, Sealed::Key(old))?;
-        self.write_with(coop, signer, |r, _, tx| {
-            if !coop::is_live_device(r, &member, new) {
-                coop::add_device(tx, &member, new, Some(proof), Some("rotated key"), now)?;
-            }
-            Ok(())
-        })?;
-        self.write(coop, signer, |tx| coop::set_member_key(tx, &member, new))?;
+        let mut seal = None;
+        if !resuming {
+            seal = Some(self.seal(coop, signer, &member, Sealed::Key(old))?.0);
+            self.write_with(coop, signer, |r, _, tx| {
+                if !coop::is_live_device(r, &member, new) {
+                    coop::add_device(tx, &member, new, Some(proof), Some("rotated key"), now)?;
+                }
+                Ok(())
+            })?;
+            self.write(coop, signer, |tx| coop::set_member_key(tx, &member, new))?;
+        }
         let mut domains = Vec::new();
         for d in self.domains_of(coop) {
             let votes_here = self

@@ -599,7 +599,11 @@ async fn rotate(
             .into_iter()
             .filter(|id| {
                 engine
-                    .read(id, |r| coop::key_of(r, &member) == Some(old))
+                    .read(id, |r| {
+                        // Or to the new key already: a rotation to finish.
+                        let holder = coop::key_of(r, &member);
+                        holder == Some(old) || holder == Some(new)
+                    })
                     .unwrap_or(false)
                     && engine
                         .read(id, |r| coop::is_live_device(r, &member, &old))
@@ -616,7 +620,7 @@ async fn rotate(
             let r = engine.rotate_key(id, &auth.signer(), &new, &proof, now)?;
             Ok(Written {
                 revoked: Some(vec![r.old]),
-                seals: Some(vec![r.seal]),
+                seals: Some(r.seal.into_iter().collect()),
                 domains: Some(r.domains),
             })
         })?;

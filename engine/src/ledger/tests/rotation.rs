@@ -58,7 +58,7 @@ fn a_rotated_key_holds_the_did_keys_powers_and_the_old_key_counts_for_nothing_un
     assert_eq!(rotated.old, alice.did());
     assert_eq!(rotated.new, new.did());
     assert_eq!(
-        status_of(e, &coop, &rotated.seal),
+        status_of(e, &coop, &rotated.seal.expect("sealed")),
         Status::Applied,
         "the old key seals itself"
     );
@@ -183,4 +183,23 @@ fn only_the_key_holding_the_powers_rotates_them_and_only_to_a_live_device() {
     let as_phone = Signer::member_key(alice.did(), phone.clone());
     e.grant_allowance(&coop, &as_phone, &alice.did(), "hours", 3)
         .expect("the phone, now holding the powers, grants to the DID key");
+    // That was a rotation stopped half way: run again, it finishes (the
+    // old key revokes itself), and then there is nothing left to finish.
+    let proof = phone.device_proof(&alice.did());
+    let finished = e
+        .rotate_key(&coop, &dev(&alice), &phone.did(), &proof, 6)
+        .expect("finishes");
+    assert_eq!(finished.seal, None, "sealed no second time");
+    let reason = e
+        .read(&coop, |r| {
+            coop::Member::read(r, &alice.did()).expect("member").devices[&alice.did().key_string()]
+                .revoked_reason
+                .clone()
+        })
+        .expect("held");
+    assert_eq!(reason.as_deref(), Some("retired"));
+    assert!(
+        e.rotate_key(&coop, &dev(&alice), &phone.did(), &proof, 7)
+            .is_err()
+    );
 }
