@@ -298,26 +298,20 @@ pub(crate) fn check_domain(
         // whole change (`validate::check_change`).
         F::MemberSeal(_) => admin_only("only admins seal and unseal members"),
         // A rotation, written by the member with the key it replaces (the
-        // author's key is its voting key, or it could not write here); or
-        // an admin naming the key a member rotated to in its co-op, for a
-        // member that names none here yet (adding it).
-        F::MemberKeys(target) if *target == author.member || is_admin() => Ok(()),
-        F::MemberKey(target) if *target == author.member || is_admin() => {
+        // author's key is its voting key, or it could not write here).
+        // Nobody else names a member's key: a domain cannot see the co-op's
+        // word that a key is the member's.
+        F::MemberKeys(target) if *target == author.member => Ok(()),
+        F::MemberKey(target) if *target == author.member => {
             let new = str_value(value).and_then(|v| v.parse::<Did>().ok());
-            let names_none = || {
-                domain::key_of(r, target) == Some(*target) && !domain::is_retired(r, target, target)
-            };
             match new {
-                Some(k) if *target != author.member && (k == *target || !names_none()) => Err(
-                    forbidden("an admin names a member's key only while the member names none"),
-                ),
                 Some(k) if k != author.key && !domain::is_retired(r, target, &k) => Ok(()),
                 _ => Err(forbidden(
                     "a member's new key is neither its key now nor a retired one",
                 )),
             }
         }
-        F::KeyProof { member, key } if *member == author.member || is_admin() => {
+        F::KeyProof { member, key } if *member == author.member => {
             let valid = str_value(value)
                 .and_then(|h| <[u8; 64]>::try_from(hex::decode(h).ok()?).ok())
                 .is_some_and(|sig| {
@@ -560,13 +554,18 @@ pub(crate) fn check_genesis(
                 );
             }
         }
-        // The creator's voting key signs: its DID key, or the key the
-        // genesis names for it (with its proof) after a rotation.
+        // The creator's DID key signs, directly or through a delegation it
+        // signed: a domain cannot see the co-op's word that another key is
+        // the member's, so a member that rotated creates no domain yet.
         DocKind::Domain => {
             let signer = delegation.map_or(actor, |d| d.signing_key());
-            let m = domain::member_by_key(r, &signer)
-                .filter(|m| m.did == member)
-                .ok_or("the creator must be a member, signing with its voting key")?;
+            if signer != member {
+                return Err(
+                    "a domain is created with its creator's DID key (a device, or a key it rotated to, creates none yet)"
+                        .into(),
+                );
+            }
+            let m = domain::DomainMember::read(r, &member).ok_or("the creator must be a member")?;
             if m.role != DomainRole::Admin || !m.active {
                 return Err("the creator must be an active admin".into());
             }

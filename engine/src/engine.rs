@@ -349,63 +349,31 @@ impl Engine {
         self.create(signer, |tx| coop::create(tx, new))
     }
 
-    /// Creates a governance domain document; its genesis is signed by
-    /// `signer`. A creator that rotated its DID key's powers in the co-op
-    /// votes here with the key it rotated to.
+    /// Creates a governance domain document; its genesis is signed by `signer`.
     pub fn create_domain(
         &self,
         signer: &Signer,
         new: &domain::NewDomain,
     ) -> Result<DocId, WriteError> {
-        let coop = new.coop_id.as_deref().and_then(|c| c.parse().ok());
-        let rotated = self.rotated_key(coop.as_ref(), &new.creator);
-        self.create(signer, |tx| {
-            domain::create(tx, new)?;
-            match &rotated {
-                Some((key, proof)) => domain::name_key(tx, &new.creator, key, proof),
-                None => Ok(()),
-            }
-        })
+        self.create(signer, |tx| domain::create(tx, new))
     }
 
     /// Adds (or reinstates) members of domain `domain`, each with a role and
-    /// a weight, in one change; a member that rotated its DID key's powers
-    /// in the domain's co-op is named with the key it rotated to.
+    /// a weight, in one change. A member that rotated its key votes here
+    /// with its DID key's successor only once it names it itself (not
+    /// built: `docs/permissions.md`, "Key rotation").
     pub fn add_domain_members(
         &self,
         domain: &DocId,
         signer: &Signer,
         members: &[(Did, domain::DomainRole, i64)],
     ) -> Result<(), WriteError> {
-        let coop = self.read(domain, domain::coop_of).flatten();
-        let rotated: Vec<_> = members
-            .iter()
-            .map(|(did, ..)| self.rotated_key(coop.as_ref(), did))
-            .collect();
-        self.write_with(domain, signer, |r, _, tx| {
-            for ((did, role, weight), rotated) in members.iter().zip(&rotated) {
+        self.write(domain, signer, |tx| {
+            for (did, role, weight) in members {
                 domain::add_member(tx, did, *role, *weight)?;
-                if let Some((key, proof)) = rotated
-                    && domain::key_of(r, did) == Some(*did)
-                    && !domain::is_retired(r, did, did)
-                {
-                    domain::name_key(tx, did, key, proof)?;
-                }
             }
             Ok(())
         })
-    }
-
-    /// The key `member` rotated its DID key's powers to in co-op `coop`
-    /// (else in the first co-op held here that says so), with its proof.
-    fn rotated_key(&self, coop: Option<&DocId>, member: &Did) -> Option<(Did, [u8; 64])> {
-        let coops = match coop {
-            Some(c) => vec![*c],
-            None => self.doc_ids(),
-        };
-        coops
-            .iter()
-            .find_map(|c| self.read(c, |r| coop::rotated_key(r, member)).flatten())
     }
 
     fn create(

@@ -509,16 +509,6 @@ pub fn key_of(r: Reader<'_>, member: &Did) -> Option<Did> {
     named_key(r.strs_all(&m, "key"), member)
 }
 
-/// The key `member` rotated its DID key's powers to, with that key's proof
-/// (its signature of [`device_proof_message`]), when it rotated: what a
-/// domain needs to let the key vote for the member.
-pub fn rotated_key(r: Reader<'_>, member: &Did) -> Option<(Did, [u8; 64])> {
-    let key = key_of(r, member).filter(|k| k != member)?;
-    let d = r.map_path(&["members", &member.to_string(), "devices", &key.key_string()])?;
-    let proof = hex::decode(r.str(&d, "proof")?).ok()?;
-    Some((key, proof.try_into().ok()?))
-}
-
 /// The key a member record names in `key` (its conflicting values, as
 /// written): none names the DID key; one names itself; several name none.
 pub(crate) fn named_key(values: Vec<String>, member: &Did) -> Option<Did> {

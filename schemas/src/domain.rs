@@ -873,23 +873,6 @@ pub fn rotate_key(
     Ok(())
 }
 
-/// Names `key` as the key voting for `member` (a key it rotated to in its
-/// co-op), with its `proof`: written by an admin adding a member that has
-/// rotated, or by the member itself.
-pub fn name_key(
-    tx: &mut impl Transactable,
-    member: &Did,
-    key: &Did,
-    proof: &[u8; 64],
-) -> Result<(), SchemaError> {
-    let m = existing_map(tx, &["members", &member.to_string()], "domain member")?;
-    let keys = ensure_map(tx, &m, "keys")?;
-    let k = ensure_map(tx, &keys, &key.key_string())?;
-    tx.put(&k, "proof", hex::encode(proof))?;
-    tx.put(&m, "key", key.to_string())?;
-    Ok(())
-}
-
 /// The heads `did` was sealed at, if it is sealed.
 pub fn seal_of(r: Reader<'_>, did: &Did) -> Option<Vec<automerge::ChangeHash>> {
     let m = r.map_path(&["members", &did.to_string()])?;
