@@ -376,7 +376,7 @@ impl Engine {
         })
     }
 
-    fn create(
+    pub(crate) fn create(
         &self,
         signer: &Signer,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<(), SchemaError>,

@@ -792,6 +792,45 @@ fn a_genesis_must_name_its_author_as_creator_and_admin() {
     assert!(node.engine.doc_ids().is_empty());
 }
 
+type GenesisWrite<'a> =
+    dyn Fn(&mut automerge::transaction::Transaction<'_>) -> Result<(), SchemaError> + 'a;
+
+/// A creator naming another member's voting key (or a retirement, or a
+/// seal) in a domain's genesis would vote for it there: refused.
+#[test]
+fn a_domain_genesis_names_no_member_key_retirement_or_seal() {
+    let node = TestNode::new();
+    let (alice, bob, mallory) = (keypair(1), keypair(2), keypair(3));
+    let proof = mallory.device_proof(&bob.did());
+    let writes: [&GenesisWrite<'_>; 3] = [
+        &|tx| {
+            domain::rotate_key(
+                tx,
+                &bob.did(),
+                &bob.did(),
+                &mallory.did(),
+                &proof,
+                &[[7; 32]],
+            )
+        },
+        &|tx| domain::seal_member(tx, &bob.did(), &[[7; 32]], false),
+        &|_| Ok(()),
+    ];
+    for (i, write) in writes.iter().enumerate() {
+        let created = node.engine.create(&dev(&alice), |tx| {
+            domain::create(tx, &new_domain(&alice))?;
+            domain::add_member(tx, &bob.did(), DomainRole::Member, 1)?;
+            write(tx)
+        });
+        if i < 2 {
+            let r = rule_of(created);
+            assert!(matches!(r, Rule::InvalidGenesis(_)), "{r:?}");
+        } else {
+            created.expect("a genesis with members and no keys");
+        }
+    }
+}
+
 #[test]
 fn removed_member_writing_in_its_causal_future_is_refused_concurrent_write_is_kept() {
     let c = coop_fixture();

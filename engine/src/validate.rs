@@ -557,7 +557,22 @@ fn check_genesis(applied: &Automerge, p: &Parsed) -> Result<DocKind, Rule> {
         })?;
     let paths = resolve_paths(applied, &p.change, &ops)?;
     for (op, path) in ops.iter().zip(&paths) {
-        classify_op(kind, op, path)?;
+        // A genesis is judged whole, not op by op: it names no member's
+        // key, retirement or seal, which only later changes may write (a
+        // creator naming another member's key would vote for it).
+        if let Classified::Domain(
+            domain::DomainField::MemberKey(_)
+            | domain::DomainField::MemberKeys(_)
+            | domain::DomainField::KeyProof { .. }
+            | domain::DomainField::KeyRetired { .. }
+            | domain::DomainField::MemberSeal(_),
+            ..,
+        ) = classify_op(kind, op, path)?
+        {
+            return Err(Rule::InvalidGenesis(
+                "a genesis names no member's key, retirement or seal".into(),
+            ));
+        }
     }
     let at_genesis = [p.change.hash()];
     authority::check_genesis(
