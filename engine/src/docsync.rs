@@ -84,22 +84,17 @@ impl Engine {
                     state.sent_hashes.difference(&before).copied().collect()
                 };
                 drop(doc);
+                let hashes: Vec<[u8; 32]> = hashes.iter().map(|h| h.0).collect();
+                let signed = self.store().signed_changes(id, &hashes)?;
                 let signatures = hashes
                     .iter()
-                    .map(|h| {
-                        let signed = self.store().signed_change(id, &h.0)?.ok_or_else(|| {
-                            StorageError::Corrupt {
-                                tree: crate::storage::layout::DOC_CHANGES,
-                                reason: format!("no signature stored for change {h}"),
-                            }
-                        })?;
-                        Ok(ChangeSignature {
-                            hash: h.0,
-                            signature: signed.signature,
-                            delegation: signed.delegation,
-                        })
+                    .zip(signed)
+                    .map(|(hash, signed)| ChangeSignature {
+                        hash: *hash,
+                        signature: signed.signature,
+                        delegation: signed.delegation,
                     })
-                    .collect::<Result<Vec<_>, StorageError>>()?;
+                    .collect();
                 Some((message, signatures))
             }
         };

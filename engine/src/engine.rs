@@ -325,23 +325,12 @@ impl Engine {
             r.doc()
                 .get_changes(&have)
                 .iter()
-                .map(|c| c.hash())
+                .map(|c| c.hash().0)
                 .collect::<Vec<_>>()
         }) else {
             return Ok(Vec::new());
         };
-        hashes
-            .iter()
-            .map(|h| {
-                self.inner
-                    .store
-                    .signed_change(id, &h.0)?
-                    .ok_or_else(|| StorageError::Corrupt {
-                        tree: crate::storage::layout::DOC_CHANGES,
-                        reason: format!("no signature stored for change {h}"),
-                    })
-            })
-            .collect()
+        self.inner.store.signed_changes(id, &hashes)
     }
 
     /// Creates a co-op document; its genesis is signed by `signer`.

@@ -4,8 +4,7 @@
 //! |---|---|---|
 //! | `meta` | `schema_version` | u32, big-endian |
 //! | `doc_meta` | doc id (32) | [`DocMeta`], postcard |
-//! | `doc_changes` | doc id (32) ‖ seq (u64 BE) | [`crate::SignedChange`], postcard |
-//! | `doc_change_index` | doc id (32) ‖ change hash (32) | seq (u64 BE) |
+//! | `doc_change_rows` | doc id (32) ‖ seq of its first change (u64 BE) | up to 16 KiB of changes stored together, each with its hash: postcard `Vec<(hash, `[`crate::SignedChange`]`)>` |
 //! | `doc_snapshots` | doc id (32) ‖ chunk (u32 BE) | ≤ 64 KiB of `Automerge::save()` |
 //! | `ledger` | co-op id (32) ‖ tag (1) ‖ … | a co-op's entries and its fold, below |
 //! | `blobs` | blake3 hash (32) | content-addressed bytes: WASM tally modules |
@@ -25,7 +24,11 @@
 //!
 //! `seq` numbers a document's changes in the order this node stored them,
 //! which is always a causal order: a change is stored only once all its
-//! dependencies are.
+//! dependencies are. The changes stored together (a sync message's batch)
+//! share rows, so a catch-up of 10,000 changes writes about a hundred rows,
+//! not 20,000; a change's signature is found by reading the rows from the
+//! newest back (what a peer lacks is almost always recent), so no row per
+//! change indexes them by hash.
 //!
 //! The `ledger` tree holds each co-op's entries and everything the fold
 //! knows about them, so that opening a node reads none of it. Each group of
@@ -56,6 +59,12 @@
 //! | `S` | 0 ‖ member ‖ seal id, or 1 ‖ account ‖ freeze id | (empty): seals by whom or what they cover |
 //! | `R` | seal id | the allowances a counted seal of a device gave back, postcard `Vec<(unit, amount)>` |
 //!
+//! Version 3 kept one row per change in `doc_changes` (doc id ‖ seq →
+//! postcard [`crate::SignedChange`]) and indexed them by hash in
+//! `doc_change_index` (doc id ‖ hash → seq); opening a version 1–3 store
+//! copies each change into a `doc_change_rows` row of its own, then drops
+//! those trees.
+//!
 //! Version 2 had no `u`, `s`, `S` or `R` rows; opening a version 2 store
 //! writes the `u` rows of its entries once (it held no seals).
 //!
@@ -67,12 +76,11 @@ use icn_schemas::DocId;
 
 /// Version of this layout. Bump it, and write a migration, when any row above
 /// changes meaning.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const DOC_META: &str = "doc_meta";
-pub(crate) const DOC_CHANGES: &str = "doc_changes";
-pub(crate) const DOC_CHANGE_INDEX: &str = "doc_change_index";
+pub(crate) const DOC_CHANGES: &str = "doc_change_rows";
 pub(crate) const DOC_SNAPSHOTS: &str = "doc_snapshots";
 pub(crate) const LEDGER: &str = "ledger";
 pub(crate) const BLOBS: &str = "blobs";
@@ -81,6 +89,14 @@ pub(crate) const GATEWAY: &str = "gateway";
 /// Version 1 trees, read once by the migration.
 pub(crate) const V1_LEDGER_TREES: [&str; 3] = ["ledger_meta", "ledger_entries", "ledger_index"];
 pub(crate) const V1_LEDGER_ENTRIES: &str = "ledger_entries";
+
+/// Version 1–3 trees of document changes, read once by the migration.
+pub(crate) const V3_DOC_CHANGES: &str = "doc_changes";
+pub(crate) const V3_DOC_CHANGE_INDEX: &str = "doc_change_index";
+
+/// The changes stored together are cut into rows of about this many bytes,
+/// well below sled's blob threshold.
+pub(crate) const CHANGE_ROW_BYTES: usize = 16 * 1024;
 
 pub(crate) const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
@@ -104,13 +120,6 @@ pub(crate) fn id_seq_key(doc: &DocId, seq: u64) -> [u8; 40] {
     let mut key = [0u8; 40];
     key[..32].copy_from_slice(&doc.0);
     key[32..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-pub(crate) fn id_hash_key(doc: &DocId, hash: &[u8; 32]) -> [u8; 64] {
-    let mut key = [0u8; 64];
-    key[..32].copy_from_slice(&doc.0);
-    key[32..].copy_from_slice(hash);
     key
 }
 

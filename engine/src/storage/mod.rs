@@ -115,7 +115,6 @@ struct Inner {
     meta: sled::Tree,
     doc_meta: sled::Tree,
     doc_changes: sled::Tree,
-    doc_change_index: sled::Tree,
     doc_snapshots: sled::Tree,
     ledger: sled::Tree,
     blobs: sled::Tree,
@@ -239,24 +238,31 @@ impl Store {
                 let found = <[u8; 4]>::try_from(v.as_ref())
                     .map(u32::from_be_bytes)
                     .map_err(|_| corrupt(layout::META, "schema version is not 4 bytes"))?;
-                // Version 1 differs only in its ledger trees, which the
-                // engine folds into the new layout when it opens.
-                if found == 1 {
-                    v1_ledger = true;
-                } else if found == 2 {
-                    // Layout 3 only adds rows: the author index, and seals
-                    // (none of which a layout 2 store holds).
-                    crate::ledger::fold::index_authors(&db.open_tree(layout::LEDGER)?)?;
-                    db.flush()?;
-                    meta.insert(
-                        layout::SCHEMA_VERSION_KEY,
-                        &layout::SCHEMA_VERSION.to_be_bytes(),
-                    )?;
-                } else if found != layout::SCHEMA_VERSION {
+                if found == 0 || found > layout::SCHEMA_VERSION {
                     return Err(StorageError::UnsupportedVersion {
                         found,
                         expected: layout::SCHEMA_VERSION,
                     });
+                }
+                if found < 4 {
+                    migrate_doc_changes(&db)?;
+                }
+                // Version 1 differs otherwise only in its ledger trees, which
+                // the engine folds into the new layout when it opens (and
+                // then sets the version).
+                if found == 1 {
+                    v1_ledger = true;
+                } else if found < layout::SCHEMA_VERSION {
+                    if found == 2 {
+                        // Layout 3 only adds rows: the author index, and
+                        // seals (none of which a layout 2 store holds).
+                        crate::ledger::fold::index_authors(&db.open_tree(layout::LEDGER)?)?;
+                        db.flush()?;
+                    }
+                    meta.insert(
+                        layout::SCHEMA_VERSION_KEY,
+                        &layout::SCHEMA_VERSION.to_be_bytes(),
+                    )?;
                 }
             }
         }
@@ -264,7 +270,6 @@ impl Store {
             inner: std::sync::Arc::new(Inner {
                 doc_meta: db.open_tree(layout::DOC_META)?,
                 doc_changes: db.open_tree(layout::DOC_CHANGES)?,
-                doc_change_index: db.open_tree(layout::DOC_CHANGE_INDEX)?,
                 doc_snapshots: db.open_tree(layout::DOC_SNAPSHOTS)?,
                 ledger: db.open_tree(layout::LEDGER)?,
                 blobs: db.open_tree(layout::BLOBS)?,
@@ -403,13 +408,10 @@ impl Store {
         };
         let from = layout::id_seq_key(doc, meta.snapshot_seq);
         let to = layout::id_seq_key(doc, meta.next_seq);
-        let changes = self
-            .inner
-            .doc_changes
-            .range(from..to)
-            .values()
-            .map(|v| postcard::from_bytes(&v?).map_err(|e| corrupt(layout::DOC_CHANGES, e)))
-            .collect::<Result<Vec<SignedChange>, _>>()?;
+        let mut changes = Vec::new();
+        for row in self.inner.doc_changes.range(from..to).values() {
+            changes.extend(decode_change_row(&row?)?.into_iter().map(|(_, sc)| sc));
+        }
         Ok(Some(StoredDoc {
             snapshot,
             changes_since_snapshot: meta.next_seq - meta.snapshot_seq,
@@ -417,27 +419,46 @@ impl Store {
         }))
     }
 
-    /// The stored envelope of one change.
-    pub fn signed_change(
+    /// The stored envelopes of the changes `hashes` names, in that order;
+    /// each hash is named once, and a change the document holds but whose
+    /// envelope is not stored is a corrupt store.
+    ///
+    /// Reads the document's rows from the newest back and stops once every
+    /// change is found: what a peer lacks is almost always recent.
+    pub fn signed_changes(
         &self,
         doc: &DocId,
-        hash: &[u8; 32],
-    ) -> Result<Option<SignedChange>, StorageError> {
-        let Some(seq) = self
-            .inner
-            .doc_change_index
-            .get(layout::id_hash_key(doc, hash))?
-        else {
-            return Ok(None);
-        };
-        let seq = <[u8; 8]>::try_from(seq.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| corrupt(layout::DOC_CHANGE_INDEX, "seq is not 8 bytes"))?;
-        self.inner
-            .doc_changes
-            .get(layout::id_seq_key(doc, seq))?
-            .map(|v| postcard::from_bytes(&v).map_err(|e| corrupt(layout::DOC_CHANGES, e)))
-            .transpose()
+        hashes: &[[u8; 32]],
+    ) -> Result<Vec<SignedChange>, StorageError> {
+        let mut found: std::collections::HashMap<[u8; 32], Option<SignedChange>> =
+            hashes.iter().map(|h| (*h, None)).collect();
+        let mut left = found.len();
+        let rows = self.inner.doc_changes.scan_prefix(doc.0).values().rev();
+        for row in rows {
+            if left == 0 {
+                break;
+            }
+            for (hash, sc) in decode_change_row(&row?)? {
+                if let Some(slot @ None) = found.get_mut(&hash) {
+                    *slot = Some(sc);
+                    left -= 1;
+                }
+            }
+        }
+        hashes
+            .iter()
+            .map(|h| {
+                found.remove(h).flatten().ok_or_else(|| {
+                    corrupt(
+                        layout::DOC_CHANGES,
+                        format!(
+                            "no signature stored for change {}",
+                            automerge::ChangeHash(*h)
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Appends signed changes (in causal order, with their hashes) to a
@@ -461,47 +482,36 @@ impl Store {
         doc: &DocId,
         changes: &[([u8; 32], &SignedChange)],
     ) -> Result<(), StorageError> {
-        let encoded = changes
-            .iter()
-            .map(|(hash, sc)| {
-                postcard::to_stdvec(sc)
-                    .map(|bytes| (*hash, bytes))
-                    .map_err(|e| corrupt(layout::DOC_CHANGES, e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Cut the changes into rows of about `CHANGE_ROW_BYTES`, each
+        // keyed by the seq of its first change.
+        let mut rows: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut start = 0;
+        let mut bytes = 0;
+        for (i, (_, sc)) in changes.iter().enumerate() {
+            bytes += sc.change.len() + 160;
+            if bytes >= layout::CHANGE_ROW_BYTES || i + 1 == changes.len() {
+                rows.push((start, encode_change_row(&changes[start..=i])?));
+                start = i + 1;
+                bytes = 0;
+            }
+        }
         let inner = &self.inner;
-        (&inner.doc_meta, &inner.doc_changes, &inner.doc_change_index).transaction(
-            |(meta_t, changes_t, index_t)| {
-                let mut meta: DocMeta = match meta_t.get(doc.0)? {
-                    Some(v) => postcard::from_bytes(&v).map_err(|e| {
-                        sled::transaction::ConflictableTransactionError::Abort(corrupt(
-                            layout::DOC_META,
-                            e,
-                        ))
-                    })?,
-                    None => DocMeta::default(),
-                };
-                for (hash, bytes) in &encoded {
-                    changes_t.insert(
-                        &layout::id_seq_key(doc, meta.next_seq)[..],
-                        bytes.as_slice(),
-                    )?;
-                    index_t.insert(
-                        &layout::id_hash_key(doc, hash)[..],
-                        &meta.next_seq.to_be_bytes(),
-                    )?;
-                    meta.next_seq += 1;
-                }
-                let meta_bytes = postcard::to_stdvec(&meta).map_err(|e| {
-                    sled::transaction::ConflictableTransactionError::Abort(corrupt(
-                        layout::DOC_META,
-                        e,
-                    ))
-                })?;
-                meta_t.insert(&doc.0, meta_bytes)?;
-                Ok(())
-            },
-        )?;
+        (&inner.doc_meta, &inner.doc_changes).transaction(|(meta_t, changes_t)| {
+            let abort = |e: postcard::Error| {
+                sled::transaction::ConflictableTransactionError::Abort(corrupt(layout::DOC_META, e))
+            };
+            let mut meta: DocMeta = match meta_t.get(doc.0)? {
+                Some(v) => postcard::from_bytes(&v).map_err(abort)?,
+                None => DocMeta::default(),
+            };
+            for (first, row) in &rows {
+                let seq = meta.next_seq + *first as u64;
+                changes_t.insert(&layout::id_seq_key(doc, seq)[..], row.as_slice())?;
+            }
+            meta.next_seq += changes.len() as u64;
+            meta_t.insert(&doc.0, postcard::to_stdvec(&meta).map_err(abort)?)?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -682,6 +692,57 @@ impl Inner {
     }
 }
 
+/// One `doc_change_rows` value: changes with their hashes.
+fn encode_change_row(changes: &[([u8; 32], &SignedChange)]) -> Result<Vec<u8>, StorageError> {
+    postcard::to_stdvec(changes).map_err(|e| corrupt(layout::DOC_CHANGES, e))
+}
+
+fn decode_change_row(bytes: &[u8]) -> Result<Vec<([u8; 32], SignedChange)>, StorageError> {
+    postcard::from_bytes(bytes).map_err(|e| corrupt(layout::DOC_CHANGES, e))
+}
+
+/// Moves a version 1–3 store's changes (one row each, and a row indexing
+/// each by hash) into `doc_change_rows`, one change per row under the same
+/// key, then drops the old trees. Run again after a crash, it starts over
+/// while the old trees remain, and finds nothing to do once they are gone.
+fn migrate_doc_changes(db: &sled::Db) -> Result<(), StorageError> {
+    let old = db.open_tree(layout::V3_DOC_CHANGES)?;
+    let index = db.open_tree(layout::V3_DOC_CHANGE_INDEX)?;
+    if !old.is_empty() {
+        let mut hash_of = std::collections::HashMap::new();
+        for row in index.iter() {
+            let (key, seq) = row?;
+            let (Some(doc), Some(hash), Ok(seq)) = (
+                key.get(..32),
+                key.get(32..64).and_then(|h| <[u8; 32]>::try_from(h).ok()),
+                <[u8; 8]>::try_from(seq.as_ref()),
+            ) else {
+                return Err(corrupt(layout::V3_DOC_CHANGE_INDEX, "malformed row"));
+            };
+            let mut seq_key = doc.to_vec();
+            seq_key.extend_from_slice(&seq);
+            hash_of.insert(seq_key, hash);
+        }
+        let new = db.open_tree(layout::DOC_CHANGES)?;
+        new.clear()?;
+        for row in old.iter() {
+            let (key, value) = row?;
+            let sc: SignedChange =
+                postcard::from_bytes(&value).map_err(|e| corrupt(layout::V3_DOC_CHANGES, e))?;
+            let hash = hash_of
+                .get(key.as_ref())
+                .ok_or_else(|| corrupt(layout::V3_DOC_CHANGE_INDEX, "a change has no hash"))?;
+            new.insert(key, encode_change_row(&[(*hash, &sc)])?)?;
+        }
+        db.flush()?;
+    }
+    for tree in [layout::V3_DOC_CHANGES, layout::V3_DOC_CHANGE_INDEX] {
+        db.drop_tree(tree)?;
+    }
+    db.flush()?;
+    Ok(())
+}
+
 fn peer_doc_key(peer: &[u8; 32], doc: &DocId) -> [u8; 64] {
     let mut key = [0u8; 64];
     key[..32].copy_from_slice(peer);
@@ -733,10 +794,15 @@ mod tests {
         assert_eq!(loaded.changes, vec![sc(4)]);
         assert_eq!(loaded.changes_since_snapshot, 1);
         assert_eq!(
-            store.signed_change(&doc, &[2; 32]).expect("read"),
-            Some(sc(2))
+            store
+                .signed_changes(&doc, &[[2; 32], [1; 32]])
+                .expect("read"),
+            vec![sc(2), sc(1)]
         );
-        assert_eq!(store.signed_change(&doc, &[9; 32]).expect("read"), None);
+        assert!(matches!(
+            store.signed_changes(&doc, &[[9; 32]]),
+            Err(StorageError::Corrupt { .. })
+        ));
         assert_eq!(store.doc_ids().expect("ids"), vec![doc]);
     }
 
@@ -759,8 +825,8 @@ mod tests {
             .expect("a partial one");
         let store = Store::open(dir.path()).expect("the store opens");
         assert_eq!(
-            store.signed_change(&doc, &[1; 32]).expect("read"),
-            Some(sc(1))
+            store.signed_changes(&doc, &[[1; 32]]).expect("read"),
+            vec![sc(1)]
         );
         let left: Vec<String> = std::fs::read_dir(&sled_dir)
             .expect("list")
@@ -769,6 +835,125 @@ mod tests {
             .filter(|n| n.ends_with(".generating"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A version 3 store kept one row per change and an index by hash; it
+    /// opens with every change loadable and findable, and its old trees gone.
+    #[test]
+    fn a_version_3_store_keeps_its_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (DocId([1; 32]), DocId([2; 32]));
+        {
+            let db = open_sled(&dir.path().join("store")).expect("sled");
+            let old = db.open_tree(layout::V3_DOC_CHANGES).expect("tree");
+            let index = db.open_tree(layout::V3_DOC_CHANGE_INDEX).expect("tree");
+            let doc_meta = db.open_tree(layout::DOC_META).expect("tree");
+            for (doc, n) in [(a, 3u8), (b, 1)] {
+                for seq in 0..n {
+                    let change = sc(doc.0[0] * 10 + seq);
+                    let key = layout::id_seq_key(&doc, u64::from(seq));
+                    old.insert(key, postcard::to_stdvec(&change).expect("encode"))
+                        .expect("insert");
+                    let mut index_key = doc.0.to_vec();
+                    index_key.extend_from_slice(&[change.change[0]; 32]);
+                    index
+                        .insert(index_key, &u64::from(seq).to_be_bytes())
+                        .expect("insert");
+                }
+                let meta = DocMeta {
+                    next_seq: u64::from(n),
+                    ..DocMeta::default()
+                };
+                doc_meta
+                    .insert(doc.0, postcard::to_stdvec(&meta).expect("encode"))
+                    .expect("insert");
+            }
+            db.open_tree(layout::META)
+                .expect("meta")
+                .insert(layout::SCHEMA_VERSION_KEY, &3u32.to_be_bytes())
+                .expect("version");
+            db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(
+            store.schema_version().expect("version"),
+            layout::SCHEMA_VERSION
+        );
+        let loaded = store.load_doc(&a).expect("load").expect("stored");
+        assert_eq!(loaded.changes, vec![sc(10), sc(11), sc(12)]);
+        assert_eq!(
+            store
+                .signed_changes(&a, &[[12; 32], [10; 32]])
+                .expect("read"),
+            vec![sc(12), sc(10)]
+        );
+        assert_eq!(
+            store.signed_changes(&b, &[[20; 32]]).expect("read"),
+            vec![sc(20)]
+        );
+        // New changes go on after the migrated ones.
+        store
+            .append_changes(&b, &[([21; 32], &sc(21))])
+            .expect("append");
+        let names: Vec<_> = store.inner.db.tree_names();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.as_ref() == layout::V3_DOC_CHANGES.as_bytes())
+        );
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.as_ref() == layout::V3_DOC_CHANGE_INDEX.as_bytes())
+        );
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopen");
+        let loaded = store.load_doc(&b).expect("load").expect("stored");
+        assert_eq!(loaded.changes, vec![sc(20), sc(21)]);
+    }
+
+    /// Many changes stored together share rows, and each is still found.
+    #[test]
+    fn a_large_batch_is_stored_in_a_few_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let doc = DocId([1; 32]);
+        let store = Store::open(dir.path()).expect("open");
+        let changes: Vec<([u8; 32], SignedChange)> = (0..1000u32)
+            .map(|i| {
+                let mut hash = [0; 32];
+                hash[..4].copy_from_slice(&i.to_be_bytes());
+                let change = SignedChange {
+                    change: vec![i as u8; 100],
+                    signature: [i as u8; 64],
+                    delegation: None,
+                };
+                (hash, change)
+            })
+            .collect();
+        let refs: Vec<([u8; 32], &SignedChange)> = changes.iter().map(|(h, c)| (*h, c)).collect();
+        store.append_changes(&doc, &refs[..1]).expect("append");
+        store.append_changes(&doc, &refs[1..]).expect("append");
+        let rows = store.inner.doc_changes.scan_prefix(doc.0).count();
+        assert!((3..=30).contains(&rows), "{rows} rows");
+        let loaded = store.load_doc(&doc).expect("load").expect("stored");
+        assert_eq!(loaded.changes.len(), 1000);
+        assert!(
+            loaded
+                .changes
+                .iter()
+                .zip(&changes)
+                .all(|(a, (_, b))| a == b)
+        );
+        let wanted: Vec<[u8; 32]> = [999usize, 0, 500].iter().map(|&i| changes[i].0).collect();
+        let found = store.signed_changes(&doc, &wanted).expect("read");
+        assert_eq!(
+            found,
+            vec![
+                changes[999].1.clone(),
+                changes[0].1.clone(),
+                changes[500].1.clone()
+            ]
+        );
     }
 
     #[test]
