@@ -330,7 +330,7 @@ impl Engine {
             .transpose()?;
         let decisions = self.decisions(*coop);
         let (draft, entry) = {
-            let ledger = lock(&ledger);
+            let mut ledger = lock(&ledger);
             let doc = lock(&handle);
             let author = match &delegated {
                 Some(d) => d.member,

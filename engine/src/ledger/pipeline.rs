@@ -83,6 +83,8 @@ pub(crate) struct Ledger {
     pending: HashMap<EntryId, SignedEntry>,
     /// How many of `pending` each signer key holds.
     pending_by_signer: HashMap<Did, usize>,
+    /// Answers read from the co-op document, by the heads they were read at.
+    lookups: Lookups,
 }
 
 impl Ledger {
@@ -94,6 +96,7 @@ impl Ledger {
             fold: Fold::open(coop, store.ledger_tree().clone()),
             pending: HashMap::new(),
             pending_by_signer: HashMap::new(),
+            lookups: Lookups::default(),
         }
     }
 
@@ -188,6 +191,38 @@ impl Ledger {
         })
     }
 
+    /// Judges an entry this node signed on heads it holds.
+    fn judge_local(
+        &self,
+        view: &View<'_>,
+        lookups: &mut Lookups,
+        signed: &SignedEntry,
+        id: &EntryId,
+    ) -> Result<Judged, LedgerError> {
+        let origin = Origin::Local;
+        Ok(
+            match self.judge(view, lookups, signed, id, origin, &HashSet::new())? {
+                Err(refusal) => return Err(refusal.into()),
+                Ok(Verdict::Ready(judged)) => judged,
+                // Drafted on heads this node holds, at a time that makes its
+                // encoding unique: neither can happen, but if it did, the
+                // heads are read where they stand.
+                Ok(Verdict::Known | Verdict::Waits) => {
+                    let heads = heads_of(&signed.entry);
+                    check_at_heads(view.doc, &heads, signed, lookups)?
+                }
+            },
+        )
+    }
+
+    /// The answers kept from earlier calls, for one more; the caller puts
+    /// them back (`self.lookups = …`) when it is done.
+    fn take_lookups(&mut self) -> Lookups {
+        let mut lookups = std::mem::take(&mut self.lookups);
+        lookups.bound();
+        lookups
+    }
+
     /// Validates entries from a peer, decoded and signature-checked by
     /// [`Batch::check`], and stages and folds the valid ones, with any
     /// waiting entries they complete, in one atomic commit; returns the
@@ -203,8 +238,8 @@ impl Ledger {
             decoded,
             signatures_ok,
         } = batch;
-        self.atomically(|ledger| {
-            let mut lookups = Lookups::default();
+        let mut lookups = self.take_lookups();
+        let done = self.atomically(|ledger| {
             let mut accepted = HashSet::new();
             let mut stored = Vec::new();
             let mut results = Vec::with_capacity(encoded.len());
@@ -226,7 +261,9 @@ impl Ledger {
             }
             ledger.release_pending(view, &mut lookups, &mut accepted, &mut stored)?;
             Ok((results, stored))
-        })
+        });
+        self.lookups = lookups;
+        done
     }
 
     /// Judges one entry of a peer's call, and folds it when it is valid and
@@ -330,11 +367,10 @@ impl Ledger {
     /// of the order. A transfer's postings are put in order, and from the
     /// member's first grant in a unit on, its keys other than the DID key
     /// (or the key it rotated to) spend that unit from their allowances.
-    pub(crate) fn draft(&self, view: &View<'_>, draft: &Draft) -> Result<Entry, LedgerError> {
+    pub(crate) fn draft(&mut self, view: &View<'_>, draft: &Draft) -> Result<Entry, LedgerError> {
         let mut body = draft.body.clone();
         let owner = draft.delegation.is_none()
-            && icn_schemas::coop::key_of(icn_schemas::Reader::now(view.doc), &draft.author)
-                == Some(draft.signer);
+            && self.lookups.holder_now(view.doc, &draft.author) == Some(draft.signer);
         if let Body::Transfer {
             postings,
             from_allowance,
@@ -386,25 +422,10 @@ impl Ledger {
     ) -> Result<(EntryId, Vec<u8>), LedgerError> {
         let bytes = signed.encode()?;
         let id = EntryId(*blake3::hash(&bytes).as_bytes());
-        let mut lookups = Lookups::default();
-        let judged = match self.judge(
-            view,
-            &mut lookups,
-            &signed,
-            &id,
-            Origin::Local,
-            &HashSet::new(),
-        )? {
-            Err(refusal) => return Err(refusal.into()),
-            Ok(Verdict::Ready(judged)) => judged,
-            // Drafted on heads this node holds, at a time that makes its
-            // encoding unique: neither can happen, but if it did, the heads
-            // are read where they stand.
-            Ok(Verdict::Known | Verdict::Waits) => {
-                let heads = heads_of(&signed.entry);
-                check_at_heads(view.doc, &heads, &signed, &mut lookups)?
-            }
-        };
+        let mut lookups = self.take_lookups();
+        let judged = self.judge_local(view, &mut lookups, &signed, &id);
+        self.lookups = lookups;
+        let judged = judged?;
         self.atomically(|ledger| {
             match ledger
                 .fold
@@ -438,11 +459,13 @@ impl Ledger {
             )));
         };
         let (e, id) = decoded.map_err(|d| LedgerError::Refused(EntryRefusal::Decode(d)))?;
-        let mut lookups = Lookups::default();
+        let mut lookups = self.take_lookups();
         let origin = Origin::Peer {
             signature_checked: signatures_ok,
         };
-        let judged = match self.judge(view, &mut lookups, &e, &id, origin, &HashSet::new())? {
+        let judged = self.judge(view, &mut lookups, &e, &id, origin, &HashSet::new());
+        self.lookups = lookups;
+        let judged = match judged? {
             Err(refusal) => return Err(refusal.into()),
             Ok(Verdict::Known) => return Ok(Submitted::Known(id)),
             Ok(Verdict::Waits) => return Ok(Submitted::Waits),

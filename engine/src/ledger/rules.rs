@@ -102,9 +102,12 @@ pub(super) fn check_signed(
 /// what the ledger (or this batch) holds.
 type StandingKey = (Vec<[u8; 32]>, Did, Did);
 
-/// Answers read from the co-op document at some heads, remembered for one
-/// call: the entries of a batch mostly cite the same heads, authors and units,
-/// and each read of the document costs microseconds.
+/// Answers read from the co-op document at some heads. Every answer is
+/// keyed by the heads it was read at, and a document at given heads never
+/// changes, so the answers stay true: each co-op's ledger keeps them across
+/// calls (`Ledger::lookups`), since entries mostly cite the same heads,
+/// authors and units (every settle on a co-op whose document is quiet cites
+/// the same heads), and each read of the document costs microseconds.
 #[derive(Default)]
 pub(super) struct Lookups {
     /// (cited heads, author, device) → may the author write through it.
@@ -116,6 +119,34 @@ pub(super) struct Lookups {
     unit: HashMap<(Vec<[u8; 32]>, String), bool>,
     /// (cited heads, author) → the key holding its DID key powers.
     holder: HashMap<(Vec<[u8; 32]>, Did), Option<Did>>,
+}
+
+impl Lookups {
+    /// Answers kept at most, summed over the maps; past it they are
+    /// forgotten together (a co-op with this many authors and units at one
+    /// set of heads reads them again, which is all a forgotten answer costs).
+    const MAX: usize = 4096;
+
+    /// Forgets every answer once there are more than [`Lookups::MAX`].
+    pub(super) fn bound(&mut self) {
+        let held = self.standing.len()
+            + self.limit.len()
+            + self.member.len()
+            + self.unit.len()
+            + self.holder.len();
+        if held > Self::MAX {
+            *self = Lookups::default();
+        }
+    }
+
+    /// The key holding `author`'s DID key powers in `doc` as it stands.
+    pub(super) fn holder_now(&mut self, doc: &Automerge, author: &Did) -> Option<Did> {
+        let heads = doc.get_heads().iter().map(|h| h.0).collect();
+        *self
+            .holder
+            .entry((heads, *author))
+            .or_insert_with(|| coop::key_of(Reader::now(doc), author))
+    }
 }
 
 /// Judges an entry by the co-op document at its cited heads, when they are
