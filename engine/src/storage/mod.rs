@@ -497,19 +497,13 @@ impl Store {
         }
         let inner = &self.inner;
         (&inner.doc_meta, &inner.doc_changes).transaction(|(meta_t, changes_t)| {
-            let abort = |e: postcard::Error| {
-                sled::transaction::ConflictableTransactionError::Abort(corrupt(layout::DOC_META, e))
-            };
-            let mut meta: DocMeta = match meta_t.get(doc.0)? {
-                Some(v) => postcard::from_bytes(&v).map_err(abort)?,
-                None => DocMeta::default(),
-            };
+            let mut meta = meta_in(meta_t, doc)?;
             for (first, row) in &rows {
                 let seq = meta.next_seq + *first as u64;
                 changes_t.insert(&layout::id_seq_key(doc, seq)[..], row.as_slice())?;
             }
             meta.next_seq += changes.len() as u64;
-            meta_t.insert(&doc.0, postcard::to_stdvec(&meta).map_err(abort)?)?;
+            meta_t.insert(&doc.0, postcard::to_stdvec(&meta).map_err(abort_meta)?)?;
             Ok(())
         })?;
         Ok(())
@@ -524,13 +518,7 @@ impl Store {
         let chunk_count = u32::try_from(chunks.len())
             .map_err(|_| corrupt(layout::DOC_SNAPSHOTS, "snapshot too large"))?;
         (&inner.doc_meta, &inner.doc_snapshots).transaction(|(meta_t, snap_t)| {
-            let abort = |e: postcard::Error| {
-                sled::transaction::ConflictableTransactionError::Abort(corrupt(layout::DOC_META, e))
-            };
-            let mut meta: DocMeta = match meta_t.get(doc.0)? {
-                Some(v) => postcard::from_bytes(&v).map_err(abort)?,
-                None => DocMeta::default(),
-            };
+            let mut meta = meta_in(meta_t, doc)?;
             for chunk in chunk_count..meta.snapshot_chunks {
                 snap_t.remove(&layout::snapshot_key(doc, chunk)[..])?;
             }
@@ -539,7 +527,7 @@ impl Store {
             }
             meta.snapshot_chunks = chunk_count;
             meta.snapshot_seq = meta.next_seq;
-            meta_t.insert(&doc.0, postcard::to_stdvec(&meta).map_err(abort)?)?;
+            meta_t.insert(&doc.0, postcard::to_stdvec(&meta).map_err(abort_meta)?)?;
             Ok(())
         })?;
         self.make_durable()
@@ -690,6 +678,20 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+type TxError = sled::transaction::ConflictableTransactionError<StorageError>;
+
+/// A document's bookkeeping as a transaction sees it (default when new).
+fn meta_in(meta_t: &sled::transaction::TransactionalTree, doc: &DocId) -> Result<DocMeta, TxError> {
+    match meta_t.get(doc.0)? {
+        Some(v) => postcard::from_bytes(&v).map_err(abort_meta),
+        None => Ok(DocMeta::default()),
+    }
+}
+
+fn abort_meta(e: postcard::Error) -> TxError {
+    TxError::Abort(corrupt(layout::DOC_META, e))
 }
 
 /// One `doc_change_rows` value: changes with their hashes.
