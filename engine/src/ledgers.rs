@@ -1,32 +1,39 @@
 //! The engine's ledger commands and queries, over one [`Ledger`] per co-op.
 //!
 //! Each co-op's ledger has its own lock, so co-ops never wait for each
-//! other, and reads of one co-op wait only for that co-op's writes to stage
-//! (never for signing, verifying or syncing to disk). Lock order: a ledger,
-//! then its co-op document, then (to read decisions) domain documents.
+//! other. Lock order: a ledger, then its co-op document, then (to read
+//! decisions) domain documents.
 //!
-//! A local write is drafted on the heads as they stand, **signed outside the
-//! locks**, then staged under them if the heads did not move meanwhile; if
-//! they did, it is drafted again on the new heads and signed there, so an
-//! entry this node writes always lands at the end of the order. The sync to
-//! disk happens after the locks are released, shared by every writer that
-//! queued behind the last one (group commit).
+//! **Local writes combine.** A writer resolves its member and builds its
+//! entry's body under the co-op document's lock alone, then queues the
+//! write and takes the ledger's lock. Whoever holds that lock and finds its
+//! own write still queued records *every* queued write: each drafted on the
+//! heads the one before it left, signed, judged and folded in turn, then
+//! all committed in one sled batch; the writers behind it find theirs done
+//! when the lock comes to them (flat combining). Under contention one lock
+//! holder thus does the work of many, each entry is drafted and signed
+//! once, and rows that several entries of the group rewrite (the heads, the
+//! count, the balances) are written once. An entry this node writes still
+//! always lands at the end of the order, so a member is told at once if it
+//! would not count. The sync to disk happens after the lock is released,
+//! shared by every writer that queued behind the last one (group commit).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use automerge::Automerge;
+use automerge::{Automerge, ChangeHash};
 use icn_schemas::coop;
 use icn_schemas::ledger::{Account, Body, EntryId, Posting, Sealed, SignedEntry};
 use icn_schemas::{Did, DocId, DocKind, Reader};
 
 use crate::Engine;
 use crate::authority::Denied;
-use crate::engine::Committed;
-use crate::identity::{self, Signer};
+use crate::engine::{Committed, DocState};
+use crate::identity::{self, Keypair, Signer};
 use crate::ledger::decisions::{DocDecisions, counted_decisions, execution_body};
 use crate::ledger::fold::Beside;
-use crate::ledger::pipeline::{Batch, Draft, Ledger, Submitted, View};
+use crate::ledger::pipeline::{Batch, CoopDoc, Draft, Ledger, Recorded, Submitted, View};
+use crate::ledger::queries::{Published, limits_of};
 use crate::ledger::{
     Convert, EntryRefusal, HistoryItem, HistoryPage, Ingest, LedgerError, Settle, Status,
     TrialBalance, UnitPosition,
@@ -36,7 +43,62 @@ use crate::storage::Store;
 /// Every co-op's ledger, each behind its own lock.
 #[derive(Default)]
 pub(crate) struct Ledgers {
-    by_coop: RwLock<HashMap<DocId, Arc<Mutex<Ledger>>>>,
+    by_coop: RwLock<HashMap<DocId, Arc<CoopLedger>>>,
+}
+
+/// One co-op's ledger, and the local writes waiting for it.
+pub(crate) struct CoopLedger {
+    ledger: Mutex<Ledger>,
+    /// Local writes for the next holder of `ledger` to record, together.
+    queue: Mutex<Vec<Arc<Write>>>,
+    /// Whose device each key that wrote is, as the co-op document stands.
+    owners: Mutex<Owners>,
+    /// What queries of committed rows read under ([`Ledger::published`]).
+    published: Arc<RwLock<()>>,
+}
+
+impl CoopLedger {
+    fn new(ledger: Ledger) -> Arc<Self> {
+        Arc::new(CoopLedger {
+            published: ledger.published(),
+            ledger: Mutex::new(ledger),
+            queue: Mutex::new(Vec::new()),
+            owners: Mutex::new(Owners::default()),
+        })
+    }
+}
+
+/// The members whose live devices keys are, read from the co-op document
+/// at `heads` and kept until the document moves (at most
+/// [`Owners::KEPT`]): a key writing again costs no read of the document.
+#[derive(Default)]
+struct Owners {
+    heads: Vec<ChangeHash>,
+    of: HashMap<Did, Option<Did>>,
+}
+
+impl Owners {
+    const KEPT: usize = 4096;
+
+    /// The member for whom `device` is a live device in `doc` as it stands.
+    fn owner(&mut self, doc: &Automerge, device: &Did) -> Option<Did> {
+        let heads = doc.get_heads();
+        if heads != self.heads || self.of.len() >= Self::KEPT {
+            self.heads = heads;
+            self.of.clear();
+        }
+        *self
+            .of
+            .entry(*device)
+            .or_insert_with(|| coop::device_owner(Reader::now(doc), device).map(|s| s.did))
+    }
+}
+
+/// A local write waiting to be recorded, and then what became of it.
+struct Write {
+    draft: Draft,
+    signer: Signer,
+    done: Mutex<Option<Recorded>>,
 }
 
 impl Ledgers {
@@ -44,14 +106,14 @@ impl Ledgers {
     pub(crate) fn new(opened: Vec<Ledger>) -> Self {
         let by_coop = opened
             .into_iter()
-            .map(|l| (l.coop(), Arc::new(Mutex::new(l))))
+            .map(|l| (l.coop(), CoopLedger::new(l)))
             .collect();
         Ledgers {
             by_coop: RwLock::new(by_coop),
         }
     }
 
-    fn get(&self, coop: &DocId) -> Option<Arc<Mutex<Ledger>>> {
+    fn get(&self, coop: &DocId) -> Option<Arc<CoopLedger>> {
         self.by_coop
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -60,12 +122,12 @@ impl Ledgers {
     }
 
     /// The ledger of `coop`, opened now if it is new here.
-    fn get_or_open(&self, coop: &DocId, store: &Store) -> Arc<Mutex<Ledger>> {
+    fn get_or_open(&self, coop: &DocId, store: &Store) -> Arc<CoopLedger> {
         self.by_coop
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(*coop)
-            .or_insert_with(|| Arc::new(Mutex::new(Ledger::open(*coop, store))))
+            .or_insert_with(|| CoopLedger::new(Ledger::open(*coop, store)))
             .clone()
     }
 
@@ -76,6 +138,15 @@ impl Ledgers {
             .keys()
             .copied()
             .collect()
+    }
+}
+
+/// A co-op document's state behind its lock.
+struct Locked<'a>(&'a Mutex<DocState>);
+
+impl CoopDoc for Locked<'_> {
+    fn read<T>(&self, f: impl FnOnce(&Automerge) -> T) -> T {
+        f(&lock(self.0).doc)
     }
 }
 
@@ -92,7 +163,7 @@ fn now_millis() -> u64 {
 
 impl Engine {
     /// The ledger of co-op `coop`.
-    fn ledger(&self, coop: &DocId) -> Result<Arc<Mutex<Ledger>>, LedgerError> {
+    fn ledger(&self, coop: &DocId) -> Result<Arc<CoopLedger>, LedgerError> {
         if let Some(ledger) = self.ledgers().get(coop) {
             return Ok(ledger);
         }
@@ -110,7 +181,7 @@ impl Engine {
     ) -> Result<T, LedgerError> {
         let ledger = self.ledger(coop)?;
         let handle = self.handle(coop).ok_or(LedgerError::UnknownCoop(*coop))?;
-        let mut ledger = lock(&ledger);
+        let mut ledger = lock(&ledger.ledger);
         let doc = lock(&handle);
         f(&mut ledger, &doc.doc)
     }
@@ -119,7 +190,7 @@ impl Engine {
     /// what was just made durable.
     fn notify_statuses(&self, coop: &DocId) -> Result<(), LedgerError> {
         let ledger = self.ledger(coop)?;
-        let changed = lock(&ledger).take_changed();
+        let changed = lock(&ledger.ledger).take_changed();
         if !changed.is_empty() {
             self.notify(Committed::Statuses {
                 coop: *coop,
@@ -136,8 +207,20 @@ impl Engine {
         f: impl FnOnce(&Ledger) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
         let ledger = self.ledger(coop)?;
-        let ledger = lock(&ledger);
+        let ledger = lock(&ledger.ledger);
         f(&ledger)
+    }
+
+    /// Runs `f` on `coop`'s fold as committed, without the ledger's lock:
+    /// it waits for no write but the application of a commit's batch.
+    fn with_published<T>(
+        &self,
+        coop: &DocId,
+        f: impl FnOnce(&Published) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let ledger = self.ledger(coop)?;
+        let _published = ledger.published.read().unwrap_or_else(|p| p.into_inner());
+        f(&Published::open(*coop, self.store()))
     }
 
     /// The decisions the fold of `coop`'s ledger reads, from the domain
@@ -311,7 +394,8 @@ impl Engine {
     /// member, citing decision receipt `decision` if any: drafted on the
     /// current heads, signed, judged exactly as a peer would judge it,
     /// refused if it would not count at the end of the order, then staged,
-    /// folded and made durable.
+    /// folded and made durable, in a group with the local writes queued
+    /// beside it.
     fn record(
         &self,
         coop: &DocId,
@@ -320,7 +404,7 @@ impl Engine {
         decision: Option<[u8; 32]>,
         body: impl FnOnce(Did) -> Result<Body, LedgerError>,
     ) -> Result<(EntryId, Status), LedgerError> {
-        let ledger = self.ledger(coop)?;
+        let shared = self.ledger(coop)?;
         let handle = self.handle(coop).ok_or(LedgerError::UnknownCoop(*coop))?;
         let key = signer.key();
         // The member a delegation names is known without the document.
@@ -328,21 +412,19 @@ impl Engine {
             .delegation()
             .map(|d| identity::verify_delegation(d).map_err(EntryRefusal::BadDelegation))
             .transpose()?;
-        let decisions = self.decisions(*coop);
-        let (draft, entry) = {
-            let mut ledger = lock(&ledger);
-            let doc = lock(&handle);
-            let author = match &delegated {
-                Some(d) => d.member,
-                None => {
-                    coop::device_owner(Reader::now(&doc.doc), &key.did())
-                        .ok_or(EntryRefusal::Denied(Denied::NotALiveDevice {
-                            actor: key.did(),
-                        }))?
-                        .did
-                }
-            };
-            let draft = Draft {
+        let author = match &delegated {
+            Some(d) => d.member,
+            None => {
+                let doc = lock(&handle);
+                lock(&shared.owners)
+                    .owner(&doc.doc, &key.did())
+                    .ok_or(EntryRefusal::Denied(Denied::NotALiveDevice {
+                        actor: key.did(),
+                    }))?
+            }
+        };
+        let write = Arc::new(Write {
+            draft: Draft {
                 author,
                 signer: key.did(),
                 delegation: signer.delegation().cloned(),
@@ -350,45 +432,43 @@ impl Engine {
                 memo: memo.to_owned(),
                 decision,
                 timestamp: now_millis(),
-            };
-            let view = View {
-                doc: &doc.doc,
-                decisions: &decisions,
-            };
-            let entry = ledger.draft(&view, &draft)?;
-            (draft, entry)
+            },
+            signer: signer.clone(),
+            done: Mutex::new(None),
+        });
+        lock(&shared.queue).push(write.clone());
+        let decisions = self.decisions(*coop);
+        let recorded = loop {
+            let mut ledger = lock(&shared.ledger);
+            if let Some(done) = lock(&write.done).take() {
+                break done;
+            }
+            // Still queued: this holder of the lock records the queue,
+            // this write among it.
+            let writes = std::mem::take(&mut *lock(&shared.queue));
+            let inputs: Vec<(&Draft, &Keypair)> =
+                writes.iter().map(|w| (&w.draft, w.signer.key())).collect();
+            let results = ledger.record(&Locked(&handle), &decisions, &inputs);
+            for (w, result) in writes.iter().zip(results) {
+                *lock(&w.done) = Some(result);
+            }
         };
-        // Signing needs no lock.
-        let signature = key.sign(&entry.signing_message()?);
-        let (id, bytes) = {
-            let mut ledger = lock(&ledger);
-            let doc = lock(&handle);
-            let view = View {
-                doc: &doc.doc,
-                decisions: &decisions,
-            };
-            let signed = if ledger.is_current(&view, &entry)? {
-                SignedEntry { entry, signature }
-            } else {
-                // Another write landed meanwhile: drafted again on the new
-                // heads and signed here, so it still lands at the end.
-                let entry = ledger.draft(&view, &draft)?;
-                SignedEntry {
-                    signature: key.sign(&entry.signing_message()?),
-                    entry,
-                }
-            };
-            ledger.record(&view, signed)?
-        };
-        // Made durable after the locks are released, so concurrent writers
+        let (id, bytes) = recorded?;
+        // Made durable after the lock is released, so concurrent writers
         // share one sync.
         self.store().make_durable()?;
         self.notify(Committed::Entries {
             coop: *coop,
             entries: vec![(id, bytes.into())],
         });
-        // A seal or a freeze placed among earlier entries changes theirs.
-        self.notify_statuses(coop)?;
+        // A grant, a seal or a freeze placed among earlier entries changes
+        // theirs; any other local write lands after every entry held.
+        if matches!(
+            write.draft.body,
+            Body::Grant { .. } | Body::Seal { .. } | Body::Freeze { .. }
+        ) {
+            self.notify_statuses(coop)?;
+        }
         Ok((id, Status::Applied))
     }
 
@@ -538,7 +618,12 @@ impl Engine {
     /// A member's balance, credit limit and available amount in every unit
     /// of the co-op's policy.
     pub fn position(&self, coop: &DocId, member: &Did) -> Result<Vec<UnitPosition>, LedgerError> {
-        self.with_ledger(coop, |ledger, doc| ledger.position(doc, member))
+        // The document first, and then the rows: a commit may hold a
+        // document's lock while it waits to apply its batch.
+        let limits = self
+            .read(coop, |r| limits_of(r, member))
+            .ok_or(LedgerError::UnknownCoop(*coop))??;
+        self.with_published(coop, |c| c.position(member, limits))
     }
 
     /// An entry and its status.
@@ -547,22 +632,22 @@ impl Engine {
         coop: &DocId,
         id: &EntryId,
     ) -> Result<Option<(SignedEntry, Status)>, LedgerError> {
-        self.with_fold(coop, |ledger| ledger.entry(id))
+        self.with_published(coop, |c| c.entry(id))
     }
 
     /// The co-op's ledger heads.
     pub fn ledger_heads(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
-        self.with_fold(coop, Ledger::heads)
+        self.with_published(coop, Published::heads)
     }
 
     /// Every entry's id, in fold order (parents first).
     pub fn entry_ids(&self, coop: &DocId) -> Result<Vec<EntryId>, LedgerError> {
-        self.with_fold(coop, Ledger::entry_ids)
+        self.with_published(coop, Published::entry_ids)
     }
 
     /// One entry's canonical encoding.
     pub fn entry_bytes(&self, coop: &DocId, id: &EntryId) -> Result<Option<Vec<u8>>, LedgerError> {
-        self.with_fold(coop, |ledger| ledger.entry_bytes(id))
+        self.with_published(coop, |c| c.entry_bytes(id))
     }
 
     /// Whether this node holds `id`, stored or waiting.
@@ -584,13 +669,13 @@ impl Engine {
 
     /// Every entry, encoded, in fold order (parents first).
     pub fn entries(&self, coop: &DocId) -> Result<Vec<Vec<u8>>, LedgerError> {
-        self.with_fold(coop, Ledger::entries)
+        self.with_published(coop, Published::entries)
     }
 
     /// A trial balance: every non-zero account balance, and the sum per unit
     /// (always zero).
     pub fn trial_balance(&self, coop: &DocId) -> Result<TrialBalance, LedgerError> {
-        self.with_fold(coop, Ledger::trial_balance)
+        self.with_published(coop, Published::trial_balance)
     }
 
     /// The trial balance of the ledger as it stood at `heads`: the entries
@@ -624,7 +709,7 @@ impl Engine {
         after: Option<EntryId>,
         limit: usize,
     ) -> Result<HistoryPage, LedgerError> {
-        self.with_fold(coop, |ledger| ledger.history(account, after, limit))
+        self.with_published(coop, |c| c.history(account, after, limit))
     }
 
     /// The entries that cite decision receipt `decision`, in fold order.
@@ -633,6 +718,6 @@ impl Engine {
         coop: &DocId,
         decision: &[u8; 32],
     ) -> Result<Vec<HistoryItem>, LedgerError> {
-        self.with_fold(coop, |ledger| ledger.entries_by_decision(decision))
+        self.with_published(coop, |c| c.entries_by_decision(decision))
     }
 }

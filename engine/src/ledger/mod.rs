@@ -33,7 +33,7 @@ pub(crate) mod decisions;
 pub(crate) mod fold;
 pub(crate) mod migrate;
 pub(crate) mod pipeline;
-mod queries;
+pub(crate) mod queries;
 mod rows;
 mod rules;
 #[cfg(test)]

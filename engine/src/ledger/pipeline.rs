@@ -11,7 +11,7 @@
 //! (`crate::ledgers`), so co-ops never wait for each other.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use automerge::Automerge;
 use icn_schemas::ledger::{Body, DecodeError, Entry, EntryId, SignedEntry};
@@ -20,8 +20,12 @@ use icn_schemas::{Did, DocId, SignedDelegation};
 use super::api::{EntryRefusal, Ingest, LedgerError, MAX_PENDING, MAX_PENDING_PER_SIGNER};
 use super::fold::{Beside, Decisions, Fold, Judged, Outside, Status};
 use super::rules::{Lookups, check_at_heads, check_signed, check_state, heads_of};
-use crate::identity;
+use crate::identity::{self, Keypair};
 use crate::storage::{StorageError, Store};
+
+/// What became of a local write: its entry's id and bytes, or why it was
+/// refused.
+pub(crate) type Recorded = Result<(EntryId, Vec<u8>), LedgerError>;
 
 /// Entries stored by one call, parents first, with their encodings.
 pub(crate) type Stored = Vec<(EntryId, Arc<[u8]>)>;
@@ -43,6 +47,12 @@ impl View<'_> {
             decisions: self.decisions,
         }
     }
+}
+
+/// The co-op document, locked only while `f` reads it.
+pub(crate) trait CoopDoc {
+    /// Runs `f` on the document as it stands.
+    fn read<T>(&self, f: impl FnOnce(&Automerge) -> T) -> T;
 }
 
 /// Where an entry came from, which is all that changes how it is judged.
@@ -85,6 +95,9 @@ pub(crate) struct Ledger {
     pending_by_signer: HashMap<Did, usize>,
     /// Answers read from the co-op document, by the heads they were read at.
     lookups: Lookups,
+    /// Held for writing while a commit's batch is applied, and by queries
+    /// for reading ([`super::queries::Published`]), so none sees half of one.
+    published: Arc<RwLock<()>>,
 }
 
 impl Ledger {
@@ -97,7 +110,13 @@ impl Ledger {
             pending: HashMap::new(),
             pending_by_signer: HashMap::new(),
             lookups: Lookups::default(),
+            published: Arc::default(),
         }
+    }
+
+    /// The lock queries of this ledger's committed rows read under.
+    pub(crate) fn published(&self) -> Arc<RwLock<()>> {
+        self.published.clone()
     }
 
     pub(crate) fn coop(&self) -> DocId {
@@ -128,7 +147,10 @@ impl Ledger {
         let Some(batch) = self.fold.take_batch() else {
             return Ok(());
         };
-        let committed = self.store.commit_ledger(batch);
+        let committed = {
+            let _applying = self.published.write().unwrap_or_else(|p| p.into_inner());
+            self.store.commit_ledger(batch)
+        };
         if committed.is_err() {
             self.fold.discard();
         }
@@ -367,10 +389,15 @@ impl Ledger {
     /// of the order. A transfer's postings are put in order, and from the
     /// member's first grant in a unit on, its keys other than the DID key
     /// (or the key it rotated to) spend that unit from their allowances.
-    pub(crate) fn draft(&mut self, view: &View<'_>, draft: &Draft) -> Result<Entry, LedgerError> {
+    fn draft(
+        &self,
+        view: &View<'_>,
+        lookups: &mut Lookups,
+        draft: &Draft,
+    ) -> Result<Entry, LedgerError> {
         let mut body = draft.body.clone();
         let owner = draft.delegation.is_none()
-            && self.lookups.holder_now(view.doc, &draft.author) == Some(draft.signer);
+            && lookups.holder_now(view.doc, &draft.author) == Some(draft.signer);
         if let Body::Transfer {
             postings,
             from_allowance,
@@ -399,44 +426,78 @@ impl Ledger {
         })
     }
 
-    /// Whether `entry` was drafted on the heads as they stand now, so that
-    /// it lands at the end of the order.
-    pub(crate) fn is_current(&self, view: &View<'_>, entry: &Entry) -> Result<bool, StorageError> {
-        let coop_heads = view.doc.get_heads();
-        Ok(entry.coop_heads.len() == coop_heads.len()
-            && entry
-                .coop_heads
-                .iter()
-                .zip(&coop_heads)
-                .all(|(a, b)| *a == b.0)
-            && entry.parents == self.fold.heads()?)
-    }
-
-    /// Records an entry this node signed on the current heads: judged as a
-    /// peer's would be, refused unless it counts at the end of the order,
-    /// then staged and folded. The caller makes it durable.
+    /// Records local writes in turn, each drafted on the heads the one
+    /// before it left (so each lands at the end of the order), signed with
+    /// its key, judged as a peer's entry would be, and folded. A write that
+    /// breaks a rule, or would not count where it lands, is refused and
+    /// leaves nothing behind; the others are committed together, in one
+    /// batch. The co-op document is locked to draft and to judge, not to
+    /// sign. The caller makes the writes durable.
     pub(crate) fn record(
         &mut self,
-        view: &View<'_>,
-        signed: SignedEntry,
-    ) -> Result<(EntryId, Vec<u8>), LedgerError> {
-        let bytes = signed.encode()?;
-        let id = EntryId(*blake3::hash(&bytes).as_bytes());
+        doc: &impl CoopDoc,
+        decisions: &dyn Decisions,
+        writes: &[(&Draft, &Keypair)],
+    ) -> Vec<Recorded> {
         let mut lookups = self.take_lookups();
-        let judged = self.judge_local(view, &mut lookups, &signed, &id);
+        let mut results = Vec::with_capacity(writes.len());
+        for (draft, key) in writes {
+            let mark = self.fold.mark();
+            let recorded = self.record_one(doc, decisions, &mut lookups, draft, key);
+            if recorded.is_err() {
+                self.fold.rollback(mark);
+            }
+            results.push(recorded);
+        }
         self.lookups = lookups;
-        let judged = judged?;
-        self.atomically(|ledger| {
-            match ledger
+        if let Err(e) = self.commit() {
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(e.clone().into());
+            }
+        }
+        results
+    }
+
+    fn record_one(
+        &mut self,
+        doc: &impl CoopDoc,
+        decisions: &dyn Decisions,
+        lookups: &mut Lookups,
+        draft: &Draft,
+        key: &Keypair,
+    ) -> Recorded {
+        let entry = doc.read(|doc| self.draft(&View { doc, decisions }, lookups, draft))?;
+        let signature = key.sign(&entry.signing_message()?);
+        doc.read(|doc| {
+            let view = View { doc, decisions };
+            let heads = doc.get_heads();
+            let current = entry.coop_heads.len() == heads.len()
+                && entry.coop_heads.iter().zip(&heads).all(|(a, b)| *a == b.0);
+            let signed = if current {
+                SignedEntry { entry, signature }
+            } else {
+                // The co-op document moved while it was signed: drafted
+                // again and signed here, so the entry is judged by the
+                // document as it stands. (The ledger's heads cannot move:
+                // its lock is held.)
+                let entry = self.draft(&view, lookups, draft)?;
+                SignedEntry {
+                    signature: key.sign(&entry.signing_message()?),
+                    entry,
+                }
+            };
+            let bytes = signed.encode()?;
+            let id = EntryId(*blake3::hash(&bytes).as_bytes());
+            let judged = self.judge_local(&view, lookups, &signed, &id)?;
+            match self
                 .fold
                 .insert(id, &signed, &bytes, judged, &view.beside())?
             {
-                Status::Applied => Ok(()),
+                Status::Applied => Ok((id, bytes)),
                 // It lands at the end, so this is what it would be.
                 Status::Conflicted { conflict } => Err(LedgerError::Conflict(conflict)),
             }
-        })?;
-        Ok((id, bytes))
+        })
     }
 
     /// Takes one entry a client signed and submitted: judged as a peer's

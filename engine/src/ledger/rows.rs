@@ -15,11 +15,17 @@ use crate::storage::StorageError;
 
 type Row = (Vec<u8>, Vec<u8>);
 
+/// A key and what the overlay held for it before a write: how a write
+/// since the last [`Rows::mark`] is taken back.
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 pub(crate) struct Rows {
     coop: DocId,
     base: Option<sled::Tree>,
     /// Written since the last commit; `None` deletes.
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Since the last [`Rows::mark`], what each write replaced.
+    undo: Option<Vec<Undo>>,
 }
 
 impl Rows {
@@ -29,6 +35,7 @@ impl Rows {
             coop,
             base: Some(tree),
             overlay: BTreeMap::new(),
+            undo: None,
         }
     }
 
@@ -38,6 +45,7 @@ impl Rows {
             coop,
             base: None,
             overlay: BTreeMap::new(),
+            undo: None,
         }
     }
 
@@ -100,10 +108,12 @@ impl Rows {
     }
 
     pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.note(&key);
         self.overlay.insert(key, Some(value));
     }
 
     pub(crate) fn delete(&mut self, key: Vec<u8>) -> Result<(), StorageError> {
+        self.note(&key);
         match &self.base {
             // A row written since the last commit and not stored before
             // (a head replaced within one group) needs no write at all.
@@ -182,9 +192,35 @@ impl Rows {
         })
     }
 
+    /// Records what the overlay holds for `key` before a write to it, when
+    /// writes are being noted.
+    fn note(&mut self, key: &[u8]) {
+        if let Some(undo) = &mut self.undo {
+            undo.push((key.to_vec(), self.overlay.get(key).cloned()));
+        }
+    }
+
+    /// From here on, notes every write so that [`Rows::rollback`] can take
+    /// them back (forgetting what an earlier mark noted).
+    pub(crate) fn mark(&mut self) {
+        self.undo = Some(Vec::new());
+    }
+
+    /// Takes back every write since the last [`Rows::mark`], and stops
+    /// noting them.
+    pub(crate) fn rollback(&mut self) {
+        for (key, before) in self.undo.take().into_iter().flatten().rev() {
+            match before {
+                Some(v) => self.overlay.insert(key, v),
+                None => self.overlay.remove(&key),
+            };
+        }
+    }
+
     /// The writes since the last commit, as one batch; `None` when there are
     /// none. The overlay is empty afterwards, so only call this to commit.
     pub(crate) fn take_batch(&mut self) -> Option<sled::Batch> {
+        self.undo = None;
         if self.base.is_none() || self.overlay.is_empty() {
             return None;
         }
@@ -200,6 +236,7 @@ impl Rows {
 
     /// Forgets the writes since the last commit.
     pub(crate) fn discard(&mut self) {
+        self.undo = None;
         if self.base.is_some() {
             self.overlay.clear();
         }
@@ -284,5 +321,40 @@ mod tests {
             rows.get(&rows.key(b'y', &[&[0]])).expect("get"),
             Some(vec![0])
         );
+    }
+
+    #[test]
+    fn a_rollback_takes_back_exactly_the_writes_since_the_mark() {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .expect("temporary sled");
+        let tree = db.open_tree("t").expect("tree");
+        let mut rows = Rows::stored(DocId([7; 32]), tree.clone());
+        let key = |rows: &Rows, k: u8| rows.key(b'x', &[&[k]]);
+        rows.put(key(&rows, 1), vec![1]);
+        tree.apply_batch(rows.take_batch().expect("writes"))
+            .expect("commit");
+        rows.put(key(&rows, 2), vec![2]);
+        rows.mark();
+        // Overwrite an overlay row, delete a stored one, add a new one, and
+        // write the new one twice.
+        rows.put(key(&rows, 2), vec![22]);
+        rows.delete(key(&rows, 1)).expect("delete");
+        rows.put(key(&rows, 3), vec![3]);
+        rows.put(key(&rows, 3), vec![33]);
+        assert_eq!(rows.get(&key(&rows, 1)).expect("get"), None);
+        rows.rollback();
+        assert_eq!(rows.get(&key(&rows, 1)).expect("get"), Some(vec![1]));
+        assert_eq!(rows.get(&key(&rows, 2)).expect("get"), Some(vec![2]));
+        assert_eq!(rows.get(&key(&rows, 3)).expect("get"), None);
+        // What was written before the mark is still committed whole.
+        tree.apply_batch(rows.take_batch().expect("writes"))
+            .expect("commit");
+        assert_eq!(
+            tree.get(key(&rows, 2)).expect("get").as_deref(),
+            Some(&[2u8][..])
+        );
+        assert!(!tree.contains_key(key(&rows, 3)).expect("get"));
     }
 }

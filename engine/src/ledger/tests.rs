@@ -1960,3 +1960,165 @@ fn credit_limits_are_per_unit_where_the_policy_says_so() {
     assert_eq!(tb.entries, 3);
     assert!(tb.conflicted.is_empty());
 }
+
+/// Local writes recorded together (as the writers queued behind one lock
+/// holder are) are drafted in turn, each on the one before it; one refused
+/// among them leaves nothing behind, and the others are committed whole.
+#[test]
+fn writes_recorded_together_chain_and_a_refused_one_among_them_leaves_nothing() {
+    use super::fold::{Decision, Decisions};
+    use super::pipeline::{CoopDoc, Draft, Ledger};
+
+    struct Plain(automerge::Automerge);
+    impl CoopDoc for Plain {
+        fn read<T>(&self, f: impl FnOnce(&automerge::Automerge) -> T) -> T {
+            f(&self.0)
+        }
+    }
+    struct NoDecisions;
+    impl Decisions for NoDecisions {
+        fn decision(&self, _: &DocId, _: &[u8; 32]) -> Option<Decision> {
+            None
+        }
+    }
+    let (node, coop, _admin, alice, bob) = setup();
+    let doc = {
+        let handle = node.engine.handle(&coop).expect("co-op");
+        let state = handle.lock().expect("co-op document");
+        state.doc.clone()
+    };
+    let transfer = |from: &Keypair, to: &Keypair, amount: i64| Draft {
+        author: from.did(),
+        signer: from.did(),
+        delegation: None,
+        body: Body::Transfer {
+            postings: vec![
+                Posting {
+                    account: Account::Member(to.did()),
+                    unit: "hours".into(),
+                    amount,
+                },
+                Posting {
+                    account: Account::Member(from.did()),
+                    unit: "hours".into(),
+                    amount: -amount,
+                },
+            ],
+            from_allowance: false,
+        },
+        memo: String::new(),
+        decision: None,
+        timestamp: 1,
+    };
+    // Alice's second 60 would take her to -120, past her limit of 100.
+    let drafts = [
+        transfer(&alice, &bob, 60),
+        transfer(&alice, &bob, 60),
+        transfer(&bob, &alice, 10),
+    ];
+    let writes = [
+        (&drafts[0], &alice),
+        (&drafts[1], &alice),
+        (&drafts[2], &bob),
+    ];
+    let mut ledger = Ledger::open(coop, node.engine.store());
+    let mut results = ledger
+        .record(&Plain(doc), &NoDecisions, &writes)
+        .into_iter();
+    let (first, _) = results.next().expect("first").expect("within the limit");
+    assert!(matches!(
+        results.next().expect("second"),
+        Err(LedgerError::Conflict(Conflict::CreditLimit { .. }))
+    ));
+    let (third, _) = results.next().expect("third").expect("within the limit");
+    drop(ledger);
+
+    let node = node.reopen();
+    assert_eq!(node.engine.ledger_heads(&coop).expect("heads"), vec![third]);
+    assert_eq!(
+        node.engine.entry_ids(&coop).expect("ids"),
+        vec![first, third]
+    );
+    let (entry, status) = node
+        .engine
+        .entry(&coop, &third)
+        .expect("entry")
+        .expect("stored");
+    assert_eq!(entry.entry.parents, vec![first]);
+    assert_eq!(status, Status::Applied);
+    assert_eq!(balance(&node.engine, &coop, &alice), -50);
+    assert_eq!(balance(&node.engine, &coop, &bob), 50);
+}
+
+/// Many writers settling at once on one co-op: every write within the
+/// limit is acknowledged, stored and counted, every one past it is refused
+/// and stores nothing, and the entries form one chain.
+#[test]
+fn concurrent_settles_each_land_at_the_end_and_overspends_store_nothing() {
+    let (node, coop, admin, alice, bob) = setup();
+    type Outcome = (bool, Result<(EntryId, Status), LedgerError>);
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    let results: Vec<Outcome> = std::thread::scope(|s| {
+        let mut threads = Vec::new();
+        for w in 0..8 {
+            let (engine, alice, bob, admin) = (&node.engine, &alice, &bob, &admin);
+            threads.push(s.spawn(move || {
+                (0..5)
+                    .map(|_| {
+                        // Alice's writers try 200 hours against a limit
+                        // of 100; Bob's pay the admin 20 in all.
+                        if w % 2 == 0 {
+                            (true, engine.settle(&coop, &dev(alice), &settle(bob, 10)))
+                        } else {
+                            (false, engine.settle(&coop, &dev(bob), &settle(admin, 1)))
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            }));
+        }
+        // A reader meanwhile, without the ledger's lock, never sees half
+        // of a group: the books always balance.
+        let reader = s.spawn(|| {
+            let mut seen = 0;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let trial = node.engine.trial_balance(&coop).expect("trial balance");
+                let sum: i64 = trial.accounts.values().sum();
+                assert_eq!(sum, 0, "a trial balance read mid-commit");
+                assert!(trial.entries >= seen);
+                seen = trial.entries;
+            }
+        });
+        let results = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("writer"))
+            .collect();
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("reader");
+        results
+    });
+    let mut acknowledged = Vec::new();
+    let mut alice_refused = 0;
+    for (by_alice, result) in results {
+        match result {
+            Ok((id, Status::Applied)) => acknowledged.push(id),
+            Err(LedgerError::Conflict(Conflict::CreditLimit { .. })) if by_alice => {
+                alice_refused += 1
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(alice_refused, 10);
+    assert_eq!(acknowledged.len(), 10 + 20);
+    let node = node.reopen();
+    let mut ids = node.engine.entry_ids(&coop).expect("ids");
+    assert_eq!(node.engine.ledger_heads(&coop).expect("heads").len(), 1);
+    ids.sort();
+    acknowledged.sort();
+    assert_eq!(ids, acknowledged);
+    for id in &ids {
+        assert_eq!(status_of(&node.engine, &coop, id), Status::Applied);
+    }
+    assert_eq!(balance(&node.engine, &coop, &alice), -100);
+    assert_eq!(balance(&node.engine, &coop, &bob), 80);
+    assert_eq!(balance(&node.engine, &coop, &admin), 20);
+}

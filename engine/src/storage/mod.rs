@@ -78,6 +78,34 @@ impl StorageError {
     }
 }
 
+/// A copy for each of several callers one failure reached (the writers of
+/// one group): an I/O error keeps its kind and message, as sled copies its
+/// own.
+impl Clone for StorageError {
+    fn clone(&self) -> Self {
+        match self {
+            StorageError::Sled(e) => StorageError::Sled(e.clone()),
+            StorageError::Io { path, source } => StorageError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StorageError::Corrupt { tree, reason } => StorageError::Corrupt {
+                tree,
+                reason: reason.clone(),
+            },
+            StorageError::Unwritable { reason } => StorageError::Unwritable {
+                reason: reason.clone(),
+            },
+            StorageError::UnsupportedVersion { found, expected } => {
+                StorageError::UnsupportedVersion {
+                    found: *found,
+                    expected: *expected,
+                }
+            }
+        }
+    }
+}
+
 impl From<sled::transaction::TransactionError<StorageError>> for StorageError {
     fn from(e: sled::transaction::TransactionError<StorageError>) -> Self {
         match e {

@@ -156,6 +156,12 @@ pub(crate) struct Judged {
     pub(crate) owner: bool,
 }
 
+/// What [`Fold::mark`] keeps besides the rows: how to come back to it.
+pub(crate) struct Mark {
+    last: Option<Option<(u64, EntryId)>>,
+    changed: Vec<(EntryId, Status)>,
+}
+
 /// The fold of one co-op's entries, in the `ledger` tree: nothing of it is
 /// rebuilt when a node starts. Writes go to an overlay until the ledger
 /// commits them with the entries that caused them, in one atomic batch.
@@ -182,6 +188,23 @@ impl Fold {
     /// The rows written since the last commit, as one batch.
     pub(crate) fn take_batch(&mut self) -> Option<sled::Batch> {
         self.rows.take_batch()
+    }
+
+    /// A point to come back to: [`Fold::rollback`] forgets what was folded
+    /// after it, and keeps what was folded before it for the next commit.
+    pub(crate) fn mark(&mut self) -> Mark {
+        self.rows.mark();
+        Mark {
+            last: self.last,
+            changed: self.changed.clone(),
+        }
+    }
+
+    /// Forgets what was folded since `mark`, the latest mark taken.
+    pub(crate) fn rollback(&mut self, mark: Mark) {
+        self.rows.rollback();
+        self.last = mark.last;
+        self.changed = mark.changed;
     }
 
     /// Forgets what was folded since the last commit.
