@@ -45,6 +45,7 @@ pub mod idempotency;
 mod index;
 mod invites;
 mod ledger;
+mod memo;
 pub mod metrics;
 mod registry;
 mod scoped;
@@ -114,6 +115,11 @@ struct Shared {
     events: events::EventsHandle,
     /// One idempotent request per key at a time.
     idempotency: idempotency::Locks,
+    /// (member, key) → the member's status and whether the key is revoked,
+    /// per co-op: what every token's check reads.
+    standing: memo::Memo<(Did, Did), Option<(icn_schemas::coop::MemberStatus, bool)>>,
+    /// Member → whether it may read the co-op.
+    readers: memo::Memo<Did, bool>,
 }
 
 impl Gateway {
@@ -137,6 +143,8 @@ impl Gateway {
                 config,
                 delegations: Mutex::new(HashMap::new()),
                 idempotency: idempotency::Locks::default(),
+                standing: memo::Memo::default(),
+                readers: memo::Memo::default(),
             }),
         };
         let before = auth::now_secs().saturating_sub(idempotency::KEPT_SECONDS);
@@ -626,6 +634,15 @@ impl FromRequestParts<Gateway> for Auth {
 }
 
 impl Gateway {
+    /// Whether `did` may read co-op `coop` (only a co-op: a domain's
+    /// answer depends on its co-op's document too).
+    pub(crate) fn may_read_coop(&self, coop: &DocId, did: &Did) -> bool {
+        let engine = self.engine();
+        self.inner
+            .readers
+            .get(engine, coop, *did, || engine.member_may_read(coop, did))
+    }
+
     /// 401 unless the token's delegation still stands on this node: not
     /// logged out, its signing key not revoked in any co-op held here, and
     /// its member not removed from every co-op held here that lists it.
@@ -648,13 +665,15 @@ impl Gateway {
         let mut listed = false;
         let mut removed_everywhere = true;
         for id in self.index().all(icn_schemas::DocKind::Coop) {
-            let standing = engine
-                .read(&id, |r| {
-                    let m = icn_schemas::coop::Member::read(r, &member)?;
-                    let revoked = m.devices.get(&key.key_string()).is_some_and(|d| d.revoked);
-                    Some((m.status, revoked))
-                })
-                .flatten();
+            let standing = self.inner.standing.get(engine, &id, (member, key), || {
+                engine
+                    .read(&id, |r| {
+                        let standing = icn_schemas::coop::Standing::read(r, &member)?;
+                        let revoked = icn_schemas::coop::is_revoked_device(r, &member, &key);
+                        Some((standing.status, revoked))
+                    })
+                    .flatten()
+            });
             let Some((status, revoked)) = standing else {
                 continue;
             };

@@ -129,7 +129,15 @@ fn doc_id(
     key: &str,
 ) -> Result<DocId, AppError> {
     let id = gw.index().resolve(kind, key)?;
-    may_read(gw.engine(), &id, did, &format!("{what} {key:?}"))?;
+    if kind == DocKind::Coop {
+        if !gw.may_read_coop(&id, did) {
+            return Err(AppError::forbidden(format!(
+                "{did} is not a member of {what} {key:?}"
+            )));
+        }
+    } else {
+        may_read(gw.engine(), &id, did, &format!("{what} {key:?}"))?;
+    }
     Ok(id)
 }
 

@@ -478,6 +478,18 @@ pub fn has_active_admin(r: Reader<'_>) -> bool {
     })
 }
 
+/// Whether `device` is listed among `member`'s devices and was revoked:
+/// one device's flag, without reading the rest of the member.
+pub fn is_revoked_device(r: Reader<'_>, member: &Did, device: &Did) -> bool {
+    r.map_path(&[
+        "members",
+        &member.to_string(),
+        "devices",
+        &device.key_string(),
+    ])
+    .is_some_and(|d| is_revoked(r, &d))
+}
+
 /// Whether `node` is registered as one of the co-op's relays.
 pub fn is_relay(r: Reader<'_>, node: &Did) -> bool {
     r.map_path(&["relays", &node.to_string()]).is_some()

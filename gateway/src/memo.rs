@@ -1,0 +1,96 @@
+//! Answers read from a co-op document, kept until the document moves.
+//!
+//! Every request reads the caller's standing in the co-op documents (is
+//! the token's key revoked, is the member removed, may it read this
+//! co-op). Automerge answers those slowly enough that, under load, they
+//! cost a tenth of the node's CPU, and they change only when the document
+//! does. A [`Memo`] keeps each answer beside the document's heads as they
+//! were *before* it was read: heads only grow, so an answer found again
+//! under the heads a request reads is never older than the document was
+//! when the request began, and the first change to the document makes
+//! every kept answer miss.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+
+use automerge::ChangeHash;
+use icn_engine::Engine;
+use icn_schemas::DocId;
+
+/// At most this many answers are kept per document; past it they are all
+/// forgotten.
+const KEPT: usize = 4096;
+
+type Kept<K, V> = HashMap<DocId, (Vec<ChangeHash>, HashMap<K, V>)>;
+
+/// Answers of type `V` to questions `K` about co-op documents.
+pub(crate) struct Memo<K, V> {
+    kept: Mutex<Kept<K, V>>,
+}
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Memo {
+            kept: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V: Clone> Memo<K, V> {
+    /// The answer to `key` about `doc`: kept, or read by `read` (which reads
+    /// `doc` and nothing else that can change) and kept.
+    pub(crate) fn get(&self, engine: &Engine, doc: &DocId, key: K, read: impl FnOnce() -> V) -> V {
+        let Some(heads) = engine.heads(doc) else {
+            return read();
+        };
+        {
+            let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, answers)) = kept.get(doc)
+                && *at == heads
+                && let Some(v) = answers.get(&key)
+            {
+                return v.clone();
+            }
+        }
+        let v = read();
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, answers) = kept.entry(*doc).or_default();
+        if *at != heads || answers.len() >= KEPT {
+            *at = heads;
+            answers.clear();
+        }
+        answers.insert(key, v.clone());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icn_engine::Signer;
+    use icn_engine::test_utils::{TestNode, keypair, new_coop};
+    use icn_schemas::coop::{self, Role};
+
+    #[test]
+    fn an_answer_is_kept_until_the_document_moves() {
+        let node = TestNode::new();
+        let admin = Signer::Device(keypair(1));
+        let id = node
+            .engine
+            .create_coop(&admin, &new_coop(&keypair(1)))
+            .expect("co-op");
+        let memo: Memo<u8, u32> = Memo::default();
+        assert_eq!(memo.get(&node.engine, &id, 0, || 1), 1);
+        // Kept: the document has not moved.
+        assert_eq!(memo.get(&node.engine, &id, 0, || 2), 1);
+        node.engine
+            .write(&id, &admin, |tx| {
+                coop::add_member(tx, &keypair(2).did(), Role::Member, 1)
+            })
+            .expect("member");
+        // Read again once it has.
+        assert_eq!(memo.get(&node.engine, &id, 0, || 3), 3);
+        assert_eq!(memo.get(&node.engine, &id, 0, || 4), 3);
+    }
+}
