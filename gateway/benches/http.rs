@@ -3,7 +3,8 @@
 //! - durable settles over HTTP at a steady 1,000 requests per second
 //!   (open loop: latency counts from when a request was due, so a stall
 //!   is not hidden): p50 / p99;
-//! - the most durable settles per second (64 clients, closed loop);
+//! - the most durable settles per second (64 clients, closed loop), on one
+//!   co-op and spread over eight (8 clients each);
 //! - WebSocket delivery: from the moment the engine reports a settlement
 //!   durable to the moment a subscribed client has its event;
 //! - the idle RSS of a real `icnd` (if `target/release/icnd` is built).
@@ -29,6 +30,10 @@ use serde_json::{Value, json};
 
 const MEMBERS: usize = 20;
 
+/// Co-ops on the node: `bench`, then `bench-1` … `bench-7`, each with every
+/// member.
+const COOPS: usize = 8;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -46,6 +51,7 @@ struct Setup {
     http: reqwest::Client,
     tokens: Vec<String>,
     dids: Vec<String>,
+    coops: Vec<String>,
     engine: Engine,
     _dir: tempfile::TempDir,
 }
@@ -97,29 +103,37 @@ async fn setup() -> Setup {
         .map(|_| Keypair::generate().expect("key"))
         .collect();
     let admin = Signer::Device(keys[0].clone());
-    let coop_id = engine
-        .create_coop(
-            &admin,
-            &coop::NewCoop {
-                id: "bench".into(),
-                name: "Bench".into(),
-                description: String::new(),
-                creator: keys[0].did(),
-                device: keys[0].did(),
-                created_at: 1_700_000_000,
-                default_credit_limit: 1_000_000_000_000,
-                units: vec![("hours".into(), 0)],
-            },
-        )
-        .expect("coop");
-    engine
-        .write(&coop_id, &admin, |tx| {
-            for k in &keys[1..] {
-                coop::add_member(tx, &k.did(), coop::Role::Member, 1_700_000_000)?;
-            }
-            Ok(())
+    let coops: Vec<String> = (0..COOPS)
+        .map(|k| match k {
+            0 => "bench".to_owned(),
+            k => format!("bench-{k}"),
         })
-        .expect("members");
+        .collect();
+    for slug in &coops {
+        let coop_id = engine
+            .create_coop(
+                &admin,
+                &coop::NewCoop {
+                    id: slug.clone(),
+                    name: "Bench".into(),
+                    description: String::new(),
+                    creator: keys[0].did(),
+                    device: keys[0].did(),
+                    created_at: 1_700_000_000,
+                    default_credit_limit: 1_000_000_000_000,
+                    units: vec![("hours".into(), 0)],
+                },
+            )
+            .expect("coop");
+        engine
+            .write(&coop_id, &admin, |tx| {
+                for k in &keys[1..] {
+                    coop::add_member(tx, &k.did(), coop::Role::Member, 1_700_000_000)?;
+                }
+                Ok(())
+            })
+            .expect("members");
+    }
     let base = format!("http://{addr}");
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -134,18 +148,19 @@ async fn setup() -> Setup {
         http,
         tokens,
         dids: keys.iter().map(|k| k.did().to_string()).collect(),
+        coops,
         engine,
         _dir: dir,
     }
 }
 
-/// One settle from member `i` to the next; its latency.
-async fn settle(s: &Setup, i: usize) -> Duration {
+/// One settle from member `i` to the next in co-op `coop`; its latency.
+async fn settle(s: &Setup, i: usize, coop: &str) -> Duration {
     let started = Instant::now();
     let to = &s.dids[(i + 1) % MEMBERS];
     let response = s
         .http
-        .post(format!("{}/v1/ledger/bench/settle", s.base))
+        .post(format!("{}/v1/ledger/{coop}/settle", s.base))
         .bearer_auth(&s.tokens[i % MEMBERS])
         .json(&json!({"to": to, "amount": 1, "unit": "hours"}))
         .send()
@@ -170,7 +185,7 @@ async fn open_loop(s: &Arc<Setup>, rate: u64, seconds: u64) -> (Vec<Duration>, f
         tokio::time::sleep_until(due.into()).await;
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            settle(&s, n as usize).await;
+            settle(&s, n as usize, "bench").await;
             // From when it was due, not when it was sent.
             due.elapsed()
         }));
@@ -184,7 +199,9 @@ async fn open_loop(s: &Arc<Setup>, rate: u64, seconds: u64) -> (Vec<Duration>, f
     (latencies, achieved)
 }
 
-async fn closed_loop(s: &Arc<Setup>, clients: usize, seconds: u64) -> f64 {
+/// Settles per second from `clients` clients, client `c` on co-op
+/// `c % coops`.
+async fn closed_loop(s: &Arc<Setup>, clients: usize, coops: usize, seconds: u64) -> f64 {
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -192,8 +209,9 @@ async fn closed_loop(s: &Arc<Setup>, clients: usize, seconds: u64) -> f64 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
+            let coop = s.coops[c % coops].clone();
             while Instant::now() < end {
-                settle(&s, c + done as usize).await;
+                settle(&s, c + done as usize, &coop).await;
                 done += 1;
             }
             done
@@ -248,7 +266,7 @@ async fn ws_latency(s: &Arc<Setup>, count: usize) -> Vec<Duration> {
         arrivals
     });
     for i in 0..count {
-        settle(s, i).await;
+        settle(s, i, "bench").await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let arrivals = receiver.await.expect("receiver");
@@ -312,7 +330,7 @@ async fn main() {
         .unwrap_or(10);
     let s = Arc::new(setup().await);
     // Warm up: connections, caches.
-    closed_loop(&s, 16, 1).await;
+    closed_loop(&s, 16, COOPS, 1).await;
 
     let (lat, achieved) = open_loop(&s, 1000, seconds).await;
     println!(
@@ -322,9 +340,13 @@ async fn main() {
         ms(*lat.last().unwrap_or(&Duration::ZERO)),
         lat.len()
     );
-    let max = closed_loop(&s, 64, seconds).await;
+    let max = closed_loop(&s, 64, 1, seconds).await;
     println!(
         "most durable settles over HTTP: {max:.0} per second (64 clients, closed loop, {seconds} s)"
+    );
+    let spread = closed_loop(&s, 64, COOPS, seconds).await;
+    println!(
+        "most durable settles over HTTP on {COOPS} co-ops: {spread:.0} per second (8 clients each, closed loop, {seconds} s)"
     );
     let ws = ws_latency(&s, 500).await;
     println!(
