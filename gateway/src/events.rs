@@ -51,6 +51,35 @@ enum Msg {
     Stop,
 }
 
+/// Most commits the logging thread takes at once.
+const MAX_GROUP: usize = 256;
+
+/// `queued` with each run of entry commits of one co-op made one commit
+/// (dated by its first: a delivery is measured from the earliest commit it
+/// carries), in order.
+fn merge_entries(queued: Vec<Msg>) -> Vec<Msg> {
+    let mut merged: Vec<Msg> = Vec::with_capacity(queued.len());
+    for msg in queued {
+        if let (
+            Some(Msg::Commit(_, Committed::Entries { coop, entries })),
+            Msg::Commit(
+                _,
+                Committed::Entries {
+                    coop: next_coop,
+                    entries: more,
+                },
+            ),
+        ) = (merged.last_mut(), &msg)
+            && coop == next_coop
+        {
+            entries.extend(more.iter().cloned());
+            continue;
+        }
+        merged.push(msg);
+    }
+    merged
+}
+
 /// The event logs: written by one thread, read by WebSocket sessions.
 pub(crate) struct Events {
     engine: Engine,
@@ -121,9 +150,29 @@ impl Events {
                 Err(e) => tracing::warn!(%doc, error = %e, "reading the event log"),
             }
         }
-        while let Ok(msg) = rx.recv() {
+        while let Ok(first) = rx.recv() {
+            // Whatever queued meanwhile goes too, entries of one co-op
+            // committed one after another in one append (one write of the
+            // log, not one per settle, when settles come fast).
+            let mut queued = vec![first];
+            while queued.len() < MAX_GROUP
+                && let Ok(next) = rx.try_recv()
+            {
+                queued.push(next);
+            }
+            for msg in merge_entries(queued) {
+                if !self.handle(msg) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Logs one commit; `false` on [`Msg::Stop`].
+    fn handle(&self, msg: Msg) -> bool {
+        {
             match msg {
-                Msg::Stop => return,
+                Msg::Stop => return false,
                 Msg::Commit(at, Committed::Doc { doc, .. }) => self.log_doc(&doc, at),
                 Msg::Commit(at, Committed::Entries { coop, entries }) => {
                     let events = entries
@@ -148,6 +197,7 @@ impl Events {
                 Msg::Commit(..) => {}
             }
         }
+        true
     }
 
     /// Logs what changed in `doc` since the heads the log covered.
@@ -389,4 +439,68 @@ fn domain_events(old: Reader<'_>, new: Reader<'_>) -> Vec<(&'static str, Value)>
         }
     }
     events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icn_schemas::ledger::EntryId;
+
+    fn entries(coop: u8, ids: &[u8]) -> Msg {
+        Msg::Commit(
+            Instant::now(),
+            Committed::Entries {
+                coop: DocId([coop; 32]),
+                entries: ids
+                    .iter()
+                    .map(|i| (EntryId([*i; 32]), Arc::from(vec![*i])))
+                    .collect(),
+            },
+        )
+    }
+
+    fn shape(msgs: &[Msg]) -> Vec<(u8, Vec<u8>)> {
+        msgs.iter()
+            .map(|m| match m {
+                Msg::Commit(_, Committed::Entries { coop, entries }) => {
+                    (coop.0[0], entries.iter().map(|(id, _)| id.0[0]).collect())
+                }
+                Msg::Commit(_, Committed::Doc { doc, .. }) => (doc.0[0], vec![]),
+                _ => (0, vec![]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_of_one_co_ops_entries_merge_in_order_and_nothing_else_does() {
+        let doc = Msg::Commit(
+            Instant::now(),
+            Committed::Doc {
+                doc: DocId([9; 32]),
+                heads: Vec::new(),
+            },
+        );
+        let queued = vec![
+            entries(1, &[1]),
+            entries(1, &[2, 3]),
+            entries(2, &[4]),
+            doc,
+            entries(1, &[5]),
+            Msg::Stop,
+            entries(1, &[6]),
+        ];
+        let merged = merge_entries(queued);
+        assert_eq!(
+            shape(&merged),
+            vec![
+                (1, vec![1, 2, 3]),
+                (2, vec![4]),
+                (9, vec![]),
+                (1, vec![5]),
+                (0, vec![]),
+                (1, vec![6]),
+            ]
+        );
+        assert!(matches!(merged[4], Msg::Stop));
+    }
 }
