@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::{Signature, Signer as _, SigningKey};
 use icn_engine::ledger::{Ingest, Settle};
-use icn_engine::test_utils::{TestNode, keypair, new_coop};
+use icn_engine::test_utils::{TestNode, bench_coop, keypair, new_coop};
 use icn_engine::{SignedChange, Signer};
 use icn_schemas::DocId;
 use icn_schemas::coop::{self, Role};
@@ -343,7 +343,9 @@ fn ledger(c: &mut Criterion) {
 
     // Eight co-ops on one node, one writer each: no co-op waits for
     // another's ledger.
-    let coops: Vec<DocId> = (0..writers).map(|k| bench_coop(&node, k)).collect();
+    let coops: Vec<DocId> = (0..writers)
+        .map(|k| bench_coop(&node, &format!("bench-coop-{k}")))
+        .collect();
     g.throughput(Throughput::Elements(writers));
     g.bench_function("settle_durable_8_coops_8_writers", |b| {
         b.iter_custom(|iters| {
@@ -371,25 +373,6 @@ fn ledger(c: &mut Criterion) {
         })
     });
     g.finish();
-}
-
-/// Another co-op on `node` (its slug numbered `k`), with members 2..=5 whose
-/// limits are high enough for any bench.
-fn bench_coop(node: &TestNode, k: u64) -> DocId {
-    let admin = Signer::Device(keypair(1));
-    let mut new = new_coop(&keypair(1));
-    new.id = format!("bench-coop-{k}");
-    let id = node.engine.create_coop(&admin, &new).expect("co-op");
-    node.engine
-        .write(&id, &admin, |tx| {
-            for seed in 2..=5u64 {
-                coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)?;
-                coop::set_credit_limit(tx, &keypair(seed).did(), 1 << 40)?;
-            }
-            Ok(())
-        })
-        .expect("members");
-    id
 }
 
 // criterion's macros generate undocumented public functions.

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use icn_engine::Signer;
 use icn_engine::ledger::Settle;
-use icn_engine::test_utils::{TestNode, keypair, new_coop};
-use icn_schemas::coop::{self, Role};
+use icn_engine::test_utils::{TestNode, bench_coop, keypair};
 
 fn main() {
     let setting = |name: &str, default: u64| {
@@ -24,18 +23,7 @@ fn main() {
             .unwrap_or(default)
     };
     let node = TestNode::new();
-    let admin = Signer::Device(keypair(1));
-    let new = new_coop(&keypair(1));
-    let id = node.engine.create_coop(&admin, &new).expect("co-op");
-    node.engine
-        .write(&id, &admin, |tx| {
-            for seed in 2..=5u64 {
-                coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)?;
-                coop::set_credit_limit(tx, &keypair(seed).did(), 1 << 40)?;
-            }
-            Ok(())
-        })
-        .expect("members");
+    let id = bench_coop(&node, "settle-load");
     let syncs = Arc::new(AtomicU64::new(0));
     let sync_ns = Arc::new(AtomicU64::new(0));
     {

@@ -8,6 +8,25 @@ use icn_schemas::{Delegation, Did, DocId, SchemaError, Scope, SignedDelegation, 
 use crate::change::{SignedChange, signing_message};
 use crate::{Engine, Keypair, Store};
 
+/// A co-op on `node` named `slug`, created by key 1, with members 2..=5
+/// whose credit limits are high enough for any bench.
+pub fn bench_coop(node: &TestNode, slug: &str) -> DocId {
+    let admin = crate::Signer::Device(keypair(1));
+    let mut new = new_coop(&keypair(1));
+    new.id = slug.to_owned();
+    let id = node.engine.create_coop(&admin, &new).expect("co-op");
+    node.engine
+        .write(&id, &admin, |tx| {
+            for seed in 2..=5u64 {
+                coop::add_member(tx, &keypair(seed).did(), coop::Role::Member, 1)?;
+                coop::set_credit_limit(tx, &keypair(seed).did(), 1 << 40)?;
+            }
+            Ok(())
+        })
+        .expect("members");
+    id
+}
+
 /// A node on a temporary data directory, removed on drop.
 pub struct TestNode {
     /// The engine.
