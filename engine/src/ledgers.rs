@@ -38,7 +38,7 @@ use crate::ledger::{
     Convert, EntryRefusal, HistoryItem, HistoryPage, Ingest, LedgerError, Settle, Status,
     TrialBalance, UnitPosition,
 };
-use crate::storage::Store;
+use crate::storage::{StorageError, Store};
 
 /// Every co-op's ledger, each behind its own lock.
 #[derive(Default)]
@@ -438,19 +438,29 @@ impl Engine {
         });
         lock(&shared.queue).push(write.clone());
         let decisions = self.decisions(*coop);
-        let recorded = loop {
+        let recorded = {
             let mut ledger = lock(&shared.ledger);
             if let Some(done) = lock(&write.done).take() {
-                break done;
-            }
-            // Still queued: this holder of the lock records the queue,
-            // this write among it.
-            let writes = std::mem::take(&mut *lock(&shared.queue));
-            let inputs: Vec<(&Draft, &Keypair)> =
-                writes.iter().map(|w| (&w.draft, w.signer.key())).collect();
-            let results = ledger.record(&Locked(&handle), &decisions, &inputs);
-            for (w, result) in writes.iter().zip(results) {
-                *lock(&w.done) = Some(result);
+                done
+            } else {
+                // Still queued: this holder of the lock records the queue,
+                // this write among it.
+                let writes = std::mem::take(&mut *lock(&shared.queue));
+                let inputs: Vec<(&Draft, &Keypair)> =
+                    writes.iter().map(|w| (&w.draft, w.signer.key())).collect();
+                let results = ledger.record(&Locked(&handle), &decisions, &inputs);
+                for (w, result) in writes.iter().zip(results) {
+                    *lock(&w.done) = Some(result);
+                }
+                // Only a holder that panicked while recording it (and so
+                // never answered) can have taken this write from the queue.
+                lock(&write.done).take().unwrap_or_else(|| {
+                    Err(StorageError::Corrupt {
+                        tree: crate::storage::layout::LEDGER,
+                        reason: "a local write was lost by a writer that failed mid-group".into(),
+                    }
+                    .into())
+                })
             }
         };
         let (id, bytes) = recorded?;
