@@ -127,6 +127,69 @@ fn build(dir: &Path, entries: usize) {
     std::fs::write(dir.join("BENCH_COMPLETE"), coop.to_string()).expect("marker");
 }
 
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &Path) -> u64 {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    read.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// With `ICN_BENCH_BREAKDOWN=1`: the logical bytes (keys and values) of
+/// each sled tree, and of each row tag of the `ledger` tree, beside the
+/// bytes sled's files take, so the disk figure can be read as rows times
+/// sled's own overhead.
+fn breakdown(dir: &Path, entries: usize) {
+    let db = sled::Config::new()
+        .path(dir.join("store"))
+        .open()
+        .expect("sled");
+    let mut logical = 0u64;
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).expect("tree");
+        let mut by_tag = std::collections::BTreeMap::<u8, (u64, u64, u64)>::new();
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        for kv in tree.iter() {
+            let (k, v) = kv.expect("row");
+            rows += 1;
+            bytes += (k.len() + v.len()) as u64;
+            if name.as_ref() == b"ledger" && k.len() > 32 {
+                let tag = by_tag.entry(k[32]).or_default();
+                tag.0 += 1;
+                tag.1 += k.len() as u64;
+                tag.2 += v.len() as u64;
+            }
+        }
+        logical += bytes;
+        println!(
+            "tree {:<16} {rows:>9} rows {:>12} bytes",
+            String::from_utf8_lossy(&name),
+            bytes
+        );
+        for (tag, (rows, k, v)) in by_tag {
+            println!(
+                "  tag {} {rows:>9} rows, keys {k:>11} B, values {v:>11} B, {:.1} B/entry",
+                tag as char,
+                (k + v) as f64 / entries as f64
+            );
+        }
+    }
+    drop(db);
+    let disk = disk_bytes(&dir.join("store"));
+    println!(
+        "logical {logical} B ({:.0} B/entry); on disk {disk} B ({:.0} B/entry, {:.2}x)",
+        logical as f64 / entries as f64,
+        disk as f64 / entries as f64,
+        disk as f64 / logical.max(1) as f64
+    );
+}
+
 /// Runs in the child: opens the engine and reports time and memory.
 fn open(dir: &Path) {
     let (rss_before, _) = memory_kib();
@@ -139,12 +202,14 @@ fn open(dir: &Path) {
         .expect("co-op id");
     let entries = engine.trial_balance(&coop).expect("ledger").entries;
     let (rss, peak) = memory_kib();
+    let disk = disk_bytes(&dir.join("store"));
     println!(
-        "open: {:.2} s for {entries} entries; resident {} MiB after open ({} MiB before), peak {} MiB",
+        "open: {:.2} s for {entries} entries; resident {} MiB after open ({} MiB before), peak {} MiB; {disk} B on disk, {:.0} B/entry",
         elapsed.as_secs_f64(),
         rss / 1024,
         rss_before / 1024,
-        peak / 1024
+        peak / 1024,
+        disk as f64 / entries.max(1) as f64
     );
 }
 
@@ -163,6 +228,9 @@ fn main() {
     let dir = PathBuf::from(target).join(format!("cold-start-{entries}"));
     if !dir.join("BENCH_COMPLETE").exists() {
         build(&dir, entries);
+    }
+    if std::env::var_os("ICN_BENCH_BREAKDOWN").is_some() {
+        breakdown(&dir, entries);
     }
     let exe = std::env::current_exe().expect("own path");
     for _ in 0..3 {
