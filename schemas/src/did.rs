@@ -98,8 +98,28 @@ impl Did {
     }
 
     /// The base58btc key part alone, without `did:icn:`.
+    ///
+    /// Base58 costs about a microsecond a key, and judging an entry names
+    /// its author's key in several document lookups, so each thread keeps
+    /// the encodings of the last few thousand keys it encoded.
     pub fn key_string(&self) -> String {
-        bs58::encode(&self.0).into_string()
+        const KEPT: usize = 4096;
+        thread_local! {
+            static ENCODED: std::cell::RefCell<std::collections::HashMap<[u8; 32], String>> =
+                std::cell::RefCell::default();
+        }
+        ENCODED.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            if let Some(s) = kept.get(&self.0) {
+                return s.clone();
+            }
+            if kept.len() >= KEPT {
+                kept.clear();
+            }
+            let s = bs58::encode(&self.0).into_string();
+            kept.insert(self.0, s.clone());
+            s
+        })
     }
 }
 

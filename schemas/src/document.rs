@@ -1,8 +1,10 @@
 //! What every ICN document shares: its id, its kind, the genesis fields, and a
 //! reader that can look at the document now or as it stood at given heads.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use automerge::{Automerge, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value};
 
@@ -110,12 +112,63 @@ impl DocKind {
 pub struct Reader<'a> {
     doc: &'a Automerge,
     heads: Option<&'a [ChangeHash]>,
+    cache: Option<&'a ReadCache>,
+}
+
+/// One map key as a [`ReadCache`] keeps it: the winning value, its id, and
+/// whether other values conflict with it.
+type Slot = (Value<'static>, ObjId, bool);
+
+/// The maps a [`Reader`] has read whole, for one state of one document.
+///
+/// Judging a batch of ledger entries by many members reads the same maps
+/// (the member list, each member's record) over and over; Automerge finds a
+/// key by a search of the map's operations each time, while one pass over a
+/// map reads all its keys for about the price of a few searches. So a
+/// cached reader reads a map whole the first time it looks in it, and
+/// answers from that afterwards. (The first look at a large map costs more
+/// than one search did: the member list of a co-op of 10,000 is read once
+/// per state of the document.)
+///
+/// A cache belongs to one state: the document at given heads. Only readers
+/// of that state may use it ([`Reader::cached`]).
+#[derive(Default)]
+pub struct ReadCache {
+    maps: Mutex<HashMap<ObjId, Arc<HashMap<String, Slot>>>>,
+}
+
+impl ReadCache {
+    /// The map `obj` as `r` reads it, whole.
+    fn map(&self, r: &Reader<'_>, obj: &ObjId) -> Arc<HashMap<String, Slot>> {
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = maps.get(obj) {
+            return map.clone();
+        }
+        let items = match r.heads {
+            None => r.doc.map_range(obj, ..),
+            Some(heads) => r.doc.map_range_at(obj, .., heads),
+        };
+        let read: HashMap<String, Slot> = items
+            .map(|item| {
+                let id = item.id();
+                let slot = (item.value.into_value(), id, item.conflict);
+                (item.key.into_owned(), slot)
+            })
+            .collect();
+        let read = Arc::new(read);
+        maps.insert(obj.clone(), read.clone());
+        read
+    }
 }
 
 impl<'a> Reader<'a> {
     /// Reads the document as it stands.
     pub fn now(doc: &'a Automerge) -> Self {
-        Reader { doc, heads: None }
+        Reader {
+            doc,
+            heads: None,
+            cache: None,
+        }
     }
 
     /// Reads the document as it stood at `heads`, which must all be in it.
@@ -123,6 +176,16 @@ impl<'a> Reader<'a> {
         Reader {
             doc,
             heads: Some(heads),
+            cache: None,
+        }
+    }
+
+    /// This reader, keeping the maps it reads often in `cache`, which must
+    /// hold nothing but what readers of this same state put there.
+    pub fn cached(self, cache: &'a ReadCache) -> Self {
+        Reader {
+            cache: Some(cache),
+            ..self
         }
     }
 
@@ -132,6 +195,12 @@ impl<'a> Reader<'a> {
     }
 
     fn get(&self, obj: &ObjId, key: &str) -> Option<(Value<'a>, ObjId)> {
+        if let Some(cache) = self.cache {
+            return cache
+                .map(self, obj)
+                .get(key)
+                .map(|(v, id, _)| (v.clone(), id.clone()));
+        }
         let got = match self.heads {
             None => self.doc.get(obj, key),
             Some(heads) => self.doc.get_at(obj, key, heads),
@@ -139,14 +208,27 @@ impl<'a> Reader<'a> {
         got.ok().flatten()
     }
 
-    /// Every map stored at `obj[key]`, conflicting writes included, in
-    /// Automerge's order (the one [`Reader::map`] reads last).
-    pub(crate) fn maps_all(&self, obj: &ObjId, key: &str) -> Vec<ObjId> {
+    /// Every value at `obj[key]`, conflicting writes included, in
+    /// Automerge's order (the winner last).
+    fn get_all(&self, obj: &ObjId, key: &str) -> Vec<(Value<'a>, ObjId)> {
+        if let Some(cache) = self.cache {
+            match cache.map(self, obj).get(key) {
+                None => return Vec::new(),
+                Some((v, id, false)) => return vec![(v.clone(), id.clone())],
+                Some((_, _, true)) => {}
+            }
+        }
         let all = match self.heads {
             None => self.doc.get_all(obj, key),
             Some(heads) => self.doc.get_all_at(obj, key, heads),
         };
         all.unwrap_or_default()
+    }
+
+    /// Every map stored at `obj[key]`, conflicting writes included, in
+    /// Automerge's order (the one [`Reader::map`] reads last).
+    pub(crate) fn maps_all(&self, obj: &ObjId, key: &str) -> Vec<ObjId> {
+        self.get_all(obj, key)
             .into_iter()
             .filter_map(|(v, id)| matches!(v, Value::Object(ObjType::Map)).then_some(id))
             .collect()
@@ -155,11 +237,7 @@ impl<'a> Reader<'a> {
     /// Every string stored at `obj[key]`, conflicting writes included, in
     /// Automerge's order.
     pub(crate) fn strs_all(&self, obj: &ObjId, key: &str) -> Vec<String> {
-        let all = match self.heads {
-            None => self.doc.get_all(obj, key),
-            Some(heads) => self.doc.get_all_at(obj, key, heads),
-        };
-        all.unwrap_or_default()
+        self.get_all(obj, key)
             .into_iter()
             .filter_map(|(v, _)| match v {
                 Value::Scalar(s) => match s.as_ref() {
@@ -511,4 +589,70 @@ pub(crate) fn existing_map(
         };
     }
     Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ROOT};
+
+    use super::*;
+
+    /// Every question a reader answers, for each object and key.
+    fn answers(r: Reader<'_>, objs: &[ObjId], keys: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for obj in objs {
+            for key in keys {
+                out.push(format!(
+                    "{obj} {key}: {:?} {:?} {:?} {:?} {:?} {:?}",
+                    r.str(obj, key),
+                    r.int(obj, key),
+                    r.bool(obj, key),
+                    r.map(obj, key),
+                    r.maps_all(obj, key),
+                    r.strs_all(obj, key)
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_cached_reader_answers_as_automerge_does_now_and_at_old_heads_with_conflicts()
+    -> Result<(), automerge::AutomergeError> {
+        let mut a = AutoCommit::new();
+        let members = a.put_object(ROOT, "members", ObjType::Map)?;
+        a.put(&members, "x", "1")?;
+        let y = a.put_object(&members, "y", ObjType::Map)?;
+        a.put(&y, "status", "active")?;
+        a.put(&y, "limit", 10i64)?;
+        a.commit();
+        let before = a.get_heads();
+        let mut b = a.fork();
+        a.put(&members, "x", "2")?;
+        b.put(&members, "x", "3")?;
+        b.put(&y, "status", "removed")?;
+        a.put(&y, "frozen", true)?;
+        a.put_object(&members, "w", ObjType::Map)?;
+        b.put_object(&members, "w", ObjType::Map)?;
+        a.put(&members, "z", 5i64)?;
+        a.merge(&mut b)?;
+        let doc = a.document();
+        let objs = [ROOT, members, y];
+        let keys = [
+            "members", "x", "y", "w", "z", "status", "limit", "frozen", "nothing",
+        ];
+        for r in [Reader::now(doc), Reader::at(doc, &before)] {
+            let plain = answers(r, &objs, &keys);
+            let cache = ReadCache::default();
+            // Asked twice: the first look fills the cache, the second reads it.
+            assert_eq!(answers(r.cached(&cache), &objs, &keys), plain);
+            assert_eq!(answers(r.cached(&cache), &objs, &keys), plain);
+        }
+        // The conflicts are really there to be answered.
+        let r = Reader::now(doc);
+        assert_eq!(r.strs_all(&objs[1], "x").len(), 2);
+        assert_eq!(r.maps_all(&objs[1], "w").len(), 2);
+        Ok(())
+    }
 }

@@ -57,4 +57,4 @@ pub mod tally;
 
 pub use delegation::{Delegation, DelegationError, Scope, SignedDelegation};
 pub use did::{DID_PREFIX, Did, DidError};
-pub use document::{DocId, DocKind, Reader, SchemaError, Shape};
+pub use document::{DocId, DocKind, ReadCache, Reader, SchemaError, Shape};

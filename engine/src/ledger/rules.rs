@@ -5,11 +5,12 @@
 //! entries from peers alike.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash};
 use icn_schemas::coop::{self, Role};
 use icn_schemas::ledger::{Account, Body, Entry, SignedEntry};
-use icn_schemas::{Did, DocId, Reader, Scope};
+use icn_schemas::{Did, DocId, ReadCache, Reader, Scope};
 
 use super::api::EntryRefusal;
 use super::fold::Judged;
@@ -119,6 +120,10 @@ pub(super) struct Lookups {
     unit: HashMap<(Vec<[u8; 32]>, String), bool>,
     /// (cited heads, author) → the key holding its DID key powers.
     holder: HashMap<(Vec<[u8; 32]>, Did), Option<Did>>,
+    /// cited heads → the maps of the document there read whole: a batch by
+    /// many members asks each member's record a few questions, and the
+    /// member list many.
+    reads: HashMap<Vec<[u8; 32]>, Arc<ReadCache>>,
 }
 
 impl Lookups {
@@ -126,6 +131,18 @@ impl Lookups {
     /// forgotten together (a co-op with this many authors and units at one
     /// set of heads reads them again, which is all a forgotten answer costs).
     const MAX: usize = 4096;
+
+    /// States of the document whose maps are kept read ([`ReadCache`]); past
+    /// it they are forgotten together. Entries mostly cite the current heads.
+    const MAX_READS: usize = 2;
+
+    /// The maps of the co-op document at `heads` read so far.
+    fn reads(&mut self, heads: &[[u8; 32]]) -> Arc<ReadCache> {
+        if !self.reads.contains_key(heads) && self.reads.len() >= Self::MAX_READS {
+            self.reads.clear();
+        }
+        self.reads.entry(heads.to_vec()).or_default().clone()
+    }
 
     /// Forgets every answer once there are more than [`Lookups::MAX`].
     pub(super) fn bound(&mut self) {
@@ -310,7 +327,8 @@ fn check_body(
     lookups: &mut Lookups,
 ) -> Result<(Limits, bool), EntryRefusal> {
     let entry = &e.entry;
-    let r = reader_at(doc, heads);
+    let reads = lookups.reads(&entry.coop_heads);
+    let r = reader_at(doc, heads).cached(&reads);
     // The key whose standing counts: the signer, or for a node writing under
     // a delegation, the key that signed the delegation (the member's DID
     // key, or one of its devices). `check_signed` verified it.
