@@ -1894,6 +1894,74 @@ fn a_suspension_seals_what_the_admin_had_not_seen_and_reinstatement_lifts_it() {
     agrees_in_reverse(e, &coop);
 }
 
+#[test]
+fn a_suspension_arriving_late_seals_a_held_entry_that_touches_no_account_of_its_author() {
+    // A seal placed after entries it did not see finds them by author: a
+    // transfer through its author's account history (`A` rows), a grant,
+    // which has no postings, by its `u` row, the only way back into the
+    // refold for it.
+    let (node, coop, admin, alice, bob) = setup();
+    let e = &node.engine;
+    let (phone, _) = with_phones(&node, &coop, &bob);
+    e.settle(&coop, &dev(&alice), &settle(&bob, 3))
+        .expect("a first entry");
+    let admins = replica(e, &coop);
+    admins
+        .engine
+        .ingest_entries(&coop, e.entries(&coop).expect("entries"))
+        .expect("the ledger");
+    let unseen = |body: Body| {
+        let mut entry = transfer(e, &coop, &bob, bob.did(), alice.did(), 1);
+        entry.body = body;
+        entry.memo = "unseen by the admin".into();
+        sign_entry(&bob, entry)
+    };
+    let grant = unseen(Body::Grant {
+        device: phone.did(),
+        unit: "hours".into(),
+        amount: 5,
+    });
+    let held = match e
+        .ingest_entries(&coop, vec![grant])
+        .expect("ingest")
+        .remove(0)
+    {
+        Ok(crate::ledger::Ingest::Stored(id)) => id,
+        other => panic!("valid at its heads: {other:?}"),
+    };
+    // The admin, elsewhere, suspends bob without having seen either.
+    let seal = admins
+        .engine
+        .set_member_status(
+            &coop,
+            &dev(&admin),
+            &bob.did(),
+            coop::MemberStatus::Suspended,
+        )
+        .expect("suspend")
+        .expect("sealed");
+    let heads: Vec<_> = e.heads(&coop).expect("heads");
+    e.apply_remote(
+        &coop,
+        admins.engine.changes_since(&coop, &heads).expect("changes"),
+    )
+    .expect("the suspension");
+    let theirs = admins.engine.entries(&coop).expect("entries");
+    e.ingest_entries(&coop, theirs).expect("the seal");
+    assert_eq!(status(e, &coop, &seal), Status::Applied);
+    assert!(
+        matches!(
+            status(e, &coop, &held),
+            Status::Conflicted {
+                conflict: Conflict::Sealed { .. }
+            }
+        ),
+        "written unseen by the suspension"
+    );
+    assert_eq!(balance(e, &coop, &alice), -3);
+    agrees_in_reverse(e, &coop);
+}
+
 /// Another replica, taking everything `engine` holds in the opposite
 /// order, ends with the same books.
 fn agrees_in_reverse(engine: &Engine, coop: &DocId) {

@@ -54,7 +54,7 @@
 //! | `x` | member ‖ unit ‖ depth ‖ entry id | (empty): general debits by keys other than the member's DID key |
 //! | `n` | (none) | number of entries, u64 BE |
 //! | `X` | domain id ‖ proposal id | the entry that executed that decision |
-//! | `u` | member ‖ depth ‖ entry id | (empty): entries by author, in order (layout 3) |
+//! | `u` | member ‖ depth ‖ entry id | (empty): entries by author that touch no account of their author's, in order; the others are found through the author's `A` rows (stores written before 2026-12-04 hold a `u` row for every entry, and readers take both) |
 //! | `s` | seal id | [`SealRow`]: a seal's subject, place, and the covered entries in its past |
 //! | `S` | 0 ‖ member ‖ seal id, or 1 ‖ account ‖ freeze id | (empty): seals by whom or what they cover |
 //! | `R` | seal id | the allowances a counted seal of a device gave back, postcard `Vec<(unit, amount)>` |

@@ -47,7 +47,7 @@ mod seals;
 
 use icn_schemas::DocId;
 use icn_schemas::domain::Payload;
-use icn_schemas::ledger::{Body, EntryId, Sealed, SignedEntry};
+use icn_schemas::ledger::{Account, Body, EntryId, Sealed, SignedEntry};
 
 pub use conflict::{Conflict, Status};
 use effects::{allowance_deltas, general_debits_by_others};
@@ -292,13 +292,19 @@ impl Fold {
             .map(|p| keys::account_key(&p.account))
             .collect();
         accounts.dedup();
+        // An entry touching its author's account is found by author through
+        // that account's `A` row: only the others get a `u` row (layout 3
+        // wrote one for every entry; readers take both, `seals::covered`).
+        let author_account = keys::account_key(&Account::Member(entry.author));
+        if !accounts.contains(&author_account) {
+            rows.put(
+                rows.key(tag::BY_AUTHOR, &[entry.author.as_bytes(), &here]),
+                Vec::new(),
+            );
+        }
         for account in accounts {
             rows.put(rows.key(tag::BY_ACCOUNT, &[&account, &here]), Vec::new());
         }
-        rows.put(
-            rows.key(tag::BY_AUTHOR, &[entry.author.as_bytes(), &here]),
-            Vec::new(),
-        );
         if let Some(decision) = &entry.decision {
             rows.put(rows.key(tag::BY_DECISION, &[decision, &here]), Vec::new());
         }

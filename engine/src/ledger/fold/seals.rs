@@ -257,19 +257,29 @@ impl Fold {
     /// The entries `subject` covers, in fold order, with their places; not
     /// `seal` itself, which is being placed.
     fn covered(&self, subject: &Subject, seal: &EntryId) -> Result<Vec<Placed>, StorageError> {
-        let prefix = match subject {
+        let (member, by_author) = match subject {
             Subject::Key { member, .. }
             | Subject::Member(member)
-            | Subject::Delegation { member, .. } => {
-                self.rows.key(tag::BY_AUTHOR, &[member.as_bytes()])
-            }
-            Subject::Debits(account) => self
-                .rows
-                .key(tag::BY_ACCOUNT, &[&account_key(&Account::Member(*account))]),
+            | Subject::Delegation { member, .. } => (member, true),
+            Subject::Debits(account) => (account, false),
         };
+        let by_account = self
+            .rows
+            .key(tag::BY_ACCOUNT, &[&account_key(&Account::Member(*member))]);
+        let mut prefixes = vec![by_account];
+        if by_author {
+            // A member's entries are those touching its account that it
+            // wrote (`covers` checks the author) and those with a `u` row.
+            prefixes.push(self.rows.key(tag::BY_AUTHOR, &[member.as_bytes()]));
+        }
+        let mut places = std::collections::BTreeSet::new();
+        for prefix in prefixes {
+            for row in self.rows.scan(prefix.clone(), prefix) {
+                places.insert(place_of(&row?.0)?);
+            }
+        }
         let mut out = Vec::new();
-        for row in self.rows.scan(prefix.clone(), prefix) {
-            let (d, e) = place_of(&row?.0)?;
+        for (d, e) in places {
             if e == *seal {
                 continue;
             }
