@@ -1471,6 +1471,41 @@ fn status(engine: &Engine, coop: &DocId, id: &EntryId) -> Status {
     engine.entry(coop, id).expect("entry").expect("held").1
 }
 
+/// `admin` suspends `member`; answers the seal it writes.
+fn suspend(engine: &Engine, coop: &DocId, admin: &Keypair, member: &Keypair) -> EntryId {
+    engine
+        .set_member_status(
+            coop,
+            &dev(admin),
+            &member.did(),
+            coop::MemberStatus::Suspended,
+        )
+        .expect("suspend")
+        .expect("sealed")
+}
+
+/// Whether a seal keeps entry `id` from counting.
+fn sealed(engine: &Engine, coop: &DocId, id: &EntryId) -> bool {
+    matches!(
+        status(engine, coop, id),
+        Status::Conflicted {
+            conflict: Conflict::Sealed { .. }
+        }
+    )
+}
+
+/// Ingests one entry from a peer, which must be stored (valid at its heads).
+fn stored(engine: &Engine, coop: &DocId, bytes: Vec<u8>) -> EntryId {
+    match engine
+        .ingest_entries(coop, vec![bytes])
+        .expect("ingest")
+        .remove(0)
+    {
+        Ok(crate::ledger::Ingest::Stored(id)) => id,
+        other => panic!("valid at its heads: {other:?}"),
+    }
+}
+
 #[test]
 fn a_sealed_key_that_backdates_counts_for_nothing_it_was_not_seen_writing() {
     let (node, coop, admin, alice, bob) = setup();
@@ -1844,25 +1879,9 @@ fn a_suspension_seals_what_the_admin_had_not_seen_and_reinstatement_lifts_it() {
         entry.memo = format!("backdated {amount}");
         sign_entry(&bob, entry)
     };
-    let stored = |bytes: Vec<u8>| match e
-        .ingest_entries(&coop, vec![bytes])
-        .expect("ingest")
-        .remove(0)
-    {
-        Ok(crate::ledger::Ingest::Stored(id)) => id,
-        other => panic!("valid at its heads: {other:?}"),
-    };
-    let seal = e
-        .set_member_status(
-            &coop,
-            &dev(&admin),
-            &bob.did(),
-            coop::MemberStatus::Suspended,
-        )
-        .expect("suspend")
-        .expect("sealed");
+    let seal = suspend(e, &coop, &admin, &bob);
     assert_eq!(status(e, &coop, &seal), Status::Applied);
-    let during = stored(backdated(3));
+    let during = stored(e, &coop, backdated(3));
     // A suspended member writes nothing at current heads.
     assert!(e.settle(&coop, &dev(&bob), &settle(&alice, 1)).is_err());
     e.set_member_status(&coop, &dev(&admin), &bob.did(), coop::MemberStatus::Active)
@@ -1871,15 +1890,8 @@ fn a_suspension_seals_what_the_admin_had_not_seen_and_reinstatement_lifts_it() {
         .settle(&coop, &dev(&bob), &settle(&alice, 4))
         .expect("pay again");
     assert_eq!(s, Status::Applied);
-    let still_backdated = stored(backdated(5));
-    let sealed = |id: &EntryId| {
-        matches!(
-            status(e, &coop, id),
-            Status::Conflicted {
-                conflict: Conflict::Sealed { .. }
-            }
-        )
-    };
+    let still_backdated = stored(e, &coop, backdated(5));
+    let sealed = |id: &EntryId| sealed(e, &coop, id);
     assert_eq!(status(e, &coop, &seen), Status::Applied);
     assert!(
         sealed(&during),
@@ -1921,25 +1933,9 @@ fn a_suspension_arriving_late_seals_a_held_entry_that_touches_no_account_of_its_
         unit: "hours".into(),
         amount: 5,
     });
-    let held = match e
-        .ingest_entries(&coop, vec![grant])
-        .expect("ingest")
-        .remove(0)
-    {
-        Ok(crate::ledger::Ingest::Stored(id)) => id,
-        other => panic!("valid at its heads: {other:?}"),
-    };
-    // The admin, elsewhere, suspends bob without having seen either.
-    let seal = admins
-        .engine
-        .set_member_status(
-            &coop,
-            &dev(&admin),
-            &bob.did(),
-            coop::MemberStatus::Suspended,
-        )
-        .expect("suspend")
-        .expect("sealed");
+    let held = stored(e, &coop, grant);
+    // The admin, elsewhere, suspends bob without having seen it.
+    let seal = suspend(&admins.engine, &coop, &admin, &bob);
     let heads: Vec<_> = e.heads(&coop).expect("heads");
     e.apply_remote(
         &coop,
@@ -1949,15 +1945,7 @@ fn a_suspension_arriving_late_seals_a_held_entry_that_touches_no_account_of_its_
     let theirs = admins.engine.entries(&coop).expect("entries");
     e.ingest_entries(&coop, theirs).expect("the seal");
     assert_eq!(status(e, &coop, &seal), Status::Applied);
-    assert!(
-        matches!(
-            status(e, &coop, &held),
-            Status::Conflicted {
-                conflict: Conflict::Sealed { .. }
-            }
-        ),
-        "written unseen by the suspension"
-    );
+    assert!(sealed(e, &coop, &held), "written unseen by the suspension");
     assert_eq!(balance(e, &coop, &alice), -3);
     agrees_in_reverse(e, &coop);
 }
