@@ -99,10 +99,6 @@ pub(super) fn check_signed(
     Ok(())
 }
 
-/// Checks an entry whose signature passed, against the co-op document and
-/// what the ledger (or this batch) holds.
-type StandingKey = (Vec<[u8; 32]>, Did, Did);
-
 /// Answers read from the co-op document at some heads. Every answer is
 /// keyed by the heads it was read at, and a document at given heads never
 /// changes, so the answers stay true: each co-op's ledger keeps them across
@@ -111,19 +107,36 @@ type StandingKey = (Vec<[u8; 32]>, Did, Did);
 /// the same heads), and each read of the document costs microseconds.
 #[derive(Default)]
 pub(super) struct Lookups {
-    /// (cited heads, author, device) → may the author write through it.
-    standing: HashMap<StandingKey, Result<(), EntryRefusal>>,
-    /// (cited heads, author, unit) → the author's credit limit in it.
-    limit: HashMap<(Vec<[u8; 32]>, Did, String), i64>,
-    /// (cited heads, account) → is it a member's (not removed).
-    member: HashMap<(Vec<[u8; 32]>, Did), bool>,
-    unit: HashMap<(Vec<[u8; 32]>, String), bool>,
-    /// (cited heads, author) → the key holding its DID key powers.
-    holder: HashMap<(Vec<[u8; 32]>, Did), Option<Did>>,
+    /// cited heads → the answers read there.
+    at: HashMap<Vec<[u8; 32]>, Answers>,
     /// cited heads → the maps of the document there read whole: a batch by
     /// many members asks each member's record a few questions, and the
     /// member list many.
     reads: HashMap<Vec<[u8; 32]>, Arc<ReadCache>>,
+}
+
+/// What [`Lookups`] keeps for one set of cited heads.
+#[derive(Default)]
+struct Answers {
+    /// (author, device) → may the author write through it.
+    standing: HashMap<(Did, Did), Result<(), EntryRefusal>>,
+    /// (author, unit) → the author's credit limit in it.
+    limit: HashMap<(Did, String), i64>,
+    /// account → is it a member's (not removed).
+    member: HashMap<Did, bool>,
+    unit: HashMap<String, bool>,
+    /// author → the key holding its DID key powers.
+    holder: HashMap<Did, Option<Did>>,
+}
+
+impl Answers {
+    fn len(&self) -> usize {
+        self.standing.len()
+            + self.limit.len()
+            + self.member.len()
+            + self.unit.len()
+            + self.holder.len()
+    }
 }
 
 impl Lookups {
@@ -144,13 +157,17 @@ impl Lookups {
         self.reads.entry(heads.to_vec()).or_default().clone()
     }
 
+    /// The answers kept for `heads` (its key is copied only the first time).
+    fn answers(&mut self, heads: &[[u8; 32]]) -> &mut Answers {
+        if !self.at.contains_key(heads) {
+            self.at.insert(heads.to_vec(), Answers::default());
+        }
+        self.at.get_mut(heads).expect("inserted above")
+    }
+
     /// Forgets every answer once there are more than [`Lookups::MAX`].
     pub(super) fn bound(&mut self) {
-        let held = self.standing.len()
-            + self.limit.len()
-            + self.member.len()
-            + self.unit.len()
-            + self.holder.len();
+        let held: usize = self.at.len() + self.at.values().map(Answers::len).sum::<usize>();
         if held > Self::MAX {
             *self = Lookups::default();
         }
@@ -158,10 +175,11 @@ impl Lookups {
 
     /// The key holding `author`'s DID key powers in `doc` as it stands.
     pub(super) fn holder_now(&mut self, doc: &Automerge, author: &Did) -> Option<Did> {
-        let heads = doc.get_heads().iter().map(|h| h.0).collect();
+        let heads: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
         *self
+            .answers(&heads)
             .holder
-            .entry((heads, *author))
+            .entry(*author)
             .or_insert_with(|| coop::key_of(Reader::now(doc), author))
     }
 }
@@ -329,6 +347,7 @@ fn check_body(
     let entry = &e.entry;
     let reads = lookups.reads(&entry.coop_heads);
     let r = reader_at(doc, heads).cached(&reads);
+    let answers = lookups.answers(&entry.coop_heads);
     // The key whose standing counts: the signer, or for a node writing under
     // a delegation, the key that signed the delegation (the member's DID
     // key, or one of its devices). `check_signed` verified it.
@@ -340,9 +359,9 @@ fn check_body(
             .signing_key(),
         None => entry.signer,
     };
-    lookups
+    answers
         .standing
-        .entry((entry.coop_heads.clone(), entry.author, device))
+        .entry((entry.author, device))
         .or_insert_with(|| {
             if !coop::is_live_device(r, &entry.author, &device) {
                 return Err(EntryRefusal::Denied(Denied::NotALiveDevice {
@@ -359,10 +378,10 @@ fn check_body(
     if decided {
         check_decision_shape(entry)?;
     }
-    let unit_known = |lookups: &mut Lookups, unit: &str| {
-        let known = *lookups
+    let unit_known = |answers: &mut Answers, unit: &str| {
+        let known = *answers
             .unit
-            .entry((entry.coop_heads.clone(), unit.to_owned()))
+            .entry(unit.to_owned())
             .or_insert_with(|| coop::has_unit(r, unit));
         if known {
             Ok(())
@@ -370,15 +389,15 @@ fn check_body(
             Err(EntryRefusal::UnknownUnit(unit.to_owned()))
         }
     };
-    let author_limit = |lookups: &mut Lookups, unit: &str| {
-        *lookups
+    let author_limit = |answers: &mut Answers, unit: &str| {
+        *answers
             .limit
-            .entry((entry.coop_heads.clone(), entry.author, unit.to_owned()))
+            .entry((entry.author, unit.to_owned()))
             .or_insert_with(|| coop::credit_limit_in(r, &entry.author, unit))
     };
-    let holder = *lookups
+    let holder = *answers
         .holder
-        .entry((entry.coop_heads.clone(), entry.author))
+        .entry(entry.author)
         .or_insert_with(|| coop::key_of(r, &entry.author));
     let owner = entry.delegation.is_none() && holder == Some(entry.signer);
     let postings = match &entry.body {
@@ -404,8 +423,8 @@ fn check_body(
                     "an allowance is for a key other than the member's DID key",
                 ));
             }
-            unit_known(lookups, unit)?;
-            let limit = author_limit(lookups, unit);
+            unit_known(answers, unit)?;
+            let limit = author_limit(answers, unit);
             return Ok((vec![(*entry.author.as_bytes(), limit)], owner));
         }
         Body::Release { unit, .. } => {
@@ -414,7 +433,7 @@ fn check_body(
                     "a release is signed by the key whose allowance it gives back",
                 ));
             }
-            unit_known(lookups, unit)?;
+            unit_known(answers, unit)?;
             return Ok((Vec::new(), owner));
         }
         Body::Seal { member, of } => {
@@ -454,13 +473,10 @@ fn check_body(
             .checked_add(p.amount)
             .ok_or_else(|| EntryRefusal::Overflow(p.unit.clone()))?;
         if let Account::Member(did) = p.account {
-            let member = *lookups
-                .member
-                .entry((entry.coop_heads.clone(), did))
-                .or_insert_with(|| {
-                    coop::Standing::read(r, &did)
-                        .is_some_and(|s| s.status != coop::MemberStatus::Removed)
-                });
+            let member = *answers.member.entry(did).or_insert_with(|| {
+                coop::Standing::read(r, &did)
+                    .is_some_and(|s| s.status != coop::MemberStatus::Removed)
+            });
             if !member {
                 return Err(EntryRefusal::NotAMember(did));
             }
@@ -471,7 +487,7 @@ fn check_body(
                     // One limit judges the entry: the author's in the unit
                     // it debits, or, for the rare entry that debits the
                     // author in several units, the smallest of theirs.
-                    let limit = author_limit(lookups, &p.unit);
+                    let limit = author_limit(answers, &p.unit);
                     match limits.first_mut() {
                         None => limits.push((*did.as_bytes(), limit)),
                         Some((_, l)) => *l = (*l).min(limit),
@@ -495,7 +511,7 @@ fn check_body(
         if credits + debits != 0 {
             return Err(EntryRefusal::Unbalanced(unit.to_owned()));
         }
-        unit_known(lookups, unit)?;
+        unit_known(answers, unit)?;
     }
     Ok((limits, owner))
 }
