@@ -119,45 +119,83 @@ pub struct Reader<'a> {
 /// whether other values conflict with it.
 type Slot = (Value<'static>, ObjId, bool);
 
-/// The maps a [`Reader`] has read whole, for one state of one document.
+/// What a [`ReadCache`] read of one state of one document, for a [`Reader`]
+/// of that state to answer from.
 ///
 /// Judging a batch of ledger entries by many members reads the same maps
 /// (the member list, each member's record) over and over; Automerge finds a
 /// key by a search of the map's operations each time, while one pass over a
 /// map reads all its keys for about the price of a few searches. So a
-/// cached reader reads a map whole the first time it looks in it, and
-/// answers from that afterwards. (The first look at a large map costs more
-/// than one search did: the member list of a co-op of 10,000 is read once
-/// per state of the document.)
+/// cached reader keeps each answer it read, and once it has asked one map
+/// for [`ReadCache::FILL_AFTER`] different keys, reads that map whole and
+/// answers every key of it from there. A state asked about once or twice
+/// (an entry citing heads no other entry cites) never pays for reading a
+/// large member list whole.
 ///
 /// A cache belongs to one state: the document at given heads. Only readers
 /// of that state may use it ([`Reader::cached`]).
 #[derive(Default)]
 pub struct ReadCache {
-    maps: Mutex<HashMap<ObjId, Arc<HashMap<String, Slot>>>>,
+    maps: Mutex<HashMap<ObjId, Cached>>,
+}
+
+/// What a [`ReadCache`] holds of one map.
+enum Cached {
+    /// The keys asked so far, each with its winning value.
+    Asked(HashMap<String, Option<(Value<'static>, ObjId)>>),
+    /// Every key, read in one pass.
+    Whole(Arc<HashMap<String, Slot>>),
 }
 
 impl ReadCache {
-    /// The map `obj` as `r` reads it, whole.
-    fn map(&self, r: &Reader<'_>, obj: &ObjId) -> Arc<HashMap<String, Slot>> {
+    /// Different keys of one map asked before it is read whole.
+    pub const FILL_AFTER: usize = 3;
+
+    /// The winning value at `obj[key]`, as `r` reads it.
+    fn get(&self, r: &Reader<'_>, obj: &ObjId, key: &str) -> Option<(Value<'static>, ObjId)> {
         let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(map) = maps.get(obj) {
-            return map.clone();
+        if !maps.contains_key(obj) {
+            maps.insert(obj.clone(), Cached::Asked(HashMap::new()));
         }
+        let cached = maps.get_mut(obj)?;
+        if let Cached::Asked(asked) = cached {
+            if let Some(got) = asked.get(key) {
+                return got.clone();
+            }
+            if asked.len() + 1 < Self::FILL_AFTER {
+                let got = r.get_direct(obj, key).map(|(v, id)| (v.into_owned(), id));
+                asked.insert(key.to_owned(), got.clone());
+                return got;
+            }
+            *cached = Cached::Whole(Arc::new(Self::read_whole(r, obj)));
+        }
+        match cached {
+            Cached::Whole(map) => map.get(key).map(|(v, id, _)| (v.clone(), id.clone())),
+            Cached::Asked(_) => None,
+        }
+    }
+
+    /// The map `obj` read whole, if it has been.
+    fn whole(&self, obj: &ObjId) -> Option<Arc<HashMap<String, Slot>>> {
+        let maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        match maps.get(obj) {
+            Some(Cached::Whole(map)) => Some(map.clone()),
+            _ => None,
+        }
+    }
+
+    fn read_whole(r: &Reader<'_>, obj: &ObjId) -> HashMap<String, Slot> {
         let items = match r.heads {
             None => r.doc.map_range(obj, ..),
             Some(heads) => r.doc.map_range_at(obj, .., heads),
         };
-        let read: HashMap<String, Slot> = items
+        items
             .map(|item| {
                 let id = item.id();
                 let slot = (item.value.into_value(), id, item.conflict);
                 (item.key.into_owned(), slot)
             })
-            .collect();
-        let read = Arc::new(read);
-        maps.insert(obj.clone(), read.clone());
-        read
+            .collect()
     }
 }
 
@@ -195,12 +233,13 @@ impl<'a> Reader<'a> {
     }
 
     fn get(&self, obj: &ObjId, key: &str) -> Option<(Value<'a>, ObjId)> {
-        if let Some(cache) = self.cache {
-            return cache
-                .map(self, obj)
-                .get(key)
-                .map(|(v, id, _)| (v.clone(), id.clone()));
+        match self.cache {
+            Some(cache) => cache.get(self, obj, key),
+            None => self.get_direct(obj, key),
         }
+    }
+
+    fn get_direct(&self, obj: &ObjId, key: &str) -> Option<(Value<'a>, ObjId)> {
         let got = match self.heads {
             None => self.doc.get(obj, key),
             Some(heads) => self.doc.get_at(obj, key, heads),
@@ -211,8 +250,8 @@ impl<'a> Reader<'a> {
     /// Every value at `obj[key]`, conflicting writes included, in
     /// Automerge's order (the winner last).
     fn get_all(&self, obj: &ObjId, key: &str) -> Vec<(Value<'a>, ObjId)> {
-        if let Some(cache) = self.cache {
-            match cache.map(self, obj).get(key) {
+        if let Some(map) = self.cache.and_then(|c| c.whole(obj)) {
+            match map.get(key) {
                 None => return Vec::new(),
                 Some((v, id, false)) => return vec![(v.clone(), id.clone())],
                 Some((_, _, true)) => {}
@@ -645,7 +684,8 @@ mod tests {
         for r in [Reader::now(doc), Reader::at(doc, &before)] {
             let plain = answers(r, &objs, &keys);
             let cache = ReadCache::default();
-            // Asked twice: the first look fills the cache, the second reads it.
+            // Asked twice: the first pass asks each map key by key until it
+            // is read whole, the second answers from the whole map.
             assert_eq!(answers(r.cached(&cache), &objs, &keys), plain);
             assert_eq!(answers(r.cached(&cache), &objs, &keys), plain);
         }
