@@ -18,6 +18,7 @@
 //! `cargo bench -p icn-gateway --bench http` (`BENCH_SECONDS`, default 10).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,7 +54,18 @@ struct Setup {
     dids: Vec<String>,
     coops: Vec<String>,
     engine: Engine,
+    /// Syncs to disk so far, and the nanoseconds they took.
+    syncs: Arc<(AtomicU64, AtomicU64)>,
     _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn syncs(&self) -> (u64, Duration) {
+        (
+            self.syncs.0.load(Ordering::Relaxed),
+            Duration::from_nanos(self.syncs.1.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 async fn login(http: &reqwest::Client, base: &str, key: &Keypair) -> String {
@@ -85,6 +97,14 @@ async fn login(http: &reqwest::Client, base: &str, key: &Keypair) -> String {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::open(Store::open(dir.path()).expect("store")).expect("engine");
+    let syncs: Arc<(AtomicU64, AtomicU64)> = Arc::default();
+    let counted = syncs.clone();
+    engine.store().observe_syncs(move |took| {
+        counted.0.fetch_add(1, Ordering::Relaxed);
+        counted
+            .1
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    });
     let mut config = Config::new(Keypair::generate().expect("key"), b"bench secret".to_vec());
     config.rate_burst = u32::MAX;
     config.rate_per_second = u32::MAX;
@@ -150,6 +170,7 @@ async fn setup() -> Setup {
         dids: keys.iter().map(|k| k.did().to_string()).collect(),
         coops,
         engine,
+        syncs,
         _dir: dir,
     }
 }
@@ -200,8 +221,11 @@ async fn open_loop(s: &Arc<Setup>, rate: u64, seconds: u64) -> (Vec<Duration>, f
 }
 
 /// Settles per second from `clients` clients, client `c` on co-op
-/// `c % coops`.
-async fn closed_loop(s: &Arc<Setup>, clients: usize, coops: usize, seconds: u64) -> f64 {
+/// `c % coops`; and the syncs to disk they shared (how many, and how
+/// long one took on average).
+async fn closed_loop(s: &Arc<Setup>, clients: usize, coops: usize, seconds: u64) -> (f64, String) {
+    let (syncs_before, took_before) = s.syncs();
+    let written_before = written_bytes();
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -221,7 +245,32 @@ async fn closed_loop(s: &Arc<Setup>, clients: usize, coops: usize, seconds: u64)
     for t in tasks {
         total += t.await.expect("task");
     }
-    total as f64 / start.elapsed().as_secs_f64()
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let (syncs, took) = s.syncs();
+    let (syncs, took) = (syncs - syncs_before, took - took_before);
+    let written = written_bytes().saturating_sub(written_before);
+    let shared = format!(
+        "{syncs} syncs, {:.1} settles per sync, {:.2} ms per sync, {:.0} bytes written per settle",
+        total as f64 / syncs.max(1) as f64,
+        took.as_secs_f64() * 1000.0 / syncs.max(1) as f64,
+        written as f64 / total.max(1) as f64
+    );
+    (rate, shared)
+}
+
+/// Bytes this process has had written to disk (`/proc/self/io`), or 0
+/// where that is not known.
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| {
+                    l.strip_prefix(std::env::var("IOKEY").as_deref().unwrap_or("write_bytes: "))
+                })
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 async fn ws_latency(s: &Arc<Setup>, count: usize) -> Vec<Duration> {
@@ -340,13 +389,13 @@ async fn main() {
         ms(*lat.last().unwrap_or(&Duration::ZERO)),
         lat.len()
     );
-    let max = closed_loop(&s, 64, 1, seconds).await;
+    let (max, shared) = closed_loop(&s, 64, 1, seconds).await;
     println!(
-        "most durable settles over HTTP: {max:.0} per second (64 clients, closed loop, {seconds} s)"
+        "most durable settles over HTTP: {max:.0} per second (64 clients, closed loop, {seconds} s; {shared})"
     );
-    let spread = closed_loop(&s, 64, COOPS, seconds).await;
+    let (spread, shared) = closed_loop(&s, 64, COOPS, seconds).await;
     println!(
-        "most durable settles over HTTP on {COOPS} co-ops: {spread:.0} per second (8 clients each, closed loop, {seconds} s)"
+        "most durable settles over HTTP on {COOPS} co-ops: {spread:.0} per second (8 clients each, closed loop, {seconds} s; {shared})"
     );
     let ws = ws_latency(&s, 500).await;
     println!(

@@ -80,6 +80,16 @@ fn merge_entries(queued: Vec<Msg>) -> Vec<Msg> {
     merged
 }
 
+/// What one commit adds to the logs: events for a co-op's log, and the
+/// document heads they bring the log up to.
+struct Logged {
+    coop: Option<DocId>,
+    events: Vec<(&'static str, Value)>,
+    covered: Option<(DocId, Vec<ChangeHash>)>,
+    /// When the engine reported the commit.
+    committed: Instant,
+}
+
 /// The event logs: written by one thread, read by WebSocket sessions.
 pub(crate) struct Events {
     engine: Engine,
@@ -138,78 +148,102 @@ impl Events {
     }
 
     fn run(&self, rx: mpsc::Receiver<Msg>) {
+        let mut group = Vec::new();
         for doc in self.engine.doc_ids() {
             let stored = self.engine.store().event_heads(&doc);
             match stored {
-                Ok(Some(_)) => self.log_doc(&doc, Instant::now()),
+                Ok(Some(_)) => group.extend(self.log_doc(&doc, &group, Instant::now())),
                 // A log that starts now starts from the document as it is.
-                Ok(None) => {
-                    let heads = self.engine.heads(&doc).unwrap_or_default();
-                    self.append(None, Vec::new(), Some((doc, heads)), Instant::now());
-                }
+                Ok(None) => group.push(Logged {
+                    coop: None,
+                    events: Vec::new(),
+                    covered: Some((doc, self.engine.heads(&doc).unwrap_or_default())),
+                    committed: Instant::now(),
+                }),
                 Err(e) => tracing::warn!(%doc, error = %e, "reading the event log"),
             }
         }
+        self.append(group);
         while let Ok(first) = rx.recv() {
-            // Whatever queued meanwhile goes too, entries of one co-op
-            // committed one after another in one append (one write of the
-            // log, not one per settle, when settles come fast).
+            // Whatever queued meanwhile goes too, every co-op's events in one
+            // write of the logs (one sled batch, not one per settle, when
+            // settles come fast).
             let mut queued = vec![first];
             while queued.len() < MAX_GROUP
                 && let Ok(next) = rx.try_recv()
             {
                 queued.push(next);
             }
+            let mut group = Vec::new();
+            let mut stop = false;
             for msg in merge_entries(queued) {
-                if !self.handle(msg) {
-                    return;
+                match msg {
+                    Msg::Stop => {
+                        stop = true;
+                        break;
+                    }
+                    Msg::Commit(at, c) => self.gather(&mut group, at, c),
                 }
             }
-        }
-    }
-
-    /// Logs one commit; `false` on [`Msg::Stop`].
-    fn handle(&self, msg: Msg) -> bool {
-        {
-            match msg {
-                Msg::Stop => return false,
-                Msg::Commit(at, Committed::Doc { doc, .. }) => self.log_doc(&doc, at),
-                Msg::Commit(at, Committed::Entries { coop, entries }) => {
-                    let events = entries
-                        .iter()
-                        .filter_map(|(_, bytes)| SignedEntry::decode(bytes).ok())
-                        .map(|(e, id)| entry_event(&e, &id))
-                        .collect();
-                    self.append(Some(coop), events, None, at);
-                }
-                Msg::Commit(at, Committed::Statuses { coop, changed }) => {
-                    let events = changed
-                        .iter()
-                        .map(|(id, status)| {
-                            (
-                                "EntryStatusChanged",
-                                json!({"entry_id": id, "status": status}),
-                            )
-                        })
-                        .collect();
-                    self.append(Some(coop), events, None, at);
-                }
-                Msg::Commit(..) => {}
-            }
-        }
-        true
-    }
-
-    /// Logs what changed in `doc` since the heads the log covered.
-    fn log_doc(&self, doc: &DocId, committed: Instant) {
-        let before: Vec<ChangeHash> = match self.engine.store().event_heads(doc) {
-            Ok(b) => b.unwrap_or_default().into_iter().map(ChangeHash).collect(),
-            Err(e) => {
-                tracing::warn!(%doc, error = %e, "reading the event log");
+            self.append(group);
+            if stop {
                 return;
             }
+        }
+    }
+
+    /// What one commit adds to the logs, after what `group` (commits
+    /// before it in this write) adds.
+    fn gather(&self, group: &mut Vec<Logged>, at: Instant, commit: Committed) {
+        let logged = match commit {
+            Committed::Doc { doc, .. } => self.log_doc(&doc, group, at),
+            Committed::Entries { coop, entries } => Some(Logged {
+                coop: Some(coop),
+                events: entries
+                    .iter()
+                    .filter_map(|(_, bytes)| SignedEntry::decode(bytes).ok())
+                    .map(|(e, id)| entry_event(&e, &id))
+                    .collect(),
+                covered: None,
+                committed: at,
+            }),
+            Committed::Statuses { coop, changed } => Some(Logged {
+                coop: Some(coop),
+                events: changed
+                    .iter()
+                    .map(|(id, status)| {
+                        (
+                            "EntryStatusChanged",
+                            json!({"entry_id": id, "status": status}),
+                        )
+                    })
+                    .collect(),
+                covered: None,
+                committed: at,
+            }),
+            _ => None,
         };
-        let diffed = self.engine.read(doc, |r| {
+        group.extend(logged);
+    }
+
+    /// What changed in `doc` since the heads the log covered (as `group`
+    /// leaves them, or as stored).
+    fn log_doc(&self, doc: &DocId, group: &[Logged], committed: Instant) -> Option<Logged> {
+        let pending = group.iter().rev().find_map(|l| match &l.covered {
+            Some((d, heads)) if d == doc => Some(heads.clone()),
+            _ => None,
+        });
+        let before: Vec<ChangeHash> = match pending {
+            Some(heads) => heads,
+            None => match self.engine.store().event_heads(doc) {
+                Ok(b) => b.unwrap_or_default().into_iter().map(ChangeHash).collect(),
+                Err(e) => {
+                    tracing::warn!(%doc, error = %e, "reading the event log");
+                    return None;
+                }
+            },
+        };
+        let (attached, events, now) = self.engine.read(doc, |r| {
             let now = r.doc().get_heads();
             if now == before {
                 return None;
@@ -225,74 +259,78 @@ impl Events {
                 }
                 None => (None, Vec::new(), now),
             })
-        });
-        if let Some(Some((attached, events, now))) = diffed {
-            // A domain's events go to its co-op's log only when one of the
-            // co-op's members made it: naming a co-op in `coop_id` does not
-            // let a stranger push into the co-op's stream. (The co-op is
-            // read after the domain, never inside its read: lock order.)
-            let coop = match attached {
-                Some((coop, Some(creator))) => self
-                    .engine
-                    .read(&coop, |r| icn_schemas::coop::Standing::read(r, &creator))
-                    .flatten()
-                    .filter(|s| s.status != icn_schemas::coop::MemberStatus::Removed)
-                    .map(|_| coop),
-                Some((coop, None)) => Some(coop),
-                None => None,
-            };
-            self.append(coop, events, Some((*doc, now)), committed);
-        }
+        })??;
+        // A domain's events go to its co-op's log only when one of the
+        // co-op's members made it: naming a co-op in `coop_id` does not
+        // let a stranger push into the co-op's stream. (The co-op is
+        // read after the domain, never inside its read: lock order.)
+        let coop = match attached {
+            Some((coop, Some(creator))) => self
+                .engine
+                .read(&coop, |r| icn_schemas::coop::Standing::read(r, &creator))
+                .flatten()
+                .filter(|s| s.status != icn_schemas::coop::MemberStatus::Removed)
+                .map(|_| coop),
+            Some((coop, None)) => Some(coop),
+            None => None,
+        };
+        Some(Logged {
+            coop,
+            events,
+            covered: Some((*doc, now)),
+            committed,
+        })
     }
 
-    /// Appends `events` to `coop`'s log, with the heads covered, in one
-    /// batch; then hands them to live subscribers.
-    fn append(
-        &self,
-        coop: Option<DocId>,
-        events: Vec<(&'static str, Value)>,
-        covered: Option<(DocId, Vec<ChangeHash>)>,
-        committed: Instant,
-    ) {
+    /// Numbers the events of `group` in their co-ops' logs and writes them,
+    /// with the heads covered, in one batch; then hands them to live
+    /// subscribers.
+    fn append(&self, group: Vec<Logged>) {
+        if group.is_empty() {
+            return;
+        }
         let mut records = Vec::new();
         let mut stored = Vec::new();
-        let logged = coop.filter(|_| !events.is_empty());
+        let mut covered: Vec<(DocId, Vec<[u8; 32]>)> = Vec::new();
+        let mut numbered = Vec::new();
         let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(coop) = logged {
-            let mut seq = match last.get(&coop) {
-                Some(s) => *s,
-                None => match self.read_last_seq(&coop) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(%coop, error = %e, "reading the event log");
-                        return;
-                    }
-                },
-            };
-            let at = now_secs();
-            for (name, data) in events {
-                seq += 1;
-                let json = json!({"type": "Event", "seq": seq, "event": name, "coop_doc_id": coop.to_string(), "at": at, "data": data});
-                records.push((seq, json.to_string().into_bytes()));
-                stored.push(Arc::new(Event {
-                    coop,
-                    seq,
-                    json,
-                    committed,
-                }));
+        let at = now_secs();
+        for logged in group {
+            if let Some(coop) = logged.coop.filter(|_| !logged.events.is_empty()) {
+                let mut seq = match last.get(&coop) {
+                    Some(s) => *s,
+                    None => match self.read_last_seq(&coop) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // Its document's heads stay uncovered too, so
+                            // the next start logs these events.
+                            tracing::warn!(%coop, error = %e, "reading the event log");
+                            continue;
+                        }
+                    },
+                };
+                for (name, data) in logged.events {
+                    seq += 1;
+                    let json = json!({"type": "Event", "seq": seq, "event": name, "coop_doc_id": coop.to_string(), "at": at, "data": data});
+                    records.push((coop, (seq, json.to_string().into_bytes())));
+                    stored.push(Arc::new(Event {
+                        coop,
+                        seq,
+                        json,
+                        committed: logged.committed,
+                    }));
+                }
+                last.insert(coop, seq);
+                numbered.push(coop);
             }
-            last.insert(coop, seq);
+            if let Some((doc, heads)) = logged.covered {
+                covered.retain(|(d, _)| *d != doc);
+                covered.push((doc, heads.iter().map(|h| h.0).collect()));
+            }
         }
-        let covered: Option<(DocId, Vec<[u8; 32]>)> =
-            covered.map(|(doc, heads)| (doc, heads.iter().map(|h| h.0).collect()));
-        let written = self.engine.store().append_events(
-            logged.as_ref(),
-            &records,
-            covered.as_ref().map(|(doc, heads)| (doc, heads.as_slice())),
-        );
-        if let Err(e) = written {
+        if let Err(e) = self.engine.store().append_events(&records, &covered) {
             tracing::warn!(error = %e, "writing the event log");
-            if let Some(coop) = coop {
+            for coop in numbered {
                 last.remove(&coop);
             }
             return;
@@ -502,5 +540,111 @@ mod tests {
             ]
         );
         assert!(matches!(merged[4], Msg::Stop));
+    }
+
+    #[test]
+    fn one_write_logs_several_co_ops_and_a_document_committed_twice_once() {
+        use icn_engine::test_utils::{TestNode, keypair, new_coop};
+        use icn_engine::Signer;
+        use icn_engine::ledger::Settle;
+        use icn_schemas::coop::{self, Role};
+
+        let node = TestNode::new();
+        let admin = Signer::Device(keypair(1));
+        let coops: Vec<DocId> = ["one", "two"]
+            .iter()
+            .map(|slug| {
+                let mut new = new_coop(&keypair(1));
+                new.id = (*slug).into();
+                node.engine.create_coop(&admin, &new).expect("co-op")
+            })
+            .collect();
+        let events = Events {
+            engine: node.engine.clone(),
+            live: broadcast::channel(16).0,
+            last_seq: Mutex::new(HashMap::new()),
+        };
+        let mut group = Vec::new();
+        let mut covered = Vec::new();
+        // The first co-op's document moves twice; both commits are gathered
+        // before either is written.
+        for seed in [2, 3] {
+            node.engine
+                .write(&coops[0], &admin, |tx| {
+                    coop::add_member(tx, &keypair(seed).did(), Role::Member, 1)
+                })
+                .expect("member");
+            covered = node.engine.heads(&coops[0]).expect("held");
+            events.gather(
+                &mut group,
+                Instant::now(),
+                Committed::Doc {
+                    doc: coops[0],
+                    heads: covered.clone(),
+                },
+            );
+        }
+        for (k, coop) in coops.iter().enumerate() {
+            node.engine
+                .write(coop, &admin, |tx| {
+                    coop::add_member(tx, &keypair(9).did(), Role::Member, 1)
+                })
+                .expect("member");
+            let settle = Settle {
+                to: keypair(9).did(),
+                amount: 1 + k as i64,
+                unit: "hours".into(),
+                memo: String::new(),
+            };
+            let (id, _) = node.engine.settle(coop, &admin, &settle).expect("settle");
+            let bytes = node
+                .engine
+                .entry_bytes(coop, &id)
+                .expect("read")
+                .expect("held");
+            events.gather(
+                &mut group,
+                Instant::now(),
+                Committed::Entries {
+                    coop: *coop,
+                    entries: vec![(id, Arc::from(bytes))],
+                },
+            );
+        }
+        events.append(group);
+
+        let logged = |coop: &DocId| -> Vec<(u64, String)> {
+            events
+                .after(coop, 0, 100)
+                .expect("log")
+                .iter()
+                .map(|e| {
+                    (
+                        e["seq"].as_u64().unwrap_or(0),
+                        e["event"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let first = logged(&coops[0]);
+        let added: Vec<_> = first.iter().filter(|(_, e)| e == "MemberAdded").collect();
+        // The creator and members 2 and 3, each once; member 9 joined after
+        // the document commits were gathered, and its settle is logged.
+        assert_eq!(added.len(), 3, "{first:?}");
+        assert_eq!(
+            first.last().map(|(_, e)| e.as_str()),
+            Some("SettlementCreated")
+        );
+        assert_eq!(
+            first.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=first.len() as u64).collect::<Vec<_>>()
+        );
+        assert_eq!(logged(&coops[1]), vec![(1, "SettlementCreated".to_owned())]);
+        // The log covers the document as the last gathered commit left it.
+        let covered: Vec<[u8; 32]> = covered.iter().map(|h| h.0).collect();
+        assert_eq!(
+            node.engine.store().event_heads(&coops[0]).expect("read"),
+            Some(covered)
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::iter::Peekable;
 
 use icn_schemas::DocId;
 
-use crate::storage::StorageError;
+use crate::storage::{LedgerRows, StorageError};
 
 type Row = (Vec<u8>, Vec<u8>);
 
@@ -217,21 +217,15 @@ impl Rows {
         }
     }
 
-    /// The writes since the last commit, as one batch; `None` when there are
-    /// none. The overlay is empty afterwards, so only call this to commit.
-    pub(crate) fn take_batch(&mut self) -> Option<sled::Batch> {
+    /// The writes since the last commit, to apply as one batch; `None` when
+    /// there are none. The overlay is empty afterwards, so only call this to
+    /// commit.
+    pub(crate) fn take_batch(&mut self) -> Option<LedgerRows> {
         self.undo = None;
         if self.base.is_none() || self.overlay.is_empty() {
             return None;
         }
-        let mut batch = sled::Batch::default();
-        for (k, v) in std::mem::take(&mut self.overlay) {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
-        Some(batch)
+        Some(std::mem::take(&mut self.overlay).into_iter().collect())
     }
 
     /// Forgets the writes since the last commit.
@@ -289,6 +283,11 @@ impl Iterator for Merge<'_> {
 mod tests {
     use super::*;
 
+    /// Writes rows as the store does, in one batch.
+    fn apply(tree: &sled::Tree, rows: LedgerRows) -> sled::Result<()> {
+        tree.apply_batch(crate::storage::batch_of([rows]))
+    }
+
     #[test]
     fn the_overlay_shadows_and_deletes_stored_rows_in_key_order() {
         let db = sled::Config::new()
@@ -302,8 +301,7 @@ mod tests {
             rows.put(rows.key(b'x', &[&[k]]), vec![k]);
         }
         rows.put(rows.key(b'y', &[&[0]]), vec![0]);
-        tree.apply_batch(rows.take_batch().expect("writes"))
-            .expect("commit");
+        apply(&tree, rows.take_batch().expect("writes")).expect("commit");
         rows.put(rows.key(b'x', &[&[2]]), vec![20]);
         rows.put(rows.key(b'x', &[&[3]]), vec![30]);
         rows.delete(rows.key(b'x', &[&[5]])).expect("delete");
@@ -333,8 +331,7 @@ mod tests {
         let mut rows = Rows::stored(DocId([7; 32]), tree.clone());
         let key = |rows: &Rows, k: u8| rows.key(b'x', &[&[k]]);
         rows.put(key(&rows, 1), vec![1]);
-        tree.apply_batch(rows.take_batch().expect("writes"))
-            .expect("commit");
+        apply(&tree, rows.take_batch().expect("writes")).expect("commit");
         rows.put(key(&rows, 2), vec![2]);
         rows.mark();
         // Overwrite an overlay row, delete a stored one, add a new one, and
@@ -349,8 +346,7 @@ mod tests {
         assert_eq!(rows.get(&key(&rows, 2)).expect("get"), Some(vec![2]));
         assert_eq!(rows.get(&key(&rows, 3)).expect("get"), None);
         // What was written before the mark is still committed whole.
-        tree.apply_batch(rows.take_batch().expect("writes"))
-            .expect("commit");
+        apply(&tree, rows.take_batch().expect("writes")).expect("commit");
         assert_eq!(
             tree.get(key(&rows, 2)).expect("get").as_deref(),
             Some(&[2u8][..])

@@ -1,4 +1,5 @@
-//! Group commit: many writers, one flush + fsync per group.
+//! Group commit: many writers, one flush + fsync per group; and many
+//! groups, one sled batch.
 //!
 //! A writer first applies its write to sled (in memory and in sled's log
 //! buffer), then calls [`GroupCommit::wait_durable`]. The first waiter to find
@@ -7,7 +8,7 @@
 //! applied before a sync *starts* is durable when that sync *ends*, so one
 //! fsync serves every writer that queued behind the previous one.
 
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 #[derive(Default)]
 struct State {
@@ -43,6 +44,14 @@ impl GroupCommit {
                 state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
+            if std::env::var_os("ICN_YIELD").is_some() {
+                drop(state);
+                std::thread::yield_now();
+                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if state.completed >= needed || state.running {
+                    continue;
+                }
+            }
             state.running = true;
             state.started += 1;
             let this_sync = state.started;
@@ -58,6 +67,73 @@ impl GroupCommit {
             // of them tries again; this caller reports the error.
             result?;
         }
+    }
+}
+
+/// Writes handed to one applier together (flat combining): a writer queues
+/// its write and takes the applier's lock; whoever holds it and finds its
+/// own write still queued applies *every* queued write in one call, and the
+/// writers behind it find theirs done when the lock comes to them. Each
+/// write is applied once, all of one call or none.
+///
+/// The engine's co-ops commit their ledger groups through one of these: a
+/// sled batch costs two writes of sled's log (it seals the log buffer
+/// before and after its manifest), so eight co-ops committing at once make
+/// one batch, not eight.
+pub(crate) struct Combiner<W, E> {
+    queue: Mutex<Vec<Arc<Slot<W, E>>>>,
+    applying: Mutex<()>,
+}
+
+struct Slot<W, E> {
+    write: Mutex<Option<W>>,
+    done: Mutex<Option<Result<(), E>>>,
+}
+
+impl<W, E> Default for Combiner<W, E> {
+    fn default() -> Self {
+        Combiner {
+            queue: Mutex::new(Vec::new()),
+            applying: Mutex::new(()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<W, E: Clone> Combiner<W, E> {
+    /// Applies `write`, with whatever else is queued, through `apply`; the
+    /// result of the call that applied it, or `lost()` if a holder that
+    /// took it panicked before answering.
+    pub(crate) fn apply(
+        &self,
+        write: W,
+        apply: impl FnOnce(Vec<W>) -> Result<(), E>,
+        lost: impl FnOnce() -> E,
+    ) -> Result<(), E> {
+        let slot = Arc::new(Slot {
+            write: Mutex::new(Some(write)),
+            done: Mutex::new(None),
+        });
+        lock(&self.queue).push(slot.clone());
+        let _applying = lock(&self.applying);
+        if let Some(done) = lock(&slot.done).take() {
+            return done;
+        }
+        // Only holders of `applying` empty the queue, and each answers every
+        // slot it took; one that panicked first never answered.
+        let slots = std::mem::take(&mut *lock(&self.queue));
+        if !slots.iter().any(|s| Arc::ptr_eq(s, &slot)) {
+            return Err(lost());
+        }
+        let writes = slots.iter().filter_map(|s| lock(&s.write).take()).collect();
+        let result = apply(writes);
+        for s in &slots {
+            *lock(&s.done) = Some(result.clone());
+        }
+        lock(&slot.done).take().unwrap_or(result)
     }
 }
 
@@ -99,6 +175,55 @@ mod tests {
             t.join().expect("writer thread");
         }
         assert!(syncs.load(Ordering::SeqCst) <= 1600);
+    }
+
+    #[test]
+    fn combined_writes_are_each_applied_once_and_together_when_they_queue() {
+        let combiner: Arc<Combiner<u64, ()>> = Arc::default();
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (combiner, applied) = (combiner.clone(), applied.clone());
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        combiner
+                            .apply(
+                                t * 1000 + i,
+                                |writes| {
+                                    std::thread::sleep(std::time::Duration::from_micros(20));
+                                    lock(&applied).extend(writes);
+                                    Ok(())
+                                },
+                                || (),
+                            )
+                            .expect("applied");
+                        // Returned only once its write is applied.
+                        assert!(lock(&applied).contains(&(t * 1000 + i)));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("writer thread");
+        }
+        let mut applied = lock(&applied).clone();
+        applied.sort();
+        let expected: Vec<u64> = (0..8u64)
+            .flat_map(|t| (0..200).map(move |i| t * 1000 + i))
+            .collect();
+        assert_eq!(applied, expected, "every write applied exactly once");
+    }
+
+    #[test]
+    fn a_failed_combined_apply_is_the_answer_of_every_write_in_it() {
+        let combiner: Combiner<u8, &str> = Combiner::default();
+        assert_eq!(
+            combiner.apply(1, |_| Err("disk full"), || "lost"),
+            Err("disk full")
+        );
+        // The failed write is not queued again.
+        let only_2 = |w: Vec<u8>| if w == [2] { Ok(()) } else { Err("other") };
+        assert_eq!(combiner.apply(2, only_2, || "lost"), Ok(()));
     }
 
     #[test]

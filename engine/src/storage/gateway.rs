@@ -185,22 +185,24 @@ impl Store {
             .contains_key(keys::logged_out_key(hash))?)
     }
 
-    /// Appends `events` (seq, JSON) to `coop`'s log and records the heads of
-    /// a document the log now covers, all or (after a crash) none. Not
-    /// durable until [`Store::make_durable`].
+    /// Appends events (co-op, seq, JSON) to their co-ops' logs and records
+    /// the heads of each document the logs now cover, all or (after a
+    /// crash) none, in one sled batch: each batch costs sled two writes to
+    /// its log, so the event writer makes one per group of commits, not one
+    /// per co-op. Not durable until [`Store::make_durable`].
     pub fn append_events(
         &self,
-        coop: Option<&DocId>,
-        events: &[StoredEvent],
-        covered: Option<(&DocId, &[[u8; 32]])>,
+        events: &[(DocId, StoredEvent)],
+        covered: &[(DocId, Vec<[u8; 32]>)],
     ) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        if let Some(coop) = coop {
-            for (seq, json) in events {
-                batch.insert(&keys::event_key(coop, *seq)[..], json.as_slice());
-            }
+        if events.is_empty() && covered.is_empty() {
+            return Ok(());
         }
-        if let Some((doc, heads)) = covered {
+        let mut batch = sled::Batch::default();
+        for (coop, (seq, json)) in events {
+            batch.insert(&keys::event_key(coop, *seq)[..], json.as_slice());
+        }
+        for (doc, heads) in covered {
             let bytes: Vec<u8> = heads.iter().flatten().copied().collect();
             batch.insert(&keys::heads_key(doc)[..], bytes);
         }

@@ -186,7 +186,7 @@ impl Fold {
     }
 
     /// The rows written since the last commit, as one batch.
-    pub(crate) fn take_batch(&mut self) -> Option<sled::Batch> {
+    pub(crate) fn take_batch(&mut self) -> Option<crate::storage::LedgerRows> {
         self.rows.take_batch()
     }
 
