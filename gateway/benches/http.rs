@@ -265,9 +265,7 @@ fn written_bytes() -> u64 {
         .ok()
         .and_then(|io| {
             io.lines()
-                .find_map(|l| {
-                    l.strip_prefix(std::env::var("IOKEY").as_deref().unwrap_or("write_bytes: "))
-                })
+                .find_map(|l| l.strip_prefix("write_bytes: "))
                 .and_then(|n| n.trim().parse().ok())
         })
         .unwrap_or(0)

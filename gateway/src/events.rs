@@ -544,9 +544,9 @@ mod tests {
 
     #[test]
     fn one_write_logs_several_co_ops_and_a_document_committed_twice_once() {
-        use icn_engine::test_utils::{TestNode, keypair, new_coop};
         use icn_engine::Signer;
         use icn_engine::ledger::Settle;
+        use icn_engine::test_utils::{TestNode, keypair, new_coop};
         use icn_schemas::coop::{self, Role};
 
         let node = TestNode::new();

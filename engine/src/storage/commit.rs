@@ -44,14 +44,6 @@ impl GroupCommit {
                 state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            if std::env::var_os("ICN_YIELD").is_some() {
-                drop(state);
-                std::thread::yield_now();
-                state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                if state.completed >= needed || state.running {
-                    continue;
-                }
-            }
             state.running = true;
             state.started += 1;
             let this_sync = state.started;
