@@ -1,6 +1,7 @@
 //! The engine handle: documents in memory, backed by the store.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use automerge::transaction::{CommitOptions, Transaction};
@@ -141,6 +142,44 @@ pub struct ListenerId(u64);
 pub(crate) struct DocState {
     pub(crate) doc: Automerge,
     since_snapshot: u64,
+    /// Shared with the [`Held`] around it: counted up each time `doc` is
+    /// replaced.
+    version: Arc<AtomicU64>,
+}
+
+impl DocState {
+    fn new(doc: Automerge, since_snapshot: u64) -> Self {
+        DocState {
+            doc,
+            since_snapshot,
+            version: Arc::default(),
+        }
+    }
+}
+
+/// A document held: its state behind its lock, and how many times it has
+/// changed, which a reader learns without the lock (and so without waiting
+/// for a writer that holds it).
+pub(crate) struct Held {
+    state: Mutex<DocState>,
+    version: Arc<AtomicU64>,
+}
+
+impl Held {
+    fn new(state: DocState) -> Arc<Self> {
+        Arc::new(Held {
+            version: state.version.clone(),
+            state: Mutex::new(state),
+        })
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Mutex<DocState>;
+
+    fn deref(&self) -> &Mutex<DocState> {
+        &self.state
+    }
 }
 
 /// The engine: every document this node holds, validated on every write.
@@ -154,7 +193,7 @@ pub struct Engine {
 
 struct Inner {
     store: Store,
-    docs: RwLock<HashMap<DocId, Arc<Mutex<DocState>>>>,
+    docs: RwLock<HashMap<DocId, Arc<Held>>>,
     /// Serialises the creation of documents this node did not hold.
     creating: Mutex<()>,
     /// Each co-op's ledger, each behind its own lock. Lock order: a
@@ -197,11 +236,10 @@ impl Engine {
                 .map_err(|e| load_err(e.to_string()))?;
             doc.apply_changes(changes)
                 .map_err(|e| load_err(e.to_string()))?;
-            let state = DocState {
-                doc,
-                since_snapshot: stored.changes_since_snapshot,
-            };
-            docs.insert(id, Arc::new(Mutex::new(state)));
+            docs.insert(
+                id,
+                Held::new(DocState::new(doc, stored.changes_since_snapshot)),
+            );
         }
         let mut ledgers = Vec::new();
         for (id, state) in &docs {
@@ -256,7 +294,7 @@ impl Engine {
         ids
     }
 
-    fn docs_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<DocId, Arc<Mutex<DocState>>>> {
+    fn docs_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<DocId, Arc<Held>>> {
         self.inner.docs.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -264,7 +302,7 @@ impl Engine {
         &self.inner.ledgers
     }
 
-    pub(crate) fn handle(&self, id: &DocId) -> Option<Arc<Mutex<DocState>>> {
+    pub(crate) fn handle(&self, id: &DocId) -> Option<Arc<Held>> {
         self.docs_read().get(id).cloned()
     }
 
@@ -293,6 +331,16 @@ impl Engine {
     /// A document's heads, sorted.
     pub fn heads(&self, id: &DocId) -> Option<Vec<ChangeHash>> {
         self.read(id, |r| r.doc().get_heads())
+    }
+
+    /// How many times this node's copy of a document has changed since the
+    /// engine opened: read without the document's lock, to tell whether it
+    /// moved since an answer was read from it. A count seen means the
+    /// document it counts is the one a read started after will see (or a
+    /// newer one).
+    pub fn version(&self, id: &DocId) -> Option<u64> {
+        let held = self.docs_read().get(id).cloned()?;
+        Some(held.version.load(Ordering::Acquire))
     }
 
     /// A document as `Automerge::save()` bytes, which stock Automerge loads.
@@ -386,16 +434,13 @@ impl Engine {
         if self.handle(&id).is_some() {
             return Ok(id); // The same genesis, already held.
         }
-        let mut state = DocState {
-            doc: Automerge::new(),
-            since_snapshot: 0,
-        };
+        let mut state = DocState::new(Automerge::new(), 0);
         self.store_and_swap(&id, &mut state, scratch, vec![accepted], true)?;
         self.inner
             .docs
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::new(Mutex::new(state)));
+            .insert(id, Held::new(state));
         drop(_creating);
         self.notify_doc(&id);
         Ok(id)
@@ -596,17 +641,14 @@ impl Engine {
             let mut state = handle.lock().unwrap_or_else(|p| p.into_inner());
             return self.commit(id, &mut state, batch);
         }
-        let mut state = DocState {
-            doc: Automerge::new(),
-            since_snapshot: 0,
-        };
+        let mut state = DocState::new(Automerge::new(), 0);
         let applied = self.commit(id, &mut state, batch)?;
         if !applied.new.is_empty() {
             self.inner
                 .docs
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(*id, Arc::new(Mutex::new(state)));
+                .insert(*id, Held::new(state));
         }
         Ok(applied)
     }
@@ -673,6 +715,8 @@ impl Engine {
             self.inner.store.make_durable()?;
         }
         state.doc = doc;
+        // After the swap: whoever sees the new count reads the new document.
+        state.version.fetch_add(1, Ordering::Release);
         state.since_snapshot += accepted.len() as u64;
         if state.since_snapshot >= SNAPSHOT_EVERY {
             // The changes are already stored; a failed snapshot only means a

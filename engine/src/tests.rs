@@ -121,6 +121,38 @@ fn genesis_makes_the_creator_admin_and_survives_reopen() {
 }
 
 #[test]
+fn a_documents_version_counts_the_changes_that_reach_it_and_nothing_else() {
+    let c = coop_fixture();
+    let engine = c.engine();
+    let before = engine.version(&c.id).expect("held");
+    engine.coop(&c.id).expect("exists").expect("valid");
+    assert_eq!(engine.version(&c.id), Some(before), "a read is no change");
+    engine
+        .write(&c.id, &dev(&c.admin), |tx| {
+            coop::add_member(tx, &keypair(9).did(), Role::Member, 1_700_000_200)
+        })
+        .expect("add");
+    assert_eq!(engine.version(&c.id), Some(before + 1));
+    let refused = engine.write(&c.id, &dev(&c.alice), |tx| {
+        coop::add_member(tx, &keypair(10).did(), Role::Member, 1_700_000_200)
+    });
+    assert!(refused.is_err(), "a member may not add members");
+    assert_eq!(engine.version(&c.id), Some(before + 1));
+
+    // A peer's changes count too; changes already held do not.
+    let other = TestNode::new();
+    let history = engine.changes_since(&c.id, &[]).expect("history");
+    other
+        .engine
+        .apply_remote(&c.id, history.clone())
+        .expect("apply");
+    let received = other.engine.version(&c.id).expect("held now");
+    other.engine.apply_remote(&c.id, history).expect("again");
+    assert_eq!(other.engine.version(&c.id), Some(received));
+    assert_eq!(engine.version(&DocId([0; 32])), None);
+}
+
+#[test]
 fn profile_and_policy_admin_only() {
     let c = coop_fixture();
     c.engine()

@@ -4,17 +4,18 @@
 //! the token's key revoked, is the member removed, may it read this
 //! co-op). Automerge answers those slowly enough that, under load, they
 //! cost a tenth of the node's CPU, and they change only when the document
-//! does. A [`Memo`] keeps each answer beside the document's heads as they
-//! were *before* it was read: heads only grow, so an answer found again
-//! under the heads a request reads is never older than the document was
-//! when the request began, and the first change to the document makes
-//! every kept answer miss.
+//! does. A [`Memo`] keeps each answer beside the document's version
+//! ([`Engine::version`]) as it was *before* it was read: versions only
+//! grow, so an answer found again under the version a request reads is
+//! never older than the document was when the request began, and the first
+//! change to the document makes every kept answer miss. The version is read
+//! without the document's lock: a request asking about every co-op on the
+//! node waits for none of their writers.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 
-use automerge::ChangeHash;
 use icn_engine::Engine;
 use icn_schemas::DocId;
 
@@ -22,7 +23,7 @@ use icn_schemas::DocId;
 /// forgotten.
 const KEPT: usize = 4096;
 
-type Kept<K, V> = HashMap<DocId, (Vec<ChangeHash>, HashMap<K, V>)>;
+type Kept<K, V> = HashMap<DocId, (u64, HashMap<K, V>)>;
 
 /// Answers of type `V` to questions `K` about co-op documents.
 pub(crate) struct Memo<K, V> {
@@ -41,13 +42,13 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
     /// The answer to `key` about `doc`: kept, or read by `read` (which reads
     /// `doc` and nothing else that can change) and kept.
     pub(crate) fn get(&self, engine: &Engine, doc: &DocId, key: K, read: impl FnOnce() -> V) -> V {
-        let Some(heads) = engine.heads(doc) else {
+        let Some(version) = engine.version(doc) else {
             return read();
         };
         {
             let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((at, answers)) = kept.get(doc)
-                && *at == heads
+                && *at == version
                 && let Some(v) = answers.get(&key)
             {
                 return v.clone();
@@ -56,8 +57,8 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
         let v = read();
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let (at, answers) = kept.entry(*doc).or_default();
-        if *at != heads || answers.len() >= KEPT {
-            *at = heads;
+        if *at != version || answers.len() >= KEPT {
+            *at = version;
             answers.clear();
         }
         answers.insert(key, v.clone());
