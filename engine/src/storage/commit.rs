@@ -219,6 +219,50 @@ mod tests {
     }
 
     #[test]
+    fn writers_behind_a_failed_sync_are_covered_by_a_later_one() {
+        let gc = Arc::new(GroupCommit::default());
+        let written = Arc::new(AtomicU64::new(0));
+        let synced = Arc::new(AtomicU64::new(0));
+        let attempts = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (gc, written, synced, attempts) = (
+                    gc.clone(),
+                    written.clone(),
+                    synced.clone(),
+                    attempts.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut failed = 0;
+                    for _ in 0..50 {
+                        let mine = written.fetch_add(1, Ordering::SeqCst) + 1;
+                        let result = gc.wait_durable(|| {
+                            let covered = written.load(Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_micros(50));
+                            // Every third sync fails.
+                            if attempts.fetch_add(1, Ordering::SeqCst) % 3 == 0 {
+                                return Err(());
+                            }
+                            synced.fetch_max(covered, Ordering::SeqCst);
+                            Ok(())
+                        });
+                        match result {
+                            Ok(()) => assert!(synced.load(Ordering::SeqCst) >= mine),
+                            Err(()) => failed += 1,
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        let failed: u64 = threads.into_iter().map(|t| t.join().expect("writer")).sum();
+        // Only a sync's leader is told it failed; the writers behind it wait
+        // for one that succeeds.
+        let attempts = attempts.load(Ordering::SeqCst);
+        assert_eq!(failed, attempts.div_ceil(3));
+    }
+
+    #[test]
     fn a_failed_sync_is_reported_and_retried() {
         let gc = GroupCommit::default();
         assert_eq!(gc.wait_durable(|| Err("disk full")), Err("disk full"));
