@@ -214,10 +214,35 @@ fn canonical_encoding(bytes: &[u8; 32]) -> bool {
     true
 }
 
+/// Public keys decompressed recently. A co-op's members sign again and
+/// again, and decompressing a key (a field inversion and a square root)
+/// costs about a fifth of checking a signature in a batch; a key that is
+/// not a valid public key is never kept.
+static KEYS: std::sync::Mutex<Option<std::collections::HashMap<[u8; 32], EdwardsPoint>>> =
+    std::sync::Mutex::new(None);
+
+/// Keys remembered before the cache starts over.
+const KEYS_MAX: usize = 8192;
+
 impl Parts {
     /// A public key: a canonical point not of small order.
     fn key(did: &Did) -> Option<EdwardsPoint> {
-        canonical_point(did.as_bytes()).filter(|a| !a.is_small_order())
+        let kept = KEYS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|keys| keys.get(did.as_bytes()).copied());
+        if kept.is_some() {
+            return kept;
+        }
+        let a = canonical_point(did.as_bytes()).filter(|a| !a.is_small_order())?;
+        let mut keys = KEYS.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = keys.get_or_insert_with(Default::default);
+        if keys.len() >= KEYS_MAX {
+            keys.clear();
+        }
+        keys.insert(*did.as_bytes(), a);
+        Some(a)
     }
 
     fn parse(did: &Did, message: &[u8], signature: &[u8; 64]) -> Option<Parts> {
