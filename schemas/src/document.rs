@@ -130,13 +130,23 @@ type Slot = (Value<'static>, ObjId, bool);
 /// for [`ReadCache::FILL_AFTER`] different keys, reads that map whole and
 /// answers every key of it from there. A state asked about once or twice
 /// (an entry citing heads no other entry cites) never pays for reading a
-/// large member list whole.
+/// large member list whole. The maps inside a map read whole, other than
+/// the root (each member's record in the member list, not the member list
+/// in the root), are read whole at their first question: a record is
+/// small, and one pass over it costs about one search.
 ///
 /// A cache belongs to one state: the document at given heads. Only readers
 /// of that state may use it ([`Reader::cached`]).
 #[derive(Default)]
 pub struct ReadCache {
-    maps: Mutex<HashMap<ObjId, Cached>>,
+    maps: Mutex<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    of: HashMap<ObjId, Cached>,
+    /// The objects found in maps read whole: records, read whole at once.
+    records: std::collections::HashSet<ObjId>,
 }
 
 /// What a [`ReadCache`] holds of one map.
@@ -153,21 +163,33 @@ impl ReadCache {
 
     /// The winning value at `obj[key]`, as `r` reads it.
     fn get(&self, r: &Reader<'_>, obj: &ObjId, key: &str) -> Option<(Value<'static>, ObjId)> {
-        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        if !maps.contains_key(obj) {
-            maps.insert(obj.clone(), Cached::Asked(HashMap::new()));
+        let mut guard = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        let Maps { of, records } = &mut *guard;
+        if !of.contains_key(obj) {
+            of.insert(obj.clone(), Cached::Asked(HashMap::new()));
         }
-        let cached = maps.get_mut(obj)?;
+        let cached = of.get_mut(obj)?;
         if let Cached::Asked(asked) = cached {
             if let Some(got) = asked.get(key) {
                 return got.clone();
             }
-            if asked.len() + 1 < Self::FILL_AFTER {
+            if asked.len() + 1 < Self::FILL_AFTER && !records.contains(obj) {
                 let got = r.get_direct(obj, key).map(|(v, id)| (v.into_owned(), id));
                 asked.insert(key.to_owned(), got.clone());
                 return got;
             }
-            *cached = Cached::Whole(Arc::new(Self::read_whole(r, obj)));
+            let whole = Self::read_whole(r, obj);
+            // The root's maps are the document's collections (the member
+            // list itself), not records.
+            if *obj != ObjId::Root {
+                records.extend(
+                    whole
+                        .values()
+                        .filter(|(v, _, _)| v.is_object())
+                        .map(|(_, id, _)| id.clone()),
+                );
+            }
+            *cached = Cached::Whole(Arc::new(whole));
         }
         match cached {
             Cached::Whole(map) => map.get(key).map(|(v, id, _)| (v.clone(), id.clone())),
@@ -178,7 +200,7 @@ impl ReadCache {
     /// The map `obj` read whole, if it has been.
     fn whole(&self, obj: &ObjId) -> Option<Arc<HashMap<String, Slot>>> {
         let maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        match maps.get(obj) {
+        match maps.of.get(obj) {
             Some(Cached::Whole(map)) => Some(map.clone()),
             _ => None,
         }
@@ -693,6 +715,28 @@ mod tests {
         let r = Reader::now(doc);
         assert_eq!(r.strs_all(&objs[1], "x").len(), 2);
         assert_eq!(r.maps_all(&objs[1], "w").len(), 2);
+
+        // A record in a map read whole is read whole at its first question;
+        // a collection in the root read whole is not.
+        let cache = ReadCache::default();
+        let r = Reader::now(doc).cached(&cache);
+        for key in ["x", "z", "nothing"] {
+            r.get(&objs[1], key);
+        }
+        assert!(cache.whole(&objs[1]).is_some());
+        assert_eq!(
+            r.str(&objs[2], "status").as_deref(),
+            Reader::now(doc).str(&objs[2], "status").as_deref()
+        );
+        assert!(cache.whole(&objs[2]).is_some());
+        let cache = ReadCache::default();
+        let r = Reader::now(doc).cached(&cache);
+        for key in ["members", "a", "b"] {
+            r.get(&ROOT, key);
+        }
+        assert!(cache.whole(&ROOT).is_some());
+        r.get(&objs[1], "x");
+        assert!(cache.whole(&objs[1]).is_none());
         Ok(())
     }
 }
