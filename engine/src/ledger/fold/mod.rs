@@ -173,6 +173,11 @@ pub(crate) struct Fold {
     /// Entries held before whose status a refold changed, since the last
     /// [`Fold::take_changed`]: what apps are told happened after the fact.
     changed: Vec<(EntryId, Status)>,
+    /// Whether the co-op may have seals (`S` rows), once looked up: most
+    /// co-ops have none, and then no entry looks for the seals on its
+    /// author and accounts (two scans each). Set when a seal is placed and
+    /// never cleared, so a seal rolled back costs only the lookups.
+    pub(super) any_seals: std::cell::Cell<Option<bool>>,
 }
 
 impl Fold {
@@ -182,6 +187,7 @@ impl Fold {
             rows: Rows::stored(coop, tree),
             last: None,
             changed: Vec::new(),
+            any_seals: Default::default(),
         }
     }
 

@@ -247,6 +247,7 @@ impl Fold {
             rows: Rows::in_memory(self.rows.coop()),
             last: None,
             changed: Vec::new(),
+            any_seals: Default::default(),
         };
         // In this fold's order, parents always come first.
         let prefix = self.rows.key(tag::ORDER, &[]);

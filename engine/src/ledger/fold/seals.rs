@@ -251,6 +251,7 @@ impl Fold {
             rows.key(tag::SEALS_ON, &[&[on], who.as_bytes(), &id.0]),
             Vec::new(),
         );
+        self.any_seals.set(Some(true));
         Ok(start)
     }
 
@@ -325,8 +326,28 @@ impl Fold {
         Ok(found)
     }
 
+    /// Whether the co-op may hold any seal: `false` only if none is stored
+    /// or placed.
+    fn any_seals(&self) -> Result<bool, StorageError> {
+        if let Some(any) = self.any_seals.get() {
+            return Ok(any);
+        }
+        let prefix = self.rows.key(tag::SEALS_ON, &[]);
+        let any = self
+            .rows
+            .scan(prefix.clone(), prefix)
+            .next()
+            .transpose()?
+            .is_some();
+        self.any_seals.set(Some(any));
+        Ok(any)
+    }
+
     /// The seals indexed under `on` ‖ `who`, with their rows.
     fn seals_on(&self, on: u8, who: &Did) -> Result<Vec<(EntryId, SealRow)>, StorageError> {
+        if !self.any_seals()? {
+            return Ok(Vec::new());
+        }
         let prefix = self.rows.key(tag::SEALS_ON, &[&[on], who.as_bytes()]);
         let mut out = Vec::new();
         for row in self.rows.scan(prefix.clone(), prefix.clone()) {
