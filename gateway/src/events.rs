@@ -152,7 +152,8 @@ impl Events {
         for doc in self.engine.doc_ids() {
             let stored = self.engine.store().event_heads(&doc);
             match stored {
-                Ok(Some(_)) => group.extend(self.log_doc(&doc, &group, Instant::now())),
+                // Each document once: nothing earlier in the group covers it.
+                Ok(Some(_)) => group.extend(self.log_doc(&doc, &[], Instant::now())),
                 // A log that starts now starts from the document as it is.
                 Ok(None) => group.push(Logged {
                     coop: None,
@@ -291,7 +292,9 @@ impl Events {
         }
         let mut records = Vec::new();
         let mut stored = Vec::new();
-        let mut covered: Vec<(DocId, Vec<[u8; 32]>)> = Vec::new();
+        // The heads each document is covered up to: the last commit of it
+        // in the group.
+        let mut covered: HashMap<DocId, Vec<[u8; 32]>> = HashMap::new();
         let mut numbered = Vec::new();
         let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
         let at = now_secs();
@@ -324,10 +327,10 @@ impl Events {
                 numbered.push(coop);
             }
             if let Some((doc, heads)) = logged.covered {
-                covered.retain(|(d, _)| *d != doc);
-                covered.push((doc, heads.iter().map(|h| h.0).collect()));
+                covered.insert(doc, heads.iter().map(|h| h.0).collect());
             }
         }
+        let covered: Vec<(DocId, Vec<[u8; 32]>)> = covered.into_iter().collect();
         if let Err(e) = self.engine.store().append_events(&records, &covered) {
             tracing::warn!(error = %e, "writing the event log");
             for coop in numbered {
