@@ -339,8 +339,9 @@ impl Engine {
     /// document it counts is the one a read started after will see (or a
     /// newer one).
     pub fn version(&self, id: &DocId) -> Option<u64> {
-        let held = self.docs_read().get(id).cloned()?;
-        Some(held.version.load(Ordering::Acquire))
+        self.docs_read()
+            .get(id)
+            .map(|held| held.version.load(Ordering::Acquire))
     }
 
     /// A document as `Automerge::save()` bytes, which stock Automerge loads.
