@@ -6,7 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use automerge::{Automerge, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value};
+use automerge::iter::DocItem;
+use automerge::{Automerge, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, Value, ValueRef};
 
 use crate::did::Did;
 
@@ -130,23 +131,17 @@ type Slot = (Value<'static>, ObjId, bool);
 /// for [`ReadCache::FILL_AFTER`] different keys, reads that map whole and
 /// answers every key of it from there. A state asked about once or twice
 /// (an entry citing heads no other entry cites) never pays for reading a
-/// large member list whole. The maps inside a map read whole, other than
-/// the root (each member's record in the member list, not the member list
-/// in the root), are read whole at their first question: a record is
-/// small, and one pass over it costs about one search.
+/// large member list whole. A map below the root is read whole together
+/// with every map below it (the member list with each member's record, its
+/// devices and their records) in one forward walk over the document's
+/// operations, which costs about what a few searches do: the root's maps
+/// are the document's collections, each read whole on its own.
 ///
 /// A cache belongs to one state: the document at given heads. Only readers
 /// of that state may use it ([`Reader::cached`]).
 #[derive(Default)]
 pub struct ReadCache {
-    maps: Mutex<Maps>,
-}
-
-#[derive(Default)]
-struct Maps {
-    of: HashMap<ObjId, Cached>,
-    /// The objects found in maps read whole: records, read whole at once.
-    records: std::collections::HashSet<ObjId>,
+    maps: Mutex<HashMap<ObjId, Cached>>,
 }
 
 /// What a [`ReadCache`] holds of one map.
@@ -163,35 +158,30 @@ impl ReadCache {
 
     /// The winning value at `obj[key]`, as `r` reads it.
     fn get(&self, r: &Reader<'_>, obj: &ObjId, key: &str) -> Option<(Value<'static>, ObjId)> {
-        let mut guard = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        let Maps { of, records } = &mut *guard;
-        if !of.contains_key(obj) {
-            of.insert(obj.clone(), Cached::Asked(HashMap::new()));
+        let mut maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
+        if !maps.contains_key(obj) {
+            maps.insert(obj.clone(), Cached::Asked(HashMap::new()));
         }
-        let cached = of.get_mut(obj)?;
+        let cached = maps.get_mut(obj)?;
         if let Cached::Asked(asked) = cached {
             if let Some(got) = asked.get(key) {
                 return got.clone();
             }
-            if asked.len() + 1 < Self::FILL_AFTER && !records.contains(obj) {
+            if asked.len() + 1 < Self::FILL_AFTER {
                 let got = r.get_direct(obj, key).map(|(v, id)| (v.into_owned(), id));
                 asked.insert(key.to_owned(), got.clone());
                 return got;
             }
-            let whole = Self::read_whole(r, obj);
-            // The root's maps are the document's collections (the member
-            // list itself), not records.
-            if *obj != ObjId::Root {
-                records.extend(
-                    whole
-                        .values()
-                        .filter(|(v, _, _)| v.is_object())
-                        .map(|(_, id, _)| id.clone()),
-                );
+            if *obj == ObjId::Root {
+                *cached = Cached::Whole(Arc::new(Self::read_whole(r, obj)));
+            } else {
+                // A collection (the member list): every map below it too.
+                for (map, keys) in Self::read_tree(r, obj) {
+                    maps.insert(map, Cached::Whole(Arc::new(keys)));
+                }
             }
-            *cached = Cached::Whole(Arc::new(whole));
         }
-        match cached {
+        match maps.get(obj)? {
             Cached::Whole(map) => map.get(key).map(|(v, id, _)| (v.clone(), id.clone())),
             Cached::Asked(_) => None,
         }
@@ -200,7 +190,7 @@ impl ReadCache {
     /// The map `obj` read whole, if it has been.
     fn whole(&self, obj: &ObjId) -> Option<Arc<HashMap<String, Slot>>> {
         let maps = self.maps.lock().unwrap_or_else(|e| e.into_inner());
-        match maps.of.get(obj) {
+        match maps.get(obj) {
             Some(Cached::Whole(map)) => Some(map.clone()),
             _ => None,
         }
@@ -218,6 +208,30 @@ impl ReadCache {
                 (item.key.into_owned(), slot)
             })
             .collect()
+    }
+
+    /// `obj` and every map below it, read whole in one pass: Automerge
+    /// stores an object's operations together and its objects in the order
+    /// they were made, so one walk forward over them costs far less than a
+    /// search per map.
+    fn read_tree(r: &Reader<'_>, obj: &ObjId) -> HashMap<ObjId, HashMap<String, Slot>> {
+        let mut maps: HashMap<ObjId, HashMap<String, Slot>> = HashMap::new();
+        maps.insert(obj.clone(), HashMap::new());
+        for item in r.doc.iter_at(obj, r.heads) {
+            let DocItem::Map(m) = item.item else {
+                continue;
+            };
+            let id = m.id();
+            if matches!(m.value, ValueRef::Object(ObjType::Map)) {
+                // A map with no keys yet is read whole too.
+                maps.entry(id.clone()).or_default();
+            }
+            let slot = (m.value.into_value(), id, m.conflict);
+            maps.entry((*item.obj).clone())
+                .or_default()
+                .insert(m.key.into_owned(), slot);
+        }
+        maps
     }
 }
 
@@ -687,9 +701,21 @@ mod tests {
         let y = a.put_object(&members, "y", ObjType::Map)?;
         a.put(&y, "status", "active")?;
         a.put(&y, "limit", 10i64)?;
+        let devices = a.put_object(&y, "devices", ObjType::Map)?;
+        let k1 = a.put_object(&devices, "k1", ObjType::Map)?;
+        a.put(&k1, "revoked", false)?;
+        let log = a.put_object(&y, "log", ObjType::List)?;
+        let entry = a.insert_object(&log, 0, ObjType::Map)?;
+        a.put(&entry, "status", "logged")?;
+        a.put_object(&y, "empty", ObjType::Map)?;
         a.commit();
         let before = a.get_heads();
         let mut b = a.fork();
+        b.put(&k1, "revoked", true)?;
+        b.put(&k1, "proof", "p")?;
+        a.delete(&devices, "k1")?;
+        let k2 = a.put_object(&devices, "k2", ObjType::Map)?;
+        a.put(&k2, "status", "new")?;
         a.put(&members, "x", "2")?;
         b.put(&members, "x", "3")?;
         b.put(&y, "status", "removed")?;
@@ -699,9 +725,11 @@ mod tests {
         a.put(&members, "z", 5i64)?;
         a.merge(&mut b)?;
         let doc = a.document();
-        let objs = [ROOT, members, y];
+        let empty = doc.get(&y, "empty")?.map(|(_, id)| id).unwrap_or(ROOT);
+        let objs = [ROOT, members, y, devices, k1, k2, entry, empty];
         let keys = [
-            "members", "x", "y", "w", "z", "status", "limit", "frozen", "nothing",
+            "members", "x", "y", "w", "z", "status", "limit", "frozen", "nothing", "devices", "k1",
+            "k2", "revoked", "proof", "log", "empty",
         ];
         for r in [Reader::now(doc), Reader::at(doc, &before)] {
             let plain = answers(r, &objs, &keys);
@@ -716,19 +744,19 @@ mod tests {
         assert_eq!(r.strs_all(&objs[1], "x").len(), 2);
         assert_eq!(r.maps_all(&objs[1], "w").len(), 2);
 
-        // A record in a map read whole is read whole at its first question;
-        // a collection in the root read whole is not.
+        // A map below the root is read whole with every map below it; the
+        // root read whole reads no collection in it.
         let cache = ReadCache::default();
         let r = Reader::now(doc).cached(&cache);
         for key in ["x", "z", "nothing"] {
             r.get(&objs[1], key);
         }
         assert!(cache.whole(&objs[1]).is_some());
+        assert!(cache.whole(&objs[2]).is_some());
         assert_eq!(
             r.str(&objs[2], "status").as_deref(),
             Reader::now(doc).str(&objs[2], "status").as_deref()
         );
-        assert!(cache.whole(&objs[2]).is_some());
         let cache = ReadCache::default();
         let r = Reader::now(doc).cached(&cache);
         for key in ["members", "a", "b"] {
