@@ -105,7 +105,7 @@ impl Did {
     pub fn key_string(&self) -> String {
         const KEPT: usize = 4096;
         thread_local! {
-            static ENCODED: std::cell::RefCell<std::collections::HashMap<[u8; 32], String>> =
+            static ENCODED: std::cell::RefCell<foldhash::HashMap<[u8; 32], String>> =
                 std::cell::RefCell::default();
         }
         ENCODED.with(|kept| {

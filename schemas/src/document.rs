@@ -1,7 +1,7 @@
 //! What every ICN document shares: its id, its kind, the genesis fields, and a
 //! reader that can look at the document now or as it stood at given heads.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,9 @@
 //! ([`super::pipeline`]) runs them, once each, for local writes and for
 //! entries from peers alike.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash};
