@@ -109,15 +109,17 @@ struct Shared {
     auth_limiter: RateLimiter<std::net::IpAddr>,
     index: Index,
     metrics: Arc<Metrics>,
-    /// Delegations read from the store, by hash.
-    delegations: Mutex<HashMap<[u8; 32], SignedDelegation>>,
+    /// Delegations read from the store, by hash, each with whether it was
+    /// logged out: what every request's token check reads, kept so that
+    /// none of them reads sled (whose batches block its readers).
+    delegations: Mutex<HashMap<[u8; 32], Known>>,
     /// The co-ops' event logs.
     events: events::EventsHandle,
     /// One idempotent request per key at a time.
     idempotency: idempotency::Locks,
     /// (member, key) → the member's status and whether the key is revoked,
     /// per co-op: what every token's check reads.
-    standing: memo::Memo<(Did, Did), Option<(icn_schemas::coop::MemberStatus, bool)>>,
+    standing: memo::Memo<(Did, Did), Standing>,
     /// Member → whether it may read the co-op.
     readers: memo::Memo<Did, bool>,
 }
@@ -608,15 +610,24 @@ impl FromRequestParts<Gateway> for Auth {
             shared.metrics.rate_limited();
             return Err(AppError::too_many(wait));
         }
-        let delegation = gw.delegation(&token.delegation)?.ok_or_else(|| {
+        let known = gw.delegation(&token.delegation)?.ok_or_else(|| {
             shared.metrics.auth_failed();
             AppError::unauthorized("the token's delegation is unknown here; authenticate again")
         })?;
-        let (gw2, hash, signed) = (gw.clone(), token.delegation, delegation.clone());
-        if let Err(e) = blocking(move || gw2.still_alive(&hash, &signed)).await {
+        // Mostly answered from what is kept; reading a document (which may
+        // wait for its lock) happens off the async threads.
+        let alive = match gw.still_alive_kept(&known) {
+            Some(alive) => alive,
+            None => {
+                let (gw, known) = (gw.clone(), known.clone());
+                blocking(move || gw.still_alive(&known)).await
+            }
+        };
+        if let Err(e) = alive {
             shared.metrics.auth_failed();
             return Err(e);
         }
+        let delegation = known.signed;
         let scopes = token
             .claims
             .scope
@@ -646,54 +657,89 @@ impl Gateway {
     /// 401 unless the token's delegation still stands on this node: not
     /// logged out, its signing key not revoked in any co-op held here, and
     /// its member not removed from every co-op held here that lists it.
-    pub(crate) fn still_alive(
-        &self,
-        hash: &[u8; 32],
-        signed: &SignedDelegation,
-    ) -> Result<(), AppError> {
+    pub(crate) fn still_alive(&self, known: &Known) -> Result<(), AppError> {
         let engine = self.engine();
-        if engine.store().logged_out(hash)? {
-            return Err(AppError::unauthorized(
+        self.alive(known, |id, key| {
+            Some(self.inner.standing.get(engine, id, key, || {
+                engine
+                    .read(id, |r| {
+                        let standing = icn_schemas::coop::Standing::read(r, &key.0)?;
+                        let revoked = icn_schemas::coop::is_revoked_device(r, &key.0, &key.1);
+                        Some((standing.status, revoked))
+                    })
+                    .flatten()
+            }))
+        })
+        .unwrap_or_else(|| Err(AppError::internal("every standing was read")))
+    }
+
+    /// [`Gateway::still_alive`] from the answers kept since the co-op
+    /// documents last moved; `None` when one of them has to be read.
+    fn still_alive_kept(&self, known: &Known) -> Option<Result<(), AppError>> {
+        let engine = self.engine();
+        self.alive(known, |id, key| self.inner.standing.peek(engine, id, &key))
+    }
+
+    /// Judges a delegation by its member's standing in each co-op, as
+    /// `standing` answers it (`None`: not known without reading).
+    fn alive(
+        &self,
+        known: &Known,
+        mut standing: impl FnMut(&DocId, (Did, Did)) -> Option<Standing>,
+    ) -> Option<Result<(), AppError>> {
+        if known.logged_out {
+            return Some(Err(AppError::unauthorized(
                 "this token was logged out; authenticate again",
-            ));
+            )));
         }
-        let delegation = signed
-            .statement
-            .parse::<icn_schemas::Delegation>()
-            .map_err(AppError::internal)?;
+        let delegation = match known.signed.statement.parse::<icn_schemas::Delegation>() {
+            Ok(d) => d,
+            Err(e) => return Some(Err(AppError::internal(e))),
+        };
         let (member, key) = (delegation.member, delegation.signing_key());
         let mut listed = false;
         let mut removed_everywhere = true;
         for id in self.index().all(icn_schemas::DocKind::Coop) {
-            let standing = self.inner.standing.get(engine, &id, (member, key), || {
-                engine
-                    .read(&id, |r| {
-                        let standing = icn_schemas::coop::Standing::read(r, &member)?;
-                        let revoked = icn_schemas::coop::is_revoked_device(r, &member, &key);
-                        Some((standing.status, revoked))
-                    })
-                    .flatten()
-            });
-            let Some((status, revoked)) = standing else {
+            let Some((status, revoked)) = standing(&id, (member, key))? else {
                 continue;
             };
             if revoked {
-                return Err(AppError::unauthorized(format!(
+                return Some(Err(AppError::unauthorized(format!(
                     "{key} was revoked; this token died with it"
-                )));
+                ))));
             }
             listed = true;
             removed_everywhere &= status == icn_schemas::coop::MemberStatus::Removed;
         }
         if listed && removed_everywhere {
-            return Err(AppError::unauthorized(format!(
+            return Some(Err(AppError::unauthorized(format!(
                 "{member} was removed from every co-op on this node; this token died with the membership"
-            )));
+            ))));
         }
-        Ok(())
+        Some(Ok(()))
     }
 
-    fn delegation(&self, hash: &[u8; 32]) -> Result<Option<SignedDelegation>, AppError> {
+    /// Refuses the tokens of the delegation stored under `hash` from now on,
+    /// durably.
+    fn log_out(&self, hash: &[u8; 32]) -> Result<(), AppError> {
+        let store = self.engine().store();
+        {
+            // Under the cache's lock, so that no request reads the store
+            // before the row is written and keeps what it read after.
+            let mut cache = self
+                .inner
+                .delegations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            store.log_out(hash)?;
+            if let Some(known) = cache.get_mut(hash) {
+                known.logged_out = true;
+            }
+        }
+        Ok(store.make_durable()?)
+    }
+
+    fn delegation(&self, hash: &[u8; 32]) -> Result<Option<Known>, AppError> {
         let mut cache = self
             .inner
             .delegations
@@ -702,17 +748,33 @@ impl Gateway {
         if let Some(d) = cache.get(hash) {
             return Ok(Some(d.clone()));
         }
-        let Some(d) = self.inner.engine.store().delegation(hash)? else {
+        let store = self.inner.engine.store();
+        let Some(signed) = store.delegation(hash)? else {
             return Ok(None);
+        };
+        let known = Known {
+            signed,
+            logged_out: store.logged_out(hash)?,
         };
         // Bounded: a member who logs in again and again makes a new one
         // each time; the store keeps them all, the cache the recent ones.
         if cache.len() >= DELEGATION_CACHE {
             cache.clear();
         }
-        cache.insert(*hash, d.clone());
-        Ok(Some(d))
+        cache.insert(*hash, known.clone());
+        Ok(Some(known))
     }
+}
+
+/// A member's status in a co-op and whether a key of its is revoked there;
+/// `None` when it is not a member.
+type Standing = Option<(icn_schemas::coop::MemberStatus, bool)>;
+
+/// A stored delegation, and whether it was logged out on this node.
+#[derive(Clone)]
+pub(crate) struct Known {
+    pub(crate) signed: SignedDelegation,
+    pub(crate) logged_out: bool,
 }
 
 /// Delegations kept in memory before the cache starts over.
@@ -948,7 +1010,7 @@ async fn auth_logout(
                 }
             }
         }
-        engine.store().log_out(&hash)?;
+        gw.log_out(&hash)?;
         Ok(seals)
     })
     .await?;

@@ -45,14 +45,8 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
         let Some(version) = engine.version(doc) else {
             return read();
         };
-        {
-            let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, answers)) = kept.get(doc)
-                && *at == version
-                && let Some(v) = answers.get(&key)
-            {
-                return v.clone();
-            }
+        if let Some(v) = self.kept_at(doc, version, &key) {
+            return v;
         }
         let v = read();
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
@@ -63,6 +57,20 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
         }
         answers.insert(key, v.clone());
         v
+    }
+
+    /// The answer to `key` about `doc` if it is kept, without reading.
+    pub(crate) fn peek(&self, engine: &Engine, doc: &DocId, key: &K) -> Option<V> {
+        self.kept_at(doc, engine.version(doc)?, key)
+    }
+
+    fn kept_at(&self, doc: &DocId, version: u64, key: &K) -> Option<V> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, answers) = kept.get(doc)?;
+        if *at != version {
+            return None;
+        }
+        answers.get(key).cloned()
     }
 }
 
@@ -82,15 +90,19 @@ mod tests {
             .create_coop(&admin, &new_coop(&keypair(1)))
             .expect("co-op");
         let memo: Memo<u8, u32> = Memo::default();
+        assert_eq!(memo.peek(&node.engine, &id, &0), None);
         assert_eq!(memo.get(&node.engine, &id, 0, || 1), 1);
         // Kept: the document has not moved.
         assert_eq!(memo.get(&node.engine, &id, 0, || 2), 1);
+        assert_eq!(memo.peek(&node.engine, &id, &0), Some(1));
+        assert_eq!(memo.peek(&node.engine, &id, &1), None);
         node.engine
             .write(&id, &admin, |tx| {
                 coop::add_member(tx, &keypair(2).did(), Role::Member, 1)
             })
             .expect("member");
         // Read again once it has.
+        assert_eq!(memo.peek(&node.engine, &id, &0), None);
         assert_eq!(memo.get(&node.engine, &id, 0, || 3), 3);
         assert_eq!(memo.get(&node.engine, &id, 0, || 4), 3);
     }

@@ -82,11 +82,10 @@ fn authenticate(gw: &Gateway, coop: &DocId, text: &str) -> Result<String, String
         .authority
         .check_token(token, auth::now_secs())
         .map_err(|e| e.message().to_owned())?;
-    let Some(signed) = gw.delegation(&token.delegation).ok().flatten() else {
+    let Some(known) = gw.delegation(&token.delegation).ok().flatten() else {
         return Err("the token's delegation is unknown here; authenticate again".into());
     };
-    gw.still_alive(&token.delegation, &signed)
-        .map_err(|e| e.message().to_owned())?;
+    gw.still_alive(&known).map_err(|e| e.message().to_owned())?;
     if !token
         .claims
         .scope

@@ -45,12 +45,13 @@ impl Store {
     }
 
     /// Records that the delegation stored under `hash` was logged out: the
-    /// gateway refuses its tokens from now on. Durable on return.
+    /// gateway refuses its tokens from now on. Not durable until
+    /// [`Store::make_durable`].
     pub fn log_out(&self, hash: &[u8; 32]) -> Result<(), StorageError> {
         self.inner
             .gateway
             .insert(keys::logged_out_key(hash), Vec::new())?;
-        self.make_durable()
+        Ok(())
     }
 
     /// Keeps the answer to an idempotent request under `slot`, stored at
