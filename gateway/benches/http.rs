@@ -226,6 +226,7 @@ async fn open_loop(s: &Arc<Setup>, rate: u64, seconds: u64) -> (Vec<Duration>, f
 async fn closed_loop(s: &Arc<Setup>, clients: usize, coops: usize, seconds: u64) -> (f64, String) {
     let (syncs_before, took_before) = s.syncs();
     let written_before = written_bytes();
+    let cpu_before = cpu_time();
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -249,13 +250,33 @@ async fn closed_loop(s: &Arc<Setup>, clients: usize, coops: usize, seconds: u64)
     let (syncs, took) = s.syncs();
     let (syncs, took) = (syncs - syncs_before, took - took_before);
     let written = written_bytes().saturating_sub(written_before);
+    let cpu = cpu_time().saturating_sub(cpu_before);
     let shared = format!(
-        "{syncs} syncs, {:.1} settles per sync, {:.2} ms per sync, {:.0} bytes written per settle",
+        "{syncs} syncs, {:.1} settles per sync, {:.2} ms per sync, {:.0} bytes written per settle, {:.0} µs CPU per settle, client included",
         total as f64 / syncs.max(1) as f64,
         took.as_secs_f64() * 1000.0 / syncs.max(1) as f64,
-        written as f64 / total.max(1) as f64
+        written as f64 / total.max(1) as f64,
+        cpu.as_secs_f64() * 1e6 / total.max(1) as f64
     );
     (rate, shared)
+}
+
+/// CPU time this process has used, user and system (`/proc/self/stat`,
+/// in clock ticks of 10 ms), or zero where that is not known.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name, which ends with the last ')':
+            // utime and stime are the 12th and 13th of them.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 /// Bytes this process has had written to disk (`/proc/self/io`), or 0
