@@ -155,8 +155,20 @@ impl Index {
 
     /// Every document of `kind`, by id.
     pub(crate) fn all(&self, kind: DocKind) -> Vec<DocId> {
-        let mut ids: Vec<DocId> = self
-            .fresh()
+        Self::of_kind(&self.fresh(), kind)
+    }
+
+    /// [`Index::all`] when that reads no document and waits for nobody:
+    /// `None` while a document changed since the index last read it, or
+    /// while another caller holds the index (reading one). For the async
+    /// threads, which must not wait for a document's lock.
+    pub(crate) fn all_known(&self, kind: DocKind) -> Option<Vec<DocId>> {
+        let state = self.state.try_lock().ok()?;
+        state.dirty.is_empty().then(|| Self::of_kind(&state, kind))
+    }
+
+    fn of_kind(state: &State, kind: DocKind) -> Vec<DocId> {
+        let mut ids: Vec<DocId> = state
             .docs
             .iter()
             .filter(|(_, d)| d.kind == Some(kind))
@@ -174,5 +186,41 @@ fn only(set: &BTreeSet<DocId>) -> Result<Option<DocId>, ()> {
         (None, _) => Ok(None),
         (Some(id), None) => Ok(Some(*id)),
         (Some(_), Some(_)) => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use icn_engine::Signer;
+    use icn_engine::test_utils::{TestNode, keypair, new_coop};
+    use icn_schemas::coop::{self, Role};
+
+    #[test]
+    fn the_co_ops_are_known_without_reading_only_while_nothing_changed() {
+        let node = TestNode::new();
+        let admin = Signer::Device(keypair(1));
+        let id = node
+            .engine
+            .create_coop(&admin, &new_coop(&keypair(1)))
+            .expect("co-op");
+        let index = Index::new(node.engine.clone());
+        // Every document is unread at first.
+        assert_eq!(index.all_known(DocKind::Coop), None);
+        assert_eq!(index.all(DocKind::Coop), vec![id]);
+        assert_eq!(index.all_known(DocKind::Coop), Some(vec![id]));
+        node.engine
+            .write(&id, &admin, |tx| {
+                coop::add_member(tx, &keypair(2).did(), Role::Member, 1)
+            })
+            .expect("member");
+        // A change is read (by a caller that may wait) before it is known.
+        assert_eq!(index.all_known(DocKind::Coop), None);
+        assert_eq!(index.all(DocKind::Coop), vec![id]);
+        assert_eq!(index.all_known(DocKind::Coop), Some(vec![id]));
+        // A caller holding the index is not waited for.
+        let held = index.state.lock().expect("state");
+        assert_eq!(index.all_known(DocKind::Coop), None);
+        drop(held);
     }
 }

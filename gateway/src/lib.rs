@@ -659,7 +659,8 @@ impl Gateway {
     /// its member not removed from every co-op held here that lists it.
     pub(crate) fn still_alive(&self, known: &Known) -> Result<(), AppError> {
         let engine = self.engine();
-        self.alive(known, |id, key| {
+        let coops = self.index().all(icn_schemas::DocKind::Coop);
+        self.alive(known, coops, |id, key| {
             Some(self.inner.standing.get(engine, id, key, || {
                 engine
                     .read(id, |r| {
@@ -677,14 +678,19 @@ impl Gateway {
     /// documents last moved; `None` when one of them has to be read.
     fn still_alive_kept(&self, known: &Known) -> Option<Result<(), AppError>> {
         let engine = self.engine();
-        self.alive(known, |id, key| self.inner.standing.peek(engine, id, &key))
+        let coops = self.index().all_known(icn_schemas::DocKind::Coop)?;
+        self.alive(known, coops, |id, key| {
+            self.inner.standing.peek(engine, id, &key)
+        })
     }
 
-    /// Judges a delegation by its member's standing in each co-op, as
-    /// `standing` answers it (`None`: not known without reading).
+    /// Judges a delegation by its member's standing in each of `coops`
+    /// (the node's co-ops), as `standing` answers it (`None`: not known
+    /// without reading).
     fn alive(
         &self,
         known: &Known,
+        coops: Vec<DocId>,
         mut standing: impl FnMut(&DocId, (Did, Did)) -> Option<Standing>,
     ) -> Option<Result<(), AppError>> {
         if known.logged_out {
@@ -699,7 +705,7 @@ impl Gateway {
         let (member, key) = (delegation.member, delegation.signing_key());
         let mut listed = false;
         let mut removed_everywhere = true;
-        for id in self.index().all(icn_schemas::DocKind::Coop) {
+        for id in coops {
             let Some((status, revoked)) = standing(&id, (member, key))? else {
                 continue;
             };
