@@ -5,11 +5,10 @@
 //! entries from peers alike.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash};
+use foldhash::HashMap;
 use icn_schemas::coop::{self, Role};
 use icn_schemas::ledger::{Account, Body, Entry, SignedEntry};
 use icn_schemas::{Did, DocId, ReadCache, Reader, Scope};
