@@ -192,28 +192,18 @@ fn only(set: &BTreeSet<DocId>) -> Result<Option<DocId>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use icn_engine::Signer;
-    use icn_engine::test_utils::{TestNode, keypair, new_coop};
-    use icn_schemas::coop::{self, Role};
+    use crate::testing::OneCoop;
 
     #[test]
     fn the_co_ops_are_known_without_reading_only_while_nothing_changed() {
-        let node = TestNode::new();
-        let admin = Signer::Device(keypair(1));
-        let id = node
-            .engine
-            .create_coop(&admin, &new_coop(&keypair(1)))
-            .expect("co-op");
-        let index = Index::new(node.engine.clone());
+        let coop = OneCoop::new();
+        let id = coop.id;
+        let index = Index::new(coop.node.engine.clone());
         // Every document is unread at first.
         assert_eq!(index.all_known(DocKind::Coop), None);
         assert_eq!(index.all(DocKind::Coop), vec![id]);
         assert_eq!(index.all_known(DocKind::Coop), Some(vec![id]));
-        node.engine
-            .write(&id, &admin, |tx| {
-                coop::add_member(tx, &keypair(2).did(), Role::Member, 1)
-            })
-            .expect("member");
+        coop.add_member(2);
         // A change is read (by a caller that may wait) before it is known.
         assert_eq!(index.all_known(DocKind::Coop), None);
         assert_eq!(index.all(DocKind::Coop), vec![id]);

@@ -49,6 +49,8 @@ mod memo;
 pub mod metrics;
 mod registry;
 mod scoped;
+#[cfg(test)]
+mod testing;
 mod views;
 mod web;
 mod ws;

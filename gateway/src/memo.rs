@@ -77,33 +77,23 @@ impl<K: Hash + Eq, V: Clone> Memo<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use icn_engine::Signer;
-    use icn_engine::test_utils::{TestNode, keypair, new_coop};
-    use icn_schemas::coop::{self, Role};
+    use crate::testing::OneCoop;
 
     #[test]
     fn an_answer_is_kept_until_the_document_moves() {
-        let node = TestNode::new();
-        let admin = Signer::Device(keypair(1));
-        let id = node
-            .engine
-            .create_coop(&admin, &new_coop(&keypair(1)))
-            .expect("co-op");
+        let coop = OneCoop::new();
+        let (engine, id) = (&coop.node.engine, coop.id);
         let memo: Memo<u8, u32> = Memo::default();
-        assert_eq!(memo.peek(&node.engine, &id, &0), None);
-        assert_eq!(memo.get(&node.engine, &id, 0, || 1), 1);
+        assert_eq!(memo.peek(engine, &id, &0), None);
+        assert_eq!(memo.get(engine, &id, 0, || 1), 1);
         // Kept: the document has not moved.
-        assert_eq!(memo.get(&node.engine, &id, 0, || 2), 1);
-        assert_eq!(memo.peek(&node.engine, &id, &0), Some(1));
-        assert_eq!(memo.peek(&node.engine, &id, &1), None);
-        node.engine
-            .write(&id, &admin, |tx| {
-                coop::add_member(tx, &keypair(2).did(), Role::Member, 1)
-            })
-            .expect("member");
+        assert_eq!(memo.get(engine, &id, 0, || 2), 1);
+        assert_eq!(memo.peek(engine, &id, &0), Some(1));
+        assert_eq!(memo.peek(engine, &id, &1), None);
+        coop.add_member(2);
         // Read again once it has.
-        assert_eq!(memo.peek(&node.engine, &id, &0), None);
-        assert_eq!(memo.get(&node.engine, &id, 0, || 3), 3);
-        assert_eq!(memo.get(&node.engine, &id, 0, || 4), 3);
+        assert_eq!(memo.peek(engine, &id, &0), None);
+        assert_eq!(memo.get(engine, &id, 0, || 3), 3);
+        assert_eq!(memo.get(engine, &id, 0, || 4), 3);
     }
 }
