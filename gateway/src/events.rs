@@ -6,7 +6,8 @@
 //! `RoleUpdated`, `SettingsUpdated`), and the governance of the co-op's
 //! domains (`GovernanceDomainCreated`, `GovernanceProposalCreated`,
 //! `…Opened`, `…Closed`, `GovernanceVoteCast`). Each co-op's log numbers its
-//! events from 1 (`seq`) and is stored in the `gateway` tree, so a client
+//! events from 1 (`seq`) and is stored by the engine's store (beside the
+//! co-op's ledger, so its rows join the ledger's sled batches), so a client
 //! that reconnects asks for what came after the last `seq` it saw.
 //!
 //! Document events come from comparing a document with the heads the log

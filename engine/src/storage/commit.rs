@@ -68,7 +68,8 @@ impl GroupCommit {
 /// writers behind it find theirs done when the lock comes to them. Each
 /// write is applied once, all of one call or none.
 ///
-/// The engine's co-ops commit their ledger groups through one of these: a
+/// The engine's co-ops commit their ledger groups (and the gateway its
+/// event logs, which live beside them) through one of these: a
 /// sled batch costs two writes of sled's log (it seals the log buffer
 /// before and after its manifest), so eight co-ops committing at once make
 /// one batch, not eight.

@@ -1,6 +1,7 @@
 //! The gateway's records ([`super::layout`], tree `gateway`): the
 //! delegations members signed to log in, and each co-op's WebSocket event
-//! log with the document heads it covers. Only this file knows their keys.
+//! log with the document heads it covers (those in the `ledger` tree, so
+//! they join the ledger groups' batches). Only this file knows their keys.
 
 use icn_schemas::{DocId, SignedDelegation};
 
@@ -188,9 +189,12 @@ impl Store {
 
     /// Appends events (co-op, seq, JSON) to their co-ops' logs and records
     /// the heads of each document the logs now cover, all or (after a
-    /// crash) none, in one sled batch: each batch costs sled two writes to
-    /// its log, so the event writer makes one per group of commits, not one
-    /// per co-op. Not durable until [`Store::make_durable`].
+    /// crash) none. The logs live in the `ledger` tree, and these rows go
+    /// to sled in the same batch as whatever ledger groups are being
+    /// committed at the time ([`Store::commit_ledger`]): each sled batch
+    /// costs two writes of sled's log, which a busy node's event writer
+    /// would otherwise add to every sync. Not durable until
+    /// [`Store::make_durable`].
     pub fn append_events(
         &self,
         events: &[(DocId, StoredEvent)],
@@ -199,16 +203,15 @@ impl Store {
         if events.is_empty() && covered.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut rows = Vec::with_capacity(events.len() + covered.len());
         for (coop, (seq, json)) in events {
-            batch.insert(&keys::event_key(coop, *seq)[..], json.as_slice());
+            rows.push((keys::event_key(coop, *seq).to_vec(), Some(json.clone())));
         }
         for (doc, heads) in covered {
             let bytes: Vec<u8> = heads.iter().flatten().copied().collect();
-            batch.insert(&keys::heads_key(doc)[..], bytes);
+            rows.push((keys::heads_key(doc).to_vec(), Some(bytes)));
         }
-        self.inner.gateway.apply_batch(batch)?;
-        Ok(())
+        self.commit_ledger(rows)
     }
 
     /// Up to `limit` events of `coop`'s log after seq `after`, in order.
@@ -221,7 +224,7 @@ impl Store {
         let prefix = keys::events_prefix(coop);
         let from = keys::event_key(coop, after);
         let mut out = Vec::new();
-        for kv in self.inner.gateway.range::<&[u8], _>((
+        for kv in self.inner.ledger.range::<&[u8], _>((
             std::ops::Bound::Excluded(&from[..]),
             std::ops::Bound::Unbounded,
         )) {
@@ -239,7 +242,7 @@ impl Store {
     pub fn last_event_seq(&self, coop: &DocId) -> Result<u64, StorageError> {
         let last = self
             .inner
-            .gateway
+            .ledger
             .scan_prefix(keys::events_prefix(coop))
             .next_back()
             .transpose()?;
@@ -252,7 +255,7 @@ impl Store {
     /// The heads of `doc` the event log covers; `None` before the log
     /// first covered it.
     pub fn event_heads(&self, doc: &DocId) -> Result<Option<Vec<[u8; 32]>>, StorageError> {
-        let Some(bytes) = self.inner.gateway.get(keys::heads_key(doc))? else {
+        let Some(bytes) = self.inner.ledger.get(keys::heads_key(doc))? else {
             return Ok(None);
         };
         if bytes.len() % 32 != 0 {
@@ -266,24 +269,50 @@ impl Store {
         ))
     }
 
-    /// Every gateway record as stored, for a backup.
+    /// Every gateway record, for a backup: the `gateway` tree as stored,
+    /// and the event logs under the keys they had there in version 4
+    /// ([`keys::event_row_v4`]), so backups read the same either side of
+    /// the move.
     pub(crate) fn gateway_records(&self) -> Result<Vec<Record>, StorageError> {
-        self.inner
-            .gateway
-            .iter()
-            .map(|kv| {
+        let mut records = Vec::new();
+        for kv in self.inner.gateway.iter() {
+            let (k, v) = kv?;
+            records.push((k.to_vec(), v.to_vec()));
+        }
+        for doc in self.inner.doc_meta.iter().keys() {
+            let doc = doc?;
+            let doc = DocId(
+                doc.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("a document id not 32 bytes"))?,
+            );
+            let heads = keys::heads_key(&doc);
+            let covered = self
+                .inner
+                .ledger
+                .get(heads)?
+                .map(|v| Ok((heads.as_slice().into(), v)));
+            let log = self.inner.ledger.scan_prefix(keys::events_prefix(&doc));
+            for kv in covered.into_iter().chain(log) {
                 let (k, v) = kv?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+                let k = keys::event_row_v4(&k)
+                    .ok_or_else(|| corrupt("an event key of no known shape"))?;
+                records.push((k, v.to_vec()));
+            }
+        }
+        Ok(records)
     }
 
-    /// Restores a backup's gateway record as it was stored. Not durable
-    /// until [`Store::make_durable`].
+    /// Restores a backup's gateway record as it was stored (an event log
+    /// row to where it lives now). Not durable until [`Store::make_durable`].
     pub(crate) fn put_gateway_record(&self, (key, value): &Record) -> Result<(), StorageError> {
-        self.inner
-            .gateway
-            .insert(key.as_slice(), value.as_slice())?;
+        match keys::event_row_now(key) {
+            Some(now) => self.inner.ledger.insert(now, value.as_slice())?,
+            None => self
+                .inner
+                .gateway
+                .insert(key.as_slice(), value.as_slice())?,
+        };
         Ok(())
     }
 }

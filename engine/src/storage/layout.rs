@@ -10,8 +10,6 @@
 //! | `blobs` | blake3 hash (32) | content-addressed bytes: WASM tally modules |
 //! | `peer_sync` | peer key (32) ‖ doc id (32) | Automerge `sync::State::encode()`: what this node knows the peer holds |
 //! | `gateway` | `d` ‖ delegation hash (32) | a [`icn_schemas::SignedDelegation`] a member signed at `POST /v1/auth/verify`, postcard |
-//! | `gateway` | `e` ‖ co-op id (32) ‖ seq (u64 BE) | one WebSocket event of the co-op, JSON |
-//! | `gateway` | `h` ‖ doc id (32) | the document heads (32 bytes each) whose changes the event log has covered |
 //! | `gateway` | `l` ‖ delegation hash (32) | (empty): the delegation was logged out (`POST /v1/auth/logout`); its tokens are refused |
 //! | `gateway` | `v` ‖ blake3(invite code) (32) | an invite to a co-op, as the gateway encodes it (the code itself is never stored) |
 //! | `gateway` | `a` ‖ co-op id (32) ‖ applicant DID (32) | an application to join the co-op, as the gateway encodes it |
@@ -58,6 +56,15 @@
 //! | `s` | seal id | [`SealRow`]: a seal's subject, place, and the covered entries in its past |
 //! | `S` | 0 ‖ member ‖ seal id, or 1 ‖ account ‖ freeze id | (empty): seals by whom or what they cover |
 //! | `R` | seal id | the allowances a counted seal of a device gave back, postcard `Vec<(unit, amount)>` |
+//! | `E` | seq (u64 BE) | one WebSocket event of the co-op's log, JSON (the gateway's; in this tree so that it joins the ledger groups' batches) |
+//!
+//! and, under a document's id (a co-op's or a domain's), `doc id ‖ H` →
+//! the document heads (32 bytes each) whose changes the event log has
+//! covered.
+//!
+//! Version 4 kept the event logs in the `gateway` tree (`e ‖ co-op id ‖
+//! seq` and `h ‖ doc id`); opening a version 1–4 store moves them here.
+//! Backups still name them by those keys ([`gateway::event_row_v4`]).
 //!
 //! Version 3 kept one row per change in `doc_changes` (doc id ‖ seq →
 //! postcard [`crate::SignedChange`]) and indexed them by hash in
@@ -76,7 +83,7 @@ use icn_schemas::DocId;
 
 /// Version of this layout. Bump it, and write a migration, when any row above
 /// changes meaning.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 pub(crate) const META: &str = "meta";
 pub(crate) const DOC_META: &str = "doc_meta";
@@ -138,8 +145,9 @@ pub(crate) mod gateway {
     use icn_schemas::DocId;
 
     pub(crate) const DELEGATION: u8 = b'd';
-    pub(crate) const EVENT: u8 = b'e';
-    pub(crate) const HEADS: u8 = b'h';
+    /// Version 1–4 event log rows ([`event_row_now`]).
+    pub(crate) const V4_EVENT: u8 = b'e';
+    pub(crate) const V4_HEADS: u8 = b'h';
     pub(crate) const LOGGED_OUT: u8 = b'l';
     pub(crate) const IDEMPOTENT: u8 = b'i';
     pub(crate) const INVITE: u8 = b'v';
@@ -193,15 +201,16 @@ pub(crate) mod gateway {
         key
     }
 
-    /// `e ‖ co-op id`: the prefix of a co-op's event log.
+    /// `co-op id ‖ E`: the prefix of a co-op's event log, in the `ledger`
+    /// tree (so a log's rows join the ledger groups' sled batches).
     pub(crate) fn events_prefix(coop: &DocId) -> [u8; 33] {
         let mut key = [0u8; 33];
-        key[0] = EVENT;
-        key[1..].copy_from_slice(&coop.0);
+        key[..32].copy_from_slice(&coop.0);
+        key[32] = super::ledger::EVENT;
         key
     }
 
-    /// `e ‖ co-op id ‖ seq`.
+    /// `co-op id ‖ E ‖ seq`, in the `ledger` tree.
     pub(crate) fn event_key(coop: &DocId, seq: u64) -> [u8; 41] {
         let mut key = [0u8; 41];
         key[..33].copy_from_slice(&events_prefix(coop));
@@ -214,12 +223,40 @@ pub(crate) mod gateway {
         key.get(33..41)?.try_into().ok().map(u64::from_be_bytes)
     }
 
-    /// `h ‖ doc id`.
+    /// `doc id ‖ H`, in the `ledger` tree.
     pub(crate) fn heads_key(doc: &DocId) -> [u8; 33] {
         let mut key = [0u8; 33];
-        key[0] = HEADS;
-        key[1..].copy_from_slice(&doc.0);
+        key[..32].copy_from_slice(&doc.0);
+        key[32] = super::ledger::COVERED;
         key
+    }
+
+    /// Where a version 1–4 event log row (`gateway` tree: `e ‖ co-op id ‖
+    /// seq` or `h ‖ doc id`) lives now, in the `ledger` tree; `None` for
+    /// any other gateway row. Backups name event rows by their version 4
+    /// keys, so this maps them too.
+    pub(crate) fn event_row_now(v4_key: &[u8]) -> Option<Vec<u8>> {
+        let (&tag, rest) = v4_key.split_first()?;
+        let (id, seq) = (rest.get(..32)?, &rest[32..]);
+        let now_tag = match (tag, seq.len()) {
+            (V4_EVENT, 8) => super::ledger::EVENT,
+            (V4_HEADS, 0) => super::ledger::COVERED,
+            _ => return None,
+        };
+        Some([id, &[now_tag], seq].concat())
+    }
+
+    /// The version 4 key of an event log row of the `ledger` tree (the
+    /// inverse of [`event_row_now`]), as a backup names it.
+    pub(crate) fn event_row_v4(key: &[u8]) -> Option<Vec<u8>> {
+        let (id, rest) = (key.get(..32)?, &key[32..]);
+        let (&tag, seq) = rest.split_first()?;
+        let v4_tag = match (tag, seq.len()) {
+            (super::ledger::EVENT, 8) => V4_EVENT,
+            (super::ledger::COVERED, 0) => V4_HEADS,
+            _ => return None,
+        };
+        Some([&[v4_tag], id, seq].concat())
     }
 }
 
@@ -244,6 +281,11 @@ pub(crate) mod ledger {
     pub(crate) const SEAL: u8 = b's';
     pub(crate) const SEALS_ON: u8 = b'S';
     pub(crate) const RELEASED: u8 = b'R';
+    /// The gateway's event log of a co-op ([`super::gateway::event_key`]).
+    pub(crate) const EVENT: u8 = b'E';
+    /// The heads of a document its co-op's event log covers
+    /// ([`super::gateway::heads_key`]).
+    pub(crate) const COVERED: u8 = b'H';
 }
 
 /// The `o` row of an entry: its place in the fold is its key.

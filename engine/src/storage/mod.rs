@@ -293,6 +293,9 @@ impl Store {
                 if found < 4 {
                     migrate_doc_changes(&db)?;
                 }
+                if found < 5 {
+                    move_event_log(&db)?;
+                }
                 // Version 1 differs otherwise only in its ledger trees, which
                 // the engine folds into the new layout when it opens (and
                 // then sets the version).
@@ -776,6 +779,41 @@ fn decode_change_row(bytes: &[u8]) -> Result<Vec<([u8; 32], SignedChange)>, Stor
     postcard::from_bytes(bytes).map_err(|e| corrupt(layout::DOC_CHANGES, e))
 }
 
+/// Moves a version 1–4 store's event logs (`gateway` tree: `e` and `h`
+/// rows) into the `ledger` tree, where they are written in the ledger
+/// groups' batches ([`layout::gateway::event_row_now`]). Each chunk is
+/// copied, then removed from the old place: run again after a crash, it
+/// copies the rows left (again, unchanged) and finds nothing once they are
+/// gone.
+fn move_event_log(db: &sled::Db) -> Result<(), StorageError> {
+    const CHUNK: usize = 10_000;
+    let gateway = db.open_tree(layout::GATEWAY)?;
+    let ledger = db.open_tree(layout::LEDGER)?;
+    for tag in [layout::gateway::V4_EVENT, layout::gateway::V4_HEADS] {
+        loop {
+            let mut copy = sled::Batch::default();
+            let mut remove = sled::Batch::default();
+            let mut moved = 0;
+            for row in gateway.scan_prefix([tag]).take(CHUNK) {
+                let (k, v) = row?;
+                let now = layout::gateway::event_row_now(&k).ok_or_else(|| {
+                    corrupt(layout::GATEWAY, "an event log row of no known shape")
+                })?;
+                copy.insert(now, v);
+                remove.remove(k);
+                moved += 1;
+            }
+            if moved == 0 {
+                break;
+            }
+            ledger.apply_batch(copy)?;
+            gateway.apply_batch(remove)?;
+        }
+    }
+    db.flush()?;
+    Ok(())
+}
+
 /// Moves a version 1–3 store's changes (one row each, and a row indexing
 /// each by hash) into `doc_change_rows`, one change per row under the same
 /// key, then drops the old trees. Run again after a crash, it starts over
@@ -910,6 +948,112 @@ mod tests {
             .filter(|n| n.ends_with(".generating"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A version 4 store kept the event logs in the `gateway` tree; it
+    /// opens with every event and covered heads where the gateway reads
+    /// them, none left behind, other gateway rows untouched, and a backup
+    /// names them by their old keys (so one restores on either side).
+    #[test]
+    fn a_version_4_store_keeps_its_event_logs() {
+        use layout::gateway::{V4_EVENT, V4_HEADS};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (coop, domain, other) = (DocId([1; 32]), DocId([2; 32]), DocId([3; 32]));
+        let v4_event =
+            |doc: &DocId, seq: u64| [&[V4_EVENT][..], &doc.0, &seq.to_be_bytes()].concat();
+        let v4_heads = |doc: &DocId| [&[V4_HEADS][..], &doc.0].concat();
+        let mut old_rows = Vec::new();
+        for seq in 1..=3u64 {
+            old_rows.push((
+                v4_event(&coop, seq),
+                format!("{{\"seq\":{seq}}}").into_bytes(),
+            ));
+        }
+        old_rows.push((v4_event(&other, 1), b"{}".to_vec()));
+        old_rows.push((v4_heads(&coop), vec![7; 64]));
+        old_rows.push((v4_heads(&domain), vec![8; 32]));
+        let delegation = [&[b'd'][..], &[9; 32]].concat();
+        {
+            let db = open_sled(&dir.path().join("store")).expect("sled");
+            let gateway = db.open_tree(layout::GATEWAY).expect("tree");
+            for (k, v) in old_rows
+                .iter()
+                .chain([&(delegation.clone(), b"d".to_vec())])
+            {
+                gateway.insert(k.as_slice(), v.as_slice()).expect("insert");
+            }
+            let doc_meta = db.open_tree(layout::DOC_META).expect("tree");
+            for doc in [coop, domain, other] {
+                doc_meta
+                    .insert(
+                        doc.0,
+                        postcard::to_stdvec(&DocMeta::default()).expect("encode"),
+                    )
+                    .expect("insert");
+            }
+            db.open_tree(layout::META)
+                .expect("meta")
+                .insert(layout::SCHEMA_VERSION_KEY, &4u32.to_be_bytes())
+                .expect("version");
+            db.flush().expect("flush");
+        }
+        let store = Store::open(dir.path()).expect("open");
+        assert_eq!(store.schema_version().expect("version"), 5);
+        let events = store.events_after(&coop, 1, 10).expect("events");
+        assert_eq!(
+            events,
+            vec![(2, b"{\"seq\":2}".to_vec()), (3, b"{\"seq\":3}".to_vec())]
+        );
+        assert_eq!(store.last_event_seq(&coop).expect("last"), 3);
+        assert_eq!(store.last_event_seq(&other).expect("last"), 1);
+        assert_eq!(store.last_event_seq(&domain).expect("last"), 0);
+        assert_eq!(
+            store.event_heads(&coop).expect("heads"),
+            Some(vec![[7; 32]; 2])
+        );
+        assert_eq!(
+            store.event_heads(&domain).expect("heads"),
+            Some(vec![[8; 32]])
+        );
+        assert_eq!(store.event_heads(&other).expect("heads"), None);
+        let left: Vec<_> = store
+            .inner
+            .gateway
+            .iter()
+            .keys()
+            .map(|k| k.expect("key").to_vec())
+            .collect();
+        assert_eq!(left, vec![delegation.clone()]);
+        // New events go on after the moved ones.
+        store
+            .append_events(&[(coop, (4, b"{}".to_vec()))], &[(coop, vec![[6; 32]])])
+            .expect("append");
+        assert_eq!(store.last_event_seq(&coop).expect("last"), 4);
+        assert_eq!(
+            store.event_heads(&coop).expect("heads"),
+            Some(vec![[6; 32]])
+        );
+        // A backup names every gateway row as version 4 did; restored into
+        // a fresh store, they read the same.
+        let mut records = store.gateway_records().expect("records");
+        records.sort();
+        let mut expected = old_rows.clone();
+        expected.push((delegation, b"d".to_vec()));
+        expected.push((v4_event(&coop, 4), b"{}".to_vec()));
+        expected.retain(|(k, _)| *k != v4_heads(&coop));
+        expected.push((v4_heads(&coop), vec![6; 32]));
+        expected.sort();
+        assert_eq!(records, expected);
+        let fresh_dir = tempfile::tempdir().expect("tempdir");
+        let fresh = Store::open(fresh_dir.path()).expect("open");
+        for record in &records {
+            fresh.put_gateway_record(record).expect("put");
+        }
+        assert_eq!(fresh.events_after(&coop, 0, 10).expect("events").len(), 4);
+        assert_eq!(
+            fresh.event_heads(&domain).expect("heads"),
+            Some(vec![[8; 32]])
+        );
     }
 
     /// A version 3 store kept one row per change and an index by hash; it
