@@ -369,25 +369,40 @@ impl Engine {
             return Err(LedgerError::NotPositive);
         }
         self.record(coop, signer, &settle.memo, None, |author| {
-            if author == settle.to {
-                return Err(LedgerError::SelfSettlement);
-            }
-            Ok(Body::Transfer {
-                postings: vec![
-                    Posting {
-                        account: Account::Member(author),
-                        unit: settle.unit.clone(),
-                        amount: -settle.amount,
-                    },
-                    Posting {
-                        account: Account::Member(settle.to),
-                        unit: settle.unit.clone(),
-                        amount: settle.amount,
-                    },
-                ],
-                from_allowance: false,
-            })
+            settle_body(author, settle)
         })
+    }
+
+    /// [`Engine::settle`] without holding this thread through another
+    /// thread's sync: judged, signed and applied before it returns (`Err`
+    /// if it is refused, and then `then` is never called); `then` is told
+    /// once the entry is durable (and its commit reported to listeners),
+    /// possibly on another thread ([`Store::make_durable_then`]). For a
+    /// caller that can wait without a thread: an async request handler.
+    pub fn settle_then(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        settle: &Settle,
+        then: impl FnOnce(Result<(EntryId, Status), LedgerError>) + Send + 'static,
+    ) -> Result<(), LedgerError> {
+        if settle.amount <= 0 {
+            return Err(LedgerError::NotPositive);
+        }
+        let (id, bytes, _) = self.record_staged(coop, signer, &settle.memo, None, |author| {
+            settle_body(author, settle)
+        })?;
+        let (engine, coop) = (self.clone(), *coop);
+        self.store().make_durable_then(move |durable| {
+            then(durable.map_err(LedgerError::from).map(|()| {
+                engine.notify(Committed::Entries {
+                    coop,
+                    entries: vec![(id, bytes.into())],
+                });
+                (id, Status::Applied)
+            }))
+        });
+        Ok(())
     }
 
     /// Writes an entry with the body `body(author)` gives for the signer's
@@ -404,6 +419,32 @@ impl Engine {
         decision: Option<[u8; 32]>,
         body: impl FnOnce(Did) -> Result<Body, LedgerError>,
     ) -> Result<(EntryId, Status), LedgerError> {
+        let (id, bytes, moves_others) = self.record_staged(coop, signer, memo, decision, body)?;
+        // Made durable after the ledger's lock is released, so concurrent
+        // writers share one sync.
+        self.store().make_durable()?;
+        self.notify(Committed::Entries {
+            coop: *coop,
+            entries: vec![(id, bytes.into())],
+        });
+        if moves_others {
+            self.notify_statuses(coop)?;
+        }
+        Ok((id, Status::Applied))
+    }
+
+    /// [`Engine::record`] up to the entry applied, not yet durable: its id,
+    /// its encoding, and whether it may change other entries' statuses (a
+    /// grant, a seal or a freeze placed among earlier entries; any other
+    /// local write lands after every entry held).
+    fn record_staged(
+        &self,
+        coop: &DocId,
+        signer: &Signer,
+        memo: &str,
+        decision: Option<[u8; 32]>,
+        body: impl FnOnce(Did) -> Result<Body, LedgerError>,
+    ) -> Result<(EntryId, Vec<u8>, bool), LedgerError> {
         let shared = self.ledger(coop)?;
         let handle = self.handle(coop).ok_or(LedgerError::UnknownCoop(*coop))?;
         let key = signer.key();
@@ -464,22 +505,11 @@ impl Engine {
             }
         };
         let (id, bytes) = recorded?;
-        // Made durable after the lock is released, so concurrent writers
-        // share one sync.
-        self.store().make_durable()?;
-        self.notify(Committed::Entries {
-            coop: *coop,
-            entries: vec![(id, bytes.into())],
-        });
-        // A grant, a seal or a freeze placed among earlier entries changes
-        // theirs; any other local write lands after every entry held.
-        if matches!(
+        let moves_others = matches!(
             write.draft.body,
             Body::Grant { .. } | Body::Seal { .. } | Body::Freeze { .. }
-        ) {
-            self.notify_statuses(coop)?;
-        }
-        Ok((id, Status::Applied))
+        );
+        Ok((id, bytes, moves_others))
     }
 
     /// Records a cross-unit settlement: `amount` of `from_unit` from the
@@ -730,4 +760,26 @@ impl Engine {
     ) -> Result<Vec<HistoryItem>, LedgerError> {
         self.with_published(coop, |c| c.entries_by_decision(decision))
     }
+}
+
+/// A settlement's body: `settle.amount` from `author` to `settle.to`.
+fn settle_body(author: Did, settle: &Settle) -> Result<Body, LedgerError> {
+    if author == settle.to {
+        return Err(LedgerError::SelfSettlement);
+    }
+    Ok(Body::Transfer {
+        postings: vec![
+            Posting {
+                account: Account::Member(author),
+                unit: settle.unit.clone(),
+                amount: -settle.amount,
+            },
+            Posting {
+                account: Account::Member(settle.to),
+                unit: settle.unit.clone(),
+                amount: settle.amount,
+            },
+        ],
+        from_allowance: false,
+    })
 }

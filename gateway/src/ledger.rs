@@ -312,27 +312,39 @@ async fn settle(
     let InCoop { auth, id, .. } = c;
     own_account(&auth, req.from.as_deref())?;
     let to = parse_did(&req.to)?;
+    let settle = Settle {
+        to,
+        amount: req.amount,
+        unit: req.unit,
+        memo: req.memo,
+    };
+    // Judged, signed and applied on a blocking thread; its sync awaited
+    // here, so no thread sleeps through it. The engine reports the commit
+    // once durable whether or not this request is still waiting.
+    let (durable, done) = tokio::sync::oneshot::channel();
+    let engine = gw.engine().clone();
+    let (signer, to_settle) = (auth.signer(), settle.clone());
     blocking(move || {
-        let settle = Settle {
-            to,
-            amount: req.amount,
-            unit: req.unit,
-            memo: req.memo,
-        };
-        let (entry, status) = gw.engine().settle(&id, &auth.signer(), &settle)?;
-        Metrics::add(&gw.metrics().settlements);
-        let answer = SettleAnswer {
-            entry_id: entry.to_string(),
-            status: StatusView::of(&status)?,
-            from: auth.did.to_string(),
-            to: settle.to.to_string(),
-            amount: settle.amount,
-            unit: settle.unit,
-            memo: settle.memo,
-        };
-        Ok((StatusCode::CREATED, Json(answer)))
+        engine.settle_then(&id, &signer, &to_settle, move |r| {
+            let _ = durable.send(r);
+        })?;
+        Ok(())
     })
-    .await
+    .await?;
+    let (entry, status) = done
+        .await
+        .map_err(|_| AppError::internal("the settlement's sync was lost"))??;
+    Metrics::add(&gw.metrics().settlements);
+    let answer = SettleAnswer {
+        entry_id: entry.to_string(),
+        status: StatusView::of(&status)?,
+        from: auth.did.to_string(),
+        to: settle.to.to_string(),
+        amount: settle.amount,
+        unit: settle.unit,
+        memo: settle.memo,
+    };
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// An account to freeze (`frozen: true`, the default) or unfreeze.

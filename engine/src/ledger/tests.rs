@@ -144,6 +144,79 @@ fn settle_moves_balances_and_positions_show_limits() {
     assert_eq!(node.engine.trial_balance(&coop).expect("tb").entries, 1);
 }
 
+/// `settle_then` from many threads at once: each is told once, after its
+/// entry is durable and its commit reported; a refused one is refused at
+/// once and never told; every entry is there after a restart.
+#[test]
+fn settlements_told_when_durable_are_each_told_once_and_survive_a_restart() {
+    let (node, coop, _, alice, bob) = setup();
+    let reported = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = reported.clone();
+    node.engine.on_commit(move |c| {
+        if let crate::Committed::Entries { entries, .. } = c {
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(entries.iter().map(|(id, _)| *id));
+        }
+    });
+    let (told, answers) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (engine, told, reported) = (node.engine.clone(), told.clone(), reported.clone());
+            let (from, to) = if t % 2 == 0 {
+                (alice.clone(), bob.clone())
+            } else {
+                (bob.clone(), alice.clone())
+            };
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let (told, reported) = (told.clone(), reported.clone());
+                    engine
+                        .settle_then(&coop, &dev(&from), &settle(&to, 1), move |r| {
+                            // Reported to listeners before the caller is told.
+                            let listed = r.as_ref().is_ok_and(|(id, _)| {
+                                reported
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .contains(id)
+                            });
+                            let _ = told.send((r, listed));
+                        })
+                        .expect("taken");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let (r, listed) = answers
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("every settlement is told");
+        let (id, status) = r.expect("durable");
+        assert_eq!(status, Status::Applied);
+        assert!(listed, "reported before told");
+        ids.push(id);
+    }
+    assert!(answers.try_recv().is_err(), "told once each");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 40);
+    // Refused before anything is stored, and never told.
+    assert!(matches!(
+        node.engine
+            .settle_then(&coop, &dev(&alice), &settle(&bob, 500), |_| {
+                panic!("a refused settlement is not told")
+            }),
+        Err(LedgerError::Conflict(_))
+    ));
+    let node = node.reopen();
+    assert_eq!(node.engine.trial_balance(&coop).expect("tb").entries, 40);
+    assert_eq!(balance(&node.engine, &coop, &alice), 0);
+}
+
 #[test]
 fn a_settlement_over_the_credit_limit_is_refused_and_stores_nothing() {
     let (node, coop, admin, alice, bob) = setup();

@@ -7,8 +7,18 @@
 //! sync runs wait for the next one, which the first of them leads. Every write
 //! applied before a sync *starts* is durable when that sync *ends*, so one
 //! fsync serves every writer that queued behind the previous one.
+//!
+//! A writer that need not hold its thread through a sync calls
+//! [`GroupCommit::durable_then`] instead: with no sync in flight it leads one
+//! at once, as above; otherwise it leaves a callback for the next sync and
+//! returns. Whoever ends a sync (a leading writer, or the store's sync
+//! thread, [`GroupCommit::serve`], which starts one whenever callbacks wait
+//! and no sync runs) calls back every writer that sync covered.
 
 use std::sync::{Arc, Condvar, Mutex};
+
+/// Told whether the sync that covers a write succeeded (or why not).
+pub(crate) type Callback = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 #[derive(Default)]
 struct State {
@@ -19,6 +29,10 @@ struct State {
     completed: u64,
     /// Whether a sync is running now.
     running: bool,
+    /// Writers to call back, each with the sync number that covers it.
+    waiting: Vec<(u64, Callback)>,
+    /// Set when the store goes: [`GroupCommit::serve`] returns.
+    stopping: bool,
 }
 
 /// Coordinates durable acknowledgements among concurrent writers.
@@ -28,11 +42,54 @@ pub(crate) struct GroupCommit {
     done: Condvar,
 }
 
+type Guard<'a> = std::sync::MutexGuard<'a, State>;
+
 impl GroupCommit {
+    fn lock(&self) -> Guard<'_> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one sync, starting now, and answers the writers it covered:
+    /// called with no sync running; returns the lock again, and `sync`'s
+    /// result.
+    fn run<'a, E: std::fmt::Display>(
+        &'a self,
+        mut state: Guard<'a>,
+        sync: &impl Fn() -> Result<(), E>,
+    ) -> (Guard<'a>, Result<(), E>) {
+        state.running = true;
+        state.started += 1;
+        let this_sync = state.started;
+        drop(state);
+        let result = sync();
+        let mut state = self.lock();
+        state.running = false;
+        if result.is_ok() {
+            state.completed = state.completed.max(this_sync);
+        }
+        // On failure the writers waiting for this sync are told; those
+        // waiting in `wait_durable` wake, find it incomplete, and one of
+        // them tries again.
+        let (due, later) = std::mem::take(&mut state.waiting)
+            .into_iter()
+            .partition(|(needed, _)| *needed <= this_sync);
+        state.waiting = later;
+        self.done.notify_all();
+        drop(state);
+        let answer = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
+        for (_, callback) in due {
+            callback(answer.clone());
+        }
+        (self.lock(), result)
+    }
+
     /// Returns once every write this thread applied before the call is
     /// durable, running `sync` itself when no sync is in flight.
-    pub(crate) fn wait_durable<E>(&self, sync: impl Fn() -> Result<(), E>) -> Result<(), E> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn wait_durable<E: std::fmt::Display>(
+        &self,
+        sync: impl Fn() -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut state = self.lock();
         // A sync already running may have started before our write was
         // applied, so only the next one to start is sure to cover it.
         let needed = state.started + 1;
@@ -44,20 +101,59 @@ impl GroupCommit {
                 state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            state.running = true;
-            state.started += 1;
-            let this_sync = state.started;
-            drop(state);
-            let result = sync();
-            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.running = false;
-            if result.is_ok() {
-                state.completed = state.completed.max(this_sync);
-            }
-            self.done.notify_all();
-            // On failure the waiters wake, find their sync incomplete, and one
-            // of them tries again; this caller reports the error.
+            let result;
+            (state, result) = self.run(state, &sync);
+            // This caller reports a failure of its own sync.
             result?;
+        }
+    }
+
+    /// Calls `then` once every write this thread applied before the call is
+    /// durable (or the sync that should have made them so failed): at once,
+    /// after running `sync` itself, when no sync is in flight; otherwise,
+    /// from whoever ends the next sync. Returns without waiting in that
+    /// case, so a sync thread ([`GroupCommit::serve`]) must be running.
+    pub(crate) fn durable_then<E: std::fmt::Display>(
+        &self,
+        sync: impl Fn() -> Result<(), E>,
+        then: Callback,
+    ) {
+        let mut state = self.lock();
+        let needed = state.started + 1;
+        state.waiting.push((needed, then));
+        if !state.running {
+            let _ = self.run(state, &sync);
+        }
+    }
+
+    /// The sync thread: runs a sync whenever writers wait for one and
+    /// none is running, until [`GroupCommit::stop`].
+    pub(crate) fn serve<E: std::fmt::Display>(&self, sync: impl Fn() -> Result<(), E>) {
+        let mut state = self.lock();
+        loop {
+            if state.stopping {
+                return;
+            }
+            if state.running || state.waiting.is_empty() {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            (state, _) = self.run(state, &sync);
+        }
+    }
+
+    /// Ends [`GroupCommit::serve`]; writers still waiting are told the
+    /// store went.
+    pub(crate) fn stop(&self) {
+        let mut state = self.lock();
+        state.stopping = true;
+        let waiting = std::mem::take(&mut state.waiting);
+        self.done.notify_all();
+        drop(state);
+        for (_, callback) in waiting {
+            callback(Err(
+                "the store was closed before the write was durable".into()
+            ));
         }
     }
 }
@@ -156,7 +252,7 @@ mod tests {
                             std::thread::sleep(std::time::Duration::from_micros(50));
                             synced.fetch_max(covered, Ordering::SeqCst);
                             syncs.fetch_add(1, Ordering::SeqCst);
-                            Ok::<(), ()>(())
+                            Ok::<(), &str>(())
                         })
                         .expect("sync");
                         assert!(synced.load(Ordering::SeqCst) >= mine);
@@ -242,14 +338,14 @@ mod tests {
                             std::thread::sleep(std::time::Duration::from_micros(50));
                             // Every third sync fails.
                             if attempts.fetch_add(1, Ordering::SeqCst) % 3 == 0 {
-                                return Err(());
+                                return Err("failed");
                             }
                             synced.fetch_max(covered, Ordering::SeqCst);
                             Ok(())
                         });
                         match result {
                             Ok(()) => assert!(synced.load(Ordering::SeqCst) >= mine),
-                            Err(()) => failed += 1,
+                            Err(_) => failed += 1,
                         }
                     }
                     failed
@@ -261,6 +357,96 @@ mod tests {
         // for one that succeeds.
         let attempts = attempts.load(Ordering::SeqCst);
         assert_eq!(failed, attempts.div_ceil(3));
+    }
+
+    #[test]
+    fn writers_that_leave_callbacks_are_each_called_back_once_by_a_sync_that_covers_them() {
+        let gc = Arc::new(GroupCommit::default());
+        let written = Arc::new(AtomicU64::new(0));
+        let synced = Arc::new(AtomicU64::new(0));
+        let syncs = Arc::new(AtomicU64::new(0));
+        let sync = {
+            let (written, synced, syncs) = (written.clone(), synced.clone(), syncs.clone());
+            move || {
+                let covered = written.load(Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_micros(50));
+                synced.fetch_max(covered, Ordering::SeqCst);
+                syncs.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), &str>(())
+            }
+        };
+        let server = {
+            let (gc, sync) = (gc.clone(), sync.clone());
+            std::thread::spawn(move || gc.serve(sync))
+        };
+        let (told, answers) = std::sync::mpsc::channel();
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let (gc, written, synced, sync, told) = (
+                    gc.clone(),
+                    written.clone(),
+                    synced.clone(),
+                    sync.clone(),
+                    told.clone(),
+                );
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        let mine = written.fetch_add(1, Ordering::SeqCst) + 1;
+                        let (synced, told) = (synced.clone(), told.clone());
+                        gc.durable_then(
+                            sync.clone(),
+                            Box::new(move |r| {
+                                let covered = synced.load(Ordering::SeqCst) >= mine;
+                                let _ = told.send((mine, r, covered));
+                            }),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer thread");
+        }
+        let mut called = Vec::new();
+        for _ in 0..1600 {
+            let (mine, r, covered) = answers
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("every writer is called back");
+            assert_eq!(r, Ok(()));
+            assert!(
+                covered,
+                "write {mine} was called back before a sync covered it"
+            );
+            called.push(mine);
+        }
+        called.sort();
+        assert_eq!(called, (1..=1600).collect::<Vec<_>>(), "each writer once");
+        assert!(syncs.load(Ordering::SeqCst) <= 1600);
+        gc.stop();
+        server.join().expect("sync thread ends at stop");
+        assert!(answers.try_recv().is_err(), "no writer called twice");
+    }
+
+    #[test]
+    fn a_failed_sync_tells_its_callers_and_stop_tells_those_still_waiting() {
+        let gc = GroupCommit::default();
+        let (told, answers) = std::sync::mpsc::channel();
+        let tell = |told: &std::sync::mpsc::Sender<Result<(), String>>| -> Callback {
+            let told = told.clone();
+            Box::new(move |r| {
+                let _ = told.send(r);
+            })
+        };
+        // No sync running: the caller syncs, and is told it failed.
+        gc.durable_then(|| Err("disk full"), tell(&told));
+        assert_eq!(answers.try_recv(), Ok(Err("disk full".to_owned())));
+        // A sync running (no server): the callback waits, and is told when
+        // the store goes.
+        gc.lock().running = true;
+        gc.durable_then(|| Ok::<(), &str>(()), tell(&told));
+        assert!(answers.try_recv().is_err());
+        gc.stop();
+        assert!(matches!(answers.try_recv(), Ok(Err(_))));
     }
 
     #[test]

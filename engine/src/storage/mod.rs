@@ -151,7 +151,9 @@ struct Inner {
     gateway: sled::Tree,
     /// Opened from a version 1 store whose ledger trees are not migrated yet.
     v1_ledger: bool,
-    commit: GroupCommit,
+    commit: std::sync::Arc<GroupCommit>,
+    /// Whether the sync thread ([`Store::make_durable_then`]) was started.
+    sync_thread: std::sync::OnceLock<bool>,
     /// Ledger groups of co-ops committing at once, applied as one batch.
     ledger_batches: Combiner<LedgerRows, sled::Error>,
     /// Set by the first sync the disk refused: sled takes nothing more.
@@ -329,7 +331,8 @@ impl Store {
                 db,
                 dir,
                 db_file,
-                commit: GroupCommit::default(),
+                commit: std::sync::Arc::default(),
+                sync_thread: std::sync::OnceLock::new(),
                 ledger_batches: Combiner::default(),
                 failed: std::sync::OnceLock::new(),
                 sync_observer: std::sync::OnceLock::new(),
@@ -348,36 +351,64 @@ impl Store {
     /// Once the disk has refused a sync, refuses at once
     /// ([`StorageError::Unwritable`]).
     pub fn make_durable(&self) -> Result<(), StorageError> {
-        if let Some(reason) = self.inner.failed.get() {
-            return Err(StorageError::Unwritable {
-                reason: reason.clone(),
-            });
+        self.inner.refusal()?;
+        self.inner.commit.wait_durable(|| self.inner.group_sync())
+    }
+
+    /// Calls `then` once every write applied before the call is on stable
+    /// storage, or with why it is not; [`Store::make_durable`] without
+    /// holding this thread through a sync another thread runs: when one
+    /// is running, the write waits for the next, which the store's sync
+    /// thread starts (or a writer, if one comes first), and `then` runs on
+    /// the thread that ends it. With no sync running, this thread syncs and
+    /// calls `then` before returning.
+    pub fn make_durable_then(&self, then: impl FnOnce(Result<(), StorageError>) + Send + 'static) {
+        if let Err(e) = self.inner.refusal() {
+            return then(Err(e));
         }
-        self.inner
-            .commit
-            .wait_durable(|| {
-                // The leader's sync, which covers the writers waiting on it.
-                let _span = tracing::info_span!("storage.commit").entered();
-                let started = std::time::Instant::now();
-                let synced = self.inner.sync();
-                if let Some(observe) = self.inner.sync_observer.get() {
-                    observe(started.elapsed());
-                }
-                synced
-            })
-            .map_err(|e| {
-                if !e.is_disk() {
-                    return e;
-                }
-                let reason = match e {
-                    StorageError::Sled(sled::Error::Io(io)) => io.to_string(),
-                    StorageError::Io { source, .. } => source.to_string(),
-                    other => other.to_string(),
-                };
-                let reason = self.inner.failed.get_or_init(|| reason).clone();
-                tracing::error!(%reason, "the disk refused a write: this store takes no more writes until it is opened again");
-                StorageError::Unwritable { reason }
-            })
+        if !self.sync_thread() {
+            return then(self.make_durable());
+        }
+        let inner = std::sync::Arc::downgrade(&self.inner);
+        self.inner.commit.durable_then(
+            || self.inner.group_sync(),
+            Box::new(move |synced| {
+                then(synced.map_err(|reason| {
+                    // A refusing disk was recorded by the sync that failed.
+                    match inner.upgrade().and_then(|i| i.failed.get().cloned()) {
+                        Some(reason) => StorageError::Unwritable { reason },
+                        None => StorageError::Io {
+                            path: PathBuf::from("store"),
+                            source: std::io::Error::other(reason),
+                        },
+                    }
+                }))
+            }),
+        );
+    }
+
+    /// Starts the store's sync thread ([`commit::GroupCommit::serve`]) once;
+    /// whether it runs. It holds the store only while it syncs, and ends
+    /// when the store goes.
+    fn sync_thread(&self) -> bool {
+        *self.inner.sync_thread.get_or_init(|| {
+            let commit = self.inner.commit.clone();
+            let inner = std::sync::Arc::downgrade(&self.inner);
+            let spawned = std::thread::Builder::new()
+                .name("icn-sync".into())
+                .spawn(move || {
+                    commit.serve(|| match inner.upgrade() {
+                        Some(inner) => inner.group_sync(),
+                        None => Err(StorageError::Unwritable {
+                            reason: "the store was closed".into(),
+                        }),
+                    })
+                });
+            if let Err(e) = &spawned {
+                tracing::warn!(error = %e, "cannot start the sync thread; writers wait for their syncs");
+            }
+            spawned.is_ok()
+        })
     }
 
     /// Tells `observe` how long each sync (flush and fdatasync, shared by a
@@ -719,8 +750,51 @@ impl Store {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Ends the sync thread, if one was started.
+        self.commit.stop();
+    }
+}
+
 impl Inner {
     /// Flushes sled's buffers, then fdatasyncs its files.
+    /// Why the store takes no writes, once the disk refused one.
+    fn refusal(&self) -> Result<(), StorageError> {
+        match self.failed.get() {
+            Some(reason) => Err(StorageError::Unwritable {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A group's sync ([`GroupCommit`]), which covers the writers waiting on
+    /// it: timed for the observer; a disk's refusal is kept, and every
+    /// later sync refused at once ([`StorageError::Unwritable`]).
+    fn group_sync(&self) -> Result<(), StorageError> {
+        self.refusal()?;
+        let _span = tracing::info_span!("storage.commit").entered();
+        let started = std::time::Instant::now();
+        let synced = self.sync();
+        if let Some(observe) = self.sync_observer.get() {
+            observe(started.elapsed());
+        }
+        synced.map_err(|e| {
+            if !e.is_disk() {
+                return e;
+            }
+            let reason = match e {
+                StorageError::Sled(sled::Error::Io(io)) => io.to_string(),
+                StorageError::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            let reason = self.failed.get_or_init(|| reason).clone();
+            tracing::error!(%reason, "the disk refused a write: this store takes no more writes until it is opened again");
+            StorageError::Unwritable { reason }
+        })
+    }
+
     fn sync(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         let db_path = self.dir.join("db");
