@@ -137,22 +137,19 @@ pub fn verify_batch(items: &[SignedMessage<'_>]) -> bool {
         key_index.push(index);
     }
     // Weights from the operating system, not from the inputs, so no sender
-    // can choose signatures that cancel out.
-    let mut seed = [0u8; 16];
-    let weights: Vec<Scalar> = (0..parts.len())
-        .map(|_| {
-            if getrandom::fill(&mut seed).is_err() {
-                return None;
-            }
-            let mut wide = [0u8; 32];
-            wide[..16].copy_from_slice(&seed);
-            Some(Scalar::from_bytes_mod_order(wide))
-        })
-        .collect::<Option<_>>()
-        .unwrap_or_default();
-    if weights.len() != parts.len() {
+    // can choose signatures that cancel out; one call for all of them.
+    let mut seeds = vec![0u8; 16 * parts.len()];
+    if getrandom::fill(&mut seeds).is_err() {
         return false;
     }
+    let weights: Vec<Scalar> = seeds
+        .chunks_exact(16)
+        .map(|seed| {
+            let mut wide = [0u8; 32];
+            wide[..16].copy_from_slice(seed);
+            Scalar::from_bytes_mod_order(wide)
+        })
+        .collect();
     // [Σ z·s]B - Σ z·R - Σ (z·k)A = 0, times the cofactor; the A terms of
     // one key are summed into one.
     let b_coefficient: Scalar = parts.iter().zip(&weights).map(|(p, z)| z * p.s).sum();

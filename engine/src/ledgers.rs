@@ -32,13 +32,18 @@ use crate::engine::{Committed, DocState};
 use crate::identity::{self, Keypair, Signer};
 use crate::ledger::decisions::{DocDecisions, counted_decisions, execution_body};
 use crate::ledger::fold::Beside;
-use crate::ledger::pipeline::{Batch, CoopDoc, Draft, Ledger, Recorded, Submitted, View};
+use crate::ledger::pipeline::{self, Batch, CoopDoc, Draft, Ledger, Recorded, Submitted, View};
 use crate::ledger::queries::{Published, limits_of};
 use crate::ledger::{
     Convert, EntryRefusal, HistoryItem, HistoryPage, Ingest, LedgerError, Settle, Status,
     TrialBalance, UnitPosition,
 };
 use crate::storage::{StorageError, Store};
+
+/// Batches of at least this many entries have their signatures checked on
+/// a second thread while the ledger judges them (as documents' are,
+/// `validate.rs`); smaller ones before the ledger is locked.
+const VERIFY_ASIDE: usize = 64;
 
 /// Every co-op's ledger, each behind its own lock.
 #[derive(Default)]
@@ -295,16 +300,35 @@ impl Engine {
     ) -> Result<Vec<Result<Ingest, EntryRefusal>>, LedgerError> {
         // A co-op not held here costs no signature checks.
         self.ledger(coop)?;
-        // Decoding and signatures need neither lock.
-        let batch = Batch::check(encoded);
+        // Decoding needs neither lock.
+        let batch = Batch::decode(encoded);
+        let signatures = batch.signatures();
         let decisions = self.decisions(*coop);
-        let (results, stored) = self.with_ledger(coop, |ledger, doc| {
-            let view = View {
-                doc,
-                decisions: &decisions,
-            };
-            ledger.ingest(&view, batch)
-        })?;
+        let (results, stored) = if signatures.len() >= VERIFY_ASIDE {
+            // A large batch's signatures are checked on another thread
+            // while this one judges it; nothing is committed unless they
+            // all verified.
+            std::thread::scope(|s| {
+                let aside = s.spawn(|| pipeline::verify(&signatures));
+                self.with_ledger(coop, |ledger, doc| {
+                    let view = View {
+                        doc,
+                        decisions: &decisions,
+                    };
+                    ledger.ingest_verifying(&view, batch, || aside.join().unwrap_or(false))
+                })
+            })?
+        } else {
+            // A few are checked before either lock is taken.
+            let batch = batch.verified(pipeline::verify(&signatures));
+            self.with_ledger(coop, |ledger, doc| {
+                let view = View {
+                    doc,
+                    decisions: &decisions,
+                };
+                ledger.ingest(&view, batch)
+            })?
+        };
         // Entries released from the pending set count too.
         if !stored.is_empty() {
             self.store().make_durable()?;

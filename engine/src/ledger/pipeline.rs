@@ -159,10 +159,10 @@ impl Ledger {
 
     /// Runs `f` on the fold and commits what it wrote, or, if it fails,
     /// forgets all of it.
-    fn atomically<T>(
+    fn atomically<T, E: From<StorageError>>(
         &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, LedgerError>,
-    ) -> Result<T, LedgerError> {
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
         let done = f(self).and_then(|t| Ok(self.commit().map(|()| t)?));
         if done.is_err() {
             self.fold.discard();
@@ -245,8 +245,8 @@ impl Ledger {
         lookups
     }
 
-    /// Validates entries from a peer, decoded and signature-checked by
-    /// [`Batch::check`], and stages and folds the valid ones, with any
+    /// Validates entries from a peer, decoded and signature-checked
+    /// ([`Batch::check`], [`Batch::verified`]), and stages and folds the valid ones, with any
     /// waiting entries they complete, in one atomic commit; returns the
     /// outcome of each input and every entry stored, parents first. The
     /// caller makes them durable.
@@ -255,6 +255,50 @@ impl Ledger {
         view: &View<'_>,
         batch: Batch,
     ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, Stored), LedgerError> {
+        match self.ingest_gated(view, batch, || true) {
+            Ok(done) => Ok(done),
+            Err(Gated::Ledger(e)) => Err(e),
+            Err(Gated::Unverified) => unreachable!("this gate always opens"),
+        }
+    }
+
+    /// [`Ledger::ingest`] of a batch whose signatures another thread is
+    /// checking ([`Batch::decode`], [`Batch::signatures`]): judged as if
+    /// they verified, and committed only if `verified()` (which waits for
+    /// that thread) says they did. If not, nothing it judged stays (the
+    /// fold's rows and the waiting entries are as before) and the batch is
+    /// judged again with each signature checked on its own, as
+    /// [`Ledger::ingest`] does after a failed batch check.
+    pub(crate) fn ingest_verifying(
+        &mut self,
+        view: &View<'_>,
+        batch: Batch,
+        verified: impl FnOnce() -> bool,
+    ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, Stored), LedgerError> {
+        let waiting = (self.pending.clone(), self.pending_by_signer.clone());
+        let again = batch.encoded.clone();
+        let optimistic = Batch {
+            signatures_ok: true,
+            ..batch
+        };
+        match self.ingest_gated(view, optimistic, verified) {
+            Ok(done) => Ok(done),
+            Err(Gated::Ledger(e)) => Err(e),
+            Err(Gated::Unverified) => {
+                (self.pending, self.pending_by_signer) = waiting;
+                self.ingest(view, Batch::decode(again))
+            }
+        }
+    }
+
+    /// The ingest, committed only if `gate()` (asked once, before the
+    /// commit) says so.
+    fn ingest_gated(
+        &mut self,
+        view: &View<'_>,
+        batch: Batch,
+        gate: impl FnOnce() -> bool,
+    ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, Stored), Gated> {
         let Batch {
             encoded,
             decoded,
@@ -282,6 +326,9 @@ impl Ledger {
                 results.push(outcome);
             }
             ledger.release_pending(view, &mut lookups, &mut accepted, &mut stored)?;
+            if !gate() {
+                return Err(Gated::Unverified);
+            }
             Ok((results, stored))
         });
         self.lookups = lookups;
@@ -574,9 +621,10 @@ pub(crate) struct Draft {
     pub(crate) timestamp: u64,
 }
 
-/// Entries from a peer, decoded, with every signature checked in one batch
+/// Entries from a peer, decoded, with their signatures checked in one batch
 /// check: what needs neither the ledger nor the co-op document, done before
-/// either is locked.
+/// either is locked ([`Batch::check`]), or, for a large batch, on another
+/// thread while the ledger judges it ([`Ledger::ingest_verifying`]).
 pub(crate) struct Batch {
     encoded: Vec<Vec<u8>>,
     decoded: Vec<Result<(SignedEntry, EntryId), DecodeError>>,
@@ -588,37 +636,83 @@ pub(crate) struct Batch {
 impl Batch {
     /// Decodes `encoded` and checks their signatures together.
     pub(crate) fn check(encoded: Vec<Vec<u8>>) -> Batch {
-        let decoded: Vec<Result<(SignedEntry, EntryId), DecodeError>> =
-            encoded.iter().map(|b| SignedEntry::decode(b)).collect();
-        // Read from the bytes: a decoded entry is canonical, so its
-        // unsigned encoding is its bytes less the signature.
-        let messages: Vec<Option<[u8; 32]>> = decoded
-            .iter()
-            .zip(&encoded)
-            .map(|(d, bytes)| {
-                d.as_ref()
-                    .ok()
-                    .and_then(|_| SignedEntry::signing_message_of(bytes))
-            })
-            .collect();
-        let signed: Vec<identity::SignedMessage<'_>> = decoded
-            .iter()
-            .zip(&messages)
-            .filter_map(|(d, m)| {
-                let (e, _) = d.as_ref().ok()?;
-                Some(identity::SignedMessage {
-                    did: &e.entry.signer,
-                    message: m.as_ref()?,
-                    signature: &e.signature,
-                })
-            })
-            .collect();
-        let signatures_ok = !signed.is_empty() && identity::verify_batch(&signed);
-        drop(signed);
+        let mut batch = Batch::decode(encoded);
+        batch.signatures_ok = verify(&batch.signatures());
+        batch
+    }
+
+    /// Decodes `encoded`; its signatures are not checked
+    /// (`signatures_ok` false, so each is checked when judged, unless
+    /// [`Ledger::ingest_verifying`] is told they verified).
+    pub(crate) fn decode(encoded: Vec<Vec<u8>>) -> Batch {
+        let decoded = encoded.iter().map(|b| SignedEntry::decode(b)).collect();
         Batch {
             encoded,
             decoded,
-            signatures_ok,
+            signatures_ok: false,
         }
+    }
+
+    /// This batch, its signatures checked together (`ok`: whether they
+    /// all verified).
+    pub(crate) fn verified(self, ok: bool) -> Batch {
+        Batch {
+            signatures_ok: ok,
+            ..self
+        }
+    }
+
+    /// The signer, signed message and signature of each entry that
+    /// decodes, owned, so another thread can check them while the batch is
+    /// judged. Read from the bytes: a decoded entry is canonical, so its
+    /// unsigned encoding is its bytes less the signature.
+    pub(crate) fn signatures(&self) -> Signatures {
+        self.decoded
+            .iter()
+            .zip(&self.encoded)
+            .filter_map(|(d, bytes)| {
+                let (e, _) = d.as_ref().ok()?;
+                Some((
+                    e.entry.signer,
+                    SignedEntry::signing_message_of(bytes)?,
+                    e.signature,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Signatures of a [`Batch`] to check: signer, message, signature.
+pub(crate) type Signatures = Vec<(Did, [u8; 32], [u8; 64])>;
+
+/// Whether every one of `signatures` verifies (and there is one).
+pub(crate) fn verify(signatures: &Signatures) -> bool {
+    let signed: Vec<identity::SignedMessage<'_>> = signatures
+        .iter()
+        .map(|(did, message, signature)| identity::SignedMessage {
+            did,
+            message,
+            signature,
+        })
+        .collect();
+    !signed.is_empty() && identity::verify_batch(&signed)
+}
+
+/// Why a gated ingest ([`Ledger::ingest_verifying`]) did not commit.
+enum Gated {
+    Ledger(LedgerError),
+    /// The batch's signatures did not all verify.
+    Unverified,
+}
+
+impl From<LedgerError> for Gated {
+    fn from(e: LedgerError) -> Self {
+        Gated::Ledger(e)
+    }
+}
+
+impl From<StorageError> for Gated {
+    fn from(e: StorageError) -> Self {
+        Gated::Ledger(e.into())
     }
 }

@@ -217,6 +217,63 @@ fn settlements_told_when_durable_are_each_told_once_and_survive_a_restart() {
     assert_eq!(balance(&node.engine, &coop, &alice), 0);
 }
 
+/// A batch large enough to have its signatures checked beside its judging
+/// (`VERIFY_ASIDE`), with one forged signature: judged as if all verified,
+/// then, when they do not, judged again with each checked. The forged entry
+/// is refused, those before it stored, those after it (its children) wait;
+/// nothing of the first judging stays. The genuine entry then completes
+/// them.
+#[test]
+fn a_large_batch_with_one_forged_signature_refuses_it_and_keeps_the_rest() {
+    let (node, coop, _, alice, bob) = setup();
+    for i in 0..80 {
+        let (from, to) = if i % 2 == 0 {
+            (&alice, &bob)
+        } else {
+            (&bob, &alice)
+        };
+        node.engine
+            .settle(&coop, &dev(from), &settle(to, 1))
+            .expect("settle");
+    }
+    let entries = node.engine.entries(&coop).expect("entries");
+    assert_eq!(entries.len(), 80);
+    let peer = replica(&node.engine, &coop);
+    // The last entry came first: it waits, and the first judging of the
+    // batch releases it; it must be waiting again after the second.
+    let last = peer
+        .engine
+        .ingest_entries(&coop, vec![entries[79].clone()])
+        .expect("ingest");
+    assert!(matches!(last[..], [Ok(Ingest::Pending(_))]));
+    let mut forged = entries[..79].to_vec();
+    let sig_at = forged[40].len() - 64;
+    forged[40][sig_at + 5] ^= 1;
+    let results = peer.engine.ingest_entries(&coop, forged).expect("ingest");
+    assert_eq!(results.len(), 79);
+    for (i, r) in results.iter().enumerate() {
+        match (i, r) {
+            (0..40, Ok(Ingest::Stored(_))) => {}
+            (40, Err(EntryRefusal::BadSignature(_))) => {}
+            (41.., Ok(Ingest::Pending(_))) => {}
+            _ => panic!("entry {i}: {r:?}"),
+        }
+    }
+    assert_eq!(peer.engine.trial_balance(&coop).expect("tb").entries, 40);
+    assert_eq!(peer.engine.pending_entries(&coop).expect("pending"), 39);
+    let done = peer
+        .engine
+        .ingest_entries(&coop, vec![entries[40].clone()])
+        .expect("ingest");
+    assert!(matches!(done[..], [Ok(Ingest::Stored(_))]));
+    assert_eq!(peer.engine.trial_balance(&coop).expect("tb").entries, 80);
+    assert_eq!(peer.engine.pending_entries(&coop).expect("pending"), 0);
+    assert_eq!(
+        peer.engine.trial_balance(&coop).expect("tb"),
+        node.engine.trial_balance(&coop).expect("tb")
+    );
+}
+
 #[test]
 fn a_settlement_over_the_credit_limit_is_refused_and_stores_nothing() {
     let (node, coop, admin, alice, bob) = setup();
