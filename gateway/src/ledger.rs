@@ -322,10 +322,14 @@ async fn settle(
     // here, so no thread sleeps through it. The engine reports the commit
     // once durable whether or not this request is still waiting.
     let (durable, done) = tokio::sync::oneshot::channel();
-    let engine = gw.engine().clone();
-    let (signer, to_settle) = (auth.signer(), settle.clone());
+    let (signer, to_settle, counted) = (auth.signer(), settle.clone(), gw.clone());
     blocking(move || {
+        let engine = counted.engine().clone();
         engine.settle_then(&id, &signer, &to_settle, move |r| {
+            // Counted once durable, even if the client has gone.
+            if r.is_ok() {
+                Metrics::add(&counted.metrics().settlements);
+            }
             let _ = durable.send(r);
         })?;
         Ok(())
@@ -334,7 +338,6 @@ async fn settle(
     let (entry, status) = done
         .await
         .map_err(|_| AppError::internal("the settlement's sync was lost"))??;
-    Metrics::add(&gw.metrics().settlements);
     let answer = SettleAnswer {
         entry_id: entry.to_string(),
         status: StatusView::of(&status)?,
