@@ -275,6 +275,12 @@ impl Ledger {
         batch: Batch,
         verified: impl FnOnce() -> bool,
     ) -> Result<(Vec<Result<Ingest, EntryRefusal>>, Stored), LedgerError> {
+        // Putting the waiting entries back costs a copy of them: with many
+        // waiting, wait for the signatures first instead.
+        if self.pending.len() > COPY_WAITING_MAX {
+            let ok = verified();
+            return self.ingest(view, batch.verified(ok));
+        }
         let waiting = (self.pending.clone(), self.pending_by_signer.clone());
         let again = batch.encoded.clone();
         let optimistic = Batch {
@@ -697,6 +703,10 @@ pub(crate) fn verify(signatures: &Signatures) -> bool {
         .collect();
     !signed.is_empty() && identity::verify_batch(&signed)
 }
+
+/// Most waiting entries [`Ledger::ingest_verifying`] copies to put back if
+/// a batch's signatures fail; with more it checks them before judging.
+const COPY_WAITING_MAX: usize = 1024;
 
 /// Why a gated ingest ([`Ledger::ingest_verifying`]) did not commit.
 enum Gated {

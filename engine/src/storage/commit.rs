@@ -78,7 +78,14 @@ impl GroupCommit {
         drop(state);
         let answer = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         for (_, callback) in due {
-            callback(answer.clone());
+            // One callback that panics (a listener's bug) must not take the
+            // sync thread, and every writer waiting on it, down with it.
+            let answer = answer.clone();
+            let called =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(answer)));
+            if called.is_err() {
+                tracing::error!("a durability callback panicked");
+            }
         }
         (self.lock(), result)
     }
@@ -447,6 +454,38 @@ mod tests {
         assert!(answers.try_recv().is_err());
         gc.stop();
         assert!(matches!(answers.try_recv(), Ok(Err(_))));
+    }
+
+    #[test]
+    fn a_panicking_callback_does_not_stop_the_others_or_the_sync_thread() {
+        let gc = GroupCommit::default();
+        let (told, answers) = std::sync::mpsc::channel();
+        gc.lock().running = true;
+        gc.durable_then(
+            || Ok::<(), &str>(()),
+            Box::new(|_| panic!("a listener's bug")),
+        );
+        let t = told.clone();
+        gc.durable_then(
+            || Ok::<(), &str>(()),
+            Box::new(move |r| {
+                let _ = t.send(r);
+            }),
+        );
+        gc.lock().running = false;
+        // The next sync answers both: one panics, the other is still told.
+        let (state, result) = gc.run(gc.lock(), &|| Ok::<(), &str>(()));
+        drop(state);
+        assert_eq!(result, Ok(()));
+        assert_eq!(answers.try_recv(), Ok(Ok(())));
+        // And the group commit goes on.
+        gc.durable_then(
+            || Ok::<(), &str>(()),
+            Box::new(move |r| {
+                let _ = told.send(r);
+            }),
+        );
+        assert_eq!(answers.try_recv(), Ok(Ok(())));
     }
 
     #[test]
